@@ -1,0 +1,160 @@
+"""JWT authentication: where a client's token is found, and what it entitles.
+
+A token is verified into a `Principal` (subject, roles, asset entitlement,
+expiry). Failures raise `GatewayError` with AUTH_* codes; the caller maps them
+to the wire. Tokens are never logged.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from .config import ConfigError, Settings, dev_secret
+from .protocol import ErrorCode, GatewayError
+
+# A token longer than this is refused before any parsing.
+MAX_TOKEN_BYTES = 8192
+ROLE_NAME_MAX = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is connected and what they may see. `sub is None` means anonymous."""
+
+    sub: str | None
+    roles: frozenset[str] = frozenset()
+    assets: frozenset[str] | None = None  # None: every catalog asset
+    exp: int | None = None
+
+    @property
+    def anonymous(self) -> bool:
+        return self.sub is None
+
+    def may_see(self, asset: str) -> bool:
+        return self.assets is None or asset.upper() in self.assets
+
+
+ANONYMOUS = Principal(sub=None)
+
+
+def extract_token(environ: Mapping[str, Any], auth: Any) -> str | None:
+    """The token from, in order: CONNECT `auth.token`, `?token=`, `Authorization: Bearer`."""
+    if isinstance(auth, dict) and auth.get("token") is not None:
+        token: object = auth["token"]
+        if not isinstance(token, str):
+            raise GatewayError(ErrorCode.AUTH_INVALID, "auth.token must be a string")
+        return token
+    query: dict[str, list[str]] = parse_qs(environ.get("QUERY_STRING", ""))
+    if query.get("token"):
+        return query["token"][0]
+    header = str(environ.get("HTTP_AUTHORIZATION", ""))
+    scheme, _, credentials = header.partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    return None
+
+
+class TokenVerifier:
+    """Verifies tokens against the configured key, algorithms, issuer and audience."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.issuer = settings.jwt_issuer
+        self.audience = settings.jwt_audience
+        self.leeway = settings.jwt_leeway
+        self.dev_mode = settings.dev_mode
+        self.key: str | bytes
+        if settings.jwt_public_key_file:
+            path = Path(settings.jwt_public_key_file)
+            try:
+                self.key = path.read_bytes()
+            except OSError as exc:
+                raise ConfigError("REALTIME_JWT_PUBLIC_KEY_FILE", f"cannot read {path}: {exc.strerror}") from None
+            self.algorithms = settings.jwt_algorithms or ["RS256", "ES256"]
+            try:
+                public_key = load_pem_public_key(self.key)
+            except ValueError:
+                raise ConfigError("REALTIME_JWT_PUBLIC_KEY_FILE", f"{path} is not a PEM public key") from None
+            if not isinstance(public_key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
+                raise ConfigError("REALTIME_JWT_PUBLIC_KEY_FILE", f"{path} is neither an RSA nor an EC key")
+        else:
+            self.key = settings.jwt_secret or dev_secret()
+            self.algorithms = settings.jwt_algorithms or ["HS256"]
+
+    def verify(self, token: str) -> Principal:
+        if len(token) > MAX_TOKEN_BYTES:
+            raise GatewayError(ErrorCode.AUTH_INVALID, "token is too large")
+        try:
+            claims = jwt.decode(
+                token,
+                self.key,
+                algorithms=self.algorithms,
+                issuer=self.issuer,
+                audience=self.audience,
+                leeway=self.leeway,
+                options={"require": ["exp", "sub"], "verify_aud": self.audience is not None},
+            )
+        except jwt.ExpiredSignatureError:
+            raise GatewayError(ErrorCode.AUTH_EXPIRED, "token has expired") from None
+        except jwt.InvalidTokenError as exc:
+            raise GatewayError(ErrorCode.AUTH_INVALID, f"invalid token: {exc}") from None
+        except Exception:  # a hostile token must never reach the client as INTERNAL
+            raise GatewayError(ErrorCode.AUTH_INVALID, "invalid token") from None
+        return _principal(claims)
+
+    def mint(self, sub: str, roles: Sequence[str] = (), assets: Sequence[str] | None = None, ttl: int = 3600) -> str:
+        """A token for this verifier's secret (dev mode and tests only)."""
+        if not isinstance(self.key, str):
+            raise RuntimeError("cannot mint tokens with a public key")
+        return mint_token(self.key, sub, roles=roles, assets=assets, ttl=ttl, algorithm=self.algorithms[0],
+                          issuer=self.issuer, audience=self.audience)
+
+
+def _principal(claims: dict[str, Any]) -> Principal:
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not 0 < len(sub) <= 256:
+        raise GatewayError(ErrorCode.AUTH_INVALID, "sub must be a non-empty string")
+    roles = claims.get("roles", [])
+    if not isinstance(roles, list) or not all(isinstance(r, str) and 0 < len(r) <= ROLE_NAME_MAX for r in roles):
+        raise GatewayError(ErrorCode.AUTH_INVALID, "roles must be a list of strings")
+    assets = claims.get("assets")
+    if assets is not None and (not isinstance(assets, list) or not all(isinstance(a, str) for a in assets)):
+        raise GatewayError(ErrorCode.AUTH_INVALID, "assets must be a list of strings")
+    exp = claims["exp"]
+    return Principal(
+        sub=sub,
+        roles=frozenset(roles),
+        assets=None if assets is None else frozenset(a.upper() for a in assets),
+        exp=int(exp),
+    )
+
+
+def mint_token(
+    secret: str,
+    sub: str,
+    *,
+    roles: Sequence[str] = (),
+    assets: Sequence[str] | None = None,
+    ttl: int = 3600,
+    algorithm: str = "HS256",
+    issuer: str | None = None,
+    audience: str | None = None,
+) -> str:
+    """Sign a development token: `sub`, `roles`, optional `assets`, `exp` = now + ttl."""
+    now = int(time.time())
+    claims: dict[str, Any] = {"sub": sub, "roles": list(roles), "iat": now, "exp": now + ttl}
+    if assets is not None:
+        claims["assets"] = list(assets)
+    if issuer:
+        claims["iss"] = issuer
+    if audience:
+        claims["aud"] = audience
+    return jwt.encode(claims, secret, algorithm=algorithm)

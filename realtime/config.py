@@ -1,0 +1,223 @@
+"""Settings: every production knob, read from `REALTIME_*` once and passed down.
+
+Each field is also a `realtime serve` flag (`--redis-url` for `REALTIME_REDIS_URL`);
+flags win over the environment. A bad value stops start-up with one line that
+names the variable (see `load_settings`).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "REALTIME_"
+DEFAULT_ASSETS = "BTC_USDC_PERP:4,ETH_USDC_PERP:4,SOL_USDC_PERP:4"
+
+
+class ConfigError(Exception):
+    """A setting has a value the gateway cannot run with."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+        self.problem = problem
+
+
+@dataclass(frozen=True, slots=True)
+class AssetSpec:
+    name: str
+    decimals: int
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def parse_assets(value: str) -> tuple[AssetSpec, ...]:
+    """Parse the catalog `NAME:DECIMALS,...`; names are stored upper-case."""
+    specs: list[AssetSpec] = []
+    seen: set[str] = set()
+    for item in _split_csv(value):
+        name, sep, decimals = item.partition(":")
+        name = name.strip().upper()
+        if not sep or not name or not decimals.strip().isdigit():
+            raise ValueError(f"expected NAME:DECIMALS, got {item!r}")
+        if not all(c.isalnum() or c in "_-." for c in name) or len(name) > 64:
+            raise ValueError(f"asset name {name!r} may hold only letters, digits, '_', '-', '.'")
+        places = int(decimals)
+        if places > 18:
+            raise ValueError(f"decimals of {name} must be 0..18, got {places}")
+        if name in seen:
+            raise ValueError(f"asset {name} is listed twice")
+        seen.add(name)
+        specs.append(AssetSpec(name, places))
+    if not specs:
+        raise ValueError("the catalog is empty")
+    return tuple(specs)
+
+
+class Settings(BaseSettings):
+    """The gateway's configuration. Field `x_y` is `REALTIME_X_Y` and `--x-y`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", frozen=True, validate_default=True
+    )
+
+    # Listening.
+    host: str = Field("0.0.0.0", description="listen address")
+    port: int = Field(7070, ge=0, le=65535, description="listen port (0 = any free port)")
+    instance_id: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
+        min_length=1, max_length=128, description="name of this pod in /health and acks (default: host-pid)",
+    )
+
+    # Redis: unset means embedded mode (in-memory manager, simulated feed).
+    redis_url: str | None = Field(
+        None, description="Redis for the manager and the feed; unset or memory:// = embedded mode"
+    )
+    manager_channel: str = Field("socketio", min_length=1, description="python-socketio manager channel")
+    price_channel: str = Field("exness:price-updates", min_length=1, description="price feed channel")
+    redis_timeout: float = Field(2.0, gt=0, le=60, description="Redis socket and connect timeout, seconds")
+    redis_retry_max: float = Field(5.0, gt=0, le=300, description="longest backoff between Redis reconnects, seconds")
+
+    # Catalog and the embedded simulated feed.
+    assets: str = Field(DEFAULT_ASSETS, description="catalog NAME:DECIMALS,...")
+    simulated_rate: float = Field(
+        2.0, ge=0, le=10_000, description="embedded mode: simulated ticks per second per asset (0 = off)"
+    )
+
+    # Authentication.
+    jwt_secret: str | None = Field(None, description="HS256 shared secret")
+    jwt_public_key_file: str | None = Field(None, description="PEM public key for RS256/ES256")
+    jwt_algorithms: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="accepted JWT algorithms (default: HS256 with a secret, RS256,ES256 with a key)",
+    )
+    jwt_issuer: str | None = Field(None, description="required `iss` claim, when set")
+    jwt_audience: str | None = Field(None, description="required `aud` claim, when set")
+    jwt_leeway: float = Field(10.0, ge=0, le=300, description="clock skew allowed on exp/nbf/iat, seconds")
+    allow_anonymous: bool = Field(False, description="accept connections without a token (public prices only)")
+
+    # Socket.IO / Engine.IO.
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="allowed origins, comma-separated ('*' = any; empty = same origin only)"
+    )
+    serializer: Literal["json", "msgpack"] = Field("json", description="Socket.IO packet serializer")
+    ping_interval: float = Field(25.0, gt=0, le=600, description="Engine.IO ping interval, seconds")
+    ping_timeout: float = Field(20.0, gt=0, le=600, description="Engine.IO ping timeout, seconds")
+    websocket_compression: bool = Field(
+        False, description="offer permessage-deflate (costs ~60% CPU per message and ~100 KB per connection)"
+    )
+    max_message_bytes: int = Field(
+        64 * 1024, ge=1024, le=16 * 1024 * 1024, description="largest inbound Engine.IO message, bytes"
+    )
+
+    # Limits.
+    max_subscriptions: int = Field(100, ge=1, le=100_000, description="assets one connection may subscribe to")
+    max_connections: int = Field(50_000, ge=1, description="connections one pod accepts")
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["127.0.0.1", "::1"],
+        description="peers whose X-Forwarded-For is believed",
+    )
+
+    # Lifecycle and logs.
+    shutdown_grace: float = Field(10.0, ge=0, le=600, description="seconds SIGTERM waits for clients to leave")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+    log_format: Literal["text", "json"] = Field("text", description="log line format")
+
+    @field_validator("jwt_algorithms", "cors_origins", "trusted_proxies", mode="before")
+    @classmethod
+    def _csv(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("assets")
+    @classmethod
+    def _valid_catalog(cls, value: str) -> str:
+        parse_assets(value)
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+        if scheme not in {"redis", "rediss", "unix", "memory"}:
+            raise ValueError("expected redis://, rediss://, unix:// or memory://")
+        return value
+
+    @field_validator("jwt_algorithms")
+    @classmethod
+    def _known_algorithms(cls, value: list[str]) -> list[str]:
+        allowed = {"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512"}
+        for alg in value:
+            if alg not in allowed:
+                raise ValueError(f"{alg!r} is not accepted; choose from {', '.join(sorted(allowed))}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.jwt_secret is not None and self.jwt_public_key_file is not None:
+            raise ValueError("set REALTIME_JWT_SECRET or REALTIME_JWT_PUBLIC_KEY_FILE, not both")
+        if self.jwt_public_key_file and any(a.startswith("HS") for a in self.jwt_algorithms):
+            raise ValueError("REALTIME_JWT_ALGORITHMS: HS* cannot be used with a public key")
+        if self.jwt_secret is not None and any(not a.startswith("HS") for a in self.jwt_algorithms):
+            raise ValueError("REALTIME_JWT_ALGORITHMS: only HS* can be used with a shared secret")
+        return self
+
+    # Derived views, so callers never re-parse.
+
+    @property
+    def embedded(self) -> bool:
+        """No Redis: in-memory manager and the built-in simulated feed."""
+        return self.redis_url is None or self.redis_url.startswith("memory://")
+
+    @property
+    def catalog(self) -> tuple[AssetSpec, ...]:
+        return parse_assets(self.assets)
+
+    @property
+    def dev_mode(self) -> bool:
+        """No JWT key configured: tokens are signed with a per-process random secret."""
+        return self.jwt_secret is None and self.jwt_public_key_file is None
+
+
+def variable_name(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+def flag_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Build settings from the environment, with `overrides` (CLI flags) on top.
+
+    Raises `ConfigError` naming the first offending variable.
+    """
+    try:
+        return Settings(**{k: v for k, v in (overrides or {}).items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = [str(part) for part in first.get("loc", ()) if part != "__root__"]
+        message = first.get("msg", "invalid value").removeprefix("Value error, ")
+        if loc:
+            field = loc[0]
+            raw = first.get("input")
+            shown = f" (got {raw!r})" if isinstance(raw, (str, int, float)) and len(str(raw)) < 80 else ""
+            raise ConfigError(f"{variable_name(field)} ({flag_name(field)})", message + shown) from None
+        raise ConfigError("configuration", message) from None
+
+
+def dev_secret() -> str:
+    """A per-process signing secret for dev mode: tokens never outlive the process."""
+    return secrets.token_urlsafe(32)

@@ -1,0 +1,205 @@
+"""Socket.IO event handlers: connect, subscribe, unsubscribe, refresh, disconnect.
+
+Each handler validates its payload, does its work and answers with an ack.
+Every failure is a `GatewayError` mapped to the wire here and nowhere else;
+an unexpected exception answers INTERNAL and is logged, so no client input can
+crash a handler or leave a half-connected sid behind.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import socketio
+
+from .auth import ANONYMOUS, Principal, TokenVerifier, extract_token
+from .catalog import Catalog
+from .config import Settings
+from .prices import PriceBook
+from .protocol import (
+    AUTH_REFRESH,
+    PRICE_SUBSCRIBE,
+    PRICE_UNSUBSCRIBE,
+    ErrorAck,
+    ErrorCode,
+    GatewayError,
+    PriceUpdate,
+    RefreshAck,
+    Rejection,
+    SubscribeAck,
+    UnsubscribeAck,
+    ack_error,
+    asset_names,
+    asset_room,
+    refusal,
+    role_room,
+    user_room,
+)
+
+log = logging.getLogger("realtime.gateway")
+
+# A request may name at most this many assets (beyond any catalog we expect).
+MAX_ASSETS_PER_REQUEST = 1000
+
+
+@dataclass(slots=True)
+class Connection:
+    """What the gateway knows about one connected client."""
+
+    sid: str
+    principal: Principal
+    subscriptions: set[str] = field(default_factory=set)
+
+
+Handler = Callable[..., Awaitable[Any]]
+
+
+class Gateway:
+    """Owns the connections of this pod and answers their events."""
+
+    def __init__(
+        self,
+        sio: socketio.AsyncServer,
+        settings: Settings,
+        verifier: TokenVerifier,
+        catalog: Catalog,
+        book: PriceBook,
+    ) -> None:
+        self.sio = sio
+        self.settings = settings
+        self.verifier = verifier
+        self.catalog = catalog
+        self.book = book
+        self.instance_id = settings.instance_id
+        self.connections: dict[str, Connection] = {}
+        self.accepting = True
+
+        sio.on("connect", self.on_connect)
+        sio.on("disconnect", self.on_disconnect)
+        sio.on(PRICE_SUBSCRIBE, self._acked(self.subscribe))
+        sio.on(PRICE_UNSUBSCRIBE, self._acked(self.unsubscribe))
+        sio.on(AUTH_REFRESH, self._acked(self.refresh))
+        sio.on("*", self.on_unknown_event)
+
+    # Connect and disconnect.
+
+    async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        try:
+            principal = self._authenticate(environ, auth)
+            if not self.accepting:
+                raise GatewayError(ErrorCode.TOO_MANY_CONNECTIONS, "this instance is shutting down")
+            if len(self.connections) >= self.settings.max_connections:
+                raise GatewayError(ErrorCode.TOO_MANY_CONNECTIONS, "this instance is full")
+            self.connections[sid] = Connection(sid, principal)
+            if principal.sub is not None:
+                await self.sio.enter_room(sid, user_room(principal.sub))
+                for role in principal.roles:
+                    await self.sio.enter_room(sid, role_room(role))
+        except GatewayError as error:
+            self.connections.pop(sid, None)
+            raise refusal(error) from None
+        except Exception:
+            # python-socketio gives the client no reply for any other exception
+            # and leaves the sid half-connected forever: always refuse with a code.
+            log.exception("connect handler failed")
+            self.connections.pop(sid, None)
+            raise refusal(GatewayError(ErrorCode.INTERNAL, "internal error")) from None
+
+    def _authenticate(self, environ: dict[str, Any], auth: Any) -> Principal:
+        token = extract_token(environ, auth)
+        if token is None:
+            if self.settings.allow_anonymous:
+                return ANONYMOUS
+            raise GatewayError(ErrorCode.AUTH_REQUIRED, "a token is required")
+        return self.verifier.verify(token)
+
+    async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        self.connections.pop(sid, None)
+
+    # Events. Each returns its ack or raises GatewayError.
+
+    def _acked(self, handler: Handler) -> Handler:
+        """Wrap a handler so it always answers with an ack, whatever it is sent."""
+
+        async def answer(sid: str, *args: Any) -> Any:
+            connection = self.connections.get(sid)
+            try:
+                if connection is None:
+                    raise GatewayError(ErrorCode.INTERNAL, "connection is not registered")
+                return await handler(connection, *args)
+            except GatewayError as error:
+                return ack_error(error)
+            except Exception:
+                log.exception("handler %s failed", handler.__name__)
+                return ack_error(GatewayError(ErrorCode.INTERNAL, "internal error"))
+
+        answer.__name__ = handler.__name__
+        return answer
+
+    async def subscribe(self, conn: Connection, payload: Any = None, *_: Any) -> SubscribeAck:
+        names = asset_names(payload, MAX_ASSETS_PER_REQUEST)
+        subscribed: list[str] = []
+        rejected: list[Rejection] = []
+        prices: list[PriceUpdate] = []
+        for name in names:
+            asset = self.catalog.get(name)
+            if asset is None:
+                rejected.append({"asset": name, "code": ErrorCode.UNKNOWN_ASSET.value})
+                continue
+            if not conn.principal.may_see(asset.name):
+                rejected.append({"asset": asset.name, "code": ErrorCode.FORBIDDEN.value})
+                continue
+            if asset.name not in conn.subscriptions:
+                if len(conn.subscriptions) >= self.settings.max_subscriptions:
+                    rejected.append({"asset": asset.name, "code": ErrorCode.TOO_MANY_SUBSCRIPTIONS.value})
+                    continue
+                conn.subscriptions.add(asset.name)
+                await self.sio.enter_room(conn.sid, asset_room(asset.name))
+            if asset.name not in subscribed:
+                subscribed.append(asset.name)
+                latest = self.book.latest(asset.name)
+                if latest is not None:
+                    prices.append(latest)
+        return {"ok": True, "subscribed": subscribed, "rejected": rejected, "prices": prices,
+                "instance": self.instance_id}
+
+    async def unsubscribe(self, conn: Connection, payload: Any = None, *_: Any) -> UnsubscribeAck:
+        names = asset_names(payload, MAX_ASSETS_PER_REQUEST)
+        unsubscribed: list[str] = []
+        for name in names:
+            asset = self.catalog.get(name)
+            if asset is None or asset.name in unsubscribed:
+                continue
+            if asset.name in conn.subscriptions:
+                conn.subscriptions.discard(asset.name)
+                await self.sio.leave_room(conn.sid, asset_room(asset.name))
+            unsubscribed.append(asset.name)
+        return {"ok": True, "unsubscribed": unsubscribed}
+
+    async def refresh(self, conn: Connection, payload: Any = None, *_: Any) -> RefreshAck:
+        if not isinstance(payload, dict) or not isinstance(payload.get("token"), str):
+            raise GatewayError(ErrorCode.BAD_REQUEST, 'expected {"token": "<jwt>"}')
+        principal = self.verifier.verify(payload["token"])
+        if conn.principal.sub is None or principal.sub != conn.principal.sub:
+            raise GatewayError(ErrorCode.FORBIDDEN, "the new token is for another subject")
+        await self._apply_entitlements(conn, principal)
+        assert principal.exp is not None
+        return {"ok": True, "exp": principal.exp}
+
+    async def _apply_entitlements(self, conn: Connection, principal: Principal) -> None:
+        """Make rooms follow a refreshed token: roles and asset rights may have changed."""
+        for role in conn.principal.roles - principal.roles:
+            await self.sio.leave_room(conn.sid, role_room(role))
+        for role in principal.roles - conn.principal.roles:
+            await self.sio.enter_room(conn.sid, role_room(role))
+        for asset in [a for a in conn.subscriptions if not principal.may_see(a)]:
+            conn.subscriptions.discard(asset)
+            await self.sio.leave_room(conn.sid, asset_room(asset))
+        conn.principal = principal
+
+    async def on_unknown_event(self, event: str, sid: str, *_: Any) -> ErrorAck:
+        # python-socketio's catch-all handler receives the event name first.
+        return ack_error(GatewayError(ErrorCode.BAD_REQUEST, f"unknown event {event[:64]!r}"))

@@ -1,0 +1,156 @@
+"""The wire contract (SPEC §2): event names, payload shapes, error codes.
+
+Everything a client or a neighbour can see is declared here, so the protocol is
+greppable in one file. Errors are raised as `GatewayError(code)` anywhere and
+mapped to the wire in exactly one place per transport: `ack_error` for acks,
+`refusal` for connect, the HTTP layer for REST.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, NotRequired, TypedDict
+
+import socketio
+
+# Client -> server events.
+PRICE_SUBSCRIBE = "price:subscribe"
+PRICE_UNSUBSCRIBE = "price:unsubscribe"
+AUTH_REFRESH = "auth:refresh"
+
+# Server -> client events.
+PRICE_UPDATE = "price:update"
+AUTH_EXPIRING = "auth:expiring"
+
+# Room names. Never accepted from clients: they are built from asset names and token claims.
+ASSET_ROOM = "asset:{}"
+USER_ROOM = "user:{}"
+ROLE_ROOM = "role:{}"
+
+
+def asset_room(asset: str) -> str:
+    return ASSET_ROOM.format(asset)
+
+
+def user_room(sub: str) -> str:
+    return USER_ROOM.format(sub)
+
+
+def role_room(role: str) -> str:
+    return ROLE_ROOM.format(role)
+
+
+class ErrorCode(StrEnum):
+    # Connect refusals.
+    AUTH_REQUIRED = "AUTH_REQUIRED"
+    AUTH_INVALID = "AUTH_INVALID"
+    AUTH_EXPIRED = "AUTH_EXPIRED"
+    TOO_MANY_CONNECTIONS = "TOO_MANY_CONNECTIONS"
+    # Ack failures.
+    BAD_REQUEST = "BAD_REQUEST"
+    UNKNOWN_ASSET = "UNKNOWN_ASSET"
+    FORBIDDEN = "FORBIDDEN"
+    RATE_LIMITED = "RATE_LIMITED"
+    TOO_MANY_SUBSCRIPTIONS = "TOO_MANY_SUBSCRIPTIONS"
+    INTERNAL = "INTERNAL"
+
+
+class GatewayError(Exception):
+    """An error with a wire code; its message is safe to show to the client."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class ErrorBody(TypedDict):
+    code: str
+    message: str
+
+
+class PriceUpdate(TypedDict):
+    """`price:update`: prices are integers; value = bid / 10**decimals."""
+
+    asset: str
+    bid: int
+    ask: int
+    decimals: int
+    seq: int
+    ts: int
+
+
+class Rejection(TypedDict):
+    asset: str
+    code: str
+
+
+class SubscribeAck(TypedDict):
+    ok: bool
+    subscribed: list[str]
+    rejected: list[Rejection]
+    prices: list[PriceUpdate]
+    instance: str
+
+
+class UnsubscribeAck(TypedDict):
+    ok: bool
+    unsubscribed: list[str]
+
+
+class RefreshAck(TypedDict):
+    ok: bool
+    exp: int
+
+
+class ErrorAck(TypedDict):
+    ok: bool
+    error: ErrorBody
+
+
+class ExpiringEvent(TypedDict):
+    exp: int
+
+
+class FeedTick(TypedDict):
+    """A message on the price channel (SPEC §4)."""
+
+    asset: str
+    bid: int
+    ask: int
+    ts: NotRequired[int]
+    seq: NotRequired[int]
+
+
+def error_body(code: ErrorCode, message: str) -> ErrorBody:
+    return {"code": code.value, "message": message}
+
+
+def ack_error(error: GatewayError) -> ErrorAck:
+    return {"ok": False, "error": error_body(error.code, error.message)}
+
+
+def refusal(error: GatewayError) -> socketio.exceptions.ConnectionRefusedError:
+    """The connect refusal: the client's `err.message` is the code, `err.data` the body."""
+    return socketio.exceptions.ConnectionRefusedError(error.code.value, error_body(error.code, error.message))
+
+
+def asset_names(payload: Any, limit: int) -> list[str]:
+    """Validate a subscribe/unsubscribe payload: a name or a list of names.
+
+    Raises BAD_REQUEST for anything else, including lists longer than `limit`.
+    """
+    if isinstance(payload, str):
+        payload = [payload]
+    if not isinstance(payload, list):
+        raise GatewayError(ErrorCode.BAD_REQUEST, "expected an asset name or a list of asset names")
+    if not payload:
+        raise GatewayError(ErrorCode.BAD_REQUEST, "the list of assets is empty")
+    if len(payload) > limit:
+        raise GatewayError(ErrorCode.BAD_REQUEST, f"at most {limit} assets per request")
+    names: list[str] = []
+    for item in payload:
+        if not isinstance(item, str) or not 0 < len(item) <= 64:
+            raise GatewayError(ErrorCode.BAD_REQUEST, "asset names are non-empty strings of at most 64 characters")
+        names.append(item)
+    return names

@@ -1,0 +1,140 @@
+"""The gateway process: assembles the parts, owns the socket, the background
+tasks, the signals and a bounded graceful shutdown.
+
+A price tick's way through the modules: `sources` (Redis or simulator) ->
+`ingest` -> `prices` (validate, number, keep latest) -> `fanout` -> clients.
+Client events go to `gateway`; back-end events arrive through `manager`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+
+import socketio
+from aiohttp import web
+
+from . import health, transport
+from .auth import TokenVerifier
+from .catalog import Catalog
+from .config import Settings
+from .fanout import ManagerFanout
+from .gateway import Gateway
+from .ingest import Ingest
+from .manager import client_manager, manager_ready
+from .prices import PriceBook
+from .sources import price_source
+
+log = logging.getLogger("realtime.server")
+
+
+class Server:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.sio = socketio.AsyncServer(
+            async_mode="aiohttp",
+            client_manager=client_manager(settings),
+            serializer="msgpack" if settings.serializer == "msgpack" else "default",
+            cors_allowed_origins=_cors(settings.cors_origins),
+            ping_interval=settings.ping_interval,
+            ping_timeout=settings.ping_timeout,
+            max_http_buffer_size=settings.max_message_bytes,
+            logger=False,
+            engineio_logger=False,
+        )
+        transport.install(
+            self.sio.eio, compression=settings.websocket_compression, trusted_proxies=settings.trusted_proxies
+        )
+        self.catalog = Catalog(settings.catalog)
+        self.book = PriceBook(self.catalog)
+        self.verifier = TokenVerifier(settings)
+        self.gateway = Gateway(self.sio, settings, self.verifier, self.catalog, self.book)
+        self.source = price_source(settings)
+        self.ingest = Ingest(self.source, self.book, ManagerFanout(self.sio))
+        self.health = health.HealthState(
+            instance_id=settings.instance_id,
+            started=time.monotonic(),
+            redis_required=not settings.embedded,
+            redis_up=lambda: self.source.connected and manager_ready(self.sio.manager),
+            connections=lambda: len(self.gateway.connections),
+        )
+
+        self.app = web.Application()
+        self.sio.attach(self.app)
+        self.app.add_routes(health.routes(self.health))
+
+        self._runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.port: int | None = None
+
+    async def start(self) -> None:
+        # Start the manager now rather than at the first connection, so /ready
+        # reflects Redis from the start and back-end emits reach us at once.
+        if not self.sio.manager_initialized:
+            self.sio.manager_initialized = True
+            self.sio.manager.initialize()
+        self._tasks.append(asyncio.create_task(self.ingest.run(), name="ingest"))
+
+        self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None,
+                                     shutdown_timeout=self.settings.shutdown_grace)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.settings.host, self.settings.port, reuse_address=True)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        mode = "embedded (in-memory manager, simulated feed)" if self.settings.embedded else "redis"
+        log.info("instance %s listening on http://%s:%d, %s mode%s", self.settings.instance_id,
+                 self.settings.host, self.port, mode,
+                 "; no JWT key configured: dev mode" if self.settings.dev_mode else "")
+
+    async def stop(self) -> None:
+        # Stop accepting and report not-ready, so load balancers move on.
+        self.health.draining = True
+        self.gateway.accepting = False
+        # Close every client's transport; socket.io-client reconnects elsewhere by itself.
+        await self._close_clients()
+        # Stop background work, then the HTTP server.
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        manager_task = getattr(self.sio.manager, "thread", None)
+        if isinstance(manager_task, asyncio.Task):
+            manager_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await manager_task
+        if self._runner is not None:
+            await self._runner.cleanup()
+        counts = ", ".join(f"{k.value}={v}" for k, v in sorted(self.ingest.counts.items()))
+        log.info("instance %s stopped; feed ticks: %s", self.settings.instance_id, counts or "none")
+
+    async def _close_clients(self) -> None:
+        sids = list(self.sio.eio.sockets)
+        if not sids:
+            return
+        closing = [self.sio.eio.disconnect(sid) for sid in sids]
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True),
+                                   timeout=max(0.1, self.settings.shutdown_grace))
+
+    async def serve_forever(self) -> None:
+        """Run until SIGTERM or SIGINT, then shut down within the grace."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        await stop.wait()
+        log.info("signal received: draining %d connections", len(self.gateway.connections))
+        await self.stop()
+
+
+def _cors(origins: list[str]) -> str | list[str] | None:
+    if not origins:
+        return None  # same origin only
+    if "*" in origins:
+        return "*"
+    return origins

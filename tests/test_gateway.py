@@ -1,0 +1,305 @@
+"""SPEC §2-4 against a real gateway process, real Redis and real clients."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from .conftest import GatewayFactory
+from .harness import (
+    Gateway,
+    RedisServer,
+    connect_error,
+    connected,
+    eventually,
+    http_json,
+    publish,
+    run_node,
+    token,
+)
+
+BTC, ETH, SOL = "BTC_USDC_PERP", "ETH_USDC_PERP", "SOL_USDC_PERP"
+
+
+def tick(asset: str = BTC, bid: int = 100, ask: int = 101, **extra: Any) -> dict[str, Any]:
+    return {"asset": asset, "bid": bid, "ask": ask, **extra}
+
+
+async def feed(gateway: Gateway, *messages: Any) -> None:
+    await publish(gateway.env["REALTIME_REDIS_URL"], gateway.env["REALTIME_PRICE_CHANNEL"], *messages)
+
+
+# Connect: where the token may be, and every refusal code.
+
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+async def test_token_in_auth_query_or_header(gateway: Gateway, transport: str) -> None:
+    placements: list[dict[str, Any]] = [
+        {"auth": {"token": token("alice")}},
+        {"query": f"token={token('alice')}"},
+        {"headers": {"Authorization": f"Bearer {token('alice')}"}},
+    ]
+    for placement in placements:
+        async with connected(gateway.url, transports=[transport], **placement) as client:
+            ack = await client.call("price:subscribe", [BTC])
+            assert ack["ok"] is True and ack["subscribed"] == [BTC]
+
+
+async def test_refusal_codes(start_gateway: GatewayFactory) -> None:
+    gateway = start_gateway(max_connections=1)
+    assert (await connect_error(gateway.url))["code"] == "AUTH_REQUIRED"
+    for bad in ["garbage", token("alice", secret="another-secret-of-sufficient-length!"), "a.b.c"]:
+        assert (await connect_error(gateway.url, auth={"token": bad}))["code"] == "AUTH_INVALID"
+    expired = token("alice", ttl=-3600)
+    refused = await connect_error(gateway.url, auth={"token": expired})
+    assert refused == {"code": "AUTH_EXPIRED", "message": "token has expired"}
+    assert (await connect_error(gateway.url, auth={"token": 42}))["code"] == "AUTH_INVALID"
+    async with connected(gateway.url, auth={"token": token("alice")}):
+        refused = await connect_error(gateway.url, auth={"token": token("bob")})
+        assert refused["code"] == "TOO_MANY_CONNECTIONS"
+    # The refused sids left nothing behind: the slot is free again.
+    async with connected(gateway.url, auth={"token": token("bob")}) as client:
+        assert client.client.connected
+    await eventually(lambda: _connections(gateway, 0))
+
+
+async def test_anonymous_only_when_allowed(start_gateway: GatewayFactory) -> None:
+    closed = start_gateway()
+    assert (await connect_error(closed.url))["code"] == "AUTH_REQUIRED"
+    open_ = start_gateway(allow_anonymous=True)
+    async with connected(open_.url) as client:
+        ack = await client.call("price:subscribe", BTC)
+        assert ack["subscribed"] == [BTC]
+
+
+async def test_js_client_connect_error_shape(gateway: Gateway) -> None:
+    lines = await run_node("client.mjs", json.dumps({"url": gateway.url, "auth": {"token": "nope"}}))
+    assert lines == [{"type": "connect_error", "message": "AUTH_INVALID",
+                      "data": {"code": "AUTH_INVALID", "message": lines[0]["data"]["message"]}}]
+    lines = await run_node("client.mjs", json.dumps({"url": gateway.url, "transports": ["polling"]}))
+    assert lines[0]["message"] == "AUTH_REQUIRED" and lines[0]["data"]["code"] == "AUTH_REQUIRED"
+
+
+# Subscribe and unsubscribe.
+
+async def test_subscribe_ack_shape_and_snapshot(gateway: Gateway) -> None:
+    await feed(gateway, tick(BTC, 958500000, 967500000, seq=7, ts=1763700000123))
+    await asyncio.sleep(0.3)
+    async with connected(gateway.url, auth={"token": token("alice")}) as client:
+        ack = await client.call("price:subscribe", ["btc_usdc_perp", ETH, "DOGE", BTC])
+    assert ack["ok"] is True
+    assert ack["subscribed"] == [BTC, ETH]  # catalog spelling, once each
+    assert ack["rejected"] == [{"asset": "DOGE", "code": "UNKNOWN_ASSET"}]
+    assert ack["prices"] == [{"asset": BTC, "bid": 958500000, "ask": 967500000, "decimals": 4,
+                              "seq": 7, "ts": 1763700000123}]
+    assert ack["instance"]
+
+
+async def test_assets_claim_and_subscription_cap(start_gateway: GatewayFactory, redis_server: RedisServer) -> None:
+    gateway = start_gateway(redis_url=redis_server.url, max_subscriptions=2)
+    async with connected(gateway.url, auth={"token": token("alice", assets=[BTC, ETH, "sol_usdc_perp"])}) as client:
+        ack = await client.call("price:subscribe", [BTC, ETH, SOL])
+        assert ack["subscribed"] == [BTC, ETH]
+        assert ack["rejected"] == [{"asset": SOL, "code": "TOO_MANY_SUBSCRIPTIONS"}]
+    async with connected(gateway.url, auth={"token": token("bob", assets=[BTC])}) as client:
+        ack = await client.call("price:subscribe", [BTC, ETH])
+        assert ack["subscribed"] == [BTC]
+        assert ack["rejected"] == [{"asset": ETH, "code": "FORBIDDEN"}]
+
+
+async def test_unsubscribe_stops_updates(gateway: Gateway) -> None:
+    async with connected(gateway.url, auth={"token": token("alice")}) as client:
+        await client.call("price:subscribe", [BTC, ETH])
+        ack = await client.call("price:unsubscribe", ["btc_usdc_perp", "DOGE"])
+        assert ack == {"ok": True, "unsubscribed": [BTC]}
+        await feed(gateway, tick(BTC, seq=1), tick(ETH, seq=1))
+        updates = await client.wait_for("price:update")
+        await asyncio.sleep(0.2)
+        assert [u["asset"] for u in client.received("price:update")] == [ETH]
+        assert updates[0]["asset"] == ETH
+
+
+GARBAGE: list[tuple[Any, ...]] = [
+    (), (None,), (42,), (3.5,), (True,), ({},), ({"asset": BTC},), ([],), ([[BTC]],), ([1, 2],),
+    ([None],), (["x" * 10_000],), ([""],), ([BTC] * 1500,), ("",), (BTC, "extra", 1),
+]
+
+
+@pytest.mark.parametrize("event", ["price:subscribe", "price:unsubscribe", "auth:refresh"])
+async def test_garbage_payloads_get_bad_request(gateway: Gateway, event: str) -> None:
+    async with connected(gateway.url, auth={"token": token("alice")}) as client:
+        for args in GARBAGE:
+            if event != "auth:refresh" and args and isinstance(args[0], str) and args[0] == BTC:
+                continue  # a plain asset name (extra arguments are ignored) is valid for subscribe
+            ack = await client.call(event, *args)
+            assert ack["ok"] is False, (event, args, ack)
+            assert ack["error"]["code"] in {"BAD_REQUEST", "AUTH_INVALID"}, (event, args, ack)
+            if event != "auth:refresh" or not (args and isinstance(args[0], dict)):
+                assert ack["error"]["code"] == "BAD_REQUEST", (event, args, ack)
+        ack = await client.call("no:such:event", {"x": 1})
+        assert ack["error"]["code"] == "BAD_REQUEST"
+        # Still serving.
+        assert (await client.call("price:subscribe", [BTC]))["ok"] is True
+
+
+# Ticks from the feed.
+
+async def test_bad_feed_messages_are_dropped_then_good_one_flows(gateway: Gateway) -> None:
+    async with connected(gateway.url, auth={"token": token("alice")}) as client:
+        await client.call("price:subscribe", [BTC])
+        await feed(
+            gateway,
+            b"not json", "[]", "null", json.dumps({"asset": BTC}),
+            tick(BTC, bid="100"), tick(BTC, bid=-1), tick(BTC, bid=True), tick(BTC, bid=2**60),
+            tick("DOGE"), tick(BTC, bid=102, ask=101),  # unknown, crossed
+            tick(BTC, seq=10), tick(BTC, seq=10), tick(BTC, seq=9),  # replay and stale after the first
+            tick(BTC, bid=200, ask=201, seq=11, ts=5),
+        )
+        updates = await client.wait_for("price:update", 2)
+        await asyncio.sleep(0.2)
+        assert [(u["seq"], u["bid"]) for u in client.received("price:update")] == [(10, 100), (11, 200)]
+        assert updates[1] == {"asset": BTC, "bid": 200, "ask": 201, "decimals": 4, "seq": 11, "ts": 5}
+    assert "dropped malformed tick" in gateway.logs()
+    assert gateway.process is not None and gateway.process.poll() is None
+
+
+async def test_pod_numbers_ticks_without_seq_and_stamps_ts(gateway: Gateway) -> None:
+    async with connected(gateway.url, auth={"token": token("alice")}) as client:
+        await client.call("price:subscribe", [SOL])
+        before = int(time.time() * 1000)
+        await feed(gateway, *[tick(SOL, bid=i, ask=i + 1) for i in range(1, 21)])
+        updates = await client.wait_for("price:update", 20)
+    assert [u["seq"] for u in updates] == list(range(1, 21))
+    assert [u["bid"] for u in updates] == list(range(1, 21))
+    assert all(u["decimals"] == 2 and u["ts"] >= before for u in updates)
+
+
+async def test_assets_are_isolated(gateway: Gateway) -> None:
+    token_a, token_b = token("alice"), token("bob")
+    async with connected(gateway.url, auth={"token": token_a}) as a, \
+            connected(gateway.url, auth={"token": token_b}, transports=["polling"]) as b:
+        await a.call("price:subscribe", [BTC])
+        await b.call("price:subscribe", [ETH])
+        await feed(gateway, tick(BTC, seq=1), tick(ETH, seq=1), tick(SOL, seq=1), tick(BTC, seq=2))
+        await a.wait_for("price:update", 2)
+        await b.wait_for("price:update", 1)
+        await asyncio.sleep(0.3)
+        assert {u["asset"] for u in a.received("price:update")} == {BTC}
+        assert [u["asset"] for u in b.received("price:update")] == [ETH]
+
+
+async def test_js_client_receives_updates(gateway: Gateway) -> None:
+    async def ticking() -> None:
+        seq = 0
+        while True:
+            seq += 1
+            await feed(gateway, tick(ETH, bid=seq, ask=seq + 1, seq=seq))
+            await asyncio.sleep(0.05)
+
+    for transports in (["websocket"], ["polling"]):
+        plan = {"url": gateway.url, "auth": {"token": token("carol")}, "subscribe": ["eth_usdc_perp"],
+                "updates": 3, "transports": transports}
+        ticker = asyncio.create_task(ticking())
+        try:
+            lines = await run_node("client.mjs", json.dumps(plan))
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+        assert lines[0] == {"type": "connect", "transport": transports[0]}
+        ack = next(line["ack"] for line in lines if line["type"] == "ack")
+        assert ack["ok"] is True and ack["subscribed"] == [ETH]
+        seqs = [line["update"]["seq"] for line in lines if line["type"] == "update"]
+        assert len(seqs) == 3 and seqs == sorted(set(seqs))
+
+
+# Private events through the manager.
+
+BACKEND = """
+import asyncio, sys, socketio
+async def main():
+    manager = socketio.AsyncRedisManager(sys.argv[1], channel=sys.argv[2], write_only=True)
+    await manager.emit("order:update", {"id": 7, "status": "filled"}, room=sys.argv[3])
+asyncio.run(main())
+"""
+
+
+async def emit_from_backend(gateway: Gateway, room: str) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", BACKEND, gateway.env["REALTIME_REDIS_URL"], gateway.env["REALTIME_MANAGER_CHANNEL"], room)
+    assert await process.wait() == 0
+
+
+@contextlib.asynccontextmanager
+async def users(gateway: Gateway, *specs: tuple[str, list[str]]) -> AsyncIterator[list[Any]]:
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(connected(gateway.url, auth={"token": token(sub, roles=roles)}))
+                   for sub, roles in specs]
+        yield clients
+
+
+async def test_write_only_emit_reaches_exactly_the_users_connections(gateway: Gateway) -> None:
+    async with users(gateway, ("bob", []), ("bob", ["risk"]), ("alice", ["risk"])) as (bob1, bob2, alice):
+        await emit_from_backend(gateway, "user:bob")
+        await bob1.wait_for("order:update")
+        await bob2.wait_for("order:update")
+        await emit_from_backend(gateway, "role:risk")
+        await bob2.wait_for("order:update", 2)
+        await alice.wait_for("order:update", 1)
+        await asyncio.sleep(0.3)
+        assert bob1.received("order:update") == [{"id": 7, "status": "filled"}]
+        assert len(bob2.received("order:update")) == 2
+        assert len(alice.received("order:update")) == 1
+
+
+async def test_rooms_are_not_accepted_from_clients(gateway: Gateway) -> None:
+    async with users(gateway, ("mallory", []), ("bob", [])) as (mallory, bob):
+        ack = await mallory.call("price:subscribe", ["user:bob", "asset:BTC_USDC_PERP", "role:admin"])
+        assert ack["subscribed"] == []
+        assert {r["code"] for r in ack["rejected"]} == {"UNKNOWN_ASSET"}
+        await emit_from_backend(gateway, "user:bob")
+        await bob.wait_for("order:update")
+        await asyncio.sleep(0.3)
+        assert mallory.received("order:update") == []
+
+
+# Token refresh.
+
+async def test_auth_refresh(start_gateway: GatewayFactory, redis_server: RedisServer) -> None:
+    gateway = start_gateway(redis_url=redis_server.url)
+    async with connected(gateway.url, auth={"token": token("alice", roles=["risk"])}) as client:
+        await client.call("price:subscribe", [BTC, ETH])
+        fresh = token("alice", assets=[ETH], ttl=7200)
+        ack = await client.call("auth:refresh", {"token": fresh})
+        assert ack["ok"] is True and ack["exp"] > time.time() + 7000
+        # Entitlements follow the new token: BTC is gone.
+        again = await client.call("price:subscribe", [BTC])
+        assert again["rejected"] == [{"asset": BTC, "code": "FORBIDDEN"}]
+        other = await client.call("auth:refresh", {"token": token("bob")})
+        assert other["error"]["code"] == "FORBIDDEN"
+        expired = await client.call("auth:refresh", {"token": token("alice", ttl=-100)})
+        assert expired["error"]["code"] == "AUTH_EXPIRED"
+        invalid = await client.call("auth:refresh", {"token": "x.y.z"})
+        assert invalid["error"]["code"] == "AUTH_INVALID"
+
+
+# HTTP probes.
+
+async def test_health_and_ready(gateway: Gateway) -> None:
+    status, body = await http_json(gateway.url + "/health")
+    assert status == 200 and body["status"] == "ok" and body["redis"] == "up" and body["instance"]
+    async with connected(gateway.url, auth={"token": token("alice")}):
+        await eventually(lambda: _connections(gateway, 1))
+    status, body = await http_json(gateway.url + "/ready")
+    assert status == 200 and body["ready"] is True
+
+
+async def _connections(gateway: Gateway, expected: int) -> bool:
+    _, body = await http_json(gateway.url + "/health")
+    return bool(body["connections"] == expected)
