@@ -16,7 +16,9 @@ from .protocol import PRICE_UPDATE, PriceUpdate, asset_room
 
 
 class Fanout(Protocol):
-    async def send_price(self, update: PriceUpdate) -> None: ...
+    async def send_price(self, update: PriceUpdate) -> int:
+        """Deliver `update` to this pod's subscribers of its asset; return how many."""
+        ...
 
 
 class ManagerFanout:
@@ -25,9 +27,10 @@ class ManagerFanout:
     def __init__(self, sio: socketio.AsyncServer) -> None:
         self.sio = sio
 
-    async def send_price(self, update: PriceUpdate) -> None:
+    async def send_price(self, update: PriceUpdate) -> int:
+        room = asset_room(update["asset"])
+        recipients = len(self.sio.manager.rooms.get("/", {}).get(room, ()))
         # The base AsyncManager.emit is the local delivery; the Redis manager's
         # own emit would also publish the tick to every other pod.
-        await socketio.AsyncManager.emit(
-            self.sio.manager, PRICE_UPDATE, update, namespace="/", room=asset_room(update["asset"])
-        )
+        await socketio.AsyncManager.emit(self.sio.manager, PRICE_UPDATE, update, namespace="/", room=room)
+        return recipients
