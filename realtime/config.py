@@ -121,6 +121,19 @@ class Settings(BaseSettings):
         64 * 1024, ge=1024, le=16 * 1024 * 1024, description="largest inbound Engine.IO message, bytes"
     )
 
+    # Send path.
+    fanout: Literal["direct", "stock"] = Field(
+        "direct", description="price fan-out: frame once and write to every websocket (direct), "
+                              "or python-socketio's emit (stock, for comparison)"
+    )
+    slow_consumer_bytes: int = Field(
+        64 * 1024, ge=1024, description="queued bytes past which a connection's queued price ticks "
+                                        "collapse to the newest per asset"
+    )
+    slow_consumer_max_bytes: int = Field(
+        1024 * 1024, ge=4096, description="queued bytes past which a connection is cut as a slow consumer"
+    )
+
     # Limits.
     max_subscriptions: int = Field(100, ge=1, le=100_000, description="assets one connection may subscribe to")
     max_connections: int = Field(50_000, ge=1, description="connections one pod accepts")
@@ -172,6 +185,8 @@ class Settings(BaseSettings):
             raise ValueError("REALTIME_JWT_ALGORITHMS: HS* cannot be used with a public key")
         if self.jwt_secret is not None and any(not a.startswith("HS") for a in self.jwt_algorithms):
             raise ValueError("REALTIME_JWT_ALGORITHMS: only HS* can be used with a shared secret")
+        if self.slow_consumer_max_bytes <= self.slow_consumer_bytes:
+            raise ValueError("REALTIME_SLOW_CONSUMER_MAX_BYTES must be above REALTIME_SLOW_CONSUMER_BYTES")
         return self
 
     # Derived views, so callers never re-parse.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import time
@@ -21,12 +22,13 @@ from . import health, transport
 from .auth import TokenVerifier
 from .catalog import Catalog
 from .config import Settings
-from .fanout import ManagerFanout
+from .fanout import fanout
 from .gateway import Gateway
 from .ingest import Ingest
 from .manager import client_manager, manager_ready
 from .prices import PriceBook
 from .sources import price_source
+from .writer import Writers
 
 log = logging.getLogger("realtime.server")
 
@@ -45,15 +47,17 @@ class Server:
             logger=False,
             engineio_logger=False,
         )
+        self.writers = Writers(settings.slow_consumer_bytes, settings.slow_consumer_max_bytes)
         transport.install(
-            self.sio.eio, compression=settings.websocket_compression, trusted_proxies=settings.trusted_proxies
+            self.sio.eio, compression=settings.websocket_compression, trusted_proxies=settings.trusted_proxies,
+            writers=self.writers,
         )
         self.catalog = Catalog(settings.catalog)
         self.book = PriceBook(self.catalog)
         self.verifier = TokenVerifier(settings)
         self.gateway = Gateway(self.sio, settings, self.verifier, self.catalog, self.book)
         self.source = price_source(settings)
-        self.ingest = Ingest(self.source, self.book, ManagerFanout(self.sio))
+        self.ingest = Ingest(self.source, self.book, fanout(self.sio, settings.fanout))
         self.health = health.HealthState(
             instance_id=settings.instance_id,
             started=time.monotonic(),
@@ -84,6 +88,11 @@ class Server:
         site = web.TCPSite(self._runner, self.settings.host, self.settings.port, reuse_address=True)
         await site.start()
         self.port = self._runner.addresses[0][1]
+        # The cyclic GC, run every 700 allocations, was a third of fan-out CPU and
+        # set the latency tail: keep what start-up built out of its sight, and let
+        # the young generation grow (PERFORMANCE.md, finding 3).
+        gc.freeze()
+        gc.set_threshold(50_000, *gc.get_threshold()[1:])
         mode = "embedded (in-memory manager, simulated feed)" if self.settings.embedded else "redis"
         log.info("instance %s listening on http://%s:%d, %s mode%s", self.settings.instance_id,
                  self.settings.host, self.port, mode,

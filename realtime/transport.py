@@ -1,13 +1,15 @@
 """Our adjustments to python-engineio's aiohttp driver.
 
 python-engineio picks its driver functions from a dict (`server._async`); we
-give the server its own copy with two changes, pinned to python-engineio 4.15
-and covered by tests/test_transport.py so an upstream change fails loudly:
+give the server its own copy with these changes, pinned to python-engineio 4.15
+and covered by tests/test_upstream_hooks.py so an upstream change fails loudly:
 
 - websocket permessage-deflate is a setting, off by default (the stock driver
   always accepts it: ~60 % more CPU per message, ~100 KB more per connection);
 - `REMOTE_ADDR` is the real peer, or the client named in `X-Forwarded-For`
-  when the peer is a trusted proxy (the stock driver always says 127.0.0.1).
+  when the peer is a trusted proxy (the stock driver always says 127.0.0.1);
+- every socket's queue is a `writer.Writer` (byte-bounded, direct writes),
+  and an accepted websocket hands its transport to that writer.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from typing import Any
 import engineio
 from aiohttp import web
 from engineio.async_drivers import aiohttp as aiohttp_driver
+
+from .writer import Writer, Writers
 
 
 class _Networks:
@@ -45,8 +49,9 @@ def client_address(request: web.Request, trusted: _Networks) -> str:
     return hops[0] if hops else peer
 
 
-def install(eio: engineio.AsyncServer, *, compression: bool, trusted_proxies: Iterable[str]) -> None:
-    """Give `eio` a private copy of the aiohttp driver with our changes."""
+def install(eio: engineio.AsyncServer, *, compression: bool, trusted_proxies: Iterable[str],
+            writers: Writers) -> None:
+    """Give `eio` a private copy of the aiohttp driver with our changes, and `writers` as its queues."""
     trusted = _Networks(trusted_proxies)
     base_translate = aiohttp_driver.translate_request
 
@@ -60,8 +65,14 @@ def install(eio: engineio.AsyncServer, *, compression: bool, trusted_proxies: It
             request = environ["aiohttp.request"]
             self._sock = web.WebSocketResponse(max_msg_size=self.server.max_http_buffer_size, compress=compression)
             await self._sock.prepare(request)
+            # The driver is given the socket's bound `_websocket_handler`.
+            writer = self.handler.__self__.queue
+            if isinstance(writer, Writer) and request.transport is not None:
+                writer.attach(self.handler.__self__, request.transport)
             self.environ = environ
             await self.handler(self)
             return self._sock
 
     eio._async = {**eio._async, "translate_request": translate_request, "websocket": WebSocket}
+    # engine.io's AsyncSocket makes its queue with `server.create_queue()`.
+    eio.create_queue = writers

@@ -1,0 +1,276 @@
+"""The per-connection writer: one byte-bounded outbound queue, plus direct writes.
+
+python-engineio gives every socket an `asyncio.Queue` that its websocket
+writer task (or a long-poll GET) drains, without bound. `Writer` replaces that
+queue (through `AsyncServer.create_queue`, see `transport`) and speaks the same
+queue API, so acks, pings, private events and everything else python-socketio
+sends still go through it in order. It adds:
+
+- **Direct writes.** While a websocket connection's writer task is idle
+  (waiting on an empty queue) everything sent before has been handed to the
+  transport, so a shared, ready-made frame can be written straight to it
+  without breaking order. Frames written this way within one loop turn are
+  joined into one write (`flush`). Anything put on the queue flushes them
+  first, and once the queue drains and the writer waits again the connection
+  is back on the direct path: the return is part of `get()`, not a guess.
+- **A byte bound.** Past `collapse_bytes` queued, a price tick replaces the
+  queued tick of the same asset (only the newest price matters; the client
+  sees `seq` jump); other packets are never dropped. Past `max_bytes` the
+  connection is cut: the websocket transport is aborted, the queue emptied,
+  and the next `get()` ends the session in engine.io's own way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from collections import deque
+from typing import Any
+
+log = logging.getLogger("realtime.writer")
+
+# Direct writes stop while this much is already buffered in the transport: the
+# client is not keeping up, and the queue (with its bound) takes over.
+DIRECT_BUFFER_LIMIT = 64 * 1024
+
+_TEXT, _BINARY = 0x81, 0x82  # FIN + opcode
+
+
+def websocket_frame(payload: str | bytes) -> bytes:
+    """One unmasked RFC 6455 frame (server to client, no extensions)."""
+    if isinstance(payload, str):
+        data, first = payload.encode(), _TEXT
+    else:
+        data, first = payload, _BINARY
+    size = len(data)
+    if size < 126:
+        header = bytes((first, size))
+    elif size < 65536:
+        header = struct.pack("!BBH", first, 126, size)
+    else:
+        header = struct.pack("!BBQ", first, 127, size)
+    return header + data
+
+
+class Writers:
+    """Makes every connection's `Writer` and keeps the counters they share.
+
+    Installed as the engine.io server's `create_queue`, so each new socket
+    gets a `Writer` as its queue. `cut` and `collapsed` are plain counters for
+    the metrics.
+    """
+
+    def __init__(self, collapse_bytes: int, max_bytes: int) -> None:
+        self.collapse_bytes = collapse_bytes
+        self.max_bytes = max_bytes
+        self.cut = 0  # connections cut past max_bytes
+        self.collapsed = 0  # queued price ticks replaced by a newer one of the same asset
+
+    def __call__(self, *_: Any, **__: Any) -> Writer:
+        return Writer(self)
+
+
+class _Entry:
+    __slots__ = ("asset", "packet", "size")
+
+    def __init__(self, packet: Any, size: int, asset: str | None) -> None:
+        self.packet = packet  # None once sent or dropped
+        self.size = size
+        self.asset = asset
+
+
+class Writer:
+    """One connection's outbound queue (engine.io's queue API) and direct frame writes."""
+
+    __slots__ = ("_bytes", "_entries", "_getters", "_joiners", "_latest", "_live", "_pending",
+                 "_pending_bytes", "_socket", "_tombstones", "_transport", "_unfinished", "cut", "writers")
+
+    def __init__(self, writers: Writers) -> None:
+        self.writers = writers
+        self.cut = False
+        self._entries: deque[_Entry] = deque()
+        self._live = 0  # entries not yet sent or dropped
+        self._tombstones = 0  # dropped entries still in the deque
+        self._bytes = 0  # their size
+        self._unfinished = 0  # for join(): put but not yet task_done()
+        self._getters: deque[asyncio.Future[None]] = deque()
+        self._joiners: list[asyncio.Future[None]] = []
+        self._latest: dict[str, _Entry] | None = None  # newest queued tick per asset
+        self._pending: list[bytes] = []  # direct frames of this loop turn
+        self._pending_bytes = 0
+        self._socket: Any = None  # engine.io AsyncSocket, once on a websocket
+        self._transport: asyncio.Transport | None = None
+
+    # The websocket: known once the driver has accepted it.
+
+    def attach(self, socket: Any, transport: asyncio.Transport) -> None:
+        """Direct writes may go to `transport` once `socket` has finished any upgrade."""
+        self._socket = socket
+        self._transport = transport
+
+    # engine.io's queue API.
+
+    async def put(self, packet: Any) -> None:
+        self.put_nowait(packet)
+
+    def put_nowait(self, packet: Any) -> None:
+        if self.cut:
+            return  # nothing more is kept for a connection being cut
+        self.flush()  # direct frames were sent earlier: they go first
+        self._append(_Entry(packet, 0 if packet is None else len(packet.encode()), None))
+
+    async def get(self) -> Any:
+        while not self._live:
+            if self.cut:
+                # engine.io's poll() takes a failed get as the end of the session:
+                # the websocket writer exits, a long-poll GET closes the socket.
+                raise TimeoutError("connection cut as a slow consumer")
+            getter = asyncio.get_running_loop().create_future()
+            self._getters.append(getter)
+            try:
+                await getter
+            except BaseException:
+                getter.cancel()
+                if getter in self._getters:
+                    self._getters.remove(getter)
+                raise
+        return self.get_nowait()
+
+    def get_nowait(self) -> Any:
+        while self._entries:
+            entry = self._entries.popleft()
+            if entry.size < 0:
+                self._tombstones -= 1
+                continue
+            packet = entry.packet
+            self._live -= 1
+            self._bytes -= entry.size
+            entry.packet, entry.size = None, -1
+            return packet
+        raise asyncio.QueueEmpty
+
+    def task_done(self) -> None:
+        self._done(1)
+
+    async def join(self) -> None:
+        if self._unfinished > 0:
+            joiner = asyncio.get_running_loop().create_future()
+            self._joiners.append(joiner)
+            await joiner
+
+    def empty(self) -> bool:
+        return self._live == 0
+
+    def qsize(self) -> int:
+        return self._live
+
+    # The send path.
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._bytes
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self._pending)
+
+    def write_direct(self, frame: bytes) -> bool:
+        """Hold `frame` for this turn's write if the connection can take it now; else False."""
+        transport = self._transport
+        if (
+            transport is None
+            or not self._getters  # the writer task is busy (or there is none): keep the order
+            or self._live
+            or self.cut
+            or transport.is_closing()
+            or transport.get_write_buffer_size() + self._pending_bytes > DIRECT_BUFFER_LIMIT
+        ):
+            return False
+        socket = self._socket
+        if not socket.upgraded or socket.upgrading or socket.closing:
+            return False
+        self._pending.append(frame)
+        self._pending_bytes += len(frame)
+        return True
+
+    def flush(self) -> None:
+        """Write this turn's direct frames in one write."""
+        if not self._pending:
+            return
+        data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+        self._pending.clear()
+        self._pending_bytes = 0
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+
+    def put_price(self, asset: str, packet: Any) -> None:
+        """Queue a price tick; when behind, it replaces the queued tick of its asset."""
+        if self.cut:
+            return
+        self.flush()
+        if self._latest is None:
+            self._latest = {}
+        if self._bytes > self.writers.collapse_bytes:
+            previous = self._latest.get(asset)
+            if previous is not None and previous.size >= 0:
+                self._drop(previous)
+                self.writers.collapsed += 1
+        entry = _Entry(packet, len(packet.encode()), asset)
+        self._latest[asset] = entry
+        self._append(entry)
+
+    # Internals.
+
+    def _append(self, entry: _Entry) -> None:
+        self._entries.append(entry)
+        self._live += 1
+        self._bytes += entry.size
+        self._unfinished += 1
+        if self._bytes > self.writers.max_bytes:
+            self._cut()
+            return
+        while self._getters:
+            getter = self._getters.popleft()
+            if not getter.done():
+                getter.set_result(None)
+                break
+
+    def _drop(self, entry: _Entry) -> None:
+        self._bytes -= entry.size
+        entry.packet, entry.size = None, -1
+        self._live -= 1
+        self._done(1)
+        # Dropped entries stay in the deque until popped; a writer that never
+        # drains would keep them all, so compact once they outnumber the rest.
+        self._tombstones += 1
+        if self._tombstones > self._live + 64:
+            self._entries = deque(e for e in self._entries if e.size >= 0)
+            self._tombstones = 0
+
+    def _done(self, count: int) -> None:
+        self._unfinished = max(0, self._unfinished - count)
+        if self._unfinished == 0 and self._joiners:
+            for joiner in self._joiners:
+                if not joiner.done():
+                    joiner.set_result(None)
+            self._joiners.clear()
+
+    def _cut(self) -> None:
+        self.cut = True
+        self.writers.cut += 1
+        sid = getattr(self._socket, "sid", None)
+        log.warning("cut a slow consumer%s: %d bytes queued (REALTIME_SLOW_CONSUMER_MAX_BYTES=%d)",
+                     f" (sid {sid})" if sid else "", self._bytes, self.writers.max_bytes)
+        dropped = self._live
+        self._entries.clear()
+        self._latest = None
+        self._pending.clear()
+        self._live = self._bytes = self._pending_bytes = self._tombstones = 0
+        self._done(dropped)
+        if self._transport is not None:
+            self._transport.abort()
+        for getter in self._getters:
+            if not getter.done():
+                getter.set_result(None)
+        self._getters.clear()
