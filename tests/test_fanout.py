@@ -1,0 +1,157 @@
+"""The send path (realtime/fanout.py, realtime/writer.py) against a real gateway.
+
+Order is checked on the wire with `RawClient`, which sees frames exactly as
+they arrive; the other clients are the real python-socketio and
+socket.io-client ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from .conftest import GatewayFactory
+from .harness import Gateway, RawClient, RedisServer, connected, emitter, free_port, run_node, token
+
+BTC, ETH = "BTC_USDC_PERP", "ETH_USDC_PERP"
+
+
+def redis_gateway(start_gateway: GatewayFactory, redis_server: RedisServer, **settings: Any) -> Gateway:
+    suffix = str(free_port())
+    return start_gateway(redis_url=redis_server.url, price_channel=f"prices-{suffix}",
+                         manager_channel=f"socketio-{suffix}", **settings)
+
+
+async def publish_ticks(gateway: Gateway, assets: list[str], count: int, *, every: float = 0.0,
+                        burst: int = 1) -> None:
+    """Publish `count` ticks per asset with seq 1..count, `burst` at a time."""
+    client = aioredis.Redis.from_url(gateway.env["REALTIME_REDIS_URL"])
+    channel = gateway.env["REALTIME_PRICE_CHANNEL"]
+    try:
+        for start in range(1, count + 1, burst):
+            async with client.pipeline(transaction=False) as pipe:
+                for seq in range(start, min(start + burst, count + 1)):
+                    for asset in assets:
+                        pipe.publish(channel, f'{{"asset":"{asset}","bid":{seq},"ask":{seq + 1},"seq":{seq}}}')
+                await pipe.execute()
+            await asyncio.sleep(every)
+    finally:
+        await client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def backend(gateway: Gateway) -> AsyncIterator[Any]:
+    manager = await emitter(gateway.env["REALTIME_REDIS_URL"], gateway.env["REALTIME_MANAGER_CHANNEL"])
+    try:
+        yield manager
+    finally:
+        if getattr(manager, "redis", None) is not None:
+            await manager.redis.aclose()
+
+
+def seqs(updates: list[Any], asset: str = BTC) -> list[int]:
+    return [update["seq"] for update in updates if update["asset"] == asset]
+
+
+async def test_order_against_acks_pings_and_private_events(start_gateway: GatewayFactory,
+                                                           redis_server: RedisServer) -> None:
+    gateway = redis_gateway(start_gateway, redis_server, ping_interval=0.5)
+    client = await RawClient.connect(gateway.url, {"token": token("alice")})
+    assert (await client.call("price:subscribe", [BTC]))["subscribed"] == [BTC]
+    ticks, orders = 3000, 100
+    seen: list[tuple[str, Any]] = []  # ("tick", seq) / ("ack", snapshot seq) / ("order", n), in wire order
+
+    async def private_events() -> None:
+        async with backend(gateway) as manager:
+            for n in range(1, orders + 1):
+                await manager.emit("order:update", {"n": n}, room="user:alice", namespace="/")
+                await asyncio.sleep(0.02)
+
+    async def acks() -> None:
+        # A subscribe that changes nothing: its ack carries the latest seq the handler saw.
+        while True:
+            client.emit("price:subscribe", [BTC])
+            await asyncio.sleep(0.01)
+
+    async def read() -> None:
+        while not (("tick", ticks) in seen and ("order", orders) in seen):
+            packet = await client.receive()
+            if packet.kind == "event" and packet.name == "price:update":
+                seen.append(("tick", packet.args[0]["seq"]))
+            elif packet.kind == "event" and packet.name == "order:update":
+                seen.append(("order", packet.args[0]["n"]))
+            elif packet.kind == "ack":
+                prices = packet.args[0]["prices"]
+                seen.append(("ack", prices[0]["seq"] if prices else 0))
+
+    work = [asyncio.create_task(job) for job in
+            (publish_ticks(gateway, [BTC], ticks, every=0.005, burst=20), private_events(), acks())]
+    try:
+        await asyncio.wait_for(read(), 60)
+    finally:
+        for task in work:
+            task.cancel()
+        await asyncio.gather(*work, return_exceptions=True)
+        await client.close()
+
+    tick_seqs = [value for kind, value in seen if kind == "tick"]
+    assert tick_seqs == sorted(set(tick_seqs)) and tick_seqs[-1] == ticks
+    assert [value for kind, value in seen if kind == "order"] == list(range(1, orders + 1))
+    assert client.pings > 0
+    snapshots = [(position, value) for position, (kind, value) in enumerate(seen) if kind == "ack"]
+    assert len(snapshots) > 10
+    for position, snapshot in snapshots:
+        # Every tick the handler had seen was sent before its ack, every later one after it.
+        before = [value for kind, value in seen[:position] if kind == "tick"]
+        after = [value for kind, value in seen[position:] if kind == "tick"]
+        assert all(seq <= snapshot for seq in before), (position, snapshot, before[-3:])
+        assert all(seq > snapshot for seq in after), (position, snapshot, after[:3])
+        assert snapshot == 0 or snapshot in before
+
+
+async def test_polling_and_upgrading_clients_get_every_tick_in_order(start_gateway: GatewayFactory,
+                                                                     redis_server: RedisServer) -> None:
+    # A generous bound: nothing is collapsed, so every tick must arrive.
+    gateway = redis_gateway(start_gateway, redis_server, slow_consumer_bytes=8 * 2**20,
+                            slow_consumer_max_bytes=64 * 2**20)
+    async with connected(gateway.url, auth={"token": token("alice")}, transports=["polling"]) as polling, \
+            connected(gateway.url, auth={"token": token("bob")}) as websocket:
+        for client in (polling, websocket):
+            await client.call("price:subscribe", [BTC])
+        publisher = asyncio.create_task(publish_ticks(gateway, [BTC], 400, every=0.01))
+        # socket.io-client starts on polling and upgrades to websocket while ticks flow.
+        upgrading = await run_node("client.mjs", f'{{"url": "{gateway.url}", "auth": {{"token": "{token("carol")}"}}, '
+                                                 f'"transports": ["polling", "websocket"], "subscribe": ["{BTC}"], '
+                                                 '"updates": 150, "timeoutMs": 30000}', timeout=40)
+        await publisher
+        for client in (polling, websocket):
+            await client.wait_for("price:update", 400, timeout=30)
+            assert seqs(client.received("price:update")) == list(range(1, 401))
+    # (Its connect event may already come after the upgrade: the probe is quick.)
+    received = seqs([line["update"] for line in upgrading if line["type"] == "update"])
+    assert len(received) == 150 and received == list(range(received[0], received[0] + 150))
+
+
+@pytest.mark.parametrize(("serializer", "fanout"), [("json", "direct"), ("msgpack", "direct"), ("json", "stock")])
+async def test_serializers_binary_attachments_and_stock_fanout(start_gateway: GatewayFactory,
+                                                               redis_server: RedisServer,
+                                                               serializer: str, fanout: str) -> None:
+    gateway = redis_gateway(start_gateway, redis_server, serializer=serializer, fanout=fanout)
+    blob = bytes(range(256)) * 4
+    client_serializer = "msgpack" if serializer == "msgpack" else "default"
+    async with connected(gateway.url, auth={"token": token("alice")}, serializer=client_serializer) as client:
+        await client.call("price:subscribe", [BTC, ETH])
+        publisher = asyncio.create_task(publish_ticks(gateway, [BTC, ETH], 100, every=0.005))
+        async with backend(gateway) as manager:
+            await manager.emit("portfolio:update", {"statement": blob}, room="user:alice", namespace="/")
+        await publisher
+        await client.wait_for("price:update", 200, timeout=30)
+        await client.wait_for("portfolio:update")
+    updates = client.received("price:update")
+    assert seqs(updates, BTC) == list(range(1, 101)) and seqs(updates, ETH) == list(range(1, 101))
+    assert client.received("portfolio:update") == [{"statement": blob}]
