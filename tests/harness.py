@@ -328,9 +328,10 @@ class RawClient:
     phone. It answers pings while it reads.
     """
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, handshake: str) -> None:
         self.reader = reader
         self.writer = writer
+        self.handshake = handshake  # the server's 101 response head
         self.pings = 0
         self._ack_id = 0
 
@@ -347,10 +348,10 @@ class RawClient:
         key = base64.b64encode(os.urandom(16)).decode()
         writer.write((f"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: {host}:{port}\r\n"
                       f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                      "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+                      "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n").encode())
         head = await reader.readuntil(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 101"), head
-        client = cls(reader, writer)
+        client = cls(reader, writer, head.decode())
         opened = await client._text()
         assert opened.startswith("0"), opened
         client.send_text("40" + json.dumps(auth))

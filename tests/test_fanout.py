@@ -62,6 +62,8 @@ async def test_order_against_acks_pings_and_private_events(start_gateway: Gatewa
                                                            redis_server: RedisServer) -> None:
     gateway = redis_gateway(start_gateway, redis_server, ping_interval=0.5)
     client = await RawClient.connect(gateway.url, {"token": token("alice")})
+    # It asked for permessage-deflate: shared frames need it refused (REALTIME_WEBSOCKET_COMPRESSION=false).
+    assert "permessage-deflate" not in client.handshake.lower()
     assert (await client.call("price:subscribe", [BTC]))["subscribed"] == [BTC]
     ticks, orders = 3000, 100
     seen: list[tuple[str, Any]] = []  # ("tick", seq) / ("ack", snapshot seq) / ("order", n), in wire order

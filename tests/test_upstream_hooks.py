@@ -1,0 +1,150 @@
+"""Every private python-engineio / python-socketio / aiohttp behaviour the send path relies on.
+
+The versions are pinned in setup.cfg; when an upgrade changes one of these,
+the test that names it fails here rather than as lost or reordered messages
+in production. Each test says which module depends on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import engineio
+import socketio
+from aiohttp import web
+from engineio import async_socket, exceptions
+from engineio import packet as eio_packet
+from socketio import packet as sio_packet
+
+from realtime import transport
+from realtime.writer import Writer, Writers, websocket_frame
+
+
+def _server(**options: Any) -> socketio.AsyncServer:
+    sio = socketio.AsyncServer(async_mode="aiohttp", **options)
+    transport.install(sio.eio, compression=False, trusted_proxies=[], writers=Writers(1024, 4096))
+    return sio
+
+
+# engine.io: the socket's queue (realtime/transport.py, realtime/writer.py).
+
+async def test_sockets_get_their_queue_from_server_create_queue() -> None:
+    sio = _server()
+    socket = async_socket.AsyncSocket(sio.eio, "sid1")
+    assert isinstance(socket.queue, Writer)
+    for attribute in ("upgraded", "upgrading", "closing", "closed", "sid"):
+        assert hasattr(socket, attribute), attribute
+
+
+async def test_poll_drains_the_queue_and_ends_on_a_failed_get() -> None:
+    sio = _server()
+    socket = async_socket.AsyncSocket(sio.eio, "sid1")
+    one, two = eio_packet.Packet(eio_packet.MESSAGE, "a"), eio_packet.Packet(eio_packet.MESSAGE, "b")
+    await socket.queue.put(one)
+    await socket.queue.put(two)
+    assert await socket.poll() == [one, two]
+    # A get() that raises TimeoutError (the writer was cut) ends the session.
+    socket.queue.put_nowait(eio_packet.Packet(eio_packet.MESSAGE, "x" * 8192))  # past the 4096 bound
+    assert socket.queue.cut
+    try:
+        await socket.poll()
+    except exceptions.QueueEmpty:
+        pass
+    else:
+        raise AssertionError("poll() did not end on a cut writer")
+
+
+async def test_close_waits_for_the_queue_to_be_written() -> None:
+    sio = _server()
+    socket = async_socket.AsyncSocket(sio.eio, "sid1")
+    socket.connected = True
+    closing = asyncio.create_task(socket.close(wait=True))
+    await asyncio.sleep(0.05)
+    assert not closing.done()  # the CLOSE packet is queued, not yet taken
+    assert [packet.packet_type for packet in await socket.poll()] == [eio_packet.CLOSE]
+    await asyncio.wait_for(closing, 5)
+
+
+async def test_the_websocket_driver_gets_the_sockets_bound_handler() -> None:
+    sio = _server()
+    socket = async_socket.AsyncSocket(sio.eio, "sid1")
+    calls: list[tuple[Any, Any]] = []
+
+    class Recording:
+        def __init__(self, handler: Any, server: Any) -> None:
+            calls.append((handler, server))
+
+        async def __call__(self, environ: dict[str, Any]) -> str:
+            return "response"
+
+    sio.eio._async = {**sio.eio._async, "websocket": Recording}
+    assert await socket._upgrade_websocket({}) == "response"
+    handler, server = calls[0]
+    assert handler.__self__ is socket and handler.__func__ is async_socket.AsyncSocket._websocket_handler
+    assert server is sio.eio
+    assert set(engineio.async_drivers.aiohttp._async) >= {"translate_request", "websocket"}
+
+
+# socket.io: rooms, packets, the stock emit (realtime/fanout.py).
+
+async def test_rooms_map_sids_to_engineio_sids() -> None:
+    sio = _server()
+    sio.manager.set_server(sio)
+    sio.manager.initialize()
+    sid = await sio.manager.connect("eio-sid-1", "/")
+    await sio.enter_room(sid, "asset:BTC_USDC_PERP")
+    room = sio.manager.rooms["/"]["asset:BTC_USDC_PERP"]
+    assert dict(room) == {sid: "eio-sid-1"}
+    assert list(room.values()) == ["eio-sid-1"]
+
+
+def test_packet_encodings() -> None:
+    update = {"asset": "BTC_USDC_PERP", "seq": 1}
+    text = _server().packet_class(sio_packet.EVENT, namespace="/", data=["price:update", update]).encode()
+    assert text == '2["price:update",{"asset":"BTC_USDC_PERP","seq":1}]'
+    binary = _server(serializer="msgpack").packet_class(sio_packet.EVENT, namespace="/",
+                                                        data=["price:update", update]).encode()
+    assert isinstance(binary, bytes)
+    attachments = _server().packet_class(sio_packet.EVENT, namespace="/", data=["x", {"b": b"\x00"}]).encode()
+    assert isinstance(attachments, list) and attachments[1] == b"\x00"
+    assert eio_packet.Packet(eio_packet.MESSAGE, text).encode() == "4" + text
+
+
+def test_the_stock_emit_takes_namespace_and_room() -> None:
+    import inspect
+
+    parameters = inspect.signature(socketio.AsyncManager.emit).parameters
+    assert list(parameters)[:5] == ["self", "event", "data", "namespace", "room"]
+
+
+# aiohttp: frames written to the request's transport interleave with the
+# websocket's own, whole and in order (realtime/transport.py, realtime/writer.py).
+
+async def test_direct_frames_and_aiohttp_frames_share_one_ordered_stream() -> None:
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(compress=False)
+        await ws.prepare(request)
+        assert request.transport is not None
+        await ws.send_str("one")
+        request.transport.write(websocket_frame("two") + websocket_frame(b"three"))
+        await ws.send_str("four")
+        await ws.receive()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        async with aiohttp.ClientSession() as session, \
+                session.ws_connect(f"http://127.0.0.1:{port}/", compress=15) as ws:
+            assert ws.compress == 0  # deflate was asked for and refused
+            received = [(await ws.receive()).data for _ in range(4)]
+            assert received == ["one", "two", b"three", "four"]
+    finally:
+        await runner.cleanup()

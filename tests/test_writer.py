@@ -1,0 +1,111 @@
+"""realtime/writer.py: the path choice, the byte bound and the frames, on a real socket pair."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import socketio
+from engineio import async_socket
+from engineio import packet as eio_packet
+
+from realtime import transport
+from realtime.writer import Writer, Writers, websocket_frame
+
+
+def message(text: str) -> eio_packet.Packet:
+    return eio_packet.Packet(eio_packet.MESSAGE, text)
+
+
+@contextlib.asynccontextmanager
+async def websocket_writer(collapse: int = 1024, limit: int = 8192) -> AsyncIterator[tuple[Writer, socket.socket]]:
+    """A Writer on an upgraded engine.io socket, writing to one end of a real socket pair."""
+    sio = socketio.AsyncServer(async_mode="aiohttp")
+    writers = Writers(collapse, limit)
+    transport.install(sio.eio, compression=False, trusted_proxies=[], writers=writers)
+    eio_socket = async_socket.AsyncSocket(sio.eio, "sid1")
+    eio_socket.connected = eio_socket.upgraded = True
+    ours, theirs = socket.socketpair()
+    loop = asyncio.get_running_loop()
+    sink, _ = await loop.create_unix_connection(asyncio.Protocol, sock=ours)
+    writer: Writer = eio_socket.queue
+    writer.attach(eio_socket, sink)  # type: ignore[arg-type]
+    try:
+        yield writer, theirs
+    finally:
+        sink.close()
+        theirs.close()
+
+
+async def idle(writer: Writer) -> asyncio.Task[Any]:
+    """Start a consumer blocked in get(), as engine.io's websocket writer is when idle."""
+    getter = asyncio.create_task(writer.get())
+    await asyncio.sleep(0)
+    return getter
+
+
+def test_websocket_frames() -> None:
+    assert websocket_frame("42") == b"\x81\x0242"
+    assert websocket_frame(b"\x01") == b"\x82\x01\x01"
+    assert websocket_frame("x" * 200)[:4] == b"\x81\x7e\x00\xc8"
+    assert websocket_frame("x" * 70000)[:10] == b"\x81\x7f" + (70000).to_bytes(8, "big")
+
+
+async def test_direct_only_while_the_consumer_waits_and_back_once_it_waits_again() -> None:
+    async with websocket_writer() as (writer, peer):
+        assert not writer.write_direct(b"a")  # nobody waits on the queue yet: keep the order
+        getter = await idle(writer)
+        assert writer.write_direct(b"a") and writer.write_direct(b"b")
+        writer.flush()
+        # Something queued (an ack, a ping) first flushes the held frames, then wakes the consumer.
+        assert writer.write_direct(b"c")
+        ack = message("ack")
+        await writer.put(ack)
+        assert await getter is ack
+        assert not writer.write_direct(b"d")  # the consumer is busy writing the ack
+        writer.task_done()
+        getter = await idle(writer)
+        assert writer.write_direct(b"e")  # waiting again: back on the direct path
+        writer.flush()
+        await asyncio.sleep(0.05)
+        assert peer.recv(100) == b"abce"
+        getter.cancel()
+
+
+async def test_ticks_collapse_past_the_soft_bound_and_private_events_stay() -> None:
+    async with websocket_writer(collapse=64, limit=1 << 20) as (writer, _):
+        private = [message("p" * 40) for _ in range(3)]
+        writer.put_price("BTC", message("btc-1"))
+        writer.put_nowait(private[0])
+        writer.put_price("BTC", message("btc-2"))  # 45 bytes queued: not behind yet
+        writer.put_nowait(private[1])
+        writer.put_price("BTC", message("btc-3"))  # behind: replaces btc-2, not btc-1's place
+        writer.put_price("ETH", message("eth-1"))
+        writer.put_nowait(private[2])
+        writer.put_price("BTC", message("btc-4"))
+        drained = [writer.get_nowait().data for _ in range(writer.qsize())]
+        assert drained == ["btc-1", private[0].data, private[1].data, "eth-1", private[2].data, "btc-4"]
+        assert writer.writers.collapsed == 2
+
+
+async def test_past_the_hard_bound_the_connection_is_cut() -> None:
+    async with websocket_writer(collapse=1024, limit=4096) as (writer, peer):
+        getter = await idle(writer)
+        writer.put_nowait(message("x" * 3000))
+        assert (await getter).data == "x" * 3000  # the consumer took it, then stalls writing
+        writer.put_nowait(message("y" * 3000))
+        writer.put_nowait(message("z" * 3000))
+        assert writer.cut and writer.writers.cut == 1 and writer.qsize() == 0
+        writer.put_nowait(message("after"))  # nothing is kept any more
+        assert writer.qsize() == 0
+        try:
+            await writer.get()
+        except TimeoutError:
+            pass
+        else:
+            raise AssertionError("get() did not end the session")
+        await asyncio.sleep(0.05)
+        assert peer.recv(100) == b""  # the transport was aborted
