@@ -142,6 +142,15 @@ class Settings(BaseSettings):
         description="peers whose X-Forwarded-For is believed",
     )
 
+    # Demand signal: subscribers per asset across all pods.
+    demand_interval: float = Field(
+        2.0, ge=0.1, le=300, description="seconds between writes of this pod's subscriber counts to the demand store"
+    )
+    demand_key: str = Field(
+        "realtime:demand", min_length=1, max_length=200,
+        description="Redis key prefix (and channel) of the demand signal",
+    )
+
     # Lifecycle and logs.
     shutdown_grace: float = Field(10.0, ge=0, le=600, description="seconds SIGTERM waits for clients to leave")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")

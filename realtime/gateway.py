@@ -18,6 +18,8 @@ import socketio
 from .auth import ANONYMOUS, Principal, TokenVerifier, extract_token
 from .catalog import Catalog
 from .config import Settings
+from .logs import log_context
+from .metrics import Metrics
 from .prices import PriceBook
 from .protocol import (
     AUTH_REFRESH,
@@ -67,8 +69,10 @@ class Gateway:
         verifier: TokenVerifier,
         catalog: Catalog,
         book: PriceBook,
+        metrics: Metrics,
     ) -> None:
         self.sio = sio
+        self.metrics = metrics
         self.settings = settings
         self.verifier = verifier
         self.catalog = catalog
@@ -79,9 +83,9 @@ class Gateway:
 
         sio.on("connect", self.on_connect)
         sio.on("disconnect", self.on_disconnect)
-        sio.on(PRICE_SUBSCRIBE, self._acked(self.subscribe))
-        sio.on(PRICE_UNSUBSCRIBE, self._acked(self.unsubscribe))
-        sio.on(AUTH_REFRESH, self._acked(self.refresh))
+        sio.on(PRICE_SUBSCRIBE, self._acked(PRICE_SUBSCRIBE, self.subscribe))
+        sio.on(PRICE_UNSUBSCRIBE, self._acked(PRICE_UNSUBSCRIBE, self.unsubscribe))
+        sio.on(AUTH_REFRESH, self._acked(AUTH_REFRESH, self.refresh))
         sio.on("*", self.on_unknown_event)
 
     # Connect and disconnect.
@@ -100,13 +104,21 @@ class Gateway:
                     await self.sio.enter_room(sid, role_room(role))
         except GatewayError as error:
             self.connections.pop(sid, None)
+            self.metrics.refused(error.code.value)
+            with log_context(sid=sid):
+                log.debug("refused: %s", error.code.value)
             raise refusal(error) from None
         except Exception:
             # python-socketio gives the client no reply for any other exception
             # and leaves the sid half-connected forever: always refuse with a code.
-            log.exception("connect handler failed")
+            with log_context(sid=sid):
+                log.exception("connect handler failed")
             self.connections.pop(sid, None)
+            self.metrics.refused(ErrorCode.INTERNAL.value)
             raise refusal(GatewayError(ErrorCode.INTERNAL, "internal error")) from None
+        self.metrics.connected()
+        with log_context(sid=sid, user=principal.sub):
+            log.debug("connected")
 
     def _authenticate(self, environ: dict[str, Any], auth: Any) -> Principal:
         token = extract_token(environ, auth)
@@ -117,24 +129,37 @@ class Gateway:
         return self.verifier.verify(token)
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
-        self.connections.pop(sid, None)
+        connection = self.connections.pop(sid, None)
+        if connection is not None:
+            self.metrics.disconnected(reason)
+            with log_context(sid=sid, user=connection.principal.sub):
+                log.debug("disconnected: %s", reason)
 
     # Events. Each returns its ack or raises GatewayError.
 
-    def _acked(self, handler: Handler) -> Handler:
-        """Wrap a handler so it always answers with an ack, whatever it is sent."""
+    def _acked(self, event: str, handler: Handler) -> Handler:
+        """Wrap a handler so it always answers with an ack, whatever it is sent.
+
+        The one place every acked event passes: counted by name and ack code,
+        and logged with the connection's sid and user.
+        """
 
         async def answer(sid: str, *args: Any) -> Any:
             connection = self.connections.get(sid)
-            try:
-                if connection is None:
-                    raise GatewayError(ErrorCode.INTERNAL, "connection is not registered")
-                return await handler(connection, *args)
-            except GatewayError as error:
-                return ack_error(error)
-            except Exception:
-                log.exception("handler %s failed", handler.__name__)
-                return ack_error(GatewayError(ErrorCode.INTERNAL, "internal error"))
+            with log_context(sid=sid, user=connection.principal.sub if connection else None):
+                try:
+                    if connection is None:
+                        raise GatewayError(ErrorCode.INTERNAL, "connection is not registered")
+                    ack = await handler(connection, *args)
+                    self.metrics.client_event(event, "ok")
+                    return ack
+                except GatewayError as error:
+                    self.metrics.client_event(event, error.code.value)
+                    return ack_error(error)
+                except Exception:
+                    log.exception("handler %s failed", handler.__name__)
+                    self.metrics.client_event(event, ErrorCode.INTERNAL.value)
+                    return ack_error(GatewayError(ErrorCode.INTERNAL, "internal error"))
 
         answer.__name__ = handler.__name__
         return answer
@@ -202,4 +227,5 @@ class Gateway:
 
     async def on_unknown_event(self, event: str, sid: str, *_: Any) -> ErrorAck:
         # python-socketio's catch-all handler receives the event name first.
+        self.metrics.client_event(event, ErrorCode.BAD_REQUEST.value)
         return ack_error(GatewayError(ErrorCode.BAD_REQUEST, f"unknown event {event[:64]!r}"))

@@ -13,6 +13,7 @@ import time
 from collections import Counter
 
 from .fanout import Fanout
+from .metrics import Metrics
 from .prices import PriceBook, TickOutcome, TickRejected
 from .sources import PriceSource
 
@@ -22,10 +23,11 @@ LOG_EVERY = 10.0
 
 
 class Ingest:
-    def __init__(self, source: PriceSource, book: PriceBook, fanout: Fanout) -> None:
+    def __init__(self, source: PriceSource, book: PriceBook, fanout: Fanout, metrics: Metrics) -> None:
         self.source = source
         self.book = book
         self.fanout = fanout
+        self.metrics = metrics
         self.counts: Counter[TickOutcome] = Counter()
         self._last_logged: dict[TickOutcome, float] = {}
         self._suppressed: Counter[TickOutcome] = Counter()
@@ -39,7 +41,9 @@ class Ingest:
                 continue
             self.counts[TickOutcome.OK] += 1
             try:
-                await self.fanout.send_price(update)
+                started = time.perf_counter()
+                recipients = await self.fanout.send_price(update)
+                self.metrics.tick_sent(update, recipients, time.perf_counter() - started)
             except asyncio.CancelledError:
                 raise
             except Exception:

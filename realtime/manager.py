@@ -38,6 +38,13 @@ class RedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         self.backoff = Backoff(cap=settings.redis_retry_max)
         self.listening = False
         self.reconnects = 0
+        # Manager messages through Redis, for /metrics (our own come back to us too).
+        self.received = 0
+        self.published = 0
+
+    async def _publish(self, data: Any) -> Any:
+        self.published += 1
+        return await super()._publish(data)
 
     async def _redis_listen_with_retries(self) -> AsyncIterator[Any]:
         # Replaces the stock loop (1 s doubling to 60 s, an error line per attempt).
@@ -53,6 +60,8 @@ class RedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
                 while True:
                     message = await self.pubsub.get_message(timeout=self.redis_options["socket_timeout"])
                     if message is not None:
+                        if message["type"] == "message":
+                            self.received += 1
                         yield message
             except Exception as exc:  # redis-py raises several families; all mean "reconnect"
                 if self.listening or self.backoff.attempts == 0:

@@ -53,6 +53,9 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "RATE_LIMITED"
     TOO_MANY_SUBSCRIPTIONS = "TOO_MANY_SUBSCRIPTIONS"
     INTERNAL = "INTERNAL"
+    # HTTP API only.
+    PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
+    UNAVAILABLE = "UNAVAILABLE"
 
 
 class GatewayError(Exception):
@@ -120,6 +123,35 @@ class FeedTick(TypedDict):
     ask: int
     ts: NotRequired[int]
     seq: NotRequired[int]
+
+
+class AssetInfo(TypedDict):
+    """An entry of `GET /api/v1/assets`; `price` is null until the asset has ticked (or if not entitled)."""
+
+    name: str
+    decimals: int
+    price: PriceUpdate | None
+
+
+class DemandReport(TypedDict):
+    """`GET /api/v1/demand`, the Redis key and message: subscribers per asset across all pods."""
+
+    assets: dict[str, int]
+    pods: int
+    ts: int
+
+
+class PublishRequest(TypedDict):
+    """`POST /api/v1/publish`: `room` or `user`, not both."""
+
+    event: str
+    room: NotRequired[str]
+    user: NotRequired[str]
+    data: NotRequired[Any]
+
+
+class HttpError(TypedDict):
+    error: ErrorBody
 
 
 def error_body(code: ErrorCode, message: str) -> ErrorBody:

@@ -19,15 +19,19 @@ import socketio
 from aiohttp import web
 
 from . import health, transport
+from .api import PREFIX, Api
 from .auth import TokenVerifier
 from .catalog import Catalog
 from .config import Settings
+from .demand import Demand, demand_store
 from .fanout import fanout
 from .gateway import Gateway
 from .ingest import Ingest
-from .manager import client_manager, manager_ready
+from .manager import RedisManager, client_manager, manager_ready
+from .metrics import Metrics, RedisLink, State
 from .prices import PriceBook
-from .sources import price_source
+from .protocol import asset_room
+from .sources import RedisSource, price_source
 from .writer import Writers
 
 log = logging.getLogger("realtime.server")
@@ -55,9 +59,13 @@ class Server:
         self.catalog = Catalog(settings.catalog)
         self.book = PriceBook(self.catalog)
         self.verifier = TokenVerifier(settings)
-        self.gateway = Gateway(self.sio, settings, self.verifier, self.catalog, self.book)
+        self.metrics = Metrics(settings.instance_id)
+        self.gateway = Gateway(self.sio, settings, self.verifier, self.catalog, self.book, self.metrics)
         self.source = price_source(settings)
-        self.ingest = Ingest(self.source, self.book, fanout(self.sio, settings.fanout))
+        self.ingest = Ingest(self.source, self.book, fanout(self.sio, settings.fanout), self.metrics)
+        self.demand = Demand(demand_store(settings), self.catalog, settings.instance_id,
+                             local=self._local_subscribers, interval=settings.demand_interval)
+        self.metrics.watch(self._metric_state())
         self.health = health.HealthState(
             instance_id=settings.instance_id,
             started=time.monotonic(),
@@ -69,6 +77,9 @@ class Server:
         self.app = web.Application()
         self.sio.attach(self.app)
         self.app.add_routes(health.routes(self.health))
+        self.app.add_routes(self.metrics.routes())
+        self.app.add_subapp(PREFIX, Api(self.sio, settings, self.verifier, self.catalog, self.book, self.demand,
+                                        self.metrics).app())
 
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -81,6 +92,7 @@ class Server:
             self.sio.manager_initialized = True
             self.sio.manager.initialize()
         self._tasks.append(asyncio.create_task(self.ingest.run(), name="ingest"))
+        self._tasks.append(asyncio.create_task(self.demand.run(), name="demand"))
 
         self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None,
                                      shutdown_timeout=self.settings.shutdown_grace)
@@ -117,8 +129,37 @@ class Server:
                 await manager_task
         if self._runner is not None:
             await self._runner.cleanup()
+        await self.demand.close()
         counts = ", ".join(f"{k.value}={v}" for k, v in sorted(self.ingest.counts.items()))
         log.info("instance %s stopped; feed ticks: %s", self.settings.instance_id, counts or "none")
+
+    def _local_subscribers(self) -> dict[str, int]:
+        rooms = self.sio.manager.rooms.get("/", {})
+        return {name: len(rooms.get(asset_room(name), ())) for name in self.catalog.names}
+
+    def _metric_state(self) -> State:
+        """Where /metrics finds what the parts keep as attributes."""
+        redis: list[RedisLink] = []
+        source, manager = self.source, self.sio.manager
+        if isinstance(source, RedisSource):
+            redis.append(RedisLink("feed", lambda: source.connected, lambda: source.reconnects))
+        if isinstance(manager, RedisManager):
+            redis.append(RedisLink("manager", lambda: manager.listening, lambda: manager.reconnects))
+        return State(
+            transports=lambda: (self.sio.eio.transport(sid) for sid in list(self.sio.eio.sockets)),
+            subscribers=self._local_subscribers,
+            demand=lambda: self.demand.latest,
+            feed=self.ingest.counts,
+            redis=tuple(redis),
+            manager_messages=(lambda: (manager.received, manager.published))
+            if isinstance(manager, RedisManager) else None,
+            counters=(
+                ("realtime_slow_consumers_cut", "connections cut for not reading their messages",
+                 lambda: self.writers.cut),
+                ("realtime_price_ticks_collapsed", "queued price ticks replaced by a newer one of the same asset",
+                 lambda: self.writers.collapsed),
+            ),
+        )
 
     async def _close_clients(self) -> None:
         sids = list(self.sio.eio.sockets)

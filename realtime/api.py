@@ -1,0 +1,225 @@
+"""The HTTP API under `/api/v1/`: the catalog, publishing for back ends, demand.
+
+- `GET /api/v1/assets`: the catalog with decimals and the latest tick of each
+  asset. It follows the socket's rule: a Bearer token unless anonymous
+  connections are allowed, and a token's `assets` claim hides other prices.
+- `POST /api/v1/publish`: a back end that is not Python emits an event to a
+  room through the manager, so every pod delivers it. Needs a Bearer token
+  with role `service`.
+- `GET /api/v1/demand`: subscribers per asset across all pods. Needs a
+  `service` token.
+
+Handlers raise `GatewayError`; the sub-application's middleware maps codes to
+HTTP statuses and a JSON body `{"error": {"code", "message"}}`, here and
+nowhere else, and counts every answer for `/metrics`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+import socketio
+from aiohttp import web
+
+from .auth import ANONYMOUS, Principal, TokenVerifier
+from .catalog import Catalog
+from .config import Settings
+from .demand import Demand, DemandUnavailable
+from .manager import manager_ready
+from .metrics import Metrics
+from .prices import PriceBook
+from .protocol import (
+    AssetInfo,
+    ErrorCode,
+    GatewayError,
+    HttpError,
+    asset_room,
+    error_body,
+    role_room,
+    user_room,
+)
+
+PREFIX = "/api/v1"
+SERVICE_ROLE = "service"
+MAX_EVENT_NAME = 64
+MAX_ROOM_NAME = 300
+# Events a service may not emit: the gateway's own (a forged price or auth
+# event would be believed by every client) and socket.io-client's reserved names.
+RESERVED_PREFIXES = ("price:", "auth:")
+RESERVED_EVENTS = frozenset({"connect", "connect_error", "disconnect", "disconnecting",
+                             "newListener", "removeListener"})
+
+STATUS = {
+    ErrorCode.BAD_REQUEST: 400,
+    ErrorCode.AUTH_REQUIRED: 401,
+    ErrorCode.AUTH_INVALID: 401,
+    ErrorCode.AUTH_EXPIRED: 401,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.UNKNOWN_ASSET: 404,
+    ErrorCode.PAYLOAD_TOO_LARGE: 413,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.TOO_MANY_CONNECTIONS: 429,
+    ErrorCode.TOO_MANY_SUBSCRIPTIONS: 429,
+    ErrorCode.UNAVAILABLE: 503,
+    ErrorCode.INTERNAL: 500,
+}
+# aiohttp's own refusals (no such route, wrong method) in the same JSON shape.
+HTTP_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json", headers=headers)
+
+
+def error_response(error: GatewayError) -> web.Response:
+    """The one mapping of a `GatewayError` to HTTP."""
+    status = STATUS[error.code]
+    body: HttpError = {"error": error_body(error.code, error.message)}
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return _json(body, status, headers)
+
+
+class Api:
+    """The `/api/v1/` sub-application."""
+
+    def __init__(self, sio: socketio.AsyncServer, settings: Settings, verifier: TokenVerifier, catalog: Catalog,
+                 book: PriceBook, demand: Demand, metrics: Metrics) -> None:
+        self.sio = sio
+        self.settings = settings
+        self.verifier = verifier
+        self.catalog = catalog
+        self.book = book
+        self.demand = demand
+        self.metrics = metrics
+        self.max_body = settings.max_message_bytes
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._errors])
+        app.add_routes([
+            web.get("/assets", self.assets, name="assets"),
+            web.post("/publish", self.publish, name="publish"),
+            web.get("/demand", self.demand_report, name="demand"),
+        ])
+        return app
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        route = request.match_info.route.name or "other"
+        try:
+            response = await handler(request)
+        except GatewayError as error:
+            response = error_response(error)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            code = HTTP_CODES.get(exc.status, "BAD_REQUEST")
+            response = _json({"error": {"code": code, "message": exc.reason}}, exc.status)
+        self.metrics.api_request(route, response.status)
+        return response
+
+    # Who is asking.
+
+    def _principal(self, request: web.Request, *, required: bool) -> Principal:
+        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not credentials.strip():
+            if not required:
+                return ANONYMOUS
+            raise GatewayError(ErrorCode.AUTH_REQUIRED, "an Authorization: Bearer token is required")
+        return self.verifier.verify(credentials.strip())
+
+    def _service(self, request: web.Request) -> Principal:
+        principal = self._principal(request, required=True)
+        if SERVICE_ROLE not in principal.roles:
+            raise GatewayError(ErrorCode.FORBIDDEN, f"the token needs the role {SERVICE_ROLE!r}")
+        return principal
+
+    # Routes.
+
+    async def assets(self, request: web.Request) -> web.Response:
+        principal = self._principal(request, required=not self.settings.allow_anonymous)
+        entries: list[AssetInfo] = [
+            {"name": asset.name, "decimals": asset.decimals,
+             "price": self.book.latest(asset.name) if principal.may_see(asset.name) else None}
+            for asset in self.catalog
+        ]
+        return _json({"assets": entries, "instance": self.settings.instance_id})
+
+    async def publish(self, request: web.Request) -> web.Response:
+        self._service(request)
+        body = await self._body(request)
+        event, room, data = self._publication(body)
+        if not manager_ready(self.sio.manager):
+            raise GatewayError(ErrorCode.UNAVAILABLE, "Redis is unavailable; the event was not published")
+        await self.sio.emit(event, data, to=room)
+        return _json({"ok": True, "event": event, "room": room}, status=202)
+
+    async def demand_report(self, request: web.Request) -> web.Response:
+        self._service(request)
+        try:
+            report = await self.demand.report()
+        except DemandUnavailable:
+            raise GatewayError(ErrorCode.UNAVAILABLE, "the demand store (Redis) is unavailable") from None
+        return _json(report)
+
+    # Validation of a publish request.
+
+    async def _body(self, request: web.Request) -> Any:
+        if request.content_length is not None and request.content_length > self.max_body:
+            raise GatewayError(ErrorCode.PAYLOAD_TOO_LARGE, f"the body is larger than {self.max_body} bytes")
+        # A chunked body has no length: read one byte past the bound to tell.
+        chunks: list[bytes] = []
+        size = 0
+        while size <= self.max_body:
+            chunk = await request.content.read(self.max_body + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > self.max_body:
+            raise GatewayError(ErrorCode.PAYLOAD_TOO_LARGE, f"the body is larger than {self.max_body} bytes")
+        try:
+            return orjson.loads(b"".join(chunks))
+        except orjson.JSONDecodeError:
+            raise GatewayError(ErrorCode.BAD_REQUEST, "the body is not JSON") from None
+
+    def _publication(self, body: Any) -> tuple[str, str, Any]:
+        if not isinstance(body, dict):
+            raise GatewayError(ErrorCode.BAD_REQUEST, 'expected {"event", "room" or "user", "data"}')
+        unknown = set(body) - {"event", "room", "user", "data"}
+        if unknown:
+            raise GatewayError(ErrorCode.BAD_REQUEST, f"unknown fields: {', '.join(sorted(unknown))[:200]}")
+        event = body.get("event")
+        if not isinstance(event, str) or not 0 < len(event) <= MAX_EVENT_NAME:
+            raise GatewayError(ErrorCode.BAD_REQUEST, f"event must be a string of 1..{MAX_EVENT_NAME} characters")
+        if event in RESERVED_EVENTS or event.startswith(RESERVED_PREFIXES):
+            raise GatewayError(ErrorCode.FORBIDDEN, f"event {event!r} is reserved for the gateway")
+        if ("room" in body) == ("user" in body):
+            raise GatewayError(ErrorCode.BAD_REQUEST, "give exactly one of room and user")
+        room = self._room(body["room"]) if "room" in body else self._user_room(body["user"])
+        return event, room, body.get("data")
+
+    def _user_room(self, user: Any) -> str:
+        if not isinstance(user, str) or not 0 < len(user) <= 256:
+            raise GatewayError(ErrorCode.BAD_REQUEST, "user must be a string of 1..256 characters")
+        return user_room(user)
+
+    def _room(self, room: Any) -> str:
+        if not isinstance(room, str) or not 0 < len(room) <= MAX_ROOM_NAME:
+            raise GatewayError(ErrorCode.BAD_REQUEST, "room must be a string")
+        kind, _, name = room.partition(":")
+        if not name:
+            raise GatewayError(ErrorCode.BAD_REQUEST, "room must be user:<sub>, role:<role> or asset:<ASSET>")
+        if kind == "user":
+            return self._user_room(name)
+        if kind == "role" and len(name) <= 64:
+            return role_room(name)
+        if kind == "asset":
+            asset = self.catalog.get(name)
+            if asset is None:
+                raise GatewayError(ErrorCode.UNKNOWN_ASSET, f"unknown asset {name[:64]!r}")
+            return asset_room(asset.name)
+        raise GatewayError(ErrorCode.BAD_REQUEST, "room must be user:<sub>, role:<role> or asset:<ASSET>")

@@ -1,0 +1,204 @@
+"""Prometheus metrics: one registry per `Server`, served at `GET /metrics`.
+
+Two kinds of metric live here. Events the gateway sees once (a connect, an
+acked client event, a fan-out tick) are counted as they happen, with labels
+from small fixed sets: never a user, a sid or a room. State and counters that
+other parts already keep as plain attributes (ingest outcomes, Redis
+reconnects, rooms) are read at scrape time by `StateCollector`, so those parts
+stay free of Prometheus calls and their hot paths pay nothing.
+
+The price hot path pays one counter increment and two histogram observations
+per tick (`tick_sent`), never anything per delivery.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
+
+from . import __version__
+from .prices import TickOutcome
+from .protocol import AUTH_REFRESH, PRICE_SUBSCRIBE, PRICE_UNSUBSCRIBE, PriceUpdate
+
+# Label values for client events: the events we answer, everything else is "other".
+KNOWN_EVENTS = frozenset({PRICE_SUBSCRIBE, PRICE_UNSUBSCRIBE, AUTH_REFRESH})
+OTHER = "other"
+# python-socketio's disconnect reasons; anything new upstream is counted as "other".
+DISCONNECT_REASONS = frozenset({"client disconnect", "server disconnect", "ping timeout",
+                                "transport close", "transport error"})
+
+# Fan-out of one tick to this pod's subscribers: microseconds to a second.
+FANOUT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+# Upstream `ts` to the socket write: includes Redis, ingest and the fan-out.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass(frozen=True, slots=True)
+class RedisLink:
+    """One Redis connection as metrics see it: is it up, how often it came back."""
+
+    component: str
+    up: Callable[[], bool]
+    reconnects: Callable[[], int]
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    """Where `StateCollector` reads what other parts keep as attributes."""
+
+    transports: Callable[[], Iterable[str]]  # "websocket" or "polling" per Engine.IO connection
+    subscribers: Callable[[], Mapping[str, int]]  # asset -> this pod's subscribers
+    demand: Callable[[], Mapping[str, int]]  # asset -> subscribers across all pods
+    feed: Mapping[TickOutcome, int]
+    redis: tuple[RedisLink, ...] = ()
+    manager_messages: Callable[[], tuple[int, int]] | None = None  # (in, out)
+    counters: tuple[tuple[str, str, Callable[[], int]], ...] = ()  # (name, help, value) of plain counters
+
+
+class StateCollector(Collector):
+    """Reads the gateway's state at scrape time."""
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+
+    def collect(self) -> Iterator[Metric]:
+        state = self.state
+        connections = GaugeMetricFamily("realtime_connections", "Engine.IO connections by transport",
+                                        labels=["transport"])
+        by_transport = {"websocket": 0, "polling": 0}
+        for transport in state.transports():
+            by_transport[transport] += 1
+        for transport, count in by_transport.items():
+            connections.add_metric([transport], count)
+        yield connections
+
+        subscribers = GaugeMetricFamily("realtime_subscribers", "this pod's subscribers per asset", labels=["asset"])
+        for asset, count in state.subscribers().items():
+            subscribers.add_metric([asset], count)
+        yield subscribers
+
+        demand = GaugeMetricFamily("realtime_demand_subscribers",
+                                   "subscribers per asset across all pods, as last read from the demand store",
+                                   labels=["asset"])
+        for asset, count in state.demand().items():
+            demand.add_metric([asset], count)
+        yield demand
+
+        feed = CounterMetricFamily("realtime_feed_messages", "price feed messages by outcome", labels=["outcome"])
+        for outcome in TickOutcome:
+            feed.add_metric([outcome.value], state.feed.get(outcome, 0))
+        yield feed
+
+        if state.redis:
+            up = GaugeMetricFamily("realtime_redis_up", "1 while the Redis connection is up", labels=["component"])
+            reconnects = CounterMetricFamily("realtime_redis_reconnects", "times Redis came back after a failure",
+                                             labels=["component"])
+            for link in state.redis:
+                up.add_metric([link.component], 1 if link.up() else 0)
+                reconnects.add_metric([link.component], link.reconnects())
+            yield up
+            yield reconnects
+
+        if state.manager_messages is not None:
+            received, sent = state.manager_messages()
+            messages = CounterMetricFamily("realtime_manager_messages", "python-socketio manager messages via Redis",
+                                           labels=["direction"])
+            messages.add_metric(["in"], received)
+            messages.add_metric(["out"], sent)
+            yield messages
+
+        for name, documentation, value in state.counters:
+            yield CounterMetricFamily(name, documentation, value=value())
+
+
+class Metrics:
+    """The registry of one server and the events counted as they happen."""
+
+    def __init__(self, instance_id: str) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        info = Gauge("realtime_build_info", "version and instance of this gateway", ["version", "instance"],
+                     registry=self.registry)
+        info.labels(__version__, instance_id).set(1)
+
+        self.connects = Counter("realtime_connects", "connections accepted", registry=self.registry)
+        self.disconnects = Counter("realtime_disconnects", "disconnections by reason", ["reason"],
+                                   registry=self.registry)
+        self.refusals = Counter("realtime_connect_refusals", "connections refused, by error code", ["code"],
+                                registry=self.registry)
+        self.client_events = Counter("realtime_client_events", "client events by name and ack code ('ok')",
+                                     ["event", "code"], registry=self.registry)
+        self.deliveries = Counter("realtime_price_deliveries", "price:update messages handed to clients",
+                                  registry=self.registry)
+        self.ticks_sent = Counter("realtime_price_ticks_sent", "price ticks fanned out to this pod's clients",
+                                  registry=self.registry)
+        self.fanout_seconds = Histogram("realtime_fanout_duration_seconds", "fan-out of one tick to this pod",
+                                        buckets=FANOUT_BUCKETS, registry=self.registry)
+        self.tick_to_wire = Histogram("realtime_tick_to_wire_seconds",
+                                      "upstream tick ts to the end of this pod's fan-out, per asset",
+                                      ["asset"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.api_requests = Counter("realtime_api_requests", "HTTP API requests by route and status",
+                                    ["route", "status"], registry=self.registry)
+        # Labelled children cached per asset: `labels()` takes a lock and a dict look-up per call.
+        self._latency: dict[str, Histogram] = {}
+
+    def watch(self, state: State) -> None:
+        """Export `state` at every scrape."""
+        self.registry.register(StateCollector(state))
+
+    # Hot path: once per tick, whatever the number of recipients.
+
+    def tick_sent(self, update: PriceUpdate, recipients: int, seconds: float) -> None:
+        """Count one fanned-out tick: its deliveries, its fan-out time, its age on the wire."""
+        self.ticks_sent.inc()
+        self.deliveries.inc(recipients)
+        self.fanout_seconds.observe(seconds)
+        asset = update["asset"]
+        latency = self._latency.get(asset)
+        if latency is None:
+            latency = self._latency[asset] = self.tick_to_wire.labels(asset)
+        # Clamp: an upstream clock ahead of ours must not make negative observations.
+        latency.observe(max(0.0, time.time() - update["ts"] / 1000))
+
+    # Connections and client events.
+
+    def connected(self) -> None:
+        self.connects.inc()
+
+    def refused(self, code: str) -> None:
+        self.refusals.labels(code).inc()
+
+    def disconnected(self, reason: Any) -> None:
+        self.disconnects.labels(reason if reason in DISCONNECT_REASONS else OTHER).inc()
+
+    def client_event(self, event: str, code: str) -> None:
+        self.client_events.labels(event if event in KNOWN_EVENTS else OTHER, code).inc()
+
+    def api_request(self, route: str, status: int) -> None:
+        self.api_requests.labels(route, str(status)).inc()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        """`GET /metrics`: Prometheus text, or OpenMetrics when the scraper asks for it."""
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        return web.Response(body=encoder(self.registry), headers={"Content-Type": content_type})
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.get("/metrics", self.handle)]
