@@ -278,6 +278,25 @@ async def publish(redis_url: str, channel: str, *messages: Any) -> None:
         await client.aclose()
 
 
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+async def scrape(url: str) -> Samples:
+    """`GET /metrics`, parsed: {(sample name, labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with aiohttp.ClientSession() as session, session.get(url + "/metrics") as response:
+        assert response.status == 200, response.status
+        text = await response.text()
+    return {(sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def sample(samples: Samples, name: str, **labels: str) -> float:
+    """One sample's value; 0 when the series does not exist (yet)."""
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
 async def eventually(predicate: Any, timeout: float = 5.0, interval: float = 0.05) -> None:
     """Wait until `predicate()` (sync or async) is true."""
     deadline = time.monotonic() + timeout
