@@ -28,6 +28,7 @@ from .config import Settings
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 REPEAT_WINDOW = 10.0
+MAX_TRACKED = 10_000
 # A JWT (base64url header starting with '{"') and any token= / "token": value.
 _SECRETS = re.compile(
     r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"
@@ -87,6 +88,8 @@ class RepeatFilter(logging.Filter):
             return False
         if held:
             record.repeated = held
+        if len(self._seen) >= MAX_TRACKED:
+            self._seen.clear()  # messages built by f-strings would otherwise grow this forever
         self._seen[key] = (now, 0)
         return True
 
