@@ -20,17 +20,20 @@ from .catalog import Catalog
 from .config import Settings
 from .logs import log_context
 from .metrics import Metrics
+from .presence import Presence, Slot
 from .prices import PriceBook
 from .protocol import (
     AUTH_REFRESH,
     PRICE_SUBSCRIBE,
     PRICE_UNSUBSCRIBE,
+    SESSION_CLOSED,
     ErrorAck,
     ErrorCode,
     GatewayError,
     PriceUpdate,
     RefreshAck,
     Rejection,
+    SessionClosed,
     SubscribeAck,
     UnsubscribeAck,
     ack_error,
@@ -70,9 +73,11 @@ class Gateway:
         catalog: Catalog,
         book: PriceBook,
         metrics: Metrics,
+        presence: Presence,
     ) -> None:
         self.sio = sio
         self.metrics = metrics
+        self.presence = presence
         self.settings = settings
         self.verifier = verifier
         self.catalog = catalog
@@ -102,6 +107,8 @@ class Gateway:
                 await self.sio.enter_room(sid, user_room(principal.sub))
                 for role in principal.roles:
                     await self.sio.enter_room(sid, role_room(role))
+                for slot in await self.presence.admit(principal.sub, sid):
+                    await self._close_replaced(slot)
         except GatewayError as error:
             self.connections.pop(sid, None)
             self.metrics.refused(error.code.value)
@@ -134,6 +141,21 @@ class Gateway:
             self.metrics.disconnected(reason)
             with log_context(sid=sid, user=connection.principal.sub):
                 log.debug("disconnected: %s", reason)
+            if connection.principal.sub is not None:
+                await self.presence.leave(connection.principal.sub, sid)
+
+    async def _close_replaced(self, slot: Slot) -> None:
+        """Close a user's oldest connection past the cap, on whichever pod holds it.
+
+        The reason goes first; then a namespace disconnect, which tells
+        socket.io-client not to reconnect (it would only evict the newer one).
+        To a sid on another pod both travel through the manager, in order.
+        """
+        cap = self.settings.max_connections_per_user
+        reason: SessionClosed = {"code": ErrorCode.TOO_MANY_CONNECTIONS.value,
+                                 "message": f"more than {cap} connections for this user: the oldest is closed"}
+        await self.sio.emit(SESSION_CLOSED, reason, to=slot.sid)
+        await self.sio.disconnect(slot.sid)
 
     # Events. Each returns its ack or raises GatewayError.
 

@@ -21,6 +21,8 @@ AUTH_REFRESH = "auth:refresh"
 # Server -> client events.
 PRICE_UPDATE = "price:update"
 AUTH_EXPIRING = "auth:expiring"
+# Sent just before the server closes a connection for good (e.g. the user opened too many).
+SESSION_CLOSED = "session:closed"
 
 # Room names. Never accepted from clients: they are built from asset names and token claims.
 ASSET_ROOM = "asset:{}"
@@ -109,6 +111,13 @@ class RefreshAck(TypedDict):
 class ErrorAck(TypedDict):
     ok: bool
     error: ErrorBody
+
+
+class SessionClosed(TypedDict):
+    """`session:closed`: why the server is about to disconnect this client."""
+
+    code: str
+    message: str
 
 
 class ExpiringEvent(TypedDict):

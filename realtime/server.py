@@ -14,6 +14,8 @@ import gc
 import logging
 import signal
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import socketio
 from aiohttp import web
@@ -29,12 +31,18 @@ from .gateway import Gateway
 from .ingest import Ingest
 from .manager import RedisManager, client_manager, manager_ready
 from .metrics import Metrics, RedisLink, State
+from .presence import presence
 from .prices import PriceBook
 from .protocol import asset_room
 from .sources import RedisSource, price_source
 from .writer import Writers
 
 log = logging.getLogger("realtime.server")
+
+# Where python-socketio serves Engine.IO (its default `socketio_path`).
+ENGINEIO_PATH = "/socket.io/"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class Server:
@@ -60,7 +68,9 @@ class Server:
         self.book = PriceBook(self.catalog)
         self.verifier = TokenVerifier(settings)
         self.metrics = Metrics(settings.instance_id)
-        self.gateway = Gateway(self.sio, settings, self.verifier, self.catalog, self.book, self.metrics)
+        self.presence = presence(settings)
+        self.gateway = Gateway(self.sio, settings, self.verifier, self.catalog, self.book, self.metrics,
+                               self.presence)
         self.source = price_source(settings)
         self.ingest = Ingest(self.source, self.book, fanout(self.sio, settings.fanout), self.metrics)
         self.demand = Demand(demand_store(settings), self.catalog, settings.instance_id,
@@ -74,7 +84,7 @@ class Server:
             connections=lambda: len(self.gateway.connections),
         )
 
-        self.app = web.Application()
+        self.app = web.Application(middlewares=[self._turn_away_while_draining])
         self.sio.attach(self.app)
         self.app.add_routes(health.routes(self.health))
         self.app.add_routes(self.metrics.routes())
@@ -93,6 +103,7 @@ class Server:
             self.sio.manager.initialize()
         self._tasks.append(asyncio.create_task(self.ingest.run(), name="ingest"))
         self._tasks.append(asyncio.create_task(self.demand.run(), name="demand"))
+        await self.presence.start()
 
         self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None,
                                      shutdown_timeout=self.settings.shutdown_grace)
@@ -111,12 +122,17 @@ class Server:
                  "; no JWT key configured: dev mode" if self.settings.dev_mode else "")
 
     async def stop(self) -> None:
-        # Stop accepting and report not-ready, so load balancers move on.
+        """Drain within `shutdown_grace`: not-ready at once, clients moved away, then exit."""
+        started = time.monotonic()
+        connections = len(self.gateway.connections)
+        # Report not-ready and turn new sessions away, so nginx and Kubernetes move on.
         self.health.draining = True
         self.gateway.accepting = False
+        # Give up this pod's per-user slots in one go, not one Redis call per client.
+        await self.presence.stop()
         # Close every client's transport; socket.io-client reconnects elsewhere by itself.
-        await self._close_clients()
-        # Stop background work, then the HTTP server.
+        await self._close_transports()
+        # Stop background work.
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -127,11 +143,14 @@ class Server:
             manager_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await manager_task
+        # Let the closing transports finish (aiohttp waits for their handlers, up
+        # to the grace, then cancels them), then release the port.
         if self._runner is not None:
             await self._runner.cleanup()
         await self.demand.close()
         counts = ", ".join(f"{k.value}={v}" for k, v in sorted(self.ingest.counts.items()))
-        log.info("instance %s stopped; feed ticks: %s", self.settings.instance_id, counts or "none")
+        log.info("instance %s stopped in %.2fs; closed %d connections; feed ticks: %s", self.settings.instance_id,
+                 time.monotonic() - started, connections, counts or "none")
 
     def _local_subscribers(self) -> dict[str, int]:
         rooms = self.sio.manager.rooms.get("/", {})
@@ -161,14 +180,39 @@ class Server:
             ),
         )
 
-    async def _close_clients(self) -> None:
-        sids = list(self.sio.eio.sockets)
-        if not sids:
-            return
-        closing = [self.sio.eio.disconnect(sid) for sid in sids]
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True),
-                                   timeout=max(0.1, self.settings.shutdown_grace))
+    async def _close_transports(self) -> None:
+        """Close each client's Engine.IO transport so socket.io-client reconnects at once.
+
+        python-engineio's own `disconnect()` queues a CLOSE packet, which
+        socket.io-client ignores on a websocket: the client would hang until its
+        ping timeout (~45 s). A namespace disconnect would stop it from
+        reconnecting at all. So: queue CLOSE (ends a polling client's pending
+        long-poll at once), then wake the websocket writer with the end-of-queue
+        marker, which makes it close the websocket itself.
+        """
+        eio = self.sio.eio
+
+        async def close(socket: Any) -> None:
+            # close() runs the disconnect handlers and queues CLOSE; None then ends the writer.
+            await socket.close(wait=False, abort=False, reason=eio.reason.SERVER_DISCONNECT)
+            socket.queue.put_nowait(None)
+
+        closing = [close(socket) for socket in list(eio.sockets.values()) if not (socket.closing or socket.closed)]
+        if closing:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True),
+                                       timeout=max(0.1, self.settings.shutdown_grace))
+
+    @web.middleware
+    async def _turn_away_while_draining(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        # While draining, a request for a session this pod does not hold (a new
+        # handshake, or a session nginx hashed here) gets 503 before its body is
+        # read, so nginx retries it on the next pod.
+        if self.health.draining and request.path.startswith(ENGINEIO_PATH):
+            socket = self.sio.eio.sockets.get(request.query.get("sid", ""))
+            if socket is None or socket.closing or socket.closed:
+                return web.json_response({"ready": False, "draining": True}, status=503)
+        return await handler(request)
 
     async def serve_forever(self) -> None:
         """Run until SIGTERM or SIGINT, then shut down within the grace."""

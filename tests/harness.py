@@ -217,14 +217,29 @@ class Recorder:
 
 @contextlib.asynccontextmanager
 async def connected(url: str, *, auth: Any = None, transports: list[str] | None = None,
-                    headers: Mapping[str, str] | None = None, query: str = "", **options: Any
-                    ) -> AsyncIterator[Recorder]:
+                    headers: Mapping[str, str] | None = None, query: str = "", sticky: bool = False,
+                    **options: Any) -> AsyncIterator[Recorder]:
+    """A connected Recorder; `sticky` keeps cookies (nginx's affinity cookie) as a browser does."""
+    session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) if sticky else None
+    if session is not None:
+        options["http_session"] = session
     recorder = Recorder(**options)
+    try:
+        async with _connected(recorder, url, auth, transports, headers, query):
+            yield recorder
+    finally:
+        if session is not None:
+            await session.close()
+
+
+@contextlib.asynccontextmanager
+async def _connected(recorder: Recorder, url: str, auth: Any, transports: list[str] | None,
+                     headers: Mapping[str, str] | None, query: str) -> AsyncIterator[None]:
     await recorder.client.connect(url + (f"?{query}" if query else ""), auth=auth,
                                   transports=transports or ["websocket"], headers=dict(headers or {}),
                                   wait_timeout=10)
     try:
-        yield recorder
+        yield
     finally:
         # python-engineio's polling client waits for its pending long-poll (up to
         # 30 s) before it returns from disconnect; the server side is done at once.
@@ -452,3 +467,115 @@ class RawClient:
         self.writer.close()
         with contextlib.suppress(ConnectionError):
             await self.writer.wait_closed()
+
+
+class Nginx:
+    """Debian's nginx with the project's docker/nginx.conf, in front of `backends` (ports).
+
+    The config is used as shipped; only the pod list (upstreams.conf) and the
+    listen port are substituted.
+    """
+
+    CONFIG = ROOT / "docker" / "nginx.conf"
+
+    def __init__(self, backends: list[int], directory: Path) -> None:
+        binary = shutil.which("nginx") or "/usr/sbin/nginx"
+        if not Path(binary).exists():
+            raise RuntimeError("nginx is not installed: run scripts/setup --test")
+        self.binary = binary
+        self.backends = backends
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def render(self) -> Path:
+        text = self.CONFIG.read_text()
+        assert text.count("listen 8080;") == 1, "docker/nginx.conf must listen on 8080 exactly once"
+        (self.dir / "nginx.conf").write_text(text.replace("listen 8080;", f"listen 127.0.0.1:{self.port};"))
+        (self.dir / "upstreams.conf").write_text("".join(f"server 127.0.0.1:{port};\n" for port in self.backends))
+        return self.dir / "nginx.conf"
+
+    def start(self) -> None:
+        config = self.render()
+        log = (self.dir / "stderr.log").open("ab")
+        self.process = subprocess.Popen(
+            [self.binary, "-p", str(self.dir), "-c", str(config),
+             "-g", f"daemon off; pid {self.dir / 'nginx.pid'}; error_log {self.dir / 'error.log'} warn;"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        log.close()
+        _wait_port(self.port, 10, self.process)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def logs(self) -> str:
+        return "".join(p.read_text(errors="replace") for p in (self.dir / "error.log", self.dir / "stderr.log")
+                       if p.exists())
+
+
+class NodeClients:
+    """A long-running node script that prints JSON lines; read while the test acts."""
+
+    def __init__(self, script: str, *args: str) -> None:
+        self.script = script
+        self.args = args
+        self.lines: list[dict[str, Any]] = []
+        self.process: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
+
+    async def start(self) -> None:
+        self.process = await asyncio.create_subprocess_exec(
+            "node", str(JS_DIR / self.script), *self.args, cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        )
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        async for line in self.process.stdout:
+            if line.startswith(b"{"):
+                self.lines.append(json.loads(line))
+                self._changed.set()
+
+    async def wait_until(self, predicate: Any, timeout: float = 30.0) -> None:
+        """Wait until `predicate(lines)` is true."""
+        async def until() -> None:
+            while not predicate(self.lines):
+                self._changed.clear()
+                if self._reader is not None and self._reader.done():
+                    raise AssertionError(f"node {self.script} exited; last lines: {self.lines[-5:]}")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), 1)
+        await asyncio.wait_for(until(), timeout)
+
+    async def stop(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+        if self._reader is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+
+
+async def backend_emit(redis_url: str, channel: str, event: str, data: Any, room: str) -> None:
+    """Emit as a back-end service does: python-socketio's own write-only Redis manager."""
+    manager = socketio.AsyncRedisManager(redis_url, channel=channel, write_only=True)
+    try:
+        await manager.emit(event, data, room=room)
+    finally:
+        if manager.redis is not None:
+            await manager.redis.aclose()
