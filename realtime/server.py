@@ -41,6 +41,7 @@ log = logging.getLogger("realtime.server")
 
 # Where python-socketio serves Engine.IO (its default `socketio_path`).
 ENGINEIO_PATH = "/socket.io/"
+ENGINEIO_CLOSE = "1"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -197,7 +198,14 @@ class Server:
             await socket.close(wait=False, abort=False, reason=eio.reason.SERVER_DISCONNECT)
             socket.queue.put_nowait(None)
 
-        closing = [close(socket) for socket in list(eio.sockets.values()) if not (socket.closing or socket.closed)]
+        closing = []
+        for socket in list(eio.sockets.values()):
+            if socket.closed:
+                # A client that said goodbye over a POST may have left a long-poll
+                # pending, which python-engineio would hold for ping interval + timeout.
+                socket.queue.put_nowait(None)
+            elif not socket.closing:
+                closing.append(close(socket))
         if closing:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True),
@@ -210,8 +218,12 @@ class Server:
         # read, so nginx retries it on the next pod.
         if self.health.draining and request.path.startswith(ENGINEIO_PATH):
             socket = self.sio.eio.sockets.get(request.query.get("sid", ""))
-            if socket is None or socket.closing or socket.closed:
+            if socket is None:
                 return web.json_response({"ready": False, "draining": True}, status=503)
+            if socket.closed and request.method == "GET" and not socket.upgraded:
+                # A long-poll that arrives after its session was closed: answer with
+                # Engine.IO's CLOSE, so the client sees a clean close and reconnects.
+                return web.Response(text=ENGINEIO_CLOSE, content_type="text/plain")
         return await handler(request)
 
     async def serve_forever(self) -> None:

@@ -1,0 +1,81 @@
+"""Redis stops while clients are connected, then comes back (SPEC §7): no crash, no restart."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from redis.exceptions import RedisError
+
+from .conftest import GatewayFactory
+from .harness import Gateway, RedisServer, backend_emit, connected, eventually, free_port, http_json, publish, token
+from .test_cluster import BTC
+
+
+async def test_pods_ride_out_a_redis_outage(start_gateway: GatewayFactory, own_redis: RedisServer) -> None:
+    suffix = str(free_port())
+    channels = {"price_channel": f"prices-{suffix}", "manager_channel": f"socketio-{suffix}"}
+    pods = [start_gateway(redis_url=own_redis.url, **channels) for _ in range(2)]
+    async with connected(pods[0].url, auth={"token": token("alice")}) as alice, \
+            connected(pods[1].url, auth={"token": token("bob")}, transports=["polling"]) as bob:
+        for client in (alice, bob):
+            await client.call("price:subscribe", [BTC])
+        sids = [alice.client.get_sid(), bob.client.get_sid()]
+        logged = [len(pod.logs().splitlines()) for pod in pods]
+
+        # Redis goes away: pods stay up with their clients, and say they are not ready.
+        own_redis.stop()
+        for pod in pods:
+            await eventually(lambda pod=pod: _state(pod, 503, "down"), timeout=15)
+        # Still serving what needs no Redis, for several reconnect attempts.
+        for _ in range(4):
+            await asyncio.sleep(1.5)
+            for client in (alice, bob):
+                assert (await client.call("price:subscribe", [BTC]))["ok"] is True
+        assert [alice.client.get_sid(), bob.client.get_sid()] == sids
+        assert all(pod.process is not None and pod.process.poll() is None for pod in pods)
+        # No error storm: a few lines per pod for the whole outage.
+        for pod, before in zip(pods, logged, strict=True):
+            outage_lines = pod.logs().splitlines()[before:]
+            assert len(outage_lines) <= 6, outage_lines
+            assert not any("Traceback" in line or "Cannot publish" in line for line in outage_lines)
+
+        # Redis is back (empty, as after a restart): ticks and private emits flow again by themselves.
+        own_redis.start()
+        back = time.monotonic()
+        feed = asyncio.create_task(_keep_publishing(own_redis.url, channels["price_channel"]))
+        try:
+            for client in (alice, bob):
+                await client.wait_for("price:update", timeout=30)
+            ticks_after = time.monotonic() - back
+            for sub, client in (("alice", alice), ("bob", bob)):
+                async def delivered(sub: str = sub, client: object = client) -> bool:
+                    await backend_emit(own_redis.url, channels["manager_channel"], "order:update", {"to": sub},
+                                       room=f"user:{sub}")
+                    await asyncio.sleep(0.2)
+                    return bool(client.received("order:update"))  # type: ignore[attr-defined]
+                await eventually(delivered, timeout=30, interval=0.1)
+            emits_after = time.monotonic() - back
+        finally:
+            feed.cancel()
+        for pod in pods:
+            await eventually(lambda pod=pod: _state(pod, 200, "up"), timeout=15)
+        assert [alice.client.get_sid(), bob.client.get_sid()] == sids
+    print(f"\nRedis restart: ticks again after {ticks_after:.2f} s, private emits after {emits_after:.2f} s")
+
+
+async def _keep_publishing(url: str, channel: str) -> None:
+    seq = 1000
+    while True:
+        seq += 1
+        try:
+            await publish(url, channel, {"asset": BTC, "bid": seq, "ask": seq + 1, "seq": seq})
+        except (OSError, RedisError):
+            pass  # not up yet
+        await asyncio.sleep(0.05)
+
+
+async def _state(pod: Gateway, ready: int, redis: str) -> bool:
+    ready_status, _ = await http_json(pod.url + "/ready")
+    _, health = await http_json(pod.url + "/health")
+    return bool(ready_status == ready and health["redis"] == redis and health["status"] == "ok")
