@@ -17,7 +17,7 @@ Redis PUBLISH per tick). Two implementations sit behind `Fanout`, chosen by
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Protocol
+from typing import Protocol
 
 import socketio
 from engineio import packet as eio_packet
@@ -62,8 +62,11 @@ class DirectFanout:
         room = self.sio.manager.rooms.get(NAMESPACE, {}).get(asset_room(update["asset"]))
         if not room:
             return 0
-        packets = self._packets(update)
-        frame = b"".join(websocket_frame(packet.encode()) for packet in packets)
+        parts = self._encode(update)
+        # Engine.IO over websocket: a text message is "4" + the packet, binary goes as it is.
+        frame = b"".join(websocket_frame("4" + part if isinstance(part, str) else part) for part in parts)
+        # Packets for the queue path (polling clients encode binary as base64 themselves).
+        packets = [eio_packet.Packet(eio_packet.MESSAGE, part) for part in parts]
         sockets = self.sio.eio.sockets
         dirty = self._dirty
         schedule = not dirty
@@ -87,11 +90,10 @@ class DirectFanout:
             asyncio.get_running_loop().call_soon(self._flush)
         return sent
 
-    def _packets(self, update: PriceUpdate) -> list[Any]:
-        """The tick as Engine.IO packets: one text packet (JSON) or binary (msgpack)."""
+    def _encode(self, update: PriceUpdate) -> list[str | bytes]:
+        """The tick as Socket.IO packet parts: one text part (JSON) or binary (msgpack)."""
         encoded = self.sio.packet_class(sio_packet.EVENT, namespace=NAMESPACE, data=[PRICE_UPDATE, update]).encode()
-        parts = encoded if isinstance(encoded, list) else [encoded]
-        return [eio_packet.Packet(eio_packet.MESSAGE, part) for part in parts]
+        return encoded if isinstance(encoded, list) else [encoded]
 
     def _flush(self) -> None:
         dirty, self._dirty = self._dirty, []

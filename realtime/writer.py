@@ -53,6 +53,16 @@ def websocket_frame(payload: str | bytes) -> bytes:
     return header + data
 
 
+def packet_size(packet: Any) -> int:
+    """About how many bytes an engine.io packet takes on the wire.
+
+    Not `packet.encode()`: it caches its first result, and a binary packet
+    must later be encoded as base64 for a polling client.
+    """
+    data = packet.data
+    return len(data) + 1 if isinstance(data, (str, bytes)) else 64
+
+
 class Writers:
     """Makes every connection's `Writer` and keeps the counters they share.
 
@@ -118,7 +128,7 @@ class Writer:
         if self.cut:
             return  # nothing more is kept for a connection being cut
         self.flush()  # direct frames were sent earlier: they go first
-        self._append(_Entry(packet, 0 if packet is None else len(packet.encode()), None))
+        self._append(_Entry(packet, 0 if packet is None else packet_size(packet), None))
 
     async def get(self) -> Any:
         while not self._live:
@@ -216,7 +226,7 @@ class Writer:
             if previous is not None and previous.size >= 0:
                 self._drop(previous)
                 self.writers.collapsed += 1
-        entry = _Entry(packet, len(packet.encode()), asset)
+        entry = _Entry(packet, packet_size(packet), asset)
         self._latest[asset] = entry
         self._append(entry)
 

@@ -139,14 +139,19 @@ async def test_polling_and_upgrading_clients_get_every_tick_in_order(start_gatew
     assert len(received) == 150 and received == list(range(received[0], received[0] + 150))
 
 
-@pytest.mark.parametrize(("serializer", "fanout"), [("json", "direct"), ("msgpack", "direct"), ("json", "stock")])
+@pytest.mark.parametrize(("serializer", "fanout", "transport"), [
+    ("json", "direct", "websocket"), ("json", "direct", "polling"),
+    ("msgpack", "direct", "websocket"), ("msgpack", "direct", "polling"),
+    ("json", "stock", "websocket"),
+])
 async def test_serializers_binary_attachments_and_stock_fanout(start_gateway: GatewayFactory,
                                                                redis_server: RedisServer,
-                                                               serializer: str, fanout: str) -> None:
+                                                               serializer: str, fanout: str, transport: str) -> None:
     gateway = redis_gateway(start_gateway, redis_server, serializer=serializer, fanout=fanout)
     blob = bytes(range(256)) * 4
     client_serializer = "msgpack" if serializer == "msgpack" else "default"
-    async with connected(gateway.url, auth={"token": token("alice")}, serializer=client_serializer) as client:
+    async with connected(gateway.url, auth={"token": token("alice")}, serializer=client_serializer,
+                         transports=[transport]) as client:
         await client.call("price:subscribe", [BTC, ETH])
         publisher = asyncio.create_task(publish_ticks(gateway, [BTC, ETH], 100, every=0.005))
         async with backend(gateway) as manager:

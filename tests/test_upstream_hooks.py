@@ -109,7 +109,11 @@ def test_packet_encodings() -> None:
     assert isinstance(binary, bytes)
     attachments = _server().packet_class(sio_packet.EVENT, namespace="/", data=["x", {"b": b"\x00"}]).encode()
     assert isinstance(attachments, list) and attachments[1] == b"\x00"
+    # DirectFanout frames parts itself with these rules; Writer never calls encode(),
+    # whose cache would keep raw bytes where a polling client needs base64.
     assert eio_packet.Packet(eio_packet.MESSAGE, text).encode() == "4" + text
+    assert eio_packet.Packet(eio_packet.MESSAGE, b"\x00").encode() == b"\x00"
+    assert eio_packet.Packet(eio_packet.MESSAGE, b"\x00").encode(b64=True) == "bAA=="
 
 
 def test_the_stock_emit_takes_namespace_and_room() -> None:
