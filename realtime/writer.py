@@ -99,12 +99,14 @@ class Writer:
     def __init__(self, writers: Writers) -> None:
         self.writers = writers
         self.cut = False
-        self._entries: deque[_Entry] = deque()
+        # Lists and deques are made when needed: most connections, most of the
+        # time, have nothing queued, and an empty deque alone costs ~760 bytes.
+        self._entries: deque[_Entry] | None = None
         self._live = 0  # entries not yet sent or dropped
         self._tombstones = 0  # dropped entries still in the deque
         self._bytes = 0  # their size
         self._unfinished = 0  # for join(): put but not yet task_done()
-        self._getters: deque[asyncio.Future[None]] = deque()
+        self._getters: list[asyncio.Future[None]] = []
         self._joiners: list[asyncio.Future[None]] = []
         self._latest: dict[str, _Entry] | None = None  # newest queued tick per asset
         self._pending: list[bytes] = []  # direct frames of this loop turn
@@ -148,8 +150,11 @@ class Writer:
         return self.get_nowait()
 
     def get_nowait(self) -> Any:
-        while self._entries:
-            entry = self._entries.popleft()
+        entries = self._entries
+        while entries:
+            entry = entries.popleft()
+            if not entries:
+                self._entries = None
             if entry.size < 0:
                 self._tombstones -= 1
                 continue
@@ -233,6 +238,8 @@ class Writer:
     # Internals.
 
     def _append(self, entry: _Entry) -> None:
+        if self._entries is None:
+            self._entries = deque()
         self._entries.append(entry)
         self._live += 1
         self._bytes += entry.size
@@ -241,7 +248,7 @@ class Writer:
             self._cut()
             return
         while self._getters:
-            getter = self._getters.popleft()
+            getter = self._getters.pop(0)
             if not getter.done():
                 getter.set_result(None)
                 break
@@ -255,7 +262,7 @@ class Writer:
         # drains would keep them all, so compact once they outnumber the rest.
         self._tombstones += 1
         if self._tombstones > self._live + 64:
-            self._entries = deque(e for e in self._entries if e.size >= 0)
+            self._entries = deque(e for e in self._entries or () if e.size >= 0) or None
             self._tombstones = 0
 
     def _done(self, count: int) -> None:
@@ -273,7 +280,7 @@ class Writer:
         log.warning("cut a slow consumer%s: %d bytes queued (REALTIME_SLOW_CONSUMER_MAX_BYTES=%d)",
                      f" (sid {sid})" if sid else "", self._bytes, self.writers.max_bytes)
         dropped = self._live
-        self._entries.clear()
+        self._entries = None
         self._latest = None
         self._pending.clear()
         self._live = self._bytes = self._pending_bytes = self._tombstones = 0
