@@ -1,12 +1,14 @@
-"""`realtime serve | feed | token` (also `python -m realtime`)."""
+"""`realtime serve | feed | token | bench` (also `python -m realtime`)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from . import __version__, logs
@@ -71,6 +73,62 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _numbers(text: str) -> list[float]:
+    values = [float(part) for part in text.split(",") if part.strip()]
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive numbers separated by commas, got {text!r}")
+    return values
+
+
+def _names(choices: Sequence[str]) -> Any:
+    def parse(text: str) -> list[str]:
+        names = [part.strip() for part in text.split(",") if part.strip()]
+        unknown = [n for n in names if n not in choices]
+        if not names or unknown:
+            raise argparse.ArgumentTypeError(f"choose from {', '.join(choices)}; got {text!r}")
+        return names
+    return parse
+
+
+def _cpus(text: str) -> list[int]:
+    try:
+        return sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected CPU numbers separated by commas, got {text!r}") from None
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import runner
+    from .bench.scenarios import Options
+    from .bench.targets import BenchError
+
+    settings = _settings(args) if args.url else None
+    server_cpus, generator_cpus = runner.default_cpus()
+    options = Options(
+        capacity_clients=args.clients, capacity_rates=[int(r) for r in args.rates],
+        latency_clients=args.latency_clients, latency_per_client=args.latency_per_client,
+        latency_tick_rates=args.latency_rates, connections=[int(n) for n in args.connections],
+        step_seconds=args.step_seconds, latency_seconds=args.latency_seconds, drain_seconds=args.drain_seconds,
+        connect_concurrency=args.connect_concurrency,
+        generator_cpus=len(args.generator_cpus or generator_cpus) or (os.cpu_count() or 1),
+    )
+    plan = runner.Plan(
+        targets=args.target, scenarios=args.scenario, options=options, url=args.url, settings=settings,
+        assets=args.asset_count, workers=args.workers or max(1, len(args.generator_cpus or generator_cpus)),
+        server_cpus=args.server_cpus if args.server_cpus is not None else server_cpus,
+        generator_cpus=args.generator_cpus if args.generator_cpus is not None else generator_cpus,
+        json_path=args.json,
+    )
+    try:
+        return runner.main(plan)
+    except BenchError as error:
+        print(f"realtime bench: {error}", file=sys.stderr)
+        return 1
+    except asyncio.CancelledError:
+        print("realtime bench: stopped", file=sys.stderr)
+        return 130
+
+
 def _install_uvloop() -> None:
     try:
         import uvloop
@@ -106,7 +164,59 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", type=int, default=3600, help="seconds until exp (default: 3600)")
     _add_settings_flags(token, ["jwt_secret", "jwt_algorithms", "jwt_issuer", "jwt_audience"])
     token.set_defaults(run=_token)
+    _add_bench(commands)
     return parser
+
+
+def _add_bench(commands: Any) -> None:
+    from .bench.scenarios import SCENARIOS, Options
+    from .bench.targets import TARGETS
+
+    defaults = Options()
+    bench = commands.add_parser(
+        "bench", help="measure fan-out, latency and connections against this gateway and Node socket.io",
+        description="Start each target on its own CPU, drive it with real Engine.IO websocket clients from "
+                    "load-generator processes on the other CPUs, publish ticks through Redis, and report "
+                    "deliveries/s, publish-to-receive latency, CPU and RSS as a table (and JSON with --json).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    bench.add_argument("--target", type=_names(TARGETS), default=list(TARGETS),
+                       help="servers to start and measure, comma-separated: gateway (REALTIME_FANOUT=direct), "
+                            "stock (REALTIME_FANOUT=stock), node (bench/node, socket.io 4.8 + redis adapter)")
+    bench.add_argument("--scenario", type=_names(SCENARIOS), default=list(SCENARIOS),
+                       help="scenarios to run, comma-separated")
+    bench.add_argument("--url", default=None,
+                       help="measure a gateway that is already running (http://host:port) instead of starting "
+                            "targets; it needs --redis-url, --price-channel, --jwt-secret and --assets to match it")
+    bench.add_argument("--clients", type=int, default=defaults.capacity_clients,
+                       help="capacity: clients, each subscribed to every asset")
+    bench.add_argument("--rates", type=_numbers, default=defaults.capacity_rates,
+                       help="capacity: the ladder of offered deliveries/s, comma-separated")
+    bench.add_argument("--latency-clients", type=int, default=defaults.latency_clients,
+                       help="latency: clients")
+    bench.add_argument("--latency-per-client", type=int, default=defaults.latency_per_client,
+                       help="latency: assets each client subscribes to")
+    bench.add_argument("--latency-rates", type=_numbers, default=defaults.latency_tick_rates,
+                       help="latency: ticks per second per asset, one step each, comma-separated")
+    bench.add_argument("--connections", type=_numbers, default=defaults.connections,
+                       help="connections: connection counts to measure RSS at, comma-separated")
+    bench.add_argument("--asset-count", type=int, default=10, help="assets in the started targets' catalog")
+    bench.add_argument("--step-seconds", type=float, default=defaults.step_seconds,
+                       help="capacity: seconds of publishing per step")
+    bench.add_argument("--latency-seconds", type=float, default=defaults.latency_seconds,
+                       help="latency: seconds of publishing per step")
+    bench.add_argument("--drain-seconds", type=float, default=defaults.drain_seconds,
+                       help="longest wait after a step for late deliveries (later ones count as lost)")
+    bench.add_argument("--connect-concurrency", type=int, default=defaults.connect_concurrency,
+                       help="connections being opened at once")
+    bench.add_argument("--workers", type=int, default=None,
+                       help="load-generator processes (default: one per generator CPU)")
+    bench.add_argument("--server-cpus", type=_cpus, default=None,
+                       help="CPUs the server is pinned to (default: the first)")
+    bench.add_argument("--generator-cpus", type=_cpus, default=None,
+                       help="CPUs for the load generator, ticker and Redis (default: the others)")
+    bench.add_argument("--json", type=Path, default=None, help="also write the full report to this file")
+    _add_settings_flags(bench, ["redis_url", "price_channel", "jwt_secret", "assets"])
+    bench.set_defaults(run=_bench)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

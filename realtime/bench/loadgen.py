@@ -1,0 +1,256 @@
+"""The load-generator worker: many real Engine.IO v4 websocket clients in one process.
+
+Run as `python -m realtime.bench.loadgen`; it takes one JSON command per line
+on stdin and answers one JSON line on stdout (see `Worker.handle`). Each
+client speaks the real protocol — HTTP upgrade, Engine.IO open, Socket.IO
+CONNECT with `{"token": ...}`, `price:subscribe` with an ack, pong to every
+ping — but parses no more than it must: for a `price:update` it only finds
+`"seq":` (the ticker's publish time in µs) and records the latency. A
+python-socketio client would be the bottleneck long before the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import sys
+import time
+from collections import Counter
+from typing import Any, cast
+
+import orjson
+
+from ..auth import mint_token
+from .latency import Histogram
+
+PRICE_UPDATE = b'42["price:update"'
+SEQ = re.compile(rb'"seq":(\d+)')
+# RFC 6455 wants client frames masked; an all-zero key leaves the payload as it is.
+ZERO_MASK = b"\x00\x00\x00\x00"
+PONG = b"\x81\x81" + ZERO_MASK + b"3"
+
+
+def client_frame(payload: bytes) -> bytes:
+    """A masked text frame holding `payload`."""
+    size = len(payload)
+    if size < 126:
+        head = bytes((0x81, 0x80 | size))
+    elif size < 65536:
+        head = bytes((0x81, 0xFE)) + size.to_bytes(2, "big")
+    else:
+        head = bytes((0x81, 0xFF)) + size.to_bytes(8, "big")
+    return head + ZERO_MASK + payload
+
+
+class Tally:
+    """What this worker's clients received since the last `start`."""
+
+    def __init__(self) -> None:
+        self.since_us = 0
+        self.histogram = Histogram()
+        self.stray = 0
+        self.closed = 0
+
+    def reset(self, since_us: int) -> None:
+        self.since_us = since_us
+        self.histogram = Histogram()
+        self.stray = 0
+
+
+class Client(asyncio.Protocol):
+    """One websocket connection through handshake, CONNECT and subscribe, then counting."""
+
+    def __init__(self, tally: Tally, upgrade: bytes, connect: bytes, subscribe: bytes) -> None:
+        self.tally = tally
+        self.upgrade = upgrade
+        self.connect = client_frame(connect)
+        self.subscribe = client_frame(subscribe)
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
+        self.handshaking = True
+        self.buffer = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.write(self.upgrade)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.tally.closed += 1
+        self._fail("CLOSED")
+
+    def _fail(self, code: str) -> None:
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError(code))
+
+    def data_received(self, data: bytes) -> None:
+        if self.buffer:
+            data = self.buffer + data
+            self.buffer = b""
+        if self.handshaking:
+            end = data.find(b"\r\n\r\n")
+            if end < 0:
+                self.buffer = data
+                return
+            if not data.startswith(b"HTTP/1.1 101"):
+                self._fail("HTTP_" + data[9:12].decode(errors="replace"))
+                assert self.transport is not None
+                self.transport.close()
+                return
+            self.handshaking = False
+            data = data[end + 4:]
+        now_us = time.time_ns() // 1000
+        size = len(data)
+        pos = 0
+        while size - pos >= 2:
+            length = data[pos + 1] & 0x7F
+            start = pos + 2
+            if length == 126:
+                if size - pos < 4:
+                    break
+                length = int.from_bytes(data[pos + 2:pos + 4], "big")
+                start = pos + 4
+            elif length == 127:
+                if size - pos < 10:
+                    break
+                length = int.from_bytes(data[pos + 2:pos + 10], "big")
+                start = pos + 10
+            end = start + length
+            if end > size:
+                break
+            if data.startswith(PRICE_UPDATE, start):
+                match = SEQ.search(data, start, end)
+                if match is not None:
+                    sent_us = int(match.group(1))
+                    if sent_us >= self.tally.since_us:
+                        self.tally.histogram.add(now_us - sent_us)
+                    else:
+                        self.tally.stray += 1
+            elif data[pos] & 0x0F == 0x8:  # close frame
+                assert self.transport is not None
+                self.transport.close()
+                return
+            else:
+                self._packet(data[start:end])
+            pos = end
+        if pos < size:
+            self.buffer = data[pos:]
+
+    def _packet(self, packet: bytes) -> None:
+        """Everything but price updates: the handshake steps and pings."""
+        transport = self.transport
+        assert transport is not None
+        if packet == b"2":
+            transport.write(PONG)
+        elif packet.startswith(b"0{"):  # Engine.IO open: send the Socket.IO CONNECT with the token
+            transport.write(self.connect)
+        elif packet.startswith(b"40"):  # CONNECT accepted: subscribe, ack id 0
+            transport.write(self.subscribe)
+        elif packet.startswith(b"430"):
+            if b'"ok":true' in packet:
+                if not self.ready.done():
+                    self.ready.set_result(None)
+            else:
+                self._fail("SUBSCRIBE_REFUSED")
+        elif packet.startswith(b"44"):  # CONNECT refused: {"message": code, ...}
+            match = re.search(rb'"message":"([A-Z_]+)"', packet)
+            self._fail(match.group(1).decode() if match else "CONNECT_REFUSED")
+
+
+class Worker:
+    """Holds this process's clients and answers the bench's commands."""
+
+    def __init__(self) -> None:
+        self.tally = Tally()
+        self.clients: list[Client] = []
+
+    async def handle(self, command: dict[str, Any]) -> dict[str, Any]:
+        kind = command["cmd"]
+        if kind == "connect":
+            return await self.connect(**command["args"])
+        if kind == "start":
+            self.tally.reset(int(command["since_us"]))
+            return {"ok": True}
+        if kind == "stats":
+            histogram = self.tally.histogram
+            return {"received": histogram.count, "max_us": histogram.max_us, "hist": histogram.sparse(),
+                    "stray": self.tally.stray, "closed": self.tally.closed, "open": len(self.clients)}
+        if kind == "close":
+            for client in self.clients:
+                if client.transport is not None:
+                    client.transport.close()
+            self.clients.clear()
+            await asyncio.sleep(0.2)
+            return {"ok": True}
+        return {"error": f"unknown command {kind!r}"}
+
+    async def connect(self, *, host: str, port: int, path: str, secret: str, first: int, count: int,
+                      assets: list[str], per_client: int, concurrency: int, timeout: float) -> dict[str, Any]:
+        """Open `count` clients numbered from `first`; client i subscribes to `per_client` assets from i."""
+        loop = asyncio.get_running_loop()
+        upgrade = (f"GET {path}?EIO=4&transport=websocket HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                   "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: cmVhbHRpbWUtYmVuY2gtMQ==\r\n"
+                   "Sec-WebSocket-Version: 13\r\n\r\n").encode()
+        # Tokens are minted before the clock starts: the connect rate is the server's.
+        plans: list[tuple[bytes, bytes, list[str]]] = []
+        for i in range(first, first + count):
+            chosen = [assets[(i + j) % len(assets)] for j in range(per_client)]
+            token = mint_token(secret, f"bench-{i}", ttl=24 * 3600)
+            plans.append((orjson.dumps({"token": token}), orjson.dumps(["price:subscribe", chosen]), chosen))
+        errors: Counter[str] = Counter()
+        subscribers: Counter[str] = Counter()
+        gate = asyncio.Semaphore(concurrency)
+
+        async def open_one(connect: bytes, subscribe: bytes, chosen: list[str]) -> None:
+            async with gate:
+                try:
+                    _, client = await asyncio.wait_for(loop.create_connection(
+                        lambda: Client(self.tally, upgrade, b"40" + connect, b"420" + subscribe), host, port),
+                        timeout)
+                    await asyncio.wait_for(client.ready, timeout)
+                except (OSError, ConnectionError, TimeoutError) as exc:
+                    errors[str(exc) if isinstance(exc, ConnectionError) and str(exc) else type(exc).__name__] += 1
+                    return
+                self.clients.append(client)
+                subscribers.update(chosen)
+
+        started = time.monotonic()
+        await asyncio.gather(*(open_one(*plan) for plan in plans))
+        elapsed = time.monotonic() - started
+        return {"connected": count - sum(errors.values()), "errors": dict(errors), "elapsed": elapsed,
+                "subscribers": dict(subscribers)}
+
+
+async def serve(worker: Worker) -> None:
+    """Answer JSON commands from stdin until it closes."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 24)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    out = sys.stdout.buffer
+    while line := await reader.readline():
+        try:
+            reply = await worker.handle(orjson.loads(line))
+        except Exception as exc:  # answer, so the bench reports it instead of hanging
+            reply = {"error": f"{type(exc).__name__}: {exc}"}
+        out.write(orjson.dumps(reply) + b"\n")
+        out.flush()
+    await worker.handle({"cmd": "close"})
+
+
+def main() -> None:
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    # Nothing here is long-lived garbage; the collector only adds pauses.
+    import gc
+
+    gc.freeze()
+    asyncio.run(serve(Worker()))
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

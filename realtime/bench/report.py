@@ -1,0 +1,169 @@
+"""The bench's output: the machine it ran on, and its figures as JSON and as tables."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import subprocess
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from .targets import NODE_DIR
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _node_version() -> str | None:
+    try:
+        return subprocess.run(["node", "--version"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def _npm_version(package: str) -> str | None:
+    try:
+        import json
+
+        manifest = json.loads((NODE_DIR / "node_modules" / package / "package.json").read_text())
+        return str(manifest["version"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def machine() -> dict[str, Any]:
+    """Where and when the figures were measured, and how busy the machine was."""
+    versions = {name: metadata.version(name) for name in ("python-socketio", "python-engineio", "aiohttp", "redis")}
+    return {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "node": _node_version(),
+        "versions": {**versions, "socket.io": _npm_version("socket.io"),
+                     "@socket.io/redis-adapter": _npm_version("@socket.io/redis-adapter")},
+    }
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}".replace(",", " ")
+
+
+def _ratio(value: float | None, reference: float | None, *, lower_is_better: bool = False) -> str:
+    if value is None or not reference:
+        return ""
+    ratio = value / reference
+    return f" ({ratio:.2f}× node)" if not lower_is_better else f" ({ratio:.2f}× node's)"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _latency_cell(step: dict[str, Any]) -> str:
+    cell = (f"{_ms(step['p50_ms'])} / {_ms(step['p99_ms'])} ms, {step['delivered_pct']} % delivered, "
+            f"{_ms(step['server_cpu_pct'])} % CPU")
+    return cell + (" [generator saturated]" if step["generator_saturated"] else "")
+
+
+def summary(results: dict[str, dict[str, Any]]) -> str:
+    """The comparison table: one row per headline figure, one column per target."""
+    targets = list(results)
+    node = results.get("node", {})
+    rows: list[list[str]] = []
+    capacity = {t: r["capacity"] for t, r in results.items() if "capacity" in r}
+    if capacity:
+        any_run = next(iter(capacity.values()))
+        reference = node.get("capacity", {}).get("ceiling_per_s")
+        rows.append([f"fan-out ceiling ({any_run['clients']} clients × {any_run['assets']} assets, deliveries/s, "
+                     "≥ 99 % delivered and p99 ≤ 250 ms)"]
+                    + [(_num(capacity[t]["ceiling_per_s"]) + ("" if t == "node" else _ratio(
+                        capacity[t]["ceiling_per_s"], reference))
+                        + (" [generator saturated]" if capacity[t]["generator_saturated"] else ""))
+                       if t in capacity else "" for t in targets])
+    latency = {t: r["latency"] for t, r in results.items() if "latency" in r}
+    if latency:
+        first = next(iter(latency.values()))
+        for index, step in enumerate(first["steps"]):
+            label = (f"{first['clients']} clients × {first['per_client']} of {first['assets']} assets × "
+                     f"{step['tick_rate_per_asset']:g} ticks/s ({_num(step['offered_per_s'])} deliveries/s): "
+                     "p50 / p99 publish→receive")
+            rows.append([label] + [_latency_cell(latency[t]["steps"][index])
+                                   if t in latency and len(latency[t]["steps"]) > index else "" for t in targets])
+    conns = {t: r["connections"] for t, r in results.items() if "connections" in r}
+    if conns:
+        def top(t: str) -> dict[str, Any] | None:
+            levels = conns[t]["levels"] if t in conns else []
+            return levels[-1] if levels else None
+
+        tops = {t: top(t) for t in targets}
+        node_top = tops.get("node")
+        reference_rss = node_top["rss_per_connection_kb"] if node_top else None
+        count = max((lv["connections"] for lv in tops.values() if lv), default=0)
+        rows.append([f"RSS per idle subscribed connection at {_num(count)}"]
+                    + [(f"{_ms(lv['rss_per_connection_kb'])} KB"
+                        + ("" if t == "node" else _ratio(lv["rss_per_connection_kb"], reference_rss,
+                                                         lower_is_better=True))) if lv else ""
+                       for t, lv in tops.items()])
+        rates = {t: _connect_rate(conns[t]["levels"]) if t in conns else None for t in targets}
+        rows.append(["connects/s (connect + CONNECT + subscribe ack)"]
+                    + [_num(rates[t]) + ("" if t == "node" else _ratio(rates[t], rates.get("node")))
+                       for t in targets])
+    return _table(["one core for the server, same load", *targets], rows)
+
+
+def _connect_rate(levels: list[dict[str, Any]]) -> float | None:
+    connected = sum(lv["connect"]["connected"] for lv in levels)
+    seconds = sum(lv["connect"]["seconds"] for lv in levels)
+    return connected / seconds if seconds else None
+
+
+def details(results: dict[str, dict[str, Any]]) -> str:
+    """Every step of every scenario, for the curious and for finding the knee."""
+    parts = []
+    for target, scenarios in results.items():
+        for name, result in scenarios.items():
+            if name == "connections":
+                rows = [[_num(lv["connections"]), _num(lv["connect"]["connects_per_s"]),
+                         str(lv["connect"]["errors"] or "-"), _ms(lv["server_rss_mb"]),
+                         _ms(lv["rss_per_connection_kb"])] for lv in result["levels"]]
+                parts.append(f"{target} · connections (baseline RSS {_ms(result['baseline_rss_mb'])} MB)\n"
+                             + _table(["connections", "connects/s", "errors", "server RSS MB", "KB/connection"],
+                                      rows))
+                continue
+            rows = [[_num(s["offered_per_s"]), _num(s["deliveries_per_s"]), str(s["delivered_pct"]),
+                     _ms(s["p50_ms"]), _ms(s["p99_ms"]), _ms(s["max_ms"]), _ms(s["server_cpu_pct"]),
+                     _ms(s["generator_cpu_pct"]) + (" saturated" if s["generator_saturated"] else "")]
+                    for s in result["steps"]]
+            connect = result["connect"]
+            parts.append(f"{target} · {name} ({connect['connected']}/{connect['requested']} clients connected"
+                         f"{', errors ' + str(connect['errors']) if connect['errors'] else ''})\n"
+                         + _table(["offered/s", "delivered/s", "delivered %", "p50 ms", "p99 ms", "max ms",
+                                   "server CPU %", "generator CPU %"], rows))
+    return "\n\n".join(parts)
+
+
+def render(document: dict[str, Any]) -> str:
+    info = document["machine"]
+    head = (f"realtime bench · {info['date']} · {info['nproc']} × {info['cpu_model']} · "
+            f"load average {info['load_average_at_start']} at start · server CPUs {document['server_cpus']}, "
+            f"generator CPUs {document['generator_cpus']}")
+    notes = "\n".join(f"note: {n}" for n in document["notes"])
+    return "\n\n".join(p for p in (head, summary(document["results"]), details(document["results"]), notes) if p)

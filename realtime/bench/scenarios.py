@@ -1,0 +1,211 @@
+"""The three scenarios of SPEC §8 / issue 5: capacity, latency, connections.
+
+Each measures one target through the same steps: connect and subscribe
+clients, publish ticks at a rate for a while, wait a bounded drain, then
+count what arrived and when. A step's figures are plain dicts (see
+`report`), so the JSON output is exactly what was measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+from .fleet import Fleet
+from .sampling import CpuWindow
+from .targets import Endpoint
+from .ticker import Ticker
+
+SCENARIOS = ("capacity", "latency", "connections")
+# A step passes the capacity ladder when this much arrives within the drain, this fast.
+PASS_DELIVERED_PCT = 99.0
+PASS_P99_MS = 250.0
+# A generator process above this share of its core cannot be trusted to keep up.
+SATURATED_PCT = 90.0
+
+
+@dataclass
+class Options:
+    """Sizes, rates and durations, all from `realtime bench` flags."""
+
+    capacity_clients: int = 2000
+    capacity_rates: list[int] = field(default_factory=lambda: [
+        10_000, 20_000, 40_000, 60_000, 80_000, 100_000, 125_000, 150_000, 200_000, 250_000, 300_000,
+        400_000, 500_000, 640_000])
+    latency_clients: int = 1000
+    latency_per_client: int = 3
+    latency_tick_rates: list[float] = field(default_factory=lambda: [10.0, 5.0])
+    connections: list[int] = field(default_factory=lambda: [2000, 5000, 10_000])
+    step_seconds: float = 5.0
+    latency_seconds: float = 10.0
+    drain_seconds: float = 3.0
+    connect_concurrency: int = 200
+    generator_cpus: int = 1
+
+
+class Run:
+    """One scenario against one target: its clients, ticker and samplers."""
+
+    def __init__(self, endpoint: Endpoint, fleet: Fleet, options: Options, redis_pid: int | None) -> None:
+        self.endpoint = endpoint
+        self.fleet = fleet
+        self.options = options
+        self.ticker = Ticker(endpoint.redis_url, endpoint.price_channel, endpoint.assets)
+        self.server = CpuWindow(endpoint.pid) if endpoint.pid is not None else None
+        self.redis = CpuWindow(redis_pid) if redis_pid is not None else None
+        self.bench = CpuWindow(psutil.Process().pid)
+        self.clients = 0  # numbered so far (each has its own subject)
+        self.open = 0  # connected and subscribed
+        self.subscribers: Counter[str] = Counter()
+
+    async def close(self) -> None:
+        await self.fleet.close_clients()
+        await self.ticker.close()
+
+    async def connect(self, count: int, per_client: int) -> dict[str, Any]:
+        """Open `count` more clients, each subscribed to `per_client` assets; return the connect figures."""
+        if self.server is not None:
+            self.server.start()
+        outcome = await self.fleet.connect(
+            host=self.endpoint.host, port=self.endpoint.port, path=self.endpoint.path, secret=self.endpoint.secret,
+            first=self.clients, count=count, assets=self.endpoint.assets, per_client=per_client,
+            concurrency=self.options.connect_concurrency)
+        self.clients += count
+        self.open += outcome.connected
+        self.subscribers.update(outcome.subscribers)
+        return {"requested": count, "connected": outcome.connected, "errors": outcome.errors,
+                "seconds": round(outcome.elapsed, 3),
+                "connects_per_s": round(outcome.connected / outcome.elapsed, 1) if outcome.elapsed else None,
+                "server_cpu_pct": round(self.server.stop().cpu_pct, 1) if self.server is not None else None}
+
+    async def settle(self, limit: float = 30.0) -> None:
+        """Let a backlog from the previous step arrive, so it does not load the next one."""
+        await self.fleet.reset(time.time_ns() // 1000)
+        deadline = time.monotonic() + limit
+        last = -1
+        while time.monotonic() < deadline:
+            stray = (await self.fleet.received()).stray
+            if stray == last:
+                return
+            last = stray
+            await asyncio.sleep(1.0)
+
+    async def step(self, ticks_per_second: float, seconds: float) -> dict[str, Any]:
+        """Publish for `seconds`, drain, and report what arrived."""
+        await self.settle()
+        await self.fleet.reset(time.time_ns() // 1000)
+        windows = [w for w in (self.server, self.redis, self.bench) if w is not None]
+        for window in windows:
+            window.start()
+        self.fleet.cpu_start()
+        published = await self.ticker.run(ticks_per_second, seconds)
+        server = self.server.stop() if self.server is not None else None
+        redis = self.redis.stop() if self.redis is not None else None
+        bench = self.bench.stop()
+        workers = self.fleet.cpu_stop()
+        expected = sum(n * self.subscribers[asset] for asset, n in published.items())
+
+        # Drain: until everything arrived, or nothing more arrives, within the bound.
+        deadline = time.monotonic() + self.options.drain_seconds
+        received = await self.fleet.received()
+        last, still_since = received.histogram.count, time.monotonic()
+        while received.histogram.count < expected and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            received = await self.fleet.received()
+            if received.histogram.count != last:
+                last, still_since = received.histogram.count, time.monotonic()
+            elif time.monotonic() - still_since > 1.0:
+                break
+
+        histogram = received.histogram
+        worker_cpu = [round(w.cpu_pct, 1) for w in workers]
+        generator_cpu = sum(w.cpu_pct for w in workers) + bench.cpu_pct + (redis.cpu_pct if redis else 0.0)
+        saturated = (any(c >= SATURATED_PCT for c in worker_cpu)
+                     or generator_cpu >= SATURATED_PCT * self.options.generator_cpus)
+        return {
+            "offered_per_s": round(expected / seconds),
+            "ticks_per_s": ticks_per_second,
+            "expected": expected,
+            "delivered": histogram.count,
+            "delivered_pct": round(100.0 * histogram.count / expected, 2) if expected else None,
+            "deliveries_per_s": round(histogram.count / seconds),
+            "p50_ms": histogram.percentile_ms(0.50),
+            "p99_ms": histogram.percentile_ms(0.99),
+            "max_ms": histogram.max_us / 1000 if histogram.count else None,
+            "server_cpu_pct": round(server.cpu_pct, 1) if server else None,
+            "server_rss_mb": round(server.rss_bytes / 2**20, 1) if server else None,
+            "generator_cpu_pct": round(generator_cpu, 1),
+            "worker_cpu_pct": worker_cpu,
+            "redis_cpu_pct": round(redis.cpu_pct, 1) if redis else None,
+            "generator_saturated": saturated,
+            "clients_closed": received.closed,
+        }
+
+
+def passed(step: dict[str, Any]) -> bool:
+    pct, p99 = step["delivered_pct"], step["p99_ms"]
+    return pct is not None and p99 is not None and pct >= PASS_DELIVERED_PCT and p99 <= PASS_P99_MS
+
+
+async def capacity(run: Run) -> dict[str, Any]:
+    """Every client on every asset; raise the rate until < 99 % arrives or p99 > 250 ms."""
+    options = run.options
+    connect = await run.connect(options.capacity_clients, len(run.endpoint.assets))
+    steps: list[dict[str, Any]] = []
+    ceiling: dict[str, Any] | None = None
+    if connect["connected"]:
+        for rate in options.capacity_rates:
+            step = await run.step(rate / connect["connected"], options.step_seconds)
+            step["passed"] = passed(step)
+            steps.append(step)
+            if not step["passed"]:
+                break
+            ceiling = step
+    return {
+        "clients": options.capacity_clients, "assets": len(run.endpoint.assets), "connect": connect,
+        "ceiling_per_s": ceiling["deliveries_per_s"] if ceiling else None,
+        "ceiling_offered_per_s": ceiling["offered_per_s"] if ceiling else None,
+        # The last passing step, or any before it, may be the generator's limit rather than the server's.
+        "generator_saturated": any(s["generator_saturated"] for s in steps),
+        "steps": steps,
+    }
+
+
+async def latency(run: Run) -> dict[str, Any]:
+    """A fixed load: each client on `per_client` assets, each asset ticking at the given rates."""
+    options = run.options
+    connect = await run.connect(options.latency_clients, options.latency_per_client)
+    steps = []
+    if connect["connected"]:
+        for rate in options.latency_tick_rates:
+            step = await run.step(rate * len(run.endpoint.assets), options.latency_seconds)
+            step["tick_rate_per_asset"] = rate
+            steps.append(step)
+    return {"clients": options.latency_clients, "per_client": options.latency_per_client,
+            "assets": len(run.endpoint.assets), "connect": connect, "steps": steps}
+
+
+async def connections(run: Run) -> dict[str, Any]:
+    """RSS per idle subscribed connection and connect rate, at growing connection counts."""
+    server = run.server
+    await asyncio.sleep(1.0)
+    baseline = server.rss() if server is not None else None
+    levels = []
+    for level in sorted(run.options.connections):
+        if level <= run.open:
+            continue
+        connect = await run.connect(level - run.open, 1)
+        await asyncio.sleep(2.0)  # let the server finish what each connect started
+        rss = server.rss() if server is not None else None
+        per_connection = None
+        if rss is not None and baseline is not None and run.open:
+            per_connection = round((rss - baseline) / run.open / 1024, 1)
+        levels.append({"connections": run.open, "connect": connect,
+                       "server_rss_mb": round(rss / 2**20, 1) if rss is not None else None,
+                       "rss_per_connection_kb": per_connection})
+    return {"baseline_rss_mb": round(baseline / 2**20, 1) if baseline is not None else None, "levels": levels}
