@@ -10,7 +10,17 @@ from __future__ import annotations
 import asyncio
 
 from .conftest import GatewayFactory
-from .harness import RawClient, RedisServer, connected, http_json, rss_bytes, tcp_send_buffer_max, token
+from .harness import (
+    RawClient,
+    RedisServer,
+    connected,
+    http_json,
+    rss_bytes,
+    sample,
+    scrape,
+    tcp_send_buffer_max,
+    token,
+)
 from .test_fanout import BTC, ETH, backend, publish_ticks, redis_gateway, seqs
 
 CHUNK = 64 * 1024  # bytes of one private event
@@ -85,6 +95,7 @@ async def test_stalled_reader_is_cut_and_others_keep_every_tick(start_gateway: G
         assert await slow.closed_by_server(timeout=30)
         _, health = await http_json(gateway.url + "/health")
         assert health["connections"] == 1
+        assert sample(await scrape(gateway.url), "realtime_slow_consumers_cut_total") == 1
     await slow.close()
     assert "cut a slow consumer" in gateway.logs()
     assert peak - baseline < 12 * 2**20, (baseline, peak)
