@@ -153,7 +153,7 @@ class Gateway:
         """
         cap = self.settings.max_connections_per_user
         reason: SessionClosed = {"code": ErrorCode.TOO_MANY_CONNECTIONS.value,
-                                 "message": f"more than {cap} connections for this user: the oldest is closed"}
+                                 "message": f"at most {cap} connections per user: this one, the oldest, is closed"}
         await self.sio.emit(SESSION_CLOSED, reason, to=slot.sid)
         await self.sio.disconnect(slot.sid)
 

@@ -100,6 +100,8 @@ class Gateway:
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
     extra_args: list[str] = field(default_factory=list)
+    # The program before `extra_args`; docker/Dockerfile's CMD runs the console script instead.
+    command: list[str] = field(default_factory=lambda: [sys.executable, "-m", "realtime", "serve"])
 
     @property
     def url(self) -> str:
@@ -108,7 +110,7 @@ class Gateway:
     def start(self, timeout: float = 20, wait_ready: bool = True) -> None:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "realtime", "serve", *self.extra_args],
+            [*self.command, *self.extra_args],
             env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
         )
         log.close()
