@@ -206,10 +206,18 @@ class Server:
                 socket.queue.put_nowait(None)
             elif not socket.closing:
                 closing.append(close(socket))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.shutdown_grace
         if closing:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True),
                                        timeout=max(0.1, self.settings.shutdown_grace))
+        # Stay until every client has been told: a polling client between two
+        # requests learns of the close only from its next GET, which must find us.
+        # python-engineio forgets a session once its last request is answered,
+        # and has no event for it: poll.
+        while eio.sockets and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
 
     @web.middleware
     async def _turn_away_while_draining(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -220,9 +228,13 @@ class Server:
             socket = self.sio.eio.sockets.get(request.query.get("sid", ""))
             if socket is None:
                 return web.json_response({"ready": False, "draining": True}, status=503)
-            if socket.closed and request.method == "GET" and not socket.upgraded:
-                # A long-poll that arrives after its session was closed: answer with
-                # Engine.IO's CLOSE, so the client sees a clean close and reconnects.
+            if socket.closed and not socket.upgraded:
+                # A polling request that arrives after its session was closed: a GET
+                # gets Engine.IO's CLOSE, so the client sees a clean close and
+                # reconnects; a POST (a pong, an event) is dropped, as the session is.
+                if request.method != "GET":
+                    return web.Response(text="ok", content_type="text/plain")
+                self.sio.eio.sockets.pop(socket.sid, None)
                 return web.Response(text=ENGINEIO_CLOSE, content_type="text/plain")
         return await handler(request)
 
