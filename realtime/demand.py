@@ -134,11 +134,7 @@ class RedisDemandStore:
         except (aioredis.RedisError, OSError) as exc:
             raise DemandUnavailable(exc.__class__.__name__) from None
         # A pod whose hash expired is dead even if the index still names it.
-        return {
-            instance: {field.decode(): int(value) for field, value in fields.items()}
-            for instance, fields in zip(instances, hashes, strict=True)
-            if fields
-        }
+        return {instance: _counts(fields) for instance, fields in zip(instances, hashes, strict=True) if fields}
 
     async def announce(self, report: DemandReport, changed: bool) -> None:
         message = orjson.dumps(report)
@@ -153,6 +149,11 @@ class RedisDemandStore:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+def _counts(fields: dict[bytes, bytes]) -> dict[str, int]:
+    # Someone else's writes to our keys must not break the sum: skip what is not a count.
+    return {field.decode(errors="replace"): int(value) for field, value in fields.items() if value.isdigit()}
 
 
 def demand_store(settings: Settings) -> DemandStore:
@@ -203,6 +204,8 @@ class Demand:
                 await self.refresh()
             except DemandUnavailable as exc:
                 log.warning("demand: store unavailable (%s); retrying every %.1fs", exc, self.interval)
+            except Exception:  # the demand signal must never take the gateway down with it
+                log.exception("demand: refresh failed")
             await asyncio.sleep(self.interval)
 
     async def close(self) -> None:
