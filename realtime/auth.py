@@ -3,6 +3,11 @@
 A token is verified into a `Principal` (subject, roles, asset entitlement,
 expiry). Failures raise `GatewayError` with AUTH_* codes; the caller maps them
 to the wire. Tokens are never logged.
+
+Algorithms are an allow-list that never holds `none`, and never mixes HMAC
+with a public key (config refuses it): a token's own `alg` header only picks
+among algorithms the configured key can verify, so an HS256 token signed with
+the public key's bytes, or an ES256 token against an RSA key, is refused.
 """
 
 from __future__ import annotations
@@ -16,14 +21,15 @@ from urllib.parse import parse_qs
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from .config import ConfigError, Settings, dev_secret
 from .protocol import ErrorCode, GatewayError
 
-# A token longer than this is refused before any parsing.
-MAX_TOKEN_BYTES = 8192
 ROLE_NAME_MAX = 64
+# The curve each ECDSA algorithm signs with (RFC 7518 §3.4).
+EC_CURVES = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,27 +77,22 @@ class TokenVerifier:
         self.audience = settings.jwt_audience
         self.leeway = settings.jwt_leeway
         self.dev_mode = settings.dev_mode
-        self.key: str | bytes
+        self.max_bytes = settings.jwt_max_bytes
+        # The parsed key object: pyjwt would otherwise parse the PEM again for every token.
+        self.key: str | rsa.RSAPublicKey | ec.EllipticCurvePublicKey
         if settings.jwt_public_key_file:
-            path = Path(settings.jwt_public_key_file)
-            try:
-                self.key = path.read_bytes()
-            except OSError as exc:
-                raise ConfigError("REALTIME_JWT_PUBLIC_KEY_FILE", f"cannot read {path}: {exc.strerror}") from None
-            self.algorithms = settings.jwt_algorithms or ["RS256", "ES256"]
-            try:
-                public_key = load_pem_public_key(self.key)
-            except ValueError:
-                raise ConfigError("REALTIME_JWT_PUBLIC_KEY_FILE", f"{path} is not a PEM public key") from None
-            if not isinstance(public_key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
-                raise ConfigError("REALTIME_JWT_PUBLIC_KEY_FILE", f"{path} is neither an RSA nor an EC key")
+            self.key = _public_key(Path(settings.jwt_public_key_file))
+            self.algorithms = _algorithms_for(self.key, settings.jwt_algorithms)
         else:
             self.key = settings.jwt_secret or dev_secret()
             self.algorithms = settings.jwt_algorithms or ["HS256"]
 
     def verify(self, token: str) -> Principal:
-        if len(token) > MAX_TOKEN_BYTES:
-            raise GatewayError(ErrorCode.AUTH_INVALID, "token is too large")
+        # Size first, before any decoding; a JWT is plain ASCII (base64url and dots).
+        if len(token) > self.max_bytes:
+            raise GatewayError(ErrorCode.AUTH_INVALID, f"token is larger than {self.max_bytes} bytes")
+        if not token.isascii():
+            raise GatewayError(ErrorCode.AUTH_INVALID, "invalid token: not a JWT")
         try:
             claims = jwt.decode(
                 token,
@@ -116,6 +117,41 @@ class TokenVerifier:
             raise RuntimeError("cannot mint tokens with a public key")
         return mint_token(self.key, sub, roles=roles, assets=assets, ttl=ttl, algorithm=self.algorithms[0],
                           issuer=self.issuer, audience=self.audience)
+
+
+def _public_key(path: Path) -> rsa.RSAPublicKey | ec.EllipticCurvePublicKey:
+    variable = "REALTIME_JWT_PUBLIC_KEY_FILE"
+    try:
+        pem = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(variable, f"cannot read {path}: {exc.strerror}") from None
+    try:
+        key = load_pem_public_key(pem)
+    except ValueError:
+        raise ConfigError(variable, f"{path} is not a PEM public key") from None
+    if not isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
+        raise ConfigError(variable, f"{path} is neither an RSA nor an EC key")
+    return key
+
+
+def _algorithms_for(key: PublicKeyTypes, wanted: list[str]) -> list[str]:
+    """The allowed algorithms `key` can verify: RS* for RSA, the ES* of the key's curve for EC."""
+    if isinstance(key, rsa.RSAPublicKey):
+        usable = ["RS256", "RS384", "RS512"]
+        kind = "an RSA key"
+    else:
+        assert isinstance(key, ec.EllipticCurvePublicKey)
+        usable = [alg for alg, curve in EC_CURVES.items() if curve == key.curve.name]
+        kind = f"an EC key on {key.curve.name}"
+    if not usable:
+        raise ConfigError("REALTIME_JWT_PUBLIC_KEY_FILE", f"{kind} matches no ES256/ES384/ES512 curve")
+    if not wanted:
+        return usable[:1] if isinstance(key, rsa.RSAPublicKey) else usable
+    unusable = [alg for alg in wanted if alg not in usable]
+    if unusable:
+        raise ConfigError("REALTIME_JWT_ALGORITHMS",
+                          f"{', '.join(unusable)} cannot verify with {kind}; use {', '.join(usable)}")
+    return wanted
 
 
 def _principal(claims: dict[str, Any]) -> Principal:

@@ -106,6 +106,10 @@ class Settings(BaseSettings):
     jwt_audience: str | None = Field(None, description="required `aud` claim, when set")
     jwt_leeway: float = Field(10.0, ge=0, le=300, description="clock skew allowed on exp/nbf/iat, seconds")
     allow_anonymous: bool = Field(False, description="accept connections without a token (public prices only)")
+    jwt_max_bytes: int = Field(4096, ge=256, le=65536, description="longest token accepted, bytes")
+    auth_expiry_notice: float = Field(
+        60.0, ge=0, le=3600, description="seconds before a token expires that `auth:expiring` is sent"
+    )
 
     # Socket.IO / Engine.IO.
     cors_origins: Annotated[list[str], NoDecode] = Field(
@@ -141,6 +145,18 @@ class Settings(BaseSettings):
         0, ge=0, le=10_000,
         description="connections one user may hold across all pods; past it the oldest is closed (0 = no cap)",
     )
+    event_rate: float = Field(
+        10.0, ge=0, le=100_000, description="client events per second per connection, sustained (0 = unlimited)"
+    )
+    event_burst: int = Field(50, ge=1, le=100_000, description="client events one connection may send at once")
+    event_abuse_limit: int = Field(
+        100, ge=0, le=1_000_000,
+        description="refused events a connection may pile up beyond its rate before it is cut (0 = never cut)",
+    )
+    connect_rate: float = Field(
+        10.0, ge=0, le=100_000, description="new connections per second per client address, sustained (0 = unlimited)"
+    )
+    connect_burst: int = Field(60, ge=1, le=100_000, description="new connections one client address may open at once")
     trusted_proxies: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["127.0.0.1", "::1"],
         description="peers whose X-Forwarded-For is believed",

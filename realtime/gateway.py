@@ -4,10 +4,16 @@ Each handler validates its payload, does its work and answers with an ack.
 Every failure is a `GatewayError` mapped to the wire here and nowhere else;
 an unexpected exception answers INTERNAL and is logged, so no client input can
 crash a handler or leave a half-connected sid behind.
+
+Every client event passes the connection's rate limit first; a connection
+that keeps flooding, or whose token expires, gets `session:closed` with the
+reason and is disconnected.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -15,14 +21,18 @@ from typing import Any
 
 import socketio
 
+from . import inbound
 from .auth import ANONYMOUS, Principal, TokenVerifier, extract_token
 from .catalog import Catalog
 from .config import Settings
+from .expiry import Deadlines
+from .limits import EventLimiter, Verdict
 from .logs import log_context
 from .metrics import Metrics
 from .presence import Presence, Slot
 from .prices import PriceBook
 from .protocol import (
+    AUTH_EXPIRING,
     AUTH_REFRESH,
     PRICE_SUBSCRIBE,
     PRICE_UNSUBSCRIBE,
@@ -39,6 +49,7 @@ from .protocol import (
     ack_error,
     asset_names,
     asset_room,
+    error_body,
     refusal,
     role_room,
     user_room,
@@ -48,6 +59,8 @@ log = logging.getLogger("realtime.gateway")
 
 # A request may name at most this many assets (beyond any catalog we expect).
 MAX_ASSETS_PER_REQUEST = 1000
+# How long an ended connection may take to flush its last packets.
+END_FLUSH_TIMEOUT = 5.0
 
 
 @dataclass(slots=True)
@@ -56,7 +69,9 @@ class Connection:
 
     sid: str
     principal: Principal
+    limiter: EventLimiter
     subscriptions: set[str] = field(default_factory=set)
+    ending: bool = False
 
 
 Handler = Callable[..., Awaitable[Any]]
@@ -85,13 +100,25 @@ class Gateway:
         self.instance_id = settings.instance_id
         self.connections: dict[str, Connection] = {}
         self.accepting = True
+        self.deadlines = Deadlines(notice=settings.auth_expiry_notice, leeway=settings.jwt_leeway,
+                                   on_notice=self._warn_expiring, on_expiry=self._expire)
+        self._ending: set[asyncio.Task[None]] = set()
 
         sio.on("connect", self.on_connect)
         sio.on("disconnect", self.on_disconnect)
         sio.on(PRICE_SUBSCRIBE, self._acked(PRICE_SUBSCRIBE, self.subscribe))
         sio.on(PRICE_UNSUBSCRIBE, self._acked(PRICE_UNSUBSCRIBE, self.unsubscribe))
         sio.on(AUTH_REFRESH, self._acked(AUTH_REFRESH, self.refresh))
+        sio.on(inbound.INVALID_EVENT, self._acked(inbound.INVALID_EVENT, self.invalid_event))
+        self._answer_unknown = self._acked("*", self.unknown_event)
         sio.on("*", self.on_unknown_event)
+        inbound.guard(sio, self._abuse)
+
+    def close(self) -> None:
+        """Cancel every token timer and every ending still flushing (server shutdown)."""
+        self.deadlines.close()
+        for task in self._ending:
+            task.cancel()
 
     # Connect and disconnect.
 
@@ -102,7 +129,11 @@ class Gateway:
                 raise GatewayError(ErrorCode.TOO_MANY_CONNECTIONS, "this instance is shutting down")
             if len(self.connections) >= self.settings.max_connections:
                 raise GatewayError(ErrorCode.TOO_MANY_CONNECTIONS, "this instance is full")
-            self.connections[sid] = Connection(sid, principal)
+            limiter = EventLimiter(self.settings.event_rate, self.settings.event_burst,
+                                   self.settings.event_abuse_limit)
+            self.connections[sid] = Connection(sid, principal, limiter)
+            if principal.exp is not None:
+                self.deadlines.set(sid, principal.exp)
             if principal.sub is not None:
                 await self.sio.enter_room(sid, user_room(principal.sub))
                 for role in principal.roles:
@@ -110,7 +141,7 @@ class Gateway:
                 for slot in await self.presence.admit(principal.sub, sid):
                     await self._close_replaced(slot)
         except GatewayError as error:
-            self.connections.pop(sid, None)
+            self._forget(sid)
             self.metrics.refused(error.code.value)
             with log_context(sid=sid):
                 log.debug("refused: %s", error.code.value)
@@ -120,7 +151,7 @@ class Gateway:
             # and leaves the sid half-connected forever: always refuse with a code.
             with log_context(sid=sid):
                 log.exception("connect handler failed")
-            self.connections.pop(sid, None)
+            self._forget(sid)
             self.metrics.refused(ErrorCode.INTERNAL.value)
             raise refusal(GatewayError(ErrorCode.INTERNAL, "internal error")) from None
         self.metrics.connected()
@@ -136,13 +167,55 @@ class Gateway:
         return self.verifier.verify(token)
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
-        connection = self.connections.pop(sid, None)
+        connection = self._forget(sid)
         if connection is not None:
             self.metrics.disconnected(reason)
             with log_context(sid=sid, user=connection.principal.sub):
                 log.debug("disconnected: %s", reason)
             if connection.principal.sub is not None:
                 await self.presence.leave(connection.principal.sub, sid)
+
+    def _forget(self, sid: str) -> Connection | None:
+        self.deadlines.cancel(sid)
+        return self.connections.pop(sid, None)
+
+    # Ending a connection here: the reason first, then the namespace, then the transport.
+
+    def end(self, conn: Connection, error: GatewayError) -> None:
+        """End `conn` in the background with `session:closed` {code, message}; the gateway owns the task."""
+        if conn.ending:
+            return
+        conn.ending = True
+        task = asyncio.create_task(self._end(conn.sid, error), name=f"end-{conn.sid}")
+        self._ending.add(task)
+        task.add_done_callback(self._ending.discard)
+
+    async def _end(self, sid: str, error: GatewayError) -> None:
+        eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
+        # Locally, never through the manager's queue: the reason must precede the disconnect.
+        await self.sio.emit(SESSION_CLOSED, error_body(error.code, error.message), to=sid, ignore_queue=True)
+        # DISCONNECT tells socket.io-client not to reconnect by itself; closing the
+        # transport after it stops a hostile client from reusing the session.
+        await self.sio.disconnect(sid, ignore_queue=True)
+        if eio_sid is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.sio.eio.disconnect(eio_sid), END_FLUSH_TIMEOUT)
+        with log_context(sid=sid):
+            log.info("ended: %s", error.code.value)
+
+    def _abuse(self, sid: str, error: GatewayError) -> None:
+        conn = self.connections.get(sid)
+        if conn is not None:
+            self.end(conn, error)
+
+    async def _warn_expiring(self, sid: str, exp: int) -> None:
+        if sid in self.connections:
+            await self.sio.emit(AUTH_EXPIRING, {"exp": exp}, to=sid, ignore_queue=True)
+
+    async def _expire(self, sid: str, exp: int) -> None:
+        conn = self.connections.get(sid)
+        if conn is not None:
+            self.end(conn, GatewayError(ErrorCode.AUTH_EXPIRED, f"the token expired at {exp}; refresh it in time"))
 
     async def _close_replaced(self, slot: Slot) -> None:
         """Close a user's oldest connection past the cap, on whichever pod holds it.
@@ -172,6 +245,7 @@ class Gateway:
                 try:
                     if connection is None:
                         raise GatewayError(ErrorCode.INTERNAL, "connection is not registered")
+                    self._admit(connection)
                     ack = await handler(connection, *args)
                     self.metrics.client_event(event, "ok")
                     return ack
@@ -185,6 +259,15 @@ class Gateway:
 
         answer.__name__ = handler.__name__
         return answer
+
+    def _admit(self, conn: Connection) -> None:
+        """Spend one event from the connection's budget, or raise RATE_LIMITED (and end it on abuse)."""
+        verdict = conn.limiter.check()
+        if verdict is Verdict.ALLOW:
+            return
+        if verdict is Verdict.CUT:
+            self.end(conn, GatewayError(ErrorCode.RATE_LIMITED, "too many events for too long; connection closed"))
+        raise GatewayError(ErrorCode.RATE_LIMITED, "too many events; slow down")
 
     async def subscribe(self, conn: Connection, payload: Any = None, *_: Any) -> SubscribeAck:
         names = asset_names(payload, MAX_ASSETS_PER_REQUEST)
@@ -234,6 +317,7 @@ class Gateway:
             raise GatewayError(ErrorCode.FORBIDDEN, "the new token is for another subject")
         await self._apply_entitlements(conn, principal)
         assert principal.exp is not None
+        self.deadlines.set(conn.sid, principal.exp)
         return {"ok": True, "exp": principal.exp}
 
     async def _apply_entitlements(self, conn: Connection, principal: Principal) -> None:
@@ -247,7 +331,13 @@ class Gateway:
             await self.sio.leave_room(conn.sid, asset_room(asset))
         conn.principal = principal
 
+    async def invalid_event(self, conn: Connection, *_: Any) -> ErrorAck:
+        raise GatewayError(ErrorCode.BAD_REQUEST, "an event name is a string other than connect, disconnect or *")
+
     async def on_unknown_event(self, event: str, sid: str, *_: Any) -> ErrorAck:
         # python-socketio's catch-all handler receives the event name first.
-        self.metrics.client_event(event, ErrorCode.BAD_REQUEST.value)
-        return ack_error(GatewayError(ErrorCode.BAD_REQUEST, f"unknown event {event[:64]!r}"))
+        answer: ErrorAck = await self._answer_unknown(sid, event)
+        return answer
+
+    async def unknown_event(self, conn: Connection, event: str) -> ErrorAck:
+        raise GatewayError(ErrorCode.BAD_REQUEST, f"unknown event {event[:64]!r}")

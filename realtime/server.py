@@ -29,6 +29,7 @@ from .demand import Demand, demand_store
 from .fanout import fanout
 from .gateway import Gateway
 from .ingest import Ingest
+from .limits import AddressLimiter, handshake_limit
 from .manager import RedisManager, client_manager, manager_ready
 from .metrics import Metrics, RedisLink, State
 from .presence import presence
@@ -85,7 +86,11 @@ class Server:
             connections=lambda: len(self.gateway.connections),
         )
 
-        self.app = web.Application(middlewares=[self._turn_away_while_draining])
+        self.connect_limiter = AddressLimiter(settings.connect_rate, settings.connect_burst)
+        self.app = web.Application(middlewares=[
+            self._turn_away_while_draining,
+            handshake_limit(self.connect_limiter, transport.address_of(settings.trusted_proxies)),
+        ])
         self.sio.attach(self.app)
         self.app.add_routes(health.routes(self.health))
         self.app.add_routes(self.metrics.routes())
@@ -133,6 +138,7 @@ class Server:
         await self.presence.stop()
         # Close every client's transport; socket.io-client reconnects elsewhere by itself.
         await self._close_transports()
+        self.gateway.close()
         # Stop background work.
         for task in self._tasks:
             task.cancel()

@@ -15,7 +15,7 @@ and covered by tests/test_upstream_hooks.py so an upstream change fails loudly:
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import engineio
@@ -47,6 +47,12 @@ def client_address(request: web.Request, trusted: _Networks) -> str:
         if hop not in trusted:
             return hop
     return hops[0] if hops else peer
+
+
+def address_of(trusted_proxies: Iterable[str]) -> Callable[[web.Request], str]:
+    """`client_address` bound to the trusted proxies, for code outside Engine.IO (the handshake limit)."""
+    trusted = _Networks(trusted_proxies)
+    return lambda request: client_address(request, trusted)
 
 
 def install(eio: engineio.AsyncServer, *, compression: bool, trusted_proxies: Iterable[str],

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from .harness import Gateway, Nginx, RedisServer, free_port, gateway_env
+from .harness import Gateway, Nginx, RedisServer, free_port, launch
 
 GatewayFactory = Callable[..., Gateway]
 
@@ -36,10 +36,7 @@ def start_gateway(tmp_path: Path) -> Iterator[GatewayFactory]:
     started: list[Gateway] = []
 
     def start(*args: str, **settings: Any) -> Gateway:
-        port = free_port()
-        gateway = Gateway(port=port, env=gateway_env(port, **settings),
-                          log_path=tmp_path / f"gateway-{port}.log", extra_args=list(args))
-        gateway.start()
+        gateway = launch(tmp_path, *args, **settings)
         started.append(gateway)
         return gateway
 

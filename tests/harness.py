@@ -154,6 +154,15 @@ class Gateway:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+def launch(log_dir: Path, *args: str, **settings: Any) -> Gateway:
+    """Start `realtime serve` on a free port with REALTIME_* `settings`; the caller stops it."""
+    port = free_port()
+    gateway = Gateway(port=port, env=gateway_env(port, **settings), log_path=log_dir / f"gateway-{port}.log",
+                      extra_args=list(args))
+    gateway.start()
+    return gateway
+
+
 def gateway_env(port: int, **settings: Any) -> dict[str, str]:
     """Environment for a gateway: the test secret and catalog, plus `settings` as REALTIME_* variables."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("REALTIME_")}
@@ -196,7 +205,16 @@ class Recorder:
             self.events.append((event, args[0] if len(args) == 1 else list(args)))
             self._changed.set()
 
+        async def disconnected(reason: Any = None) -> None:
+            self.events.append(("disconnect", reason))
+            self._changed.set()
+
         self.client.on("*", record)
+        self.client.on("disconnect", disconnected)
+
+    def names(self) -> list[str]:
+        """The names of the events received so far, in order ("disconnect" included)."""
+        return [name for name, _ in self.events]
 
     def received(self, event: str) -> list[Any]:
         return [data for name, data in self.events if name == event]
@@ -249,13 +267,14 @@ async def _connected(recorder: Recorder, url: str, auth: Any, transports: list[s
             await asyncio.wait_for(recorder.client.disconnect(), 2)
 
 
-async def connect_error(url: str, **kwargs: Any) -> Any:
+async def connect_error(url: str, *, query: str = "", **kwargs: Any) -> Any:
     """Connect expecting a refusal; return the `err.data` the server sent."""
     client = socketio.AsyncClient(reconnection=False)
     errors: list[Any] = []
     client.on("connect_error", errors.append)
     try:
-        await client.connect(url, wait_timeout=10, transports=["websocket"], **kwargs)
+        await client.connect(url + (f"?{query}" if query else ""), wait_timeout=10, transports=["websocket"],
+                             **kwargs)
     except socketio.exceptions.ConnectionError:
         assert len(errors) == 1, errors
         assert errors[0]["message"] == errors[0]["data"]["code"], errors[0]

@@ -15,6 +15,8 @@ const done = (code = 0) => { socket.close(); setTimeout(() => process.exit(code)
 setTimeout(() => { out({ type: "timeout" }); done(1); }, plan.timeoutMs ?? 15000);
 
 let updates = 0;
+// plan.stay: keep the session until the server ends it, and report how it ended.
+socket.on("disconnect", (reason) => { if (plan.stay) { out({ type: "disconnect", reason }); done(); } });
 socket.on("connect_error", (err) => { out({ type: "connect_error", message: err.message, data: err.data ?? null }); done(); });
 socket.on("price:update", (update) => {
   out({ type: "update", update });
@@ -34,5 +36,5 @@ socket.on("connect", async () => {
     }
   }
   out({ type: "ready" });
-  if (!(plan.updates > 0)) done();
+  if (!(plan.updates > 0) && !plan.stay) done();
 });

@@ -1,0 +1,56 @@
+"""Two holes in python-socketio's inbound dispatch, closed before any handler runs.
+
+- It looks a client event up by its name first, so an event named "connect"
+  or "disconnect" runs those handlers with the client's arguments (a client
+  could unregister itself and escape its limits and token expiry), and "*"
+  runs the catch-all with shifted arguments. Such events, and events whose
+  name is not a string, are renamed `INVALID_EVENT`, which the gateway
+  answers BAD_REQUEST.
+- A binary packet may announce up to 10^10 attachments, and every attachment
+  is kept until the count is reached: unbounded memory per connection. Our
+  protocol carries no binary data; a packet announcing more than
+  `MAX_ATTACHMENTS` is dropped and its connection reported to `on_abuse`.
+
+Both wrap private methods of python-socketio 5.18 (`_handle_event`,
+`_handle_eio_message`, `_binary_packet`); tests/test_hostile.py covers them
+so an upstream change fails loudly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import socketio
+
+from .protocol import ErrorCode, GatewayError
+
+RESERVED_EVENTS = frozenset({"connect", "disconnect", "*"})
+INVALID_EVENT = "\x00invalid"
+MAX_ATTACHMENTS = 8
+
+
+def guard(sio: socketio.AsyncServer, on_abuse: Callable[[str, GatewayError], None]) -> None:
+    """Install both checks on `sio`; `on_abuse(sid, error)` is told of connections to end."""
+    dispatch_event = sio._handle_event
+    dispatch_message = sio._handle_eio_message
+
+    async def handle_event(eio_sid: str, namespace: str | None, id: int | None, data: Any) -> None:
+        if not isinstance(data, list) or not data or not isinstance(data[0], str) or data[0] in RESERVED_EVENTS:
+            data = [INVALID_EVENT]
+        await dispatch_event(eio_sid, namespace, id, data)
+
+    async def handle_eio_message(eio_sid: str, data: Any) -> None:
+        await dispatch_message(eio_sid, data)
+        pending = sio._binary_packet.get(eio_sid)
+        if pending is not None and pending.attachment_count > MAX_ATTACHMENTS:
+            del sio._binary_packet[eio_sid]
+            sid = sio.manager.sid_from_eio_sid(eio_sid, pending.namespace or "/")
+            if sid is not None:
+                on_abuse(sid, GatewayError(ErrorCode.BAD_REQUEST,
+                                           f"a packet may carry at most {MAX_ATTACHMENTS} binary attachments"))
+
+    sio._handle_event = handle_event
+    # Engine.IO holds the bound method it was given at construction: register ours in its place.
+    sio._handle_eio_message = handle_eio_message
+    sio.eio.on("message", handle_eio_message)

@@ -1,0 +1,157 @@
+"""Inbound limits: token buckets for client events and for new connections.
+
+A connection's events pass an `EventLimiter`; new Engine.IO sessions pass an
+`AddressLimiter` keyed by client address, enforced by `handshake_limit` at the
+HTTP handshake (429), before any per-connection state exists.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import time
+from collections.abc import Awaitable, Callable
+from enum import Enum
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from .protocol import ErrorCode, error_body
+
+
+class TokenBucket:
+    """`burst` tokens, refilled at `rate` per second; `take()` spends one if there is one."""
+
+    __slots__ = ("burst", "rate", "tokens", "updated")
+
+    def __init__(self, rate: float, burst: float, now: float | None = None) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = float(burst)
+        self.updated = time.monotonic() if now is None else now
+
+    def take(self, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+    def full(self, now: float) -> bool:
+        """Whether the bucket has refilled completely (it then holds no information)."""
+        return self.tokens + (now - self.updated) * self.rate >= self.burst
+
+    def retry_after(self) -> float:
+        """Seconds until the next token, counted from the last `take()`."""
+        return 0.0 if self.tokens >= 1.0 or self.rate <= 0 else (1.0 - self.tokens) / self.rate
+
+
+class Verdict(Enum):
+    ALLOW = "allow"
+    REFUSE = "refuse"  # answer RATE_LIMITED
+    CUT = "cut"  # sustained abuse: end the connection
+
+
+class EventLimiter:
+    """Per-connection event rate: a bucket for events and a second one for refusals.
+
+    Refused events are forgiven at the same rate, up to `abuse_limit`: a client
+    that keeps sending at more than twice its rate overflows the second bucket
+    and is cut. `rate == 0` disables the limit; `abuse_limit == 0` never cuts.
+    """
+
+    __slots__ = ("events", "refusals")
+
+    def __init__(self, rate: float, burst: int, abuse_limit: int) -> None:
+        self.events = TokenBucket(rate, burst) if rate > 0 else None
+        self.refusals = TokenBucket(rate, abuse_limit) if rate > 0 and abuse_limit > 0 else None
+
+    def check(self) -> Verdict:
+        if self.events is None:
+            return Verdict.ALLOW
+        now = time.monotonic()
+        if self.events.take(now):
+            return Verdict.ALLOW
+        if self.refusals is None or self.refusals.take(now):
+            return Verdict.REFUSE
+        return Verdict.CUT
+
+
+class AddressLimiter:
+    """New connections per client address, as a token bucket per address.
+
+    IPv6 addresses count per /64, the block one host usually controls. The
+    table is bounded: buckets that refilled completely are swept once it holds
+    `max_addresses`, and if that is not enough the oldest are forgotten.
+    """
+
+    def __init__(self, rate: float, burst: int, max_addresses: int = 100_000) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.max_addresses = max_addresses
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def allow(self, address: str) -> float | None:
+        """None if `address` may connect now, else the seconds until it may."""
+        if self.rate <= 0:
+            return None
+        key = _address_key(address)
+        now = time.monotonic()
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) >= self.max_addresses:
+                self._sweep(now)
+            bucket = self._buckets[key] = TokenBucket(self.rate, self.burst, now)
+        if bucket.take(now):
+            return None
+        return bucket.retry_after()
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def _sweep(self, now: float) -> None:
+        self._buckets = {key: b for key, b in self._buckets.items() if not b.full(now)}
+        # Still full (a flood from very many addresses): forget the oldest half.
+        if len(self._buckets) >= self.max_addresses:
+            keep = list(self._buckets.items())[len(self._buckets) // 2:]
+            self._buckets = dict(keep)
+
+
+def _address_key(address: str) -> str:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def handshake_limit(
+    limiter: AddressLimiter, address_of: Callable[[web.Request], str], path: str = "/socket.io/"
+) -> Middleware:
+    """aiohttp middleware: refuse a new Engine.IO session (no `sid`) past the address's rate with 429.
+
+    Refusing at the handshake costs no session state, and socket.io-client
+    treats it as a transport error: it backs off and retries by itself.
+    """
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith(path) and "sid" not in request.query:
+            wait = limiter.allow(address_of(request))
+            if wait is not None:
+                body = error_body(ErrorCode.TOO_MANY_CONNECTIONS,
+                                  "too many new connections from your address; retry later")
+                return web.json_response(body, status=429,
+                                         headers={"Retry-After": str(max(1, math.ceil(wait)))})
+        return await handler(request)
+
+    return middleware
