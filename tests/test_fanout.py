@@ -60,7 +60,8 @@ def seqs(updates: list[Any], asset: str = BTC) -> list[int]:
 
 async def test_order_against_acks_pings_and_private_events(start_gateway: GatewayFactory,
                                                            redis_server: RedisServer) -> None:
-    gateway = redis_gateway(start_gateway, redis_server, ping_interval=0.5)
+    # event_rate=0: the subscribes below flood on purpose (100/s), to interleave acks with ticks.
+    gateway = redis_gateway(start_gateway, redis_server, ping_interval=0.5, event_rate=0)
     client = await RawClient.connect(gateway.url, {"token": token("alice")})
     # It asked for permessage-deflate: shared frames need it refused (REALTIME_WEBSOCKET_COMPRESSION=false).
     assert "permessage-deflate" not in client.handshake.lower()
