@@ -159,6 +159,8 @@ async def start_target(kind: str, *, redis_url: str, assets: list[str], secret: 
         "REALTIME_PRICE_CHANNEL": f"bench-prices-{suffix}", "REALTIME_MANAGER_CHANNEL": f"bench-socketio-{suffix}",
         "REALTIME_ASSETS": ",".join(f"{a}:2" for a in assets), "REALTIME_JWT_SECRET": secret,
         "REALTIME_LOG_LEVEL": "warning", "REALTIME_MAX_CONNECTIONS": "1000000",
+        # Every simulated client comes from 127.0.0.1: the per-address connection rate would refuse them.
+        "REALTIME_CONNECT_RATE": "0",
     })
     if kind == "node":
         ensure_node_server()
