@@ -186,6 +186,7 @@ class Gateway:
         if conn.ending:
             return
         conn.ending = True
+        self.metrics.session_ended(error.code.value)
         task = asyncio.create_task(self._end(conn.sid, error), name=f"end-{conn.sid}")
         self._ending.add(task)
         task.add_done_callback(self._ending.discard)

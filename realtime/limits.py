@@ -92,6 +92,7 @@ class AddressLimiter:
         self.burst = burst
         self.max_addresses = max_addresses
         self._buckets: dict[str, TokenBucket] = {}
+        self.refused = 0  # for /metrics
 
     def allow(self, address: str) -> float | None:
         """None if `address` may connect now, else the seconds until it may."""
@@ -106,6 +107,7 @@ class AddressLimiter:
             bucket = self._buckets[key] = TokenBucket(self.rate, self.burst, now)
         if bucket.take(now):
             return None
+        self.refused += 1
         return bucket.retry_after()
 
     def __len__(self) -> int:

@@ -209,6 +209,9 @@ class Metrics:
                                    registry=self.registry)
         self.refusals = Counter("realtime_connect_refusals", "connections refused, by error code", ["code"],
                                 registry=self.registry)
+        self.sessions_ended = Counter("realtime_sessions_ended", "connections the gateway ended, by reason code "
+                                      "(RATE_LIMITED: flooding, AUTH_EXPIRED: token not refreshed, ...)",
+                                      ["code"], registry=self.registry)
         self.client_events = Counter("realtime_client_events", "client events by name and ack code ('ok')",
                                      ["event", "code"], registry=self.registry)
         self.ticks = TickStats()
@@ -237,6 +240,9 @@ class Metrics:
 
     def disconnected(self, reason: Any) -> None:
         self.disconnects.labels(reason if reason in DISCONNECT_REASONS else OTHER).inc()
+
+    def session_ended(self, code: str) -> None:
+        self.sessions_ended.labels(code).inc()
 
     def client_event(self, event: str, code: str) -> None:
         self.client_events.labels(event if event in KNOWN_EVENTS else OTHER, code).inc()

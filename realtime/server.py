@@ -184,6 +184,8 @@ class Server:
                  lambda: self.writers.cut),
                 ("realtime_price_ticks_collapsed", "queued price ticks replaced by a newer one of the same asset",
                  lambda: self.writers.collapsed),
+                ("realtime_connect_rate_limited", "new sessions refused with 429 by the per-address connection rate",
+                 lambda: self.connect_limiter.refused),
             ),
         )
 

@@ -10,7 +10,7 @@ import socketio
 from realtime.limits import AddressLimiter, EventLimiter, TokenBucket, Verdict
 
 from .conftest import GatewayFactory
-from .harness import connected, eventually, token
+from .harness import connected, eventually, sample, scrape, token
 
 BTC = "BTC_USDC_PERP"
 
@@ -74,6 +74,10 @@ async def test_event_flood_is_refused_then_cut_and_others_keep_being_served(star
         assert flooder.names()[-2:] == ["session:closed", "disconnect"]
         assert answers and {a["error"]["code"] for a in answers} == {"RATE_LIMITED"}
         assert (await bystander.call("price:subscribe", [BTC]))["ok"] is True
+    samples = await scrape(gateway.url)
+    assert sample(samples, "realtime_client_events_total", event="price:subscribe", code="RATE_LIMITED") \
+        >= 1 + len(answers)
+    assert sample(samples, "realtime_sessions_ended_total", code="RATE_LIMITED") == 1
 
 
 async def test_connection_rate_per_address_is_refused_at_the_handshake(start_gateway: GatewayFactory) -> None:
@@ -105,6 +109,7 @@ async def test_connection_rate_per_address_is_refused_at_the_handshake(start_gat
         # Another client behind the trusted proxy (127.0.0.1) has its own budget.
         async with http.get(handshake, headers={"X-Forwarded-For": "203.0.113.7"}) as response:
             assert response.status == 200
+    assert sample(await scrape(gateway.url), "realtime_connect_rate_limited_total") == 2
 
 
 async def test_oversized_message_cuts_only_that_client(start_gateway: GatewayFactory) -> None:
