@@ -172,7 +172,9 @@ class Server:
         if isinstance(manager, RedisManager):
             redis.append(RedisLink("manager", lambda: manager.listening, lambda: manager.reconnects))
         return State(
-            transports=lambda: (self.sio.eio.transport(sid) for sid in list(self.sio.eio.sockets)),
+            # Not eio.transport(sid): it raises for a closing session, and deletes it.
+            transports=lambda: ("websocket" if socket.upgraded else "polling"
+                                for socket in list(self.sio.eio.sockets.values()) if not socket.closed),
             subscribers=self._local_subscribers,
             demand=lambda: self.demand.latest,
             feed=self.ingest.counts,

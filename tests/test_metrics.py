@@ -10,6 +10,7 @@ from realtime.protocol import PriceUpdate
 
 from .conftest import GatewayFactory
 from .harness import (
+    ROOT,
     Gateway,
     RedisServer,
     connect_error,
@@ -99,6 +100,18 @@ async def test_counters_follow_the_traffic(start_gateway: GatewayFactory, redis_
                     and sample(samples, "realtime_connections", transport="websocket") == 1
                     and sample(samples, "realtime_subscribers", asset=BTC) == 2)
         await eventually(disconnect_counted, timeout=20)
+
+    # The README documents every family the gateway exports.
+    readme = (ROOT / "README.md").read_text()
+    families = {_family(name) for name, _ in await scrape(gateway.url) if name.startswith("realtime_")}
+    assert families and {f for f in families if f"`{f}`" not in readme and f"`{f}_total`" not in readme} == set()
+
+
+def _family(sample_name: str) -> str:
+    for suffix in ("_bucket", "_count", "_sum", "_created"):
+        if sample_name.endswith(suffix):
+            return sample_name.removesuffix(suffix)
+    return sample_name
 
 
 async def test_redis_state_and_reconnects(start_gateway: GatewayFactory, own_redis: RedisServer) -> None:
