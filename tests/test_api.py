@@ -242,10 +242,14 @@ async def _next_message(pubsub: Any, accept: Any, timeout: float = 20) -> dict[s
     return await asyncio.wait_for(wait(), timeout)
 
 
-async def test_demand_in_embedded_mode(start_gateway: GatewayFactory) -> None:
+async def test_demand_and_publish_in_embedded_mode(start_gateway: GatewayFactory) -> None:
     gateway = start_gateway(demand_interval=0.2)
     async with connected(gateway.url, auth={"token": token("alice")}) as client:
         await client.call("price:subscribe", [SOL])
+        status, _ = await http_json(gateway.url + "/api/v1/publish", "POST", headers=SERVICE,
+                                    json={"event": "notification", "user": "alice", "data": [1, "two"]})
+        assert status == 202
+        assert await client.wait_for("notification", timeout=10) == [[1, "two"]]
 
         async def counted() -> bool:
             _, body = await http_json(gateway.url + "/api/v1/demand", headers=SERVICE)
