@@ -17,7 +17,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import socketio
 from aiohttp import web
 
 from . import health, transport
@@ -35,6 +34,7 @@ from .metrics import Metrics, RedisLink, State
 from .presence import presence
 from .prices import PriceBook
 from .protocol import asset_room
+from .serializers import SocketServer, packet_class
 from .sources import RedisSource, price_source
 from .writer import Writers
 
@@ -50,10 +50,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class Server:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.sio = socketio.AsyncServer(
+        self.sio = SocketServer(
             async_mode="aiohttp",
             client_manager=client_manager(settings),
-            serializer="msgpack" if settings.serializer == "msgpack" else "default",
+            serializer=packet_class(settings.serializer),
             cors_allowed_origins=_cors(settings.cors_origins),
             ping_interval=settings.ping_interval,
             ping_timeout=settings.ping_timeout,

@@ -600,3 +600,54 @@ async def backend_emit(redis_url: str, channel: str, event: str, data: Any, room
     finally:
         if manager.redis is not None:
             await manager.redis.aclose()
+
+
+class NodeSession:
+    """A tests/js script that runs alongside the test: read its JSON lines as they come, answer on stdin."""
+
+    def __init__(self, process: asyncio.subprocess.Process, script: str) -> None:
+        self.process = process
+        self.script = script
+        self.lines: list[dict[str, Any]] = []
+
+    async def next(self, timeout: float = 30) -> dict[str, Any]:
+        """The next JSON line the script prints (other output is skipped)."""
+        assert self.process.stdout is not None
+        while True:
+            raw = await asyncio.wait_for(self.process.stdout.readline(), timeout)
+            if not raw:
+                stderr = await self.process.stderr.read() if self.process.stderr else b""
+                raise RuntimeError(f"node {self.script} ended: {stderr.decode(errors='replace')[-3000:]}")
+            if raw.startswith(b"{"):
+                line: dict[str, Any] = json.loads(raw)
+                self.lines.append(line)
+                return line
+
+    async def until(self, kind: str, timeout: float = 30) -> dict[str, Any]:
+        """Read lines until one of `type` `kind` arrives; fail on a `failed` line."""
+        while True:
+            line = await self.next(timeout)
+            if line["type"] == "failed":
+                raise AssertionError(f"node {self.script}: {line}")
+            if line["type"] == kind:
+                return line
+
+    async def send(self, message: dict[str, Any]) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(message).encode() + b"\n")
+        await self.process.stdin.drain()
+
+
+@contextlib.asynccontextmanager
+async def node_session(script: str, plan: Mapping[str, Any]) -> AsyncIterator[NodeSession]:
+    """Start `node tests/js/<script> '<plan as JSON>'`; kill it when the block ends."""
+    process = await asyncio.create_subprocess_exec(
+        "node", str(JS_DIR / script), json.dumps(plan), cwd=ROOT,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        yield NodeSession(process, script)
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
