@@ -138,6 +138,12 @@ class Settings(BaseSettings):
         1024 * 1024, ge=4096, description="queued bytes past which a connection is cut as a slow consumer"
     )
 
+    # The price board at GET /.
+    client_bundle_dir: str | None = Field(
+        None, description="directory with socket.io-client's dist bundles for the price board "
+                          "(default: node_modules/socket.io-client/dist in the working directory or the checkout)",
+    )
+
     # Limits.
     max_subscriptions: int = Field(100, ge=1, le=100_000, description="assets one connection may subscribe to")
     max_connections: int = Field(50_000, ge=1, description="connections one pod accepts")

@@ -22,6 +22,7 @@ from aiohttp import web
 from . import health, transport
 from .api import PREFIX, Api
 from .auth import TokenVerifier
+from .board import Board
 from .catalog import Catalog
 from .config import Settings
 from .demand import Demand, demand_store
@@ -96,6 +97,7 @@ class Server:
         self.app.add_routes(self.metrics.routes())
         self.app.add_subapp(PREFIX, Api(self.sio, settings, self.verifier, self.catalog, self.book, self.demand,
                                         self.metrics).app())
+        self.app.add_routes(Board(settings, self.catalog, self.verifier).routes())
 
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []

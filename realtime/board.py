@@ -1,0 +1,125 @@
+"""The live price board at `GET /`, and what the page needs from the gateway.
+
+The page (realtime/static/) uses the real socket.io-client 4.x from npm. Its
+bundle is not part of this package: `scripts/setup` installs it under
+`node_modules/`, and the gateway serves it from `REALTIME_CLIENT_BUNDLE_DIR`
+or, by default, from `node_modules/socket.io-client/dist` in the working
+directory or beside the source checkout. Without it the page answers 503 with
+what to do, and everything else keeps serving.
+
+Routes: `/` (the page), `/board/board.js|board.css`, `/board/socket.io.js`
+(the msgpack build of the client when `REALTIME_SERIALIZER=msgpack`), and in
+dev mode only (no JWT key configured) `/board/token`, which mints a
+short-lived token signed with the per-process secret.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from aiohttp import web
+
+from .auth import TokenVerifier
+from .catalog import Catalog
+from .config import ConfigError, Settings
+
+log = logging.getLogger("realtime.board")
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+BUNDLE_SUBDIR = Path("node_modules", "socket.io-client", "dist")
+TOKEN_URL = "/board/token"
+# Dev tokens are short-lived: the page fetches a new one for each connection
+# attempt and on `auth:expiring`.
+DEV_TOKEN_TTL = 900
+DEV_TOKEN_SUBJECT = "board"
+
+_ASSETS = {"board.js": "text/javascript", "board.css": "text/css"}
+_PAGE_HEADERS = {
+    "Cache-Control": "no-cache",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def bundle_file(settings: Settings) -> str:
+    """The socket.io-client build the page loads: the msgpack one speaks our msgpack packets."""
+    return "socket.io.msgpack.min.js" if settings.serializer == "msgpack" else "socket.io.min.js"
+
+
+def find_bundle(settings: Settings) -> Path | None:
+    """The client bundle, or None when it is not installed.
+
+    Raises `ConfigError` when `REALTIME_CLIENT_BUNDLE_DIR` is set and lacks it.
+    """
+    name = bundle_file(settings)
+    if settings.client_bundle_dir:
+        path = Path(settings.client_bundle_dir) / name
+        if not path.is_file():
+            raise ConfigError("REALTIME_CLIENT_BUNDLE_DIR (--client-bundle-dir)",
+                              f"{path} does not exist; point it at node_modules/socket.io-client/dist")
+        return path
+    for root in (Path.cwd(), Path(__file__).resolve().parent.parent):
+        path = root / BUNDLE_SUBDIR / name
+        if path.is_file():
+            return path
+    return None
+
+
+class Board:
+    """Serves the price board page, its assets and the client bundle."""
+
+    def __init__(self, settings: Settings, catalog: Catalog, verifier: TokenVerifier) -> None:
+        self.dev_mode = settings.dev_mode
+        self.verifier = verifier
+        self.bundle = find_bundle(settings)
+        if self.bundle is None:
+            log.warning("price board disabled: %s not found under %s; run scripts/setup (npm install) "
+                        "or set REALTIME_CLIENT_BUNDLE_DIR", bundle_file(settings), BUNDLE_SUBDIR)
+        config = {
+            "assets": [{"name": asset.name, "decimals": asset.decimals} for asset in catalog],
+            "serializer": settings.serializer,
+            "tokenUrl": TOKEN_URL if self.dev_mode else None,
+        }
+        # `</` would end the <script> element the config sits in.
+        rendered = json.dumps(config).replace("</", "<\\/")
+        self.page = (STATIC_DIR / "index.html").read_text().replace("{{config}}", rendered)
+        self.assets = {name: (STATIC_DIR / name).read_bytes() for name in _ASSETS}
+
+    def routes(self) -> list[web.RouteDef]:
+        routes = [
+            web.get("/", self.index),
+            web.get("/board/socket.io.js", self.client_bundle),
+            web.get("/board/{name}", self.asset),
+        ]
+        if self.dev_mode:
+            routes.insert(0, web.get(TOKEN_URL, self.token))
+        return routes
+
+    async def index(self, request: web.Request) -> web.Response:
+        if self.bundle is None:
+            return web.Response(
+                status=503, content_type="text/plain",
+                text="The price board needs socket.io-client: run scripts/setup (it runs npm install) "
+                     "or set REALTIME_CLIENT_BUNDLE_DIR to node_modules/socket.io-client/dist.\n")
+        return web.Response(text=self.page, content_type="text/html", headers=_PAGE_HEADERS)
+
+    async def asset(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in self.assets:
+            raise web.HTTPNotFound()
+        return web.Response(body=self.assets[name], content_type=_ASSETS[name],
+                            headers={"Cache-Control": "no-cache"})
+
+    async def client_bundle(self, request: web.Request) -> web.StreamResponse:
+        if self.bundle is None:
+            raise web.HTTPServiceUnavailable(text="socket.io-client is not installed: run scripts/setup\n")
+        # The build depends on REALTIME_SERIALIZER, so never let a cache keep the other one.
+        return web.FileResponse(self.bundle, headers={"Cache-Control": "no-cache",
+                                                      "Content-Type": "text/javascript"})
+
+    async def token(self, request: web.Request) -> web.Response:
+        token = self.verifier.mint(DEV_TOKEN_SUBJECT, ttl=DEV_TOKEN_TTL)
+        return web.json_response({"token": token, "ttl": DEV_TOKEN_TTL}, headers={"Cache-Control": "no-store"})

@@ -1,0 +1,188 @@
+// The live price board: socket.io-client 4.x (served by the gateway from npm's
+// socket.io-client package) and nothing else. Reads like a frontend should:
+// a token function for every (re)connect, subscribe on connect, keep the
+// highest seq per asset, refresh the token on auth:expiring.
+"use strict";
+
+(() => {
+  const config = JSON.parse(document.getElementById("board-config").textContent);
+  const statusEl = document.getElementById("status");
+  const noticeEl = document.getElementById("notice");
+  const metaEl = document.getElementById("meta");
+  const tbody = document.querySelector("#board tbody");
+
+  // One entry per catalog asset: its row, whether the user wants it, the highest seq seen.
+  const rows = new Map();
+  for (const { name, decimals } of config.assets) {
+    const tr = document.createElement("tr");
+    tr.dataset.asset = name;
+    tr.dataset.seq = "0";
+    tr.innerHTML = `
+      <th scope="row" class="asset"><span class="sym"></span><span class="quote"></span></th>
+      <td class="num bid">—</td><td class="num ask">—</td>
+      <td class="num spread">—</td><td class="num age">—</td>
+      <td class="stream"><button type="button" class="toggle" aria-pressed="true"></button></td>`;
+    const [base, ...rest] = name.split("_");
+    tr.querySelector(".sym").textContent = base;
+    tr.querySelector(".quote").textContent = rest.join(" ");
+    const row = { name, decimals, tr, wanted: true, seq: 0, received: 0, bid: null, ask: null };
+    const toggle = tr.querySelector(".toggle");
+    toggle.textContent = "Live";
+    toggle.addEventListener("click", () => setWanted(row, !row.wanted));
+    tbody.appendChild(tr);
+    rows.set(name, row);
+  }
+
+  // Integers in the smallest unit, rendered exactly: no floating point.
+  function formatUnits(value, decimals) {
+    const negative = value < 0;
+    const digits = String(Math.abs(value)).padStart(decimals + 1, "0");
+    const whole = decimals ? digits.slice(0, -decimals) : digits;
+    const grouped = whole.replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+    return (negative ? "-" : "") + grouped + (decimals ? "." + digits.slice(-decimals) : "");
+  }
+
+  function flash(cell, direction) {
+    cell.classList.remove("up", "down");
+    void cell.offsetWidth; // restart the animation
+    if (direction) cell.classList.add(direction);
+  }
+
+  function render(row, update) {
+    const { tr, decimals } = row;
+    const bidCell = tr.querySelector(".bid");
+    const askCell = tr.querySelector(".ask");
+    if (row.bid !== null && update.bid !== row.bid) flash(bidCell, update.bid > row.bid ? "up" : "down");
+    if (row.ask !== null && update.ask !== row.ask) flash(askCell, update.ask > row.ask ? "up" : "down");
+    row.bid = update.bid;
+    row.ask = update.ask;
+    bidCell.textContent = formatUnits(update.bid, decimals);
+    askCell.textContent = formatUnits(update.ask, decimals);
+    const spread = update.ask - update.bid;
+    const mid = (update.ask + update.bid) / 2;
+    const bps = mid > 0 ? (spread / mid) * 10000 : 0;
+    tr.querySelector(".spread").innerHTML =
+      `${formatUnits(spread, decimals)} <span class="bps">${bps.toFixed(1)} bp</span>`;
+    tr.dataset.seq = String(update.seq);
+    row.received = performance.now();
+  }
+
+  // A tick counts only if its seq is above the highest seen since the last
+  // subscribe ack: ticks may repeat or arrive late around a reconnect.
+  function apply(update) {
+    const row = rows.get(update.asset);
+    if (!row || !row.wanted || update.seq <= row.seq) return;
+    row.seq = update.seq;
+    render(row, update);
+  }
+
+  function showAge() {
+    const now = performance.now();
+    for (const row of rows.values()) {
+      const cell = row.tr.querySelector(".age");
+      if (!row.received) continue;
+      const seconds = (now - row.received) / 1000;
+      cell.textContent = seconds < 60 ? `${seconds.toFixed(1)} s` : `${Math.floor(seconds / 60)} min`;
+      cell.classList.toggle("stale", seconds >= 5);
+    }
+  }
+  setInterval(showAge, 200);
+
+  function setStatus(state, label, detail) {
+    statusEl.dataset.state = state;
+    statusEl.querySelector(".label").textContent = label;
+    noticeEl.hidden = !detail;
+    noticeEl.textContent = detail || "";
+  }
+
+  function showMeta() {
+    const engine = socket.io.engine;
+    const transport = socket.connected && engine ? engine.transport.name : "—";
+    statusEl.dataset.transport = transport;
+    metaEl.textContent =
+      `socket.io-client · ${config.serializer} · ${transport}` +
+      (statusEl.dataset.instance ? ` · instance ${statusEl.dataset.instance}` : "");
+  }
+
+  // The token for every connection attempt, so a reconnect never reuses an
+  // expired one: `#token=<jwt>` in the address, else the dev-mode token route.
+  async function freshToken() {
+    const fromHash = new URLSearchParams(location.hash.slice(1)).get("token");
+    if (fromHash) return fromHash;
+    if (!config.tokenUrl) return null;
+    const response = await fetch(config.tokenUrl, { cache: "no-store" });
+    if (!response.ok) throw new Error(`token route answered ${response.status}`);
+    return (await response.json()).token;
+  }
+
+  const socket = io({
+    auth: (send) => {
+      freshToken().then((token) => send(token ? { token } : {}), () => send({}));
+    },
+  });
+
+  function subscribe(names) {
+    if (!names.length || !socket.connected) return;
+    socket.timeout(10000).emit("price:subscribe", names, (err, ack) => {
+      if (err || !ack.ok) {
+        setStatus("connected", "Live", `price:subscribe failed: ${err ? err.message : ack.error.code}`);
+        return;
+      }
+      for (const { asset, code } of ack.rejected) {
+        const row = rows.get(asset);
+        if (row) row.tr.querySelector(".age").textContent = code;
+      }
+      if (ack.instance) statusEl.dataset.instance = ack.instance;
+      showMeta();
+      // The ack's prices are the new baseline (another pod may number ticks differently).
+      for (const name of ack.subscribed) {
+        const row = rows.get(name);
+        if (row) row.seq = 0;
+      }
+      for (const update of ack.prices) apply(update);
+    });
+  }
+
+  function setWanted(row, wanted) {
+    row.wanted = wanted;
+    row.tr.classList.toggle("paused", !wanted);
+    const toggle = row.tr.querySelector(".toggle");
+    toggle.setAttribute("aria-pressed", String(wanted));
+    toggle.textContent = wanted ? "Live" : "Paused";
+    if (!socket.connected) return;
+    if (wanted) subscribe([row.name]);
+    else socket.timeout(10000).emit("price:unsubscribe", [row.name], () => {});
+  }
+
+  socket.on("connect", () => {
+    setStatus("connected", "Live");
+    showMeta();
+    subscribe([...rows.values()].filter((row) => row.wanted).map((row) => row.name));
+  });
+  socket.on("price:update", apply);
+  socket.on("auth:expiring", async () => {
+    try {
+      const token = await freshToken();
+      if (token) socket.timeout(10000).emit("auth:refresh", { token }, () => {});
+    } catch (error) {
+      setStatus("connected", "Live", `token refresh failed: ${error.message}`);
+    }
+  });
+  socket.on("disconnect", (reason) => {
+    if (socket.active) setStatus("reconnecting", "Reconnecting…", `connection lost (${reason})`);
+    else setStatus("disconnected", "Disconnected", `the server closed the connection (${reason})`);
+    showMeta();
+  });
+  socket.on("connect_error", (error) => {
+    if (socket.active) {
+      setStatus("reconnecting", "Reconnecting…", `cannot reach the gateway (${error.message})`);
+    } else {
+      const message = error.data && error.data.message ? `: ${error.data.message}` : "";
+      setStatus("refused", "Refused", `connection refused, ${error.message}${message}`);
+    }
+  });
+  socket.io.on("reconnect_attempt", (attempt) => {
+    statusEl.querySelector(".label").textContent = `Reconnecting… (attempt ${attempt})`;
+  });
+  socket.io.on("open", () => socket.io.engine.on("upgrade", showMeta));
+})();

@@ -1,0 +1,129 @@
+"""The price board at GET /, in Debian's headless chromium driven by playwright-core (tests/js/board.mjs)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from .conftest import GatewayFactory
+from .harness import ROOT, Gateway, RedisServer, free_port, gateway_env, http_json, node_session, publish
+
+ARTIFACTS = ROOT / "test-artifacts"
+# The test catalog (harness.ASSETS): name -> decimals, and a price level for each.
+DECIMALS = {"BTC_USDC_PERP": 4, "ETH_USDC_PERP": 4, "SOL_USDC_PERP": 2}
+LEVEL = {"BTC_USDC_PERP": 958_500_000, "ETH_USDC_PERP": 36_091_469, "SOL_USDC_PERP": 23_980}
+SPREAD = {"BTC_USDC_PERP": 96_310, "ETH_USDC_PERP": 3_610, "SOL_USDC_PERP": 3}
+
+
+def bid(asset: str, seq: int) -> int:
+    return LEVEL[asset] + 7 * seq if seq % 2 else LEVEL[asset] - 5 * seq
+
+
+def shown(value: int, decimals: int) -> str:
+    """How the page must render an integer price: exact, grouped, with the asset's decimals."""
+    whole, fraction = divmod(value, 10**decimals)
+    return f"{whole:,}.{fraction:0{decimals}d}" if decimals else f"{whole:,}"
+
+
+@contextlib.asynccontextmanager
+async def ticking(gateway: Gateway) -> AsyncIterator[None]:
+    """Publish a tick of every asset each 150 ms through Redis, seq rising across restarts."""
+    async def run() -> None:
+        seq = 0
+        while True:
+            seq += 1
+            await publish(gateway.env["REALTIME_REDIS_URL"], gateway.env["REALTIME_PRICE_CHANNEL"],
+                          *[{"asset": a, "bid": bid(a, seq), "ask": bid(a, seq) + SPREAD[a], "seq": seq}
+                            for a in DECIMALS])
+            await asyncio.sleep(0.15)
+
+    task = asyncio.create_task(run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def check_rows(line: dict[str, Any]) -> None:
+    """Every row renders the tick of the seq it shows, with the asset's decimals."""
+    assert [row["asset"] for row in line["rows"]] == list(DECIMALS)
+    for row in line["rows"]:
+        asset, seq, places = row["asset"], row["seq"], DECIMALS[row["asset"]]
+        assert seq > 0, row
+        assert row["bid"] == shown(bid(asset, seq), places), row
+        assert row["ask"] == shown(bid(asset, seq) + SPREAD[asset], places), row
+        assert row["spread"] == shown(SPREAD[asset], places), row
+        assert row["age"].endswith(" s"), row
+
+
+@pytest.mark.parametrize("serializer", ["json", "msgpack"])
+async def test_board_in_chromium(start_gateway: GatewayFactory, redis_server: RedisServer, serializer: str) -> None:
+    # Dev mode (no JWT key): the page gets its tokens from the dev token route,
+    # and a restarted gateway has a new secret, so reconnecting needs a fresh one.
+    suffix = str(free_port())
+    gateway = start_gateway(redis_url=redis_server.url, price_channel=f"prices-{suffix}",
+                            manager_channel=f"socketio-{suffix}", jwt_secret=None, serializer=serializer)
+    ARTIFACTS.mkdir(exist_ok=True)
+    plan = {"url": gateway.url + "/", "screenshot": str(ARTIFACTS / f"board-{serializer}.png"),
+            "restart": True, "toggle": serializer == "json"}
+    async with ticking(gateway), node_session("board.mjs", plan) as browser:
+        filled = await browser.until("filled", timeout=60)
+        assert filled["state"] == "connected" and filled["instance"]
+        check_rows(filled)
+
+        changed = await browser.until("changed")
+        check_rows(changed)
+        before = {row["asset"]: row["seq"] for row in filled["rows"]}
+        assert all(row["seq"] > before[row["asset"]] for row in changed["rows"])
+
+        if plan["toggle"]:
+            paused = await browser.until("paused")
+            row = next(r for r in paused["rows"] if r["asset"] == paused["asset"])
+            assert not row["live"] and row["seq"] == paused["before"]
+            resumed = await browser.until("resumed")
+            assert all(r["live"] for r in resumed["rows"])
+
+        restart = await browser.until("restart")
+        await asyncio.to_thread(gateway.stop)
+        await browser.send({"step": "stopped"})
+        await browser.until("reconnecting")
+        await asyncio.to_thread(gateway.start)
+        await browser.send({"step": "started"})
+        reconnected = await browser.until("reconnected", timeout=60)
+        assert reconnected["state"] == "connected" and reconnected["instance"] != restart["instance"]
+        check_rows(reconnected)
+        await browser.until("done")
+    errors = [line for line in browser.lines if line["type"] == "pageerror"]
+    assert errors == []
+    assert (ARTIFACTS / f"board-{serializer}.png").stat().st_size > 10_000
+
+
+async def test_dev_token_route_only_without_a_jwt_key(start_gateway: GatewayFactory) -> None:
+    dev = start_gateway(jwt_secret=None)
+    status, body = await http_json(dev.url + "/board/token")
+    assert status == 200 and body["token"].count(".") == 2
+    keyed = start_gateway()
+    status, _ = await http_json(keyed.url + "/board/token")
+    assert status == 404
+    status, page = await http_json(keyed.url + "/")
+    assert status == 200 and '"tokenUrl": null' in page
+    status, _ = await http_json(keyed.url + "/board/socket.io.js")
+    assert status == 200
+
+
+def test_missing_client_bundle_stops_start_up_with_one_line(tmp_path: Any) -> None:
+    port = free_port()
+    process = subprocess.run([sys.executable, "-m", "realtime", "serve"], cwd=ROOT, capture_output=True, text=True,
+                             env=gateway_env(port, client_bundle_dir=tmp_path), timeout=60, check=False)
+    assert process.returncode == 2
+    assert process.stderr.strip().splitlines() == [
+        f"realtime: configuration error: REALTIME_CLIENT_BUNDLE_DIR (--client-bundle-dir): {tmp_path}/socket.io.min.js "
+        "does not exist; point it at node_modules/socket.io-client/dist"]
