@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -104,6 +106,38 @@ async def test_board_in_chromium(start_gateway: GatewayFactory, redis_server: Re
     errors = [line for line in browser.lines if line["type"] == "pageerror"]
     assert errors == []
     assert (ARTIFACTS / f"board-{serializer}.png").stat().st_size > 10_000
+
+
+def readme_example() -> str:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## JavaScript client", 1)[1]
+    match = re.search(r"```js\n(.*?)```", section, re.DOTALL)
+    assert match is not None, "README: no js block under 'JavaScript client'"
+    return match.group(1)
+
+
+async def test_readme_javascript_example(start_gateway: GatewayFactory, redis_server: RedisServer) -> None:
+    script = (ROOT / "tests" / "js" / "example.mjs").read_text()
+    assert readme_example() == script.split("// README begin\n", 1)[1].split("// README end\n", 1)[0]
+
+    suffix = str(free_port())
+    gateway = start_gateway(redis_url=redis_server.url, price_channel=f"prices-{suffix}",
+                            manager_channel=f"socketio-{suffix}", jwt_secret=None)
+    async with ticking(gateway), node_session("example.mjs", {"url": gateway.url}) as client:
+        seen = [(await client.until("render"))["update"] for _ in range(6)]
+        # A restarted gateway in dev mode signs with a new secret: only a fresh token gets back in.
+        await asyncio.to_thread(gateway.stop)
+        await asyncio.to_thread(gateway.start)
+        restarted = int(time.time() * 1000)
+        while True:
+            update = (await client.until("render", timeout=60))["update"]
+            seen.append(update)
+            if update["ts"] >= restarted:
+                break
+    assert {u["asset"] for u in seen} == {"BTC_USDC_PERP", "ETH_USDC_PERP"}
+    for asset in ("BTC_USDC_PERP", "ETH_USDC_PERP"):
+        seqs = [u["seq"] for u in seen if u["asset"] == asset]
+        assert seqs == sorted(set(seqs))
 
 
 async def test_dev_token_route_only_without_a_jwt_key(start_gateway: GatewayFactory) -> None:

@@ -1,0 +1,45 @@
+// The README's "JavaScript client" example, run against a gateway in dev mode.
+//   node tests/js/example.mjs '{"url": "http://127.0.0.1:7070"}'
+// Everything between the README markers is the README's code block, verbatim
+// (tests/test_board.py checks that); above them, what the README leaves to the app.
+const GATEWAY_URL = JSON.parse(process.argv[2]).url;
+// The app's back end mints tokens; here the gateway's dev-mode route stands in for it.
+const getToken = async () => (await (await fetch(`${GATEWAY_URL}/board/token`)).json()).token;
+const render = (update) => process.stdout.write(JSON.stringify({ type: "render", update }) + "\n");
+
+// README begin
+import { io } from "socket.io-client";
+
+const socket = io(GATEWAY_URL, {
+  // Called before every connection attempt, so a reconnect never reuses an old token.
+  auth: (send) => getToken().then((token) => send({ token })),
+});
+
+const highestSeq = new Map(); // asset -> highest seq since the last subscribe ack
+
+function onPrice(update) {
+  if (update.seq <= (highestSeq.get(update.asset) ?? 0)) return; // late or repeated
+  highestSeq.set(update.asset, update.seq);
+  render(update); // price = update.bid / 10 ** update.decimals (integers on the wire)
+}
+
+socket.on("connect", async () => {
+  // Subscriptions belong to a connection: subscribe again after every (re)connect.
+  const ack = await socket.timeout(5000).emitWithAck("price:subscribe", ["BTC_USDC_PERP", "ETH_USDC_PERP"]);
+  if (!ack.ok) return console.error(ack.error.code, ack.error.message);
+  for (const asset of ack.subscribed) highestSeq.delete(asset); // the ack is the new baseline
+  ack.prices.forEach(onPrice);
+  for (const { asset, code } of ack.rejected) console.warn(asset, code); // e.g. FORBIDDEN
+});
+socket.on("price:update", onPrice);
+
+socket.on("auth:expiring", async () => {
+  const ack = await socket.timeout(5000).emitWithAck("auth:refresh", { token: await getToken() });
+  if (!ack.ok) console.warn("token refresh failed:", ack.error.code); // disconnected at exp
+});
+
+socket.on("connect_error", (err) => {
+  // err.message is the code: AUTH_REQUIRED, AUTH_INVALID, AUTH_EXPIRED, TOO_MANY_CONNECTIONS.
+  if (!socket.active) console.error("refused:", err.message, err.data?.message);
+});
+// README end
