@@ -67,8 +67,8 @@
     row.received = performance.now();
   }
 
-  // A tick counts only if its seq is above the highest seen since the last
-  // subscribe ack: ticks may repeat or arrive late around a reconnect.
+  // A tick counts only if its seq is above the highest seen on this connection:
+  // a tick may overtake the subscribe ack's snapshot, or repeat.
   function apply(update) {
     const row = rows.get(update.asset);
     if (!row || !row.wanted || update.seq <= row.seq) return;
@@ -134,11 +134,6 @@
       }
       if (ack.instance) statusEl.dataset.instance = ack.instance;
       showMeta();
-      // The ack's prices are the new baseline (another pod may number ticks differently).
-      for (const name of ack.subscribed) {
-        const row = rows.get(name);
-        if (row) row.seq = 0;
-      }
       for (const update of ack.prices) apply(update);
     });
   }
@@ -155,6 +150,8 @@
   }
 
   socket.on("connect", () => {
+    // Maybe another pod, or a restarted one: it numbers ticks afresh.
+    for (const row of rows.values()) row.seq = 0;
     setStatus("connected", "Live");
     showMeta();
     subscribe([...rows.values()].filter((row) => row.wanted).map((row) => row.name));

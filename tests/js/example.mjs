@@ -15,7 +15,7 @@ const socket = io(GATEWAY_URL, {
   auth: (send) => getToken().then((token) => send({ token })),
 });
 
-const highestSeq = new Map(); // asset -> highest seq since the last subscribe ack
+const highestSeq = new Map(); // asset -> highest seq seen on this connection
 
 function onPrice(update) {
   if (update.seq <= (highestSeq.get(update.asset) ?? 0)) return; // late or repeated
@@ -24,11 +24,12 @@ function onPrice(update) {
 }
 
 socket.on("connect", async () => {
+  // A new connection (maybe to another pod) numbers ticks afresh: new baseline.
+  highestSeq.clear();
   // Subscriptions belong to a connection: subscribe again after every (re)connect.
   const ack = await socket.timeout(5000).emitWithAck("price:subscribe", ["BTC_USDC_PERP", "ETH_USDC_PERP"]);
   if (!ack.ok) return console.error(ack.error.code, ack.error.message);
-  for (const asset of ack.subscribed) highestSeq.delete(asset); // the ack is the new baseline
-  ack.prices.forEach(onPrice);
+  ack.prices.forEach(onPrice); // a tick may have overtaken its snapshot: onPrice keeps the newest
   for (const { asset, code } of ack.rejected) console.warn(asset, code); // e.g. FORBIDDEN
 });
 socket.on("price:update", onPrice);
