@@ -8,13 +8,14 @@ by tests/test_msgpack.py (real node clients with socket.io-msgpack-parser):
   so a server-side disconnect reached the client as a parse error and it
   reconnected instead of stopping. `MsgpackPacket` leaves absent fields out,
   as the JavaScript encoder does.
-- python-engineio caches the first encoding of a packet, and a packet emitted
-  to a room is one object shared by every recipient. A binary packet (every
-  msgpack packet, and JSON binary attachments) encodes as raw bytes for a
-  websocket but as base64 text for polling, so whichever recipient came
-  second got the other's encoding: polling raised `TypeError` while joining
-  the payload. `EngineServer` gives each recipient of a binary packet its own
-  copy (the bytes themselves are shared, not re-encoded).
+- python-engineio caches the first encoding of a packet, and a packet sent to
+  many recipients is one shared object (python-socketio's room emit, our
+  direct fan-out, the writer measuring a packet's size). A binary packet
+  (every msgpack packet, JSON binary attachments) encodes as raw bytes for a
+  websocket but as base64 text inside a polling response, so a polling
+  response that met the cached bytes raised `TypeError` and the client lost
+  its session. `EngineServer` encodes polling responses from private copies
+  of binary packets: the shared packet only ever caches the raw encoding.
 """
 
 from __future__ import annotations
@@ -43,13 +44,15 @@ class MsgpackPacket(MsgPackPacket):  # type: ignore[misc]
 
 
 class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
-    """python-engineio's server; a binary packet is encoded once per recipient transport."""
+    """python-engineio's server; polling responses never touch a binary packet's shared cache."""
 
-    async def send_packet(self, sid: str, pkt: eio_packet.Packet) -> None:
-        if pkt.binary:
-            # The copy's encode cache belongs to this recipient alone.
-            pkt = eio_packet.Packet(pkt.packet_type, pkt.data)
-        await super().send_packet(sid, pkt)
+    def _ok(self, packets: list[eio_packet.Packet] | None = None, headers: list[tuple[str, str]] | None = None,
+            jsonp_index: int | None = None) -> dict[str, Any]:
+        if packets is not None:
+            # A copy's base64 encoding is cached on the copy, which is dropped with the response.
+            packets = [eio_packet.Packet(p.packet_type, p.data) if p.binary else p for p in packets]
+        response: dict[str, Any] = super()._ok(packets, headers, jsonp_index)
+        return response
 
 
 class SocketServer(socketio.AsyncServer):  # type: ignore[misc]

@@ -47,9 +47,15 @@ async def ticking(gateway: Gateway, asset: str) -> AsyncIterator[None]:
             await task
 
 
-async def test_websocket_and_polling_clients_share_a_room(msgpack_gateway: Gateway) -> None:
+@pytest.mark.parametrize("fanout", ["direct", "stock"])
+async def test_websocket_and_polling_clients_share_a_room(start_gateway: GatewayFactory, redis_server: RedisServer,
+                                                          fanout: str) -> None:
     # One room, both transports: every msgpack packet is binary, and the tick
-    # packet is shared by all recipients.
+    # packet is shared by all recipients, whichever fan-out sends it.
+    suffix = str(free_port())
+    msgpack_gateway = start_gateway(redis_url=redis_server.url, serializer="msgpack", fanout=fanout,
+                                    price_channel=f"prices-{suffix}", manager_channel=f"socketio-{suffix}")
+
     def plan(transport: str) -> str:
         return json.dumps({"url": msgpack_gateway.url, "auth": {"token": token(f"user-{transport}")},
                            "subscribe": [ETH], "updates": 8, "transports": [transport], "msgpack": True,
