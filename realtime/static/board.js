@@ -65,6 +65,7 @@
       `${formatUnits(spread, decimals)} <span class="bps">${bps.toFixed(1)} bp</span>`;
     tr.dataset.seq = String(update.seq);
     row.received = performance.now();
+    showAge(row, row.received);
   }
 
   // A tick counts only if its seq is above the highest seen on this connection:
@@ -76,17 +77,17 @@
     render(row, update);
   }
 
-  function showAge() {
-    const now = performance.now();
-    for (const row of rows.values()) {
-      const cell = row.tr.querySelector(".age");
-      if (!row.received) continue;
-      const seconds = (now - row.received) / 1000;
-      cell.textContent = seconds < 60 ? `${seconds.toFixed(1)} s` : `${Math.floor(seconds / 60)} min`;
-      cell.classList.toggle("stale", seconds >= 5);
-    }
+  function showAge(row, now) {
+    if (!row.received) return;
+    const cell = row.tr.querySelector(".age");
+    const seconds = (now - row.received) / 1000;
+    cell.textContent = seconds < 60 ? `${seconds.toFixed(1)} s` : `${Math.floor(seconds / 60)} min`;
+    cell.classList.toggle("stale", seconds >= 5);
   }
-  setInterval(showAge, 200);
+  setInterval(() => {
+    const now = performance.now();
+    for (const row of rows.values()) showAge(row, now);
+  }, 200);
 
   function setStatus(state, label, detail) {
     statusEl.dataset.state = state;
