@@ -14,7 +14,17 @@ from typing import Any
 import pytest
 
 from .conftest import GatewayFactory
-from .harness import ROOT, Gateway, RedisServer, free_port, gateway_env, http_json, node_session, publish
+from .harness import (
+    ROOT,
+    Gateway,
+    RedisServer,
+    eventually,
+    free_port,
+    gateway_env,
+    http_json,
+    node_session,
+    publish,
+)
 
 ARTIFACTS = ROOT / "test-artifacts"
 # The test catalog (harness.ASSETS): name -> decimals, and a price level for each.
@@ -138,6 +148,36 @@ async def test_readme_javascript_example(start_gateway: GatewayFactory, redis_se
     for asset in ("BTC_USDC_PERP", "ETH_USDC_PERP"):
         seqs = [u["seq"] for u in seen if u["asset"] == asset]
         assert seqs == sorted(set(seqs))
+
+
+async def refreshes(gateway: Gateway) -> int:
+    """Successful `auth:refresh` acks, from the gateway's own metrics."""
+    _, text = await http_json(gateway.url + "/metrics")
+    found = re.search(r'^realtime_client_events_total\{(?=[^}]*code="ok")(?=[^}]*event="auth:refresh")[^}]*\} (\S+)$',
+                      text, re.MULTILINE)
+    return int(float(found.group(1))) if found else 0
+
+
+async def test_clients_refresh_their_tokens_on_auth_expiring(start_gateway: GatewayFactory) -> None:
+    # Dev tokens live 900 s (+10 s leeway): with a 907 s notice, `auth:expiring`
+    # comes 3 s after every connect or refresh, and clients that refresh stay.
+    gateway = start_gateway(jwt_secret=None, auth_expiry_notice=907, simulated_rate=5)
+    # One client at a time, so each must refresh for the count to rise.
+    async with node_session("example.mjs", {"url": gateway.url}) as example:
+        await example.until("render")
+        await eventually(lambda: _at_least(refreshes(gateway), 2), timeout=60)
+        await example.until("render")  # still connected and receiving
+    async with node_session("board.mjs", {"url": gateway.url + "/", "hold": True}) as browser:
+        await browser.until("holding", timeout=60)
+        await eventually(lambda: _at_least(refreshes(gateway), 4), timeout=60)
+        await browser.send({"step": "release"})
+        held = await browser.until("held")
+        await browser.until("done")
+    assert held["state"] == "connected"
+
+
+async def _at_least(count: Any, minimum: int) -> bool:
+    return bool(await count >= minimum)
 
 
 async def test_dev_token_route_only_without_a_jwt_key(start_gateway: GatewayFactory) -> None:

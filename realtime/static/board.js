@@ -161,14 +161,33 @@
   socket.on("auth:expiring", async () => {
     try {
       const token = await freshToken();
-      if (token) socket.timeout(10000).emit("auth:refresh", { token }, () => {});
+      if (!token) return;
+      const ack = await socket.timeout(10000).emitWithAck("auth:refresh", { token });
+      if (!ack.ok) setStatus("connected", "Live", `token refresh refused: ${ack.error.code}`);
     } catch (error) {
       setStatus("connected", "Live", `token refresh failed: ${error.message}`);
     }
   });
+  // The server says why before it ends a session (token expired, flood, replaced).
+  let closedBecause = null;
+  socket.on("session:closed", (reason) => {
+    closedBecause = reason;
+  });
   socket.on("disconnect", (reason) => {
-    if (socket.active) setStatus("reconnecting", "Reconnecting…", `connection lost (${reason})`);
-    else setStatus("disconnected", "Disconnected", `the server closed the connection (${reason})`);
+    if (socket.active) {
+      setStatus("reconnecting", "Reconnecting…", `connection lost (${reason})`);
+    } else {
+      // A server-side disconnect is final for socket.io-client: offer to come back.
+      const why = closedBecause ? `${closedBecause.code}: ${closedBecause.message}` : reason;
+      setStatus("disconnected", "Disconnected", `the server ended this session (${why}). `);
+      const again = document.createElement("button");
+      again.type = "button";
+      again.className = "reconnect";
+      again.textContent = "Reconnect";
+      again.addEventListener("click", () => socket.connect());
+      noticeEl.appendChild(again);
+    }
+    closedBecause = null;
     showMeta();
   });
   socket.on("connect_error", (error) => {

@@ -1,7 +1,8 @@
 // Drive the price board in Debian's chromium with playwright-core; print one JSON line per step.
 //   node tests/js/board.mjs '{"url": "...", "screenshot": "test-artifacts/board.png", "restart": true}'
 // With "restart", it prints {"type": "restart"} and waits for {"step": "stopped"} then
-// {"step": "started"} on stdin while the test restarts the gateway.
+// {"step": "started"} on stdin while the test restarts the gateway; with "hold", it
+// prints {"type": "holding"} and stays until {"step": "release"}.
 import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
 
@@ -82,6 +83,13 @@ try {
     await page.click(`tr[data-asset="${paused}"] .toggle`);
     await advanced(await seqs(), [paused]);
     out({ type: "resumed", asset: paused, ...(await snapshot()) });
+  }
+
+  if (plan.hold) {
+    // Stay on the page until the test has seen what it waits for, then report.
+    out({ type: "holding" });
+    await step("release");
+    out({ type: "held", ...(await snapshot()) });
   }
 
   if (plan.restart) {

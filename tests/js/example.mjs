@@ -39,6 +39,11 @@ socket.on("auth:expiring", async () => {
   if (!ack.ok) console.warn("token refresh failed:", ack.error.code); // disconnected at exp
 });
 
+socket.on("session:closed", ({ code, message }) => {
+  // The server ends the session next (e.g. AUTH_EXPIRED); socket.io-client will not reconnect by itself.
+  console.warn("session closed:", code, message);
+});
+
 socket.on("connect_error", (err) => {
   // err.message is the code: AUTH_REQUIRED, AUTH_INVALID, AUTH_EXPIRED, TOO_MANY_CONNECTIONS.
   if (!socket.active) console.error("refused:", err.message, err.data?.message);
