@@ -47,7 +47,7 @@ MAX_EVENT_NAME = 64
 MAX_ROOM_NAME = 300
 # Events a service may not emit: the gateway's own (a forged price or auth
 # event would be believed by every client) and socket.io-client's reserved names.
-RESERVED_PREFIXES = ("price:", "auth:")
+RESERVED_PREFIXES = ("price:", "auth:", "session:")
 RESERVED_EVENTS = frozenset({"connect", "connect_error", "disconnect", "disconnecting",
                              "newListener", "removeListener"})
 

@@ -149,20 +149,79 @@ async def test_binary_attachment_bomb_is_bounded(hostile: Gateway) -> None:
 
 # HTTP bodies: long-polling POSTs to a real session.
 
+# python-engineio 4.15 answers a client packet of type OPEN, PING or NOOP with a
+# disconnect that waits for the session's queue to drain, i.e. for a poll that
+# the POSTing client may never make: the POST hangs (test below). Those bodies
+# are left to that test; everything else must get its answer.
+def _hangs_engineio(body: bytes) -> bool:
+    return any(packet[:1] in (b"0", b"2", b"6") for packet in body.split(b"\x1e"))
+
+
+async def _polling_session(http: aiohttp.ClientSession, base: str) -> str:
+    async with http.get(base) as response:
+        sid = json.loads((await response.text())[1:])["sid"]
+    url = f"{base}&sid={sid}"
+    async with http.post(url, data=("40" + json.dumps({"token": token("mallory")})).encode()) as response:
+        assert response.status == 200
+    return url
+
+
 @EXAMPLES
-@given(body=st.binary(max_size=300) | st.text(max_size=300).map(str.encode)
-       | st.lists(st.text(max_size=40), max_size=5).map(lambda parts: "\x1e".join(parts).encode()))
+@given(body=(st.binary(max_size=300) | st.text(max_size=300).map(str.encode)
+             | st.lists(st.text(max_size=40), max_size=5).map(lambda parts: "\x1e".join(parts).encode())
+             ).filter(lambda body: not _hangs_engineio(body)))
 async def test_any_polling_body_gets_200_or_400(hostile: Gateway, body: bytes) -> None:
-    base = hostile.url + "/socket.io/?EIO=4&transport=polling"
     async with aiohttp.ClientSession() as http:
-        async with http.get(base) as response:
-            sid = json.loads((await response.text())[1:])["sid"]
-        url = f"{base}&sid={sid}"
-        async with http.post(url, data=("40" + json.dumps({"token": token("mallory")})).encode()) as response:
-            assert response.status == 200
+        url = await _polling_session(http, hostile.url + "/socket.io/?EIO=4&transport=polling")
         async with http.post(url, data=body) as response:
             assert response.status in {200, 400}, (response.status, await response.text())
     await still_serving(hostile)
+
+
+@pytest.mark.xfail(strict=True, raises=TimeoutError, reason="python-engineio 4.15: a client PING over polling "
+                   "hangs its POST until the session is polled")
+async def test_a_client_ping_over_polling_is_answered(hostile: Gateway) -> None:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as http:
+        url = await _polling_session(http, hostile.url + "/socket.io/?EIO=4&transport=polling")
+        async with http.post(url, data=b"2") as response:
+            assert response.status in {200, 400}
+
+
+# HTTP bodies: POST /api/v1/publish with a service token.
+
+rooms = (st.sampled_from(["user:good", "role:risk", "asset:btc_usdc_perp", "asset:DOGE", "user:", "room", ""])
+         | st.text(max_size=40) | json_values)
+publications = st.fixed_dictionaries({}, optional={
+    "event": st.sampled_from(["order:update", "price:update", "auth:expiring", "session:closed", "connect", ""])
+    | json_values,
+    "room": rooms, "user": json_values, "data": json_values, "extra": json_values,
+})
+publish_bodies = publications.map(lambda p: json.dumps(p).encode()) | st.binary(max_size=300) \
+    | json_values.map(lambda v: json.dumps(v).encode())
+
+
+@EXAMPLES
+@given(body=publish_bodies)
+async def test_any_publish_body_gets_a_coded_answer(hostile: Gateway, body: bytes) -> None:
+    service = {"Authorization": f"Bearer {token('billing', roles=['service'])}", "Content-Type": "application/json"}
+    async with aiohttp.ClientSession() as http, \
+            http.post(hostile.url + "/api/v1/publish", data=body, headers=service) as response:
+        answer = await response.json(content_type=None)
+    assert response.status in {202, 400, 403, 404}, (response.status, answer, body)
+    if response.status == 202:
+        assert answer["ok"] is True
+    else:
+        assert answer["error"]["code"] in {"BAD_REQUEST", "FORBIDDEN", "UNKNOWN_ASSET"}, answer
+    await still_serving(hostile)
+
+
+async def test_services_cannot_forge_the_gateways_own_events(hostile: Gateway) -> None:
+    service = {"Authorization": f"Bearer {token('billing', roles=['service'])}"}
+    async with aiohttp.ClientSession() as http:
+        for event in ["price:update", "auth:expiring", "session:closed"]:
+            async with http.post(hostile.url + "/api/v1/publish", json={"event": event, "user": "good"},
+                                 headers=service) as response:
+                assert response.status == 403, event
 
 
 # Tokens in every placement.
