@@ -30,6 +30,7 @@ import socketio
 
 from .backoff import Backoff
 from .config import Settings
+from .liveness import Liveness
 
 log = logging.getLogger("realtime.manager")
 
@@ -72,8 +73,9 @@ class RedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
                 self.listening = True
                 self._dropped_this_outage = 0
                 self.backoff.reset()
+                liveness = Liveness(self.pubsub, self.redis_options["socket_timeout"])
                 while True:
-                    message = await self.pubsub.get_message(timeout=self.redis_options["socket_timeout"])
+                    message = await liveness.next_message()
                     if message is not None:
                         if message["type"] == "message":
                             self.received += 1

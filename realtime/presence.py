@@ -166,6 +166,8 @@ class RedisPresence:
             return []
         now = time.time()
         self._local[sid] = (user, now)
+        if self._failing:
+            return []  # don't make every connect wait on a Redis known to be down; the heartbeat retries
         try:
             members = await self._admit(
                 keys=[self._user_key(user), self._pod_key],

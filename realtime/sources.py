@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 
 from .backoff import Backoff
 from .config import Settings
+from .liveness import Liveness
 from .simulator import RandomWalk
 
 log = logging.getLogger("realtime.sources")
@@ -86,9 +87,9 @@ class RedisSource:
                     log.info("price feed: subscribed to %s again", self.channel)
                 self._connected = True
                 self.backoff.reset()
+                liveness = Liveness(pubsub, self.timeout)
                 while True:
-                    # A bounded wait, so a Redis that went silent is noticed by the health check.
-                    message = await pubsub.get_message(timeout=self.timeout)
+                    message = await liveness.next_message()
                     if message is not None and message["type"] == "message":
                         yield message["data"]
             except (aioredis.RedisError, OSError) as exc:

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import signal
 import time
 
+import pytest
+import socketio
 from redis.exceptions import RedisError
+
+from realtime.config import Settings
+from realtime.manager import RedisManager
 
 from .conftest import GatewayFactory
 from .harness import Gateway, RedisServer, backend_emit, connected, eventually, free_port, http_json, publish, token
@@ -84,3 +91,44 @@ async def _state(pod: Gateway, ready: int, redis: str) -> bool:
     ready_status, _ = await http_json(pod.url + "/ready")
     _, health = await http_json(pod.url + "/health")
     return bool(ready_status == ready and health["redis"] == redis and health["status"] == "ok")
+
+
+async def test_emits_while_redis_is_down_are_dropped_quietly(caplog: pytest.LogCaptureFixture) -> None:
+    # A manager whose Redis is not there: nothing listens on this port.
+    settings = Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", redis_timeout=1)
+    manager = RedisManager(settings)
+    sio = socketio.AsyncServer(async_mode="aiohttp", client_manager=manager)
+    with caplog.at_level(logging.INFO):
+        for i in range(50):
+            await sio.emit("order:update", {"id": i}, room="user:bob")
+    # The stock manager would try twice per emit and log two errors each.
+    assert manager.publish_dropped == 50
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+async def test_a_hung_redis_is_noticed_and_survived(start_gateway: GatewayFactory, own_redis: RedisServer) -> None:
+    suffix = str(free_port())
+    channel = f"prices-{suffix}"
+    pod = start_gateway(redis_url=own_redis.url, price_channel=channel, manager_channel=f"socketio-{suffix}",
+                        redis_timeout=1, max_connections_per_user=5)
+    assert own_redis.process is not None
+    async with connected(pod.url, auth={"token": token("alice")}) as alice:
+        await alice.call("price:subscribe", [BTC])
+        # Redis stops answering but keeps its sockets open: only timeouts can tell.
+        own_redis.process.send_signal(signal.SIGSTOP)
+        try:
+            await eventually(lambda: _state(pod, 503, "down"), timeout=20)
+            assert (await alice.call("price:subscribe", [BTC]))["ok"] is True
+            # New connections are still admitted (the per-user cap fails open).
+            async with connected(pod.url, auth={"token": token("alice")}) as again:
+                assert again.client.connected
+        finally:
+            own_redis.process.send_signal(signal.SIGCONT)
+        published: list[int] = []
+        feed = asyncio.create_task(_keep_publishing(own_redis.url, channel, published))
+        try:
+            await alice.wait_for("price:update", timeout=30)
+        finally:
+            feed.cancel()
+        await eventually(lambda: _state(pod, 200, "up"), timeout=15)
+        assert alice.client.connected
