@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
@@ -67,12 +68,19 @@ async def test_pods_ride_out_a_redis_outage(start_gateway: GatewayFactory, own_r
                 await eventually(delivered, timeout=30, interval=0.1)
             emits_after = time.monotonic() - back
         finally:
-            feed.cancel()
+            await _cancel(feed)
         for pod in pods:
             await eventually(lambda pod=pod: _state(pod, 200, "up"), timeout=15)
         assert [alice.client.get_sid(), bob.client.get_sid()] == sids
     print(f"\nRedis restart: ticks again after {ticks_after:.2f} s ({lost} ticks published into the gap), "
           f"private emits after {emits_after:.2f} s")
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    """Cancel and wait, so the publisher closes its Redis connection before the test ends."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _keep_publishing(url: str, channel: str, published: list[int]) -> None:
@@ -129,6 +137,6 @@ async def test_a_hung_redis_is_noticed_and_survived(start_gateway: GatewayFactor
         try:
             await alice.wait_for("price:update", timeout=30)
         finally:
-            feed.cancel()
+            await _cancel(feed)
         await eventually(lambda: _state(pod, 200, "up"), timeout=15)
         assert alice.client.connected
