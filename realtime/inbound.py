@@ -1,4 +1,4 @@
-"""Two holes in python-socketio's inbound dispatch, closed before any handler runs.
+"""Three holes in python-socketio's and python-engineio's inbound dispatch, closed before any handler runs.
 
 - It looks a client event up by its name first, so an event named "connect"
   or "disconnect" runs those handlers with the client's arguments (a client
@@ -10,30 +10,52 @@
   is kept until the count is reached: unbounded memory per connection. Our
   protocol carries no binary data; a packet announcing more than
   `MAX_ATTACHMENTS` is dropped and its connection reported to `on_abuse`.
+- python-engineio 4.15 answers a polling POST holding a packet type a client
+  never sends (OPEN, PING, NOOP) by closing the session and waiting for its
+  queue to drain, i.e. for a poll that may never come: the POST hangs for
+  good. Each session drops such packets, as the websocket path already does.
 
-Both wrap private methods of python-socketio 5.18 (`_handle_event`,
-`_handle_eio_message`, `_binary_packet`); tests/test_hostile.py covers them
-so an upstream change fails loudly.
+They wrap private parts of python-socketio 5.18 (`_handle_event`,
+`_handle_eio_message`, `_binary_packet`) and python-engineio 4.15
+(`AsyncSocket.receive`); tests/test_hostile.py covers them so an upstream
+change fails loudly.
 """
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable
 from typing import Any
 
 import socketio
+from engineio import packet as eio_packet
+from engineio.async_socket import AsyncSocket
 
 from .protocol import ErrorCode, GatewayError
 
 RESERVED_EVENTS = frozenset({"connect", "disconnect", "*"})
 INVALID_EVENT = "\x00invalid"
 MAX_ATTACHMENTS = 8
+# The Engine.IO v4 packets a client sends; the server sends the others.
+CLIENT_PACKETS = frozenset({eio_packet.CLOSE, eio_packet.PONG, eio_packet.MESSAGE, eio_packet.UPGRADE})
+
+
+async def _receive_client_packet(socket: AsyncSocket, pkt: eio_packet.Packet) -> None:
+    if pkt.packet_type in CLIENT_PACKETS:
+        await AsyncSocket.receive(socket, pkt)
 
 
 def guard(sio: socketio.AsyncServer, on_abuse: Callable[[str, GatewayError], None]) -> None:
     """Install both checks on `sio`; `on_abuse(sid, error)` is told of connections to end."""
     dispatch_event = sio._handle_event
     dispatch_message = sio._handle_eio_message
+    dispatch_connect = sio.eio.handlers["connect"]
+
+    async def handle_eio_connect(eio_sid: str, environ: dict[str, Any]) -> Any:
+        socket = sio.eio.sockets.get(eio_sid)
+        if socket is not None:
+            socket.receive = types.MethodType(_receive_client_packet, socket)
+        return await dispatch_connect(eio_sid, environ)
 
     async def handle_event(eio_sid: str, namespace: str | None, id: int | None, data: Any) -> None:
         if not isinstance(data, list) or not data or not isinstance(data[0], str) or data[0] in RESERVED_EVENTS:
@@ -54,3 +76,4 @@ def guard(sio: socketio.AsyncServer, on_abuse: Callable[[str, GatewayError], Non
     # Engine.IO holds the bound method it was given at construction: register ours in its place.
     sio._handle_eio_message = handle_eio_message
     sio.eio.on("message", handle_eio_message)
+    sio.eio.on("connect", handle_eio_connect)
