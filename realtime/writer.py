@@ -82,12 +82,11 @@ class Writers:
 
 
 class _Entry:
-    __slots__ = ("asset", "packet", "size")
+    __slots__ = ("packet", "size")
 
-    def __init__(self, packet: Any, size: int, asset: str | None) -> None:
+    def __init__(self, packet: Any, size: int) -> None:
         self.packet = packet  # None once sent or dropped
-        self.size = size
-        self.asset = asset
+        self.size = size  # -1 once sent or dropped
 
 
 class Writer:
@@ -130,7 +129,7 @@ class Writer:
         if self.cut:
             return  # nothing more is kept for a connection being cut
         self.flush()  # direct frames were sent earlier: they go first
-        self._append(_Entry(packet, 0 if packet is None else packet_size(packet), None))
+        self._append(_Entry(packet, 0 if packet is None else packet_size(packet)))
 
     async def get(self) -> Any:
         while not self._live:
@@ -154,7 +153,7 @@ class Writer:
         while entries:
             entry = entries.popleft()
             if not entries:
-                self._entries = None
+                self._entries = self._latest = None
             if entry.size < 0:
                 self._tombstones -= 1
                 continue
@@ -231,7 +230,7 @@ class Writer:
             if previous is not None and previous.size >= 0:
                 self._drop(previous)
                 self.writers.collapsed += 1
-        entry = _Entry(packet, packet_size(packet), asset)
+        entry = _Entry(packet, packet_size(packet))
         self._latest[asset] = entry
         self._append(entry)
 
