@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
@@ -163,3 +165,54 @@ async def test_serializers_binary_attachments_and_stock_fanout(start_gateway: Ga
     updates = client.received("price:update")
     assert seqs(updates, BTC) == list(range(1, 101)) and seqs(updates, ETH) == list(range(1, 101))
     assert client.received("portfolio:update") == [{"statement": blob}]
+
+
+async def test_ticks_during_an_upgrade_arrive_once_and_in_order(start_gateway: GatewayFactory,
+                                                                redis_server: RedisServer) -> None:
+    """Engine.IO's upgrade by hand: polling, probe, a pause while ticks flow, then UPGRADE."""
+    gateway = redis_gateway(start_gateway, redis_server, slow_consumer_bytes=8 * 2**20,
+                            slow_consumer_max_bytes=64 * 2**20)
+    endpoint = gateway.url + "/socket.io/?EIO=4&transport=polling"
+    received: list[int] = []
+
+    def take(body: str) -> bool:
+        """Record the ticks in one long-poll response; True when it ends with NOOP (probe answered)."""
+        packets = body.split("\x1e")
+        for packet in packets:
+            if packet.startswith('42["price:update"'):
+                received.append(json.loads(packet[2:])[1]["seq"])
+        return "6" in packets
+
+    async with aiohttp.ClientSession() as session:
+        async with session.get(endpoint) as response:
+            sid = json.loads((await response.text())[1:])["sid"]
+        polling = f"{endpoint}&sid={sid}"
+        for packet in ("40" + json.dumps({"token": token("alice")}), '421["price:subscribe",["BTC_USDC_PERP"]]'):
+            async with session.post(polling, data=packet) as response:
+                assert response.status == 200
+        publisher = asyncio.create_task(publish_ticks(gateway, [BTC], 300, every=0.01))
+        async with session.get(polling) as response:  # CONNECT and the ack
+            take(await response.text())
+        while len(received) < 20:
+            async with session.get(polling) as response:
+                take(await response.text())
+        ws_url = gateway.url.replace("http", "ws") + f"/socket.io/?EIO=4&transport=websocket&sid={sid}"
+        async with session.ws_connect(ws_url) as ws:
+            await ws.send_str("2probe")
+            assert (await ws.receive(timeout=10)).data == "3probe"
+            done = False
+            while not done:  # the server ends the pending poll with NOOP
+                async with session.get(polling) as response:
+                    done = take(await response.text())
+            before_pause = len(received)
+            await asyncio.sleep(0.3)  # mid-upgrade: ticks are held in the queue
+            await ws.send_str("5")
+            while not received or received[-1] < 300:
+                message = await ws.receive(timeout=10)
+                if message.data == "2":
+                    await ws.send_str("3")
+                else:
+                    take(message.data)
+        await publisher
+    assert received == list(range(received[0], 301)), received
+    assert len(received) > before_pause
