@@ -150,14 +150,29 @@ def details(results: dict[str, dict[str, Any]]) -> str:
                 continue
             rows = [[_num(s["offered_per_s"]), _num(s["deliveries_per_s"]), str(s["delivered_pct"]),
                      _ms(s["p50_ms"]), _ms(s["p99_ms"]), _ms(s["max_ms"]), _ms(s["server_cpu_pct"]),
+                     _ms(s["server_wait_pct"]),
                      _ms(s["generator_cpu_pct"]) + (" saturated" if s["generator_saturated"] else "")]
                     for s in result["steps"]]
             connect = result["connect"]
             parts.append(f"{target} · {name} ({connect['connected']}/{connect['requested']} clients connected"
                          f"{', errors ' + str(connect['errors']) if connect['errors'] else ''})\n"
                          + _table(["offered/s", "delivered/s", "delivered %", "p50 ms", "p99 ms", "max ms",
-                                   "server CPU %", "generator CPU %"], rows))
+                                   "server CPU %", "server waited for CPU %", "generator CPU %"], rows))
     return "\n\n".join(parts)
+
+
+def contention(results: dict[str, dict[str, Any]]) -> list[str]:
+    """Warnings for targets whose server waited for a CPU: the machine was busy with other work."""
+    warnings = []
+    for target, scenarios in results.items():
+        waits = [s["server_wait_pct"] for r in scenarios.values() for s in r.get("steps", [])
+                 if s.get("server_wait_pct") is not None]
+        waits += [lv["connect"]["server_wait_pct"] for lv in scenarios.get("connections", {}).get("levels", [])
+                  if lv["connect"].get("server_wait_pct") is not None]
+        if waits and max(waits) > 10:
+            warnings.append(f"{target}: the server waited for a CPU up to {max(waits):.0f} % of a window "
+                            "(other processes on its core): its figures are pessimistic")
+    return warnings
 
 
 def render(document: dict[str, Any]) -> str:
@@ -165,5 +180,5 @@ def render(document: dict[str, Any]) -> str:
     head = (f"realtime bench · {info['date']} · {info['nproc']} × {info['cpu_model']} · "
             f"load average {info['load_average_at_start']} at start · server CPUs {document['server_cpus']}, "
             f"generator CPUs {document['generator_cpus']}")
-    notes = "\n".join(f"note: {n}" for n in document["notes"])
+    notes = "\n".join(f"note: {n}" for n in [*document["notes"], *contention(document["results"])])
     return "\n\n".join(p for p in (head, summary(document["results"]), details(document["results"]), notes) if p)

@@ -71,17 +71,24 @@ class Run:
         """Open `count` more clients, each subscribed to `per_client` assets; return the connect figures."""
         if self.server is not None:
             self.server.start()
+        self.fleet.cpu_start()
         outcome = await self.fleet.connect(
             host=self.endpoint.host, port=self.endpoint.port, path=self.endpoint.path, secret=self.endpoint.secret,
             first=self.clients, count=count, assets=self.endpoint.assets, per_client=per_client,
             concurrency=self.options.connect_concurrency)
+        server = self.server.stop() if self.server is not None else None
+        workers = self.fleet.cpu_stop()
         self.clients += count
         self.open += outcome.connected
         self.subscribers.update(outcome.subscribers)
         return {"requested": count, "connected": outcome.connected, "errors": outcome.errors,
                 "seconds": round(outcome.elapsed, 3),
                 "connects_per_s": round(outcome.connected / outcome.elapsed, 1) if outcome.elapsed else None,
-                "server_cpu_pct": round(self.server.stop().cpu_pct, 1) if self.server is not None else None}
+                "server_cpu_pct": _pct(server.cpu_pct if server else None),
+                "server_wait_pct": _pct(server.wait_pct if server else None),
+                # Includes minting the tokens, which happens before the connect clock starts.
+                "worker_cpu_pct": [_pct(w.cpu_pct) for w in workers],
+                "worker_wait_pct": [_pct(w.wait_pct) for w in workers]}
 
     async def settle(self, limit: float = 30.0) -> None:
         """Let a backlog from the previous step arrive, so it does not load the next one."""
@@ -125,7 +132,8 @@ class Run:
         histogram = received.histogram
         worker_cpu = [round(w.cpu_pct, 1) for w in workers]
         generator_cpu = sum(w.cpu_pct for w in workers) + bench.cpu_pct + (redis.cpu_pct if redis else 0.0)
-        saturated = (any(c >= SATURATED_PCT for c in worker_cpu)
+        # A worker that ran or waited for a CPU nearly all the time was not keeping up.
+        saturated = (any(w.cpu_pct + (w.wait_pct or 0.0) >= SATURATED_PCT for w in workers)
                      or generator_cpu >= SATURATED_PCT * self.options.generator_cpus)
         return {
             "offered_per_s": round(expected / seconds),
@@ -137,14 +145,21 @@ class Run:
             "p50_ms": histogram.percentile_ms(0.50),
             "p99_ms": histogram.percentile_ms(0.99),
             "max_ms": histogram.max_us / 1000 if histogram.count else None,
-            "server_cpu_pct": round(server.cpu_pct, 1) if server else None,
+            "server_cpu_pct": _pct(server.cpu_pct if server else None),
             "server_rss_mb": round(server.rss_bytes / 2**20, 1) if server else None,
+            # Time the server was ready to run but had no CPU (other work on the machine).
+            "server_wait_pct": _pct(server.wait_pct if server else None),
             "generator_cpu_pct": round(generator_cpu, 1),
             "worker_cpu_pct": worker_cpu,
-            "redis_cpu_pct": round(redis.cpu_pct, 1) if redis else None,
+            "worker_wait_pct": [_pct(w.wait_pct) for w in workers],
+            "redis_cpu_pct": _pct(redis.cpu_pct if redis else None),
             "generator_saturated": saturated,
             "clients_closed": received.closed,
         }
+
+
+def _pct(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 def passed(step: dict[str, Any]) -> bool:
