@@ -107,6 +107,13 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
                      "p50 / p99 publish→receive")
             rows.append([label] + [_latency_cell(latency[t]["steps"][index])
                                    if t in latency and len(latency[t]["steps"]) > index else "" for t in targets])
+        if first["steps"]:
+            costs = {t: latency[t]["steps"][0]["server_us_per_delivery"] if t in latency and latency[t]["steps"]
+                     else None for t in targets}
+            rows.append([f"server CPU per delivery at {_num(first['steps'][0]['offered_per_s'])}/s"]
+                        + [("-" if costs[t] is None else f"{costs[t]:.1f} µs")
+                           + ("" if t == "node" else _ratio(costs[t], costs.get("node"), lower_is_better=True))
+                           for t in targets])
     conns = {t: r["connections"] for t, r in results.items() if "connections" in r}
     if conns:
         def top(t: str) -> dict[str, Any] | None:
@@ -150,14 +157,15 @@ def details(results: dict[str, dict[str, Any]]) -> str:
                 continue
             rows = [[_num(s["offered_per_s"]), _num(s["deliveries_per_s"]), str(s["delivered_pct"]),
                      _ms(s["p50_ms"]), _ms(s["p99_ms"]), _ms(s["max_ms"]), _ms(s["server_cpu_pct"]),
-                     _ms(s["server_wait_pct"]),
+                     _ms(s["server_wait_pct"]), _ms(s["server_us_per_delivery"]),
                      _ms(s["generator_cpu_pct"]) + (" saturated" if s["generator_saturated"] else "")]
                     for s in result["steps"]]
             connect = result["connect"]
             parts.append(f"{target} · {name} ({connect['connected']}/{connect['requested']} clients connected"
                          f"{', errors ' + str(connect['errors']) if connect['errors'] else ''})\n"
                          + _table(["offered/s", "delivered/s", "delivered %", "p50 ms", "p99 ms", "max ms",
-                                   "server CPU %", "server waited for CPU %", "generator CPU %"], rows))
+                                   "server CPU %", "server waited for CPU %", "server µs/delivery",
+                                   "generator CPU %"], rows))
     return "\n\n".join(parts)
 
 

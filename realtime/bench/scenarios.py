@@ -146,6 +146,9 @@ class Run:
             "p99_ms": histogram.percentile_ms(0.99),
             "max_ms": histogram.max_us / 1000 if histogram.count else None,
             "server_cpu_pct": _pct(server.cpu_pct if server else None),
+            # CPU time per delivery holds up on a busy machine, where latency and ceilings do not.
+            "server_us_per_delivery": (round(server.cpu_pct / 100 * seconds / histogram.count * 1e6, 2)
+                                       if server and histogram.count else None),
             "server_rss_mb": round(server.rss_bytes / 2**20, 1) if server else None,
             # Time the server was ready to run but had no CPU (other work on the machine).
             "server_wait_pct": _pct(server.wait_pct if server else None),
