@@ -274,7 +274,6 @@ class Gateway:
         names = asset_names(payload, MAX_ASSETS_PER_REQUEST)
         subscribed: list[str] = []
         rejected: list[Rejection] = []
-        prices: list[PriceUpdate] = []
         for name in names:
             asset = self.catalog.get(name)
             if asset is None:
@@ -291,9 +290,9 @@ class Gateway:
                 await self.sio.enter_room(conn.sid, asset_room(asset.name))
             if asset.name not in subscribed:
                 subscribed.append(asset.name)
-                latest = self.book.latest(asset.name)
-                if latest is not None:
-                    prices.append(latest)
+        # Read the snapshot after the last await: a tick that arrived while we
+        # joined rooms is then never newer than the ack's baseline.
+        prices: list[PriceUpdate] = [p for p in map(self.book.latest, subscribed) if p is not None]
         return {"ok": True, "subscribed": subscribed, "rejected": rejected, "prices": prices,
                 "instance": self.instance_id}
 

@@ -86,6 +86,8 @@ class PriceBook:
         last_seq = previous["seq"] if previous else 0
         if seq is None:
             seq = last_seq + 1  # upstream gave none: this pod numbers the ticks itself
+            if seq > MAX_SAFE_INTEGER:
+                raise TickRejected(TickOutcome.STALE, f"{asset.name}: seq space exhausted at {last_seq}")
         elif seq <= last_seq:
             raise TickRejected(TickOutcome.STALE, f"{asset.name}: seq {seq} is not above {last_seq}")
         update: PriceUpdate = {

@@ -173,6 +173,18 @@ class Server:
             redis.append(RedisLink("feed", lambda: source.connected, lambda: source.reconnects))
         if isinstance(manager, RedisManager):
             redis.append(RedisLink("manager", lambda: manager.listening, lambda: manager.reconnects))
+        counters: list[tuple[str, str, Callable[[], int]]] = [
+            ("realtime_slow_consumers_cut", "connections cut for not reading their messages",
+             lambda: self.writers.cut),
+            ("realtime_price_ticks_collapsed", "queued price ticks replaced by a newer one of the same asset",
+             lambda: self.writers.collapsed),
+            ("realtime_connect_rate_limited", "new sessions refused with 429 by the per-address connection rate",
+             lambda: self.connect_limiter.refused),
+        ]
+        if isinstance(manager, RedisManager):
+            counters.append(("realtime_manager_publish_dropped",
+                             "emits that reached only this pod's clients because Redis was down",
+                             lambda: manager.publish_dropped))
         return State(
             # Not eio.transport(sid): it raises for a closing session, and deletes it.
             transports=lambda: ("websocket" if socket.upgraded else "polling"
@@ -183,14 +195,7 @@ class Server:
             redis=tuple(redis),
             manager_messages=(lambda: (manager.received, manager.published))
             if isinstance(manager, RedisManager) else None,
-            counters=(
-                ("realtime_slow_consumers_cut", "connections cut for not reading their messages",
-                 lambda: self.writers.cut),
-                ("realtime_price_ticks_collapsed", "queued price ticks replaced by a newer one of the same asset",
-                 lambda: self.writers.collapsed),
-                ("realtime_connect_rate_limited", "new sessions refused with 429 by the per-address connection rate",
-                 lambda: self.connect_limiter.refused),
-            ),
+            counters=tuple(counters),
         )
 
     async def _close_transports(self) -> None:
