@@ -163,6 +163,13 @@ class Settings(BaseSettings):
         10.0, ge=0, le=100_000, description="new connections per second per client address, sustained (0 = unlimited)"
     )
     connect_burst: int = Field(60, ge=1, le=100_000, description="new connections one client address may open at once")
+    connect_addresses: int = Field(
+        100_000, ge=100, le=10_000_000,
+        description="client addresses the connection rate remembers; past it idle ones, then the oldest, are forgotten",
+    )
+    max_attachments: int = Field(
+        8, ge=0, le=1000, description="binary attachments one inbound packet may announce; past it the client is cut"
+    )
     trusted_proxies: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["127.0.0.1", "::1"],
         description="peers whose X-Forwarded-For is believed",

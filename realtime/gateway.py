@@ -112,7 +112,7 @@ class Gateway:
         sio.on(inbound.INVALID_EVENT, self._acked(inbound.INVALID_EVENT, self.invalid_event))
         self._answer_unknown = self._acked("*", self.unknown_event)
         sio.on("*", self.on_unknown_event)
-        inbound.guard(sio, self._abuse)
+        inbound.guard(sio, self._abuse, max_attachments=settings.max_attachments)
 
     def close(self) -> None:
         """Cancel every token timer and every ending still flushing (server shutdown)."""

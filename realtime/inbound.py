@@ -9,7 +9,7 @@
 - A binary packet may announce up to 10^10 attachments, and every attachment
   is kept until the count is reached: unbounded memory per connection. Our
   protocol carries no binary data; a packet announcing more than
-  `MAX_ATTACHMENTS` is dropped and its connection reported to `on_abuse`.
+  `REALTIME_MAX_ATTACHMENTS` is dropped and its connection reported to `on_abuse`.
 - python-engineio 4.15 answers a polling POST holding a packet type a client
   never sends (OPEN, PING, NOOP) by closing the session and waiting for its
   queue to drain, i.e. for a poll that may never come: the POST hangs for
@@ -35,7 +35,6 @@ from .protocol import ErrorCode, GatewayError
 
 RESERVED_EVENTS = frozenset({"connect", "disconnect", "*"})
 INVALID_EVENT = "\x00invalid"
-MAX_ATTACHMENTS = 8
 # The Engine.IO v4 packets a client sends; the server sends the others.
 CLIENT_PACKETS = frozenset({eio_packet.CLOSE, eio_packet.PONG, eio_packet.MESSAGE, eio_packet.UPGRADE})
 
@@ -45,7 +44,7 @@ async def _receive_client_packet(socket: AsyncSocket, pkt: eio_packet.Packet) ->
         await AsyncSocket.receive(socket, pkt)
 
 
-def guard(sio: socketio.AsyncServer, on_abuse: Callable[[str, GatewayError], None]) -> None:
+def guard(sio: socketio.AsyncServer, on_abuse: Callable[[str, GatewayError], None], *, max_attachments: int) -> None:
     """Install both checks on `sio`; `on_abuse(sid, error)` is told of connections to end."""
     dispatch_event = sio._handle_event
     dispatch_message = sio._handle_eio_message
@@ -65,12 +64,12 @@ def guard(sio: socketio.AsyncServer, on_abuse: Callable[[str, GatewayError], Non
     async def handle_eio_message(eio_sid: str, data: Any) -> None:
         await dispatch_message(eio_sid, data)
         pending = sio._binary_packet.get(eio_sid)
-        if pending is not None and pending.attachment_count > MAX_ATTACHMENTS:
+        if pending is not None and pending.attachment_count > max_attachments:
             del sio._binary_packet[eio_sid]
             sid = sio.manager.sid_from_eio_sid(eio_sid, pending.namespace or "/")
             if sid is not None:
                 on_abuse(sid, GatewayError(ErrorCode.BAD_REQUEST,
-                                           f"a packet may carry at most {MAX_ATTACHMENTS} binary attachments"))
+                                           f"a packet may carry at most {max_attachments} binary attachments"))
 
     sio._handle_event = handle_event
     # Engine.IO holds the bound method it was given at construction: register ours in its place.

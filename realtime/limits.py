@@ -87,7 +87,7 @@ class AddressLimiter:
     `max_addresses`, and if that is not enough the oldest are forgotten.
     """
 
-    def __init__(self, rate: float, burst: int, max_addresses: int = 100_000) -> None:
+    def __init__(self, rate: float, burst: int, max_addresses: int) -> None:
         self.rate = rate
         self.burst = burst
         self.max_addresses = max_addresses

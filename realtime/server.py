@@ -87,7 +87,7 @@ class Server:
             connections=lambda: len(self.gateway.connections),
         )
 
-        self.connect_limiter = AddressLimiter(settings.connect_rate, settings.connect_burst)
+        self.connect_limiter = AddressLimiter(settings.connect_rate, settings.connect_burst, settings.connect_addresses)
         self.app = web.Application(middlewares=[
             self._turn_away_while_draining,
             handshake_limit(self.connect_limiter, transport.address_of(settings.trusted_proxies)),

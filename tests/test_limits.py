@@ -36,7 +36,7 @@ def test_event_limiter_refuses_then_cuts() -> None:
 
 
 def test_address_limiter_per_address_and_per_ipv6_block() -> None:
-    limiter = AddressLimiter(rate=0.001, burst=2)
+    limiter = AddressLimiter(rate=0.001, burst=2, max_addresses=100)
     assert [limiter.allow("198.51.100.1") for _ in range(2)] == [None, None]
     wait = limiter.allow("198.51.100.1")
     assert wait is not None and wait > 0
@@ -45,7 +45,7 @@ def test_address_limiter_per_address_and_per_ipv6_block() -> None:
     assert limiter.allow("2001:db8:1:2::1") is None and limiter.allow("2001:db8:1:2::ffff") is None
     assert limiter.allow("2001:db8:1:2:abcd::7") is not None  # same /64
     assert limiter.allow("2001:db8:1:3::1") is None
-    assert AddressLimiter(rate=0, burst=1).allow("198.51.100.1") is None
+    assert AddressLimiter(rate=0, burst=1, max_addresses=100).allow("198.51.100.1") is None
 
 
 def test_address_table_stays_bounded_under_a_flood_of_addresses() -> None:
