@@ -21,7 +21,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -331,6 +331,26 @@ async def scrape(url: str) -> Samples:
 def sample(samples: Samples, name: str, **labels: str) -> float:
     """One sample's value; 0 when the series does not exist (yet)."""
     return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+@contextlib.asynccontextmanager
+async def ticking(gateway: Gateway, batch: Callable[[int], list[dict[str, Any]]], interval: float
+                  ) -> AsyncIterator[None]:
+    """While the block runs, publish `batch(n)` to the gateway's feed for n = 1, 2, ... every `interval` s."""
+    async def run() -> None:
+        n = 0
+        while True:
+            n += 1
+            await publish(gateway.env["REALTIME_REDIS_URL"], gateway.env["REALTIME_PRICE_CHANNEL"], *batch(n))
+            await asyncio.sleep(interval)
+
+    task = asyncio.create_task(run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def eventually(predicate: Any, timeout: float = 5.0, interval: float = 0.05) -> None:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -23,7 +21,7 @@ from .harness import (
     gateway_env,
     http_json,
     node_session,
-    publish,
+    ticking,
 )
 
 ARTIFACTS = ROOT / "test-artifacts"
@@ -43,25 +41,9 @@ def shown(value: int, decimals: int) -> str:
     return f"{whole:,}.{fraction:0{decimals}d}" if decimals else f"{whole:,}"
 
 
-@contextlib.asynccontextmanager
-async def ticking(gateway: Gateway) -> AsyncIterator[None]:
-    """Publish a tick of every asset each 150 ms through Redis, seq rising across restarts."""
-    async def run() -> None:
-        seq = 0
-        while True:
-            seq += 1
-            await publish(gateway.env["REALTIME_REDIS_URL"], gateway.env["REALTIME_PRICE_CHANNEL"],
-                          *[{"asset": a, "bid": bid(a, seq), "ask": bid(a, seq) + SPREAD[a], "seq": seq}
-                            for a in DECIMALS])
-            await asyncio.sleep(0.15)
-
-    task = asyncio.create_task(run())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+def every_asset(seq: int) -> list[dict[str, Any]]:
+    """A tick of every asset, seq rising across restarts."""
+    return [{"asset": a, "bid": bid(a, seq), "ask": bid(a, seq) + SPREAD[a], "seq": seq} for a in DECIMALS]
 
 
 def check_rows(line: dict[str, Any]) -> None:
@@ -86,7 +68,7 @@ async def test_board_in_chromium(start_gateway: GatewayFactory, redis_server: Re
     ARTIFACTS.mkdir(exist_ok=True)
     plan = {"url": gateway.url + "/", "screenshot": str(ARTIFACTS / f"board-{serializer}.png"),
             "restart": True, "toggle": serializer == "json"}
-    async with ticking(gateway), node_session("board.mjs", plan) as browser:
+    async with ticking(gateway, every_asset, 0.15), node_session("board.mjs", plan) as browser:
         filled = await browser.until("filled", timeout=60)
         assert filled["state"] == "connected" and filled["instance"]
         check_rows(filled)
@@ -133,7 +115,7 @@ async def test_readme_javascript_example(start_gateway: GatewayFactory, redis_se
     suffix = str(free_port())
     gateway = start_gateway(redis_url=redis_server.url, price_channel=f"prices-{suffix}",
                             manager_channel=f"socketio-{suffix}", jwt_secret=None)
-    async with ticking(gateway), node_session("example.mjs", {"url": gateway.url}) as client:
+    async with ticking(gateway, every_asset, 0.15), node_session("example.mjs", {"url": gateway.url}) as client:
         seen = [(await client.until("render"))["update"] for _ in range(6)]
         # A restarted gateway in dev mode signs with a new secret: only a fresh token gets back in.
         await asyncio.to_thread(gateway.stop)

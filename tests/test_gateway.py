@@ -22,6 +22,7 @@ from .harness import (
     http_json,
     publish,
     run_node,
+    ticking,
     token,
 )
 
@@ -195,23 +196,11 @@ async def test_assets_are_isolated(gateway: Gateway) -> None:
 
 
 async def test_js_client_receives_updates(gateway: Gateway) -> None:
-    async def ticking() -> None:
-        seq = 0
-        while True:
-            seq += 1
-            await feed(gateway, tick(ETH, bid=seq, ask=seq + 1, seq=seq))
-            await asyncio.sleep(0.05)
-
     for transports in (["websocket"], ["polling"]):
         plan = {"url": gateway.url, "auth": {"token": token("carol")}, "subscribe": ["eth_usdc_perp"],
                 "updates": 3, "transports": transports}
-        ticker = asyncio.create_task(ticking())
-        try:
+        async with ticking(gateway, lambda n: [tick(ETH, bid=n, ask=n + 1)], 0.05):
             lines = await run_node("client.mjs", json.dumps(plan))
-        finally:
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
         assert lines[0] == {"type": "connect", "transport": transports[0]}
         ack = next(line["ack"] for line in lines if line["type"] == "ack")
         assert ack["ok"] is True and ack["subscribed"] == [ETH]

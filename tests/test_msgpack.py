@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from .conftest import GatewayFactory
-from .harness import Gateway, RedisServer, free_port, node_session, publish, run_node, token
+from .harness import Gateway, RedisServer, free_port, node_session, publish, run_node, ticking, token
 
 ETH = "ETH_USDC_PERP"
 
@@ -23,28 +22,10 @@ def msgpack_gateway(start_gateway: GatewayFactory, redis_server: RedisServer) ->
                          manager_channel=f"socketio-{suffix}")
 
 
-@contextlib.asynccontextmanager
-async def ticking(gateway: Gateway, asset: str) -> AsyncIterator[None]:
-    """Publish bursts of ticks of `asset` (bid = seq) while the block runs.
-
-    Bursts make packets queue up for polling clients while websocket clients
-    have already been written the same packets.
-    """
-    async def run() -> None:
-        seq = 0
-        while True:
-            burst = [{"asset": asset, "bid": s, "ask": s + 2, "seq": s} for s in range(seq + 1, seq + 4)]
-            seq += len(burst)
-            await publish(gateway.env["REALTIME_REDIS_URL"], gateway.env["REALTIME_PRICE_CHANNEL"], *burst)
-            await asyncio.sleep(0.1)
-
-    task = asyncio.create_task(run())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+def bursts(asset: str) -> Callable[[int], list[dict[str, Any]]]:
+    """Burst n: three ticks of `asset` (bid = seq). Bursts make packets queue up for
+    polling clients while websocket clients have already been written the same packets."""
+    return lambda n: [{"asset": asset, "bid": s, "ask": s + 2, "seq": s} for s in range(3 * n - 2, 3 * n + 1)]
 
 
 @pytest.mark.parametrize("fanout", ["direct", "stock"])
@@ -61,7 +42,7 @@ async def test_websocket_and_polling_clients_share_a_room(start_gateway: Gateway
                            "subscribe": [ETH], "updates": 8, "transports": [transport], "msgpack": True,
                            "timeoutMs": 30000})
 
-    async with ticking(msgpack_gateway, ETH):
+    async with ticking(msgpack_gateway, bursts(ETH), 0.1):
         runs: list[list[dict[str, Any]]] = await asyncio.gather(
             run_node("client.mjs", plan("websocket"), timeout=60),
             run_node("client.mjs", plan("polling"), timeout=60),
