@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__, logs
-from .config import ConfigError, Settings, flag_name, load_settings, variable_name
+from realtime import __version__, logs
+from realtime.config import ConfigError, Settings, flag_name, load_settings, variable_name
 
-log = logging.getLogger("realtime.cli")
+log = logging.getLogger(__name__)
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser, fields: Sequence[str] | None = None) -> None:
@@ -39,7 +39,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     logs.configure(settings)
-    from .server import Server  # imported late: `realtime token` needs none of it
+    from realtime.server import Server  # imported late: `realtime token` needs none of it
 
     _install_uvloop()
     server = Server(settings)
@@ -52,7 +52,7 @@ def _feed(args: argparse.Namespace) -> int:
     logs.configure(settings)
     if settings.embedded:
         raise ConfigError("REALTIME_REDIS_URL (--redis-url)", "`realtime feed` publishes to Redis: set a redis:// URL")
-    from .publisher import run_feed
+    from realtime.feed.publisher import run_feed
 
     _install_uvloop()
     asyncio.run(run_feed(settings, rate=args.rate, count=args.count))
@@ -63,7 +63,7 @@ def _token(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if settings.jwt_secret is None:
         raise ConfigError("REALTIME_JWT_SECRET (--jwt-secret)", "`realtime token` signs with the HS256 secret: set it")
-    from .auth import mint_token
+    from realtime.sessions.auth import mint_token
 
     roles = [r.strip() for r in args.roles.split(",") if r.strip()]
     assets = None if args.assets is None else [a.strip() for a in args.assets.split(",") if a.strip()]
@@ -98,9 +98,9 @@ def _cpus(text: str) -> list[int]:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .bench import runner
-    from .bench.scenarios import Options
-    from .bench.targets import BenchError
+    from realtime.bench import runner
+    from realtime.bench.scenarios import Options
+    from realtime.bench.targets import BenchError
 
     settings = _settings(args) if args.url else None
     server_cpus, generator_cpus = runner.default_cpus()
@@ -169,8 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_bench(commands: Any) -> None:
-    from .bench.scenarios import SCENARIOS, Options
-    from .bench.targets import TARGETS
+    from realtime.bench.scenarios import SCENARIOS, Options
+    from realtime.bench.targets import TARGETS
 
     defaults = Options()
     bench = commands.add_parser(

@@ -202,7 +202,7 @@ class Settings(BaseSettings):
 
     @field_validator("redis_url")
     @classmethod
-    def _redis_scheme(cls, value: str | None) -> str | None:
+    def _valid_redis_url(cls, value: str | None) -> str | None:
         if value is None or value.strip() == "":
             return None
         scheme = value.split("://", 1)[0].lower() if "://" in value else ""

@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from .config import Settings
+from realtime.config import Settings
 
 # Attributes every LogRecord has; anything else was passed in `extra=` and is emitted as a field.
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}

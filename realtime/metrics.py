@@ -34,9 +34,9 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from . import __version__
-from .prices import TickOutcome
-from .protocol import AUTH_REFRESH, PRICE_SUBSCRIBE, PRICE_UNSUBSCRIBE, PriceUpdate
+from realtime import __version__
+from realtime.feed.prices import TickOutcome
+from realtime.protocol import AUTH_REFRESH, PRICE_SUBSCRIBE, PRICE_UNSUBSCRIBE, PriceUpdate
 
 # Label values for client events: the events we answer, everything else is "other".
 KNOWN_EVENTS = frozenset({PRICE_SUBSCRIBE, PRICE_UNSUBSCRIBE, AUTH_REFRESH})
@@ -60,6 +60,10 @@ class RedisLink:
     reconnects: Callable[[], int]
 
 
+# A counter other parts keep as a plain attribute: (name, help, read).
+PlainCounter = tuple[str, str, Callable[[], int]]
+
+
 @dataclass(frozen=True, slots=True)
 class State:
     """Where `StateCollector` reads what other parts keep as attributes."""
@@ -69,8 +73,8 @@ class State:
     demand: Callable[[], Mapping[str, int]]  # asset -> subscribers across all pods
     feed: Mapping[TickOutcome, int]
     redis: tuple[RedisLink, ...] = ()
-    manager_messages: Callable[[], tuple[int, int]] | None = None  # (in, out)
-    counters: tuple[tuple[str, str, Callable[[], int]], ...] = ()  # (name, help, value) of plain counters
+    manager_messages: Callable[[], tuple[int, int] | None] = lambda: None  # (in, out) through Redis
+    counters: tuple[PlainCounter, ...] = ()
 
 
 class StateCollector(Collector):
@@ -117,8 +121,9 @@ class StateCollector(Collector):
             yield up
             yield reconnects
 
-        if state.manager_messages is not None:
-            received, sent = state.manager_messages()
+        manager_messages = state.manager_messages()
+        if manager_messages is not None:
+            received, sent = manager_messages
             messages = CounterMetricFamily("realtime_manager_messages", "python-socketio manager messages via Redis",
                                            labels=["direction"])
             messages.add_metric(["in"], received)

@@ -150,15 +150,6 @@ class DemandReport(TypedDict):
     ts: int
 
 
-class PublishRequest(TypedDict):
-    """`POST /api/v1/publish`: `room` or `user`, not both."""
-
-    event: str
-    room: NotRequired[str]
-    user: NotRequired[str]
-    data: NotRequired[Any]
-
-
 class HttpError(TypedDict):
     error: ErrorBody
 

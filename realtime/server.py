@@ -1,9 +1,11 @@
-"""The gateway process: assembles the parts, owns the socket, the background
-tasks, the signals and a bounded graceful shutdown.
+"""The gateway process: builds the parts, owns the port, the background tasks,
+the signals and a bounded graceful shutdown.
 
-A price tick's way through the modules: `sources` (Redis or simulator) ->
-`ingest` -> `prices` (validate, number, keep latest) -> `fanout` -> clients.
-Client events go to `gateway`; back-end events arrive through `manager`.
+A price tick: `feed.sources` (Redis or simulator) -> `feed.ingest` ->
+`feed.prices` (validate, number, keep latest) -> `send.fanout` ->
+`send.writer` -> the socket. A private event: `http.api` (or a back end's
+write-only manager) -> `engine.manager` (Redis) -> every pod -> the user's
+room. Client events: `sessions.handlers`.
 """
 
 from __future__ import annotations
@@ -14,83 +16,68 @@ import gc
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 from aiohttp import web
 
-from . import health, transport
-from .api import PREFIX, Api
-from .auth import TokenVerifier
-from .board import Board
-from .catalog import Catalog
-from .config import Settings
-from .demand import Demand, demand_store
-from .fanout import fanout
-from .gateway import Gateway
-from .ingest import Ingest
-from .limits import AddressLimiter, handshake_limit
-from .manager import RedisManager, client_manager, manager_ready
-from .metrics import Metrics, RedisLink, State
-from .presence import presence
-from .prices import PriceBook
-from .protocol import asset_room
-from .serializers import SocketServer, packet_class
-from .sources import RedisSource, price_source
-from .writer import Writers
+from realtime.cluster.demand import Demand, demand_store
+from realtime.cluster.presence import presence
+from realtime.config import Settings
+from realtime.engine import versions
+from realtime.engine.server import SocketServer
+from realtime.feed.catalog import Catalog
+from realtime.feed.ingest import Ingest
+from realtime.feed.prices import PriceBook
+from realtime.feed.sources import price_source
+from realtime.http import health
+from realtime.http.api import PREFIX, Api
+from realtime.http.board import Board
+from realtime.http.middleware import handshake_limit, turn_away_while_draining
+from realtime.http.proxies import address_of
+from realtime.metrics import Metrics, State
+from realtime.protocol import asset_room
+from realtime.send.fanout import fanout
+from realtime.send.writer import Writers
+from realtime.sessions.auth import TokenVerifier
+from realtime.sessions.handlers import Gateway
+from realtime.sessions.limits import AddressLimiter
 
-log = logging.getLogger("realtime.server")
-
-# Where python-socketio serves Engine.IO (its default `socketio_path`).
-ENGINEIO_PATH = "/socket.io/"
-ENGINEIO_CLOSE = "1"
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+log = logging.getLogger(__name__)
 
 
 class Server:
     def __init__(self, settings: Settings) -> None:
+        versions.check()
         self.settings = settings
-        self.sio = SocketServer(
-            async_mode="aiohttp",
-            client_manager=client_manager(settings),
-            serializer=packet_class(settings.serializer),
-            cors_allowed_origins=_cors(settings.cors_origins),
-            ping_interval=settings.ping_interval,
-            ping_timeout=settings.ping_timeout,
-            max_http_buffer_size=settings.max_message_bytes,
-            logger=False,
-            engineio_logger=False,
-        )
+        # The Socket.IO layer and the send path.
         self.writers = Writers(settings.slow_consumer_bytes, settings.slow_consumer_max_bytes)
-        transport.install(
-            self.sio.eio, compression=settings.websocket_compression, trusted_proxies=settings.trusted_proxies,
-            writers=self.writers,
-        )
+        self.sio = SocketServer(settings, self.writers)
+        # Prices: catalog, validation and latest ticks, the source, the fan-out.
         self.catalog = Catalog(settings.catalog)
         self.book = PriceBook(self.catalog)
-        self.verifier = TokenVerifier(settings)
         self.metrics = Metrics(settings.instance_id)
+        self.source = price_source(settings)
+        self.ingest = Ingest(self.source, self.book, fanout(self.sio, settings.fanout), self.metrics)
+        # Clients: authentication, per-user presence across pods, event handlers.
+        self.verifier = TokenVerifier(settings)
         self.presence = presence(settings)
         self.gateway = Gateway(self.sio, settings, self.verifier, self.catalog, self.book, self.metrics,
                                self.presence)
-        self.source = price_source(settings)
-        self.ingest = Ingest(self.source, self.book, fanout(self.sio, settings.fanout), self.metrics)
         self.demand = Demand(demand_store(settings), self.catalog, settings.instance_id,
                              local=self._local_subscribers, interval=settings.demand_interval)
+        self.connect_limiter = AddressLimiter(settings.connect_rate, settings.connect_burst, settings.connect_addresses)
         self.metrics.watch(self._metric_state())
         self.health = health.HealthState(
             instance_id=settings.instance_id,
             started=time.monotonic(),
             redis_required=not settings.embedded,
-            redis_up=lambda: self.source.connected and manager_ready(self.sio.manager),
+            redis_up=lambda: self.source.connected and self.sio.manager_ready,
             connections=lambda: len(self.gateway.connections),
         )
 
-        self.connect_limiter = AddressLimiter(settings.connect_rate, settings.connect_burst, settings.connect_addresses)
+        # HTTP: Engine.IO behind the drain and the per-address rate, then the routes.
         self.app = web.Application(middlewares=[
-            self._turn_away_while_draining,
-            handshake_limit(self.connect_limiter, transport.address_of(settings.trusted_proxies)),
+            turn_away_while_draining(self.sio, lambda: self.health.draining),
+            handshake_limit(self.connect_limiter, address_of(settings.trusted_proxies)),
         ])
         self.sio.attach(self.app)
         self.app.add_routes(health.routes(self.health))
@@ -104,11 +91,7 @@ class Server:
         self.port: int | None = None
 
     async def start(self) -> None:
-        # Start the manager now rather than at the first connection, so /ready
-        # reflects Redis from the start and back-end emits reach us at once.
-        if not self.sio.manager_initialized:
-            self.sio.manager_initialized = True
-            self.sio.manager.initialize()
+        self.sio.start_manager()
         self._tasks.append(asyncio.create_task(self.ingest.run(), name="ingest"))
         self._tasks.append(asyncio.create_task(self.demand.run(), name="demand"))
         await self.presence.start()
@@ -139,7 +122,7 @@ class Server:
         # Give up this pod's per-user slots in one go, not one Redis call per client.
         await self.presence.stop()
         # Close every client's transport; socket.io-client reconnects elsewhere by itself.
-        await self._close_transports()
+        await self.sio.close_transports(self.settings.shutdown_grace)
         self.gateway.close()
         # Stop background work.
         for task in self._tasks:
@@ -147,11 +130,7 @@ class Server:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        manager_task = getattr(self.sio.manager, "thread", None)
-        if isinstance(manager_task, asyncio.Task):
-            manager_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await manager_task
+        await self.sio.stop_manager()
         # Let the closing transports finish (aiohttp waits for their handlers, up
         # to the grace, then cancels them), then release the port.
         if self._runner is not None:
@@ -162,98 +141,28 @@ class Server:
                  time.monotonic() - started, connections, counts or "none")
 
     def _local_subscribers(self) -> dict[str, int]:
-        rooms = self.sio.manager.rooms.get("/", {})
-        return {name: len(rooms.get(asset_room(name), ())) for name in self.catalog.names}
+        sizes = self.sio.room_sizes(asset_room(name) for name in self.catalog.names)
+        return {name: sizes[asset_room(name)] for name in self.catalog.names}
 
     def _metric_state(self) -> State:
         """Where /metrics finds what the parts keep as attributes."""
-        redis: list[RedisLink] = []
-        source, manager = self.source, self.sio.manager
-        if isinstance(source, RedisSource):
-            redis.append(RedisLink("feed", lambda: source.connected, lambda: source.reconnects))
-        if isinstance(manager, RedisManager):
-            redis.append(RedisLink("manager", lambda: manager.listening, lambda: manager.reconnects))
-        counters: list[tuple[str, str, Callable[[], int]]] = [
-            ("realtime_slow_consumers_cut", "connections cut for not reading their messages",
-             lambda: self.writers.cut),
-            ("realtime_price_ticks_collapsed", "queued price ticks replaced by a newer one of the same asset",
-             lambda: self.writers.collapsed),
-            ("realtime_connect_rate_limited", "new sessions refused with 429 by the per-address connection rate",
-             lambda: self.connect_limiter.refused),
-        ]
-        if isinstance(manager, RedisManager):
-            counters.append(("realtime_manager_publish_dropped",
-                             "emits that reached only this pod's clients because Redis was down",
-                             lambda: manager.publish_dropped))
         return State(
-            # Not eio.transport(sid): it raises for a closing session, and deletes it.
-            transports=lambda: ("websocket" if socket.upgraded else "polling"
-                                for socket in list(self.sio.eio.sockets.values()) if not socket.closed),
+            transports=self.sio.transports,
             subscribers=self._local_subscribers,
             demand=lambda: self.demand.latest,
             feed=self.ingest.counts,
-            redis=tuple(redis),
-            manager_messages=(lambda: (manager.received, manager.published))
-            if isinstance(manager, RedisManager) else None,
-            counters=tuple(counters),
+            redis=(*self.source.links(), *self.sio.manager_links()),
+            manager_messages=self.sio.manager_messages,
+            counters=(
+                ("realtime_slow_consumers_cut", "connections cut for not reading their messages",
+                 lambda: self.writers.cut),
+                ("realtime_price_ticks_collapsed", "queued price ticks replaced by a newer one of the same asset",
+                 lambda: self.writers.collapsed),
+                ("realtime_connect_rate_limited", "new sessions refused with 429 by the per-address connection rate",
+                 lambda: self.connect_limiter.refused),
+                *self.sio.manager_counters(),
+            ),
         )
-
-    async def _close_transports(self) -> None:
-        """Close each client's Engine.IO transport so socket.io-client reconnects at once.
-
-        python-engineio's own `disconnect()` queues a CLOSE packet, which
-        socket.io-client ignores on a websocket: the client would hang until its
-        ping timeout (~45 s). A namespace disconnect would stop it from
-        reconnecting at all. So: queue CLOSE (ends a polling client's pending
-        long-poll at once), then wake the websocket writer with the end-of-queue
-        marker, which makes it close the websocket itself.
-        """
-        eio = self.sio.eio
-
-        async def close(socket: Any) -> None:
-            # close() runs the disconnect handlers and queues CLOSE; None then ends the writer.
-            await socket.close(wait=False, abort=False, reason=eio.reason.SERVER_DISCONNECT)
-            socket.queue.put_nowait(None)
-
-        closing = []
-        for socket in list(eio.sockets.values()):
-            if socket.closed:
-                # A client that said goodbye over a POST may have left a long-poll
-                # pending, which python-engineio would hold for ping interval + timeout.
-                socket.queue.put_nowait(None)
-            elif not socket.closing:
-                closing.append(close(socket))
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.shutdown_grace
-        if closing:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True),
-                                       timeout=max(0.1, self.settings.shutdown_grace))
-        # Stay until every client has been told: a polling client between two
-        # requests learns of the close only from its next GET, which must find us.
-        # python-engineio forgets a session once its last request is answered,
-        # and has no event for it: poll.
-        while eio.sockets and loop.time() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
-
-    @web.middleware
-    async def _turn_away_while_draining(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        # While draining, a request for a session this pod does not hold (a new
-        # handshake, or a session nginx hashed here) gets 503 before its body is
-        # read, so nginx retries it on the next pod.
-        if self.health.draining and request.path.startswith(ENGINEIO_PATH):
-            socket = self.sio.eio.sockets.get(request.query.get("sid", ""))
-            if socket is None:
-                return web.json_response({"ready": False, "draining": True}, status=503)
-            if socket.closed and not socket.upgraded:
-                # A polling request that arrives after its session was closed: a GET
-                # gets Engine.IO's CLOSE, so the client sees a clean close and
-                # reconnects; a POST (a pong, an event) is dropped, as the session is.
-                if request.method != "GET":
-                    return web.Response(text="ok", content_type="text/plain")
-                self.sio.eio.sockets.pop(socket.sid, None)
-                return web.Response(text=ENGINEIO_CLOSE, content_type="text/plain")
-        return await handler(request)
 
     async def serve_forever(self) -> None:
         """Run until SIGTERM or SIGINT, then shut down within the grace."""
@@ -265,11 +174,3 @@ class Server:
         await stop.wait()
         log.info("signal received: draining %d connections", len(self.gateway.connections))
         await self.stop()
-
-
-def _cors(origins: list[str]) -> str | list[str] | None:
-    if not origins:
-        return None  # same origin only
-    if "*" in origins:
-        return "*"
-    return origins

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from .harness import Gateway, Nginx, RedisServer, free_port, launch
+from tests.harness import Gateway, Nginx, RedisServer, free_port, launch
 
 GatewayFactory = Callable[..., Gateway]
 

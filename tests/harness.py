@@ -29,7 +29,7 @@ from typing import Any
 import aiohttp
 import socketio
 
-from realtime.auth import mint_token
+from realtime.sessions.auth import mint_token
 
 ROOT = Path(__file__).resolve().parent.parent
 JS_DIR = ROOT / "tests" / "js"

@@ -11,8 +11,8 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from .conftest import GatewayFactory
-from .harness import (
+from tests.conftest import GatewayFactory
+from tests.harness import (
     Gateway,
     RedisServer,
     connected,

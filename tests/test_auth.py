@@ -18,12 +18,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from realtime.auth import TokenVerifier
 from realtime.config import ConfigError, Settings
 from realtime.protocol import GatewayError
-
-from .conftest import GatewayFactory
-from .harness import ROOT, Gateway, connect_error, connected, eventually, http_json, run_node, token
+from realtime.sessions.auth import TokenVerifier
+from tests.conftest import GatewayFactory
+from tests.harness import ROOT, Gateway, connect_error, connected, eventually, http_json, run_node, token
 
 BTC = "BTC_USDC_PERP"
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from .conftest import GatewayFactory
-from .harness import (
+from tests.conftest import GatewayFactory
+from tests.harness import (
     ROOT,
     Gateway,
     RedisServer,

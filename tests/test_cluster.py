@@ -11,8 +11,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from .conftest import Cluster, ClusterFactory
-from .harness import NodeClients, backend_emit, connected, eventually, publish, token
+from tests.conftest import Cluster, ClusterFactory
+from tests.harness import NodeClients, backend_emit, connected, eventually, publish, token
 
 BTC = "BTC_USDC_PERP"
 

@@ -18,9 +18,8 @@ from typing import Any
 import yaml
 
 from realtime.config import Settings
-
-from .conftest import GatewayFactory
-from .harness import ROOT, Gateway, RedisServer, connected, free_port, gateway_env, token
+from tests.conftest import GatewayFactory
+from tests.harness import ROOT, Gateway, RedisServer, connected, free_port, gateway_env, token
 
 DOCKER = ROOT / "docker"
 BIN = Path(sys.executable).parent

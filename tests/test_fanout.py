@@ -17,8 +17,8 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from .conftest import GatewayFactory
-from .harness import Gateway, RawClient, RedisServer, connected, emitter, free_port, run_node, token
+from tests.conftest import GatewayFactory
+from tests.harness import Gateway, RawClient, RedisServer, connected, emitter, free_port, run_node, token
 
 BTC, ETH = "BTC_USDC_PERP", "ETH_USDC_PERP"
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from .conftest import GatewayFactory
-from .harness import (
+from tests.conftest import GatewayFactory
+from tests.harness import (
     Gateway,
     RedisServer,
     connect_error,

@@ -7,10 +7,9 @@ from typing import Any
 import aiohttp
 import socketio
 
-from realtime.limits import AddressLimiter, EventLimiter, TokenBucket, Verdict
-
-from .conftest import GatewayFactory
-from .harness import connected, eventually, sample, scrape, token
+from realtime.sessions.limits import AddressLimiter, EventLimiter, TokenBucket, Verdict
+from tests.conftest import GatewayFactory
+from tests.harness import connected, eventually, sample, scrape, token
 
 BTC = "BTC_USDC_PERP"
 

@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
+from realtime.feed.ingest import DROPPED
+from realtime.feed.prices import TickOutcome
 from realtime.logs import ContextFilter, JsonFormatter, RepeatFilter, TextFormatter, log_context
-
-from .conftest import GatewayFactory
-from .harness import connect_error, connected, free_port, publish, token
+from tests.conftest import GatewayFactory
+from tests.harness import connect_error, connected, free_port, publish, token
 
 JWT = token("alice")
 
@@ -72,10 +73,10 @@ def test_tokens_never_reach_a_line(capture: tuple[logging.Logger, io.StringIO, C
 
 
 def test_text_lines_carry_fields_and_no_token() -> None:
-    record = logging.makeLogRecord({"name": "realtime.gateway", "levelno": logging.INFO, "levelname": "INFO",
+    record = logging.makeLogRecord({"name": "realtime.sessions.handlers", "levelno": logging.INFO, "levelname": "INFO",
                                     "msg": "connected with %s", "args": (JWT,), "sid": "s1", "user": "bob"})
     line = TextFormatter().format(record)
-    assert "realtime.gateway: connected with <redacted> sid=s1 user=bob" in line and JWT not in line
+    assert "realtime.sessions.handlers: connected with <redacted> sid=s1 user=bob" in line and JWT not in line
 
 
 def test_repeated_errors_are_held_back_and_counted(capture: tuple[logging.Logger, io.StringIO, Clock]) -> None:
@@ -93,6 +94,22 @@ def test_repeated_errors_are_held_back_and_counted(capture: tuple[logging.Logger
         ("something else", None),
         *[("info lines are never held back", None)] * 3,
         ("Redis unavailable (TimeoutError)", 4),
+    ]
+
+
+def test_dropped_ticks_get_a_line_per_outcome_and_a_count(capture: tuple[logging.Logger, io.StringIO, Clock]) -> None:
+    # Ingest logs each outcome with its own template: a flood of one kind never hides another.
+    logger, stream, clock = capture
+    for _ in range(4):
+        logger.warning(DROPPED[TickOutcome.MALFORMED], "not JSON")
+    logger.warning(DROPPED[TickOutcome.CROSSED], "BTC_USDC_PERP: bid 2 > ask 1")
+    clock.now += 11
+    logger.warning(DROPPED[TickOutcome.MALFORMED], "not JSON")
+    got = [(line["msg"], line.get("repeated")) for line in lines(stream)]
+    assert got == [
+        ("feed: dropped malformed tick: not JSON", None),
+        ("feed: dropped crossed tick: BTC_USDC_PERP: bid 2 > ask 1", None),
+        ("feed: dropped malformed tick: not JSON", 3),
     ]
 
 

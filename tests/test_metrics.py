@@ -7,9 +7,8 @@ import time
 
 from realtime.metrics import DISCONNECT_REASONS, Buckets, Metrics
 from realtime.protocol import PriceUpdate
-
-from .conftest import GatewayFactory
-from .harness import (
+from tests.conftest import GatewayFactory
+from tests.harness import (
     ROOT,
     Gateway,
     RedisServer,

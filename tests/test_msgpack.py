@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from .conftest import GatewayFactory
-from .harness import Gateway, RedisServer, free_port, node_session, publish, run_node, ticking, token
+from tests.conftest import GatewayFactory
+from tests.harness import Gateway, RedisServer, free_port, node_session, publish, run_node, ticking, token
 
 ETH = "ETH_USDC_PERP"
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from realtime.presence import MemoryPresence, Slot
-
-from .conftest import GatewayFactory
-from .harness import connected, eventually, token
+from realtime.cluster.presence import MemoryPresence, Slot
+from tests.conftest import GatewayFactory
+from tests.harness import connected, eventually, token
 
 
 async def test_memory_presence_names_the_oldest_past_the_cap() -> None:

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from realtime.catalog import Catalog
 from realtime.config import parse_assets
-from realtime.prices import MAX_SAFE_INTEGER, PriceBook, TickOutcome, TickRejected
+from realtime.feed.catalog import Catalog
+from realtime.feed.prices import MAX_SAFE_INTEGER, PriceBook, TickOutcome, TickRejected
 
 
 def book() -> PriceBook:

@@ -13,11 +13,20 @@ import socketio
 from redis.exceptions import RedisError
 
 from realtime.config import Settings
-from realtime.manager import RedisManager
-
-from .conftest import GatewayFactory
-from .harness import Gateway, RedisServer, backend_emit, connected, eventually, free_port, http_json, publish, token
-from .test_cluster import BTC
+from realtime.engine.manager import RedisManager
+from tests.conftest import GatewayFactory
+from tests.harness import (
+    Gateway,
+    RedisServer,
+    backend_emit,
+    connected,
+    eventually,
+    free_port,
+    http_json,
+    publish,
+    token,
+)
+from tests.test_cluster import BTC
 
 
 async def test_pods_ride_out_a_redis_outage(start_gateway: GatewayFactory, own_redis: RedisServer) -> None:

@@ -8,9 +8,9 @@ import re
 import signal
 from collections import Counter
 
-from .conftest import ClusterFactory
-from .harness import Gateway, eventually, http_json, publish, token
-from .test_cluster import BTC, node_clients, of
+from tests.conftest import ClusterFactory
+from tests.harness import Gateway, eventually, http_json, publish, token
+from tests.test_cluster import BTC, node_clients, of
 
 
 async def test_sigterm_moves_clients_to_other_pods_with_subscriptions(start_cluster: ClusterFactory) -> None:

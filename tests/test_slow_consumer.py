@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 
-from .conftest import GatewayFactory
-from .harness import (
+from tests.conftest import GatewayFactory
+from tests.harness import (
     RawClient,
     RedisServer,
     connected,
@@ -21,7 +21,7 @@ from .harness import (
     tcp_send_buffer_max,
     token,
 )
-from .test_fanout import BTC, ETH, backend, publish_ticks, redis_gateway, seqs
+from tests.test_fanout import BTC, ETH, backend, publish_ticks, redis_gateway, seqs
 
 CHUNK = 64 * 1024  # bytes of one private event
 

@@ -1,13 +1,18 @@
-"""Every private python-engineio / python-socketio / aiohttp behaviour the send path relies on.
+"""Every private python-engineio / python-socketio / aiohttp behaviour the gateway relies on.
 
-The versions are pinned in setup.cfg; when an upgrade changes one of these,
-the test that names it fails here rather than as lost or reordered messages
-in production. Each test says which module depends on it.
+All of it is used from `realtime.engine` only (checked below). The versions
+are pinned in setup.cfg and checked at start-up (`realtime.engine.versions`);
+when an upgrade changes one of these, the test that names it fails here
+rather than as lost or reordered messages in production. Each test says
+which module depends on it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
+import re
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -17,18 +22,94 @@ from aiohttp import web
 from engineio import async_socket, exceptions
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
+from socketio.msgpack_packet import MsgPackPacket
 
-from realtime import transport
-from realtime.writer import Writer, Writers, websocket_frame
+from realtime.engine import driver, versions
+from realtime.engine.packets import EngineServer
+from realtime.send.writer import Writer, Writers, websocket_frame
+
+ROOT = Path(__file__).resolve().parent.parent
+# Private names of python-socketio / python-engineio: only realtime/engine/ may use them.
+PRIVATE = re.compile(r"\b_async\b|_send_packet|eio\.sockets|manager\.rooms|\b_redis_|\b_ok\b|\.queue\b|_binary_packet"
+                     r"|_handle_eio|_handle_event|_engineio_server_class|manager_initialized|_websocket_handler")
+
+# Every private attribute the adapter reads, overrides or calls, by owner.
+HOOKS: dict[Any, tuple[str, ...]] = {
+    socketio.AsyncServer: ("_handle_event", "_handle_eio_message", "_engineio_server_class", "attach", "emit",
+                           "disconnect", "enter_room", "leave_room"),
+    engineio.AsyncServer: ("_ok", "create_queue", "disconnect", "handle_request"),
+    async_socket.AsyncSocket: ("receive", "poll", "close", "_websocket_handler", "_upgrade_websocket"),
+    socketio.AsyncManager: ("emit", "eio_sid_from_sid", "sid_from_eio_sid", "is_connected", "initialize",
+                            "set_server", "connect"),
+    socketio.AsyncRedisManager: ("_redis_connect", "_redis_listen_with_retries", "_publish", "_listen", "_thread"),
+    MsgPackPacket: ("encode", "decode", "configure"),
+}
+# Instance attributes the adapter reads or replaces.
+INSTANCE_HOOKS = {
+    "socketio.AsyncServer": ("eio", "manager", "manager_initialized", "packet_class", "_binary_packet"),
+    "engineio.AsyncServer": ("_async", "sockets", "reason", "handlers", "max_http_buffer_size"),
+    "engineio.AsyncSocket": ("queue", "upgraded", "upgrading", "closing", "closed", "sid", "connected"),
+    "socketio.AsyncManager": ("rooms",),
+    "MsgPackPacket": ("dumps_default", "uses_binary_events"),
+}
+
+
+def test_only_the_engine_package_touches_upstream_internals() -> None:
+    offenders = []
+    for path in sorted((ROOT / "realtime").rglob("*.py")):
+        if path.parent.name == "engine":
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if PRIVATE.search(line):
+                offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert not offenders, "private python-socketio/python-engineio names outside realtime/engine:\n" + "\n".join(
+        offenders)
+
+
+def test_every_private_hook_still_exists() -> None:
+    for owner, names in HOOKS.items():
+        for name in names:
+            assert callable(getattr(owner, name, None)), f"{owner.__module__}.{owner.__qualname__}.{name}"
+    sio = _server()
+    socket = async_socket.AsyncSocket(sio.eio, "sid1")
+    instances = {"socketio.AsyncServer": sio, "engineio.AsyncServer": sio.eio, "engineio.AsyncSocket": socket,
+                 "socketio.AsyncManager": sio.manager, "MsgPackPacket": MsgPackPacket}
+    for owner_name, names in INSTANCE_HOOKS.items():
+        for name in names:
+            assert hasattr(instances[owner_name], name), f"{owner_name}().{name}"
+
+
+def test_the_overrides_keep_upstream_signatures() -> None:
+    # engine/packets.py: EngineServer._ok; engine/manager.py: the Redis manager's hooks.
+    assert list(inspect.signature(engineio.AsyncServer._ok).parameters) == [
+        "self", "packets", "headers", "jsonp_index"]
+    assert list(inspect.signature(EngineServer._ok).parameters) == ["self", "packets", "headers", "jsonp_index"]
+    assert list(inspect.signature(socketio.AsyncRedisManager._publish).parameters) == ["self", "data"]
+    assert list(inspect.signature(socketio.AsyncServer._handle_event).parameters) == [
+        "self", "eio_sid", "namespace", "id", "data"]
+    assert list(inspect.signature(socketio.AsyncServer._handle_eio_message).parameters) == ["self", "eio_sid", "data"]
+    # The stock listener reads messages from `_redis_listen_with_retries`, which RedisManager replaces,
+    # and publishes through `self.redis`, which our `_redis_connect` makes.
+    assert "self._redis_listen_with_retries()" in inspect.getsource(socketio.AsyncRedisManager._listen)
+    assert "self.redis.publish" in inspect.getsource(socketio.AsyncRedisManager._publish)
+    # The msgpack packet: `dumps_default` is how python-socketio's encoder handles non-msgpack types.
+    assert "dumps_default" in inspect.getsource(MsgPackPacket.encode)
+
+
+def test_start_up_checks_the_versions_setup_cfg_pins() -> None:
+    pins = dict(re.findall(r"^\s+([\w-]+)(?:\[\w+\])?==([\w.]+)", (ROOT / "setup.cfg").read_text(), re.M))
+    for package, version in versions.PINNED.items():
+        assert pins[package] == version, package
+    versions.check()  # the test environment has exactly the pins
 
 
 def _server(**options: Any) -> socketio.AsyncServer:
     sio = socketio.AsyncServer(async_mode="aiohttp", **options)
-    transport.install(sio.eio, compression=False, trusted_proxies=[], writers=Writers(1024, 4096))
+    driver.install(sio.eio, compression=False, trusted_proxies=[], writers=Writers(1024, 4096))
     return sio
 
 
-# engine.io: the socket's queue (realtime/transport.py, realtime/writer.py).
+# engine.io: the socket's queue (realtime/engine/driver.py, realtime/send/writer.py).
 
 async def test_sockets_get_their_queue_from_server_create_queue() -> None:
     sio = _server()
@@ -87,7 +168,7 @@ async def test_the_websocket_driver_gets_the_sockets_bound_handler() -> None:
     assert set(engineio.async_drivers.aiohttp._async) >= {"translate_request", "websocket"}
 
 
-# socket.io: rooms, packets, the stock emit (realtime/fanout.py).
+# socket.io: rooms, packets, the stock emit (realtime/engine/server.py).
 
 async def test_rooms_map_sids_to_engineio_sids() -> None:
     sio = _server()
@@ -117,14 +198,12 @@ def test_packet_encodings() -> None:
 
 
 def test_the_stock_emit_takes_namespace_and_room() -> None:
-    import inspect
-
     parameters = inspect.signature(socketio.AsyncManager.emit).parameters
     assert list(parameters)[:5] == ["self", "event", "data", "namespace", "room"]
 
 
 # aiohttp: frames written to the request's transport interleave with the
-# websocket's own, whole and in order (realtime/transport.py, realtime/writer.py).
+# websocket's own, whole and in order (realtime/engine/driver.py, realtime/send/writer.py).
 
 async def test_direct_frames_and_aiohttp_frames_share_one_ordered_stream() -> None:
     async def handler(request: web.Request) -> web.WebSocketResponse:

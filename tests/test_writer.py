@@ -1,4 +1,8 @@
-"""realtime/writer.py: the path choice, the byte bound and the frames, on a real socket pair."""
+"""realtime/send/writer.py: the path choice, the byte bound and the frames, on a real socket pair.
+
+How engine.io drives a Writer (its queue API, the attach on a websocket) is
+covered by tests/test_upstream_hooks.py; here the Writer stands alone.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,9 @@ import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
-import socketio
-from engineio import async_socket
 from engineio import packet as eio_packet
 
-from realtime import transport
-from realtime.writer import Writer, Writers, websocket_frame
+from realtime.send.writer import Writer, Writers, websocket_frame
 
 
 def message(text: str) -> eio_packet.Packet:
@@ -22,17 +23,12 @@ def message(text: str) -> eio_packet.Packet:
 
 @contextlib.asynccontextmanager
 async def websocket_writer(collapse: int = 1024, limit: int = 8192) -> AsyncIterator[tuple[Writer, socket.socket]]:
-    """A Writer on an upgraded engine.io socket, writing to one end of a real socket pair."""
-    sio = socketio.AsyncServer(async_mode="aiohttp")
-    writers = Writers(collapse, limit)
-    transport.install(sio.eio, compression=False, trusted_proxies=[], writers=writers)
-    eio_socket = async_socket.AsyncSocket(sio.eio, "sid1")
-    eio_socket.connected = eio_socket.upgraded = True
+    """A Writer on a websocket (ready for direct writes), writing to one end of a real socket pair."""
+    writer = Writers(collapse, limit)()
     ours, theirs = socket.socketpair()
     loop = asyncio.get_running_loop()
     sink, _ = await loop.create_unix_connection(asyncio.Protocol, sock=ours)
-    writer: Writer = eio_socket.queue
-    writer.attach(eio_socket, sink)  # type: ignore[arg-type]
+    writer.attach("sid1", sink, lambda: True)  # type: ignore[arg-type]
     try:
         yield writer, theirs
     finally:

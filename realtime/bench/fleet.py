@@ -13,8 +13,8 @@ from typing import Any
 
 import orjson
 
-from .latency import Histogram
-from .sampling import CpuWindow, Usage
+from realtime.bench.latency import Histogram
+from realtime.bench.sampling import CpuWindow, Usage
 
 
 def pinned(cpus: Sequence[int]) -> Callable[[], None] | None:

@@ -22,8 +22,8 @@ from typing import Any, cast
 
 import orjson
 
-from ..auth import mint_token
-from .latency import Histogram
+from realtime.bench.latency import Histogram
+from realtime.sessions.auth import mint_token
 
 PRICE_UPDATE = b'42["price:update"'
 SEQ = re.compile(rb'"seq":(\d+)')

@@ -11,7 +11,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .targets import NODE_DIR
+from realtime.bench.targets import NODE_DIR
 
 
 def _cpu_model() -> str:

@@ -15,13 +15,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import Settings
-from . import report, scenarios
-from .fleet import Fleet
-from .scenarios import Options, Run
-from .targets import Endpoint, Process, bench_assets, fanout_setting, start_redis, start_target, url_target, workdir
+from realtime.bench import report, scenarios
+from realtime.bench.fleet import Fleet
+from realtime.bench.scenarios import Options, Run
+from realtime.bench.targets import (
+    Endpoint,
+    Process,
+    bench_assets,
+    fanout_setting,
+    start_redis,
+    start_target,
+    url_target,
+    workdir,
+)
+from realtime.config import Settings
 
-log = logging.getLogger("realtime.bench")
+log = logging.getLogger(__name__)
 
 Scenario = Callable[[Run], Coroutine[Any, Any, dict[str, Any]]]
 SCENARIO_FUNCTIONS: dict[str, Scenario] = {

@@ -16,10 +16,10 @@ from typing import Any
 
 import psutil
 
-from .fleet import Fleet
-from .sampling import CpuWindow
-from .targets import Endpoint
-from .ticker import Ticker
+from realtime.bench.fleet import Fleet
+from realtime.bench.sampling import CpuWindow
+from realtime.bench.targets import Endpoint
+from realtime.bench.ticker import Ticker
 
 SCENARIOS = ("capacity", "latency", "connections")
 # A step passes the capacity ladder when this much arrives within the drain, this fast.

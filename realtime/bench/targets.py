@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ..config import Settings
-from .fleet import pinned
+from realtime.bench.fleet import pinned
+from realtime.config import Settings
 
 TARGETS = ("gateway", "stock", "node")
 NODE_DIR = Path(__file__).resolve().parent.parent.parent / "bench" / "node"

@@ -1,22 +1,15 @@
 """Inbound limits: token buckets for client events and for new connections.
 
 A connection's events pass an `EventLimiter`; new Engine.IO sessions pass an
-`AddressLimiter` keyed by client address, enforced by `handshake_limit` at the
-HTTP handshake (429), before any per-connection state exists.
+`AddressLimiter` keyed by client address, enforced at the HTTP handshake (429,
+`realtime.http.middleware`), before any per-connection state exists.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import math
 import time
-from collections.abc import Awaitable, Callable
 from enum import Enum
-
-from aiohttp import web
-from aiohttp.typedefs import Middleware
-
-from .protocol import ErrorCode, error_body
 
 
 class TokenBucket:
@@ -131,29 +124,3 @@ def _address_key(address: str) -> str:
             return str(ip.ipv4_mapped)
         return str(ipaddress.ip_network(f"{ip}/64", strict=False))
     return str(ip)
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def handshake_limit(
-    limiter: AddressLimiter, address_of: Callable[[web.Request], str], path: str = "/socket.io/"
-) -> Middleware:
-    """aiohttp middleware: refuse a new Engine.IO session (no `sid`) past the address's rate with 429.
-
-    Refusing at the handshake costs no session state, and socket.io-client
-    treats it as a transport error: it backs off and retries by itself.
-    """
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path.startswith(path) and "sid" not in request.query:
-            wait = limiter.allow(address_of(request))
-            if wait is not None:
-                body = error_body(ErrorCode.TOO_MANY_CONNECTIONS,
-                                  "too many new connections from your address; retry later")
-                return web.json_response(body, status=429,
-                                         headers={"Retry-After": str(max(1, math.ceil(wait)))})
-        return await handler(request)
-
-    return middleware

@@ -14,8 +14,8 @@ from typing import Any
 
 import orjson
 
-from .catalog import Catalog
-from .protocol import PriceUpdate
+from realtime.feed.catalog import Catalog
+from realtime.protocol import PriceUpdate
 
 # The largest integer JavaScript numbers hold exactly: prices and seq beyond it
 # would be corrupted in every browser.
@@ -56,9 +56,6 @@ class PriceBook:
 
     def latest(self, asset: str) -> PriceUpdate | None:
         return self._latest.get(asset)
-
-    def snapshot(self) -> dict[str, PriceUpdate]:
-        return dict(self._latest)
 
     def accept(self, raw: bytes | str) -> PriceUpdate:
         """Validate one feed message and make it the asset's latest price."""

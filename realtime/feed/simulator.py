@@ -12,8 +12,8 @@ import random
 import time
 from collections.abc import Iterable
 
-from .config import AssetSpec
-from .protocol import FeedTick
+from realtime.config import AssetSpec
+from realtime.protocol import FeedTick
 
 # Plausible starting mid prices; unknown assets start at 100.
 START_PRICES = {"BTC": 96_000.0, "ETH": 3_600.0, "SOL": 240.0}

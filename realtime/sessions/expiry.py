@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-log = logging.getLogger("realtime.expiry")
+log = logging.getLogger(__name__)
 
 Notify = Callable[[str, int], Awaitable[None]]
 

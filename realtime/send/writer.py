@@ -2,7 +2,7 @@
 
 python-engineio gives every socket an `asyncio.Queue` that its websocket
 writer task (or a long-poll GET) drains, without bound. `Writer` replaces that
-queue (through `AsyncServer.create_queue`, see `transport`) and speaks the same
+queue (through `AsyncServer.create_queue`, see `realtime.engine.driver`) and speaks the same
 queue API, so acks, pings, private events and everything else python-socketio
 sends still go through it in order. It adds:
 
@@ -26,9 +26,10 @@ import asyncio
 import logging
 import struct
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
-log = logging.getLogger("realtime.writer")
+log = logging.getLogger(__name__)
 
 # Direct writes stop while this much is already buffered in the transport: the
 # client is not keeping up, and the queue (with its bound) takes over.
@@ -93,7 +94,7 @@ class Writer:
     """One connection's outbound queue (engine.io's queue API) and direct frame writes."""
 
     __slots__ = ("_bytes", "_entries", "_getters", "_joiners", "_latest", "_live", "_pending",
-                 "_pending_bytes", "_socket", "_tombstones", "_transport", "_unfinished", "cut", "writers")
+                 "_pending_bytes", "_ready", "_sid", "_tombstones", "_transport", "_unfinished", "cut", "writers")
 
     def __init__(self, writers: Writers) -> None:
         self.writers = writers
@@ -110,15 +111,17 @@ class Writer:
         self._latest: dict[str, _Entry] | None = None  # newest queued tick per asset
         self._pending: list[bytes] = []  # direct frames of this loop turn
         self._pending_bytes = 0
-        self._socket: Any = None  # engine.io AsyncSocket, once on a websocket
+        self._sid: str | None = None  # known once on a websocket
+        self._ready: Callable[[], bool] | None = None
         self._transport: asyncio.Transport | None = None
 
     # The websocket: known once the driver has accepted it.
 
-    def attach(self, socket: Any, transport: asyncio.Transport) -> None:
-        """Direct writes may go to `transport` once `socket` has finished any upgrade."""
-        self._socket = socket
+    def attach(self, sid: str, transport: asyncio.Transport, ready: Callable[[], bool]) -> None:
+        """Direct writes may go to `transport` whenever `ready()` (the websocket is the transport, not closing)."""
+        self._sid = sid
         self._transport = transport
+        self._ready = ready
 
     # engine.io's queue API.
 
@@ -182,10 +185,6 @@ class Writer:
     # The send path.
 
     @property
-    def queued_bytes(self) -> int:
-        return self._bytes
-
-    @property
     def has_pending(self) -> bool:
         return bool(self._pending)
 
@@ -201,8 +200,7 @@ class Writer:
             or transport.get_write_buffer_size() + self._pending_bytes > DIRECT_BUFFER_LIMIT
         ):
             return False
-        socket = self._socket
-        if not socket.upgraded or socket.upgrading or socket.closing:
+        if self._ready is None or not self._ready():
             return False
         self._pending.append(frame)
         self._pending_bytes += len(frame)
@@ -275,9 +273,8 @@ class Writer:
     def _cut(self) -> None:
         self.cut = True
         self.writers.cut += 1
-        sid = getattr(self._socket, "sid", None)
         log.warning("cut a slow consumer%s: %d bytes queued (REALTIME_SLOW_CONSUMER_MAX_BYTES=%d)",
-                     f" (sid {sid})" if sid else "", self._bytes, self.writers.max_bytes)
+                    f" (sid {self._sid})" if self._sid else "", self._bytes, self.writers.max_bytes)
         dropped = self._live
         self._entries = None
         self._latest = None

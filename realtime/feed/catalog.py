@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from .config import AssetSpec
+from realtime.config import AssetSpec
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,25 +13,20 @@ reason and is disconnected.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import socketio
-
-from . import inbound
-from .auth import ANONYMOUS, Principal, TokenVerifier, extract_token
-from .catalog import Catalog
-from .config import Settings
-from .expiry import Deadlines
-from .limits import EventLimiter, Verdict
-from .logs import log_context
-from .metrics import Metrics
-from .presence import Presence, Slot
-from .prices import PriceBook
-from .protocol import (
+from realtime.cluster.presence import Presence, Slot
+from realtime.config import Settings
+from realtime.engine import inbound
+from realtime.engine.server import SocketServer
+from realtime.feed.catalog import Catalog
+from realtime.feed.prices import PriceBook
+from realtime.logs import log_context
+from realtime.metrics import Metrics
+from realtime.protocol import (
     AUTH_EXPIRING,
     AUTH_REFRESH,
     PRICE_SUBSCRIBE,
@@ -39,6 +34,7 @@ from .protocol import (
     SESSION_CLOSED,
     ErrorAck,
     ErrorCode,
+    ExpiringEvent,
     GatewayError,
     PriceUpdate,
     RefreshAck,
@@ -54,8 +50,11 @@ from .protocol import (
     role_room,
     user_room,
 )
+from realtime.sessions.auth import ANONYMOUS, Principal, TokenVerifier, extract_token
+from realtime.sessions.expiry import Deadlines
+from realtime.sessions.limits import EventLimiter, Verdict
 
-log = logging.getLogger("realtime.gateway")
+log = logging.getLogger(__name__)
 
 # A request may name at most this many assets (beyond any catalog we expect).
 MAX_ASSETS_PER_REQUEST = 1000
@@ -82,7 +81,7 @@ class Gateway:
 
     def __init__(
         self,
-        sio: socketio.AsyncServer,
+        sio: SocketServer,
         settings: Settings,
         verifier: TokenVerifier,
         catalog: Catalog,
@@ -112,7 +111,7 @@ class Gateway:
         sio.on(inbound.INVALID_EVENT, self._acked(inbound.INVALID_EVENT, self.invalid_event))
         self._answer_unknown = self._acked("*", self.unknown_event)
         sio.on("*", self.on_unknown_event)
-        inbound.guard(sio, self._abuse, max_attachments=settings.max_attachments)
+        sio.guard_inbound(self._abuse, max_attachments=settings.max_attachments)
 
     def close(self) -> None:
         """Cancel every token timer and every ending still flushing (server shutdown)."""
@@ -192,15 +191,12 @@ class Gateway:
         task.add_done_callback(self._ending.discard)
 
     async def _end(self, sid: str, error: GatewayError) -> None:
-        eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
         # Locally, never through the manager's queue: the reason must precede the disconnect.
         await self.sio.emit(SESSION_CLOSED, error_body(error.code, error.message), to=sid, ignore_queue=True)
         # DISCONNECT tells socket.io-client not to reconnect by itself; closing the
         # transport after it stops a hostile client from reusing the session.
         await self.sio.disconnect(sid, ignore_queue=True)
-        if eio_sid is not None:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.sio.eio.disconnect(eio_sid), END_FLUSH_TIMEOUT)
+        await self.sio.close_transport(sid, END_FLUSH_TIMEOUT)
         with log_context(sid=sid):
             log.info("ended: %s", error.code.value)
 
@@ -211,7 +207,8 @@ class Gateway:
 
     async def _warn_expiring(self, sid: str, exp: int) -> None:
         if sid in self.connections:
-            await self.sio.emit(AUTH_EXPIRING, {"exp": exp}, to=sid, ignore_queue=True)
+            notice: ExpiringEvent = {"exp": exp}
+            await self.sio.emit(AUTH_EXPIRING, notice, to=sid, ignore_queue=True)
 
     async def _expire(self, sid: str, exp: int) -> None:
         conn = self.connections.get(sid)

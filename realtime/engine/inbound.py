@@ -31,12 +31,14 @@ import socketio
 from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
 
-from .protocol import ErrorCode, GatewayError
+from realtime.protocol import ErrorCode, GatewayError
 
 RESERVED_EVENTS = frozenset({"connect", "disconnect", "*"})
 INVALID_EVENT = "\x00invalid"
 # The Engine.IO v4 packets a client sends; the server sends the others.
 CLIENT_PACKETS = frozenset({eio_packet.CLOSE, eio_packet.PONG, eio_packet.MESSAGE, eio_packet.UPGRADE})
+
+AbuseHandler = Callable[[str, GatewayError], None]
 
 
 async def _receive_client_packet(socket: AsyncSocket, pkt: eio_packet.Packet) -> None:
@@ -44,7 +46,7 @@ async def _receive_client_packet(socket: AsyncSocket, pkt: eio_packet.Packet) ->
         await AsyncSocket.receive(socket, pkt)
 
 
-def guard(sio: socketio.AsyncServer, on_abuse: Callable[[str, GatewayError], None], *, max_attachments: int) -> None:
+def guard(sio: socketio.AsyncServer, on_abuse: AbuseHandler, *, max_attachments: int) -> None:
     """Install both checks on `sio`; `on_abuse(sid, error)` is told of connections to end."""
     dispatch_event = sio._handle_event
     dispatch_message = sio._handle_eio_message

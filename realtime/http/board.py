@@ -1,6 +1,6 @@
 """The live price board at `GET /`, and what the page needs from the gateway.
 
-The page (realtime/static/) uses the real socket.io-client 4.x from npm. Its
+The page (realtime/http/static/) uses the real socket.io-client 4.x from npm. Its
 bundle is not part of this package: `scripts/setup` installs it under
 `node_modules/`, and the gateway serves it from `REALTIME_CLIENT_BUNDLE_DIR`
 or, by default, from `node_modules/socket.io-client/dist` in the working
@@ -21,11 +21,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from .auth import TokenVerifier
-from .catalog import Catalog
-from .config import ConfigError, Settings
+from realtime.config import ConfigError, Settings
+from realtime.feed.catalog import Catalog
+from realtime.sessions.auth import TokenVerifier
 
-log = logging.getLogger("realtime.board")
+log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 BUNDLE_SUBDIR = Path("node_modules", "socket.io-client", "dist")
@@ -61,7 +61,7 @@ def find_bundle(settings: Settings) -> Path | None:
             raise ConfigError("REALTIME_CLIENT_BUNDLE_DIR (--client-bundle-dir)",
                               f"{path} does not exist; point it at node_modules/socket.io-client/dist")
         return path
-    for root in (Path.cwd(), Path(__file__).resolve().parent.parent):
+    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
         path = root / BUNDLE_SUBDIR / name
         if path.is_file():
             return path

@@ -24,7 +24,6 @@ from typing import Any, Literal
 
 import engineio
 import msgpack  # type: ignore[import-untyped]
-import socketio
 from engineio import packet as eio_packet
 from socketio.msgpack_packet import MsgPackPacket
 
@@ -53,13 +52,6 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
             packets = [eio_packet.Packet(p.packet_type, p.data) if p.binary else p for p in packets]
         response: dict[str, Any] = super()._ok(packets, headers, jsonp_index)
         return response
-
-
-class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
-    """python-socketio's server on `EngineServer`."""
-
-    def _engineio_server_class(self) -> type[EngineServer]:
-        return EngineServer
 
 
 def packet_class(serializer: Literal["json", "msgpack"]) -> Any:

@@ -28,11 +28,10 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-import redis.asyncio as aioredis
+from realtime.cluster.redis import REDIS_ERRORS, client
+from realtime.config import Settings
 
-from .config import Settings
-
-log = logging.getLogger("realtime.presence")
+log = logging.getLogger(__name__)
 
 # A pod refreshes its slots this often; they expire after three missed beats.
 HEARTBEAT = 5.0
@@ -125,10 +124,7 @@ class RedisPresence:
         self.cap = settings.max_connections_per_user
         self.pod = f"{settings.instance_id}:{secrets.token_hex(4)}"
         self.prefix = f"{settings.manager_channel}:presence:"
-        self.redis = aioredis.Redis.from_url(
-            settings.redis_url, socket_timeout=settings.redis_timeout,
-            socket_connect_timeout=settings.redis_timeout,
-        )
+        self.redis = client(settings.redis_url, settings.redis_timeout)
         self._admit = self.redis.register_script(_ADMIT)
         self._local: dict[str, tuple[str, float]] = {}  # sid -> (user, connect time)
         self._unremoved: list[tuple[str, str]] = []  # (user, sid) that left while Redis was down
@@ -156,7 +152,7 @@ class RedisPresence:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._heartbeat
         # Free this pod's slots now rather than after the TTL; stale members are pruned lazily.
-        with contextlib.suppress(aioredis.RedisError, OSError):
+        with contextlib.suppress(*REDIS_ERRORS):
             await self.redis.delete(self._pod_key)
         self._local.clear()
         await self.redis.aclose()
@@ -173,7 +169,7 @@ class RedisPresence:
                 keys=[self._user_key(user), self._pod_key],
                 args=[self._member(sid), int(now * 1000), self.cap, sid, f"{self.prefix}pod:", int(POD_TTL)],
             )
-        except (aioredis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             self._failed(exc)
             return []
         slots = []
@@ -187,7 +183,7 @@ class RedisPresence:
             return
         try:
             await self._remove([(user, sid)])
-        except (aioredis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             self._failed(exc)
             self._unremoved.append((user, sid))  # retried by the heartbeat
 
@@ -205,7 +201,7 @@ class RedisPresence:
                 if self._failing:
                     log.info("presence: Redis is back; %d connections counted again", len(self._local))
                 self._failing = False
-            except (aioredis.RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 self._failed(exc)
             await asyncio.sleep(HEARTBEAT)
 

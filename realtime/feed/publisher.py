@@ -12,22 +12,19 @@ import asyncio
 import logging
 
 import orjson
-import redis.asyncio as aioredis
 
-from .backoff import Backoff
-from .config import Settings
-from .simulator import RandomWalk
+from realtime.cluster.redis import REDIS_ERRORS, Backoff, client
+from realtime.config import Settings
+from realtime.feed.simulator import RandomWalk
 
-log = logging.getLogger("realtime.feed")
+log = logging.getLogger(__name__)
 
 
 async def run_feed(settings: Settings, *, rate: float, count: int | None = None) -> int:
     """Publish `rate` ticks per second per asset until cancelled or `count` ticks are out."""
     assert settings.redis_url is not None
     walk = RandomWalk(settings.catalog)
-    client = aioredis.Redis.from_url(
-        settings.redis_url, socket_timeout=settings.redis_timeout, socket_connect_timeout=settings.redis_timeout
-    )
+    redis = client(settings.redis_url, settings.redis_timeout)
     backoff = Backoff(cap=settings.redis_retry_max)
     loop = asyncio.get_running_loop()
     interval = 1.0 / rate if rate > 0 else 0.0
@@ -37,7 +34,7 @@ async def run_feed(settings: Settings, *, rate: float, count: int | None = None)
         deadline = loop.time()
         while count is None or published < count:
             try:
-                async with client.pipeline(transaction=False) as pipe:
+                async with redis.pipeline(transaction=False) as pipe:
                     for asset in walk.assets:
                         pipe.publish(settings.price_channel, orjson.dumps(walk.tick(asset)))
                     await pipe.execute()
@@ -45,7 +42,7 @@ async def run_feed(settings: Settings, *, rate: float, count: int | None = None)
                 if backoff.attempts:
                     log.info("feed: Redis is back")
                 backoff.reset()
-            except (aioredis.RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 if backoff.attempts == 0:
                     log.warning("feed: Redis unavailable (%s); retrying", exc.__class__.__name__)
                 await asyncio.sleep(backoff.next_delay())
@@ -54,5 +51,5 @@ async def run_feed(settings: Settings, *, rate: float, count: int | None = None)
             deadline += interval
             await asyncio.sleep(max(0.0, deadline - loop.time()))
     finally:
-        await client.aclose()
+        await redis.aclose()
     return published

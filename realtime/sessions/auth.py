@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from .config import ConfigError, Settings, dev_secret
-from .protocol import ErrorCode, GatewayError
+from realtime.config import ConfigError, Settings, dev_secret
+from realtime.protocol import ErrorCode, GatewayError
 
 ROLE_NAME_MAX = 64
 # The curve each ECDSA algorithm signs with (RFC 7518 §3.4).
@@ -40,10 +40,6 @@ class Principal:
     roles: frozenset[str] = frozenset()
     assets: frozenset[str] | None = None  # None: every catalog asset
     exp: int | None = None
-
-    @property
-    def anonymous(self) -> bool:
-        return self.sub is None
 
     def may_see(self, asset: str) -> bool:
         return self.assets is None or asset.upper() in self.assets

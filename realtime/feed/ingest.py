@@ -1,8 +1,9 @@
 """Ingest: from the price source, through validation, to this pod's clients.
 
-Bad messages are dropped and counted by outcome; they are logged at most once
-per `LOG_EVERY` seconds per outcome with the number suppressed, so a broken
-upstream cannot flood the logs. Nothing a message contains stops the loop.
+Bad messages are dropped and counted by outcome, and logged with one line per
+outcome: the log's repeat filter (`realtime.logs`) writes it at most once per
+window with the number held back, so a broken upstream cannot flood the logs.
+Nothing a message contains stops the loop.
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ import logging
 import time
 from collections import Counter
 
-from .fanout import Fanout
-from .metrics import Metrics
-from .prices import PriceBook, TickOutcome, TickRejected
-from .sources import PriceSource
+from realtime.feed.prices import PriceBook, TickOutcome, TickRejected
+from realtime.feed.sources import PriceSource
+from realtime.metrics import Metrics
+from realtime.send.fanout import Fanout
 
-log = logging.getLogger("realtime.ingest")
+log = logging.getLogger(__name__)
 
-LOG_EVERY = 10.0
+DROPPED = {outcome: f"feed: dropped {outcome.value} tick: %s" for outcome in TickOutcome}
 
 
 class Ingest:
@@ -29,8 +30,6 @@ class Ingest:
         self.fanout = fanout
         self.metrics = metrics
         self.counts: Counter[TickOutcome] = Counter()
-        self._last_logged: dict[TickOutcome, float] = {}
-        self._suppressed: Counter[TickOutcome] = Counter()
 
     async def run(self) -> None:
         async for raw in self.source.messages():
@@ -50,13 +49,6 @@ class Ingest:
                 log.exception("fan-out of %s failed", update["asset"])
 
     def _drop(self, rejected: TickRejected) -> None:
-        outcome = rejected.outcome
-        self.counts[outcome] += 1
-        now = time.monotonic()
-        if now - self._last_logged.get(outcome, -LOG_EVERY) < LOG_EVERY:
-            self._suppressed[outcome] += 1
-            return
-        more = self._suppressed.pop(outcome, 0)
-        log.warning("feed: dropped %s tick: %s%s", outcome.value, rejected.reason,
-                    f" (and {more} more since the last report)" if more else "")
-        self._last_logged[outcome] = now
+        self.counts[rejected.outcome] += 1
+        # One message template per outcome, so each outcome has its own line in the repeat filter.
+        log.warning(DROPPED[rejected.outcome], rejected.reason)

@@ -26,14 +26,14 @@ from collections.abc import Callable, Mapping
 from typing import Protocol
 
 import orjson
-import redis.asyncio as aioredis
 from redis.typing import EncodableT, FieldT
 
-from .catalog import Catalog
-from .config import Settings
-from .protocol import DemandReport
+from realtime.cluster.redis import REDIS_ERRORS, client
+from realtime.config import Settings
+from realtime.feed.catalog import Catalog
+from realtime.protocol import DemandReport
 
-log = logging.getLogger("realtime.demand")
+log = logging.getLogger(__name__)
 
 # A pod's counts outlive it by this many intervals: one missed write is not death.
 EXPIRY_INTERVALS = 3
@@ -89,7 +89,7 @@ class RedisDemandStore:
     """Per-pod hashes with an expiry, an index of pods, and the published sum."""
 
     def __init__(self, url: str, prefix: str, ttl: float, timeout: float) -> None:
-        self.client = aioredis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        self.client = client(url, timeout)
         self.prefix = prefix
         self.index = f"{prefix}:pods"
         self.ttl = max(1, round(ttl))
@@ -108,7 +108,7 @@ class RedisDemandStore:
                 pipe.zadd(self.index, {instance: time.time()})
                 pipe.expire(self.index, self.ttl)
                 await pipe.execute()
-        except (aioredis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise DemandUnavailable(exc.__class__.__name__) from None
 
     async def remove(self, instance: str) -> None:
@@ -117,7 +117,7 @@ class RedisDemandStore:
                 pipe.delete(self._pod_key(instance))
                 pipe.zrem(self.index, instance)
                 await pipe.execute()
-        except (aioredis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise DemandUnavailable(exc.__class__.__name__) from None
 
     async def pods(self) -> dict[str, dict[str, int]]:
@@ -131,7 +131,7 @@ class RedisDemandStore:
                 for instance in instances:
                     pipe.hgetall(self._pod_key(instance))
                 hashes = await pipe.execute()
-        except (aioredis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise DemandUnavailable(exc.__class__.__name__) from None
         # A pod whose hash expired is dead even if the index still names it.
         return {instance: _counts(fields) for instance, fields in zip(instances, hashes, strict=True) if fields}
@@ -144,7 +144,7 @@ class RedisDemandStore:
                 if changed:
                     pipe.publish(self.prefix, message)
                 await pipe.execute()
-        except (aioredis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise DemandUnavailable(exc.__class__.__name__) from None
 
     async def aclose(self) -> None:

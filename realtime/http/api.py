@@ -20,26 +20,24 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-import socketio
 from aiohttp import web
 
-from .auth import ANONYMOUS, Principal, TokenVerifier
-from .catalog import Catalog
-from .config import Settings
-from .demand import Demand, DemandUnavailable
-from .manager import manager_ready
-from .metrics import Metrics
-from .prices import PriceBook
-from .protocol import (
+from realtime.cluster.demand import Demand, DemandUnavailable
+from realtime.config import Settings
+from realtime.engine.server import SocketServer
+from realtime.feed.catalog import Catalog
+from realtime.feed.prices import PriceBook
+from realtime.http.errors import error_response, http_exception_response, json_response
+from realtime.metrics import Metrics
+from realtime.protocol import (
     AssetInfo,
     ErrorCode,
     GatewayError,
-    HttpError,
     asset_room,
-    error_body,
     role_room,
     user_room,
 )
+from realtime.sessions.auth import ANONYMOUS, Principal, TokenVerifier
 
 PREFIX = "/api/v1"
 SERVICE_ROLE = "service"
@@ -51,42 +49,13 @@ RESERVED_PREFIXES = ("price:", "auth:", "session:")
 RESERVED_EVENTS = frozenset({"connect", "connect_error", "disconnect", "disconnecting",
                              "newListener", "removeListener"})
 
-STATUS = {
-    ErrorCode.BAD_REQUEST: 400,
-    ErrorCode.AUTH_REQUIRED: 401,
-    ErrorCode.AUTH_INVALID: 401,
-    ErrorCode.AUTH_EXPIRED: 401,
-    ErrorCode.FORBIDDEN: 403,
-    ErrorCode.UNKNOWN_ASSET: 404,
-    ErrorCode.PAYLOAD_TOO_LARGE: 413,
-    ErrorCode.RATE_LIMITED: 429,
-    ErrorCode.TOO_MANY_CONNECTIONS: 429,
-    ErrorCode.TOO_MANY_SUBSCRIPTIONS: 429,
-    ErrorCode.UNAVAILABLE: 503,
-    ErrorCode.INTERNAL: 500,
-}
-# aiohttp's own refusals (no such route, wrong method) in the same JSON shape.
-HTTP_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
-
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json", headers=headers)
-
-
-def error_response(error: GatewayError) -> web.Response:
-    """The one mapping of a `GatewayError` to HTTP."""
-    status = STATUS[error.code]
-    body: HttpError = {"error": error_body(error.code, error.message)}
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return _json(body, status, headers)
 
 
 class Api:
     """The `/api/v1/` sub-application."""
 
-    def __init__(self, sio: socketio.AsyncServer, settings: Settings, verifier: TokenVerifier, catalog: Catalog,
+    def __init__(self, sio: SocketServer, settings: Settings, verifier: TokenVerifier, catalog: Catalog,
                  book: PriceBook, demand: Demand, metrics: Metrics) -> None:
         self.sio = sio
         self.settings = settings
@@ -116,8 +85,7 @@ class Api:
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            code = HTTP_CODES.get(exc.status, "BAD_REQUEST")
-            response = _json({"error": {"code": code, "message": exc.reason}}, exc.status)
+            response = http_exception_response(exc)
         self.metrics.api_request(route, response.status)
         return response
 
@@ -146,16 +114,16 @@ class Api:
              "price": self.book.latest(asset.name) if principal.may_see(asset.name) else None}
             for asset in self.catalog
         ]
-        return _json({"assets": entries, "instance": self.settings.instance_id})
+        return json_response({"assets": entries, "instance": self.settings.instance_id})
 
     async def publish(self, request: web.Request) -> web.Response:
         self._service(request)
         body = await self._body(request)
         event, room, data = self._publication(body)
-        if not manager_ready(self.sio.manager):
+        if not self.sio.manager_ready:
             raise GatewayError(ErrorCode.UNAVAILABLE, "Redis is unavailable; the event was not published")
         await self.sio.emit(event, data, to=room)
-        return _json({"ok": True, "event": event, "room": room}, status=202)
+        return json_response({"ok": True, "event": event, "room": room}, status=202)
 
     async def demand_report(self, request: web.Request) -> web.Response:
         self._service(request)
@@ -163,7 +131,7 @@ class Api:
             report = await self.demand.report()
         except DemandUnavailable:
             raise GatewayError(ErrorCode.UNAVAILABLE, "the demand store (Redis) is unavailable") from None
-        return _json(report)
+        return json_response(report)
 
     # Validation of a publish request.
 

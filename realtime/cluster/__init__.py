@@ -1,0 +1,1 @@
+"""What pods share through Redis: connections, the per-user cap (presence), demand."""

@@ -1,0 +1,196 @@
+"""`SocketServer`: python-socketio's server, and the one door to its internals.
+
+The rest of the gateway never reads `eio.sockets`, `manager.rooms` or a
+socket's queue: it asks this class. When python-socketio or python-engineio
+change, this package (`realtime.engine`) is what breaks, and
+tests/test_upstream_hooks.py says where.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable
+from typing import Any
+
+import socketio
+from aiohttp import web
+
+from realtime.config import Settings
+from realtime.engine import driver, inbound
+from realtime.engine.manager import client_manager
+from realtime.engine.packets import EngineServer, packet_class
+from realtime.metrics import PlainCounter, RedisLink
+from realtime.send.writer import Writer, Writers
+
+NAMESPACE = "/"
+# Where python-socketio serves Engine.IO (its default `socketio_path`).
+ENGINEIO_PATH = "/socket.io/"
+ENGINEIO_CLOSE = "1"
+
+class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
+    """python-socketio's AsyncServer on our Engine.IO server, driver, writers and manager."""
+
+    def __init__(self, settings: Settings, writers: Writers) -> None:
+        super().__init__(
+            async_mode="aiohttp",
+            client_manager=client_manager(settings),
+            serializer=packet_class(settings.serializer),
+            cors_allowed_origins=_cors(settings.cors_origins),
+            ping_interval=settings.ping_interval,
+            ping_timeout=settings.ping_timeout,
+            max_http_buffer_size=settings.max_message_bytes,
+            logger=False,
+            engineio_logger=False,
+        )
+        driver.install(self.eio, compression=settings.websocket_compression,
+                       trusted_proxies=settings.trusted_proxies, writers=writers)
+
+    def _engineio_server_class(self) -> type[EngineServer]:
+        return EngineServer
+
+    def guard_inbound(self, on_abuse: inbound.AbuseHandler, *, max_attachments: int) -> None:
+        """Close python-socketio's inbound holes (see `realtime.engine.inbound`)."""
+        inbound.guard(self, on_abuse, max_attachments=max_attachments)
+
+    # The manager.
+
+    def start_manager(self) -> None:
+        """Start the manager now rather than at the first connection, so /ready reflects Redis at once."""
+        if not self.manager_initialized:  # type: ignore[has-type]
+            self.manager_initialized = True
+            self.manager.initialize()
+
+    async def stop_manager(self) -> None:
+        task = getattr(self.manager, "thread", None)
+        if isinstance(task, asyncio.Task):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    @property
+    def manager_ready(self) -> bool:
+        """Whether emits reach the other pods (always, in embedded mode)."""
+        return bool(self.manager.listening)
+
+    def manager_links(self) -> list[RedisLink]:
+        links: list[RedisLink] = self.manager.links()
+        return links
+
+    def manager_counters(self) -> list[PlainCounter]:
+        counters: list[PlainCounter] = self.manager.counters()
+        return counters
+
+    def manager_messages(self) -> tuple[int, int] | None:
+        """Manager messages (in, out) through Redis; None in embedded mode."""
+        messages: tuple[int, int] | None = self.manager.messages()
+        return messages
+
+    # Rooms and sockets, as the send path and the metrics need them.
+
+    def room_size(self, room: str) -> int:
+        return len(self.manager.rooms.get(NAMESPACE, {}).get(room, ()))
+
+    def room_sizes(self, rooms: Iterable[str]) -> dict[str, int]:
+        members = self.manager.rooms.get(NAMESPACE, {})
+        return {room: len(members.get(room, ())) for room in rooms}
+
+    def room_writers(self, room: str) -> list[Writer]:
+        """The outbound writer of every open connection in `room` on this pod."""
+        # python-socketio's rooms: rooms[namespace][room] maps sid -> engine.io sid.
+        members = self.manager.rooms.get(NAMESPACE, {}).get(room)
+        if not members:
+            return []
+        sockets = self.eio.sockets
+        return [socket.queue for eio_sid in members.values()
+                if (socket := sockets.get(eio_sid)) is not None and not socket.closed]
+
+    def encode_event(self, event: str, data: Any) -> list[str | bytes]:
+        """An EVENT packet as python-socketio would send it: one text part (JSON) or binary parts."""
+        encoded = self.packet_class(socketio.packet.EVENT, namespace=NAMESPACE, data=[event, data]).encode()
+        return encoded if isinstance(encoded, list) else [encoded]
+
+    async def emit_local(self, event: str, data: Any, room: str) -> None:
+        """python-socketio's own local room emit (one task per recipient), never through Redis."""
+        await socketio.AsyncManager.emit(self.manager, event, data, namespace=NAMESPACE, room=room)
+
+    def transports(self) -> list[str]:
+        """"websocket" or "polling" for each open Engine.IO connection."""
+        # Not eio.transport(sid): it raises for a closing session, and deletes it.
+        return ["websocket" if socket.upgraded else "polling"
+                for socket in list(self.eio.sockets.values()) if not socket.closed]
+
+    # Ending connections.
+
+    async def close_transport(self, sid: str, timeout: float) -> None:
+        """Close the Engine.IO connection under Socket.IO session `sid`, flushing what it was sent first."""
+        eio_sid = self.manager.eio_sid_from_sid(sid, NAMESPACE)
+        if eio_sid is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.eio.disconnect(eio_sid), timeout)
+
+    async def close_transports(self, grace: float) -> None:
+        """Close every client's Engine.IO transport so socket.io-client reconnects at once.
+
+        python-engineio's own `disconnect()` queues a CLOSE packet, which
+        socket.io-client ignores on a websocket: the client would hang until its
+        ping timeout (~45 s). A namespace disconnect would stop it from
+        reconnecting at all. So: queue CLOSE (ends a polling client's pending
+        long-poll at once), then wake the websocket writer with the end-of-queue
+        marker, which makes it close the websocket itself.
+        """
+        eio = self.eio
+
+        async def close(socket: Any) -> None:
+            # close() runs the disconnect handlers and queues CLOSE; None then ends the writer.
+            await socket.close(wait=False, abort=False, reason=eio.reason.SERVER_DISCONNECT)
+            socket.queue.put_nowait(None)
+
+        closing = []
+        for socket in list(eio.sockets.values()):
+            if socket.closed:
+                # A client that said goodbye over a POST may have left a long-poll
+                # pending, which python-engineio would hold for ping interval + timeout.
+                socket.queue.put_nowait(None)
+            elif not socket.closing:
+                closing.append(close(socket))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        if closing:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True), timeout=max(0.1, grace))
+        # Stay until every client has been told: a polling client between two
+        # requests learns of the close only from its next GET, which must find us.
+        # python-engineio forgets a session once its last request is answered,
+        # and has no event for it: poll.
+        while eio.sockets and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+    def answer_closed_session(self, request: web.Request) -> web.Response | None:
+        """While draining: the answer to an Engine.IO request of a session this pod has closed.
+
+        Returns None when the request belongs to no session here (the caller
+        turns it away) or to a session still open (it is served as usual).
+        A polling GET after its session was closed gets Engine.IO's CLOSE, so
+        the client sees a clean close and reconnects; a POST (a pong, an
+        event) is dropped, as the session is.
+        """
+        socket = self.eio.sockets.get(request.query.get("sid", ""))
+        if socket is None or not socket.closed or socket.upgraded:
+            return None
+        if request.method != "GET":
+            return web.Response(text="ok", content_type="text/plain")
+        self.eio.sockets.pop(socket.sid, None)
+        return web.Response(text=ENGINEIO_CLOSE, content_type="text/plain")
+
+    def holds_session(self, request: web.Request) -> bool:
+        """Whether `request` names an Engine.IO session of this pod."""
+        return request.query.get("sid", "") in self.eio.sockets
+
+
+def _cors(origins: list[str]) -> str | list[str] | None:
+    if not origins:
+        return None  # same origin only
+    if "*" in origins:
+        return "*"
+    return origins

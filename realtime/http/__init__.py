@@ -1,0 +1,1 @@
+"""HTTP around the socket: health, the API, the price board, middlewares, errors, client addresses."""

@@ -1,0 +1,60 @@
+"""aiohttp middlewares in front of Engine.IO: the per-address connection rate and the drain.
+
+Both act on a new Engine.IO session before python-engineio builds any state
+for it, and answer with the gateway's one HTTP error shape.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from realtime.engine.server import ENGINEIO_PATH, SocketServer
+from realtime.http.errors import error_response
+from realtime.protocol import ErrorCode, GatewayError
+from realtime.sessions.limits import AddressLimiter
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def handshake_limit(limiter: AddressLimiter, address_of: Callable[[web.Request], str]) -> Middleware:
+    """Refuse a new Engine.IO session (no `sid`) past the address's rate with 429.
+
+    Refusing at the handshake costs no session state, and socket.io-client
+    treats it as a transport error: it backs off and retries by itself.
+    """
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith(ENGINEIO_PATH) and "sid" not in request.query:
+            wait = limiter.allow(address_of(request))
+            if wait is not None:
+                error = GatewayError(ErrorCode.TOO_MANY_CONNECTIONS,
+                                     "too many new connections from your address; retry later")
+                return error_response(error, {"Retry-After": str(max(1, math.ceil(wait)))})
+        return await handler(request)
+
+    return middleware
+
+
+def turn_away_while_draining(sio: SocketServer, draining: Callable[[], bool]) -> Middleware:
+    """While draining, a request for a session this pod does not hold gets 503 before its body is read.
+
+    That is a new handshake, or a session nginx hashed here: nginx retries it
+    on the next pod.
+    """
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if draining() and request.path.startswith(ENGINEIO_PATH):
+            if not sio.holds_session(request):
+                return error_response(GatewayError(ErrorCode.UNAVAILABLE, "this instance is shutting down"))
+            answer = sio.answer_closed_session(request)
+            if answer is not None:
+                return answer
+        return await handler(request)
+
+    return middleware

@@ -1,0 +1,1 @@
+"""Client sessions: authentication, token deadlines, limits, and the Socket.IO event handlers."""
