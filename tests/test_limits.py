@@ -93,7 +93,7 @@ async def test_connection_rate_per_address_is_refused_at_the_handshake(start_gat
                 assert response.status == 429
                 assert int(response.headers["Retry-After"]) >= 1
                 body = await response.json()
-                assert body["code"] == "TOO_MANY_CONNECTIONS" and "retry later" in body["message"]
+                assert body["error"]["code"] == "TOO_MANY_CONNECTIONS" and "retry later" in body["error"]["message"]
             refused = socketio.AsyncClient(reconnection=False)
             try:
                 await refused.connect(gateway.url, auth={"token": token("alice")}, transports=["websocket"],

@@ -122,9 +122,15 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
 
     # Ending connections.
 
-    async def close_transport(self, sid: str, timeout: float) -> None:
-        """Close the Engine.IO connection under Socket.IO session `sid`, flushing what it was sent first."""
-        eio_sid = self.manager.eio_sid_from_sid(sid, NAMESPACE)
+    async def end_session(self, sid: str, timeout: float) -> None:
+        """Disconnect Socket.IO session `sid` here, then close its transport once what it was sent is flushed.
+
+        The namespace DISCONNECT tells socket.io-client not to reconnect by
+        itself; closing the transport after it stops a hostile client from
+        reusing the Engine.IO session.
+        """
+        eio_sid = self.manager.eio_sid_from_sid(sid, NAMESPACE)  # forgotten by the disconnect
+        await self.disconnect(sid, ignore_queue=True)
         if eio_sid is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.eio.disconnect(eio_sid), timeout)

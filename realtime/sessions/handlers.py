@@ -193,10 +193,7 @@ class Gateway:
     async def _end(self, sid: str, error: GatewayError) -> None:
         # Locally, never through the manager's queue: the reason must precede the disconnect.
         await self.sio.emit(SESSION_CLOSED, error_body(error.code, error.message), to=sid, ignore_queue=True)
-        # DISCONNECT tells socket.io-client not to reconnect by itself; closing the
-        # transport after it stops a hostile client from reusing the session.
-        await self.sio.disconnect(sid, ignore_queue=True)
-        await self.sio.close_transport(sid, END_FLUSH_TIMEOUT)
+        await self.sio.end_session(sid, END_FLUSH_TIMEOUT)
         with log_context(sid=sid):
             log.info("ended: %s", error.code.value)
 
