@@ -98,9 +98,17 @@ def _cpus(text: str) -> list[int]:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from realtime.bench import runner
-    from realtime.bench.scenarios import Options
-    from realtime.bench.targets import BenchError
+    from realtime.bench.options import REQUIRES, Options
+
+    try:
+        from realtime.bench import runner
+        from realtime.bench.targets import BenchError, default_node_dir
+    except ModuleNotFoundError as error:
+        if error.name not in REQUIRES:
+            raise
+        print(f"realtime bench: needs {error.name}, which the bench extra installs: "
+              "pip install 'realtime[bench]'", file=sys.stderr)
+        return 1
 
     settings = _settings(args) if args.url else None
     server_cpus, generator_cpus = runner.default_cpus()
@@ -117,7 +125,7 @@ def _bench(args: argparse.Namespace) -> int:
         assets=args.asset_count, workers=args.workers or max(1, len(args.generator_cpus or generator_cpus)),
         server_cpus=args.server_cpus if args.server_cpus is not None else server_cpus,
         generator_cpus=args.generator_cpus if args.generator_cpus is not None else generator_cpus,
-        json_path=args.json,
+        json_path=args.json, node_dir=args.node_dir or default_node_dir(),
     )
     try:
         return runner.main(plan)
@@ -169,8 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_bench(commands: Any) -> None:
-    from realtime.bench.scenarios import SCENARIOS, Options
-    from realtime.bench.targets import TARGETS
+    # Only the flags: the bench itself (and psutil, from the bench extra) is imported when it runs.
+    from realtime.bench.options import SCENARIOS, TARGETS, Options
 
     defaults = Options()
     bench = commands.add_parser(
@@ -181,7 +189,7 @@ def _add_bench(commands: Any) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     bench.add_argument("--target", type=_names(TARGETS), default=list(TARGETS),
                        help="servers to start and measure, comma-separated: gateway (REALTIME_FANOUT=direct), "
-                            "stock (REALTIME_FANOUT=stock), node (bench/node, socket.io 4.8 + redis adapter)")
+                            "stock (REALTIME_FANOUT=stock), node (socket.io 4.8 + redis adapter, see --node-dir)")
     bench.add_argument("--scenario", type=_names(SCENARIOS), default=list(SCENARIOS),
                        help="scenarios to run, comma-separated")
     bench.add_argument("--url", default=None,
@@ -215,6 +223,9 @@ def _add_bench(commands: Any) -> None:
     bench.add_argument("--generator-cpus", type=_cpus, default=None,
                        help="CPUs for the load generator, ticker and Redis (default: the others)")
     bench.add_argument("--json", type=Path, default=None, help="also write the full report to this file")
+    bench.add_argument("--node-dir", type=Path, default=None,
+                       help="where the node target's server and npm packages are installed, with `npm ci` on "
+                            "first use (default: $XDG_CACHE_HOME/realtime/bench-node, else ~/.cache/realtime/...)")
     _add_settings_flags(bench, ["redis_url", "price_channel", "jwt_secret", "assets"])
     bench.set_defaults(run=_bench)
 

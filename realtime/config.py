@@ -140,8 +140,8 @@ class Settings(BaseSettings):
 
     # The price board at GET /.
     client_bundle_dir: str | None = Field(
-        None, description="directory with socket.io-client's dist bundles for the price board "
-                          "(default: node_modules/socket.io-client/dist in the working directory or the checkout)",
+        None, description="directory with socket.io-client's dist bundles for the price board (default: the copy "
+                          "built into the package, else node_modules/socket.io-client/dist in the checkout)",
     )
 
     # Limits.

@@ -11,8 +11,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from realtime.bench.targets import NODE_DIR
-
 
 def _cpu_model() -> str:
     try:
@@ -31,18 +29,18 @@ def _node_version() -> str | None:
         return None
 
 
-def _npm_version(package: str) -> str | None:
+def _npm_version(node_dir: Path, package: str) -> str | None:
     try:
         import json
 
-        manifest = json.loads((NODE_DIR / "node_modules" / package / "package.json").read_text())
+        manifest = json.loads((node_dir / "node_modules" / package / "package.json").read_text())
         return str(manifest["version"])
     except (OSError, ValueError, KeyError):
         return None
 
 
-def machine() -> dict[str, Any]:
-    """Where and when the figures were measured, and how busy the machine was."""
+def machine(node_dir: Path) -> dict[str, Any]:
+    """Where and when the figures were measured, and how busy the machine was (`node_dir`: the node target)."""
     versions = {name: metadata.version(name) for name in ("python-socketio", "python-engineio", "aiohttp", "redis")}
     return {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -51,8 +49,8 @@ def machine() -> dict[str, Any]:
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(),
         "node": _node_version(),
-        "versions": {**versions, "socket.io": _npm_version("socket.io"),
-                     "@socket.io/redis-adapter": _npm_version("@socket.io/redis-adapter")},
+        "versions": {**versions, "socket.io": _npm_version(node_dir, "socket.io"),
+                     "@socket.io/redis-adapter": _npm_version(node_dir, "@socket.io/redis-adapter")},
     }
 
 

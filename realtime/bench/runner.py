@@ -15,20 +15,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from realtime.config import Settings
 from realtime.bench import report, scenarios
 from realtime.bench.fleet import Fleet
-from realtime.bench.scenarios import Options, Run
+from realtime.bench.options import Options
+from realtime.bench.scenarios import Run
 from realtime.bench.targets import (
     Endpoint,
     Process,
     bench_assets,
+    default_node_dir,
+    ensure_node_server,
     fanout_setting,
     start_redis,
     start_target,
     url_target,
     workdir,
 )
-from realtime.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,7 @@ class Plan:
     server_cpus: list[int] = field(default_factory=list)
     generator_cpus: list[int] = field(default_factory=list)
     json_path: Path | None = None
+    node_dir: Path = field(default_factory=default_node_dir)
 
 
 def default_cpus() -> tuple[list[int], list[int]]:
@@ -84,8 +88,11 @@ async def run_bench(plan: Plan) -> dict[str, Any]:
     if any(t in ("gateway", "stock") for t in plan.targets) and plan.url is None:
         notes.append("gateway targets run `realtime serve` with REALTIME_FANOUT=direct (gateway) or stock (stock)")
 
+    if "node" in plan.targets and plan.url is None:
+        # Before anything starts: a missing npm fails the run at once, and the report gets its versions.
+        await asyncio.to_thread(ensure_node_server, plan.node_dir)
     document: dict[str, Any] = {
-        "machine": report.machine(), "command": " ".join(["realtime", *sys.argv[1:]]),
+        "machine": report.machine(plan.node_dir), "command": " ".join(["realtime", *sys.argv[1:]]),
         "server_cpus": plan.server_cpus, "generator_cpus": plan.generator_cpus, "workers": plan.workers,
         "options": vars(plan.options), "results": {}, "notes": notes,
     }
@@ -106,7 +113,7 @@ async def run_bench(plan: Plan) -> dict[str, Any]:
                 else:
                     endpoint = await start_target(target, redis_url=redis_url, assets=bench_assets(plan.assets),
                                                   secret=secrets.token_urlsafe(32), cpus=plan.server_cpus,
-                                                  workdir=tmp)
+                                                  workdir=tmp, node_dir=plan.node_dir)
                 run = Run(endpoint, fleet, plan.options, redis.pid if redis else None)
                 try:
                     result = await SCENARIO_FUNCTIONS[scenario](run)

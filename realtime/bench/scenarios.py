@@ -11,41 +11,21 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
 
 from realtime.bench.fleet import Fleet
+from realtime.bench.options import Options
 from realtime.bench.sampling import CpuWindow
 from realtime.bench.targets import Endpoint
 from realtime.bench.ticker import Ticker
 
-SCENARIOS = ("capacity", "latency", "connections")
 # A step passes the capacity ladder when this much arrives within the drain, this fast.
 PASS_DELIVERED_PCT = 99.0
 PASS_P99_MS = 250.0
 # A generator process above this share of its core cannot be trusted to keep up.
 SATURATED_PCT = 90.0
-
-
-@dataclass
-class Options:
-    """Sizes, rates and durations, all from `realtime bench` flags."""
-
-    capacity_clients: int = 2000
-    capacity_rates: list[int] = field(default_factory=lambda: [
-        10_000, 20_000, 40_000, 60_000, 80_000, 100_000, 125_000, 150_000, 200_000, 250_000, 300_000,
-        400_000, 500_000, 640_000])
-    latency_clients: int = 1000
-    latency_per_client: int = 3
-    latency_tick_rates: list[float] = field(default_factory=lambda: [10.0, 5.0])
-    connections: list[int] = field(default_factory=lambda: [2000, 5000, 10_000])
-    step_seconds: float = 5.0
-    latency_seconds: float = 10.0
-    drain_seconds: float = 3.0
-    connect_concurrency: int = 200
-    generator_cpus: int = 1
 
 
 class Run:

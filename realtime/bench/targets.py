@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import shutil
 import socket
@@ -23,11 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from realtime.bench.fleet import pinned
 from realtime.config import Settings
+from realtime.bench.fleet import pinned
+from realtime.bench.options import TARGETS
 
-TARGETS = ("gateway", "stock", "node")
-NODE_DIR = Path(__file__).resolve().parent.parent.parent / "bench" / "node"
+# The Node server ships in the package; its npm packages are installed beside a copy of it (see ensure_node_server).
+NODE_SOURCE = Path(__file__).resolve().parent / "node"
+NODE_FILES = ("server.mjs", "package.json", "package-lock.json")
+# Written into node_modules once `npm ci` succeeded: the lock file it installed.
+NODE_STAMP = ".realtime-installed-lock"
 
 
 class BenchError(Exception):
@@ -136,20 +141,43 @@ def fanout_setting() -> bool:
     return "fanout" in Settings.model_fields
 
 
-def ensure_node_server() -> None:
-    """Install bench/node's npm packages on first use (from its lock file)."""
-    if (NODE_DIR / "node_modules" / "socket.io").is_dir():
-        return
-    if shutil.which("npm") is None:
-        raise BenchError("the node target needs node and npm (scripts/setup installs them)")
-    result = subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=NODE_DIR,
-                            capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise BenchError(f"npm ci in {NODE_DIR} failed: {result.stderr.strip()[-500:]}")
+def default_node_dir() -> Path:
+    """Where the node target is installed unless `--node-dir` says otherwise: the user's cache."""
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "realtime" / "bench-node"
+
+
+def ensure_node_server(node_dir: Path) -> Path:
+    """Copy the Node server into `node_dir` and `npm ci` its lock file there, once; return its server.mjs.
+
+    The package itself may be read-only (site-packages), and Node resolves
+    imports beside the script, so the script runs from `node_dir`. A lock
+    file that changed since the last install installs again; concurrent
+    benches wait for each other on a file lock.
+    """
+    node_dir.mkdir(parents=True, exist_ok=True)
+    with (node_dir / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for name in NODE_FILES:
+            source = (NODE_SOURCE / name).read_bytes()
+            target = node_dir / name
+            if not target.is_file() or target.read_bytes() != source:
+                target.write_bytes(source)
+        wanted = (NODE_SOURCE / "package-lock.json").read_bytes()
+        stamp = node_dir / "node_modules" / NODE_STAMP
+        if not stamp.is_file() or stamp.read_bytes() != wanted:
+            if shutil.which("npm") is None:
+                raise BenchError("the node target needs node and npm (scripts/setup installs them)")
+            result = subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=node_dir,
+                                    capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                raise BenchError(f"npm ci in {node_dir} failed: {result.stderr.strip()[-500:]}")
+            stamp.write_bytes(wanted)
+    return node_dir / "server.mjs"
 
 
 async def start_target(kind: str, *, redis_url: str, assets: list[str], secret: str, cpus: Sequence[int],
-                       workdir: Path) -> Endpoint:
+                       workdir: Path, node_dir: Path) -> Endpoint:
     """Start a fresh server of `kind` (gateway, stock or node) and wait until it is ready."""
     port = free_port()
     suffix = f"{kind}-{port}"
@@ -163,8 +191,7 @@ async def start_target(kind: str, *, redis_url: str, assets: list[str], secret: 
         "REALTIME_CONNECT_RATE": "0",
     })
     if kind == "node":
-        ensure_node_server()
-        command = ["node", str(NODE_DIR / "server.mjs")]
+        command = ["node", str(ensure_node_server(node_dir))]
     elif kind in ("gateway", "stock"):
         if fanout_setting():
             env["REALTIME_FANOUT"] = "direct" if kind == "gateway" else "stock"

@@ -1,11 +1,12 @@
 """The live price board at `GET /`, and what the page needs from the gateway.
 
 The page (realtime/http/static/) uses the real socket.io-client 4.x from npm. Its
-bundle is not part of this package: `scripts/setup` installs it under
-`node_modules/`, and the gateway serves it from `REALTIME_CLIENT_BUNDLE_DIR`
-or, by default, from `node_modules/socket.io-client/dist` in the working
-directory or beside the source checkout. Without it the page answers 503 with
-what to do, and everything else keeps serving.
+bundle is copied into the package when it is built (setup.py, from the
+version package-lock.json pins) under realtime/http/static/vendor/, and the
+gateway serves it from there; `REALTIME_CLIENT_BUNDLE_DIR` overrides it, and a
+source checkout that was never built falls back to its `node_modules/`.
+Without a bundle the page answers 503 with what to do, and everything else
+keeps serving.
 
 Routes: `/` (the page), `/board/board.js|board.css`, `/board/socket.io.js`
 (the msgpack build of the client when `REALTIME_SERIALIZER=msgpack`), and in
@@ -28,6 +29,7 @@ from realtime.sessions.auth import TokenVerifier
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+VENDOR_DIR = STATIC_DIR / "vendor"
 BUNDLE_SUBDIR = Path("node_modules", "socket.io-client", "dist")
 TOKEN_URL = "/board/token"
 # Dev tokens are short-lived: the page fetches a new one for each connection
@@ -61,8 +63,9 @@ def find_bundle(settings: Settings) -> Path | None:
             raise ConfigError("REALTIME_CLIENT_BUNDLE_DIR (--client-bundle-dir)",
                               f"{path} does not exist; point it at node_modules/socket.io-client/dist")
         return path
-    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
-        path = root / BUNDLE_SUBDIR / name
+    # The package's own copy; then, for a checkout run without a build (shared venvs, worktrees), its node_modules.
+    for folder in (VENDOR_DIR, STATIC_DIR.parents[2] / BUNDLE_SUBDIR):
+        path = folder / name
         if path.is_file():
             return path
     return None

@@ -1,0 +1,33 @@
+"""What a bench run can be asked for: its targets, scenarios and sizes.
+
+Only the standard library: `realtime --help` builds the bench's flags from
+these without importing the bench itself (psutil comes with `realtime[bench]`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+TARGETS = ("gateway", "stock", "node")
+SCENARIOS = ("capacity", "latency", "connections")
+# What only the bench needs; installed by the `bench` extra.
+REQUIRES = ("psutil",)
+
+
+@dataclass
+class Options:
+    """Sizes, rates and durations, all from `realtime bench` flags."""
+
+    capacity_clients: int = 2000
+    capacity_rates: list[int] = field(default_factory=lambda: [
+        10_000, 20_000, 40_000, 60_000, 80_000, 100_000, 125_000, 150_000, 200_000, 250_000, 300_000,
+        400_000, 500_000, 640_000])
+    latency_clients: int = 1000
+    latency_per_client: int = 3
+    latency_tick_rates: list[float] = field(default_factory=lambda: [10.0, 5.0])
+    connections: list[int] = field(default_factory=lambda: [2000, 5000, 10_000])
+    step_seconds: float = 5.0
+    latency_seconds: float = 10.0
+    drain_seconds: float = 3.0
+    connect_concurrency: int = 200
+    generator_cpus: int = 1
