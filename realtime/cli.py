@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from realtime import __version__, logs
-from realtime.config import ConfigError, Settings, flag_name, load_settings, variable_name
+from realtime.config import ConfigError, Settings, check_serving, flag_name, load_settings, variable_name
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    check_serving(settings)
     logs.configure(settings)
     from realtime.server import Server  # imported late: `realtime token` needs none of it
 

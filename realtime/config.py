@@ -18,6 +18,10 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "REALTIME_"
+# RFC 7518 §3.2: an HS256 key must be at least as long as the hash (256 bits).
+MIN_SECRET_BYTES = 32
+# Values never echoed in a configuration error.
+SECRET_FIELDS = frozenset({"jwt_secret"})
 DEFAULT_ASSETS = "BTC_USDC_PERP:4,ETH_USDC_PERP:4,SOL_USDC_PERP:4"
 
 
@@ -96,7 +100,7 @@ class Settings(BaseSettings):
     )
 
     # Authentication.
-    jwt_secret: str | None = Field(None, description="HS256 shared secret")
+    jwt_secret: str | None = Field(None, description=f"HS256 shared secret, at least {MIN_SECRET_BYTES} bytes")
     jwt_public_key_file: str | None = Field(None, description="PEM public key for RS256/ES256")
     jwt_algorithms: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -105,6 +109,10 @@ class Settings(BaseSettings):
     jwt_issuer: str | None = Field(None, description="required `iss` claim, when set")
     jwt_audience: str | None = Field(None, description="required `aud` claim, when set")
     jwt_leeway: float = Field(10.0, ge=0, le=300, description="clock skew allowed on exp/nbf/iat, seconds")
+    dev: bool = Field(
+        False, description="dev mode with Redis: no JWT key, tokens signed with a per-process secret and handed "
+                           "to anyone at /board/token (embedded mode without a key is always dev mode)",
+    )
     allow_anonymous: bool = Field(False, description="accept connections without a token (public prices only)")
     jwt_max_bytes: int = Field(4096, ge=256, le=65536, description="longest token accepted, bytes")
     auth_expiry_notice: float = Field(
@@ -210,6 +218,14 @@ class Settings(BaseSettings):
             raise ValueError("expected redis://, rediss://, unix:// or memory://")
         return value
 
+    @field_validator("jwt_secret")
+    @classmethod
+    def _long_secret(cls, value: str | None) -> str | None:
+        if value is not None and len(value.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(f"an HS secret must be at least {MIN_SECRET_BYTES} bytes, got {len(value.encode())}; "
+                             "generate one with `openssl rand -base64 48`")
+        return value
+
     @field_validator("jwt_algorithms")
     @classmethod
     def _known_algorithms(cls, value: list[str]) -> list[str]:
@@ -227,6 +243,9 @@ class Settings(BaseSettings):
             raise ValueError("REALTIME_JWT_ALGORITHMS: HS* cannot be used with a public key")
         if self.jwt_secret is not None and any(not a.startswith("HS") for a in self.jwt_algorithms):
             raise ValueError("REALTIME_JWT_ALGORITHMS: only HS* can be used with a shared secret")
+        if self.dev and self.has_key:
+            raise ValueError("REALTIME_DEV: dev mode signs its own tokens and hands them out; "
+                             "unset REALTIME_JWT_SECRET / REALTIME_JWT_PUBLIC_KEY_FILE, or REALTIME_DEV")
         if self.slow_consumer_max_bytes <= self.slow_consumer_bytes:
             raise ValueError("REALTIME_SLOW_CONSUMER_MAX_BYTES must be above REALTIME_SLOW_CONSUMER_BYTES")
         return self
@@ -243,9 +262,18 @@ class Settings(BaseSettings):
         return parse_assets(self.assets)
 
     @property
+    def has_key(self) -> bool:
+        """A JWT key is configured (a shared secret or a public key file)."""
+        return self.jwt_secret is not None or self.jwt_public_key_file is not None
+
+    @property
     def dev_mode(self) -> bool:
-        """No JWT key configured: tokens are signed with a per-process random secret."""
-        return self.jwt_secret is None and self.jwt_public_key_file is None
+        """No JWT key, and embedded or REALTIME_DEV: tokens are signed with a per-process random secret.
+
+        Only dev mode serves `/board/token`. Redis mode without a key is refused
+        by `check_serving`; were it let through, it would accept no token at all.
+        """
+        return not self.has_key and (self.embedded or self.dev)
 
 
 def variable_name(field: str) -> str:
@@ -270,9 +298,22 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
         if loc:
             field = loc[0]
             raw = first.get("input")
-            shown = f" (got {raw!r})" if isinstance(raw, (str, int, float)) and len(str(raw)) < 80 else ""
+            shown = (f" (got {raw!r})" if isinstance(raw, (str, int, float)) and len(str(raw)) < 80
+                     and field not in SECRET_FIELDS else "")
             raise ConfigError(f"{variable_name(field)} ({flag_name(field)})", message + shown) from None
         raise ConfigError("configuration", message) from None
+
+
+def check_serving(settings: Settings) -> None:
+    """What `realtime serve` needs beyond valid values: a JWT key in Redis mode, unless REALTIME_DEV.
+
+    `feed` and `bench` share the settings but verify no tokens, so this is not
+    part of the model. Raises `ConfigError` naming the variables.
+    """
+    if not settings.embedded and not settings.has_key and not settings.dev:
+        raise ConfigError("REALTIME_JWT_SECRET or REALTIME_JWT_PUBLIC_KEY_FILE",
+                          "Redis mode needs a JWT key to verify tokens: set one "
+                          "(or REALTIME_DEV=true for a development gateway that hands out its own tokens)")
 
 
 def dev_secret() -> str:

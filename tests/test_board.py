@@ -60,11 +60,12 @@ def check_rows(line: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("serializer", ["json", "msgpack"])
 async def test_board_in_chromium(start_gateway: GatewayFactory, redis_server: RedisServer, serializer: str) -> None:
-    # Dev mode (no JWT key): the page gets its tokens from the dev token route,
+    # Dev mode (no JWT key, asked for with Redis): the page gets its tokens from the dev token route,
     # and a restarted gateway has a new secret, so reconnecting needs a fresh one.
     suffix = str(free_port())
     gateway = start_gateway(redis_url=redis_server.url, price_channel=f"prices-{suffix}",
-                            manager_channel=f"socketio-{suffix}", jwt_secret=None, serializer=serializer)
+                            manager_channel=f"socketio-{suffix}", jwt_secret=None, dev=True,
+                            serializer=serializer)
     ARTIFACTS.mkdir(exist_ok=True)
     plan = {"url": gateway.url + "/", "screenshot": str(ARTIFACTS / f"board-{serializer}.png"),
             "restart": True, "toggle": serializer == "json"}
@@ -114,7 +115,7 @@ async def test_readme_javascript_example(start_gateway: GatewayFactory, redis_se
 
     suffix = str(free_port())
     gateway = start_gateway(redis_url=redis_server.url, price_channel=f"prices-{suffix}",
-                            manager_channel=f"socketio-{suffix}", jwt_secret=None)
+                            manager_channel=f"socketio-{suffix}", jwt_secret=None, dev=True)
     async with ticking(gateway, every_asset, 0.15), node_session("example.mjs", {"url": gateway.url}) as client:
         seen = [(await client.until("render"))["update"] for _ in range(6)]
         # A restarted gateway in dev mode signs with a new secret: only a fresh token gets back in.

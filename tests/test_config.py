@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -60,3 +61,45 @@ def test_serve_stops_with_one_line(env: dict[str, str | None], flags: list[str],
     assert process.returncode == 2
     lines = process.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"realtime: configuration error: {variable}"), process.stderr
+
+
+def serve(env: dict[str, str | None], *command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "realtime", *(command or ("serve",))], cwd=ROOT, capture_output=True,
+                          text=True, env=gateway_env(free_port(), **env), timeout=60, check=False)
+
+
+@pytest.mark.parametrize("command", [("serve",), ("token", "--sub", "alice")])
+def test_a_short_hs_secret_stops_start_up_with_one_line(command: tuple[str, ...]) -> None:
+    # 31 bytes: one short of HS256's 256-bit key. Anything guessable is shorter still.
+    short = "é" * 15 + "x"
+    process = serve({"jwt_secret": short}, *command)
+    assert process.returncode == 2 and process.stdout == ""
+    lines = process.stderr.strip().splitlines()
+    assert len(lines) == 1, process.stderr
+    assert lines[0].startswith("realtime: configuration error: REALTIME_JWT_SECRET (--jwt-secret): "
+                               "an HS secret must be at least 32 bytes, got 31")
+    assert short not in process.stderr  # a secret is never echoed
+
+
+def test_a_32_byte_secret_is_enough() -> None:
+    assert load_settings({"jwt_secret": "k" * 32}).jwt_secret == "k" * 32
+
+
+def test_redis_mode_without_a_jwt_key_refuses_to_start() -> None:
+    process = serve({"redis_url": "redis://127.0.0.1:1/0", "jwt_secret": None})
+    assert process.returncode == 2
+    assert process.stderr.strip().splitlines() == [
+        "realtime: configuration error: REALTIME_JWT_SECRET or REALTIME_JWT_PUBLIC_KEY_FILE: Redis mode needs a JWT "
+        "key to verify tokens: set one (or REALTIME_DEV=true for a development gateway that hands out its own tokens)"]
+
+
+def test_dev_mode_only_embedded_or_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [n for n in os.environ if n.startswith("REALTIME_")]:
+        monkeypatch.delenv(name)
+    assert load_settings().dev_mode  # embedded, no key
+    assert not load_settings({"redis_url": "redis://redis:6379/0"}).dev_mode
+    assert load_settings({"redis_url": "redis://redis:6379/0", "dev": "true"}).dev_mode
+    assert not load_settings({"jwt_secret": "k" * 32}).dev_mode
+    with pytest.raises(ConfigError) as error:  # dev mode would hand out tokens signed with the real key
+        load_settings({"jwt_secret": "k" * 32, "dev": "true"})
+    assert "REALTIME_DEV" in str(error.value)

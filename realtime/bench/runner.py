@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from realtime.config import Settings
 from realtime.bench import report, scenarios
 from realtime.bench.fleet import Fleet
 from realtime.bench.options import Options
@@ -32,6 +31,7 @@ from realtime.bench.targets import (
     url_target,
     workdir,
 )
+from realtime.config import Settings
 
 log = logging.getLogger(__name__)
 

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from realtime.config import Settings
 from realtime.bench.fleet import pinned
 from realtime.bench.options import TARGETS
+from realtime.config import Settings
 
 # The Node server ships in the package; its npm packages are installed beside a copy of it (see ensure_node_server).
 NODE_SOURCE = Path(__file__).resolve().parent / "node"

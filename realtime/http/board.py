@@ -10,7 +10,7 @@ keeps serving.
 
 Routes: `/` (the page), `/board/board.js|board.css`, `/board/socket.io.js`
 (the msgpack build of the client when `REALTIME_SERIALIZER=msgpack`), and in
-dev mode only (no JWT key configured) `/board/token`, which mints a
+dev mode only (no JWT key; embedded or REALTIME_DEV) `/board/token`, which mints a
 short-lived token signed with the per-process secret.
 """
 
