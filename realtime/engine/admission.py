@@ -50,7 +50,7 @@ class EngineSession:
     scoped: Any = None  # the state shared by every namespace connection of this session
 
 
-async def close_transport(eio: Any, socket: AsyncSocket) -> None:
+async def close_transport(eio: Any, socket: AsyncSocket) -> bool:
     """Close one Engine.IO session's transport now; socket.io-client sees a transport close.
 
     `close()` runs the disconnect handlers and queues CLOSE (which ends a
@@ -59,9 +59,10 @@ async def close_transport(eio: Any, socket: AsyncSocket) -> None:
     otherwise not notice before its ping timeout.
     """
     if socket.closed or socket.closing:
-        return
+        return False
     await socket.close(wait=False, abort=False, reason=eio.reason.SERVER_DISCONNECT)
     socket.queue.put_nowait(None)
+    return True
 
 
 class Admission:
@@ -109,10 +110,7 @@ class Admission:
         if session is None:
             return True  # not tracked (opened before admission existed): nothing to bound
         session.attempts += 1
-        if session.attempts <= self.connect_attempts:
-            return True
-        self.flooded += 1
-        return False
+        return session.attempts <= self.connect_attempts
 
     async def settle(self, eio_sid: str, namespace: str) -> None:
         """After a CONNECT was handled: stop the clock if it succeeded; carry out an eviction that came meanwhile."""
@@ -151,11 +149,10 @@ class Admission:
         value: T = session.scoped
         return value
 
-    async def close(self, eio_sid: str) -> None:
-        """Close a session's transport at once."""
+    async def close(self, eio_sid: str) -> bool:
+        """Close a session's transport at once; False if it was closed or closing already."""
         socket = self.sio.eio.sockets.get(eio_sid)
-        if socket is not None:
-            await close_transport(self.sio.eio, socket)
+        return socket is not None and await close_transport(self.sio.eio, socket)
 
     # The one timer for every session's CONNECT deadline.
 
@@ -173,9 +170,8 @@ class Admission:
                 await asyncio.sleep(delay)
                 continue
             del self.pending[eio_sid]
-            self.timed_out += 1
             try:
-                await self.close(eio_sid)
+                self.timed_out += await self.close(eio_sid)
             except Exception:
                 log.exception("closing a session past its connect timeout failed")
 

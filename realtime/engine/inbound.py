@@ -95,14 +95,13 @@ def guard(sio: socketio.AsyncServer, admission: Admission) -> None:
 
     async def handle_eio_message(eio_sid: str, data: Any) -> None:
         if binary(data):
-            admission.binary += 1
-            await admission.close(eio_sid)
+            admission.binary += await admission.close(eio_sid)
             return
         await dispatch_message(eio_sid, data)
 
     async def handle_connect(eio_sid: str, namespace: str | None, data: Any) -> None:
         if not admission.attempt(eio_sid):
-            await admission.close(eio_sid)
+            admission.flooded += await admission.close(eio_sid)
             return
         await dispatch_connect(eio_sid, namespace, data)
         await admission.settle(eio_sid, namespace or "/")
