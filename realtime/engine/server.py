@@ -66,7 +66,8 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
 
     def session_count(self) -> int:
         """Engine.IO sessions open on this pod, with or without a Socket.IO connection."""
-        return len(self.eio.sockets)
+        # Not eio.sockets: it keeps a closed polling session until its next request or python-engineio's sweep.
+        return len(self.admission.sessions)
 
     def engine_scoped(self, sid: str, make: Callable[[], T]) -> T:
         """The object kept for the Engine.IO session under `sid`, made by `make` on first use.
