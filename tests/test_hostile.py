@@ -80,6 +80,12 @@ async def test_any_event_gets_a_coded_ack(hostile: Gateway, calls: list[tuple[st
     async with connected(hostile.url, auth={"token": token("mallory", assets=[BTC, ETH])}) as client:
         for event, args in calls:
             data = args[0] if len(args) == 1 else tuple(args)
+            if any(isinstance(arg, bytes) for arg in args):
+                # A binary packet: no ack, the transport is closed at once (tests/test_admission.py).
+                await client.client.emit(event, data)
+                await client.wait_for("disconnect", timeout=10)
+                await still_serving(hostile)
+                return
             ack = await (client.client.call(event, data, timeout=10) if args else client.client.call(event, timeout=10))
             check_ack(ack)
         # The same connection still works and kept its identity.
