@@ -154,7 +154,9 @@ class Settings(BaseSettings):
 
     # Limits.
     max_subscriptions: int = Field(100, ge=1, le=100_000, description="assets one connection may subscribe to")
-    max_connections: int = Field(50_000, ge=1, description="connections one pod accepts")
+    max_connections: int = Field(
+        50_000, ge=1, description="Engine.IO sessions one pod holds, authenticated or not (503 past it)"
+    )
     max_connections_per_user: int = Field(
         0, ge=0, le=10_000,
         description="connections one user may hold across all pods; past it the oldest is closed (0 = no cap)",
