@@ -8,8 +8,8 @@
 - A session without a successful CONNECT within `REALTIME_CONNECT_TIMEOUT` is
   closed (its request environ goes with it); so is one whose namespace
   connection ended (DISCONNECT, an eviction) and that does not CONNECT again
-  within the timeout. One sweep task serves every
-  session: deadlines are in open order, so it sleeps until the oldest.
+  within the timeout. One sweep task serves every session: deadlines are in
+  open order, so it sleeps until the oldest.
 - CONNECT packets per session are bounded (`REALTIME_CONNECT_ATTEMPTS`); past
   the bound the session is closed, so one websocket cannot make the pod verify
   signatures without end.
@@ -171,7 +171,8 @@ class Admission:
                 continue
             del self.pending[eio_sid]
             try:
-                self.timed_out += await self.close(eio_sid)
+                if await self.close(eio_sid):
+                    self.timed_out += 1
             except Exception:
                 log.exception("closing a session past its connect timeout failed")
 

@@ -95,13 +95,15 @@ def guard(sio: socketio.AsyncServer, admission: Admission) -> None:
 
     async def handle_eio_message(eio_sid: str, data: Any) -> None:
         if binary(data):
-            admission.binary += await admission.close(eio_sid)
+            if await admission.close(eio_sid):
+                admission.binary += 1  # once per session: frames already in flight land here too
             return
         await dispatch_message(eio_sid, data)
 
     async def handle_connect(eio_sid: str, namespace: str | None, data: Any) -> None:
         if not admission.attempt(eio_sid):
-            admission.flooded += await admission.close(eio_sid)
+            if await admission.close(eio_sid):
+                admission.flooded += 1
             return
         await dispatch_connect(eio_sid, namespace, data)
         await admission.settle(eio_sid, namespace or "/")
