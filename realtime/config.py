@@ -154,7 +154,9 @@ class Settings(BaseSettings):
 
     # Limits.
     max_subscriptions: int = Field(100, ge=1, le=100_000, description="assets one connection may subscribe to")
-    max_connections: int = Field(50_000, ge=1, description="connections one pod accepts")
+    max_connections: int = Field(
+        50_000, ge=1, description="Engine.IO sessions one pod holds, authenticated or not (503 past it)"
+    )
     max_connections_per_user: int = Field(
         0, ge=0, le=10_000,
         description="connections one user may hold across all pods; past it the oldest is closed (0 = no cap)",
@@ -167,6 +169,10 @@ class Settings(BaseSettings):
         100, ge=0, le=1_000_000,
         description="refused events a connection may pile up beyond its rate before it is cut (0 = never cut)",
     )
+    event_abuse_window: float = Field(
+        10.0, ge=0, le=3600,
+        description="seconds a connection must keep sending past its abuse limit before it is cut (a burst is not)",
+    )
     connect_rate: float = Field(
         10.0, ge=0, le=100_000, description="new connections per second per client address, sustained (0 = unlimited)"
     )
@@ -175,8 +181,12 @@ class Settings(BaseSettings):
         100_000, ge=100, le=10_000_000,
         description="client addresses the connection rate remembers; past it idle ones, then the oldest, are forgotten",
     )
-    max_attachments: int = Field(
-        8, ge=0, le=1000, description="binary attachments one inbound packet may announce; past it the client is cut"
+    connect_timeout: float = Field(
+        10.0, gt=0, le=600,
+        description="seconds an Engine.IO session may stay without a successful Socket.IO CONNECT before it is closed",
+    )
+    connect_attempts: int = Field(
+        3, ge=1, le=100, description="CONNECT packets one Engine.IO session may send; past it the session is closed"
     )
     trusted_proxies: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["127.0.0.1", "::1"],

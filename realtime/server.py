@@ -74,11 +74,13 @@ class Server:
             connections=lambda: len(self.gateway.connections),
         )
 
-        # HTTP: Engine.IO behind the drain and the per-address rate, then the routes.
+        # HTTP: Engine.IO behind the drain, new sessions through the per-address rate and the pod's cap.
         self.app = web.Application(middlewares=[
             turn_away_while_draining(self.sio, lambda: self.health.draining),
-            handshake_limit(self.connect_limiter, address_of(settings.trusted_proxies)),
         ])
+        self.sio.gate_sessions(handshake_limit(self.connect_limiter, address_of(settings.trusted_proxies),
+                                               sessions=self.sio.session_count,
+                                               max_sessions=settings.max_connections))
         self.sio.attach(self.app)
         self.app.add_routes(health.routes(self.health))
         self.app.add_routes(self.metrics.routes())
@@ -131,6 +133,7 @@ class Server:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.sio.stop_manager()
+        await self.sio.stop_admission()
         # Let the closing transports finish (aiohttp waits for their handlers, up
         # to the grace, then cancels them), then release the port.
         if self._runner is not None:
@@ -161,6 +164,7 @@ class Server:
                 ("realtime_connect_rate_limited", "new sessions refused with 429 by the per-address connection rate",
                  lambda: self.connect_limiter.refused),
                 *self.sio.manager_counters(),
+                *self.sio.admission_counters(),
             ),
         )
 

@@ -39,7 +39,9 @@ def test_bad_catalogs_are_refused(catalog: str) -> None:
     ({"serializer": "xml"}, "REALTIME_SERIALIZER"),
     ({"redis_url": "http://localhost"}, "REALTIME_REDIS_URL"),
     ({"jwt_algorithms": "none"}, "REALTIME_JWT_ALGORITHMS"),
-    ({"max_attachments": "-1"}, "REALTIME_MAX_ATTACHMENTS"),
+    ({"connect_timeout": "0"}, "REALTIME_CONNECT_TIMEOUT"),
+    ({"connect_attempts": "0"}, "REALTIME_CONNECT_ATTEMPTS"),
+    ({"event_abuse_window": "-1"}, "REALTIME_EVENT_ABUSE_WINDOW"),
 ])
 def test_load_settings_names_the_variable(overrides: dict[str, str], variable: str) -> None:
     with pytest.raises(ConfigError) as error:

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import socketio
 
 from tests.conftest import GatewayFactory
 from tests.harness import (
@@ -22,6 +23,7 @@ from tests.harness import (
     http_json,
     publish,
     run_node,
+    scrape,
     ticking,
     token,
 )
@@ -53,7 +55,7 @@ async def test_token_in_auth_query_or_header(gateway: Gateway, transport: str) -
 
 
 async def test_refusal_codes(start_gateway: GatewayFactory) -> None:
-    gateway = start_gateway(max_connections=1)
+    gateway = start_gateway()
     assert (await connect_error(gateway.url))["code"] == "AUTH_REQUIRED"
     for bad in ["garbage", token("alice", secret="another-secret-of-sufficient-length!"), "a.b.c"]:
         assert (await connect_error(gateway.url, auth={"token": bad}))["code"] == "AUTH_INVALID"
@@ -61,13 +63,32 @@ async def test_refusal_codes(start_gateway: GatewayFactory) -> None:
     refused = await connect_error(gateway.url, auth={"token": expired})
     assert refused == {"code": "AUTH_EXPIRED", "message": "token has expired"}
     assert (await connect_error(gateway.url, auth={"token": 42}))["code"] == "AUTH_INVALID"
+    # The refused sids left nothing behind.
+    await eventually(lambda: _connections(gateway, 0))
+
+
+async def test_a_full_pod_refuses_at_the_handshake_and_the_client_may_retry(start_gateway: GatewayFactory) -> None:
+    # REALTIME_MAX_CONNECTIONS counts Engine.IO sessions (issue 12): past it the handshake gets 503,
+    # a transport error socket.io-client retries (nginx passes it to the next pod), never a final connect_error.
+    gateway = start_gateway(max_connections=1)
     async with connected(gateway.url, auth={"token": token("alice")}):
-        refused = await connect_error(gateway.url, auth={"token": token("bob")})
-        assert refused["code"] == "TOO_MANY_CONNECTIONS"
-    # The refused sids left nothing behind: the slot is free again.
+        status, body = await http_json(gateway.url + "/socket.io/?EIO=4&transport=polling")
+        assert status == 503 and body["error"]["code"] == "UNAVAILABLE"
+        refused = socketio.AsyncClient(reconnection=False)
+        errors: list[Any] = []
+        refused.on("connect_error", errors.append)
+        try:
+            with pytest.raises(socketio.exceptions.ConnectionError):
+                await refused.connect(gateway.url, auth={"token": token("bob")}, transports=["websocket"],
+                                      wait_timeout=10)
+        finally:
+            await refused.disconnect()
+        # A transport error, never a server's coded refusal.
+        assert errors == ["Connection error"]
+    # The slot is free again once the Engine.IO session is gone.
+    await eventually(lambda: _sessions(gateway, 0))
     async with connected(gateway.url, auth={"token": token("bob")}) as client:
         assert client.client.connected
-    await eventually(lambda: _connections(gateway, 0))
 
 
 async def test_anonymous_only_when_allowed(start_gateway: GatewayFactory) -> None:
@@ -287,6 +308,11 @@ async def test_health_and_ready(gateway: Gateway) -> None:
         await eventually(lambda: _connections(gateway, 1))
     status, body = await http_json(gateway.url + "/ready")
     assert status == 200 and body["ready"] is True
+
+
+async def _sessions(gateway: Gateway, expected: int) -> bool:
+    samples = await scrape(gateway.url)
+    return sum(value for (name, _), value in samples.items() if name == "realtime_connections") == expected
 
 
 async def _connections(gateway: Gateway, expected: int) -> bool:

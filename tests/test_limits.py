@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import aiohttp
@@ -23,6 +24,18 @@ def test_token_bucket_spends_its_burst_then_refills_at_its_rate() -> None:
     assert bucket.take(100.5) and not bucket.take(100.5)
     assert not bucket.full(101.9) and bucket.full(102.0)
     assert [bucket.take(1000.0) for _ in range(4)] == [True, True, True, False]  # never above the burst
+
+
+def test_event_limiter_cuts_only_sustained_abuse() -> None:
+    limiter = EventLimiter(rate=1, burst=3, abuse_limit=2, abuse_window=10)
+    t = time.monotonic()  # the buckets start full now
+    # A burst of any size at once is refused, never cut.
+    assert [limiter.check(t) for _ in range(1000)] == [Verdict.ALLOW] * 3 + [Verdict.REFUSE] * 997
+    # Forgiven once quiet long enough: the next run of refusals starts its own window.
+    assert [limiter.check(t + 100) for _ in range(500)] == [Verdict.ALLOW] * 3 + [Verdict.REFUSE] * 497
+    # Still sending past the rate and the abuse limit a window after the run began: cut.
+    assert Verdict.CUT not in [limiter.check(t + 100 + i / 4) for i in range(1, 40)]
+    assert Verdict.CUT in [limiter.check(t + 110) for _ in range(3)]
 
 
 def test_event_limiter_refuses_then_cuts() -> None:
@@ -57,17 +70,22 @@ def test_address_table_stays_bounded_under_a_flood_of_addresses() -> None:
 # On a live gateway.
 
 async def test_event_flood_is_refused_then_cut_and_others_keep_being_served(start_gateway: GatewayFactory) -> None:
-    gateway = start_gateway(event_rate=0.1, event_burst=5, event_abuse_limit=10)
+    gateway = start_gateway(event_rate=0.1, event_burst=5, event_abuse_limit=10, event_abuse_window=1)
     async with connected(gateway.url, auth={"token": token("bob")}) as bystander, \
             connected(gateway.url, auth={"token": token("mallory")}) as flooder:
         acks = [await flooder.call("price:subscribe", [BTC]) for _ in range(6)]
         assert [a["ok"] for a in acks] == [True] * 5 + [False]
         assert acks[-1]["error"] == {"code": "RATE_LIMITED", "message": "too many events; slow down"}
-        # Keep flooding without waiting for acks: past the abuse limit the connection ends.
+        # Keep flooding without waiting for acks: past the abuse limit, for longer than the abuse
+        # window, the connection ends.
         answers: list[Any] = []
-        for _ in range(30):
-            await flooder.client.emit("price:subscribe", [BTC], callback=lambda *a: answers.append(a[0]))
-        await flooder.wait_for("disconnect", timeout=15)
+
+        async def flooded() -> bool:
+            if flooder.client.connected:
+                await flooder.client.emit("price:subscribe", [BTC], callback=lambda *a: answers.append(a[0]))
+            return "disconnect" in flooder.names()
+
+        await eventually(flooded, timeout=15, interval=0.05)
         assert flooder.received("session:closed") == [
             {"code": "RATE_LIMITED", "message": "too many events for too long; connection closed"}]
         assert flooder.names()[-2:] == ["session:closed", "disconnect"]

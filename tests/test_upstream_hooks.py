@@ -31,22 +31,24 @@ from realtime.send.writer import Writer, Writers, websocket_frame
 ROOT = Path(__file__).resolve().parent.parent
 # Private names of python-socketio / python-engineio: only realtime/engine/ may use them.
 PRIVATE = re.compile(r"\b_async\b|_send_packet|eio\.sockets|manager\.rooms|\b_redis_|\b_ok\b|\.queue\b|_binary_packet"
-                     r"|_handle_eio|_handle_event|_engineio_server_class|manager_initialized|_websocket_handler")
+                     r"|_handle_eio|_handle_event|_handle_connect|_handle_disconnect|_engineio_server_class"
+                     r"|manager_initialized|_websocket_handler|is_pre_connected|eio_sid_from_sid")
 
 # Every private attribute the adapter reads, overrides or calls, by owner.
 HOOKS: dict[Any, tuple[str, ...]] = {
-    socketio.AsyncServer: ("_handle_event", "_handle_eio_message", "_engineio_server_class", "attach", "emit",
+    socketio.AsyncServer: ("_handle_event", "_handle_eio_message", "_handle_eio_connect", "_handle_eio_disconnect",
+                           "_handle_connect", "_handle_disconnect", "_engineio_server_class", "attach", "emit",
                            "disconnect", "enter_room", "leave_room"),
-    engineio.AsyncServer: ("_ok", "create_queue", "disconnect", "handle_request"),
+    engineio.AsyncServer: ("_ok", "_handle_connect", "create_queue", "disconnect", "handle_request"),
     async_socket.AsyncSocket: ("receive", "poll", "close", "_websocket_handler", "_upgrade_websocket"),
-    socketio.AsyncManager: ("emit", "eio_sid_from_sid", "sid_from_eio_sid", "is_connected", "initialize",
-                            "set_server", "connect"),
+    socketio.AsyncManager: ("emit", "eio_sid_from_sid", "sid_from_eio_sid", "is_connected", "is_pre_connected",
+                            "initialize", "set_server", "connect", "can_disconnect"),
     socketio.AsyncRedisManager: ("_redis_connect", "_redis_listen_with_retries", "_publish", "_listen", "_thread"),
     MsgPackPacket: ("encode", "decode", "configure"),
 }
 # Instance attributes the adapter reads or replaces.
 INSTANCE_HOOKS = {
-    "socketio.AsyncServer": ("eio", "manager", "manager_initialized", "packet_class", "_binary_packet"),
+    "socketio.AsyncServer": ("eio", "manager", "manager_initialized", "packet_class"),
     "engineio.AsyncServer": ("_async", "sockets", "reason", "handlers", "max_http_buffer_size"),
     "engineio.AsyncSocket": ("queue", "upgraded", "upgrading", "closing", "closed", "sid", "connected"),
     "socketio.AsyncManager": ("rooms",),
@@ -88,6 +90,20 @@ def test_the_overrides_keep_upstream_signatures() -> None:
     assert list(inspect.signature(socketio.AsyncServer._handle_event).parameters) == [
         "self", "eio_sid", "namespace", "id", "data"]
     assert list(inspect.signature(socketio.AsyncServer._handle_eio_message).parameters) == ["self", "eio_sid", "data"]
+    # engine/admission.py and engine/inbound.py: the handshake gate and the CONNECT/DISCONNECT wrappers.
+    assert list(inspect.signature(engineio.AsyncServer._handle_connect).parameters) == [
+        "self", "environ", "transport", "jsonp_index"]
+    assert list(inspect.signature(socketio.AsyncServer._handle_connect).parameters) == [
+        "self", "eio_sid", "namespace", "data"]
+    assert list(inspect.signature(socketio.AsyncServer._handle_disconnect).parameters) == [
+        "self", "eio_sid", "namespace", "reason"]
+    assert list(inspect.signature(socketio.AsyncServer.disconnect).parameters) == [
+        "self", "sid", "namespace", "ignore_queue"]
+    # Every CONNECT and DISCONNECT packet goes through the attributes inbound.py replaces; python-engineio
+    # opens every session in `_handle_connect`, which the gate wraps, and that is all it calls for one.
+    dispatch = inspect.getsource(socketio.AsyncServer._handle_eio_message)
+    assert "self._handle_connect(" in dispatch and "self._handle_disconnect(" in dispatch
+    assert "self._handle_connect(environ" in inspect.getsource(engineio.AsyncServer.handle_request)
     # The stock listener reads messages from `_redis_listen_with_retries`, which RedisManager replaces,
     # and publishes through `self.redis`, which our `_redis_connect` makes.
     assert "self._redis_listen_with_retries()" in inspect.getsource(socketio.AsyncRedisManager._listen)
@@ -231,3 +247,18 @@ async def test_direct_frames_and_aiohttp_frames_share_one_ordered_stream() -> No
             assert received == ["one", "two", b"three", "four"]
     finally:
         await runner.cleanup()
+
+
+# socket.io: a disconnect asked for a sid still in its connect handler is ignored
+# (realtime/engine/server.py: SocketServer.disconnect remembers it, engine/admission.py carries it out).
+
+async def test_python_socketio_ignores_a_disconnect_during_connect() -> None:
+    sio = _server()
+    sio.manager.set_server(sio)
+    sio.manager.initialize()
+    sid = await sio.manager.pre_connect("eio-sid-1", "/")
+    assert sio.manager.is_pre_connected(sid, "/") and not sio.manager.is_connected(sid, "/")
+    assert await sio.manager.can_disconnect(sid, "/") is False
+    assert sio.manager.eio_sid_from_sid(sid, "/") == "eio-sid-1"
+    await sio.manager.connect(sid, "/")
+    assert sio.manager.is_connected(sid, "/")

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import socketio
 from aiohttp import web
 
 from realtime.config import Settings
 from realtime.engine import driver, inbound
+from realtime.engine.admission import Admission, Gate, GatedEngineServer, close_transport
 from realtime.engine.manager import client_manager
-from realtime.engine.packets import EngineServer, packet_class
+from realtime.engine.packets import packet_class
 from realtime.metrics import PlainCounter, RedisLink
 from realtime.send.writer import Writer, Writers
 
@@ -27,6 +28,7 @@ NAMESPACE = "/"
 # Where python-socketio serves Engine.IO (its default `socketio_path`).
 ENGINEIO_PATH = "/socket.io/"
 ENGINEIO_CLOSE = "1"
+T = TypeVar("T")
 
 class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
     """python-socketio's AsyncServer on our Engine.IO server, driver, writers and manager."""
@@ -45,13 +47,65 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
         )
         driver.install(self.eio, compression=settings.websocket_compression,
                        trusted_proxies=settings.trusted_proxies, writers=writers)
+        self.admission = Admission(self, connect_timeout=settings.connect_timeout,
+                                   connect_attempts=settings.connect_attempts)
+        self.eio.admission = self.admission
 
-    def _engineio_server_class(self) -> type[EngineServer]:
-        return EngineServer
+    def _engineio_server_class(self) -> type[GatedEngineServer]:
+        return GatedEngineServer
 
-    def guard_inbound(self, on_abuse: inbound.AbuseHandler, *, max_attachments: int) -> None:
+    def guard_inbound(self) -> None:
         """Close python-socketio's inbound holes (see `realtime.engine.inbound`)."""
-        inbound.guard(self, on_abuse, max_attachments=max_attachments)
+        inbound.guard(self, self.admission)
+
+    # Engine.IO sessions (see `realtime.engine.admission`).
+
+    def gate_sessions(self, gate: Gate) -> None:
+        """Pass every new Engine.IO session's handshake through `gate` first."""
+        self.admission.gate = gate
+
+    def session_count(self) -> int:
+        """Engine.IO sessions open on this pod, with or without a Socket.IO connection."""
+        # Not eio.sockets: it keeps a closed polling session until its next request or python-engineio's sweep.
+        return len(self.admission.sessions)
+
+    def engine_scoped(self, sid: str, make: Callable[[], T]) -> T:
+        """The object kept for the Engine.IO session under `sid`, made by `make` on first use.
+
+        Every namespace connection of that session (after a DISCONNECT and a
+        new CONNECT too) gets the same one.
+        """
+        return self.admission.scoped(self.manager.eio_sid_from_sid(sid, NAMESPACE), make)
+
+    async def close_transport(self, sid: str) -> None:
+        """Close the Engine.IO transport under Socket.IO session `sid`: socket.io-client reconnects by itself."""
+        eio_sid = self.manager.eio_sid_from_sid(sid, NAMESPACE)
+        if eio_sid is not None:
+            await self.admission.close(eio_sid)
+
+    async def disconnect(self, sid: str, namespace: str | None = None, ignore_queue: bool = False) -> None:
+        """python-socketio's disconnect, which also reaches a sid still inside its connect handler."""
+        namespace = namespace or NAMESPACE
+        eio_sid = self.manager.eio_sid_from_sid(sid, namespace)
+        if self.manager.is_pre_connected(sid, namespace):
+            # python-socketio would ignore it: carry it out once the connect completes.
+            self.admission.doom(eio_sid)
+        await super().disconnect(sid, namespace, ignore_queue)
+        self.admission.rearm(eio_sid)
+
+    def admission_counters(self) -> list[PlainCounter]:
+        admission = self.admission
+        return [
+            ("realtime_connect_timeouts", "Engine.IO sessions closed for want of a successful CONNECT in time",
+             lambda: admission.timed_out),
+            ("realtime_connect_floods", "Engine.IO sessions closed for sending too many CONNECT packets",
+             lambda: admission.flooded),
+            ("realtime_binary_packets", "Engine.IO sessions closed for sending a binary packet",
+             lambda: admission.binary),
+        ]
+
+    async def stop_admission(self) -> None:
+        await self.admission.stop()
 
     # The manager.
 
@@ -146,12 +200,6 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
         marker, which makes it close the websocket itself.
         """
         eio = self.eio
-
-        async def close(socket: Any) -> None:
-            # close() runs the disconnect handlers and queues CLOSE; None then ends the writer.
-            await socket.close(wait=False, abort=False, reason=eio.reason.SERVER_DISCONNECT)
-            socket.queue.put_nowait(None)
-
         closing = []
         for socket in list(eio.sockets.values()):
             if socket.closed:
@@ -159,7 +207,7 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
                 # pending, which python-engineio would hold for ping interval + timeout.
                 socket.queue.put_nowait(None)
             elif not socket.closing:
-                closing.append(close(socket))
+                closing.append(close_transport(eio, socket))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         if closing:

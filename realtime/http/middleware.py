@@ -1,4 +1,4 @@
-"""aiohttp middlewares in front of Engine.IO: the per-address connection rate and the drain.
+"""In front of Engine.IO: the handshake gate (per-address rate, pod session cap) and the drain middleware.
 
 Both act on a new Engine.IO session before python-engineio builds any state
 for it, and answer with the gateway's one HTTP error shape.
@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from realtime.engine.admission import Gate
 from realtime.engine.server import ENGINEIO_PATH, SocketServer
 from realtime.http.errors import error_response
 from realtime.protocol import ErrorCode, GatewayError
@@ -20,24 +21,29 @@ from realtime.sessions.limits import AddressLimiter
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def handshake_limit(limiter: AddressLimiter, address_of: Callable[[web.Request], str]) -> Middleware:
-    """Refuse a new Engine.IO session (no `sid`) past the address's rate with 429.
+def handshake_limit(limiter: AddressLimiter, address_of: Callable[[web.Request], str], *,
+                    sessions: Callable[[], int], max_sessions: int) -> Gate:
+    """The gate of every new Engine.IO session: 429 past the address's rate, 503 when the pod is full.
 
+    python-engineio calls it where it opens a session (`SocketServer.gate_sessions`),
+    so whatever the query string says, every new session is counted.
     Refusing at the handshake costs no session state, and socket.io-client
-    treats it as a transport error: it backs off and retries by itself.
+    treats either answer as a transport error: it backs off and retries by
+    itself (nginx passes a 503 on to the next pod).
     """
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path.startswith(ENGINEIO_PATH) and "sid" not in request.query:
-            wait = limiter.allow(address_of(request))
-            if wait is not None:
-                error = GatewayError(ErrorCode.TOO_MANY_CONNECTIONS,
-                                     "too many new connections from your address; retry later")
-                return error_response(error, {"Retry-After": str(max(1, math.ceil(wait)))})
-        return await handler(request)
+    def gate(request: web.Request) -> web.StreamResponse | None:
+        wait = limiter.allow(address_of(request))
+        if wait is not None:
+            error = GatewayError(ErrorCode.TOO_MANY_CONNECTIONS,
+                                 "too many new connections from your address; retry later")
+            return error_response(error, {"Retry-After": str(max(1, math.ceil(wait)))})
+        if sessions() >= max_sessions:
+            return error_response(GatewayError(ErrorCode.UNAVAILABLE, "this instance is full; retry later"),
+                                  {"Retry-After": "1"})
+        return None
 
-    return middleware
+    return gate
 
 
 def turn_away_while_draining(sio: SocketServer, draining: Callable[[], bool]) -> Middleware:

@@ -111,7 +111,7 @@ class Gateway:
         sio.on(inbound.INVALID_EVENT, self._acked(inbound.INVALID_EVENT, self.invalid_event))
         self._answer_unknown = self._acked("*", self.unknown_event)
         sio.on("*", self.on_unknown_event)
-        sio.guard_inbound(self._abuse, max_attachments=settings.max_attachments)
+        sio.guard_inbound()
 
     def close(self) -> None:
         """Cancel every token timer and every ending still flushing (server shutdown)."""
@@ -125,11 +125,16 @@ class Gateway:
         try:
             principal = self._authenticate(environ, auth)
             if not self.accepting:
-                raise GatewayError(ErrorCode.TOO_MANY_CONNECTIONS, "this instance is shutting down")
+                # Close the transport rather than refuse: socket.io-client retries a transport
+                # close (and lands on another pod), but takes any connect_error as final.
+                await self.sio.close_transport(sid)
+                raise GatewayError(ErrorCode.UNAVAILABLE, "this instance is shutting down")
             if len(self.connections) >= self.settings.max_connections:
                 raise GatewayError(ErrorCode.TOO_MANY_CONNECTIONS, "this instance is full")
-            limiter = EventLimiter(self.settings.event_rate, self.settings.event_burst,
-                                   self.settings.event_abuse_limit)
+            # The Engine.IO session's: a namespace DISCONNECT + CONNECT does not refill it.
+            limiter = self.sio.engine_scoped(sid, lambda: EventLimiter(
+                self.settings.event_rate, self.settings.event_burst, self.settings.event_abuse_limit,
+                self.settings.event_abuse_window))
             self.connections[sid] = Connection(sid, principal, limiter)
             if principal.exp is not None:
                 self.deadlines.set(sid, principal.exp)
@@ -196,11 +201,6 @@ class Gateway:
         await self.sio.end_session(sid, END_FLUSH_TIMEOUT)
         with log_context(sid=sid):
             log.info("ended: %s", error.code.value)
-
-    def _abuse(self, sid: str, error: GatewayError) -> None:
-        conn = self.connections.get(sid)
-        if conn is not None:
-            self.end(conn, error)
 
     async def _warn_expiring(self, sid: str, exp: int) -> None:
         if sid in self.connections:

@@ -50,24 +50,34 @@ class Verdict(Enum):
 class EventLimiter:
     """Per-connection event rate: a bucket for events and a second one for refusals.
 
-    Refused events are forgiven at the same rate, up to `abuse_limit`: a client
-    that keeps sending at more than twice its rate overflows the second bucket
-    and is cut. `rate == 0` disables the limit; `abuse_limit == 0` never cuts.
+    Past the first bucket events are refused (RATE_LIMITED); refusals are
+    forgiven at the same rate, up to `abuse_limit`. A connection is cut only
+    when it keeps overrunning that too for `abuse_window` seconds, counted from
+    the first refusal after it had been forgiven everything: a one-off burst,
+    however large, is refused and forgotten; a client that keeps sending at
+    more than twice its rate is cut. `rate == 0` disables the limit;
+    `abuse_limit == 0` never cuts.
     """
 
-    __slots__ = ("events", "refusals")
+    __slots__ = ("abuse_window", "events", "overrun_since", "refusals")
 
-    def __init__(self, rate: float, burst: int, abuse_limit: int) -> None:
+    def __init__(self, rate: float, burst: int, abuse_limit: int, abuse_window: float = 0.0) -> None:
         self.events = TokenBucket(rate, burst) if rate > 0 else None
         self.refusals = TokenBucket(rate, abuse_limit) if rate > 0 and abuse_limit > 0 else None
+        self.abuse_window = abuse_window
+        self.overrun_since = 0.0
 
-    def check(self) -> Verdict:
+    def check(self, now: float | None = None) -> Verdict:
         if self.events is None:
             return Verdict.ALLOW
-        now = time.monotonic()
+        now = time.monotonic() if now is None else now
         if self.events.take(now):
             return Verdict.ALLOW
-        if self.refusals is None or self.refusals.take(now):
+        if self.refusals is None:
+            return Verdict.REFUSE
+        if self.refusals.full(now):
+            self.overrun_since = now  # a new run of refusals begins
+        if self.refusals.take(now) or now - self.overrun_since < self.abuse_window:
             return Verdict.REFUSE
         return Verdict.CUT
 
