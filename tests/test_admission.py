@@ -208,7 +208,11 @@ async def test_bursts_are_not_abuse(start_gateway: GatewayFactory) -> None:
     rows = [BTC, "ETH_USDC_PERP", "SOL_USDC_PERP"] * 66 + [BTC, BTC]
     lines = await run_node("burst.mjs", json.dumps({"url": gateway.url, "token": token("trader"), "rows": rows}))
     burst = next(line for line in lines if line["type"] == "burst")
-    assert burst["codes"] == {"ok": 50, "RATE_LIMITED": 150}, burst
+    # The burst of 50 passes; the bucket refills at 10/s while the 200 are handled (a busy machine
+    # takes longer), so a few more may pass; everything else is refused, and nothing else happens.
+    codes = burst["codes"]
+    assert set(codes) == {"ok", "RATE_LIMITED"} and codes["ok"] + codes["RATE_LIMITED"] == 200, burst
+    assert 50 <= codes["ok"] <= 70, burst
     after = next(line for line in lines if line["type"] == "after")
     assert after["ack"]["ok"] is True and after["ack"]["subscribed"] == [BTC, "ETH_USDC_PERP", "SOL_USDC_PERP"]
     assert after["connected"] is True and after["disconnects"] == []
