@@ -21,8 +21,17 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from realtime.config import ConfigError, Settings
 from realtime.protocol import GatewayError
 from realtime.sessions.auth import TokenVerifier
-from tests.conftest import GatewayFactory
-from tests.harness import ROOT, Gateway, connect_error, connected, eventually, http_json, run_node, token
+from tests.support import (
+    ROOT,
+    Gateway,
+    GatewayFactory,
+    connect_error,
+    connected,
+    eventually,
+    http_json,
+    run_node,
+    token,
+)
 
 BTC = "BTC_USDC_PERP"
 

@@ -3,32 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator
 from typing import Any
 
 import redis.asyncio as aioredis
 
-from tests.conftest import Cluster, ClusterFactory
-from tests.harness import NodeClients, backend_emit, connected, eventually, publish, token
-
-BTC = "BTC_USDC_PERP"
-
-
-@contextlib.asynccontextmanager
-async def node_clients(url: str, clients: list[dict[str, Any]], subscribe: list[str]) -> AsyncIterator[NodeClients]:
-    node = NodeClients("cluster_clients.mjs", json.dumps({"url": url, "clients": clients, "subscribe": subscribe}))
-    await node.start()
-    try:
-        yield node
-    finally:
-        await node.stop()
-
-
-def of(lines: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [line for line in lines if line["type"] == kind]
+from tests.support import (
+    BTC,
+    Cluster,
+    ClusterFactory,
+    backend_emit,
+    connected,
+    eventually,
+    node_clients,
+    of,
+    publish,
+    token,
+)
 
 
 async def test_clients_spread_and_receive_everything_exactly_once(start_cluster: ClusterFactory) -> None:

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import GatewayFactory
-from tests.harness import (
+from tests.support import (
     Gateway,
+    GatewayFactory,
     RedisServer,
     connect_error,
     connected,

@@ -14,9 +14,10 @@ from redis.exceptions import RedisError
 
 from realtime.config import Settings
 from realtime.engine.manager import RedisManager
-from tests.conftest import GatewayFactory
-from tests.harness import (
+from tests.support import (
+    BTC,
     Gateway,
+    GatewayFactory,
     RedisServer,
     backend_emit,
     connected,
@@ -26,7 +27,6 @@ from tests.harness import (
     publish,
     token,
 )
-from tests.test_cluster import BTC
 
 
 async def test_pods_ride_out_a_redis_outage(start_gateway: GatewayFactory, own_redis: RedisServer) -> None:

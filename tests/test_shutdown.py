@@ -8,9 +8,7 @@ import re
 import signal
 from collections import Counter
 
-from tests.conftest import ClusterFactory
-from tests.harness import Gateway, eventually, http_json, publish, token
-from tests.test_cluster import BTC, node_clients, of
+from tests.support import BTC, ClusterFactory, Gateway, eventually, http_json, node_clients, of, publish, token
 
 
 async def test_sigterm_moves_clients_to_other_pods_with_subscriptions(start_cluster: ClusterFactory) -> None:
