@@ -45,13 +45,13 @@ async def test_order_against_acks_pings_and_private_events(start_gateway: Gatewa
         async with backend(gateway) as manager:
             for n in range(1, orders + 1):
                 await manager.emit("order:update", {"n": n}, room="user:alice", namespace="/")
-                await asyncio.sleep(0.02)
+                await asyncio.sleep(0.02)  # pacing, so that they interleave with ticks; not a wait
 
     async def acks() -> None:
         # A subscribe that changes nothing: its ack carries the latest seq the handler saw.
         while True:
             client.emit("price:subscribe", [BTC])
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # pacing, so that they interleave with ticks; not a wait
 
     async def read() -> None:
         while not (("tick", ticks) in seen and ("order", orders) in seen):
@@ -175,7 +175,8 @@ async def test_ticks_during_an_upgrade_arrive_once_and_in_order(start_gateway: G
                 async with session.get(polling) as response:
                     done = take(await response.text())
             before_pause = len(received)
-            await asyncio.sleep(0.3)  # mid-upgrade: ticks are held in the queue
+            # Staying mid-upgrade while ticks flow (they are held in the queue): the scenario, not a wait.
+            await asyncio.sleep(0.3)
             await ws.send_str("5")
             while not received or received[-1] < 300:
                 message = await ws.receive(timeout=10)
