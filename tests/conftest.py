@@ -1,15 +1,27 @@
+"""Fixtures: real redis-server, `realtime serve` and nginx processes, stopped when the test ends.
+
+The types they give (GatewayFactory, Cluster, ClusterFactory) live in tests.support.
+"""
+
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.harness import Gateway, Nginx, RedisServer, free_port, launch
-
-GatewayFactory = Callable[..., Gateway]
+from tests.support import (
+    Cluster,
+    ClusterFactory,
+    Gateway,
+    GatewayFactory,
+    Nginx,
+    RedisServer,
+    free_port,
+    launch,
+    redis_gateway,
+)
 
 
 @pytest.fixture(scope="session")
@@ -48,32 +60,7 @@ def start_gateway(tmp_path: Path) -> Iterator[GatewayFactory]:
 @pytest.fixture
 def gateway(start_gateway: GatewayFactory, redis_server: RedisServer) -> Gateway:
     """A gateway on the session's Redis, with its own channels so tests never hear each other."""
-    suffix = str(free_port())
-    return start_gateway(redis_url=redis_server.url, price_channel=f"prices-{suffix}",
-                         manager_channel=f"socketio-{suffix}")
-
-
-@dataclass
-class Cluster:
-    """Gateway pods sharing one Redis (and its channels), behind nginx."""
-
-    pods: list[Gateway]
-    nginx: Nginx
-    redis: RedisServer
-
-    @property
-    def url(self) -> str:
-        return self.nginx.url
-
-    @property
-    def env(self) -> dict[str, str]:
-        return self.pods[0].env
-
-    def pod(self, instance: str) -> Gateway:
-        return next(p for p in self.pods if p.env["REALTIME_INSTANCE_ID"] == instance)
-
-
-ClusterFactory = Callable[..., Cluster]
+    return redis_gateway(start_gateway, redis_server)
 
 
 @pytest.fixture

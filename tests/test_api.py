@@ -11,9 +11,9 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from tests.conftest import GatewayFactory
-from tests.harness import (
+from tests.support import (
     Gateway,
+    GatewayFactory,
     RedisServer,
     connected,
     eventually,

@@ -21,8 +21,17 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from realtime.config import ConfigError, Settings
 from realtime.protocol import GatewayError
 from realtime.sessions.auth import TokenVerifier
-from tests.conftest import GatewayFactory
-from tests.harness import ROOT, Gateway, connect_error, connected, eventually, http_json, run_node, token
+from tests.support import (
+    ROOT,
+    Gateway,
+    GatewayFactory,
+    connect_error,
+    connected,
+    eventually,
+    http_json,
+    run_node,
+    token,
+)
 
 BTC = "BTC_USDC_PERP"
 
@@ -223,6 +232,7 @@ async def test_refresh_moves_the_deadline_both_ways(start_gateway: GatewayFactor
         await client.wait_for("auth:expiring", timeout=10)
         ack = await client.call("auth:refresh", {"token": token("alice", ttl=3600)})
         assert ack["ok"] is True
+        # Hold the connection past the old token's deadline: the scenario, not a wait for something.
         await asyncio.sleep(max(0.0, old_exp + 1.5 - time.time()))
         assert client.client.connected and client.received("session:closed") == []
         assert (await client.call("price:subscribe", [BTC]))["ok"] is True

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.harness import ROOT
+from tests.support import ROOT
 
 
 async def bench(*args: str, timeout: float = 100) -> tuple[int, str, str]:

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import GatewayFactory
-from tests.harness import (
+from tests.support import (
     ROOT,
     Gateway,
+    GatewayFactory,
     RedisServer,
     eventually,
     free_port,
@@ -25,7 +25,7 @@ from tests.harness import (
 )
 
 ARTIFACTS = ROOT / "test-artifacts"
-# The test catalog (harness.ASSETS): name -> decimals, and a price level for each.
+# The test catalog (tests.support.ASSETS): name -> decimals, and a price level for each.
 DECIMALS = {"BTC_USDC_PERP": 4, "ETH_USDC_PERP": 4, "SOL_USDC_PERP": 2}
 LEVEL = {"BTC_USDC_PERP": 958_500_000, "ETH_USDC_PERP": 36_091_469, "SOL_USDC_PERP": 23_980}
 SPREAD = {"BTC_USDC_PERP": 96_310, "ETH_USDC_PERP": 3_610, "SOL_USDC_PERP": 3}

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from realtime.config import ConfigError, Settings, load_settings, parse_assets
-from tests.harness import ROOT, free_port, gateway_env
+from tests.support import ROOT, free_port, gateway_env
 
 
 def test_every_setting_is_in_the_readme_table() -> None:

@@ -21,8 +21,17 @@ import yaml
 from aiohttp import web
 
 from realtime.config import Settings
-from tests.conftest import GatewayFactory
-from tests.harness import ROOT, Gateway, RedisServer, connected, free_port, gateway_env, rss_bytes, token
+from tests.support import (
+    ROOT,
+    Gateway,
+    GatewayFactory,
+    RedisServer,
+    connected,
+    free_port,
+    gateway_env,
+    rss_bytes,
+    token,
+)
 
 DOCKER = ROOT / "docker"
 BIN = Path(sys.executable).parent

@@ -8,56 +8,26 @@ socket.io-client ones.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
-import redis.asyncio as aioredis
 
-from tests.conftest import GatewayFactory
-from tests.harness import Gateway, RawClient, RedisServer, connected, emitter, free_port, run_node, token
-
-BTC, ETH = "BTC_USDC_PERP", "ETH_USDC_PERP"
-
-
-def redis_gateway(start_gateway: GatewayFactory, redis_server: RedisServer, **settings: Any) -> Gateway:
-    suffix = str(free_port())
-    return start_gateway(redis_url=redis_server.url, price_channel=f"prices-{suffix}",
-                         manager_channel=f"socketio-{suffix}", **settings)
-
-
-async def publish_ticks(gateway: Gateway, assets: list[str], count: int, *, every: float = 0.0,
-                        burst: int = 1) -> None:
-    """Publish `count` ticks per asset with seq 1..count, `burst` at a time."""
-    client = aioredis.Redis.from_url(gateway.env["REALTIME_REDIS_URL"])
-    channel = gateway.env["REALTIME_PRICE_CHANNEL"]
-    try:
-        for start in range(1, count + 1, burst):
-            async with client.pipeline(transaction=False) as pipe:
-                for seq in range(start, min(start + burst, count + 1)):
-                    for asset in assets:
-                        pipe.publish(channel, f'{{"asset":"{asset}","bid":{seq},"ask":{seq + 1},"seq":{seq}}}')
-                await pipe.execute()
-            await asyncio.sleep(every)
-    finally:
-        await client.aclose()
-
-
-@contextlib.asynccontextmanager
-async def backend(gateway: Gateway) -> AsyncIterator[Any]:
-    manager = await emitter(gateway.env["REALTIME_REDIS_URL"], gateway.env["REALTIME_MANAGER_CHANNEL"])
-    try:
-        yield manager
-    finally:
-        if getattr(manager, "redis", None) is not None:
-            await manager.redis.aclose()
-
-
-def seqs(updates: list[Any], asset: str = BTC) -> list[int]:
-    return [update["seq"] for update in updates if update["asset"] == asset]
+from tests.support import (
+    BTC,
+    ETH,
+    GatewayFactory,
+    RawClient,
+    RedisServer,
+    backend,
+    connected,
+    publish_ticks,
+    redis_gateway,
+    run_node,
+    seqs,
+    token,
+)
 
 
 async def test_order_against_acks_pings_and_private_events(start_gateway: GatewayFactory,
@@ -75,13 +45,13 @@ async def test_order_against_acks_pings_and_private_events(start_gateway: Gatewa
         async with backend(gateway) as manager:
             for n in range(1, orders + 1):
                 await manager.emit("order:update", {"n": n}, room="user:alice", namespace="/")
-                await asyncio.sleep(0.02)
+                await asyncio.sleep(0.02)  # pacing, so that they interleave with ticks; not a wait
 
     async def acks() -> None:
         # A subscribe that changes nothing: its ack carries the latest seq the handler saw.
         while True:
             client.emit("price:subscribe", [BTC])
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # pacing, so that they interleave with ticks; not a wait
 
     async def read() -> None:
         while not (("tick", ticks) in seen and ("order", orders) in seen):
@@ -205,7 +175,8 @@ async def test_ticks_during_an_upgrade_arrive_once_and_in_order(start_gateway: G
                 async with session.get(polling) as response:
                     done = take(await response.text())
             before_pause = len(received)
-            await asyncio.sleep(0.3)  # mid-upgrade: ticks are held in the queue
+            # Staying mid-upgrade while ticks flow (they are held in the queue): the scenario, not a wait.
+            await asyncio.sleep(0.3)
             await ws.send_str("5")
             while not received or received[-1] < 300:
                 message = await ws.receive(timeout=10)

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import socketio
 
-from tests.conftest import GatewayFactory
-from tests.harness import (
+from tests.support import (
     Gateway,
+    GatewayFactory,
     RedisServer,
     connect_error,
     connected,
@@ -112,7 +112,7 @@ async def test_js_client_connect_error_shape(gateway: Gateway) -> None:
 
 async def test_subscribe_ack_shape_and_snapshot(gateway: Gateway) -> None:
     await feed(gateway, tick(BTC, 958500000, 967500000, seq=7, ts=1763700000123))
-    await asyncio.sleep(0.3)
+    await eventually(lambda: _has_price(gateway, BTC))
     async with connected(gateway.url, auth={"token": token("alice")}) as client:
         ack = await client.call("price:subscribe", ["btc_usdc_perp", ETH, "DOGE", BTC])
     assert ack["ok"] is True
@@ -142,7 +142,7 @@ async def test_unsubscribe_stops_updates(gateway: Gateway) -> None:
         assert ack == {"ok": True, "unsubscribed": [BTC]}
         await feed(gateway, tick(BTC, seq=1), tick(ETH, seq=1))
         updates = await client.wait_for("price:update")
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2)  # a quiet window: nothing more may arrive, which no condition can signal
         assert [u["asset"] for u in client.received("price:update")] == [ETH]
         assert updates[0]["asset"] == ETH
 
@@ -184,7 +184,7 @@ async def test_bad_feed_messages_are_dropped_then_good_one_flows(gateway: Gatewa
             tick(BTC, bid=200, ask=201, seq=11, ts=5),
         )
         updates = await client.wait_for("price:update", 2)
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2)  # a quiet window: nothing more may arrive, which no condition can signal
         assert [(u["seq"], u["bid"]) for u in client.received("price:update")] == [(10, 100), (11, 200)]
         assert updates[1] == {"asset": BTC, "bid": 200, "ask": 201, "decimals": 4, "seq": 11, "ts": 5}
     assert "dropped malformed tick" in gateway.logs()
@@ -211,7 +211,7 @@ async def test_assets_are_isolated(gateway: Gateway) -> None:
         await feed(gateway, tick(BTC, seq=1), tick(ETH, seq=1), tick(SOL, seq=1), tick(BTC, seq=2))
         await a.wait_for("price:update", 2)
         await b.wait_for("price:update", 1)
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # a quiet window: nothing more may arrive, which no condition can signal
         assert {u["asset"] for u in a.received("price:update")} == {BTC}
         assert [u["asset"] for u in b.received("price:update")] == [ETH]
 
@@ -262,7 +262,7 @@ async def test_write_only_emit_reaches_exactly_the_users_connections(gateway: Ga
         await emit_from_backend(gateway, "role:risk")
         await bob2.wait_for("order:update", 2)
         await alice.wait_for("order:update", 1)
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # a quiet window: nothing more may arrive, which no condition can signal
         assert bob1.received("order:update") == [{"id": 7, "status": "filled"}]
         assert len(bob2.received("order:update")) == 2
         assert len(alice.received("order:update")) == 1
@@ -275,7 +275,7 @@ async def test_rooms_are_not_accepted_from_clients(gateway: Gateway) -> None:
         assert {r["code"] for r in ack["rejected"]} == {"UNKNOWN_ASSET"}
         await emit_from_backend(gateway, "user:bob")
         await bob.wait_for("order:update")
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # a quiet window: nothing more may arrive, which no condition can signal
         assert mallory.received("order:update") == []
 
 
@@ -318,3 +318,9 @@ async def _sessions(gateway: Gateway, expected: int) -> bool:
 async def _connections(gateway: Gateway, expected: int) -> bool:
     _, body = await http_json(gateway.url + "/health")
     return bool(body["connections"] == expected)
+
+
+async def _has_price(gateway: Gateway, asset: str) -> bool:
+    """The gateway has taken in a tick of `asset` (its REST view shows a latest price)."""
+    _, body = await http_json(gateway.url + "/api/v1/assets", headers={"Authorization": f"Bearer {token('alice')}"})
+    return any(entry["name"] == asset and entry["price"] is not None for entry in body["assets"])

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from realtime.config import parse_assets
 from realtime.feed.catalog import Catalog
 from realtime.feed.prices import MAX_SAFE_INTEGER, PriceBook, TickRejected
-from tests.harness import ASSETS, SECRET, Gateway, RedisServer, connected, free_port, launch, publish, token
+from tests.support import ASSETS, SECRET, Gateway, RedisServer, connected, free_port, launch, publish, token
 
 BTC, ETH, SOL = "BTC_USDC_PERP", "ETH_USDC_PERP", "SOL_USDC_PERP"
 EVENTS = ["price:subscribe", "price:unsubscribe", "auth:refresh"]

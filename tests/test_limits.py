@@ -9,8 +9,7 @@ import aiohttp
 import socketio
 
 from realtime.sessions.limits import AddressLimiter, EventLimiter, TokenBucket, Verdict
-from tests.conftest import GatewayFactory
-from tests.harness import connected, eventually, sample, scrape, token
+from tests.support import GatewayFactory, connected, eventually, sample, scrape, token
 
 BTC = "BTC_USDC_PERP"
 

@@ -13,8 +13,7 @@ import pytest
 from realtime.feed.ingest import DROPPED
 from realtime.feed.prices import TickOutcome
 from realtime.logs import ContextFilter, JsonFormatter, RepeatFilter, TextFormatter, log_context
-from tests.conftest import GatewayFactory
-from tests.harness import connect_error, connected, free_port, publish, token
+from tests.support import GatewayFactory, connect_error, connected, free_port, publish, token
 
 JWT = token("alice")
 

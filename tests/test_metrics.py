@@ -7,10 +7,10 @@ import time
 
 from realtime.metrics import DISCONNECT_REASONS, Buckets, Metrics
 from realtime.protocol import PriceUpdate
-from tests.conftest import GatewayFactory
-from tests.harness import (
+from tests.support import (
     ROOT,
     Gateway,
+    GatewayFactory,
     RedisServer,
     connect_error,
     connected,

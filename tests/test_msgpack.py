@@ -9,8 +9,17 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import GatewayFactory
-from tests.harness import Gateway, RedisServer, free_port, node_session, publish, run_node, ticking, token
+from tests.support import (
+    Gateway,
+    GatewayFactory,
+    RedisServer,
+    free_port,
+    node_session,
+    publish,
+    run_node,
+    ticking,
+    token,
+)
 
 ETH = "ETH_USDC_PERP"
 

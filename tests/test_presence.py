@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from realtime.cluster.presence import MemoryPresence, Slot
-from tests.conftest import GatewayFactory
-from tests.harness import connected, eventually, token
+from tests.support import GatewayFactory, connected, eventually, token
 
 
 async def test_memory_presence_names_the_oldest_past_the_cap() -> None:

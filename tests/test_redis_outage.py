@@ -14,9 +14,11 @@ from redis.exceptions import RedisError
 
 from realtime.config import Settings
 from realtime.engine.manager import RedisManager
-from tests.conftest import GatewayFactory
-from tests.harness import (
+from tests.support import (
+    BTC,
     Gateway,
+    GatewayFactory,
+    Recorder,
     RedisServer,
     backend_emit,
     connected,
@@ -26,7 +28,6 @@ from tests.harness import (
     publish,
     token,
 )
-from tests.test_cluster import BTC
 
 
 async def test_pods_ride_out_a_redis_outage(start_gateway: GatewayFactory, own_redis: RedisServer) -> None:
@@ -46,7 +47,7 @@ async def test_pods_ride_out_a_redis_outage(start_gateway: GatewayFactory, own_r
             await eventually(lambda pod=pod: _state(pod, 503, "down"), timeout=15)
         # Still serving what needs no Redis, for several reconnect attempts.
         for _ in range(4):
-            await asyncio.sleep(1.5)
+            await asyncio.sleep(1.5)  # the outage lasting: the scenario, not a wait for something
             for client in (alice, bob):
                 assert (await client.call("price:subscribe", [BTC]))["ok"] is True
         assert [alice.client.get_sid(), bob.client.get_sid()] == sids
@@ -69,11 +70,12 @@ async def test_pods_ride_out_a_redis_outage(start_gateway: GatewayFactory, own_r
             # Ticks Redis accepted before the pods had subscribed again reached nobody.
             lost = [client.received("price:update")[0]["seq"] - published[0] for client in (alice, bob)]
             for sub, client in (("alice", alice), ("bob", bob)):
-                async def delivered(sub: str = sub, client: object = client) -> bool:
+                async def delivered(sub: str = sub, client: Recorder = client) -> bool:
                     await backend_emit(own_redis.url, channels["manager_channel"], "order:update", {"to": sub},
                                        room=f"user:{sub}")
-                    await asyncio.sleep(0.2)
-                    return bool(client.received("order:update"))  # type: ignore[attr-defined]
+                    with contextlib.suppress(TimeoutError):
+                        await client.wait_for("order:update", timeout=0.2)
+                    return bool(client.received("order:update"))
                 await eventually(delivered, timeout=30, interval=0.1)
             emits_after = time.monotonic() - back
         finally:
@@ -101,7 +103,7 @@ async def _keep_publishing(url: str, channel: str, published: list[int]) -> None
             published.append(seq)
         except (OSError, RedisError):
             pass  # not up yet
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # pacing the feed, not a wait for something
 
 
 async def _state(pod: Gateway, ready: int, redis: str) -> bool:

@@ -8,9 +8,7 @@ import re
 import signal
 from collections import Counter
 
-from tests.conftest import ClusterFactory
-from tests.harness import Gateway, eventually, http_json, publish, token
-from tests.test_cluster import BTC, node_clients, of
+from tests.support import BTC, ClusterFactory, Gateway, eventually, http_json, node_clients, of, publish, token
 
 
 async def test_sigterm_moves_clients_to_other_pods_with_subscriptions(start_cluster: ClusterFactory) -> None:
@@ -24,7 +22,7 @@ async def test_sigterm_moves_clients_to_other_pods_with_subscriptions(start_clus
             seq += 1
             await publish(cluster.redis.url, cluster.env["REALTIME_PRICE_CHANNEL"],
                           {"asset": BTC, "bid": seq, "ask": seq + 1, "seq": seq})
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.1)  # pacing the ticker, not a wait for something
 
     ticker = asyncio.create_task(ticking())
     try:

@@ -9,19 +9,24 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.conftest import GatewayFactory
-from tests.harness import (
+from tests.support import (
+    BTC,
+    ETH,
+    GatewayFactory,
     RawClient,
     RedisServer,
+    backend,
     connected,
     http_json,
+    publish_ticks,
+    redis_gateway,
     rss_bytes,
     sample,
     scrape,
+    seqs,
     tcp_send_buffer_max,
     token,
 )
-from tests.test_fanout import BTC, ETH, backend, publish_ticks, redis_gateway, seqs
 
 CHUNK = 64 * 1024  # bytes of one private event
 

@@ -14,8 +14,7 @@ from contextlib import asynccontextmanager
 
 import aiohttp
 
-from .conftest import ClusterFactory, GatewayFactory
-from .harness import connected, token
+from tests.support import ClusterFactory, GatewayFactory, connected, token
 
 BURST = 3
 LIMITS = {"connect_rate": 0.01, "connect_burst": BURST}

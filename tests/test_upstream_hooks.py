@@ -27,6 +27,7 @@ from socketio.msgpack_packet import MsgPackPacket
 from realtime.engine import driver, versions
 from realtime.engine.packets import EngineServer
 from realtime.send.writer import Writer, Writers, websocket_frame
+from tests.support import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 # Private names of python-socketio / python-engineio: only realtime/engine/ may use them.
@@ -158,7 +159,7 @@ async def test_close_waits_for_the_queue_to_be_written() -> None:
     socket = async_socket.AsyncSocket(sio.eio, "sid1")
     socket.connected = True
     closing = asyncio.create_task(socket.close(wait=True))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: socket.queue.qsize() == 1)
     assert not closing.done()  # the CLOSE packet is queued, not yet taken
     assert [packet.packet_type for packet in await socket.poll()] == [eio_packet.CLOSE]
     await asyncio.wait_for(closing, 5)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import ROOT, Gateway, free_port, gateway_env, http_json
+from tests.support import ROOT, Gateway, free_port, gateway_env, http_json
 
 DIST = ROOT / "node_modules" / "socket.io-client" / "dist"
 # Installing the wheel's dependencies into an empty venv (from pip's cache when warm).

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import select
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 from engineio import packet as eio_packet
 
 from realtime.send.writer import Writer, Writers, websocket_frame
+from tests.support import eventually
 
 
 def message(text: str) -> eio_packet.Packet:
@@ -39,8 +41,23 @@ async def websocket_writer(collapse: int = 1024, limit: int = 8192) -> AsyncIter
 async def idle(writer: Writer) -> asyncio.Task[Any]:
     """Start a consumer blocked in get(), as engine.io's websocket writer is when idle."""
     getter = asyncio.create_task(writer.get())
+    # One turn of the loop, not a timed wait: the new task runs until it blocks in
+    # get(), which on an empty queue it does at once.
     await asyncio.sleep(0)
     return getter
+
+
+def buffered(peer: socket.socket) -> bytes:
+    """What `peer` could read now, left unread (b"" for nothing yet, and for end of stream)."""
+    try:
+        return peer.recv(100, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return b""
+
+
+def readable(peer: socket.socket) -> bool:
+    """True once `peer` has bytes or the end of the stream to read."""
+    return bool(select.select([peer], [], [], 0)[0])
 
 
 def test_websocket_frames() -> None:
@@ -66,7 +83,7 @@ async def test_direct_only_while_the_consumer_waits_and_back_once_it_waits_again
         getter = await idle(writer)
         assert writer.write_direct(b"e")  # waiting again: back on the direct path
         writer.flush()
-        await asyncio.sleep(0.05)
+        await eventually(lambda: len(buffered(peer)) >= 4)
         assert peer.recv(100) == b"abce"
         getter.cancel()
 
@@ -103,5 +120,5 @@ async def test_past_the_hard_bound_the_connection_is_cut() -> None:
             pass
         else:
             raise AssertionError("get() did not end the session")
-        await asyncio.sleep(0.05)
+        await eventually(lambda: readable(peer))
         assert peer.recv(100) == b""  # the transport was aborted
