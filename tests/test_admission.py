@@ -18,9 +18,10 @@ import aiohttp
 import redis.asyncio as aioredis
 import socketio
 
-from tests.conftest import ClusterFactory, GatewayFactory
-from tests.harness import (
+from tests.support import (
+    ClusterFactory,
     Gateway,
+    GatewayFactory,
     RedisServer,
     connected,
     eventually,
