@@ -56,7 +56,7 @@ def _feed(args: argparse.Namespace) -> int:
     from realtime.feed.publisher import run_feed
 
     _install_uvloop()
-    asyncio.run(run_feed(settings, rate=args.rate, count=args.count))
+    asyncio.run(run_feed(settings, rate=args.rate, count=args.count, per_asset=args.per_asset))
     return 0
 
 
@@ -161,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
                                description="Publish random-walk prices for the catalog to the price channel.")
     feed.add_argument("--rate", type=float, default=5.0, help="ticks per second per asset (default: 5)")
     feed.add_argument("--count", type=int, default=None, help="stop after this many ticks (default: run forever)")
+    feed.add_argument("--per-asset", action="store_true",
+                      help="publish each asset on <price channel>:<ASSET> (SPUBLISH on a Redis Cluster) instead of "
+                           "the price channel; gateways need REALTIME_PRICE_CHANNELS=per-asset or both")
     _add_settings_flags(feed, ["redis_url", "price_channel", "assets", "redis_timeout", "redis_retry_max",
                                "log_level", "log_format"])
     feed.set_defaults(run=_feed)

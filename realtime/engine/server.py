@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import socketio
@@ -85,6 +85,10 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
         """Manager messages (in, out) through Redis; None in embedded mode."""
         messages: tuple[int, int] | None = self.manager.messages()
         return messages
+
+    def watch_rooms(self, occupied: Callable[[str], None], vacated: Callable[[str], None]) -> None:
+        """Be told when a room gets its first member on this pod and when its last one leaves."""
+        self.manager.watch_rooms(occupied, vacated)
 
     # Rooms and sockets, as the send path and the metrics need them.
 
