@@ -119,6 +119,8 @@ def _bench(args: argparse.Namespace) -> int:
         latency_tick_rates=args.latency_rates, connections=[int(n) for n in args.connections],
         step_seconds=args.step_seconds, latency_seconds=args.latency_seconds, drain_seconds=args.drain_seconds,
         connect_concurrency=args.connect_concurrency,
+        spread_assets=args.spread_assets, spread_pods=args.spread_pods, spread_rate=args.spread_rate,
+        spread_seconds=args.spread_seconds,
         generator_cpus=len(args.generator_cpus or generator_cpus) or (os.cpu_count() or 1),
     )
     plan = runner.Plan(
@@ -212,6 +214,13 @@ def _add_bench(commands: Any) -> None:
     bench.add_argument("--connections", type=_numbers, default=defaults.connections,
                        help="connections: connection counts to measure RSS at, comma-separated")
     bench.add_argument("--asset-count", type=int, default=10, help="assets in the started targets' catalog")
+    bench.add_argument("--spread-assets", type=int, default=defaults.spread_assets,
+                       help="assets: catalog size, spread over the pods (each pod's client watches its slice)")
+    bench.add_argument("--spread-pods", type=int, default=defaults.spread_pods, help="assets: gateway pods")
+    bench.add_argument("--spread-rate", type=float, default=defaults.spread_rate,
+                       help="assets: ticks per second over all assets")
+    bench.add_argument("--spread-seconds", type=float, default=defaults.spread_seconds,
+                       help="assets: seconds of publishing per channel layout")
     bench.add_argument("--step-seconds", type=float, default=defaults.step_seconds,
                        help="capacity: seconds of publishing per step")
     bench.add_argument("--latency-seconds", type=float, default=defaults.latency_seconds,

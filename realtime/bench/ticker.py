@@ -17,12 +17,14 @@ import redis.asyncio as aioredis
 
 
 class Ticker:
-    """Publishes round-robin over `assets` on `channel`."""
+    """Publishes round-robin over `assets` on `channel` (or on each asset's own channel)."""
 
-    def __init__(self, redis_url: str, channel: str, assets: list[str]) -> None:
+    def __init__(self, redis_url: str, channel: str, assets: list[str], *, per_asset: bool = False) -> None:
         self.client = aioredis.Redis.from_url(redis_url)
         self.channel = channel
         self.assets = assets
+        # Per-asset channels (`<channel>:<ASSET>`, REALTIME_PRICE_CHANNELS=per-asset) or the one channel.
+        self.channels = {asset: f"{channel}:{asset}" if per_asset else channel for asset in assets}
         self._last_us = 0
         self._next = 0
 
@@ -50,7 +52,7 @@ class Ticker:
                 async with self.client.pipeline(transaction=False) as pipe:
                     for _ in range(due - sent):
                         asset, message = self._tick()
-                        pipe.publish(self.channel, message)
+                        pipe.publish(self.channels[asset], message)
                         published[asset] += 1
                     await pipe.execute()
                 sent = due

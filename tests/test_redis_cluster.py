@@ -1,0 +1,217 @@
+"""Three pods behind nginx on a real Redis Cluster (three masters, one replica each).
+
+Per-asset price channels and the manager channel are sharded (SPUBLISH /
+SSUBSCRIBE); a pod holds the channel of an asset only while one of its
+clients watches it; a master killed by SIGKILL is replaced by its replica
+and the pods come back by themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from realtime.cluster.redis import client
+from tests.conftest import GatewayFactory
+from tests.harness import Gateway, Nginx, NodeClients, Recorder, connected, eventually, free_port, http_json, token
+from tests.redis_cluster import RedisClusterNodes, own_redis_cluster, redis_cluster
+
+__all__ = ["own_redis_cluster", "redis_cluster"]  # fixtures
+
+BTC, ETH, SOL = "BTC_USDC_PERP", "ETH_USDC_PERP", "SOL_USDC_PERP"
+SERVICE = {"Authorization": f"Bearer {token('billing', roles=['service'])}"}
+
+
+class Pods:
+    def __init__(self, nodes: RedisClusterNodes, gateways: list[Gateway], nginx: Nginx) -> None:
+        self.nodes = nodes
+        self.gateways = gateways
+        self.nginx = nginx
+        self.channel = gateways[0].env["REALTIME_PRICE_CHANNEL"]
+        self.manager = gateways[0].env["REALTIME_MANAGER_CHANNEL"]
+
+    def asset_channel(self, asset: str) -> str:
+        return f"{self.channel}:{asset}"
+
+    def subscribers(self, channel: str) -> int:
+        """PUBSUB SHARDNUMSUB on the master that owns the channel: how many pods hold it."""
+        reply = self.nodes.command(self.nodes.master_of(channel), "pubsub", "shardnumsub", channel).split()
+        return int(reply[1])
+
+    async def spublish(self, ticks: list[dict[str, Any]]) -> None:
+        redis = client(self.nodes.url, 2.0)
+        try:
+            for tick in ticks:
+                await redis.spublish(self.asset_channel(tick["asset"]), json.dumps(tick))
+        finally:
+            await redis.aclose()
+
+
+@pytest.fixture
+def start_pods(start_gateway: GatewayFactory, tmp_path: Path) -> AsyncIterator[Callable[..., Pods]]:
+    started: list[Nginx] = []
+
+    def start(nodes: RedisClusterNodes, **settings: Any) -> Pods:
+        suffix = str(free_port())
+        gateways = [start_gateway(redis_url=nodes.url, price_channel=f"prices-{suffix}", price_channels="per-asset",
+                                  price_linger=1, manager_channel=f"socketio-{suffix}", redis_retry_max=1,
+                                  instance_id=f"pod{i}-{suffix}", **settings) for i in range(3)]
+        nginx = Nginx([g.port for g in gateways], tmp_path / f"nginx-{suffix}")
+        nginx.start()
+        started.append(nginx)
+        return Pods(nodes, gateways, nginx)
+
+    yield start  # type: ignore[misc]
+    for nginx in started:
+        nginx.stop()
+
+
+def ticks(asset: str, seqs: range) -> list[dict[str, Any]]:
+    return [{"asset": asset, "bid": 1000 + s, "ask": 1001 + s, "seq": s} for s in seqs]
+
+
+def seqs(recorder: Recorder, asset: str) -> list[int]:
+    return [update["seq"] for update in recorder.received("price:update") if update["asset"] == asset]
+
+
+async def test_pods_hold_only_the_channels_their_clients_watch(redis_cluster: RedisClusterNodes,
+                                                               start_pods: Callable[..., Pods]) -> None:
+    pods = start_pods(redis_cluster)
+    one, two, three = pods.gateways
+    async with connected(one.url, auth={"token": token("alice")}) as a, \
+            connected(two.url, auth={"token": token("bob")}) as b, \
+            connected(three.url, auth={"token": token("carol")}) as c:
+        await a.call("price:subscribe", [BTC])
+        await b.call("price:subscribe", [ETH])
+        await c.call("price:subscribe", [BTC, ETH])
+        # Two pods hold BTC, two hold ETH, none holds SOL: nobody watches it.
+        await eventually(lambda: pods.subscribers(pods.asset_channel(BTC)) == 2
+                         and pods.subscribers(pods.asset_channel(ETH)) == 2)
+        assert pods.subscribers(pods.asset_channel(SOL)) == 0
+        # The manager channel is sharded too: one subscription per pod.
+        assert pods.subscribers(pods.manager) == 3
+
+        await pods.spublish(ticks(BTC, range(1, 21)) + ticks(ETH, range(1, 21)) + ticks(SOL, range(1, 21)))
+        await c.wait_for("price:update", 40, timeout=10)
+        await a.wait_for("price:update", 20, timeout=10)
+        await b.wait_for("price:update", 20, timeout=10)
+        await asyncio.sleep(0.5)  # room for duplicates to show up
+        assert seqs(a, BTC) == list(range(1, 21)) and seqs(a, ETH) == []
+        assert seqs(b, ETH) == list(range(1, 21)) and seqs(b, BTC) == []
+        assert seqs(c, BTC) == list(range(1, 21)) and seqs(c, ETH) == list(range(1, 21))
+        assert all(update["asset"] != SOL for r in (a, b, c) for update in r.received("price:update"))
+
+        # The last BTC subscriber of pod one leaves: after the linger, pod one lets the channel go.
+        await a.call("price:unsubscribe", [BTC])
+        await eventually(lambda: pods.subscribers(pods.asset_channel(BTC)) == 1, timeout=10)
+
+        # Private events go through the sharded manager channel, from whichever pod was asked.
+        for gateway in pods.gateways:
+            request = {"event": "order:update", "user": "carol", "data": {"from": gateway.port}}
+            status, body = await http_json(gateway.url + "/api/v1/publish", "POST", headers=SERVICE, json=request)
+            assert status == 202, body
+        await c.wait_for("order:update", 3, timeout=10)
+        await asyncio.sleep(0.5)
+        assert sorted(event["from"] for event in c.received("order:update")) == sorted(g.port for g in pods.gateways)
+        assert a.received("order:update") == [] and b.received("order:update") == []
+
+
+async def test_every_tick_reaches_each_client_once_through_nginx(redis_cluster: RedisClusterNodes,
+                                                                start_pods: Callable[..., Pods]) -> None:
+    pods = start_pods(redis_cluster)
+    clients = [{"token": token(f"user{i}"), "transports": ["websocket"]} for i in range(9)]
+    node = NodeClients("cluster_clients.mjs", json.dumps({"url": pods.nginx.url, "clients": clients,
+                                                          "subscribe": [BTC, ETH]}))
+    await node.start()
+    try:
+        await node.wait_until(lambda lines: sum(line["type"] == "ack" for line in lines) == len(clients))
+        placement = {line["id"]: line["instance"] for line in node.lines if line["type"] == "ack"}
+        holders = len(set(placement.values()))
+        await eventually(lambda: pods.subscribers(pods.asset_channel(BTC)) == holders
+                         and pods.subscribers(pods.asset_channel(ETH)) == holders)
+        await pods.spublish(ticks(BTC, range(1, 31)) + ticks(ETH, range(1, 31)))
+        await node.wait_until(lambda lines: sum(line["type"] == "update" for line in lines) >= 60 * len(clients))
+        await asyncio.sleep(1.0)
+    finally:
+        await node.stop()
+    got: dict[tuple[int, str], list[int]] = defaultdict(list)
+    for line in node.lines:
+        if line["type"] == "update":
+            got[(line["id"], line["asset"])].append(line["seq"])
+    assert {key: value for key, value in got.items() if value != list(range(1, 31))} == {}
+    assert len(got) == 2 * len(clients)
+
+
+async def test_a_killed_master_is_survived(own_redis_cluster: RedisClusterNodes,
+                                           start_pods: Callable[..., Pods]) -> None:
+    pods = start_pods(own_redis_cluster)
+    nodes = pods.nodes
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(connected(g.url, auth={"token": token(f"u{i}")}))
+                   for i, g in enumerate(pods.gateways)]
+        for recorder in clients:
+            await recorder.call("price:subscribe", [BTC])
+        await eventually(lambda: pods.subscribers(pods.asset_channel(BTC)) == 3)
+
+        # A feed that keeps publishing BTC through the failover, and counts what it got out.
+        published: list[int] = []
+
+        async def feed() -> None:
+            redis = client(nodes.url, 1.0)
+            seq = 0
+            try:
+                while True:
+                    seq += 1
+                    with contextlib.suppress(Exception):
+                        await redis.spublish(pods.asset_channel(BTC), json.dumps(ticks(BTC, range(seq, seq + 1))[0]))
+                        published.append(seq)
+                    await asyncio.sleep(0.05)
+            finally:
+                await redis.aclose()
+
+        task = asyncio.create_task(feed())
+        try:
+            await eventually(lambda: all(seqs(r, BTC) for r in clients), timeout=10)
+            # Kill the master of BTC's channel (the shard every pod needs), as a crash would.
+            victim = nodes.master_of(pods.asset_channel(BTC))
+            nodes.kill(victim)
+            killed = time.monotonic()
+            last_before = published[-1] if published else 0
+
+            # Within 15 s every pod is serving again: ready, and receiving ticks published after the kill.
+            async def serving() -> bool:
+                ready = all(g.ready() for g in pods.gateways)
+                fresh = all(any(s > last_before + 1 for s in seqs(r, BTC)) for r in clients)
+                return ready and fresh
+            await eventually(serving, timeout=15)
+            recovered = time.monotonic() - killed
+            assert all(g.process is not None and g.process.poll() is None for g in pods.gateways)
+            assert victim not in nodes.masters()
+
+            # Nothing but the gap is lost: after recovery every tick arrives, once, in order.
+            mark = published[-1]
+            await eventually(lambda: all(seqs(r, BTC) and seqs(r, BTC)[-1] >= mark + 20 for r in clients),
+                             timeout=10)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for recorder in clients:
+            got = seqs(recorder, BTC)
+            assert got == sorted(set(got)), "duplicates or reordering"
+            assert set([s for s in published if s > mark][:20]) <= set(got)
+
+        # Private events too, through the manager's shard (wherever it lives now).
+        status, body = await http_json(pods.gateways[0].url + "/api/v1/publish", "POST", headers=SERVICE,
+                                       json={"event": "order:update", "user": "u2", "data": {"id": 1}})
+        assert status == 202, body
+        await clients[2].wait_for("order:update", timeout=10)
+    print(f"recovered {recovered:.1f}s after the kill")
