@@ -63,6 +63,8 @@ def start_pods(start_gateway: GatewayFactory, tmp_path: Path) -> AsyncIterator[C
         suffix = str(free_port())
         gateways = [start_gateway(redis_url=nodes.url, price_channel=f"prices-{suffix}", price_channels="per-asset",
                                   price_linger=1, manager_channel=f"socketio-{suffix}", redis_retry_max=1,
+                                  demand_key=f"demand-{suffix}", demand_interval=0.5,
+                                  max_connections_per_user=5,  # presence in Redis: its admit script on the cluster
                                   instance_id=f"pod{i}-{suffix}", **settings) for i in range(3)]
         nginx = Nginx([g.port for g in gateways], tmp_path / f"nginx-{suffix}")
         nginx.start()
@@ -122,6 +124,14 @@ async def test_pods_hold_only_the_channels_their_clients_watch(redis_cluster: Re
         await asyncio.sleep(0.5)
         assert sorted(event["from"] for event in c.received("order:update")) == sorted(g.port for g in pods.gateways)
         assert a.received("order:update") == [] and b.received("order:update") == []
+
+        # Demand sums every pod's counts from the cluster (hash-tagged keys, one MULTI per pod).
+        async def demand() -> bool:
+            _, body = await http_json(one.url + "/api/v1/demand", headers=SERVICE)
+            return bool(body.get("assets") == {BTC: 1, ETH: 2, SOL: 0} and body.get("pods") == 3)
+        await eventually(demand, timeout=10)
+    for gateway in pods.gateways:
+        assert "Traceback" not in gateway.logs() and "unavailable" not in gateway.logs(), gateway.logs()[-2000:]
 
 
 async def test_every_tick_reaches_each_client_once_through_nginx(redis_cluster: RedisClusterNodes,

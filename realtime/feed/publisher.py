@@ -31,7 +31,7 @@ async def run_feed(settings: Settings, *, rate: float, count: int | None = None,
     walk = RandomWalk(settings.catalog)
     redis = client(settings.redis_url, settings.redis_timeout)
     sharded = per_asset and is_cluster(settings.redis_url)
-    channels = {asset: f"{settings.price_channel}:{asset}" if per_asset else settings.price_channel
+    channels = {asset.name: f"{settings.price_channel}:{asset.name}" if per_asset else settings.price_channel
                 for asset in walk.assets}
     backoff = Backoff(cap=settings.redis_retry_max)
     loop = asyncio.get_running_loop()
@@ -43,7 +43,7 @@ async def run_feed(settings: Settings, *, rate: float, count: int | None = None,
         deadline = loop.time()
         while count is None or published < count:
             try:
-                await _publish(redis, [(channels[asset], orjson.dumps(walk.tick(asset))) for asset in walk.assets],
+                await _publish(redis, [(channels[asset.name], orjson.dumps(walk.tick(asset))) for asset in walk.assets],
                                sharded=sharded, one_by_one=is_cluster(settings.redis_url) and not per_asset)
                 published += len(walk.assets)
                 if backoff.attempts:
