@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_bench(commands: Any) -> None:
     # Only the flags: the bench itself (and psutil, from the bench extra) is imported when it runs.
-    from realtime.bench.options import SCENARIOS, TARGETS, Options
+    from realtime.bench.options import DEFAULT_SCENARIOS, SCENARIOS, TARGETS, Options
 
     defaults = Options()
     bench = commands.add_parser(
@@ -196,8 +196,9 @@ def _add_bench(commands: Any) -> None:
     bench.add_argument("--target", type=_names(TARGETS), default=list(TARGETS),
                        help="servers to start and measure, comma-separated: gateway (REALTIME_FANOUT=direct), "
                             "stock (REALTIME_FANOUT=stock), node (socket.io 4.8 + redis adapter, see --node-dir)")
-    bench.add_argument("--scenario", type=_names(SCENARIOS), default=list(SCENARIOS),
-                       help="scenarios to run, comma-separated")
+    bench.add_argument("--scenario", type=_names(SCENARIOS), default=list(DEFAULT_SCENARIOS),
+                       help="scenarios to run, comma-separated; assets: many assets over several pods, the single "
+                            "price channel against per-asset channels")
     bench.add_argument("--url", default=None,
                        help="measure a gateway that is already running (http://host:port) instead of starting "
                             "targets; it needs --redis-url, --price-channel, --jwt-secret and --assets to match it")

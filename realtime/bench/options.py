@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 TARGETS = ("gateway", "stock", "node")
 SCENARIOS = ("capacity", "latency", "connections", "assets")
+# What a bench run without --scenario runs (`assets` starts several pods of its own: ask for it).
+DEFAULT_SCENARIOS = ("capacity", "latency", "connections")
 # What only the bench needs; installed by the `bench` extra.
 REQUIRES = ("psutil",)
 

@@ -47,7 +47,8 @@ async def _layout(layout: str, fleet: Fleet, options: Options, assets: list[str]
     channel = f"bench-spread-{suffix}"
     secret = secrets.token_urlsafe(32)
     settings = {"REALTIME_PRICE_CHANNEL": channel, "REALTIME_MANAGER_CHANNEL": f"bench-spread-socketio-{suffix}",
-                "REALTIME_PRICE_CHANNELS": layout, "REALTIME_PRICE_LINGER": "60"}
+                "REALTIME_PRICE_CHANNELS": layout, "REALTIME_PRICE_LINGER": "60",
+                "REALTIME_MAX_SUBSCRIPTIONS": str(len(assets))}
     pods: list[Endpoint] = []
     ticker = Ticker(redis_url, channel, assets, per_asset=layout == "per-asset")
     try:
@@ -77,8 +78,16 @@ async def _layout(layout: str, fleet: Fleet, options: Options, assets: list[str]
         elapsed = time.monotonic() - started
         usages = [window.stop() for window in windows]
         redis_usage = redis.stop() if redis is not None else None
-        after = [await _feed_messages(pod) for pod in pods]
-        await asyncio.sleep(options.drain_seconds)
+        # What each pod should have heard: everything (single channel) or its slice (per-asset).
+        expected = [sum(published.values()) if layout == "single" else sum(published[a] for a in chosen)
+                    for chosen in slices]
+        deadline = time.monotonic() + options.drain_seconds
+        while True:
+            after = [await _feed_messages(pod) for pod in pods]
+            heard = [a - b for a, b in zip(after, before, strict=True)]
+            if all(h >= e for h, e in zip(heard, expected, strict=True)) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
         delivered = (await fleet.received()).histogram.count
     finally:
         await fleet.close_clients()
@@ -88,7 +97,8 @@ async def _layout(layout: str, fleet: Fleet, options: Options, assets: list[str]
     per_pod = []
     for k, usage in enumerate(usages):
         received = after[k] - before[k]
-        per_pod.append({"pod": k, "watched_assets": len(slices[k]), "received_per_s": round(received / elapsed, 1),
+        per_pod.append({"pod": k, "watched_assets": len(slices[k]), "received": received, "expected": expected[k],
+                        "received_per_s": round(received / elapsed, 1),
                         "cpu_pct": round(usage.cpu_pct, 1),
                         "cpu_us_per_received": round(usage.cpu_pct / 100 * elapsed * 1e6 / received, 1)
                         if received else None})
