@@ -119,6 +119,15 @@ class RedisClusterNodes:
         return [int(line.split()[1].split(":")[1].split("@")[0]) for line in lines
                 if "slave" in line.split()[2].split(",") and "fail" not in line.split()[2]]
 
+    def replica_of(self, master: int) -> int:
+        """The port of a live replica of the master on `master`."""
+        master_id = self.command(master, "cluster", "myid").strip()
+        for line in self.command(master, "cluster", "nodes").splitlines():
+            fields = line.split()
+            if fields[3] == master_id and "fail" not in fields[2]:
+                return int(fields[1].split(":")[1].split("@")[0])
+        raise LookupError(f"no live replica of {master}")
+
     def master_of(self, key: str) -> int:
         """The port of the live master that owns `key`'s slot."""
         slot = int(self.command(self.live_ports()[0], "cluster", "keyslot", key))

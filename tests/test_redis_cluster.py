@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from realtime.cluster.redis import client
+from realtime.cluster.redis import Subscription, client
 from tests.conftest import GatewayFactory
 from tests.harness import Gateway, Nginx, NodeClients, Recorder, connected, eventually, free_port, http_json, token
 from tests.redis_cluster import RedisClusterNodes, own_redis_cluster, redis_cluster
@@ -225,3 +225,39 @@ async def test_a_killed_master_is_survived(own_redis_cluster: RedisClusterNodes,
         assert status == 202, body
         await clients[2].wait_for("order:update", timeout=10)
     print(f"recovered {recovered:.1f}s after the kill")
+
+
+async def test_a_moved_slot_moves_the_subscription(own_redis_cluster: RedisClusterNodes) -> None:
+    """A manual failover demotes the master: Redis sends SUNSUBSCRIBE, the subscription follows the slot."""
+    nodes = own_redis_cluster
+    subscription = Subscription("test", nodes.url, timeout=1.0, retry_max=0.5, sharded=["prices:BTC"])
+    got: list[bytes] = []
+
+    async def read() -> None:
+        async for message in subscription.messages():
+            got.append(message["data"])
+
+    reader = asyncio.create_task(read())
+    redis = client(nodes.url, 1.0)
+    try:
+        await eventually(lambda: subscription.connected)
+        master = nodes.master_of("prices:BTC")
+        replica = nodes.replica_of(master)
+        nodes.command(replica, "cluster", "failover")
+        await eventually(lambda: nodes.master_of("prices:BTC") == replica, timeout=10)
+        n = 0
+
+        async def heard_again() -> bool:
+            nonlocal n
+            n += 1
+            with contextlib.suppress(Exception):
+                await redis.spublish("prices:BTC", f"after-{n}")
+            return bool(got) and got[-1].startswith(b"after-")
+        await eventually(heard_again, timeout=10, interval=0.1)
+        assert subscription.reconnects >= 1  # more if a node still had the old slot map
+        assert nodes.command(replica, "pubsub", "shardnumsub", "prices:BTC").split()[1] == "1"
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+        await redis.aclose()
