@@ -61,7 +61,14 @@ def cluster_nodes(url: str) -> tuple[list[tuple[str, int]], str | None, str | No
 
 
 def cluster_client(url: str, timeout: float) -> RedisCluster:
-    """A cluster client: every call gives up after `timeout` seconds per node tried."""
+    """A cluster client whose every call gives up after `timeout` seconds, as on one Redis.
+
+    redis-py's default retries a failed call up to three times with backoff
+    (a SIGSTOPped master cost a call 3 × the timeout); without it the call
+    fails at once, MOVED/ASK redirects are still followed, and the next call
+    re-reads the slot map, so callers (which all retry later) find a promoted
+    replica by themselves.
+    """
     seeds, user, password = cluster_nodes(url)
     return RedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in seeds],
@@ -70,6 +77,7 @@ def cluster_client(url: str, timeout: float) -> RedisCluster:
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         health_check_interval=max(1.0, timeout),
+        retry=Retry(NoBackoff(), 0),
     )
 
 
