@@ -114,7 +114,7 @@ class Subscription:
     async def messages(self) -> AsyncIterator[dict[str, Any]]:
         """Each published message as redis-py gives it (`type`, `channel`, `data`)."""
         while True:
-            pubsub = self._open()
+            pubsub, redis = self._open()
             syncer: asyncio.Task[None] | None = None
             try:
                 await pubsub.connect()
@@ -150,15 +150,18 @@ class Subscription:
                         await syncer
                 with contextlib.suppress(*REDIS_ERRORS):
                     await pubsub.aclose()
+                if redis is not None:
+                    with contextlib.suppress(*REDIS_ERRORS):
+                        await redis.aclose()
             await asyncio.sleep(self.backoff.next_delay())
 
-    def _open(self) -> PubSub | ShardedPubSub:
+    def _open(self) -> tuple[PubSub | ShardedPubSub, aioredis.Redis | None]:
+        """A pub/sub connection, and on one Redis the client to close with it (ShardedPubSub closes its own)."""
         if self.cluster:
-            return ShardedPubSub(cluster_client(self.url, self.timeout), self.timeout)
-        # One Redis: the connection's client goes with the PubSub (closed by its aclose()).
+            return ShardedPubSub(cluster_client(self.url, self.timeout), self.timeout), None
         redis = client(self.url, self.timeout)
         assert isinstance(redis, aioredis.Redis)
-        return redis.pubsub(ignore_subscribe_messages=True)
+        return redis.pubsub(ignore_subscribe_messages=True), redis
 
     async def _sync(self, pubsub: PubSub | ShardedPubSub) -> None:
         """Subscribe what is wanted and not active, unsubscribe the reverse."""
