@@ -261,3 +261,49 @@ async def test_a_moved_slot_moves_the_subscription(own_redis_cluster: RedisClust
         with contextlib.suppress(asyncio.CancelledError):
             await reader
         await redis.aclose()
+
+
+# What the recovery store (issue 11) will run on a cluster: one Lua script over keys of one hash tag.
+APPEND = """
+local id = redis.call('XADD', KEYS[1], 'MINID', '~', ARGV[1], '*', 'room', ARGV[2], 'data', ARGV[3])
+redis.call('XADD', KEYS[2], 'MINID', '~', ARGV[1], id, 'room', ARGV[2], 'data', ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+redis.call('SET', KEYS[3], id)
+return id
+"""
+
+
+async def test_the_client_factory_runs_the_recovery_stores_commands_on_a_cluster(
+        redis_cluster: RedisClusterNodes) -> None:
+    p = f"socketio-{free_port()}"
+    redis = client(redis_cluster.url, 2.0)
+    try:
+        append = redis.register_script(APPEND)
+        keys = [f"{{{p}}}:log", f"{{{p}}}:room:user:42", f"{{{p}}}:routed"]
+        ids = [await append(keys=keys, args=[0, "user:42", f'{{"i":{i}}}', 120_000]) for i in range(4)]
+        assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split(b"-"))))
+        assert [entry for _, entries in await redis.xread({keys[0]: ids[1]}, block=100) for entry, _ in entries] \
+            == ids[2:]
+        assert [entry for entry, _ in await redis.xrange(keys[1], min=b"(" + ids[0], max=ids[-1])] == ids[1:]
+        assert await redis.xread({keys[0]: ids[-1]}, block=100) == []
+        assert 0 < await redis.pttl(keys[1]) <= 120_000
+        # Sessions under their own tags, refreshed in one pipeline that spans slots.
+        async with redis.pipeline(transaction=False) as pipe:
+            for pid in ("a", "b", "c", "d"):
+                pipe.hset(f"{p}:session:{{{pid}}}", mapping={"sub": "42", "basis": ids[0]})
+                pipe.pexpire(f"{p}:session:{{{pid}}}", 150_000)
+            assert await pipe.execute() == [2, True] * 4
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.hset(f"{p}:session:{{a}}", "subscriptions", "[]")
+            pipe.pexpire(f"{p}:session:{{a}}", 120_000)
+            assert await pipe.execute() == [1, True]
+        # The router's lease and consumer group.
+        assert await redis.set(f"{p}:router", "pod1", nx=True, px=3000)
+        stream = f"{p}:events"
+        assert await redis.xgroup_create(stream, "routers", id="0", mkstream=True)
+        entry = await redis.xadd(stream, {"event": "order:update", "user": "42", "data": "{}"})
+        assert (await redis.xreadgroup("routers", "pod1", {stream: ">"}, count=10))[0][1][0][0] == entry
+        assert (await redis.xautoclaim(stream, "routers", "pod2", min_idle_time=0))[1][0][0] == entry
+        assert await redis.xack(stream, "routers", entry) == 1
+    finally:
+        await redis.aclose()

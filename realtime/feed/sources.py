@@ -91,6 +91,7 @@ class RedisSource:
         assert settings.redis_url is not None
         single = [settings.price_channel] if settings.price_channels in ("single", "both") else []
         self.per_asset = settings.price_channels in ("per-asset", "both")
+        self.hears_all = bool(single)  # the single channel carries every asset anyway
         self.channel = settings.price_channel
         self.linger = settings.price_linger
         self.forget = forget
@@ -129,7 +130,8 @@ class RedisSource:
     def _release(self, asset: str) -> None:
         del self._held[asset]
         self._apply()
-        self.forget(asset)
+        if not self.hears_all:
+            self.forget(asset)
 
     def _apply(self) -> None:
         self.subscription.want(f"{self.channel}:{asset}" for asset in self._held)
