@@ -223,6 +223,11 @@ class Settings(BaseSettings):
         if scheme not in {"redis", "rediss", "unix", "memory", "redis+cluster"}:
             raise ValueError("expected redis://, rediss://, unix://, redis+cluster://host:port[,host:port...] "
                              "or memory://")
+        if scheme == "redis+cluster":
+            nodes = [node.strip().rpartition(":") for node in
+                     value.split("://", 1)[1].rpartition("@")[2].split("/", 1)[0].split(",")]
+            if not all(host and port.isdigit() for host, _, port in nodes):
+                raise ValueError("redis+cluster:// needs host:port[,host:port...]")
         return value
 
     @field_validator("jwt_secret")
