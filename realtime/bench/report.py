@@ -131,6 +131,8 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
         rows.append(["connects/s (connect + CONNECT + subscribe ack)"]
                     + [_num(rates[t]) + ("" if t == "node" else _ratio(rates[t], rates.get("node")))
                        for t in targets])
+    if not rows:
+        return ""  # e.g. only the assets scenario ran: its own table says it all
     return _table(["one core for the server, same load", *targets], rows)
 
 
