@@ -25,6 +25,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 
 # Re-exported: they lived here before liveness.py.
 from realtime.cluster.liveness import MISSED as MISSED
@@ -34,8 +35,9 @@ from realtime.cluster.shards import ShardedPubSub, cluster_client, is_cluster
 
 log = logging.getLogger(__name__)
 
-# What redis-py raises when Redis is down, hung or restarting.
-REDIS_ERRORS: tuple[type[BaseException], ...] = (aioredis.RedisError, OSError, TimeoutError)
+# What redis-py raises when Redis is down, hung or restarting (on a cluster also when no node
+# answers or a slot has no master: `RedisClusterException` is not a `RedisError`).
+REDIS_ERRORS: tuple[type[BaseException], ...] = (aioredis.RedisError, RedisClusterException, OSError, TimeoutError)
 
 # A client of one Redis or of a Redis Cluster: both take the same commands on cluster-safe keys.
 Client = aioredis.Redis | RedisCluster
