@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
@@ -21,7 +22,18 @@ import pytest
 
 from realtime.cluster.redis import Subscription, client
 from tests.conftest import GatewayFactory
-from tests.harness import Gateway, Nginx, NodeClients, Recorder, connected, eventually, free_port, http_json, token
+from tests.harness import (
+    ROOT,
+    Gateway,
+    Nginx,
+    NodeClients,
+    Recorder,
+    connected,
+    eventually,
+    free_port,
+    http_json,
+    token,
+)
 from tests.redis_cluster import RedisClusterNodes, own_redis_cluster, redis_cluster
 
 __all__ = ["own_redis_cluster", "redis_cluster"]  # fixtures
@@ -307,3 +319,23 @@ async def test_the_client_factory_runs_the_recovery_stores_commands_on_a_cluster
         assert await redis.xack(stream, "routers", entry) == 1
     finally:
         await redis.aclose()
+
+
+async def test_realtime_feed_per_asset_publishes_with_spublish(redis_cluster: RedisClusterNodes,
+                                                              start_gateway: GatewayFactory) -> None:
+    suffix = free_port()
+    gateway = start_gateway(redis_url=redis_cluster.url, price_channel=f"prices-{suffix}", price_channels="per-asset",
+                            manager_channel=f"socketio-{suffix}")
+    async with connected(gateway.url, auth={"token": token("alice")}) as alice:
+        await alice.call("price:subscribe", [SOL])
+        channel = f"prices-{suffix}:{SOL}"
+        await eventually(lambda: int(redis_cluster.command(redis_cluster.master_of(channel), "pubsub", "shardnumsub",
+                                                           channel).split()[1]) == 1)
+        feed = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "realtime", "feed", "--per-asset", "--rate", "20", "--count", "30",
+            "--redis-url", redis_cluster.url, "--price-channel", f"prices-{suffix}", cwd=ROOT,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        _, stderr = await asyncio.wait_for(feed.communicate(), 30)
+        assert feed.returncode == 0, stderr.decode()
+        updates = await alice.wait_for("price:update", 10, timeout=10)
+        assert {u["asset"] for u in updates} == {SOL}
