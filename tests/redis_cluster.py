@@ -20,10 +20,23 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import _wait_port
-
 # Milliseconds without an answer before the cluster counts a node as failed and promotes its replica.
 NODE_TIMEOUT_MS = 1000
+
+
+def wait_port(port: int, process: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            pass
+        if process.poll() is not None:
+            raise RuntimeError(f"redis-server exited with {process.returncode} before listening on {port}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nothing listens on {port} after {timeout}s")
+        time.sleep(0.05)
 
 
 def free_cluster_port() -> int:
@@ -71,7 +84,7 @@ class RedisClusterNodes:
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
         for port in self.ports:
-            _wait_port(port, 10, self.processes[port])
+            wait_port(port, self.processes[port])
         subprocess.run([self.cli, "--cluster", "create", *(f"127.0.0.1:{port}" for port in self.ports),
                         "--cluster-replicas", "1", "--cluster-yes"],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
