@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -99,6 +100,7 @@ class ShardedPubSub:
         self._readers: list[asyncio.Task[None]] = []
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE)
         self._sharded: set[bytes] = set()  # the sharded channels we asked for and not dropped
+        self._dropping: Counter[bytes] = Counter()  # our SUNSUBSCRIBEs not confirmed yet, by channel
         self._failure: BaseException | None = None
 
     async def connect(self) -> None:
@@ -118,6 +120,7 @@ class ShardedPubSub:
     async def sunsubscribe(self, *channels: str) -> None:
         for channel in channels:
             self._sharded.discard(channel.encode())
+            self._dropping[channel.encode()] += 1
             await (await self._link(channel)).sunsubscribe(channel)
 
     async def get_message(self, ignore_subscribe_messages: bool = False,
@@ -184,8 +187,12 @@ class ShardedPubSub:
                 if message is None:
                     continue
                 kind = message["type"]
-                if kind == "sunsubscribe" and message["channel"] in self._sharded:
-                    raise ShardMoved(f"{name} dropped {message['channel']!r}: its slot moved")
+                if kind == "sunsubscribe":
+                    channel = message["channel"]
+                    if self._dropping[channel] > 0:
+                        self._dropping[channel] -= 1  # ours (even if the channel was wanted again since)
+                    elif channel in self._sharded:
+                        raise ShardMoved(f"{name} dropped {channel!r}: its slot moved")
                 if kind in ("message", "smessage", "pong"):
                     await self._queue.put(message)
         except asyncio.CancelledError:
