@@ -84,6 +84,10 @@ async def test_assets_scenario_pods_hear_their_slice_with_per_asset_channels(tmp
     assert [p["received"] for p in per_asset["pods"]] == [p["expected"] for p in per_asset["pods"]]
     assert sum(p["received"] for p in per_asset["pods"]) == per_asset["published"]
     assert all(p["watched_assets"] == 10 for p in per_asset["pods"])
+    # The same on a three-master Redis Cluster with sharded channels; its Redis CPU is all six nodes'.
+    cluster = result["cluster"]
+    assert [p["received"] for p in cluster["pods"]] == [p["expected"] for p in cluster["pods"]]
+    assert len(cluster["redis_cpu_pct_each"]) == 6
     assert "gateway · assets (20 assets over 2 pods" in stdout
 
 

@@ -173,18 +173,24 @@ def details(results: dict[str, dict[str, Any]]) -> str:
 
 
 def _spread(target: str, result: dict[str, Any]) -> str:
-    """The `assets` scenario: per pod, what it received from Redis and its CPU, for each channel layout."""
+    """The `assets` scenario: per pod, what it received from Redis and its CPU, for each channel layout.
+
+    `cluster` is per-asset channels on a three-master Redis Cluster (its Redis CPU: all six nodes).
+    """
     rows = []
-    for layout in ("single", "per-asset"):
+    for layout in ("single", "per-asset", "cluster"):
+        if layout not in result:
+            continue
         run = result[layout]
         for pod in run["pods"]:
             rows.append([layout, str(pod["pod"]), _num(pod["watched_assets"]), _num(pod["received_per_s"]),
-                         _ms(pod["cpu_pct"]), _ms(pod["cpu_us_per_received"])])
+                         f"{_ms(pod['cpu_pct'])} (idle {_ms(pod['idle_cpu_pct'])})", _ms(pod["cpu_us_per_received"])])
         rows.append([layout, "all", "", _num(run["published_per_s"]) + " published", _ms(run["pods_cpu_pct"]),
                      f"Redis CPU {_ms(run['redis_cpu_pct'])} %"])
     return (f"{target} · assets ({result['assets']} assets over {result['pods']} pods, "
             f"{_num(result['ticks_per_s'])} ticks/s for {result['seconds']:g} s)\n"
-            + _table(["channels", "pod", "assets watched", "received from Redis/s", "CPU %", "CPU µs/received"],
+            + _table(["channels", "pod", "assets watched", "received from Redis/s", "CPU %",
+                      "CPU µs/received (above idle)"],
                      rows))
 
 

@@ -112,7 +112,8 @@ async def run_bench(plan: Plan) -> dict[str, Any]:
                     log.info("bench: assets against gateway pods")
                     document["results"].setdefault("gateway", {})["assets"] = await spread(
                         fleet, plan.options, redis_url=redis_url, redis_pid=redis.pid if redis else None,
-                        cpus=plan.server_cpus, workdir=tmp, node_dir=plan.node_dir)
+                        cpus=plan.server_cpus, generator_cpus=plan.generator_cpus, workdir=tmp,
+                        node_dir=plan.node_dir)
                 continue
             for target in (["url"] if plan.url else plan.targets):
                 log.info("bench: %s against %s", scenario, target)

@@ -18,31 +18,46 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
+from realtime.bench.cluster import start_redis_cluster
 from realtime.bench.fleet import Fleet
 from realtime.bench.options import Options
 from realtime.bench.sampling import CpuWindow
 from realtime.bench.targets import BenchError, Endpoint, bench_assets, free_port, start_target
 from realtime.bench.ticker import Ticker
+from realtime.cluster.redis import Client, client
 
-LAYOUTS = ("single", "per-asset")
+# `REALTIME_PRICE_CHANNELS` of each run, and whether it runs on a Redis Cluster (sharded channels).
+IDLE_SECONDS = 2.0
+LAYOUTS = {"single": ("single", False), "per-asset": ("per-asset", False), "cluster": ("per-asset", True)}
 
 
 async def spread(fleet: Fleet, options: Options, *, redis_url: str, redis_pid: int | None, cpus: Sequence[int],
-                 workdir: Path, node_dir: Path) -> dict[str, Any]:
-    """Both layouts, one after the other, on fresh pods; the figures of each."""
+                 generator_cpus: Sequence[int], workdir: Path, node_dir: Path) -> dict[str, Any]:
+    """Each layout, one after the other, on fresh pods; the figures of each."""
     assets = bench_assets(options.spread_assets)
     results: dict[str, Any] = {"assets": len(assets), "pods": options.spread_pods,
                                "ticks_per_s": options.spread_rate, "seconds": options.spread_seconds}
-    for layout in LAYOUTS:
-        results[layout] = await _layout(layout, fleet, options, assets, redis_url=redis_url, redis_pid=redis_pid,
-                                        cpus=cpus, workdir=workdir, node_dir=node_dir)
+    for name, (layout, on_cluster) in LAYOUTS.items():
+        if not on_cluster:
+            results[name] = await _layout(layout, fleet, options, assets, redis_url=redis_url,
+                                          redis_pids=[redis_pid] if redis_pid is not None else [], cpus=cpus,
+                                          workdir=workdir, node_dir=node_dir)
+            continue
+        nodes, cluster_url = await start_redis_cluster(generator_cpus, workdir)
+        try:
+            results[name] = await _layout(layout, fleet, options, assets, redis_url=cluster_url,
+                                          redis_pids=[node.pid for node in nodes], cpus=cpus, workdir=workdir,
+                                          node_dir=node_dir)
+        finally:
+            for node in nodes:
+                node.stop()
     return results
 
 
 async def _layout(layout: str, fleet: Fleet, options: Options, assets: list[str], *, redis_url: str,
-                  redis_pid: int | None, cpus: Sequence[int], workdir: Path, node_dir: Path) -> dict[str, Any]:
+                  redis_pids: list[int], cpus: Sequence[int], workdir: Path, node_dir: Path) -> dict[str, Any]:
     suffix = free_port()
     channel = f"bench-spread-{suffix}"
     secret = secrets.token_urlsafe(32)
@@ -65,19 +80,22 @@ async def _layout(layout: str, fleet: Fleet, options: Options, assets: list[str]
         if layout == "per-asset":
             await _until_subscribed(redis_url, [f"{channel}:{asset}" for asset in assets])
 
-        before = [await _feed_messages(pod) for pod in pods]
+        # Each pod's CPU while nothing is published (timers, demand, presence): subtracted per message below.
         windows = [CpuWindow(pod.pid) for pod in pods if pod.pid is not None]
-        redis = CpuWindow(redis_pid) if redis_pid is not None else None
         for window in windows:
             window.start()
-        if redis is not None:
-            redis.start()
+        await asyncio.sleep(IDLE_SECONDS)
+        idle = [window.stop().cpu_pct for window in windows]
+        before = [await _feed_messages(pod) for pod in pods]
+        redis = [CpuWindow(pid) for pid in redis_pids]
+        for window in [*windows, *redis]:
+            window.start()
         started = time.monotonic()
         await fleet.reset(time.time_ns() // 1000)
         published = await ticker.run(options.spread_rate, options.spread_seconds)
         elapsed = time.monotonic() - started
         usages = [window.stop() for window in windows]
-        redis_usage = redis.stop() if redis is not None else None
+        redis_usage = [window.stop() for window in redis]
         # What each pod should have heard: everything (single channel) or its slice (per-asset).
         expected = [sum(published.values()) if layout == "single" else sum(published[a] for a in chosen)
                     for chosen in slices]
@@ -99,13 +117,15 @@ async def _layout(layout: str, fleet: Fleet, options: Options, assets: list[str]
         received = after[k] - before[k]
         per_pod.append({"pod": k, "watched_assets": len(slices[k]), "received": received, "expected": expected[k],
                         "received_per_s": round(received / elapsed, 1),
-                        "cpu_pct": round(usage.cpu_pct, 1),
-                        "cpu_us_per_received": round(usage.cpu_pct / 100 * elapsed * 1e6 / received, 1)
-                        if received else None})
+                        "cpu_pct": round(usage.cpu_pct, 1), "idle_cpu_pct": round(idle[k], 1),
+                        "cpu_us_per_received": round(max(0.0, usage.cpu_pct - idle[k]) / 100 * elapsed * 1e6
+                                                     / received, 1) if received else None})
     return {"published": sum(published.values()), "published_per_s": round(sum(published.values()) / elapsed, 1),
             "delivered": delivered, "pods": per_pod,
             "pods_cpu_pct": round(sum(u.cpu_pct for u in usages), 1),
-            "redis_cpu_pct": round(redis_usage.cpu_pct, 1) if redis_usage is not None else None}
+            # Every Redis process: one, or the cluster's masters and replicas (replicas get sharded messages too).
+            "redis_cpu_pct": round(sum(u.cpu_pct for u in redis_usage), 1) if redis_usage else None,
+            "redis_cpu_pct_each": [round(u.cpu_pct, 1) for u in redis_usage]}
 
 
 async def _feed_messages(pod: Endpoint) -> int:
@@ -119,15 +139,32 @@ async def _feed_messages(pod: Endpoint) -> int:
 
 async def _until_subscribed(redis_url: str, channels: list[str], timeout: float = 30) -> None:
     """Until every per-asset channel has its pod (the pods subscribe when their client does)."""
-    client = aioredis.Redis.from_url(redis_url)
+    redis = client(redis_url, 5.0)
     deadline = time.monotonic() + timeout
     try:
+        if isinstance(redis, RedisCluster):
+            await redis.initialize()  # the slot map, for `get_node_from_key`
         while True:
-            counts = await client.pubsub_numsub(*channels)
-            if all(count >= 1 for _, count in counts):
+            if all(count >= 1 for _, count in await _subscribers(redis, channels)):
                 return
             if time.monotonic() > deadline:
                 raise BenchError("spread: the pods did not subscribe to their assets' channels in time")
             await asyncio.sleep(0.2)
     finally:
-        await client.aclose()
+        await redis.aclose()
+
+
+async def _subscribers(redis: Client, channels: list[str]) -> list[tuple[bytes | str, int]]:
+    """PUBSUB NUMSUB, or on a cluster PUBSUB SHARDNUMSUB on the master of each channel."""
+    if not isinstance(redis, RedisCluster):
+        return list(await redis.pubsub_numsub(*channels))
+    by_node: dict[str, list[str]] = {}
+    for channel in channels:
+        node = redis.get_node_from_key(channel)
+        assert node is not None
+        by_node.setdefault(node.name, []).append(channel)
+    counts: list[tuple[bytes | str, int]] = []
+    for name, some in by_node.items():
+        reply = await redis.execute_command("PUBSUB SHARDNUMSUB", *some, target_nodes=redis.get_node(node_name=name))
+        counts.extend(reply)
+    return counts
