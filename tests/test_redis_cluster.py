@@ -323,18 +323,22 @@ async def test_the_client_factory_runs_the_recovery_stores_commands_on_a_cluster
         await redis.aclose()
 
 
-async def test_realtime_feed_per_asset_publishes_with_spublish(redis_cluster: RedisClusterNodes,
-                                                              start_gateway: GatewayFactory) -> None:
+@pytest.mark.parametrize("per_asset", [True, False])
+async def test_realtime_feed_on_a_cluster(redis_cluster: RedisClusterNodes, start_gateway: GatewayFactory,
+                                          per_asset: bool) -> None:
+    """Per-asset: SPUBLISH to sharded channels. Single: PUBLISH, which the cluster broadcasts to every node."""
     suffix = free_port()
-    gateway = start_gateway(redis_url=redis_cluster.url, price_channel=f"prices-{suffix}", price_channels="per-asset",
-                            manager_channel=f"socketio-{suffix}")
+    gateway = start_gateway(redis_url=redis_cluster.url, price_channel=f"prices-{suffix}",
+                            price_channels="per-asset" if per_asset else "single", manager_channel=f"socketio-{suffix}")
     async with connected(gateway.url, auth={"token": token("alice")}) as alice:
         await alice.call("price:subscribe", [SOL])
-        channel = f"prices-{suffix}:{SOL}"
-        await eventually(lambda: int(redis_cluster.command(redis_cluster.master_of(channel), "pubsub", "shardnumsub",
-                                                           channel).split()[1]) == 1)
+        if per_asset:
+            channel = f"prices-{suffix}:{SOL}"
+            await eventually(lambda: int(redis_cluster.command(
+                redis_cluster.master_of(channel), "pubsub", "shardnumsub", channel).split()[1]) == 1)
         feed = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "realtime", "feed", "--per-asset", "--rate", "20", "--count", "30",
+            sys.executable, "-m", "realtime", "feed", *(["--per-asset"] if per_asset else []), "--rate", "20",
+            "--count", "30",
             "--redis-url", redis_cluster.url, "--price-channel", f"prices-{suffix}", cwd=ROOT,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
         _, stderr = await asyncio.wait_for(feed.communicate(), 30)
