@@ -133,7 +133,9 @@ class ShardedPubSub:
         except asyncio.QueueEmpty:
             pass
         try:
-            return await asyncio.wait_for(self._queue.get(), timeout)
+            # asyncio.timeout, not wait_for: no task per message when the queue runs dry between ticks.
+            async with asyncio.timeout(timeout):
+                return await self._queue.get()
         except TimeoutError:
             if self._failure is not None:
                 raise self._failure from None
