@@ -56,7 +56,7 @@ def _feed(args: argparse.Namespace) -> int:
     from realtime.feed.publisher import run_feed
 
     _install_uvloop()
-    asyncio.run(run_feed(settings, rate=args.rate, count=args.count))
+    asyncio.run(run_feed(settings, rate=args.rate, count=args.count, per_asset=args.per_asset))
     return 0
 
 
@@ -119,6 +119,8 @@ def _bench(args: argparse.Namespace) -> int:
         latency_tick_rates=args.latency_rates, connections=[int(n) for n in args.connections],
         step_seconds=args.step_seconds, latency_seconds=args.latency_seconds, drain_seconds=args.drain_seconds,
         connect_concurrency=args.connect_concurrency,
+        spread_assets=args.spread_assets, spread_pods=args.spread_pods, spread_rate=args.spread_rate,
+        spread_seconds=args.spread_seconds,
         generator_cpus=len(args.generator_cpus or generator_cpus) or (os.cpu_count() or 1),
     )
     plan = runner.Plan(
@@ -161,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
                                description="Publish random-walk prices for the catalog to the price channel.")
     feed.add_argument("--rate", type=float, default=5.0, help="ticks per second per asset (default: 5)")
     feed.add_argument("--count", type=int, default=None, help="stop after this many ticks (default: run forever)")
+    feed.add_argument("--per-asset", action="store_true",
+                      help="publish each asset on <price channel>:<ASSET> (SPUBLISH on a Redis Cluster) instead of "
+                           "the price channel; gateways need REALTIME_PRICE_CHANNELS=per-asset or both")
     _add_settings_flags(feed, ["redis_url", "price_channel", "assets", "redis_timeout", "redis_retry_max",
                                "log_level", "log_format"])
     feed.set_defaults(run=_feed)
@@ -179,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_bench(commands: Any) -> None:
     # Only the flags: the bench itself (and psutil, from the bench extra) is imported when it runs.
-    from realtime.bench.options import SCENARIOS, TARGETS, Options
+    from realtime.bench.options import DEFAULT_SCENARIOS, SCENARIOS, TARGETS, Options
 
     defaults = Options()
     bench = commands.add_parser(
@@ -191,8 +196,9 @@ def _add_bench(commands: Any) -> None:
     bench.add_argument("--target", type=_names(TARGETS), default=list(TARGETS),
                        help="servers to start and measure, comma-separated: gateway (REALTIME_FANOUT=direct), "
                             "stock (REALTIME_FANOUT=stock), node (socket.io 4.8 + redis adapter, see --node-dir)")
-    bench.add_argument("--scenario", type=_names(SCENARIOS), default=list(SCENARIOS),
-                       help="scenarios to run, comma-separated")
+    bench.add_argument("--scenario", type=_names(SCENARIOS), default=list(DEFAULT_SCENARIOS),
+                       help="scenarios to run, comma-separated; assets: many assets over several pods, the single "
+                            "price channel against per-asset channels")
     bench.add_argument("--url", default=None,
                        help="measure a gateway that is already running (http://host:port) instead of starting "
                             "targets; it needs --redis-url, --price-channel, --jwt-secret and --assets to match it")
@@ -209,6 +215,13 @@ def _add_bench(commands: Any) -> None:
     bench.add_argument("--connections", type=_numbers, default=defaults.connections,
                        help="connections: connection counts to measure RSS at, comma-separated")
     bench.add_argument("--asset-count", type=int, default=10, help="assets in the started targets' catalog")
+    bench.add_argument("--spread-assets", type=int, default=defaults.spread_assets,
+                       help="assets: catalog size, spread over the pods (each pod's client watches its slice)")
+    bench.add_argument("--spread-pods", type=int, default=defaults.spread_pods, help="assets: gateway pods")
+    bench.add_argument("--spread-rate", type=float, default=defaults.spread_rate,
+                       help="assets: ticks per second over all assets")
+    bench.add_argument("--spread-seconds", type=float, default=defaults.spread_seconds,
+                       help="assets: seconds of publishing per channel layout")
     bench.add_argument("--step-seconds", type=float, default=defaults.step_seconds,
                        help="capacity: seconds of publishing per step")
     bench.add_argument("--latency-seconds", type=float, default=defaults.latency_seconds,

@@ -90,6 +90,12 @@ class Settings(BaseSettings):
     )
     manager_channel: str = Field("socketio", min_length=1, description="python-socketio manager channel")
     price_channel: str = Field("exness:price-updates", min_length=1, description="price feed channel")
+    price_channels: Literal["single", "per-asset", "both"] = Field(
+        "single", description="where the feed publishes: the price channel, `<channel>:<ASSET>` per asset, or both"
+    )
+    price_linger: float = Field(
+        10.0, ge=0, le=3600, description="seconds a pod keeps an asset's channel after its last local subscriber left"
+    )
     redis_timeout: float = Field(2.0, gt=0, le=60, description="Redis socket and connect timeout, seconds")
     redis_retry_max: float = Field(5.0, gt=0, le=300, description="longest backoff between Redis reconnects, seconds")
 
@@ -224,8 +230,14 @@ class Settings(BaseSettings):
         if value is None or value.strip() == "":
             return None
         scheme = value.split("://", 1)[0].lower() if "://" in value else ""
-        if scheme not in {"redis", "rediss", "unix", "memory"}:
-            raise ValueError("expected redis://, rediss://, unix:// or memory://")
+        if scheme not in {"redis", "rediss", "unix", "memory", "redis+cluster"}:
+            raise ValueError("expected redis://, rediss://, unix://, redis+cluster://host:port[,host:port...] "
+                             "or memory://")
+        if scheme == "redis+cluster":
+            nodes = [node.strip().rpartition(":") for node in
+                     value.split("://", 1)[1].rpartition("@")[2].split("/", 1)[0].split(",")]
+            if not all(host and port.isdigit() for host, _, port in nodes):
+                raise ValueError("redis+cluster:// needs host:port[,host:port...]")
         return value
 
     @field_validator("jwt_secret")

@@ -16,6 +16,7 @@ import gc
 import logging
 import signal
 import time
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -55,13 +56,15 @@ class Server:
         self.catalog = Catalog(settings.catalog)
         self.book = PriceBook(self.catalog)
         self.metrics = Metrics(settings.instance_id)
-        self.source = price_source(settings)
+        self.source = price_source(settings, forget=self.book.forget)
         self.ingest = Ingest(self.source, self.book, fanout(self.sio, settings.fanout), self.metrics)
         # Clients: authentication, per-user presence across pods, event handlers.
         self.verifier = TokenVerifier(settings)
         self.presence = presence(settings)
         self.gateway = Gateway(self.sio, settings, self.verifier, self.catalog, self.book, self.metrics,
                                self.presence)
+        # Per-asset price channels follow the asset rooms of this pod.
+        self.sio.watch_rooms(self._asset_room(self.source.watch), self._asset_room(self.source.unwatch))
         self.demand = Demand(demand_store(settings), self.catalog, settings.instance_id,
                              local=self._local_subscribers, interval=settings.demand_interval)
         self.connect_limiter = AddressLimiter(settings.connect_rate, settings.connect_burst, settings.connect_addresses)
@@ -142,6 +145,11 @@ class Server:
         counts = ", ".join(f"{k.value}={v}" for k, v in sorted(self.ingest.counts.items()))
         log.info("instance %s stopped in %.2fs; closed %d connections; feed ticks: %s", self.settings.instance_id,
                  time.monotonic() - started, connections, counts or "none")
+
+    @staticmethod
+    def _asset_room(act: Callable[[str], None]) -> Callable[[str], None]:
+        prefix = asset_room("")
+        return lambda room: act(room.removeprefix(prefix)) if room.startswith(prefix) else None
 
     def _local_subscribers(self) -> dict[str, int]:
         sizes = self.sio.room_sizes(asset_room(name) for name in self.catalog.names)

@@ -70,6 +70,27 @@ async def test_tiny_run_reports_every_scenario_for_gateway_and_node(tmp_path: Pa
         assert row in stdout
 
 
+async def test_assets_scenario_pods_hear_their_slice_with_per_asset_channels(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    code, stdout, stderr = await bench(
+        "--target", "gateway", "--scenario", "assets", "--spread-assets", "20", "--spread-pods", "2",
+        "--spread-rate", "200", "--spread-seconds", "1", "--drain-seconds", "5", "--json", str(out))
+    assert code == 0, stderr[-3000:]
+    result = json.loads(out.read_text())["results"]["gateway"]["assets"]
+    assert result["assets"] == 20 and result["pods"] == 2
+    single, per_asset = result["single"], result["per-asset"]
+    # The single channel: every pod hears every tick. Per-asset channels: each pod hears its own half.
+    assert [p["received"] for p in single["pods"]] == [single["published"]] * 2
+    assert [p["received"] for p in per_asset["pods"]] == [p["expected"] for p in per_asset["pods"]]
+    assert sum(p["received"] for p in per_asset["pods"]) == per_asset["published"]
+    assert all(p["watched_assets"] == 10 for p in per_asset["pods"])
+    # The same on a three-master Redis Cluster with sharded channels; its Redis CPU is all six nodes'.
+    cluster = result["cluster"]
+    assert [p["received"] for p in cluster["pods"]] == [p["expected"] for p in cluster["pods"]]
+    assert len(cluster["redis_cpu_pct_each"]) == 6
+    assert "gateway · assets (20 assets over 2 pods" in stdout
+
+
 async def test_bad_arguments_get_one_clear_line() -> None:
     code, _, stderr = await bench("--target", "gateway,nginx")
     assert code == 2 and "choose from gateway, stock, node; got 'gateway,nginx'" in stderr

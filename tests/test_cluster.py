@@ -118,7 +118,8 @@ async def test_slots_of_a_dead_pod_do_not_leak(start_cluster: ClusterFactory) ->
 async def _slots(cluster: Cluster, user: str, expected: int) -> bool:
     client = aioredis.Redis.from_url(cluster.redis.url)
     try:
-        return bool(await client.zcard(f"{cluster.env['REALTIME_MANAGER_CHANNEL']}:presence:user:{user}") == expected)
+        key = f"{{{cluster.env['REALTIME_MANAGER_CHANNEL']}:presence}}:user:{user}"
+        return bool(await client.zcard(key) == expected)
     finally:
         await client.aclose()
 
@@ -126,7 +127,7 @@ async def _slots(cluster: Cluster, user: str, expected: int) -> bool:
 async def _pod_expired(cluster: Cluster, pod: Any) -> bool:
     client = aioredis.Redis.from_url(cluster.redis.url)
     try:
-        pattern = f"{cluster.env['REALTIME_MANAGER_CHANNEL']}:presence:pod:{pod.env['REALTIME_INSTANCE_ID']}:*"
+        pattern = f"{{{cluster.env['REALTIME_MANAGER_CHANNEL']}:presence}}:pod:{pod.env['REALTIME_INSTANCE_ID']}:*"
         return not [key async for key in client.scan_iter(match=pattern)]
     finally:
         await client.aclose()

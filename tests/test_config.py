@@ -38,6 +38,8 @@ def test_bad_catalogs_are_refused(catalog: str) -> None:
     ({"port": "abc"}, "REALTIME_PORT"),
     ({"serializer": "xml"}, "REALTIME_SERIALIZER"),
     ({"redis_url": "http://localhost"}, "REALTIME_REDIS_URL"),
+    ({"redis_url": "redis+cluster://10.0.0.1:7000,10.0.0.2"}, "REALTIME_REDIS_URL"),
+    ({"price_channels": "some"}, "REALTIME_PRICE_CHANNELS"),
     ({"jwt_algorithms": "none"}, "REALTIME_JWT_ALGORITHMS"),
     ({"connect_timeout": "0"}, "REALTIME_CONNECT_TIMEOUT"),
     ({"connect_attempts": "0"}, "REALTIME_CONNECT_ATTEMPTS"),

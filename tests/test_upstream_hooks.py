@@ -43,7 +43,8 @@ HOOKS: dict[Any, tuple[str, ...]] = {
     engineio.AsyncServer: ("_ok", "_handle_connect", "create_queue", "disconnect", "handle_request"),
     async_socket.AsyncSocket: ("receive", "poll", "close", "_websocket_handler", "_upgrade_websocket"),
     socketio.AsyncManager: ("emit", "eio_sid_from_sid", "sid_from_eio_sid", "is_connected", "is_pre_connected",
-                            "initialize", "set_server", "connect", "can_disconnect"),
+                            "initialize", "set_server", "connect", "can_disconnect", "basic_enter_room",
+                            "basic_leave_room"),
     socketio.AsyncRedisManager: ("_redis_connect", "_redis_listen_with_retries", "_publish", "_listen", "_thread"),
     MsgPackPacket: ("encode", "decode", "configure"),
 }
@@ -111,6 +112,15 @@ def test_the_overrides_keep_upstream_signatures() -> None:
     assert "self.redis.publish" in inspect.getsource(socketio.AsyncRedisManager._publish)
     # The msgpack packet: `dumps_default` is how python-socketio's encoder handles non-msgpack types.
     assert "dumps_default" in inspect.getsource(MsgPackPacket.encode)
+    # engine/manager.py RoomEvents: every join and leave (disconnects and close_room too) goes through these two.
+    assert list(inspect.signature(socketio.AsyncManager.basic_enter_room).parameters) == [
+        "self", "sid", "namespace", "room", "eio_sid"]
+    assert list(inspect.signature(socketio.AsyncManager.basic_leave_room).parameters) == [
+        "self", "sid", "namespace", "room"]
+    assert "self.basic_leave_room(" in inspect.getsource(socketio.AsyncManager.basic_disconnect)
+    assert "self.basic_leave_room(" in inspect.getsource(socketio.AsyncManager.basic_close_room)
+    assert "self.basic_enter_room(" in inspect.getsource(socketio.AsyncManager.enter_room)
+    assert "self.basic_leave_room(" in inspect.getsource(socketio.AsyncManager.leave_room)
 
 
 def test_start_up_checks_the_versions_setup_cfg_pins() -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 TARGETS = ("gateway", "stock", "node")
-SCENARIOS = ("capacity", "latency", "connections")
+SCENARIOS = ("capacity", "latency", "connections", "assets")
+# What a bench run without --scenario runs (`assets` starts several pods of its own: ask for it).
+DEFAULT_SCENARIOS = ("capacity", "latency", "connections")
 # What only the bench needs; installed by the `bench` extra.
 REQUIRES = ("psutil",)
 
@@ -31,3 +33,8 @@ class Options:
     drain_seconds: float = 3.0
     connect_concurrency: int = 200
     generator_cpus: int = 1
+    # The `assets` scenario: this many assets over this many pods, ticks per second over all assets.
+    spread_assets: int = 1000
+    spread_pods: int = 4
+    spread_rate: float = 5000.0
+    spread_seconds: float = 10.0

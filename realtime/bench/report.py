@@ -131,6 +131,8 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
         rows.append(["connects/s (connect + CONNECT + subscribe ack)"]
                     + [_num(rates[t]) + ("" if t == "node" else _ratio(rates[t], rates.get("node")))
                        for t in targets])
+    if not rows:
+        return ""  # e.g. only the assets scenario ran: its own table says it all
     return _table(["one core for the server, same load", *targets], rows)
 
 
@@ -145,6 +147,9 @@ def details(results: dict[str, dict[str, Any]]) -> str:
     parts = []
     for target, scenarios in results.items():
         for name, result in scenarios.items():
+            if name == "assets":
+                parts.append(_spread(target, result))
+                continue
             if name == "connections":
                 rows = [[_num(lv["connections"]), _num(lv["connect"]["connects_per_s"]),
                          str(lv["connect"]["errors"] or "-"), _ms(lv["server_rss_mb"]),
@@ -165,6 +170,28 @@ def details(results: dict[str, dict[str, Any]]) -> str:
                                    "server CPU %", "server waited for CPU %", "server µs/delivery",
                                    "generator CPU %"], rows))
     return "\n\n".join(parts)
+
+
+def _spread(target: str, result: dict[str, Any]) -> str:
+    """The `assets` scenario: per pod, what it received from Redis and its CPU, for each channel layout.
+
+    `cluster` is per-asset channels on a three-master Redis Cluster (its Redis CPU: all six nodes).
+    """
+    rows = []
+    for layout in ("single", "per-asset", "cluster"):
+        if layout not in result:
+            continue
+        run = result[layout]
+        for pod in run["pods"]:
+            rows.append([layout, str(pod["pod"]), _num(pod["watched_assets"]), _num(pod["received_per_s"]),
+                         f"{_ms(pod['cpu_pct'])} (idle {_ms(pod['idle_cpu_pct'])})", _ms(pod["cpu_us_per_received"])])
+        rows.append([layout, "all", "", _num(run["published_per_s"]) + " published", _ms(run["pods_cpu_pct"]),
+                     f"Redis CPU {_ms(run['redis_cpu_pct'])} %"])
+    return (f"{target} · assets ({result['assets']} assets over {result['pods']} pods, "
+            f"{_num(result['ticks_per_s'])} ticks/s for {result['seconds']:g} s)\n"
+            + _table(["channels", "pod", "assets watched", "received from Redis/s", "CPU %",
+                      "CPU µs/received (above idle)"],
+                     rows))
 
 
 def contention(results: dict[str, dict[str, Any]]) -> list[str]:

@@ -19,6 +19,7 @@ from realtime.bench import report, scenarios
 from realtime.bench.fleet import Fleet
 from realtime.bench.options import Options
 from realtime.bench.scenarios import Run
+from realtime.bench.spread import spread
 from realtime.bench.targets import (
     Endpoint,
     Process,
@@ -105,6 +106,15 @@ async def run_bench(plan: Plan) -> dict[str, Any]:
             redis, redis_url = await start_redis(plan.generator_cpus, tmp)
         fleet = await Fleet.start(plan.workers, plan.generator_cpus)
         for scenario in plan.scenarios:
+            if scenario == "assets":
+                # Its own pods (several gateways sharing channels), so: only ours, only the gateway.
+                if plan.url is None and "gateway" in plan.targets:
+                    log.info("bench: assets against gateway pods")
+                    document["results"].setdefault("gateway", {})["assets"] = await spread(
+                        fleet, plan.options, redis_url=redis_url, redis_pid=redis.pid if redis else None,
+                        cpus=plan.server_cpus, generator_cpus=plan.generator_cpus, workdir=tmp,
+                        node_dir=plan.node_dir)
+                continue
             for target in (["url"] if plan.url else plan.targets):
                 log.info("bench: %s against %s", scenario, target)
                 if plan.url is not None:

@@ -19,7 +19,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -177,8 +177,11 @@ def ensure_node_server(node_dir: Path) -> Path:
 
 
 async def start_target(kind: str, *, redis_url: str, assets: list[str], secret: str, cpus: Sequence[int],
-                       workdir: Path, node_dir: Path) -> Endpoint:
-    """Start a fresh server of `kind` (gateway, stock or node) and wait until it is ready."""
+                       workdir: Path, node_dir: Path, settings: Mapping[str, str] | None = None) -> Endpoint:
+    """Start a fresh server of `kind` (gateway, stock or node) and wait until it is ready.
+
+    `settings` (REALTIME_* variables) override the defaults, e.g. for pods that share channels.
+    """
     port = free_port()
     suffix = f"{kind}-{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("REALTIME_")}
@@ -190,6 +193,7 @@ async def start_target(kind: str, *, redis_url: str, assets: list[str], secret: 
         # Every simulated client comes from 127.0.0.1: the per-address connection rate would refuse them.
         "REALTIME_CONNECT_RATE": "0",
     })
+    env.update(settings or {})
     if kind == "node":
         command = ["node", str(ensure_node_server(node_dir))]
     elif kind in ("gateway", "stock"):

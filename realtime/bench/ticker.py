@@ -13,16 +13,24 @@ import time
 from collections import Counter
 
 import orjson
-import redis.asyncio as aioredis
+
+from realtime.cluster.redis import client
+from realtime.cluster.shards import is_cluster
 
 
 class Ticker:
-    """Publishes round-robin over `assets` on `channel`."""
+    """Publishes round-robin over `assets` on `channel` (or on each asset's own channel)."""
 
-    def __init__(self, redis_url: str, channel: str, assets: list[str]) -> None:
-        self.client = aioredis.Redis.from_url(redis_url)
+    def __init__(self, redis_url: str, channel: str, assets: list[str], *, per_asset: bool = False) -> None:
+        # On a Redis Cluster per-asset channels are sharded: SPUBLISH (and a cluster pipelines nothing else).
+        self.client = client(redis_url, 10.0)
+        self.sharded = is_cluster(redis_url)
+        if self.sharded and not per_asset:
+            raise ValueError("on a Redis Cluster the bench publishes per-asset channels only")
         self.channel = channel
         self.assets = assets
+        # Per-asset channels (`<channel>:<ASSET>`, REALTIME_PRICE_CHANNELS=per-asset) or the one channel.
+        self.channels = {asset: f"{channel}:{asset}" if per_asset else channel for asset in assets}
         self._last_us = 0
         self._next = 0
 
@@ -50,7 +58,10 @@ class Ticker:
                 async with self.client.pipeline(transaction=False) as pipe:
                     for _ in range(due - sent):
                         asset, message = self._tick()
-                        pipe.publish(self.channel, message)
+                        if self.sharded:
+                            pipe.spublish(self.channels[asset], message)
+                        else:
+                            pipe.publish(self.channels[asset], message)
                         published[asset] += 1
                     await pipe.execute()
                 sent = due

@@ -8,10 +8,11 @@ upstream poller uses the sum to stop polling what nobody watches.
 The store is chosen by URL. `memory://` (embedded mode) knows this process
 only. `redis://` keeps, under the prefix `REALTIME_DEMAND_KEY` (`realtime:demand`):
 
-- `<prefix>:pod:<instance>`: hash asset -> this pod's subscribers, expiring
+- `{<prefix>}:pod:<instance>`: hash asset -> this pod's subscribers, expiring
   after three intervals, so a pod that dies drops out on its own;
-- `<prefix>:pods`: sorted set of instance ids scored by their last write, the
-  index readers follow (trimmed of pods older than the expiry);
+- `{<prefix>}:pods`: sorted set of instance ids scored by their last write, the
+  index readers follow (trimmed of pods older than the expiry); the hash tag
+  keeps these in one Redis Cluster slot, so a pod writes them in one MULTI;
 - `<prefix>`: the summed `DemandReport` as JSON, rewritten by every pod every
   interval with the same expiry, and PUBLISHed on the channel `<prefix>`
   whenever the sum a pod computes differs from the one it last published.
@@ -91,11 +92,11 @@ class RedisDemandStore:
     def __init__(self, url: str, prefix: str, ttl: float, timeout: float) -> None:
         self.client = client(url, timeout)
         self.prefix = prefix
-        self.index = f"{prefix}:pods"
+        self.index = f"{{{prefix}}}:pods"
         self.ttl = max(1, round(ttl))
 
     def _pod_key(self, instance: str) -> str:
-        return f"{self.prefix}:pod:{instance}"
+        return f"{{{self.prefix}}}:pod:{instance}"
 
     async def put(self, instance: str, counts: Mapping[str, int]) -> None:
         key = self._pod_key(instance)
@@ -139,11 +140,10 @@ class RedisDemandStore:
     async def announce(self, report: DemandReport, changed: bool) -> None:
         message = orjson.dumps(report)
         try:
-            async with self.client.pipeline(transaction=False) as pipe:
-                pipe.set(self.prefix, message, ex=self.ttl)
-                if changed:
-                    pipe.publish(self.prefix, message)
-                await pipe.execute()
+            # Not one pipeline: a Redis Cluster refuses PUBLISH in a pipeline (and the sum changes rarely).
+            await self.client.set(self.prefix, message, ex=self.ttl)
+            if changed:
+                await self.client.publish(self.prefix, message)
         except REDIS_ERRORS as exc:
             raise DemandUnavailable(exc.__class__.__name__) from None
 

@@ -7,6 +7,10 @@ default of waiting forever. Pub/sub listeners use `Subscription`, which
 reconnects with a jittered, capped backoff, checks that a quiet connection is
 alive (`Liveness`), logs one line when Redis goes and one when it returns,
 and counts reconnects for `/metrics`.
+
+`redis+cluster://host:port[,host:port...]` selects a Redis Cluster
+(`realtime.cluster.shards`): `client()` is then a `RedisCluster`, and a
+`Subscription`'s sharded channels use SSUBSCRIBE on the shard that owns them.
 """
 
 from __future__ import annotations
@@ -15,24 +19,34 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
+
+# Re-exported: they lived here before liveness.py.
+from realtime.cluster.liveness import MISSED as MISSED
+from realtime.cluster.liveness import Liveness
+from realtime.cluster.liveness import RedisSilent as RedisSilent
+from realtime.cluster.shards import ShardedPubSub, cluster_client, is_cluster
 
 log = logging.getLogger(__name__)
 
-# What redis-py raises when Redis is down, hung or restarting.
-REDIS_ERRORS: tuple[type[BaseException], ...] = (aioredis.RedisError, OSError, TimeoutError)
+# What redis-py raises when Redis is down, hung or restarting (on a cluster also when no node
+# answers or a slot has no master: `RedisClusterException` is not a `RedisError`).
+REDIS_ERRORS: tuple[type[BaseException], ...] = (aioredis.RedisError, RedisClusterException, OSError, TimeoutError)
 
-# Silent intervals (the first ends with a PING) before a subscribed connection counts as dead.
-MISSED = 3
+# A client of one Redis or of a Redis Cluster: both take the same commands on cluster-safe keys.
+Client = aioredis.Redis | RedisCluster
 
 
-def client(url: str, timeout: float) -> aioredis.Redis:
-    """A Redis client whose every call gives up after `timeout` seconds."""
+def client(url: str, timeout: float) -> Client:
+    """A Redis (or Redis Cluster) client whose every call gives up after `timeout` seconds."""
+    if is_cluster(url):
+        return cluster_client(url, timeout)
     return aioredis.Redis.from_url(
         url,
         socket_timeout=timeout,
@@ -62,51 +76,18 @@ class Backoff:
         self.attempts = 0
 
 
-class RedisSilent(TimeoutError):
-    """Redis did not answer a PING on a subscribed connection."""
-
-
-class Liveness:
-    """A hung server is not a quiet channel.
-
-    redis-py's `health_check_interval` PINGs an idle pub/sub connection but
-    never waits for the answer, and the kernel keeps accepting writes to a
-    stopped (SIGSTOP, swapped out, partitioned) Redis, so a subscriber would
-    wait forever while `/ready` says all is well. `Liveness` PINGs after
-    `interval` of silence and raises `RedisSilent` when nothing, not even the
-    PONG, arrives within `MISSED` intervals.
-    """
-
-    def __init__(self, pubsub: PubSub, interval: float) -> None:
-        self.pubsub = pubsub
-        self.interval = interval
-        self._heard = time.monotonic()
-        self._pinged = False
-
-    async def next_message(self) -> dict[str, Any] | None:
-        """The next message (PONGs included), or None after `interval` of silence."""
-        message: dict[str, Any] | None = await self.pubsub.get_message(timeout=self.interval)
-        now = time.monotonic()
-        if message is not None:
-            self._heard, self._pinged = now, False
-            return message
-        silent = now - self._heard
-        if silent > MISSED * self.interval:
-            raise RedisSilent(f"no answer from Redis for {silent:.1f}s")
-        if silent > self.interval and not self._pinged:
-            self._pinged = True
-            await self.pubsub.ping()
-        return None
-
-
 class Subscription:
     """Messages of some pub/sub channels, across Redis outages, until cancelled.
 
     `component` names the listener in logs and metrics (`feed`, `manager`).
-    `on_up` runs after every (re)subscription, e.g. to log what was lost.
+    `channels` are classic channels, for the life of the subscription.
+    `sharded` channels are SSUBSCRIBEd on a Redis Cluster (each on the shard
+    that owns it) and classic on one Redis; `want()` changes them at any
+    time. `on_up` runs after every (re)subscription, e.g. to log what was lost.
     """
 
-    def __init__(self, component: str, url: str, channels: Sequence[str], *, timeout: float, retry_max: float,
+    def __init__(self, component: str, url: str, channels: Sequence[str] = (), *, timeout: float,
+                 retry_max: float, sharded: Iterable[str] = (),
                  on_up: Callable[[], Awaitable[None]] | None = None) -> None:
         self.component = component
         self.url = url
@@ -116,25 +97,46 @@ class Subscription:
         self.on_up = on_up
         self.connected = False
         self.reconnects = 0
+        self.cluster = is_cluster(url)
+        self._wanted: set[str] = set(sharded)
+        self._active: set[str] = set()  # sharded channels subscribed on the live connection
+        self._changed = asyncio.Event()
+        self._sync_failure: BaseException | None = None
+
+    @property
+    def sharded(self) -> frozenset[str]:
+        """The sharded channels wanted now (subscribed, or to be once Redis answers)."""
+        return frozenset(self._wanted)
+
+    def want(self, channels: Iterable[str]) -> None:
+        """Make the sharded channels `channels`; applied in the background, in one go per change burst."""
+        self._wanted = set(channels)
+        self._changed.set()
 
     async def messages(self) -> AsyncIterator[dict[str, Any]]:
         """Each published message as redis-py gives it (`type`, `channel`, `data`)."""
         while True:
-            redis = client(self.url, self.timeout)
-            pubsub = redis.pubsub(ignore_subscribe_messages=True)
+            pubsub, redis = self._open()
+            syncer: asyncio.Task[None] | None = None
             try:
-                await pubsub.subscribe(*self.channels)
+                await pubsub.connect()
+                if self.channels:
+                    await pubsub.subscribe(*self.channels)
+                await self._sync(pubsub)
                 if self.backoff.attempts:
                     self.reconnects += 1
-                    log.info("%s: subscribed to %s again", self.component, ", ".join(self.channels))
+                    log.info("%s: subscribed to %s again", self.component, self._describe())
                 self.connected = True
                 self.backoff.reset()
+                syncer = asyncio.create_task(self._keep_in_sync(pubsub), name=f"{self.component} channels")
                 if self.on_up is not None:
                     await self.on_up()
                 liveness = Liveness(pubsub, self.timeout)
                 while True:
                     message = await liveness.next_message()
-                    if message is not None and message["type"] == "message":
+                    if self._sync_failure is not None:
+                        raise self._sync_failure
+                    if message is not None and message["type"] in ("message", "smessage"):
                         yield message
             except REDIS_ERRORS as exc:
                 if self.connected or self.backoff.attempts == 0:
@@ -142,8 +144,55 @@ class Subscription:
                                 self.component, exc.__class__.__name__, self.backoff.cap)
             finally:
                 self.connected = False
+                self._active.clear()
+                self._sync_failure = None
+                if syncer is not None:
+                    syncer.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await syncer
                 with contextlib.suppress(*REDIS_ERRORS):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
-                with contextlib.suppress(*REDIS_ERRORS):
-                    await redis.aclose()
+                    await pubsub.aclose()
+                if redis is not None:
+                    with contextlib.suppress(*REDIS_ERRORS):
+                        await redis.aclose()
             await asyncio.sleep(self.backoff.next_delay())
+
+    def _open(self) -> tuple[PubSub | ShardedPubSub, aioredis.Redis | None]:
+        """A pub/sub connection, and on one Redis the client to close with it (ShardedPubSub closes its own)."""
+        if self.cluster:
+            return ShardedPubSub(cluster_client(self.url, self.timeout), self.timeout), None
+        redis = client(self.url, self.timeout)
+        assert isinstance(redis, aioredis.Redis)
+        return redis.pubsub(ignore_subscribe_messages=True), redis
+
+    async def _sync(self, pubsub: PubSub | ShardedPubSub) -> None:
+        """Subscribe what is wanted and not active, unsubscribe the reverse."""
+        wanted = set(self._wanted)
+        add, drop = sorted(wanted - self._active), sorted(self._active - wanted)
+        if isinstance(pubsub, ShardedPubSub):
+            if drop:
+                await pubsub.sunsubscribe(*drop)
+            if add:
+                await pubsub.ssubscribe(*add)
+        else:
+            if drop:
+                await pubsub.unsubscribe(*drop)
+            if add:
+                await pubsub.subscribe(*add)
+        self._active = wanted
+
+    async def _keep_in_sync(self, pubsub: PubSub | ShardedPubSub) -> None:
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            try:
+                await self._sync(pubsub)
+            except REDIS_ERRORS as exc:
+                # The reading loop raises it, and the reconnect subscribes everything wanted.
+                self._sync_failure = exc
+                return
+
+    def _describe(self) -> str:
+        names = [*self.channels, *sorted(self._active)[:3]]
+        more = len(self._active) - 3
+        return ", ".join(names) + (f" and {more} more" if more > 0 else "")

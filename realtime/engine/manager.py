@@ -15,30 +15,74 @@ corrections to the stock one:
   holds that client.
 
 It also reports whether its listener is connected, for `/ready`.
+
+On a Redis Cluster (`redis+cluster://`) the manager channel is a sharded
+channel: published with SPUBLISH, read with SSUBSCRIBE on the shard that owns
+it, so manager traffic costs one shard, not the whole cluster bus. Back ends
+cannot use python-socketio's write-only `AsyncRedisManager` there (it can
+only PUBLISH to one Redis); they use the HTTP API (`POST /api/v1/publish`).
+
+Both managers tell `watch_rooms` callbacks when a room gets its first member
+on this pod and when its last one leaves (the per-asset price channels follow
+this).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import redis.asyncio as aioredis
 import socketio
 
-from realtime.cluster.redis import REDIS_ERRORS, Subscription, client
+from realtime.cluster.redis import REDIS_ERRORS, Client, Subscription, client
+from realtime.cluster.shards import is_cluster
 from realtime.config import Settings
 from realtime.metrics import PlainCounter, RedisLink
 
 log = logging.getLogger(__name__)
 
 
-class RedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
+RoomCallback = Callable[[str], None]
+
+
+class RoomEvents:
+    """Calls `occupied(room)` when a room gets its first member here, `vacated(room)` when its last leaves.
+
+    Every join and leave of python-socketio's managers goes through
+    `basic_enter_room` / `basic_leave_room` (disconnects and `close_room`
+    included), so these two overrides see them all.
+    """
+
+    rooms: dict[str, dict[str, Any]]
+    _occupied: RoomCallback | None = None
+    _vacated: RoomCallback | None = None
+
+    def watch_rooms(self, occupied: RoomCallback, vacated: RoomCallback) -> None:
+        self._occupied, self._vacated = occupied, vacated
+
+    def basic_enter_room(self, sid: str, namespace: str, room: str | None, eio_sid: str | None = None) -> None:
+        fresh = room is not None and room not in self.rooms.get(namespace, {})
+        super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)  # type: ignore[misc]
+        if fresh and self._occupied is not None:
+            assert room is not None
+            self._occupied(room)
+
+    def basic_leave_room(self, sid: str, namespace: str, room: str | None) -> None:
+        held = room is not None and room in self.rooms.get(namespace, {})
+        super().basic_leave_room(sid, namespace, room)  # type: ignore[misc]
+        if held and room not in self.rooms.get(namespace, {}) and self._vacated is not None:
+            assert room is not None
+            self._vacated(room)
+
+
+class RedisManager(RoomEvents, socketio.AsyncRedisManager):  # type: ignore[misc]
     def __init__(self, settings: Settings) -> None:
         assert settings.redis_url is not None
         super().__init__(url=settings.redis_url, channel=settings.manager_channel)
         self.timeout = settings.redis_timeout
-        self.subscription = Subscription("manager", settings.redis_url, [settings.manager_channel],
+        self.cluster = is_cluster(settings.redis_url)
+        self.subscription = Subscription("manager", settings.redis_url, sharded=[settings.manager_channel],
                                          timeout=settings.redis_timeout, retry_max=settings.redis_retry_max,
                                          on_up=self._resumed)
         # Manager messages through Redis, for /metrics (our own come back to us too).
@@ -64,13 +108,15 @@ class RedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
 
     def _redis_connect(self) -> None:
         # Publishing only: the listener has its own connection (`Subscription`).
-        self.redis: aioredis.Redis = client(self.redis_url, self.timeout)
+        self.redis: Client = client(self.redis_url, self.timeout)
         self.connected = True
 
     async def _redis_listen_with_retries(self) -> AsyncIterator[Any]:
         # Replaces the stock loop (1 s doubling to 60 s, an error line per attempt).
         async for message in self.subscription.messages():
             self.received += 1
+            if message["type"] == "smessage":
+                message["type"] = "message"  # what python-socketio's `_listen` looks for
             yield message
 
     async def _resumed(self) -> None:
@@ -87,7 +133,10 @@ class RedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         try:
             if not self.connected:
                 self._redis_connect()
-            await self.redis.publish(self.channel, self.json.dumps(data))
+            if self.cluster:
+                await self.redis.spublish(self.channel, self.json.dumps(data))
+            else:
+                await self.redis.publish(self.channel, self.json.dumps(data))
             self.published += 1
         except REDIS_ERRORS as exc:
             # The listener notices the outage too and owns the reconnect; this emit is lost.
@@ -103,7 +152,7 @@ class RedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         self._dropped_this_outage += 1
 
 
-class MemoryManager(socketio.AsyncManager):  # type: ignore[misc]
+class MemoryManager(RoomEvents, socketio.AsyncManager):  # type: ignore[misc]
     """Embedded mode: python-socketio's in-process manager; this process is the whole cluster."""
 
     listening = True

@@ -140,6 +140,10 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
         messages: tuple[int, int] | None = self.manager.messages()
         return messages
 
+    def watch_rooms(self, occupied: Callable[[str], None], vacated: Callable[[str], None]) -> None:
+        """Be told when a room gets its first member on this pod and when its last one leaves."""
+        self.manager.watch_rooms(occupied, vacated)
+
     # Rooms and sockets, as the send path and the metrics need them.
 
     def room_size(self, room: str) -> int:

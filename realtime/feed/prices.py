@@ -53,9 +53,18 @@ class PriceBook:
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
         self._latest: dict[str, PriceUpdate] = {}
+        # The last seq of assets forgotten (per-asset channels let go): numbering goes on from there.
+        self._stale_seq: dict[str, int] = {}
 
     def latest(self, asset: str) -> PriceUpdate | None:
         return self._latest.get(asset)
+
+    def forget(self, asset: str) -> None:
+        """This pod stopped hearing `asset`: no snapshot until its next tick, which may have any newer seq."""
+        latest = self._latest.get(asset)
+        if latest is not None:
+            self._stale_seq[asset] = latest["seq"]
+            del self._latest[asset]
 
     def accept(self, raw: bytes | str) -> PriceUpdate:
         """Validate one feed message and make it the asset's latest price."""
@@ -80,7 +89,7 @@ class PriceBook:
             raise TickRejected(TickOutcome.CROSSED, f"{asset.name}: bid {bid} > ask {ask}")
 
         previous = self._latest.get(asset.name)
-        last_seq = previous["seq"] if previous else 0
+        last_seq = previous["seq"] if previous else self._stale_seq.get(asset.name, 0)
         if seq is None:
             seq = last_seq + 1  # upstream gave none: this pod numbers the ticks itself
             if seq > MAX_SAFE_INTEGER:

@@ -4,12 +4,22 @@ A source is an async iterator of raw messages (JSON bytes) plus a `connected`
 flag for readiness. `redis://` subscribes to the price channel and reconnects
 on its own; `memory://` (embedded mode) runs the random-walk simulator in
 process and feeds its ticks through the same validation as Redis would.
+
+`REALTIME_PRICE_CHANNELS` says where the feed publishes: `single` (the price
+channel), `per-asset` (`<channel>:<ASSET>`, so a pod hears only the assets
+its clients watch) or `both` (during a migration of the feed: the pod hears
+the single channel and the per-asset ones; a tick that comes twice is
+dropped as stale by its seq). Per-asset channels are followed with
+`watch`/`unwatch`: a pod subscribes when an asset gets its first local
+subscriber and lets go `REALTIME_PRICE_LINGER` seconds after the last one
+left, so a client toggling a subscription costs Redis nothing. On a Redis
+Cluster they are sharded channels (SSUBSCRIBE, each on its own shard).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 import orjson
@@ -28,6 +38,12 @@ class PriceSource(Protocol):
     def links(self) -> list[RedisLink]:
         """Its Redis connections, for /metrics."""
 
+    def watch(self, asset: str) -> None:
+        """`asset` has its first subscriber on this pod."""
+
+    def unwatch(self, asset: str) -> None:
+        """`asset`'s last subscriber on this pod left."""
+
     def messages(self) -> AsyncIterator[bytes]: ...
 
 
@@ -45,6 +61,12 @@ class SimulatedSource:
     def links(self) -> list[RedisLink]:
         return []
 
+    def watch(self, asset: str) -> None:
+        return None  # the simulator ticks every asset anyway
+
+    def unwatch(self, asset: str) -> None:
+        return None
+
     async def messages(self) -> AsyncIterator[bytes]:
         if self.rate <= 0:
             await asyncio.Event().wait()  # simulation off: a source that never ticks
@@ -59,12 +81,24 @@ class SimulatedSource:
 
 
 class RedisSource:
-    """Subscribes to the price channel; reconnects with jittered backoff, forever."""
+    """Subscribes to the price channel(s); reconnects with jittered backoff, forever.
 
-    def __init__(self, settings: Settings) -> None:
+    `forget` is called with an asset whose channel this pod let go: its
+    latest price goes stale from then on and must not be a snapshot.
+    """
+
+    def __init__(self, settings: Settings, forget: Callable[[str], None] = lambda asset: None) -> None:
         assert settings.redis_url is not None
-        self.subscription = Subscription("price feed", settings.redis_url, [settings.price_channel],
+        single = [settings.price_channel] if settings.price_channels in ("single", "both") else []
+        self.per_asset = settings.price_channels in ("per-asset", "both")
+        self.hears_all = bool(single)  # the single channel carries every asset anyway
+        self.channel = settings.price_channel
+        self.linger = settings.price_linger
+        self.forget = forget
+        self.subscription = Subscription("price feed", settings.redis_url, single,
                                          timeout=settings.redis_timeout, retry_max=settings.redis_retry_max)
+        # Assets whose channel this pod holds, with the pending release of those nobody watches now.
+        self._held: dict[str, asyncio.TimerHandle | None] = {}
 
     @property
     def connected(self) -> bool:
@@ -73,12 +107,47 @@ class RedisSource:
     def links(self) -> list[RedisLink]:
         return [RedisLink("feed", lambda: self.subscription.connected, lambda: self.subscription.reconnects)]
 
+    def watch(self, asset: str) -> None:
+        if not self.per_asset:
+            return
+        if asset in self._held:
+            release = self._held[asset]
+            if release is not None:
+                release.cancel()  # back within the linger: the channel never went
+            self._held[asset] = None
+            return
+        self._held[asset] = None
+        self._apply()
+
+    def unwatch(self, asset: str) -> None:
+        if asset not in self._held:
+            return
+        if self.linger == 0:
+            self._release(asset)
+        else:
+            self._held[asset] = asyncio.get_running_loop().call_later(self.linger, self._release, asset)
+
+    def _release(self, asset: str) -> None:
+        del self._held[asset]
+        self._apply()
+        if not self.hears_all:
+            self.forget(asset)
+
+    def _apply(self) -> None:
+        self.subscription.want(f"{self.channel}:{asset}" for asset in self._held)
+
     async def messages(self) -> AsyncIterator[bytes]:
-        async for message in self.subscription.messages():
-            yield message["data"]
+        try:
+            async for message in self.subscription.messages():
+                yield message["data"]
+        finally:
+            for release in self._held.values():
+                if release is not None:
+                    release.cancel()
 
 
-def price_source(settings: Settings) -> PriceSource:
+def price_source(settings: Settings, forget: Callable[[str], None] = lambda asset: None) -> PriceSource:
+    """The simulator in embedded mode, else Redis; `forget(asset)` when this pod stops hearing an asset."""
     if settings.embedded:
         return SimulatedSource(settings)
-    return RedisSource(settings)
+    return RedisSource(settings, forget)
