@@ -26,7 +26,8 @@ def _add_settings_flags(parser: argparse.ArgumentParser, fields: Sequence[str] |
         default = info.get_default(call_default_factory=False)
         shown = "" if default is None or callable(info.default_factory) else f" (default: {default})"
         kwargs: dict[str, Any] = {"dest": name, "default": None, "metavar": "VALUE",
-                                  "help": f"{info.description}{shown} [{variable_name(name)}]"}
+                                  # argparse formats help with %: a literal one must be doubled.
+                                  "help": f"{info.description}{shown} [{variable_name(name)}]".replace("%", "%%")}
         if info.annotation is bool:
             kwargs.update(nargs="?", const="true", metavar="true|false")
         group.add_argument(flag_name(name), **kwargs)

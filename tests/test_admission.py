@@ -275,7 +275,7 @@ async def test_per_user_cap_races_leave_at_most_the_cap(start_cluster: ClusterFa
         await eventually(settled, timeout=20, interval=0.2)
         redis = aioredis.Redis.from_url(cluster.redis.url)
         try:
-            key = f"{cluster.env['REALTIME_MANAGER_CHANNEL']}:presence:user:alice"
+            key = f"{{{cluster.env['REALTIME_MANAGER_CHANNEL']}:presence}}:user:alice"
             assert await redis.zcard(key) == cap
         finally:
             await redis.aclose()
