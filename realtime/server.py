@@ -25,6 +25,7 @@ from realtime.config import Settings
 from realtime.engine import versions
 from realtime.engine.server import SocketServer
 from realtime.feed.catalog import Catalog
+from realtime.feed.gauges import FeedGauges
 from realtime.feed.ingest import Ingest
 from realtime.feed.prices import PriceBook
 from realtime.feed.sources import price_source
@@ -34,7 +35,7 @@ from realtime.http.board import Board
 from realtime.http.middleware import handshake_limit, turn_away_while_draining
 from realtime.http.proxies import address_of
 from realtime.metrics import Metrics, State
-from realtime.protocol import asset_room
+from realtime.protocol import tier_room
 from realtime.send.fanout import fanout
 from realtime.send.writer import Writers
 from realtime.sessions.auth import TokenVerifier
@@ -53,10 +54,13 @@ class Server:
         self.sio = SocketServer(settings, self.writers)
         # Prices: catalog, validation and latest ticks, the source, the fan-out.
         self.catalog = Catalog(settings.catalog)
-        self.book = PriceBook(self.catalog)
+        self.book = PriceBook(self.catalog, band=settings.price_band, stale_after=settings.stale_after,
+                              delays=settings.delay_tiers)
         self.metrics = Metrics(settings.instance_id)
+        self.metrics.registry.register(FeedGauges(self.book))
         self.source = price_source(settings)
-        self.ingest = Ingest(self.source, self.book, fanout(self.sio, settings.fanout), self.metrics)
+        self.ingest = Ingest(self.source, self.book, fanout(self.sio, settings.fanout), self.metrics,
+                             settings.delay_tiers)
         # Clients: authentication, per-user presence across pods, event handlers.
         self.verifier = TokenVerifier(settings)
         self.presence = presence(settings)
@@ -93,6 +97,7 @@ class Server:
     async def start(self) -> None:
         self.sio.start_manager()
         self._tasks.append(asyncio.create_task(self.ingest.run(), name="ingest"))
+        self._tasks.append(asyncio.create_task(self.ingest.watch(), name="feed-timers"))
         self._tasks.append(asyncio.create_task(self.demand.run(), name="demand"))
         await self.presence.start()
 
@@ -141,8 +146,11 @@ class Server:
                  time.monotonic() - started, connections, counts or "none")
 
     def _local_subscribers(self) -> dict[str, int]:
-        sizes = self.sio.room_sizes(asset_room(name) for name in self.catalog.names)
-        return {name: sizes[asset_room(name)] for name in self.catalog.names}
+        """Subscribers per asset on this pod, real-time and delayed tiers together."""
+        rooms = {name: [tier_room(name, delay) for delay in {0, *self.settings.delay_tiers}]
+                 for name in self.catalog.names}
+        sizes = self.sio.room_sizes(room for names in rooms.values() for room in names)
+        return {name: sum(sizes[room] for room in names) for name, names in rooms.items()}
 
     def _metric_state(self) -> State:
         """Where /metrics finds what the parts keep as attributes."""

@@ -45,8 +45,8 @@ def free_port() -> int:
 
 
 def token(sub: str = "alice", *, roles: list[str] | None = None, assets: list[str] | None = None,
-          ttl: int = 3600, secret: str = SECRET) -> str:
-    return mint_token(secret, sub, roles=roles or [], assets=assets, ttl=ttl)
+          ttl: int = 3600, secret: str = SECRET, delay: int | None = None) -> str:
+    return mint_token(secret, sub, roles=roles or [], assets=assets, ttl=ttl, delay=delay)
 
 
 def _wait_port(port: int, timeout: float, process: subprocess.Popen[bytes] | None = None) -> None:
@@ -172,6 +172,8 @@ def gateway_env(port: int, **settings: Any) -> dict[str, str]:
         "REALTIME_JWT_SECRET": SECRET,
         "REALTIME_ASSETS": ASSETS,
         "REALTIME_SIMULATED_RATE": "0",
+        # Test prices jump by 100 % (bid 1, 2, 3, ...): the band's own tests turn it on.
+        "REALTIME_PRICE_BAND": "0",
         "REALTIME_SHUTDOWN_GRACE": "3",
         "PYTHONUNBUFFERED": "1",
     })
