@@ -63,8 +63,7 @@ class PriceBook:
         self.band = band
         self._latest: dict[str, PriceUpdate] = {}
         self._sequencers = {asset.name: Sequencer() for asset in catalog}
-        self._bands: dict[str, Band[tuple[PriceUpdate, int | None, int | None, bool]]] = {
-            asset.name: Band(band) for asset in catalog}
+        self._bands: dict[str, Band[PriceUpdate]] = {asset.name: Band(band) for asset in catalog}
         self.statuses = Statuses({asset.name: asset.stale_after or stale_after for asset in catalog})
         self.tiers = Tiers(delays or [], {asset.name: asset.decimals for asset in catalog})
         self.band_dropped = 0
@@ -132,17 +131,21 @@ class PriceBook:
                         "wire seq goes on at %d", asset.name, seq, ts, wire)
         update: PriceUpdate = {"asset": asset.name, "bid": bid, "ask": ask, "decimals": asset.decimals,
                                "seq": wire, "ts": ts if ts is not None else now_ms}
-        judgement = self._bands[asset.name].judge((update, seq, ts, restart), bid, ask)
-        if judgement.dropped is not None:
-            self.band_dropped += 1
-            held = judgement.dropped[0]
-            log.warning("feed: dropped band tick: %s: bid %d ask %d seq %d was not confirmed",
-                        asset.name, held["bid"], held["ask"], held["seq"])
-        accepted = [entry[0] for entry in judgement.accepted]
+        accepted = self._judge(update) if self.band else [update]
         for update in accepted:
             self._latest[asset.name] = update
             self.statuses.ticked(asset.name)
         return accepted
+
+    def _judge(self, update: PriceUpdate) -> list[PriceUpdate]:
+        """The price band's verdict: the ticks accepted now, in order (none while this one is held)."""
+        judgement = self._bands[update["asset"]].judge(update, update["bid"], update["ask"])
+        if judgement.dropped is not None:
+            self.band_dropped += 1
+            held = judgement.dropped
+            log.warning("feed: dropped band tick: %s: bid %d ask %d seq %d was not confirmed",
+                        held["asset"], held["bid"], held["ask"], held["seq"])
+        return judgement.accepted
 
     def _control(self, asset: str, status: Any) -> None:
         if status == HALT:
