@@ -27,6 +27,7 @@ from realtime.engine.server import SocketServer
 from realtime.feed.catalog import Catalog
 from realtime.feed.gauges import FeedGauges
 from realtime.feed.ingest import Ingest
+from realtime.feed.numbering import numbering
 from realtime.feed.prices import PriceBook
 from realtime.feed.sources import price_source
 from realtime.http import health
@@ -59,8 +60,9 @@ class Server:
         self.metrics = Metrics(settings.instance_id)
         self.metrics.registry.register(FeedGauges(self.book))
         self.source = price_source(settings)
+        self.numbering = numbering(settings)
         self.ingest = Ingest(self.source, self.book, fanout(self.sio, settings.fanout), self.metrics,
-                             settings.delay_tiers)
+                             settings.delay_tiers, self.numbering)
         # Clients: authentication, per-user presence across pods, event handlers.
         self.verifier = TokenVerifier(settings)
         self.presence = presence(settings)
@@ -141,6 +143,7 @@ class Server:
         if self._runner is not None:
             await self._runner.cleanup()
         await self.demand.close()
+        await self.numbering.aclose()
         counts = ", ".join(f"{k.value}={v}" for k, v in sorted(self.ingest.counts.items()))
         log.info("instance %s stopped in %.2fs; closed %d connections; feed ticks: %s", self.settings.instance_id,
                  time.monotonic() - started, connections, counts or "none")

@@ -120,6 +120,14 @@ async def test_two_pods_number_a_restarted_feed_alike(start_gateway: GatewayFact
         for client in (a, b):
             await client.wait_for("price:update", 6)
         ticks = [[(u["seq"], u["bid"]) for u in c.received("price:update")] for c in (a, b)]
-    assert ticks[0] == ticks[1]
-    seqs = [seq for seq, _ in ticks[0]]
-    assert seqs == sorted(set(seqs)) and [bid for _, bid in ticks[0]] == [140, 141, 201, 202, 303, 304]
+        assert ticks[0] == ticks[1]
+        seqs = [seq for seq, _ in ticks[0]]
+        assert seqs == sorted(set(seqs)) and [bid for _, bid in ticks[0]] == [140, 141, 201, 202, 303, 304]
+
+        # A pod started after the restart (a deploy) numbers like the pods that saw it.
+        late = start_gateway(redis_url=redis_server.url, instance_id="pod-late", **channels)
+        async with connected(late.url, auth={"token": token("c")}) as c:
+            await c.call("price:subscribe", [BTC])
+            await feed(pods[0], quote(500, seq=5, ts=ts + 900))
+            last = [(await client.wait_for("price:update", count))[-1] for client, count in ((a, 7), (b, 7), (c, 1))]
+    assert last[0] == last[1] == last[2] and last[0]["seq"] == seqs[-1] + 1

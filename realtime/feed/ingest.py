@@ -18,6 +18,7 @@ import logging
 import time
 from collections import Counter
 
+from realtime.feed.numbering import LocalNumbering, Numbering
 from realtime.feed.prices import PriceBook, TickOutcome, TickRejected
 from realtime.feed.sources import PriceSource
 from realtime.metrics import Metrics
@@ -31,7 +32,7 @@ DROPPED = {outcome: f"feed: dropped {outcome.value} tick: %s" for outcome in Tic
 
 class Ingest:
     def __init__(self, source: PriceSource, book: PriceBook, fanout: Fanout, metrics: Metrics,
-                 delays: list[int] | None = None) -> None:
+                 delays: list[int] | None = None, numbering: Numbering | None = None) -> None:
         self.source = source
         self.book = book
         self.fanout = fanout
@@ -39,8 +40,10 @@ class Ingest:
         self.counts: Counter[TickOutcome] = Counter()
         self.delays = sorted({0, *(delays or [])})
         self._band_dropped = 0
+        self.numbering = numbering or LocalNumbering()
 
     async def run(self) -> None:
+        await self.numbering.load(self.book)
         async for raw in self.source.messages():
             try:
                 updates = self.book.accept_all(raw)
@@ -51,6 +54,10 @@ class Ingest:
                 if self.book.band_dropped != self._band_dropped:
                     self.counts[TickOutcome.BAND] += self.book.band_dropped - self._band_dropped
                     self._band_dropped = self.book.band_dropped
+            if self.book.restarted:
+                for asset, offset in self.book.restarted:
+                    self.numbering.save(asset, offset)
+                self.book.restarted.clear()
             if self.book.statuses.changes:
                 await self.send_statuses(self.book.statuses.drain())
             for update in updates:

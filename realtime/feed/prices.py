@@ -67,10 +67,18 @@ class PriceBook:
         self.statuses = Statuses({asset.name: asset.stale_after or stale_after for asset in catalog})
         self.tiers = Tiers(delays or [], {asset.name: asset.decimals for asset in catalog})
         self.band_dropped = 0
+        self.restarted: list[tuple[str, int]] = []  # (asset, new offset) not yet shared with other pods
 
     def restart_counts(self) -> list[tuple[str, int]]:
         """Feed restarts recognised, per asset."""
         return [(asset, sequencer.restarts) for asset, sequencer in self._sequencers.items()]
+
+    def adopt_offsets(self, offsets: dict[str, int]) -> None:
+        """Number like the pods that saw earlier feed restarts (before this pod's first tick)."""
+        for asset, offset in offsets.items():
+            sequencer = self._sequencers.get(asset)
+            if sequencer is not None and not sequencer.wire:
+                sequencer.offset = offset
 
     def latest(self, asset: str, delay: int = 0) -> PriceUpdate | None:
         """The latest tick of `asset`; for a delayed tier, the latest at least `delay` s old."""
@@ -127,6 +135,7 @@ class PriceBook:
             raise TickRejected(TickOutcome.STALE, f"{asset.name}: {stale}") from None
         sequencer.commit(seq, ts, wire, restart)
         if restart:
+            self.restarted.append((asset.name, sequencer.offset))
             log.warning("feed: %s numbering started again (publisher restart?): seq %s, ts %s; "
                         "wire seq goes on at %d", asset.name, seq, ts, wire)
         update: PriceUpdate = {"asset": asset.name, "bid": bid, "ask": ask, "decimals": asset.decimals,
