@@ -53,13 +53,14 @@ class History:
         if self.count:
             last = (self.head + self.count - 1) % self.capacity * FIELDS
             if records[last] == due:  # same second: the newer tick replaces it
-                records[last + 1:last + FIELDS] = array("q", (bid, ask, seq, ts))
+                records[last + 1], records[last + 2], records[last + 3], records[last + 4] = bid, ask, seq, ts
                 return
         if self.count == self.capacity:  # cannot happen while the timer runs; bounded if it stalls
             self.head = (self.head + 1) % self.capacity
             self.count -= 1
         slot = (self.head + self.count) % self.capacity * FIELDS
-        records[slot:slot + FIELDS] = array("q", (due, bid, ask, seq, ts))
+        records[slot], records[slot + 1], records[slot + 2], records[slot + 3], records[slot + 4] = \
+            due, bid, ask, seq, ts
         self.count += 1
 
     def release(self, now: int) -> tuple[int, int, int, int] | None:
