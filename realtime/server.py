@@ -62,7 +62,7 @@ class Server:
         self.source = price_source(settings)
         self.numbering = numbering(settings)
         self.ingest = Ingest(self.source, self.book, fanout(self.sio, settings.fanout), self.metrics,
-                             settings.delay_tiers, self.numbering)
+                             self.numbering)
         # Clients: authentication, per-user presence across pods, event handlers.
         self.verifier = TokenVerifier(settings)
         self.presence = presence(settings)

@@ -12,7 +12,18 @@ import time
 from typing import Any
 
 from tests.conftest import GatewayFactory
-from tests.harness import Gateway, Recorder, RedisServer, connected, free_port, publish, sample, scrape, token
+from tests.harness import (
+    Gateway,
+    Recorder,
+    RedisServer,
+    connected,
+    free_port,
+    node_session,
+    publish,
+    sample,
+    scrape,
+    token,
+)
 
 BTC = "BTC_USDC_PERP"
 
@@ -53,6 +64,21 @@ async def test_feed_restarts_freeze_prices(gateway: Gateway) -> None:
         assert ack["prices"][0]["seq"] == 505
     assert sample(await scrape(gateway.url), "realtime_feed_restarts_total", asset=BTC) == 1
     assert "BTC_USDC_PERP numbering started again" in gateway.logs()
+
+
+async def test_feed_restarts_reach_the_readme_javascript_client(start_gateway: GatewayFactory,
+                                                               redis_server: RedisServer) -> None:
+    """Item 5 with node socket.io-client running the README's example, which drops ticks at or below its highest seq."""
+    suffix = str(free_port())
+    gateway = start_gateway(redis_url=redis_server.url, price_channel=f"prices-{suffix}",
+                            manager_channel=f"socketio-{suffix}", jwt_secret=None, dev=True)
+    ts = now_ms()
+    async with node_session("example.mjs", {"url": gateway.url}) as client:
+        await feed(gateway, quote(100, seq=70, ts=ts))
+        assert (await client.until("render"))["update"]["bid"] == 100
+        await feed(gateway, *[quote(200 + s, seq=s, ts=ts + 1000 + s) for s in (1, 2)])
+        rendered = [(await client.until("render"))["update"] for _ in range(2)]
+    assert [(u["bid"], u["seq"]) for u in rendered] == [(201, 71), (202, 72)]
 
 
 async def test_feed_restarts_without_ts_resume_within_a_few_ticks(gateway: Gateway) -> None:

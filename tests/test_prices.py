@@ -142,6 +142,10 @@ def test_two_books_fed_the_same_messages_number_them_alike() -> None:
     assert feed_through(book(), messages) == feed_through(book(), messages)
 
 
+def test_a_feed_that_mixes_ticks_with_and_without_seq_keeps_the_wire_rising() -> None:
+    assert feed_through(book(), [{"seq": 10}, {}, {"seq": 11}, {"seq": 12}]) == [10, 11, 12, 13]
+
+
 def test_ts_only_feeds_are_numbered_from_ts() -> None:
     assert feed_through(book(), [{"ts": 5}, {"ts": 5}, {"ts": 6}, {"ts": 2000}]) == [5001, 5002, 6001, 2_000_001]
 

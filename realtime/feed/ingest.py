@@ -32,13 +32,13 @@ DROPPED = {outcome: f"feed: dropped {outcome.value} tick: %s" for outcome in Tic
 
 class Ingest:
     def __init__(self, source: PriceSource, book: PriceBook, fanout: Fanout, metrics: Metrics,
-                 delays: list[int] | None = None, numbering: Numbering | None = None) -> None:
+                 numbering: Numbering | None = None) -> None:
         self.source = source
         self.book = book
         self.fanout = fanout
         self.metrics = metrics
         self.counts: Counter[TickOutcome] = Counter()
-        self.delays = sorted({0, *(delays or [])})
+        self.delays = [0, *book.tiers.tiers]  # the real-time room and every delayed tier's
         self._band_dropped = 0
         self.numbering = numbering or LocalNumbering()
 

@@ -69,8 +69,8 @@ class Sequencer:
     def number(self, seq: int | None, ts: int | None, now_ms: int) -> tuple[int, bool]:
         """The wire seq for a tick with upstream `seq` and `ts`, and whether it starts a new numbering.
 
-        Raises `OutOfOrder` for a stale or replayed tick. Nothing is changed
-        until `commit` (a tick may still be held back by the price band).
+        Raises `OutOfOrder` for a stale or replayed tick (counting it towards
+        a run); `commit` makes an accepted tick the last one.
         """
         if seq is None:
             if ts is None:
@@ -88,11 +88,13 @@ class Sequencer:
             restart = self._in_run(seq, ts, f"ts {ts} is older than the last accepted {self.last_ts}", replay)
         elif self.last_seq and seq - self.last_seq > MAX_JUMP:
             restart = self._in_run(seq, ts, f"seq {seq} leaps more than 2**32 over {self.last_seq}", False)
-        if restart or seq + self.offset > MAX_SAFE_INTEGER:
+        wire = seq + self.offset
+        if restart or wire > MAX_SAFE_INTEGER:
             if self.wire >= MAX_SAFE_INTEGER:
                 raise OutOfOrder(f"seq space exhausted at {self.wire}")
             return self.wire + 1, True
-        return seq + self.offset, False
+        # Never at or below what clients have: a feed that mixes ticks with and without seq.
+        return max(wire, self.wire + 1), False
 
     def _in_run(self, seq: int, ts: int | None, reason: str, replay: bool) -> bool:
         """Count a rejected tick; True when it completes a run that makes a new numbering."""
