@@ -21,6 +21,7 @@ from tests.harness import (
     gateway_env,
     http_json,
     node_session,
+    publish,
     ticking,
 )
 
@@ -101,7 +102,8 @@ async def test_board_in_chromium(start_gateway: GatewayFactory, redis_server: Re
     assert (ARTIFACTS / f"board-{serializer}.png").stat().st_size > 10_000
 
 
-async def test_board_shows_a_stale_row(start_gateway: GatewayFactory, redis_server: RedisServer) -> None:
+async def test_board_shows_a_stale_row_and_a_halted_one(start_gateway: GatewayFactory,
+                                                        redis_server: RedisServer) -> None:
     # SOL's catalog entry makes it stale after 1 s without a tick; the feed stops sending it, then resumes.
     suffix = str(free_port())
     gateway = start_gateway(redis_url=redis_server.url, price_channel=f"prices-{suffix}",
@@ -113,7 +115,8 @@ async def test_board_shows_a_stale_row(start_gateway: GatewayFactory, redis_serv
         return [t for t in every_asset(seq) if not (sol_quiet and t["asset"] == "SOL_USDC_PERP")]
 
     ARTIFACTS.mkdir(exist_ok=True)
-    plan = {"url": gateway.url + "/", "screenshot": str(ARTIFACTS / "board-status.png"), "stale": "SOL_USDC_PERP"}
+    plan = {"url": gateway.url + "/", "screenshot": str(ARTIFACTS / "board-status.png"), "stale": "SOL_USDC_PERP",
+            "halt": "ETH_USDC_PERP"}
     async with ticking(gateway, batch, 0.15), node_session("board.mjs", plan) as browser:
         check_rows(await browser.until("filled", timeout=60))
         await browser.until("changed")
@@ -129,6 +132,11 @@ async def test_board_shows_a_stale_row(start_gateway: GatewayFactory, redis_serv
         await browser.send({"step": "revive"})
         revived = await browser.until("revived")
         assert {row["asset"]: row["status"] for row in revived["rows"]}["SOL_USDC_PERP"] == "live"
+        await publish(gateway.env["REALTIME_REDIS_URL"], gateway.env["REALTIME_PRICE_CHANNEL"],
+                      {"asset": "ETH_USDC_PERP", "status": "halted"})
+        halted = {row["asset"]: row for row in (await browser.until("halted"))["rows"]}
+        assert halted["ETH_USDC_PERP"]["badge"] == "Halted" and halted["ETH_USDC_PERP"]["struck"] == "line-through"
+        assert halted["BTC_USDC_PERP"]["status"] == "live"
         await browser.until("done")
     assert [line for line in browser.lines if line["type"] == "pageerror"] == []
     assert (ARTIFACTS / "board-status-stale.png").stat().st_size > 10_000

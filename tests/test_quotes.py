@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 from tests.conftest import GatewayFactory
@@ -70,3 +71,15 @@ async def test_decimal_string_prices_are_exact_to_the_last_digit(gateway: Gatewa
 
 async def _band_counted(gateway: Gateway) -> bool:
     return sample(await scrape(gateway.url), "realtime_feed_messages_total", outcome="band") == 1
+
+
+async def test_an_out_of_order_ts_is_dropped_as_stale(gateway: Gateway) -> None:
+    now = time.time_ns() // 1_000_000
+    async with connected(gateway.url, auth={"token": token("alice")}) as client:
+        await client.call("price:subscribe", [BTC])
+        await feed(gateway, quote(100, 1) | {"ts": now}, quote(101, 2) | {"ts": now - 500},  # within 1 s: kept
+                   quote(102, 3) | {"ts": now - 5000},  # older than the last by 5 s: stale
+                   quote(103, 4) | {"ts": now + 1})
+        await client.wait_for("price:update", 3)
+    assert [u["bid"] for u in client.received("price:update")] == [100, 101, 103]
+    assert sample(await scrape(gateway.url), "realtime_feed_messages_total", outcome="stale") == 1

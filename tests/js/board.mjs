@@ -4,7 +4,8 @@
 // {"step": "started"} on stdin while the test restarts the gateway; with "hold", it
 // prints {"type": "holding"} and stays until {"step": "release"}. With "stale": "<ASSET>",
 // it waits until that row shows stale, prints {"type": "stale"} (and a screenshot), then
-// until it is live again after {"step": "revive"}, and prints {"type": "revived"}.
+// until it is live again after {"step": "revive"}, and prints {"type": "revived"}. With
+// "halt": "<ASSET>", it then waits until that row shows halted and prints {"type": "halted"}.
 import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
 
@@ -101,6 +102,13 @@ try {
     await step("revive");
     await page.waitForSelector(`${row}[data-status="live"]`, { timeout });
     out({ type: "revived", asset: plan.stale, ...(await snapshot()) });
+  }
+
+  if (plan.halt) {
+    // The feed halts one asset: its row says so at once.
+    await page.waitForSelector(`tr[data-asset="${plan.halt}"][data-status="halted"]`, { timeout });
+    out({ type: "halted", asset: plan.halt, ...(await snapshot()) });
+    if (plan.screenshot) await page.screenshot({ path: plan.screenshot.replace(/\.png$/, "-halted.png") });
   }
 
   if (plan.hold) {
