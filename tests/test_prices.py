@@ -128,6 +128,13 @@ def test_one_poisoned_seq_or_ts_cannot_silence_an_asset() -> None:
     assert future == [10, None, None, 11, 12, 13]
 
 
+def test_only_restarts_of_a_confirmed_numbering_are_shared_with_other_pods() -> None:
+    poisoned, honest = book(), book()
+    feed_through(poisoned, [{"seq": MAX_UPSTREAM_SEQ, "ts": 1}, {"seq": 5, "ts": 2}])
+    feed_through(honest, [{"seq": 4, "ts": 1}, {"seq": 5, "ts": 2}, {"seq": 1, "ts": 3}])
+    assert poisoned.restarted == [] and honest.restarted == [("BTC_USDC_PERP", 5)]
+
+
 def test_a_replay_with_ts_is_never_taken_for_a_restart() -> None:
     now = int(time.time() * 1000)
     seqs = feed_through(book(), [{"seq": 100, "ts": now}, *[{"seq": s, "ts": now - 5000 + s} for s in range(1, 6)]])

@@ -33,6 +33,8 @@ __all__ = ["MAX_SAFE_INTEGER", "PriceBook", "TickOutcome", "TickRejected"]
 
 log = logging.getLogger(__name__)
 
+# A numbering this pod accepted this many ticks of may share its restarts with other pods.
+CONFIRMED = 2
 # Feed control messages: {"asset", "status": ...}.
 HALT, OPEN = "halted", "open"
 
@@ -133,9 +135,13 @@ class PriceBook:
             wire, restart = sequencer.number(seq, ts, now_ms)
         except OutOfOrder as stale:
             raise TickRejected(TickOutcome.STALE, f"{asset.name}: {stale}") from None
+        confirmed = sequencer.accepted >= CONFIRMED
         sequencer.commit(seq, ts, wire, restart)
         if restart:
-            self.restarted.append((asset.name, sequencer.offset))
+            # Shared with other pods only from a numbering two ticks had confirmed: a poisoned
+            # seq that happened to be this pod's very first tick must not reach the pods that refused it.
+            if confirmed:
+                self.restarted.append((asset.name, sequencer.offset))
             log.warning("feed: %s numbering started again (publisher restart?): seq %s, ts %s; "
                         "wire seq goes on at %d", asset.name, seq, ts, wire)
         update: PriceUpdate = {"asset": asset.name, "bid": bid, "ask": ask, "decimals": asset.decimals,

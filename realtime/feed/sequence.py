@@ -61,6 +61,7 @@ class Sequencer:
     wire: int = 0  # the last seq sent to clients
     offset: int = 0  # wire seq = upstream seq + offset
     restarts: int = 0
+    accepted: int = 0  # ticks accepted so far
     _run: int = 0
     _run_seq: int = -1
     _run_ts: int = -1
@@ -121,5 +122,6 @@ class Sequencer:
         if ts is not None:
             self.last_ts = ts
         self.wire = wire
+        self.accepted += 1
         self._run = 0
         self._run_seq = -1
