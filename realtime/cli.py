@@ -71,7 +71,7 @@ def _token(args: argparse.Namespace) -> int:
     assets = None if args.assets is None else [a.strip() for a in args.assets.split(",") if a.strip()]
     algorithm = settings.jwt_algorithms[0] if settings.jwt_algorithms else "HS256"
     print(mint_token(settings.jwt_secret, args.sub, roles=roles, assets=assets, ttl=args.ttl, algorithm=algorithm,
-                     issuer=settings.jwt_issuer, audience=settings.jwt_audience))
+                     issuer=settings.jwt_issuer, audience=settings.jwt_audience, delay=args.delay))
     return 0
 
 
@@ -177,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--roles", default="", help="comma-separated roles, e.g. trader,risk")
     token.add_argument("--assets", default=None, help="comma-separated assets the token may see (default: all)")
     token.add_argument("--ttl", type=int, default=3600, help="seconds until exp (default: 3600)")
+    token.add_argument("--delay", type=int, default=None,
+                       help="delayed-data tier in seconds, one of REALTIME_DELAY_TIERS (default: real-time)")
     _add_settings_flags(token, ["jwt_secret", "jwt_algorithms", "jwt_issuer", "jwt_audience"])
     token.set_defaults(run=_token)
     _add_bench(commands)

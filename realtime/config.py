@@ -38,6 +38,7 @@ class ConfigError(Exception):
 class AssetSpec:
     name: str
     decimals: int
+    stale_after: float | None = None  # seconds; None: REALTIME_STALE_AFTER
 
 
 def _split_csv(value: Any) -> Any:
@@ -47,11 +48,12 @@ def _split_csv(value: Any) -> Any:
 
 
 def parse_assets(value: str) -> tuple[AssetSpec, ...]:
-    """Parse the catalog `NAME:DECIMALS,...`; names are stored upper-case."""
+    """Parse the catalog `NAME:DECIMALS[:STALE_AFTER],...`; names are stored upper-case."""
     specs: list[AssetSpec] = []
     seen: set[str] = set()
     for item in _split_csv(value):
         name, sep, decimals = item.partition(":")
+        decimals, _, stale = decimals.partition(":")
         name = name.strip().upper()
         if not sep or not name or not decimals.strip().isdigit():
             raise ValueError(f"expected NAME:DECIMALS, got {item!r}")
@@ -63,10 +65,20 @@ def parse_assets(value: str) -> tuple[AssetSpec, ...]:
         if name in seen:
             raise ValueError(f"asset {name} is listed twice")
         seen.add(name)
-        specs.append(AssetSpec(name, places))
+        specs.append(AssetSpec(name, places, _stale_after(name, stale) if stale else None))
     if not specs:
         raise ValueError("the catalog is empty")
     return tuple(specs)
+
+
+def _stale_after(name: str, value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds <= 86_400:
+        raise ValueError(f"stale-after of {name} must be 0 < seconds <= 86400, got {value!r}")
+    return seconds
 
 
 class Settings(BaseSettings):
@@ -101,6 +113,18 @@ class Settings(BaseSettings):
 
     # Catalog and the embedded simulated feed.
     assets: str = Field(DEFAULT_ASSETS, description="catalog NAME:DECIMALS,...")
+    stale_after: float = Field(
+        10.0, gt=0, le=86_400, description="seconds without an accepted tick after which an asset is stale "
+                                           "(per asset: NAME:DECIMALS:SECONDS in the catalog)",
+    )
+    delay_tiers: Annotated[list[int], NoDecode] = Field(
+        default_factory=lambda: [0, 900],
+        description="delays (s) a token's `delay` claim may ask for; other values are refused at connect",
+    )
+    price_band: float = Field(
+        0.1, ge=0, le=100, description="a tick whose mid moves more than this fraction from the last accepted "
+                                       "mid is held until a second tick confirms it (0 = off)",
+    )
     simulated_rate: float = Field(
         2.0, ge=0, le=10_000, description="embedded mode: simulated ticks per second per asset (0 = off)"
     )
@@ -213,7 +237,7 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     log_format: Literal["text", "json"] = Field("text", description="log line format")
 
-    @field_validator("jwt_algorithms", "cors_origins", "trusted_proxies", mode="before")
+    @field_validator("jwt_algorithms", "cors_origins", "trusted_proxies", "delay_tiers", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
@@ -223,6 +247,13 @@ class Settings(BaseSettings):
     def _valid_catalog(cls, value: str) -> str:
         parse_assets(value)
         return value
+
+    @field_validator("delay_tiers")
+    @classmethod
+    def _valid_tiers(cls, value: list[int]) -> list[int]:
+        if any(not 0 <= delay <= 86_400 for delay in value):
+            raise ValueError("each delay is 0..86400 seconds")
+        return sorted(set(value))
 
     @field_validator("redis_url")
     @classmethod

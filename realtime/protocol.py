@@ -20,6 +20,8 @@ AUTH_REFRESH = "auth:refresh"
 
 # Server -> client events.
 PRICE_UPDATE = "price:update"
+# An asset's liveness changed: live, stale (no tick for a while) or halted (by the feed).
+PRICE_STATUS = "price:status"
 AUTH_EXPIRING = "auth:expiring"
 # Sent just before the server closes a connection for good (e.g. the user opened too many).
 SESSION_CLOSED = "session:closed"
@@ -32,6 +34,19 @@ ROLE_ROOM = "role:{}"
 
 def asset_room(asset: str) -> str:
     return ASSET_ROOM.format(asset)
+
+
+def tier_room(asset: str, delay: int) -> str:
+    """The room of an asset's ticks as a connection on `delay` (s) sees them: `asset:<A>` or `asset:<A>@<delay>`."""
+    return ASSET_ROOM.format(asset) if not delay else f"{ASSET_ROOM.format(asset)}@{delay}"
+
+
+def room_asset(room: str) -> str | None:
+    """The asset of a tier room (`asset:<A>` or `asset:<A>@<delay>`); None for any other room."""
+    prefix = ASSET_ROOM.format("")
+    if not room.startswith(prefix):
+        return None
+    return room[len(prefix):].partition("@")[0] or None
 
 
 def user_room(sub: str) -> str:
@@ -85,6 +100,14 @@ class PriceUpdate(TypedDict):
     ts: int
 
 
+class PriceStatus(TypedDict):
+    """`price:status`: `status` is live, stale or halted, since `since` (ms)."""
+
+    asset: str
+    status: str
+    since: int
+
+
 class Rejection(TypedDict):
     asset: str
     code: str
@@ -95,6 +118,7 @@ class SubscribeAck(TypedDict):
     subscribed: list[str]
     rejected: list[Rejection]
     prices: list[PriceUpdate]
+    statuses: list[PriceStatus]
     instance: str
 
 
@@ -125,7 +149,10 @@ class ExpiringEvent(TypedDict):
 
 
 class FeedTick(TypedDict):
-    """A message on the price channel (SPEC §4)."""
+    """A tick on the price channel (SPEC §4); prices may also be decimal strings, `ts` a float.
+
+    `{"asset", "status": "halted" | "open"}` on the same channel halts and resumes an asset.
+    """
 
     asset: str
     bid: int
@@ -140,6 +167,7 @@ class AssetInfo(TypedDict):
     name: str
     decimals: int
     price: PriceUpdate | None
+    status: PriceStatus
 
 
 class DemandReport(TypedDict):

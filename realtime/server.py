@@ -16,7 +16,7 @@ import gc
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections import Counter
 
 from aiohttp import web
 
@@ -26,7 +26,9 @@ from realtime.config import Settings
 from realtime.engine import versions
 from realtime.engine.server import SocketServer
 from realtime.feed.catalog import Catalog
+from realtime.feed.gauges import FeedGauges
 from realtime.feed.ingest import Ingest
+from realtime.feed.numbering import numbering
 from realtime.feed.prices import PriceBook
 from realtime.feed.sources import price_source
 from realtime.http import health
@@ -35,7 +37,7 @@ from realtime.http.board import Board
 from realtime.http.middleware import handshake_limit, turn_away_while_draining
 from realtime.http.proxies import address_of
 from realtime.metrics import Metrics, State
-from realtime.protocol import asset_room
+from realtime.protocol import room_asset, tier_room
 from realtime.send.fanout import fanout
 from realtime.send.writer import Writers
 from realtime.sessions.auth import TokenVerifier
@@ -54,17 +56,21 @@ class Server:
         self.sio = SocketServer(settings, self.writers)
         # Prices: catalog, validation and latest ticks, the source, the fan-out.
         self.catalog = Catalog(settings.catalog)
-        self.book = PriceBook(self.catalog)
+        self.book = PriceBook(self.catalog, band=settings.price_band, stale_after=settings.stale_after,
+                              delays=settings.delay_tiers)
         self.metrics = Metrics(settings.instance_id)
+        self.metrics.registry.register(FeedGauges(self.book))
         self.source = price_source(settings, forget=self.book.forget)
-        self.ingest = Ingest(self.source, self.book, fanout(self.sio, settings.fanout), self.metrics)
+        self.numbering = numbering(settings)
+        self.ingest = Ingest(self.source, self.book, fanout(self.sio, settings.fanout), self.metrics,
+                             self.numbering)
         # Clients: authentication, per-user presence across pods, event handlers.
         self.verifier = TokenVerifier(settings)
         self.presence = presence(settings)
         self.gateway = Gateway(self.sio, settings, self.verifier, self.catalog, self.book, self.metrics,
                                self.presence)
         # Per-asset price channels follow the asset rooms of this pod.
-        self.sio.watch_rooms(self._asset_room(self.source.watch), self._asset_room(self.source.unwatch))
+        self._watch_assets()
         self.demand = Demand(demand_store(settings), self.catalog, settings.instance_id,
                              local=self._local_subscribers, interval=settings.demand_interval)
         self.connect_limiter = AddressLimiter(settings.connect_rate, settings.connect_burst, settings.connect_addresses)
@@ -98,6 +104,7 @@ class Server:
     async def start(self) -> None:
         self.sio.start_manager()
         self._tasks.append(asyncio.create_task(self.ingest.run(), name="ingest"))
+        self._tasks.append(asyncio.create_task(self.ingest.watch(), name="feed-timers"))
         self._tasks.append(asyncio.create_task(self.demand.run(), name="demand"))
         await self.presence.start()
 
@@ -142,18 +149,37 @@ class Server:
         if self._runner is not None:
             await self._runner.cleanup()
         await self.demand.close()
+        await self.numbering.aclose()
         counts = ", ".join(f"{k.value}={v}" for k, v in sorted(self.ingest.counts.items()))
         log.info("instance %s stopped in %.2fs; closed %d connections; feed ticks: %s", self.settings.instance_id,
                  time.monotonic() - started, connections, counts or "none")
 
-    @staticmethod
-    def _asset_room(act: Callable[[str], None]) -> Callable[[str], None]:
-        prefix = asset_room("")
-        return lambda room: act(room.removeprefix(prefix)) if room.startswith(prefix) else None
+    def _watch_assets(self) -> None:
+        """Tell the price source which assets this pod needs: any tier room of the asset has a member."""
+        rooms: Counter[str] = Counter()
+
+        def occupied(room: str) -> None:
+            asset = room_asset(room)
+            if asset is not None:
+                rooms[asset] += 1
+                if rooms[asset] == 1:
+                    self.source.watch(asset)
+
+        def vacated(room: str) -> None:
+            asset = room_asset(room)
+            if asset is not None and rooms[asset] > 0:
+                rooms[asset] -= 1
+                if rooms[asset] == 0:
+                    self.source.unwatch(asset)
+
+        self.sio.watch_rooms(occupied, vacated)
 
     def _local_subscribers(self) -> dict[str, int]:
-        sizes = self.sio.room_sizes(asset_room(name) for name in self.catalog.names)
-        return {name: sizes[asset_room(name)] for name in self.catalog.names}
+        """Subscribers per asset on this pod, real-time and delayed tiers together."""
+        rooms = {name: [tier_room(name, delay) for delay in {0, *self.settings.delay_tiers}]
+                 for name in self.catalog.names}
+        sizes = self.sio.room_sizes(room for names in rooms.values() for room in names)
+        return {name: sum(sizes[room] for room in names) for name, names in rooms.items()}
 
     def _metric_state(self) -> State:
         """Where /metrics finds what the parts keep as attributes."""

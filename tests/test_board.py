@@ -21,6 +21,7 @@ from tests.support import (
     gateway_env,
     http_json,
     node_session,
+    publish,
     ticking,
 )
 
@@ -99,6 +100,46 @@ async def test_board_in_chromium(start_gateway: GatewayFactory, redis_server: Re
     errors = [line for line in browser.lines if line["type"] == "pageerror"]
     assert errors == []
     assert (ARTIFACTS / f"board-{serializer}.png").stat().st_size > 10_000
+
+
+async def test_board_shows_a_stale_row_and_a_halted_one(start_gateway: GatewayFactory,
+                                                        redis_server: RedisServer) -> None:
+    # SOL's catalog entry makes it stale after 1 s without a tick; the feed stops sending it, then resumes.
+    suffix = str(free_port())
+    gateway = start_gateway(redis_url=redis_server.url, price_channel=f"prices-{suffix}",
+                            manager_channel=f"socketio-{suffix}", jwt_secret=None, dev=True,
+                            assets="BTC_USDC_PERP:4,ETH_USDC_PERP:4,SOL_USDC_PERP:2:1")
+    sol_quiet = False
+
+    def batch(seq: int) -> list[dict[str, Any]]:
+        return [t for t in every_asset(seq) if not (sol_quiet and t["asset"] == "SOL_USDC_PERP")]
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    plan = {"url": gateway.url + "/", "screenshot": str(ARTIFACTS / "board-status.png"), "stale": "SOL_USDC_PERP",
+            "halt": "ETH_USDC_PERP"}
+    async with ticking(gateway, batch, 0.15), node_session("board.mjs", plan) as browser:
+        check_rows(await browser.until("filled", timeout=60))
+        await browser.until("changed")
+        sol_quiet = True
+        stale = await browser.until("stale")
+        rows = {row["asset"]: row for row in stale["rows"]}
+        assert rows["SOL_USDC_PERP"]["status"] == "stale" and rows["SOL_USDC_PERP"]["badge"] == "Stale"
+        assert rows["SOL_USDC_PERP"]["struck"] == "line-through"
+        assert all(rows[a]["status"] == "live" and rows[a]["badge"] == "" and rows[a]["struck"] == "none"
+                   for a in ("BTC_USDC_PERP", "ETH_USDC_PERP"))
+        check_rows(stale)  # the last price stays readable, flagged
+        sol_quiet = False
+        await browser.send({"step": "revive"})
+        revived = await browser.until("revived")
+        assert {row["asset"]: row["status"] for row in revived["rows"]}["SOL_USDC_PERP"] == "live"
+        await publish(gateway.env["REALTIME_REDIS_URL"], gateway.env["REALTIME_PRICE_CHANNEL"],
+                      {"asset": "ETH_USDC_PERP", "status": "halted"})
+        halted = {row["asset"]: row for row in (await browser.until("halted"))["rows"]}
+        assert halted["ETH_USDC_PERP"]["badge"] == "Halted" and halted["ETH_USDC_PERP"]["struck"] == "line-through"
+        assert halted["BTC_USDC_PERP"]["status"] == "live"
+        await browser.until("done")
+    assert [line for line in browser.lines if line["type"] == "pageerror"] == []
+    assert (ARTIFACTS / "board-status-stale.png").stat().st_size > 10_000
 
 
 def readme_example() -> str:

@@ -12,13 +12,14 @@ from realtime.config import AssetSpec
 class Asset:
     name: str
     decimals: int
+    stale_after: float | None = None  # None: REALTIME_STALE_AFTER
 
 
 class Catalog:
     """Assets by name; look-ups are case-insensitive and answer in catalog spelling."""
 
     def __init__(self, specs: Iterable[AssetSpec]) -> None:
-        self._assets = {spec.name.upper(): Asset(spec.name, spec.decimals) for spec in specs}
+        self._assets = {spec.name.upper(): Asset(spec.name, spec.decimals, spec.stale_after) for spec in specs}
 
     def get(self, name: str) -> Asset | None:
         return self._assets.get(name.upper())

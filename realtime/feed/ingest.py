@@ -4,6 +4,11 @@ Bad messages are dropped and counted by outcome, and logged with one line per
 outcome: the log's repeat filter (`realtime.logs`) writes it at most once per
 window with the number held back, so a broken upstream cannot flood the logs.
 Nothing a message contains stops the loop.
+
+An accepted tick goes to the real-time room at once and into every delayed
+tier's history (`tiers`), whose timer sends it when it comes of age. Status
+changes (`status`) go to the asset's rooms of every tier before the tick that
+caused them.
 """
 
 from __future__ import annotations
@@ -13,9 +18,11 @@ import logging
 import time
 from collections import Counter
 
+from realtime.feed.numbering import LocalNumbering, Numbering
 from realtime.feed.prices import PriceBook, TickOutcome, TickRejected
 from realtime.feed.sources import PriceSource
 from realtime.metrics import Metrics
+from realtime.protocol import PRICE_STATUS, PriceStatus, PriceUpdate, tier_room
 from realtime.send.fanout import Fanout
 
 log = logging.getLogger(__name__)
@@ -24,29 +31,75 @@ DROPPED = {outcome: f"feed: dropped {outcome.value} tick: %s" for outcome in Tic
 
 
 class Ingest:
-    def __init__(self, source: PriceSource, book: PriceBook, fanout: Fanout, metrics: Metrics) -> None:
+    def __init__(self, source: PriceSource, book: PriceBook, fanout: Fanout, metrics: Metrics,
+                 numbering: Numbering | None = None) -> None:
         self.source = source
         self.book = book
         self.fanout = fanout
         self.metrics = metrics
         self.counts: Counter[TickOutcome] = Counter()
+        self.delays = [0, *book.tiers.tiers]  # the real-time room and every delayed tier's
+        self._band_dropped = 0
+        self.numbering = numbering or LocalNumbering()
 
     async def run(self) -> None:
+        await self.numbering.load(self.book)
         async for raw in self.source.messages():
             try:
-                update = self.book.accept(raw)
+                updates = self.book.accept_all(raw)
             except TickRejected as rejected:
                 self._drop(rejected)
                 continue
-            self.counts[TickOutcome.OK] += 1
-            try:
-                started = time.perf_counter()
-                recipients = await self.fanout.send_price(update)
-                self.metrics.tick_sent(update, recipients, time.perf_counter() - started)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("fan-out of %s failed", update["asset"])
+            finally:
+                if self.book.band_dropped != self._band_dropped:
+                    self.counts[TickOutcome.BAND] += self.book.band_dropped - self._band_dropped
+                    self._band_dropped = self.book.band_dropped
+            if self.book.restarted:
+                for asset, offset in self.book.restarted:
+                    self.numbering.save(asset, offset)
+                self.book.restarted.clear()
+            if self.book.statuses.changes:
+                await self.send_statuses(self.book.statuses.drain())
+            for update in updates:
+                self.counts[TickOutcome.OK] += 1
+                self.book.tiers.add(update)
+                await self.send(update)
+
+    async def send(self, update: PriceUpdate, room: str | None = None) -> int:
+        """Fan one tick out to its room (the real-time one by default); never raises.
+
+        Only real-time ticks are measured: a delayed tick's age is its delay.
+        """
+        try:
+            if room is not None:
+                return await self.fanout.send_price(update, room)
+            started = time.perf_counter()
+            recipients = await self.fanout.send_price(update)
+            self.metrics.tick_sent(update, recipients, time.perf_counter() - started)
+            return recipients
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("fan-out of %s failed", update["asset"])
+            return 0
+
+    async def send_statuses(self, changes: list[PriceStatus]) -> None:
+        """`price:status` to the asset's room in every tier."""
+        for change in changes:
+            log.info("feed: %s is %s", change["asset"], change["status"])
+            for delay in self.delays:
+                try:
+                    await self.fanout.send_event(tier_room(change["asset"], delay), PRICE_STATUS, change)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("price:status of %s failed", change["asset"])
+
+    async def watch(self) -> None:
+        """The background work besides the feed: staleness sweeps and the delayed tiers' timer."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.book.statuses.watch(self.send_statuses))
+            group.create_task(self.book.tiers.run(self.send))
 
     def _drop(self, rejected: TickRejected) -> None:
         self.counts[rejected.outcome] += 1

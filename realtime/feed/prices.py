@@ -1,25 +1,42 @@
 """Validating feed ticks and keeping the latest price of every asset.
 
-`PriceBook.accept` is the single gate between the feed and the clients: a tick
-that passes it is numbered, stored as the snapshot new subscribers get, and
-returned for fan-out; anything else raises `TickRejected` with an outcome that
-ingest counts.
+`PriceBook.accept_all` is the single gate between the feed and the clients:
+a message is parsed (`numbers`: integer or decimal-string prices, float
+`ts`), checked against the asset's halt (`status`), numbered (`sequence`:
+the same `seq` on every pod, feed restarts recognised) and judged by the
+price band (`band`). What passes is stored as the snapshot new subscribers
+get and returned for fan-out, in order: usually one tick, none while the band
+holds one back, two when a held tick is confirmed. Anything else raises
+`TickRejected` with an outcome that ingest counts. A halt or resume message
+changes the asset's status and returns nothing.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from enum import StrEnum
 from typing import Any
 
 import orjson
 
+from realtime.feed import numbers
+from realtime.feed.band import Band
 from realtime.feed.catalog import Catalog
-from realtime.protocol import PriceUpdate
+from realtime.feed.numbers import MAX_SAFE_INTEGER, NumberRefused
+from realtime.feed.sequence import OutOfOrder, Sequencer
+from realtime.feed.status import Statuses
+from realtime.feed.tiers import Tiers
+from realtime.protocol import PriceStatus, PriceUpdate
 
-# The largest integer JavaScript numbers hold exactly: prices and seq beyond it
-# would be corrupted in every browser.
-MAX_SAFE_INTEGER = 2**53 - 1
+__all__ = ["MAX_SAFE_INTEGER", "PriceBook", "TickOutcome", "TickRejected"]
+
+log = logging.getLogger(__name__)
+
+# A numbering this pod accepted this many ticks of may share its restarts with other pods.
+CONFIRMED = 2
+# Feed control messages: {"asset", "status": ...}.
+HALT, OPEN = "halted", "open"
 
 
 class TickOutcome(StrEnum):
@@ -28,6 +45,8 @@ class TickOutcome(StrEnum):
     UNKNOWN = "unknown"
     CROSSED = "crossed"
     STALE = "stale"
+    HALTED = "halted"
+    BAND = "band"
 
 
 class TickRejected(Exception):
@@ -37,37 +56,56 @@ class TickRejected(Exception):
         self.reason = reason
 
 
-def _integer(message: dict[str, Any], field: str, *, required: bool) -> int | None:
-    value = message.get(field)
-    if value is None and not required:
-        return None
-    # bool is an int subclass: `true` is not a price.
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_SAFE_INTEGER:
-        raise TickRejected(TickOutcome.MALFORMED, f"{field} must be a non-negative integer below 2**53")
-    return value
-
-
 class PriceBook:
-    """Latest `price:update` per asset, and the per-asset sequence."""
+    """Latest `price:update` per asset, its numbering, band and status, and the delayed tiers."""
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, *, band: float = 0.0, stale_after: float = 10.0,
+                 delays: list[int] | None = None) -> None:
         self.catalog = catalog
+        self.band = band
         self._latest: dict[str, PriceUpdate] = {}
-        # The last seq of assets forgotten (per-asset channels let go): numbering goes on from there.
-        self._stale_seq: dict[str, int] = {}
+        self._sequencers = {asset.name: Sequencer() for asset in catalog}
+        self._bands: dict[str, Band[PriceUpdate]] = {asset.name: Band(band) for asset in catalog}
+        self.statuses = Statuses({asset.name: asset.stale_after or stale_after for asset in catalog})
+        self.tiers = Tiers(delays or [], {asset.name: asset.decimals for asset in catalog})
+        self.band_dropped = 0
+        self.restarted: list[tuple[str, int]] = []  # (asset, new offset) not yet shared with other pods
 
-    def latest(self, asset: str) -> PriceUpdate | None:
-        return self._latest.get(asset)
+    def restart_counts(self) -> list[tuple[str, int]]:
+        """Feed restarts recognised, per asset."""
+        return [(asset, sequencer.restarts) for asset, sequencer in self._sequencers.items()]
+
+    def adopt_offsets(self, offsets: dict[str, int]) -> None:
+        """Number like the pods that saw earlier feed restarts (before this pod's first tick)."""
+        for asset, offset in offsets.items():
+            sequencer = self._sequencers.get(asset)
+            if sequencer is not None and not sequencer.wire:
+                sequencer.offset = offset
+
+    def latest(self, asset: str, delay: int = 0) -> PriceUpdate | None:
+        """The latest tick of `asset`; for a delayed tier, the latest at least `delay` s old."""
+        return self._latest.get(asset) if not delay else self.tiers.latest(asset, delay)
+
+    def status(self, asset: str) -> PriceStatus:
+        return self.statuses.get(asset)
 
     def forget(self, asset: str) -> None:
-        """This pod stopped hearing `asset`: no snapshot until its next tick, which may have any newer seq."""
-        latest = self._latest.get(asset)
-        if latest is not None:
-            self._stale_seq[asset] = latest["seq"]
-            del self._latest[asset]
+        """This pod stopped hearing `asset`: no snapshot until its next tick (its numbering goes on)."""
+        self._latest.pop(asset, None)
 
     def accept(self, raw: bytes | str) -> PriceUpdate:
-        """Validate one feed message and make it the asset's latest price."""
+        """Validate one feed tick; return the last update it let through (TickRejected if none)."""
+        updates = self.accept_all(raw)
+        if not updates:
+            raise TickRejected(TickOutcome.BAND, "held back by the price band")
+        return updates[-1]
+
+    def accept_all(self, raw: bytes | str) -> list[PriceUpdate]:
+        """Validate one feed message; return the updates it lets through, in order.
+
+        Empty for a halt or resume, and while the band holds this tick back; a
+        held tick that the next one does not confirm is counted in `band_dropped`.
+        """
         try:
             message = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -77,32 +115,62 @@ class PriceBook:
         name = message.get("asset")
         if not isinstance(name, str):
             raise TickRejected(TickOutcome.MALFORMED, "asset must be a string")
-        bid = _integer(message, "bid", required=True)
-        ask = _integer(message, "ask", required=True)
-        ts = _integer(message, "ts", required=False)
-        seq = _integer(message, "seq", required=False)
         asset = self.catalog.get(name)
         if asset is None:
             raise TickRejected(TickOutcome.UNKNOWN, f"unknown asset {name[:64]!r}")
-        assert bid is not None and ask is not None
+        if "status" in message and "bid" not in message:
+            self._control(asset.name, message["status"])
+            return []
+        now_ms = time.time_ns() // 1_000_000
+        try:
+            bid = numbers.price(message.get("bid"), "bid", asset.decimals)
+            ask = numbers.price(message.get("ask"), "ask", asset.decimals)
+            ts = numbers.timestamp(message.get("ts"), now_ms)
+            seq = numbers.sequence(message.get("seq"))
+        except NumberRefused as refused:
+            raise TickRejected(TickOutcome.MALFORMED, f"{asset.name}: {refused}") from None
         if bid > ask:
             raise TickRejected(TickOutcome.CROSSED, f"{asset.name}: bid {bid} > ask {ask}")
+        if self.statuses.halted(asset.name):
+            raise TickRejected(TickOutcome.HALTED, f"{asset.name} is halted")
 
-        previous = self._latest.get(asset.name)
-        last_seq = previous["seq"] if previous else self._stale_seq.get(asset.name, 0)
-        if seq is None:
-            seq = last_seq + 1  # upstream gave none: this pod numbers the ticks itself
-            if seq > MAX_SAFE_INTEGER:
-                raise TickRejected(TickOutcome.STALE, f"{asset.name}: seq space exhausted at {last_seq}")
-        elif seq <= last_seq:
-            raise TickRejected(TickOutcome.STALE, f"{asset.name}: seq {seq} is not above {last_seq}")
-        update: PriceUpdate = {
-            "asset": asset.name,
-            "bid": bid,
-            "ask": ask,
-            "decimals": asset.decimals,
-            "seq": seq,
-            "ts": ts if ts is not None else int(time.time() * 1000),
-        }
-        self._latest[asset.name] = update
-        return update
+        sequencer = self._sequencers[asset.name]
+        try:
+            wire, restart = sequencer.number(seq, ts, now_ms)
+        except OutOfOrder as stale:
+            raise TickRejected(TickOutcome.STALE, f"{asset.name}: {stale}") from None
+        confirmed = sequencer.accepted >= CONFIRMED
+        sequencer.commit(seq, ts, wire, restart)
+        if restart:
+            # Shared with other pods only from a numbering two ticks had confirmed: a poisoned
+            # seq that happened to be this pod's very first tick must not reach the pods that refused it.
+            if confirmed:
+                self.restarted.append((asset.name, sequencer.offset))
+            log.warning("feed: %s numbering started again (publisher restart?): seq %s, ts %s; "
+                        "wire seq goes on at %d", asset.name, seq, ts, wire)
+        update: PriceUpdate = {"asset": asset.name, "bid": bid, "ask": ask, "decimals": asset.decimals,
+                               "seq": wire, "ts": ts if ts is not None else now_ms}
+        accepted = self._judge(update) if self.band else [update]
+        for update in accepted:
+            self._latest[asset.name] = update
+            self.statuses.ticked(asset.name)
+        return accepted
+
+    def _judge(self, update: PriceUpdate) -> list[PriceUpdate]:
+        """The price band's verdict: the ticks accepted now, in order (none while this one is held)."""
+        judgement = self._bands[update["asset"]].judge(update, update["bid"], update["ask"])
+        if judgement.dropped is not None:
+            self.band_dropped += 1
+            held = judgement.dropped
+            log.warning("feed: dropped band tick: %s: bid %d ask %d seq %d was not confirmed",
+                        held["asset"], held["bid"], held["ask"], held["seq"])
+        return judgement.accepted
+
+    def _control(self, asset: str, status: Any) -> None:
+        if status == HALT:
+            self.statuses.halt(asset)
+            self._bands[asset].clear()
+        elif status == OPEN:
+            self.statuses.reopen(asset)
+        else:
+            raise TickRejected(TickOutcome.MALFORMED, f'{asset}: status must be "{HALT}" or "{OPEN}"')

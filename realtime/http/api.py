@@ -111,7 +111,8 @@ class Api:
         principal = self._principal(request, required=not self.settings.allow_anonymous)
         entries: list[AssetInfo] = [
             {"name": asset.name, "decimals": asset.decimals,
-             "price": self.book.latest(asset.name) if principal.may_see(asset.name) else None}
+             "price": self.book.latest(asset.name, principal.delay) if principal.may_see(asset.name) else None,
+             "status": self.book.status(asset.name)}
             for asset in self.catalog
         ]
         return json_response({"assets": entries, "instance": self.settings.instance_id})

@@ -12,12 +12,15 @@ Redis PUBLISH per tick). Two implementations sit behind `Fanout`, chosen by
   `Writer` queue, so per-connection order holds (see `writer`).
 - `stock`: python-socketio's own emit (a task per recipient), the baseline the
   benchmark compares against.
+
+Delayed tiers (`feed.tiers`) send through the same path to their own rooms,
+and `price:status` changes through `send_event` (queued, never collapsed).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import Any, Protocol
 
 from engineio import packet as eio_packet
 
@@ -27,8 +30,12 @@ from realtime.send.writer import Writer, websocket_frame
 
 
 class Fanout(Protocol):
-    async def send_price(self, update: PriceUpdate) -> int:
-        """Deliver `update` to this pod's subscribers of its asset; return how many."""
+    async def send_price(self, update: PriceUpdate, room: str | None = None) -> int:
+        """Deliver `update` to this pod's subscribers of its asset (or of `room`); return how many."""
+        ...
+
+    async def send_event(self, room: str, event: str, data: Any) -> int:
+        """Deliver a rare event (`price:status`) to this pod's clients in `room`; return how many."""
         ...
 
 
@@ -38,10 +45,12 @@ class ManagerFanout:
     def __init__(self, sio: SocketServer) -> None:
         self.sio = sio
 
-    async def send_price(self, update: PriceUpdate) -> int:
-        room = asset_room(update["asset"])
+    async def send_price(self, update: PriceUpdate, room: str | None = None) -> int:
+        return await self.send_event(room or asset_room(update["asset"]), PRICE_UPDATE, update)
+
+    async def send_event(self, room: str, event: str, data: Any) -> int:
         recipients = self.sio.room_size(room)
-        await self.sio.emit_local(PRICE_UPDATE, update, room)
+        await self.sio.emit_local(event, data, room)
         return recipients
 
 
@@ -52,11 +61,18 @@ class DirectFanout:
         self.sio = sio
         self._dirty: list[Writer] = []  # writers holding direct frames for this loop turn
 
-    async def send_price(self, update: PriceUpdate) -> int:
-        writers = self.sio.room_writers(asset_room(update["asset"]))
+    async def send_price(self, update: PriceUpdate, room: str | None = None) -> int:
+        return self._send(room or asset_room(update["asset"]), PRICE_UPDATE, update, update["asset"])
+
+    async def send_event(self, room: str, event: str, data: Any) -> int:
+        return self._send(room, event, data, None)
+
+    def _send(self, room: str, event: str, data: Any, collapse: str | None) -> int:
+        """Frame `event` once and write it to every writer in `room`; queued price ticks of `collapse` may merge."""
+        writers = self.sio.room_writers(room)
         if not writers:
             return 0
-        parts = self.sio.encode_event(PRICE_UPDATE, update)
+        parts = self.sio.encode_event(event, data)
         # Engine.IO over websocket: a text message is "4" + the packet, binary goes as it is.
         frame = b"".join(websocket_frame("4" + part if isinstance(part, str) else part) for part in parts)
         # Packets for the queue path (polling clients encode binary as base64 themselves).
@@ -68,10 +84,10 @@ class DirectFanout:
             if writer.write_direct(frame):
                 if not pending:
                     dirty.append(writer)
-            elif len(packets) == 1:
-                writer.put_price(update["asset"], packets[0])
+            elif len(packets) == 1 and collapse is not None:
+                writer.put_price(collapse, packets[0])
             else:
-                for packet in packets:  # binary attachments: never collapsed
+                for packet in packets:  # binary attachments and other events: never collapsed
                     writer.put_nowait(packet)
         if schedule and dirty:
             asyncio.get_running_loop().call_soon(self._flush)

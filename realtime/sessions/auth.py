@@ -40,6 +40,7 @@ class Principal:
     roles: frozenset[str] = frozenset()
     assets: frozenset[str] | None = None  # None: every catalog asset
     exp: int | None = None
+    delay: int = 0  # seconds: prices this connection sees are at least this old (0 = real-time)
 
     def may_see(self, asset: str) -> bool:
         return self.assets is None or asset.upper() in self.assets
@@ -74,6 +75,7 @@ class TokenVerifier:
         self.leeway = settings.jwt_leeway
         self.dev_mode = settings.dev_mode
         self.max_bytes = settings.jwt_max_bytes
+        self.delay_tiers = settings.delay_tiers
         # The parsed key object: pyjwt would otherwise parse the PEM again for every token.
         self.key: str | rsa.RSAPublicKey | ec.EllipticCurvePublicKey
         if settings.jwt_public_key_file:
@@ -105,7 +107,12 @@ class TokenVerifier:
             raise GatewayError(ErrorCode.AUTH_INVALID, f"invalid token: {exc}") from None
         except Exception:  # a hostile token must never reach the client as INTERNAL
             raise GatewayError(ErrorCode.AUTH_INVALID, "invalid token") from None
-        return _principal(claims)
+        principal = _principal(claims)
+        if principal.delay and principal.delay not in self.delay_tiers:
+            offered = ", ".join(map(str, self.delay_tiers)) or "none"
+            raise GatewayError(ErrorCode.AUTH_INVALID, f"the token asks for a {principal.delay} s delay; "
+                                                       f"this gateway offers delays (s) of {offered}")
+        return principal
 
     def mint(self, sub: str, roles: Sequence[str] = (), assets: Sequence[str] | None = None, ttl: int = 3600) -> str:
         """A token for this verifier's secret (dev mode and tests only)."""
@@ -160,12 +167,16 @@ def _principal(claims: dict[str, Any]) -> Principal:
     assets = claims.get("assets")
     if assets is not None and (not isinstance(assets, list) or not all(isinstance(a, str) for a in assets)):
         raise GatewayError(ErrorCode.AUTH_INVALID, "assets must be a list of strings")
+    delay = claims.get("delay", 0)
+    if not isinstance(delay, int) or isinstance(delay, bool) or not 0 <= delay <= 86_400:
+        raise GatewayError(ErrorCode.AUTH_INVALID, "delay must be a whole number of seconds, 0..86400")
     exp = claims["exp"]
     return Principal(
         sub=sub,
         roles=frozenset(roles),
         assets=None if assets is None else frozenset(a.upper() for a in assets),
         exp=int(exp),
+        delay=delay,
     )
 
 
@@ -179,12 +190,15 @@ def mint_token(
     algorithm: str = "HS256",
     issuer: str | None = None,
     audience: str | None = None,
+    delay: int | None = None,
 ) -> str:
-    """Sign a development token: `sub`, `roles`, optional `assets`, `exp` = now + ttl."""
+    """Sign a development token: `sub`, `roles`, optional `assets` and `delay`, `exp` = now + ttl."""
     now = int(time.time())
     claims: dict[str, Any] = {"sub": sub, "roles": list(roles), "iat": now, "exp": now + ttl}
     if assets is not None:
         claims["assets"] = list(assets)
+    if delay is not None:
+        claims["delay"] = delay
     if issuer:
         claims["iss"] = issuer
     if audience:

@@ -44,10 +44,10 @@ from realtime.protocol import (
     UnsubscribeAck,
     ack_error,
     asset_names,
-    asset_room,
     error_body,
     refusal,
     role_room,
+    tier_room,
     user_room,
 )
 from realtime.sessions.auth import ANONYMOUS, Principal, TokenVerifier, extract_token
@@ -281,14 +281,15 @@ class Gateway:
                     rejected.append({"asset": asset.name, "code": ErrorCode.TOO_MANY_SUBSCRIPTIONS.value})
                     continue
                 conn.subscriptions.add(asset.name)
-                await self.sio.enter_room(conn.sid, asset_room(asset.name))
+                await self.sio.enter_room(conn.sid, tier_room(asset.name, conn.principal.delay))
             if asset.name not in subscribed:
                 subscribed.append(asset.name)
         # Read the snapshot after the last await: a tick that arrived while we
         # joined rooms is then never newer than the ack's baseline.
-        prices: list[PriceUpdate] = [p for p in map(self.book.latest, subscribed) if p is not None]
+        delay = conn.principal.delay
+        prices: list[PriceUpdate] = [p for p in (self.book.latest(a, delay) for a in subscribed) if p is not None]
         return {"ok": True, "subscribed": subscribed, "rejected": rejected, "prices": prices,
-                "instance": self.instance_id}
+                "statuses": [self.book.status(a) for a in subscribed], "instance": self.instance_id}
 
     async def unsubscribe(self, conn: Connection, payload: Any = None, *_: Any) -> UnsubscribeAck:
         names = asset_names(payload, MAX_ASSETS_PER_REQUEST)
@@ -299,7 +300,7 @@ class Gateway:
                 continue
             if asset.name in conn.subscriptions:
                 conn.subscriptions.discard(asset.name)
-                await self.sio.leave_room(conn.sid, asset_room(asset.name))
+                await self.sio.leave_room(conn.sid, tier_room(asset.name, conn.principal.delay))
             unsubscribed.append(asset.name)
         return {"ok": True, "unsubscribed": unsubscribed}
 
@@ -309,6 +310,8 @@ class Gateway:
         principal = self.verifier.verify(payload["token"])
         if conn.principal.sub is None or principal.sub != conn.principal.sub:
             raise GatewayError(ErrorCode.FORBIDDEN, "the new token is for another subject")
+        if principal.delay != conn.principal.delay:
+            raise GatewayError(ErrorCode.FORBIDDEN, "the new token is for another delay tier; reconnect with it")
         await self._apply_entitlements(conn, principal)
         assert principal.exp is not None
         self.deadlines.set(conn.sid, principal.exp)
@@ -322,7 +325,7 @@ class Gateway:
             await self.sio.enter_room(conn.sid, role_room(role))
         for asset in [a for a in conn.subscriptions if not principal.may_see(a)]:
             conn.subscriptions.discard(asset)
-            await self.sio.leave_room(conn.sid, asset_room(asset))
+            await self.sio.leave_room(conn.sid, tier_room(asset, conn.principal.delay))
         conn.principal = principal
 
     async def invalid_event(self, conn: Connection, *_: Any) -> ErrorAck:

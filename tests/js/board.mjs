@@ -2,7 +2,10 @@
 //   node tests/js/board.mjs '{"url": "...", "screenshot": "test-artifacts/board.png", "restart": true}'
 // With "restart", it prints {"type": "restart"} and waits for {"step": "stopped"} then
 // {"step": "started"} on stdin while the test restarts the gateway; with "hold", it
-// prints {"type": "holding"} and stays until {"step": "release"}.
+// prints {"type": "holding"} and stays until {"step": "release"}. With "stale": "<ASSET>",
+// it waits until that row shows stale, prints {"type": "stale"} (and a screenshot), then
+// until it is live again after {"step": "revive"}, and prints {"type": "revived"}. With
+// "halt": "<ASSET>", it then waits until that row shows halted and prints {"type": "halted"}.
 import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
 
@@ -37,6 +40,9 @@ const snapshot = () => page.evaluate(() => {
       spread: tr.querySelector(".spread").firstChild?.textContent.trim() ?? "",
       age: tr.querySelector(".age").textContent,
       live: tr.querySelector(".toggle").getAttribute("aria-pressed") === "true",
+      status: tr.dataset.status,
+      badge: tr.querySelector(".badge").hidden ? "" : tr.querySelector(".badge").textContent,
+      struck: getComputedStyle(tr.querySelector(".bid")).textDecorationLine,
     })),
   };
 });
@@ -83,6 +89,26 @@ try {
     await page.click(`tr[data-asset="${paused}"] .toggle`);
     await advanced(await seqs(), [paused]);
     out({ type: "resumed", asset: paused, ...(await snapshot()) });
+  }
+
+  if (plan.stale) {
+    // The feed stops for one asset: its row turns stale while the others keep moving.
+    const row = `tr[data-asset="${plan.stale}"]`;
+    await page.waitForSelector(`${row}[data-status="stale"]`, { timeout });
+    const others = Object.keys(await seqs()).filter((asset) => asset !== plan.stale);
+    await advanced(await seqs(), others);
+    out({ type: "stale", asset: plan.stale, ...(await snapshot()) });
+    if (plan.screenshot) await page.screenshot({ path: plan.screenshot.replace(/\.png$/, "-stale.png") });
+    await step("revive");
+    await page.waitForSelector(`${row}[data-status="live"]`, { timeout });
+    out({ type: "revived", asset: plan.stale, ...(await snapshot()) });
+  }
+
+  if (plan.halt) {
+    // The feed halts one asset: its row says so at once.
+    await page.waitForSelector(`tr[data-asset="${plan.halt}"][data-status="halted"]`, { timeout });
+    out({ type: "halted", asset: plan.halt, ...(await snapshot()) });
+    if (plan.screenshot) await page.screenshot({ path: plan.screenshot.replace(/\.png$/, "-halted.png") });
   }
 
   if (plan.hold) {

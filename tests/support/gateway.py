@@ -97,6 +97,8 @@ def gateway_env(port: int, **settings: Any) -> dict[str, str]:
         "REALTIME_JWT_SECRET": SECRET,
         "REALTIME_ASSETS": ASSETS,
         "REALTIME_SIMULATED_RATE": "0",
+        # Test prices jump by 100 % (bid 1, 2, 3, ...): the band's own tests turn it on.
+        "REALTIME_PRICE_BAND": "0",
         "REALTIME_SHUTDOWN_GRACE": "3",
         "PYTHONUNBUFFERED": "1",
     })

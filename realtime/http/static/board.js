@@ -1,7 +1,8 @@
 // The live price board: socket.io-client 4.x (served by the gateway from npm's
 // socket.io-client package) and nothing else. Reads like a frontend should:
 // a token function for every (re)connect, subscribe on connect, keep the
-// highest seq per asset, refresh the token on auth:expiring.
+// highest seq per asset, refresh the token on auth:expiring, and show an
+// asset the gateway calls stale or halted (price:status) unmistakably.
 "use strict";
 
 (() => {
@@ -17,8 +18,9 @@
     const tr = document.createElement("tr");
     tr.dataset.asset = name;
     tr.dataset.seq = "0";
+    tr.dataset.status = "live";
     tr.innerHTML = `
-      <th scope="row" class="asset"><span class="sym"></span><span class="quote"></span></th>
+      <th scope="row" class="asset"><span class="sym"></span><span class="quote"></span><span class="badge" hidden></span></th>
       <td class="num bid">—</td><td class="num ask">—</td>
       <td class="num spread">—</td><td class="num age">—</td>
       <td class="stream"><button type="button" class="toggle" aria-pressed="true"></button></td>`;
@@ -75,6 +77,19 @@
     if (!row || !row.wanted || update.seq <= row.seq) return;
     row.seq = update.seq;
     render(row, update);
+  }
+
+  // live, stale (the feed sent nothing for a while) or halted (by the exchange):
+  // a stale or halted row's prices are not to be traded on, and look it.
+  const BADGES = { stale: "Stale", halted: "Halted" };
+  function showAssetStatus({ asset, status, since }) {
+    const row = rows.get(asset);
+    if (!row) return;
+    row.tr.dataset.status = status;
+    const badge = row.tr.querySelector(".badge");
+    badge.hidden = !BADGES[status];
+    badge.textContent = BADGES[status] || "";
+    badge.title = BADGES[status] ? `${BADGES[status]} since ${new Date(since).toLocaleTimeString()}` : "";
   }
 
   function showAge(row, now) {
@@ -136,6 +151,7 @@
       if (ack.instance) statusEl.dataset.instance = ack.instance;
       showMeta();
       for (const update of ack.prices) apply(update);
+      for (const status of ack.statuses || []) showAssetStatus(status);
     });
   }
 
@@ -158,6 +174,7 @@
     subscribe([...rows.values()].filter((row) => row.wanted).map((row) => row.name));
   });
   socket.on("price:update", apply);
+  socket.on("price:status", showAssetStatus);
   socket.on("auth:expiring", async () => {
     try {
       const token = await freshToken();
