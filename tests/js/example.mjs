@@ -24,7 +24,10 @@ function onPrice(update) {
 }
 
 socket.on("connect", async () => {
-  // A new connection (maybe to another pod) numbers ticks afresh: new baseline.
+  // Recovered (same session, maybe on another pod): the private events missed, the subscriptions
+  // and the latest price of each have been delivered already, before this handler runs.
+  if (socket.recovered) return;
+  // A new session (maybe on another pod) numbers ticks afresh: new baseline.
   highestSeq.clear();
   // Subscriptions belong to a connection: subscribe again after every (re)connect.
   const ack = await socket.timeout(5000).emitWithAck("price:subscribe", ["BTC_USDC_PERP", "ETH_USDC_PERP"]);
@@ -33,6 +36,9 @@ socket.on("connect", async () => {
   for (const { asset, code } of ack.rejected) console.warn(asset, code); // e.g. FORBIDDEN
 });
 socket.on("price:update", onPrice);
+
+// Private events: in publish order, exactly once, also across drops (the last argument is the offset).
+socket.on("order:update", (order) => console.log("order", order));
 
 socket.on("auth:expiring", async () => {
   const ack = await socket.timeout(5000).emitWithAck("auth:refresh", { token: await getToken() });

@@ -1,0 +1,164 @@
+"""The ordered log of private events, behind a small interface.
+
+`RedisLog` keeps it in Redis Streams: the global log `{<P>}:log`, which every
+pod's reader follows, and a history stream per room `{<P>}:room:<room>` with
+the same entries under the same ids, which recovery reads. One Lua script
+appends an event to both, atomically, so an offset names the same event
+everywhere. `<P>` is the deployment's manager channel; the braces are a Redis
+Cluster hash tag: every key the script touches lives in one slot.
+
+Both streams are trimmed by time (`MINID`), never by count: a quiet room
+keeps its history for the whole window however busy the others are, and a
+room stream with no new event expires by itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+
+from realtime.cluster.redis import client
+from realtime.events import offsets
+from realtime.events.offsets import Offset
+
+# The most history entries one room replays to one connection.
+MAX_REPLAY = 10_000
+
+# KEYS: log, room stream, last routed input id, retention (ms) the gateways asked for.
+# ARGV: room, event, data (JSON text), retention (ms) of the caller, input id or "".
+# Returns the offset, or false for an input id that is not above the last routed one.
+APPEND = """
+local function above(a, b)
+  local ams, an = string.match(a, '^(%d+)-(%d+)$')
+  local bms, bn = string.match(b, '^(%d+)-(%d+)$')
+  if not ams or not bms then return true end
+  ams, bms = tonumber(ams), tonumber(bms)
+  if ams ~= bms then return ams > bms end
+  return tonumber(an) > tonumber(bn)
+end
+local input = ARGV[5]
+if input ~= '' then
+  local last = redis.call('GET', KEYS[3])
+  if last and not above(input, last) then return false end
+end
+local keep = math.max(tonumber(ARGV[4]), tonumber(redis.call('GET', KEYS[4]) or '0'))
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local minid = tostring(math.max(0, now - keep))
+local id = redis.call('XADD', KEYS[1], 'MINID', '~', minid, '*', 'room', ARGV[1], 'event', ARGV[2], 'data', ARGV[3])
+redis.call('XADD', KEYS[2], 'MINID', '~', minid, id, 'event', ARGV[2], 'data', ARGV[3])
+redis.call('PEXPIRE', KEYS[2], keep)
+if input ~= '' then redis.call('SET', KEYS[3], input) end
+return id
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One private event of the log."""
+
+    offset: Offset
+    room: str
+    event: str
+    data: bytes  # JSON text
+
+
+class EventLog(Protocol):
+    """Where private events are stored, in one order, for the window."""
+
+    async def append(self, room: str, event: str, data: bytes, *, source: str | None = None) -> Offset | None:
+        """Store one event; its offset, or None when `source` (an input id) was already appended."""
+        ...
+
+    async def announce_keep(self) -> None:
+        """Tell appenders without a gateway's settings (the emitter) how long to keep history."""
+        ...
+
+    async def last(self) -> Offset:
+        """The newest offset of the log (`0-0` when it is empty)."""
+        ...
+
+    async def read(self, after: Offset, wait: float) -> list[Entry]:
+        """Entries after `after`, in order, waiting up to `wait` seconds for the first."""
+        ...
+
+    async def history(self, queries: Sequence[tuple[str, Offset]], upto: Offset) -> list[list[Entry]]:
+        """For each (room, after): the room's entries in (after, upto], in order (one round trip for all)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class Keys:
+    """The Redis keys of one deployment (`prefix` = its manager channel)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        tag = "{" + prefix + "}"
+        self.log = f"{tag}:log"
+        self.routed = f"{tag}:routed"
+        self.keep = f"{tag}:keep"
+        self._room = f"{tag}:room:"
+
+    def room(self, room: str) -> str:
+        return self._room + room
+
+
+class RedisLog:
+    """The log in Redis Streams; every call gives up after the client's timeout."""
+
+    def __init__(self, url: str, prefix: str, *, keep: float, timeout: float) -> None:
+        self.keys = Keys(prefix)
+        self.keep_ms = int(keep * 1000)
+        self.timeout = timeout
+        self.redis: aioredis.Redis = client(url, timeout)
+        self._append = self.redis.register_script(APPEND)
+
+    async def append(self, room: str, event: str, data: bytes, *, source: str | None = None) -> Offset | None:
+        keys = self.keys
+        result = await self._append(keys=[keys.log, keys.room(room), keys.routed, keys.keep],
+                                    args=[room, event, data, self.keep_ms, source or ""])
+        return None if result is None else _text(result)
+
+    async def queue_append(self, pipe: Any, room: str, event: str, data: bytes, *, source: str | None = None) -> None:
+        """Add an `append` to `pipe` (a pipeline of this Redis); its reply is the offset or None."""
+        keys = self.keys
+        await self._append(keys=[keys.log, keys.room(room), keys.routed, keys.keep],
+                           args=[room, event, data, self.keep_ms, source or ""], client=pipe)
+
+    async def announce_keep(self) -> None:
+        """Tell emitters that append without a gateway's settings how long to keep history."""
+        await self.redis.set(self.keys.keep, self.keep_ms)
+
+    async def last(self) -> Offset:
+        newest: Any = await self.redis.xrevrange(self.keys.log, count=1)
+        return _text(newest[0][0]) if newest else offsets.ZERO
+
+    async def read(self, after: Offset, wait: float) -> list[Entry]:
+        # Block for less than the socket timeout, which would take the wait for a hung Redis.
+        block = max(1, int(min(wait, self.timeout / 2) * 1000))
+        reply: Any = await self.redis.xread({self.keys.log: after}, count=1000, block=block)
+        if not reply:
+            return []
+        return [Entry(_text(entry_id), _text(fields[b"room"]), _text(fields[b"event"]), fields[b"data"])
+                for entry_id, fields in reply[0][1]]
+
+    async def history(self, queries: Sequence[tuple[str, Offset]], upto: Offset) -> list[list[Entry]]:
+        if not queries:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for room, after in queries:
+            pipe.xrange(self.keys.room(room), min="(" + after, max=upto, count=MAX_REPLAY)
+        replies: list[Any] = await pipe.execute()
+        return [[Entry(_text(entry_id), room, _text(fields[b"event"]), fields[b"data"]) for entry_id, fields in reply]
+                for (room, _), reply in zip(queries, replies, strict=True)]
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,183 @@
+"""The log reader: the one consumer that decides which private events a connection gets.
+
+Every pod runs one. It follows the log from the offset that was newest when
+it started and delivers each entry to this pod's members of its room, with
+the offset as the event's last argument: encoded once, framed once, written
+to every idle websocket like a price tick (see `realtime.send.fanout`);
+others get it through their queue, so per-connection order holds. After a
+Redis outage it resumes from the last offset it delivered: connected clients
+miss nothing that is still in the log.
+
+A connection joins its private rooms through the reader (`admit`), never
+directly. The reader serves admissions while no batch is being delivered, at
+a moment when it has delivered everything up to offset P: it reads each of
+the connection's room histories for (after, P] (one round trip for all the
+admissions waiting), sends them in log order, then joins the rooms; all that
+follows P reaches the connection live. In order and exactly once, with one
+lock between two tasks of one pod and nothing shared across pods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from engineio import packet as eio_packet
+
+from realtime.cluster.redis import REDIS_ERRORS, Backoff
+from realtime.engine.server import SocketServer
+from realtime.events import offsets
+from realtime.events.log import Entry, EventLog
+from realtime.events.offsets import Offset
+from realtime.feed.prices import PriceBook
+from realtime.protocol import PRICE_UPDATE, asset_room
+from realtime.send.writer import Writer, websocket_frame
+
+log = logging.getLogger(__name__)
+
+# How long one read of the log waits for new entries.
+READ_WAIT = 1.0
+
+
+@dataclass(slots=True)
+class Admission:
+    """A connection to join its rooms: replay (after, P] of `rooms` first, then the latest price of `assets`."""
+
+    sid: str
+    rooms: list[str]
+    after: Offset | None  # None: join without replay
+    assets: list[str] = field(default_factory=list)
+
+
+class LogReader:
+    def __init__(self, log: EventLog, sio: SocketServer, book: PriceBook, *, with_offsets: bool,
+                 retry_max: float) -> None:
+        self.log = log
+        self.sio = sio
+        self.book = book
+        self.with_offsets = with_offsets
+        self.backoff = Backoff(cap=retry_max)
+        # The last offset delivered to this pod's rooms; None until the log answered once.
+        self.position: Offset | None = None
+        self.connected = False
+        self.reconnects = 0
+        self.delivered = 0  # entries that had recipients here
+        self.replayed = 0  # entries sent by replays
+        self.replays_failed = 0  # admissions joined without their replay (Redis unavailable)
+        self._admissions: list[Admission] = []
+        self._wake = asyncio.Event()
+        self._delivering = asyncio.Lock()
+
+    # Live delivery.
+
+    async def run(self) -> None:
+        """Follow the log until cancelled."""
+        while True:
+            try:
+                if self.position is None:
+                    self.position = await self.log.last()
+                entries = await self.log.read(self.position, READ_WAIT)
+                if not self.connected:
+                    if self.backoff.attempts:
+                        self.reconnects += 1
+                        log.info("events: reading the log again from %s", self.position)
+                    self.connected = True
+                    self.backoff.reset()
+                if entries:
+                    async with self._delivering:
+                        self._deliver(entries)
+                        self.position = entries[-1].offset
+            except REDIS_ERRORS as exc:
+                if self.connected or self.backoff.attempts == 0:
+                    log.warning("events: the log is unavailable (%s); retrying, every %.1fs at most",
+                                exc.__class__.__name__, self.backoff.cap)
+                self.connected = False
+                await asyncio.sleep(self.backoff.next_delay())
+
+    def _deliver(self, entries: Sequence[Entry]) -> None:
+        dirty: list[Writer] = []
+        for entry in entries:
+            writers = self.sio.room_writers(entry.room)
+            if not writers:
+                continue
+            self.delivered += 1
+            parts = self.sio.encode_packet(self._args(entry))
+            # Engine.IO over websocket: a text message is "4" + the packet, binary goes as it is.
+            frame = b"".join(websocket_frame("4" + part if isinstance(part, str) else part) for part in parts)
+            packets = [eio_packet.Packet(eio_packet.MESSAGE, part) for part in parts]
+            for writer in writers:
+                pending = writer.has_pending
+                if writer.write_direct(frame):
+                    if not pending:
+                        dirty.append(writer)
+                else:
+                    for packet in packets:
+                        writer.put_nowait(packet)
+        for writer in dirty:
+            writer.flush()
+
+    def _args(self, entry: Entry) -> list[Any]:
+        data = orjson.loads(entry.data)
+        return [entry.event, data, entry.offset] if self.with_offsets else [entry.event, data]
+
+    # Admissions.
+
+    def admit(self, admission: Admission) -> None:
+        """Queue `admission`; it is served between two deliveries."""
+        self._admissions.append(admission)
+        self._wake.set()
+
+    async def serve(self) -> None:
+        """Serve admissions until cancelled."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._admissions = self._admissions, []
+            async with self._delivering:
+                await self._admit(batch)
+
+    async def _admit(self, batch: list[Admission]) -> None:
+        # Nothing is delivered while this runs: `upto` is exactly what the rooms have had.
+        upto = self.position
+        queries = [(room, admission.after) for admission in batch if admission.after is not None
+                   for room in admission.rooms]
+        found: list[list[Entry]] = []
+        if queries and upto is not None:
+            try:
+                found = await self.log.history(queries, upto)
+            except REDIS_ERRORS as exc:
+                self.replays_failed += len(batch)
+                log.warning("events: %d connections joined without their replay: the log is unavailable (%s)",
+                            len(batch), exc.__class__.__name__)
+        histories = iter(found)
+        for admission in batch:
+            replay: list[Entry] = []
+            if found and admission.after is not None:
+                for _ in admission.rooms:
+                    replay.extend(next(histories))
+            if not self.sio.connected(admission.sid):
+                continue  # gone while we read
+            writer = self.sio.writer_of(admission.sid)
+            if writer is not None and replay:
+                replay.sort(key=lambda entry: offsets.key(entry.offset))
+                for entry in replay:
+                    self._send(writer, self._args(entry))
+                self.replayed += len(replay)
+            for room in admission.rooms:
+                await self.sio.enter_room(admission.sid, room)
+            for asset in admission.assets:
+                await self.sio.enter_room(admission.sid, asset_room(asset))
+            # After the joins: a tick that comes later is queued behind this snapshot.
+            if writer is not None:
+                for asset in admission.assets:
+                    update = self.book.latest(asset)
+                    if update is not None:
+                        self._send(writer, [PRICE_UPDATE, update])
+
+    def _send(self, writer: Writer, args: list[Any]) -> None:
+        for part in self.sio.encode_packet(args):
+            writer.put_nowait(eio_packet.Packet(eio_packet.MESSAGE, part))

@@ -1,0 +1,190 @@
+"""The stream router: trade events that back ends append to a Redis Stream, into the log.
+
+    XADD realtime:events * event order:update user 42 data '{"id": 7, "status": "filled"}'
+
+Fields: `event`; `user` or `room` (`user:<sub>` / `role:<role>`); `data`,
+JSON text (absent = null). Per-room order must hold while several pods run,
+so routing is serialized: the pods share one consumer group (named after the
+deployment's manager channel, visible in XINFO GROUPS), one pod at a time
+holds a short lease (`<P>:router`, renewed while it routes) and routes
+entries in stream order; the others stand by and take over when the lease
+lapses. A new router first re-reads the group's pending entries (those a
+dead router held), oldest first, then new ones. The append script records
+the last routed input id and ignores an entry that is not above it (a dead
+router may have appended it without acknowledging it): exactly once. An
+entry is acknowledged only after the script returned, in the same pipeline.
+Malformed entries are acknowledged, counted and logged, never fatal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from enum import StrEnum
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry, Counter
+
+from realtime.cluster.redis import REDIS_ERRORS, Backoff, client
+from realtime.events import validation
+from realtime.events.log import RedisLog
+from realtime.protocol import GatewayError
+
+log = logging.getLogger(__name__)
+
+LEASE = 3.0  # seconds a silent router keeps the stream
+BATCH = 200
+
+# KEYS: the lease. ARGV: this pod, lease in ms. 1 while this pod holds the lease.
+HOLD = """
+local holder = redis.call('GET', KEYS[1])
+if holder == false then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
+class Outcome(StrEnum):
+    ROUTED = "routed"
+    MALFORMED = "malformed"
+    DUPLICATE = "duplicate"
+
+
+class Malformed(ValueError):
+    pass
+
+
+class StreamRouter:
+    def __init__(self, url: str, stream: str, log: RedisLog, instance: str, *, timeout: float,
+                 retry_max: float, registry: CollectorRegistry) -> None:
+        self.stream = stream
+        self.log = log
+        self.group = log.keys.prefix
+        self.consumer = instance
+        self.lease_key = f"{log.keys.prefix}:router"
+        self.timeout = timeout
+        self.redis: aioredis.Redis = client(url, timeout)
+        self._hold = self.redis.register_script(HOLD)
+        self.backoff = Backoff(cap=retry_max)
+        self.holding = False
+        self.entries = Counter("realtime_stream_entries", f"entries of the events stream ({stream}) by outcome",
+                               ["outcome"], registry=registry)
+        for outcome in Outcome:
+            self.entries.labels(outcome.value)
+
+    async def run(self) -> None:
+        """Route while this pod holds the lease, stand by otherwise; until cancelled."""
+        while True:
+            try:
+                if not await self._hold(keys=[self.lease_key], args=[self.consumer, int(LEASE * 1000)]):
+                    if self.holding:
+                        log.warning("router: lost the lease of %s to another pod", self.stream)
+                    self.holding = False
+                    self.backoff.reset()
+                    await asyncio.sleep(LEASE / 3)
+                    continue
+                if not self.holding:
+                    await self._create_group()
+                    self.holding = True
+                    log.info("router: routing %s (group %s)", self.stream, self.group)
+                    await self._claim_pending()
+                await self._route_new()
+                self.backoff.reset()
+            except REDIS_ERRORS as exc:
+                if self.backoff.attempts == 0:
+                    log.warning("router: Redis unavailable (%s); retrying, every %.1fs at most",
+                                exc.__class__.__name__, self.backoff.cap)
+                self.holding = False
+                await asyncio.sleep(self.backoff.next_delay())
+
+    async def _create_group(self) -> None:
+        try:
+            await self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except aioredis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def _claim_pending(self) -> None:
+        """Take over what a dead router held, oldest first (and what this pod held before an outage)."""
+        start = "0-0"
+        while True:
+            reply: Any = await self.redis.xautoclaim(self.stream, self.group, self.consumer, min_idle_time=0,
+                                                start_id=start, count=BATCH)
+            start, entries = reply[0], reply[1]
+            await self._route(entries)
+            if start in (b"0-0", "0-0") or not entries:
+                return
+
+    async def _route_new(self) -> None:
+        block = max(1, int(min(LEASE / 3, self.timeout / 2) * 1000))
+        reply: Any = await self.redis.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=BATCH,
+                                                 block=block)
+        if reply:
+            await self._route(reply[0][1])
+
+    async def _route(self, entries: list[Any]) -> None:
+        """Append each valid entry, then acknowledge them all, in one pipeline (in this order)."""
+        if not entries:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        ids: list[Any] = []
+        malformed = 0
+        for entry_id, fields in entries:
+            ids.append(entry_id)
+            if fields is None:
+                continue  # deleted from the stream while pending
+            try:
+                room, event, data = _parse(fields)
+            except Malformed as exc:
+                malformed += 1
+                log.warning("router: malformed entry %s in %s: %s", _text(entry_id), self.stream, exc)
+                continue
+            await self.log.queue_append(pipe, room, event, data, source=_text(entry_id))
+        pipe.xack(self.stream, self.group, *ids)
+        results = await pipe.execute()
+        appended = results[:-1]
+        duplicates = sum(1 for result in appended if result is None)
+        self.entries.labels(Outcome.ROUTED.value).inc(len(appended) - duplicates)
+        self.entries.labels(Outcome.DUPLICATE.value).inc(duplicates)
+        self.entries.labels(Outcome.MALFORMED.value).inc(malformed)
+
+    async def close(self) -> None:
+        if self.holding:
+            # Hand the stream over at once rather than after the lease.
+            try:
+                if await self.redis.get(self.lease_key) == self.consumer.encode():
+                    await self.redis.delete(self.lease_key)
+            except REDIS_ERRORS:
+                pass
+        await self.redis.aclose()
+
+
+def _parse(fields: dict[bytes, bytes]) -> tuple[str, str, bytes]:
+    try:
+        texts = {key.decode(): value.decode() for key, value in fields.items()}
+    except UnicodeDecodeError:
+        raise Malformed("not UTF-8") from None
+    try:
+        event = validation.event_name(texts.get("event"))
+        if ("user" in texts) == ("room" in texts):
+            raise Malformed("give exactly one of user and room")
+        room = validation.user(texts["user"]) if "user" in texts else validation.private_room(texts["room"])
+    except GatewayError as error:
+        raise Malformed(error.message) from None
+    try:
+        data = orjson.dumps(orjson.loads(texts.get("data", "null")))
+    except orjson.JSONDecodeError:
+        raise Malformed("data is not JSON") from None
+    return room, event, data
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

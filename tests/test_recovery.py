@@ -1,0 +1,420 @@
+"""Connection state recovery with the stock socket.io-client (node), and durable private events.
+
+Real processes only: redis-server, `realtime serve` pods, nginx, node. Every
+case checks the private events a client saw (order, exactly once, offsets),
+`socket.recovered`, the restored subscription and the exact latest price.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import redis.asyncio as aioredis
+
+from realtime.events import offsets
+from realtime.events.emitter import Emitter
+from tests.conftest import ClusterFactory, GatewayFactory
+from tests.harness import (
+    Gateway,
+    NodeSession,
+    RedisServer,
+    backend_emit,
+    connected,
+    eventually,
+    free_port,
+    http_json,
+    node_session,
+    publish,
+    sample,
+    scrape,
+    token,
+)
+
+BTC = "BTC_USDC_PERP"
+SERVICE = {"Authorization": f"Bearer {token('billing', roles=['service'])}"}
+
+
+async def publish_event(url: str, user: str, event: str, data: Any) -> str:
+    status, body = await http_json(url + "/api/v1/publish", "POST", headers=SERVICE,
+                                   json={"event": event, "user": user, "data": data})
+    assert status == 202, body
+    offset: str = body["offset"]
+    return offset
+
+
+async def tick(gateway: Gateway, seq: int) -> None:
+    await publish(gateway.env["REALTIME_REDIS_URL"], gateway.env["REALTIME_PRICE_CHANNEL"],
+                  {"asset": BTC, "bid": 1000 + seq, "ask": 1001 + seq, "seq": seq})
+
+
+@contextlib.asynccontextmanager
+async def client(url: str, sub: str = "alice", **plan: Any) -> AsyncIterator[NodeSession]:
+    async with node_session("recovery.mjs", {"url": url, "token": token(sub), **plan}) as session:
+        yield session
+
+
+def private(lines: list[dict[str, Any]]) -> list[tuple[str, Any, str]]:
+    """(event, data, offset) of each private event the client saw, in order."""
+    seen = []
+    for line in lines:
+        if line["type"] == "event" and not line["event"].startswith("price:"):
+            event, args = line["event"], line["args"]
+            assert len(args) == 2 and offsets.parse(args[1]), line  # the offset is the last argument
+            assert line["offset"] == args[1]  # and socket.io-client kept it
+            seen.append((event, args[0], args[1]))
+    return seen
+
+
+def check(lines: list[dict[str, Any]], expected: list[int]) -> None:
+    """The client saw `order:update` {"n": n} for exactly `expected`, in that order, with increasing offsets."""
+    seen = private(lines)
+    assert [data["n"] for _, data, _ in seen] == expected, seen
+    keys = [offsets.key(offset) for _, _, offset in seen]
+    assert keys == sorted(keys) and len(set(keys)) == len(keys), seen
+
+
+def prices(lines: list[dict[str, Any]]) -> list[int]:
+    return [line["args"][0]["seq"] for line in lines if line["type"] == "event" and line["event"] == "price:update"]
+
+
+async def until(session: NodeSession, predicate: Any, timeout: float = 30) -> None:
+    while not predicate(session.lines):
+        line = await session.next(timeout)
+        assert line["type"] not in ("failed", "timeout"), line
+
+
+def count(kind: str, **match: Any) -> Any:
+    return lambda lines: sum(1 for line in lines if line["type"] == kind
+                             and all(line.get(k) == v for k, v in match.items()))
+
+
+def events(n: int) -> Any:
+    return lambda lines: len(private(lines)) >= n
+
+
+async def start(session: NodeSession) -> dict[str, Any]:
+    """Wait for the first connect and its subscribe ack; return the ack."""
+    await until(session, count("ack"))
+    connect = next(line for line in session.lines if line["type"] == "connect")
+    assert connect["recovered"] is False and connect["pid"], connect
+    ack: dict[str, Any] = next(line for line in session.lines if line["type"] == "ack")["ack"]
+    assert ack["subscribed"] == [BTC], ack
+    return ack
+
+
+def last_connect(session: NodeSession) -> dict[str, Any]:
+    return [line for line in session.lines if line["type"] == "connect"][-1]
+
+
+async def recovered_after_drop(session: NodeSession, url: str, gateway: Gateway, *, how: str) -> None:
+    """Drop while events and ticks flow; come back; check everything arrived once, in order."""
+    await tick(gateway, 1)
+    for n in (1, 2):
+        await publish_event(url, "alice", "order:update", {"n": n})
+    await until(session, lambda lines: events(2)(lines) and 1 in prices(lines))
+    pid = last_connect(session)["pid"]
+
+    await session.send({"cmd": "drop", "how": how, "hold": True})
+    await until(session, count("disconnect"))
+    for n in (3, 4):
+        await publish_event(url, "alice", "order:update", {"n": n})
+    await tick(gateway, 2)
+    await tick(gateway, 3)
+    await session.send({"cmd": "reconnect"})
+    await until(session, count("connect", recovered=True))
+    assert last_connect(session)["pid"] == pid
+    await until(session, lambda lines: events(4)(lines) and 3 in prices(lines))
+    await publish_event(url, "alice", "order:update", {"n": 5})
+    await until(session, events(5))
+    check(session.lines, [1, 2, 3, 4, 5])
+    # The latest price after the replay, no resubscribe (the client skips it when recovered).
+    assert prices(session.lines)[-1] == 3
+    assert count("ack")(session.lines) == 1
+
+
+async def test_recovers_on_the_same_pod(start_gateway: GatewayFactory, redis_server: RedisServer) -> None:
+    suffix = free_port()
+    gateway = start_gateway(redis_url=redis_server.url, price_channel=f"prices-{suffix}",
+                            manager_channel=f"socketio-{suffix}")
+    for how in ("abrupt", "clean"):
+        async with client(gateway.url, subscribe=[BTC]) as session:
+            await start(session)
+            await recovered_after_drop(session, gateway.url, gateway, how=how)
+    assert sample(await scrape(gateway.url), "realtime_recoveries_total", outcome="recovered") == 2
+
+
+async def test_recovers_in_embedded_mode(start_gateway: GatewayFactory) -> None:
+    gateway = start_gateway(redis_url=None, simulated_rate=0)
+    async with client(gateway.url) as session:
+        await until(session, count("connect"))
+        await publish_event(gateway.url, "alice", "order:update", {"n": 1})
+        await until(session, events(1))
+        await session.send({"cmd": "drop", "hold": True})
+        await until(session, count("disconnect"))
+        await publish_event(gateway.url, "alice", "order:update", {"n": 2})
+        await session.send({"cmd": "reconnect"})
+        await until(session, count("connect", recovered=True))
+        await until(session, events(2))
+        check(session.lines, [1, 2])
+
+
+async def test_recovers_on_another_pod_after_sigkill(start_cluster: ClusterFactory) -> None:
+    await _other_pod(start_cluster, signal.SIGKILL)
+
+
+async def test_recovers_on_another_pod_after_a_sigterm_drain(start_cluster: ClusterFactory) -> None:
+    await _other_pod(start_cluster, signal.SIGTERM)
+
+
+async def _other_pod(start_cluster: ClusterFactory, sig: int) -> None:
+    cluster = start_cluster(3)
+    async with client(cluster.url, subscribe=[BTC]) as session:
+        ack = await start(session)
+        pod = cluster.pod(ack["instance"])
+        other = next(p for p in cluster.pods if p is not pod)
+        await tick(other, 1)
+        await publish_event(other.url, "alice", "order:update", {"n": 1})
+        await until(session, lambda lines: events(1)(lines) and 1 in prices(lines))
+        pid = last_connect(session)["pid"]
+
+        pod.signal(sig)
+        # The client reconnects by itself (through nginx, to a pod still alive) while events are published.
+        for n in (2, 3):
+            await publish_event(other.url, "alice", "order:update", {"n": n})
+        await tick(other, 2)
+        await until(session, count("connect", recovered=True))
+        assert last_connect(session)["pid"] == pid
+        await publish_event(other.url, "alice", "order:update", {"n": 4})
+        await until(session, lambda lines: events(4)(lines) and 2 in prices(lines))
+        check(session.lines, [1, 2, 3, 4])
+        assert count("ack")(session.lines) == 1
+        assert count("connect")(session.lines) == 2
+
+
+async def test_a_client_that_had_received_nothing_recovers(gateway: Gateway) -> None:
+    async with client(gateway.url, subscribe=[BTC]) as session:
+        await start(session)
+        await session.send({"cmd": "drop", "hold": True})
+        await until(session, count("disconnect"))
+        await publish_event(gateway.url, "alice", "order:update", {"n": 1})
+        await tick(gateway, 7)
+        await session.send({"cmd": "reconnect"})
+        await until(session, count("connect", recovered=True))
+        await until(session, lambda lines: events(1)(lines) and 7 in prices(lines))
+        check(session.lines, [1])
+
+
+async def test_a_quiet_connection_recovers_after_12000_events_to_other_users(gateway: Gateway) -> None:
+    async with client(gateway.url, subscribe=[BTC]) as session:
+        await start(session)
+        await publish_event(gateway.url, "alice", "order:update", {"n": 1})
+        await until(session, events(1))
+        await session.send({"cmd": "drop", "hold": True})
+        await until(session, count("disconnect"))
+        async with Emitter(gateway.env["REALTIME_REDIS_URL"], channel=gateway.env["REALTIME_MANAGER_CHANNEL"]) as em:
+            for batch in range(120):
+                await asyncio.gather(*(em.emit("order:update", {"n": -1}, user=f"user{batch}-{i}")
+                                       for i in range(100)))
+            await em.emit("order:update", {"n": 2}, user="alice")
+        await session.send({"cmd": "reconnect"})
+        await until(session, count("connect", recovered=True))
+        await until(session, events(2))
+        await publish_event(gateway.url, "alice", "order:update", {"n": 3})
+        await until(session, events(3))
+        check(session.lines, [1, 2, 3])
+
+
+async def test_two_drops_in_a_row(gateway: Gateway) -> None:
+    async with client(gateway.url, subscribe=[BTC]) as session:
+        await start(session)
+        n = 0
+        for drop in range(2):
+            n += 1
+            await publish_event(gateway.url, "alice", "order:update", {"n": n})
+            await until(session, events(n))
+            await session.send({"cmd": "drop", "hold": True})
+            await until(session, lambda lines, drops=drop + 1: count("disconnect")(lines) == drops)
+            n += 1
+            await publish_event(gateway.url, "alice", "order:update", {"n": n})
+            await tick(gateway, n)
+            await session.send({"cmd": "reconnect"})
+            await until(session, lambda lines, drops=drop + 1: count("connect", recovered=True)(lines) == drops)
+            await until(session, lambda lines, n=n: events(n)(lines) and n in prices(lines))
+        check(session.lines, [1, 2, 3, 4])
+        assert len({line["pid"] for line in session.lines if line["type"] == "connect"}) == 1
+
+
+async def test_another_users_pid_gets_a_fresh_session(gateway: Gateway) -> None:
+    async with client(gateway.url, subscribe=[BTC]) as session:
+        await start(session)
+        await publish_event(gateway.url, "alice", "order:update", {"n": 1})
+        await until(session, events(1))
+        pid = last_connect(session)["pid"]
+        await session.send({"cmd": "drop", "hold": True})
+        await until(session, count("disconnect"))
+        await publish_event(gateway.url, "alice", "order:update", {"n": 2})
+        # The same socket.io-client (so alice's pid and offset) comes back with mallory's token.
+        await session.send({"cmd": "token", "token": token("mallory")})
+        await session.send({"cmd": "reconnect"})
+        await until(session, count("connect", recovered=False, count=2))
+        assert last_connect(session)["pid"] not in (None, pid)
+        await until(session, lambda lines: count("ack")(lines) == 2)  # not recovered: it subscribes again
+        await publish_event(gateway.url, "mallory", "order:update", {"n": 100})
+        await until(session, events(2))
+        check(session.lines, [1, 100])  # nothing of alice's after the switch
+    assert sample(await scrape(gateway.url), "realtime_recoveries_total", outcome="foreign") == 1
+
+
+async def test_beyond_the_window_the_session_is_fresh(start_gateway: GatewayFactory,
+                                                      redis_server: RedisServer) -> None:
+    suffix = free_port()
+    channel = f"socketio-{suffix}"
+    gateway = start_gateway(redis_url=redis_server.url, price_channel=f"prices-{suffix}", manager_channel=channel,
+                            recovery_window=3)
+    redis = aioredis.Redis.from_url(redis_server.url)
+    try:
+        async with client(gateway.url, subscribe=[BTC]) as session:
+            await start(session)
+            pid = last_connect(session)["pid"]
+            await session.send({"cmd": "drop", "hold": True})
+            await until(session, count("disconnect"))
+            await publish_event(gateway.url, "alice", "order:update", {"n": 1})
+            await eventually(_gone(redis, f"{channel}:session:{{{pid}}}"), timeout=15)
+            await session.send({"cmd": "reconnect"})
+            await until(session, count("connect", count=2))
+            assert last_connect(session)["recovered"] is False and last_connect(session)["pid"] != pid
+            await until(session, lambda lines: count("ack")(lines) == 2)
+            await publish_event(gateway.url, "alice", "order:update", {"n": 2})
+            await until(session, events(1))
+            check(session.lines, [2])
+    finally:
+        await redis.aclose()
+    assert sample(await scrape(gateway.url), "realtime_recoveries_total", outcome="expired") == 1
+
+
+def _gone(redis: aioredis.Redis, key: str) -> Any:
+    async def gone() -> bool:
+        return not await redis.exists(key)
+    return gone
+
+
+async def test_stream_entries_reach_an_offline_user_in_order(start_cluster: ClusterFactory) -> None:
+    cluster = start_cluster(3)
+    redis = aioredis.Redis.from_url(cluster.redis.url)
+    stream = "realtime:events"
+    try:
+        async with client(cluster.url, subscribe=[BTC]) as session:
+            await start(session)
+            await redis.xadd(stream, {"event": "order:update", "user": "alice", "data": '{"n": 1}'})
+            await until(session, events(1))
+            await session.send({"cmd": "drop", "hold": True})
+            await until(session, count("disconnect"))
+            await redis.xadd(stream, {"event": "order:update", "user": "alice", "data": '{"n": 2}'})
+            await redis.xadd(stream, {"event": "order:update", "user": "alice", "data": "not json"})
+            await redis.xadd(stream, {"event": "price:update", "user": "alice", "data": "{}"})
+            await redis.xadd(stream, {"event": "order:update", "room": "user:alice", "data": '{"n": 3}'})
+            await redis.xadd(stream, {"event": "order:update", "room": "everyone", "data": "{}"})
+            await eventually(_routed(cluster.pods, 3), timeout=15)
+            await session.send({"cmd": "reconnect"})
+            await until(session, count("connect", recovered=True))
+            await until(session, events(3))
+            await redis.xadd(stream, {"event": "order:update", "user": "alice", "data": '{"n": 4}'})
+            await until(session, events(4))
+            check(session.lines, [1, 2, 3, 4])
+        assert await _stream_total(cluster.pods, "malformed") == 3
+        pending: Any = await redis.xpending(stream, cluster.env["REALTIME_MANAGER_CHANNEL"])
+        assert pending["pending"] == 0
+    finally:
+        await redis.delete(stream)
+        await redis.aclose()
+
+
+async def _stream_total(pods: list[Gateway], outcome: str) -> float:
+    total = 0.0
+    for pod in pods:
+        if pod.process is not None and pod.process.poll() is None:
+            total += sample(await scrape(pod.url), "realtime_stream_entries_total", outcome=outcome)
+    return total
+
+
+def _routed(pods: list[Gateway], n: int) -> Any:
+    async def routed() -> bool:
+        return await _stream_total(pods, "routed") >= n
+    return routed
+
+
+async def test_a_router_killed_while_holding_entries_is_taken_over(start_cluster: ClusterFactory) -> None:
+    cluster = start_cluster(3)
+    redis = aioredis.Redis.from_url(cluster.redis.url)
+    stream = "realtime:events"
+    channel = cluster.env["REALTIME_MANAGER_CHANNEL"]
+    try:
+        await eventually(lambda: redis.get(f"{channel}:router"), timeout=15)
+        holder = (await redis.get(f"{channel}:router")).decode()
+        router = cluster.pod(holder)
+        other = next(p for p in cluster.pods if p is not router)
+        async with client(other.url) as session:
+            await until(session, count("connect"))
+            await redis.xadd(stream, {"event": "order:update", "user": "alice", "data": '{"n": 1}'})
+            await until(session, events(1))
+            router.signal(signal.SIGSTOP)
+            for n in range(2, 7):
+                await redis.xadd(stream, {"event": "order:update", "user": "alice", "data": f'{{"n": {n}}}'})
+
+            async def held() -> bool:
+                pending: Any = await redis.xpending(stream, channel)
+                return bool(pending["pending"] >= 1)
+            await eventually(held, timeout=10)  # the stopped router's blocked read took some
+            router.signal(signal.SIGKILL)
+            router.process.wait()  # type: ignore[union-attr]
+            await until(session, events(6), timeout=30)
+            await redis.xadd(stream, {"event": "order:update", "user": "alice", "data": '{"n": 7}'})
+            await until(session, events(7))
+            check(session.lines, list(range(1, 8)))
+            assert (await redis.get(f"{channel}:router")).decode() != holder
+    finally:
+        await redis.delete(stream)
+        await redis.aclose()
+
+
+async def test_publish_answers_503_within_the_timeout_while_redis_is_hung(start_gateway: GatewayFactory,
+                                                                          own_redis: RedisServer) -> None:
+    gateway = start_gateway(redis_url=own_redis.url, redis_timeout=1)
+    assert own_redis.process is not None
+    own_redis.process.send_signal(signal.SIGSTOP)
+    try:
+        # The bound is the contract: REALTIME_REDIS_TIMEOUT, plus room for the HTTP round trip.
+        timeout = aiohttp.ClientTimeout(total=1 + 1.5)
+        async with aiohttp.ClientSession(timeout=timeout) as http, http.post(
+                gateway.url + "/api/v1/publish", headers=SERVICE, json={"event": "x", "user": "42"}) as response:
+            assert response.status == 503
+            assert (await response.json())["error"]["code"] == "UNAVAILABLE"
+    finally:
+        own_redis.process.send_signal(signal.SIGCONT)
+    assert await publish_event(gateway.url, "42", "x", None)
+
+
+async def test_the_python_emitter_stores_and_delivers(gateway: Gateway) -> None:
+    url, channel = gateway.env["REALTIME_REDIS_URL"], gateway.env["REALTIME_MANAGER_CHANNEL"]
+    async with connected(gateway.url, auth={"token": token("42")}) as user:
+        async with Emitter(url, channel=channel) as emitter:
+            first = await emitter.emit("order:update", {"id": 1}, user="42")
+            second = await emitter.emit("notice", "hello", room="user:42")
+        await user.wait_for("notice")
+        assert user.received("order:update") == [[{"id": 1}, first]]
+        assert user.received("notice") == [["hello", second]]
+        assert offsets.key(first) < offsets.key(second)
+
+
+async def test_a_string_final_best_effort_emit_gets_a_null(gateway: Gateway) -> None:
+    url, channel = gateway.env["REALTIME_REDIS_URL"], gateway.env["REALTIME_MANAGER_CHANNEL"]
+    async with connected(gateway.url, auth={"token": token("42")}) as user:
+        await backend_emit(url, channel, "notice", "plain text", room="user:42")
+        await backend_emit(url, channel, "notice", {"id": 1}, room="user:42")
+        await user.wait_for("notice", 2)
+        assert user.received("notice") == [["plain text", None], {"id": 1}]
