@@ -30,9 +30,10 @@ socket.on("connect", async () => {
     out({ type: "ack", event: "price:subscribe", ack });
   }
 });
-socket.on("disconnect", (reason) => out({ type: "disconnect", reason }));
+// The offset socket.io-client kept, which it sends with its pid on reconnect.
+socket.on("disconnect", (reason) => out({ type: "disconnect", reason, offset: socket._lastOffset ?? null }));
 socket.on("connect_error", (err) => out({ type: "connect_error", message: err.message, data: err.data ?? null }));
-socket.onAny((event, ...args) => out({ type: "event", event, args, offset: socket._lastOffset ?? null }));
+socket.onAny((event, ...args) => out({ type: "event", event, args }));
 
 function drop(how) {
   if (how === "clean") {
