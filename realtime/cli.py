@@ -118,7 +118,7 @@ def _bench(args: argparse.Namespace) -> int:
         latency_clients=args.latency_clients, latency_per_client=args.latency_per_client,
         latency_tick_rates=args.latency_rates, connections=[int(n) for n in args.connections],
         step_seconds=args.step_seconds, latency_seconds=args.latency_seconds, drain_seconds=args.drain_seconds,
-        connect_concurrency=args.connect_concurrency,
+        connect_concurrency=args.connect_concurrency, recovery_clients=args.recovery_clients,
         generator_cpus=len(args.generator_cpus or generator_cpus) or (os.cpu_count() or 1),
     )
     plan = runner.Plan(
@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_bench(commands: Any) -> None:
     # Only the flags: the bench itself (and psutil, from the bench extra) is imported when it runs.
-    from realtime.bench.options import SCENARIOS, TARGETS, Options
+    from realtime.bench.options import OPTIONAL_SCENARIOS, SCENARIOS, TARGETS, Options
 
     defaults = Options()
     bench = commands.add_parser(
@@ -191,8 +191,8 @@ def _add_bench(commands: Any) -> None:
     bench.add_argument("--target", type=_names(TARGETS), default=list(TARGETS),
                        help="servers to start and measure, comma-separated: gateway (REALTIME_FANOUT=direct), "
                             "stock (REALTIME_FANOUT=stock), node (socket.io 4.8 + redis adapter, see --node-dir)")
-    bench.add_argument("--scenario", type=_names(SCENARIOS), default=list(SCENARIOS),
-                       help="scenarios to run, comma-separated")
+    bench.add_argument("--scenario", type=_names(SCENARIOS + OPTIONAL_SCENARIOS), default=list(SCENARIOS),
+                       help="scenarios to run, comma-separated (recovery only when named)")
     bench.add_argument("--url", default=None,
                        help="measure a gateway that is already running (http://host:port) instead of starting "
                             "targets; it needs --redis-url, --price-channel, --jwt-secret and --assets to match it")
@@ -208,6 +208,8 @@ def _add_bench(commands: Any) -> None:
                        help="latency: ticks per second per asset, one step each, comma-separated")
     bench.add_argument("--connections", type=_numbers, default=defaults.connections,
                        help="connections: connection counts to measure RSS at, comma-separated")
+    bench.add_argument("--recovery-clients", type=int, default=defaults.recovery_clients,
+                       help="recovery: clients that connect, drop and recover at once")
     bench.add_argument("--asset-count", type=int, default=10, help="assets in the started targets' catalog")
     bench.add_argument("--step-seconds", type=float, default=defaults.step_seconds,
                        help="capacity: seconds of publishing per step")

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 TARGETS = ("gateway", "stock", "node")
 SCENARIOS = ("capacity", "latency", "connections")
+# Scenarios run only when named with --scenario.
+OPTIONAL_SCENARIOS = ("recovery",)
 # What only the bench needs; installed by the `bench` extra.
 REQUIRES = ("psutil",)
 
@@ -26,6 +28,7 @@ class Options:
     latency_per_client: int = 3
     latency_tick_rates: list[float] = field(default_factory=lambda: [10.0, 5.0])
     connections: list[int] = field(default_factory=lambda: [2000, 5000, 10_000])
+    recovery_clients: int = 2000
     step_seconds: float = 5.0
     latency_seconds: float = 10.0
     drain_seconds: float = 3.0

@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 
 from realtime.cluster.redis import client
 from realtime.events import offsets
+from realtime.events.batch import Pipelined
 from realtime.events.offsets import Offset
 
 # The most history entries one room replays to one connection.
@@ -116,11 +117,12 @@ class RedisLog:
         self.timeout = timeout
         self.redis: aioredis.Redis = client(url, timeout)
         self._append = self.redis.register_script(APPEND)
+        self._pipelined = Pipelined(self.redis)
 
     async def append(self, room: str, event: str, data: bytes, *, source: str | None = None) -> Offset | None:
-        keys = self.keys
-        result = await self._append(keys=[keys.log, keys.room(room), keys.routed, keys.keep],
-                                    args=[room, event, data, self.keep_ms, source or ""])
+        # Appends of one loop turn (a burst of API publishes) share a pipeline.
+        [result] = await self._pipelined.call(
+            lambda pipe: self.queue_append(pipe, room, event, data, source=source))
         return None if result is None else _text(result)
 
     async def queue_append(self, pipe: Any, room: str, event: str, data: bytes, *, source: str | None = None) -> None:

@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 
 from realtime.cluster.redis import client
 from realtime.events import offsets
+from realtime.events.batch import Pipelined
 from realtime.events.offsets import Offset
 
 # 128 random bits, url-safe.
@@ -70,20 +71,26 @@ class RedisSessions:
         self.window_ms = int(window * 1000)
         self.ttl_ms = int((window + heartbeat) * 1000)
         self.redis: aioredis.Redis = client(url, timeout)
+        # A reconnect storm's session reads and writes share pipelines.
+        self._pipelined = Pipelined(self.redis)
 
     def key(self, pid: str) -> str:
         return f"{self.prefix}:session:{{{pid}}}"
 
     async def create(self, pid: str, session: Session) -> None:
         key = self.key(pid)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(key, mapping={"sub": session.sub, "subscriptions": orjson.dumps(list(session.subscriptions)),
-                                "basis": session.basis})
-        pipe.pexpire(key, self.ttl_ms)
-        await pipe.execute()
+        fields = {"sub": session.sub, "subscriptions": orjson.dumps(list(session.subscriptions)),
+                  "basis": session.basis}
+
+        def queue(pipe: Any) -> None:
+            pipe.hset(key, mapping=fields)
+            pipe.pexpire(key, self.ttl_ms)
+
+        await self._pipelined.call(queue, 2)
 
     async def load(self, pid: str) -> Session | None:
-        fields: Any = await self.redis.hgetall(self.key(pid))
+        key = self.key(pid)
+        [fields] = await self._pipelined.call(lambda pipe: pipe.hgetall(key))
         return _session(fields)
 
     async def update(self, follow: Mapping[str, Sequence[str]], release: Iterable[str]) -> None:
