@@ -142,7 +142,7 @@ class StreamRouter:
             if fields is None:
                 continue  # deleted from the stream while pending
             try:
-                room, event, data = _parse(fields)
+                room, event, data = parse_entry(fields)
             except Malformed as exc:
                 malformed += 1
                 log.warning("router: malformed entry %s in %s: %s", _text(entry_id), self.stream, exc)
@@ -167,7 +167,7 @@ class StreamRouter:
         await self.redis.aclose()
 
 
-def _parse(fields: dict[bytes, bytes]) -> tuple[str, str, bytes]:
+def parse_entry(fields: dict[bytes, bytes]) -> tuple[str, str, bytes]:
     try:
         texts = {key.decode(): value.decode() for key, value in fields.items()}
     except UnicodeDecodeError:
