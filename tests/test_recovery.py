@@ -366,20 +366,34 @@ async def test_a_router_killed_while_holding_entries_is_taken_over(start_cluster
             await until(session, count("connect"))
             await redis.xadd(stream, {"event": "order:update", "user": "alice", "data": '{"n": 1}'})
             await until(session, events(1))
-            router.signal(signal.SIGSTOP)
-            for n in range(2, 7):
-                await redis.xadd(stream, {"event": "order:update", "user": "alice", "data": f'{{"n": {n}}}'})
+            # Stop the router while its blocking read is pending, so Redis hands it entries it can
+            # neither route nor acknowledge (caught between two reads, it is resumed and stopped again).
+            n = 1
 
             async def held() -> bool:
                 pending: Any = await redis.xpending(stream, channel)
                 return bool(pending["pending"] >= 1)
-            await eventually(held, timeout=10)  # the stopped router's blocked read took some
+            for _ in range(20):
+                router.signal(signal.SIGSTOP)
+                n += 1
+                await redis.xadd(stream, {"event": "order:update", "user": "alice", "data": f'{{"n": {n}}}'})
+                with contextlib.suppress(AssertionError):
+                    await eventually(held, timeout=1)
+                    break
+                router.signal(signal.SIGCONT)
+                await until(session, events(n))
+            else:
+                raise AssertionError("the router was never caught holding an entry")
+            for _ in range(4):
+                n += 1
+                await redis.xadd(stream, {"event": "order:update", "user": "alice", "data": f'{{"n": {n}}}'})
             router.signal(signal.SIGKILL)
             router.process.wait()  # type: ignore[union-attr]
-            await until(session, events(6), timeout=30)
-            await redis.xadd(stream, {"event": "order:update", "user": "alice", "data": '{"n": 7}'})
-            await until(session, events(7))
-            check(session.lines, list(range(1, 8)))
+            await until(session, events(n), timeout=30)
+            n += 1
+            await redis.xadd(stream, {"event": "order:update", "user": "alice", "data": f'{{"n": {n}}}'})
+            await until(session, events(n))
+            check(session.lines, list(range(1, n + 1)))
             assert (await redis.get(f"{channel}:router")).decode() != holder
     finally:
         await redis.delete(stream)

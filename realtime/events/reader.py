@@ -20,6 +20,7 @@ lock between two tasks of one pod and nothing shared across pods.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,10 @@ log = logging.getLogger(__name__)
 
 # How long one read of the log waits for new entries.
 READ_WAIT = 1.0
+# How long an admission may wait for this pod to catch up with the offset it
+# starts from (a client that got events through a pod that reads the log
+# ahead of this one); a made-up offset cannot hold a connection out longer.
+CATCH_UP = 5.0
 
 
 @dataclass(slots=True)
@@ -51,6 +56,7 @@ class Admission:
     rooms: list[str]
     after: Offset | None  # None: join without replay
     assets: list[str] = field(default_factory=list)
+    since: float = 0.0  # loop time it was first deferred
 
 
 class LogReader:
@@ -91,6 +97,8 @@ class LogReader:
                     async with self._delivering:
                         self._deliver(entries)
                         self.position = entries[-1].offset
+                    if self._admissions:
+                        self._wake.set()  # deferred ones may be due now
             except REDIS_ERRORS as exc:
                 if self.connected or self.backoff.attempts == 0:
                     log.warning("events: the log is unavailable (%s); retrying, every %.1fs at most",
@@ -134,11 +142,33 @@ class LogReader:
     async def serve(self) -> None:
         """Serve admissions until cancelled."""
         while True:
-            await self._wake.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), READ_WAIT if self._admissions else None)
             self._wake.clear()
             batch, self._admissions = self._admissions, []
             async with self._delivering:
+                self._admissions.extend(self._defer(batch))
                 await self._admit(batch)
+
+    def _defer(self, batch: list[Admission]) -> list[Admission]:
+        """Take out of `batch` the admissions that start past what this pod has delivered; return them.
+
+        Joined now, such a connection would get the entries between this
+        pod's position and its offset live: a second time.
+        """
+        upto = self.position
+        if upto is None:
+            return []
+        now = asyncio.get_running_loop().time()
+        later: list[Admission] = []
+        for admission in batch:
+            if admission.after is not None and offsets.key(admission.after) > offsets.key(upto):
+                admission.since = admission.since or now
+                if now - admission.since < CATCH_UP:
+                    later.append(admission)
+        for admission in later:
+            batch.remove(admission)
+        return later
 
     async def _admit(self, batch: list[Admission]) -> None:
         # Nothing is delivered while this runs: `upto` is exactly what the rooms have had.
