@@ -225,9 +225,10 @@ async def test_a_quiet_connection_recovers_after_12000_events_to_other_users(gat
                 await asyncio.gather(*(em.emit("order:update", {"n": -1}, user=f"user{batch}-{i}")
                                        for i in range(100)))
             await em.emit("order:update", {"n": 2}, user="alice")
+        await tick(gateway, 5)
         await session.send({"cmd": "reconnect"})
         await until(session, count("connect", recovered=True))
-        await until(session, events(2))
+        await until(session, lambda lines: events(2)(lines) and 5 in prices(lines))
         await publish_event(gateway.url, "alice", "order:update", {"n": 3})
         await until(session, events(3))
         check(session.lines, [1, 2, 3])
@@ -323,10 +324,12 @@ async def test_stream_entries_reach_an_offline_user_in_order(start_cluster: Clus
             await redis.xadd(stream, {"event": "price:update", "user": "alice", "data": "{}"})
             await redis.xadd(stream, {"event": "order:update", "room": "user:alice", "data": '{"n": 3}'})
             await redis.xadd(stream, {"event": "order:update", "room": "everyone", "data": "{}"})
+            await tick(cluster.pods[0], 9)
             await eventually(_routed(cluster.pods, 3), timeout=15)
             await session.send({"cmd": "reconnect"})
             await until(session, count("connect", recovered=True))
-            await until(session, events(3))
+            await until(session, lambda lines: events(3)(lines) and 9 in prices(lines))
+            assert count("ack")(session.lines) == 1  # the subscription was restored, not asked again
             await redis.xadd(stream, {"event": "order:update", "user": "alice", "data": '{"n": 4}'})
             await until(session, events(4))
             check(session.lines, [1, 2, 3, 4])
@@ -436,3 +439,30 @@ async def test_a_string_final_best_effort_emit_gets_a_null(gateway: Gateway) -> 
         await backend_emit(url, channel, "notice", {"id": 1}, room="user:42")
         await user.wait_for("notice", 2)
         assert user.received("notice") == [["plain text", None], {"id": 1}]
+
+
+async def test_connected_clients_get_what_was_stored_while_the_reader_was_cut_off(
+        start_gateway: GatewayFactory, own_redis: RedisServer) -> None:
+    gateway = start_gateway(redis_url=own_redis.url, redis_timeout=0.5, manager_channel="socketio")
+    assert own_redis.process is not None
+    async with client(gateway.url) as session:
+        await until(session, count("connect"))
+        await publish_event(gateway.url, "alice", "order:update", {"n": 1})
+        await until(session, events(1))
+        # Redis hangs long enough for the log reader to give up its read and back off...
+        own_redis.process.send_signal(signal.SIGSTOP)
+        try:
+            async def reader_down() -> bool:
+                return sample(await scrape(gateway.url), "realtime_redis_up", component="events") == 0
+            await eventually(reader_down, timeout=15)
+        finally:
+            own_redis.process.send_signal(signal.SIGCONT)
+        # ...and events are stored the moment it is back, before the reader reads again.
+        async with Emitter(own_redis.url, channel=gateway.env["REALTIME_MANAGER_CHANNEL"]) as emitter:
+            for n in (2, 3, 4):
+                await emitter.emit("order:update", {"n": n}, user="alice")
+        await until(session, events(4))
+        await publish_event(gateway.url, "alice", "order:update", {"n": 5})
+        await until(session, events(5))
+        check(session.lines, [1, 2, 3, 4, 5])
+        assert count("disconnect")(session.lines) == 0
