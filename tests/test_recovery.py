@@ -149,6 +149,12 @@ async def test_recovers_on_the_same_pod(start_gateway: GatewayFactory, redis_ser
     assert sample(await scrape(gateway.url), "realtime_recoveries_total", outcome="recovered") == 2
 
 
+async def test_recovers_over_polling(gateway: Gateway) -> None:
+    async with client(gateway.url, subscribe=[BTC], transports=["polling"]) as session:
+        await start(session)
+        await recovered_after_drop(session, gateway.url, gateway, how="clean", seq=20)
+
+
 async def test_recovers_in_embedded_mode(start_gateway: GatewayFactory) -> None:
     gateway = start_gateway(redis_url=None, simulated_rate=0)
     async with client(gateway.url) as session:
