@@ -8,9 +8,11 @@ import pytest
 
 from realtime.engine.manager import offset_safe
 from realtime.events import offsets
+from realtime.events.log import RedisLog
 from realtime.events.memory import MemoryLog, MemorySessions
 from realtime.events.router import Malformed, parse_entry
 from realtime.events.sessions import Session, new_pid
+from tests.harness import RedisServer, free_port
 
 
 def test_offsets_compare_as_numbers() -> None:
@@ -90,3 +92,27 @@ def test_stream_entries_are_parsed_or_refused() -> None:
                 {b"event": b"\xff", b"user": b"42"}):
         with pytest.raises(Malformed):
             parse_entry(bad)
+
+
+async def test_redis_history_reads_back_in_chunks_to_the_offset(redis_server: RedisServer) -> None:
+    log = RedisLog(redis_server.url, f"history-{free_port()}", keep=60, timeout=2)
+    try:
+        appended: list[tuple[str, str]] = []
+        for n in range(300):
+            room = "user:a" if n % 3 else "role:b"
+            offset = await log.append(room, "e|v\u00e9nt", b'{"n": %d}' % n)
+            assert offset is not None
+            appended.append((room, offset))
+        a = [offset for room, offset in appended if room == "user:a"]
+        b = [offset for room, offset in appended if room == "role:b"]
+        upto = appended[-2][1]
+        found_a, found_b, found_none = await log.history([("user:a", a[9]), ("role:b", b[-5]), ("user:c", "0-0")],
+                                                         upto)
+        assert [e.offset for e in found_a] == [o for o in a[10:] if offsets.key(o) <= offsets.key(upto)]
+        assert [e.offset for e in found_b] == [o for o in b[-4:] if offsets.key(o) <= offsets.key(upto)]
+        assert found_none == []
+        assert found_a[0].event == "e|v\u00e9nt" and found_a[0].room == "user:a"
+        assert found_a[0].data == b'{"n": %d}' % (appended.index(("user:a", a[10])))
+        assert await log.last() == appended[-1][1]
+    finally:
+        await log.close()
