@@ -191,3 +191,25 @@ async def test_connected_clients_get_what_was_stored_while_the_reader_was_cut_of
         await until(session, events(5))
         check(session.lines, [1, 2, 3, 4, 5])
         assert count("disconnect")(session.lines) == 0
+
+
+async def test_with_redis_down_a_connect_is_accepted_without_a_pid(start_gateway: GatewayFactory,
+                                                                   own_redis: RedisServer) -> None:
+    gateway = start_gateway(redis_url=own_redis.url, redis_timeout=0.5)
+    async with client(gateway.url) as session:
+        await until(session, count("connect"))
+        pid = session.lines[0]["pid"]
+        assert pid
+        await session.send({"cmd": "drop", "hold": True})
+        await until(session, count("disconnect"))
+        own_redis.stop()
+        try:
+            # Asks to recover: Redis cannot say, so a connection without a pid (recovered false).
+            await session.send({"cmd": "reconnect"})
+            await until(session, count("connect", count=2))
+            assert session.lines[-1]["type"] == "connect" and session.lines[-1]["pid"] is None
+            assert session.lines[-1]["recovered"] is False
+        finally:
+            own_redis.start()
+    samples = await scrape(gateway.url)
+    assert sample(samples, "realtime_recoveries_total", outcome="unavailable") == 1
