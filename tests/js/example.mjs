@@ -23,13 +23,14 @@ function onPrice(update) {
   render(update); // price = update.bid / 10 ** update.decimals (integers on the wire)
 }
 
+// The next connection (maybe to another pod) numbers ticks afresh: new baseline.
+socket.on("disconnect", () => highestSeq.clear());
+
 socket.on("connect", async () => {
   // Recovered (same session, maybe on another pod): the private events missed, the subscriptions
   // and the latest price of each have been delivered already, before this handler runs.
   if (socket.recovered) return;
-  // A new session (maybe on another pod) numbers ticks afresh: new baseline.
-  highestSeq.clear();
-  // Subscriptions belong to a connection: subscribe again after every (re)connect.
+  // Subscriptions belong to a session: subscribe again after every new one.
   const ack = await socket.timeout(5000).emitWithAck("price:subscribe", ["BTC_USDC_PERP", "ETH_USDC_PERP"]);
   if (!ack.ok) return console.error(ack.error.code, ack.error.message);
   ack.prices.forEach(onPrice); // a tick may have overtaken its snapshot: onPrice keeps the newest
