@@ -10,6 +10,7 @@ import signal
 from typing import Any
 
 import aiohttp
+import pytest
 import redis.asyncio as aioredis
 
 from realtime.events import offsets
@@ -78,14 +79,16 @@ def _routed(pods: list[Gateway], n: int) -> Any:
     return routed
 
 
-async def test_a_router_killed_while_holding_entries_is_taken_over(start_cluster: ClusterFactory) -> None:
+@pytest.mark.parametrize("fate", ["killed", "woken"])
+async def test_a_router_stopped_while_holding_entries_is_taken_over(start_cluster: ClusterFactory, fate: str) -> None:
+    """A router stopped mid-routing, then killed (or woken up after another took over): exactly once, in order."""
     cluster = start_cluster(3)
     redis = aioredis.Redis.from_url(cluster.redis.url)
     stream = "realtime:events"
     channel = cluster.env["REALTIME_MANAGER_CHANNEL"]
     try:
-        await eventually(lambda: redis.get(f"{channel}:router"), timeout=15)
-        lease: Any = await redis.get(f"{channel}:router")
+        await eventually(lambda: redis.get(f"{{{channel}}}:router"), timeout=15)
+        lease: Any = await redis.get(f"{{{channel}}}:router")
         holder = lease.decode()
         router = cluster.pod(holder)
         other = next(p for p in cluster.pods if p is not router)
@@ -114,14 +117,25 @@ async def test_a_router_killed_while_holding_entries_is_taken_over(start_cluster
             for _ in range(4):
                 n += 1
                 await redis.xadd(stream, {"event": "order:update", "user": "alice", "data": f'{{"n": {n}}}'})
-            router.signal(signal.SIGKILL)
-            router.process.wait()  # type: ignore[union-attr]
+            if fate == "killed":
+                router.signal(signal.SIGKILL)
+                router.process.wait()  # type: ignore[union-attr]
+            else:
+                async def taken_over() -> bool:
+                    lease: Any = await redis.get(f"{{{channel}}}:router")
+                    return lease is not None and lease.decode() != holder
+                await eventually(taken_over, timeout=15)
+                await until(session, events(n), timeout=30)
+                router.signal(signal.SIGCONT)  # it wakes up with what it read while stopped
+                for _ in range(3):
+                    n += 1
+                    await redis.xadd(stream, {"event": "order:update", "user": "alice", "data": f'{{"n": {n}}}'})
             await until(session, events(n), timeout=30)
             n += 1
             await redis.xadd(stream, {"event": "order:update", "user": "alice", "data": f'{{"n": {n}}}'})
             await until(session, events(n))
             check(session.lines, list(range(1, n + 1)))
-            lease = await redis.get(f"{channel}:router")
+            lease = await redis.get(f"{{{channel}}}:router")
             assert lease.decode() != holder
     finally:
         await redis.delete(stream)

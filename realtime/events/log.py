@@ -36,9 +36,10 @@ MAX_REPLAY = 10_000
 # Entries of the first backwards read of a room's history; each further read is 4 times larger.
 FIRST_CHUNK = 32
 
-# KEYS: log, room history, last routed input id, retention (ms) the gateways asked for.
-# ARGV: room, event, data (JSON text), retention (ms) of the caller, input id or "".
-# Returns the offset, or false for an input id that is not above the last routed one.
+# KEYS: log, room history, last routed input id, retention (ms) the gateways asked for, the router's lease.
+# ARGV: room, event, data (JSON text), retention (ms) of the caller, input id or "", the router or "".
+# Returns the offset; false for an input id that is not above the last routed one; -1 for a router
+# that no longer holds the lease (a paused pod that woke up: it must not append out of order).
 APPEND = """
 local function above(a, b)
   local ams, an = string.match(a, '^(%d+)-(%d+)$')
@@ -48,6 +49,7 @@ local function above(a, b)
   if ams ~= bms then return ams > bms end
   return tonumber(an) > tonumber(bn)
 end
+if ARGV[6] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[6] then return -1 end
 local input = ARGV[5]
 if input ~= '' then
   local last = redis.call('GET', KEYS[3])
@@ -117,6 +119,7 @@ class Keys:
         self.log = f"{tag}:log"
         self.routed = f"{tag}:routed"
         self.keep = f"{tag}:keep"
+        self.router = f"{tag}:router"  # the stream router's lease
         self._room = f"{tag}:room:"
 
     def room(self, room: str) -> str:
@@ -140,11 +143,13 @@ class RedisLog:
             lambda pipe: self.queue_append(pipe, room, event, data, source=source))
         return None if result is None else _text(result)
 
-    async def queue_append(self, pipe: Any, room: str, event: str, data: bytes, *, source: str | None = None) -> None:
-        """Add an `append` to `pipe` (a pipeline of this Redis); its reply is the offset or None."""
+    async def queue_append(self, pipe: Any, room: str, event: str, data: bytes, *, source: str | None = None,
+                           router: str | None = None) -> None:
+        """Add an `append` to `pipe` (a pipeline of this Redis); its reply is the offset, None (`source`
+        already appended) or -1 (`router` does not hold the lease)."""
         keys = self.keys
-        await self._append(keys=[keys.log, keys.room(room), keys.routed, keys.keep],
-                           args=[room, event, data, self.keep_ms, source or ""], client=pipe)
+        await self._append(keys=[keys.log, keys.room(room), keys.routed, keys.keep, keys.router],
+                           args=[room, event, data, self.keep_ms, source or "", router or ""], client=pipe)
 
     async def announce_keep(self) -> None:
         """Tell emitters that append without a gateway's settings how long to keep history."""

@@ -6,14 +6,20 @@ Fields: `event`; `user` or `room` (`user:<sub>` / `role:<role>`); `data`,
 JSON text (absent = null). Per-room order must hold while several pods run,
 so routing is serialized: the pods share one consumer group (named after the
 deployment's manager channel, visible in XINFO GROUPS), one pod at a time
-holds a short lease (`<P>:router`, renewed while it routes) and routes
+holds a short lease (`{<P>}:router`, renewed while it routes) and routes
 entries in stream order; the others stand by and take over when the lease
 lapses. A new router first re-reads the group's pending entries (those a
 dead router held), oldest first, then new ones. The append script records
 the last routed input id and ignores an entry that is not above it (a dead
-router may have appended it without acknowledging it): exactly once. An
-entry is acknowledged only after the script returned, in the same pipeline.
-Malformed entries are acknowledged, counted and logged, never fatal.
+router may have appended it without acknowledging it): exactly once.
+
+A router that was paused past its lease (a stopped VM, a long GC) and wakes
+up may still read entries before it notices: the append script refuses them
+(it checks the lease, which shares the log's hash tag), so it cannot append
+out of order, and the current router, which checks after each read whether
+another consumer holds entries below its own, claims and routes them first.
+An entry is acknowledged only after the script returned. Malformed entries
+are acknowledged, counted and logged, never fatal.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Counter
 
 from realtime.cluster.redis import REDIS_ERRORS, Backoff, client
-from realtime.events import validation
+from realtime.events import offsets, validation
 from realtime.events.log import RedisLog
 from realtime.protocol import GatewayError
 
@@ -69,7 +75,7 @@ class StreamRouter:
         self.log = log
         self.group = log.keys.prefix
         self.consumer = instance
-        self.lease_key = f"{log.keys.prefix}:router"
+        self.lease_key = log.keys.router
         self.timeout = timeout
         self.redis: aioredis.Redis = client(url, timeout)
         self._hold = self.redis.register_script(HOLD)
@@ -95,7 +101,7 @@ class StreamRouter:
                     await self._create_group()
                     self.holding = True
                     log.info("router: routing %s (group %s)", self.stream, self.group)
-                    await self._claim_pending()
+                    await self._route(await self._claim_pending())
                 await self._route_new()
                 self.backoff.reset()
             except REDIS_ERRORS as exc:
@@ -112,49 +118,66 @@ class StreamRouter:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def _claim_pending(self) -> None:
-        """Take over what a dead router held, oldest first (and what this pod held before an outage)."""
+    async def _claim_pending(self) -> list[Any]:
+        """Take over every pending entry of the group (a dead router's, and this pod's before an outage)."""
+        claimed: list[Any] = []
         start = "0-0"
         while True:
             reply: Any = await self.redis.xautoclaim(self.stream, self.group, self.consumer, min_idle_time=0,
-                                                start_id=start, count=BATCH)
+                                                     start_id=start, count=BATCH)
             start, entries = reply[0], reply[1]
-            await self._route(entries)
+            claimed.extend(entries)
             if start in (b"0-0", "0-0") or not entries:
-                return
+                return claimed
 
     async def _route_new(self) -> None:
         block = max(1, int(min(LEASE / 3, self.timeout / 2) * 1000))
         reply: Any = await self.redis.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=BATCH,
                                                  block=block)
-        if reply:
-            await self._route(reply[0][1])
+        entries: list[Any] = reply[0][1] if reply else []
+        # Entries another consumer read (a router that woke up after losing its lease) are older
+        # than these: route them first, or they would come after, or never (not above the last routed).
+        pending: Any = await self.redis.xpending(self.stream, self.group)
+        if any(_text(c["name"]) != self.consumer and c["pending"] for c in pending.get("consumers") or ()):
+            merged = {_text(entry[0]): entry for entry in [*await self._claim_pending(), *entries]}
+            entries = [merged[i] for i in sorted(merged, key=offsets.key)]
+        await self._route(entries)
 
     async def _route(self, entries: list[Any]) -> None:
-        """Append each valid entry, then acknowledge them all, in one pipeline (in this order)."""
+        """Append each valid entry in order (one pipeline), then acknowledge what was settled."""
         if not entries:
             return
         pipe = self.redis.pipeline(transaction=False)
-        ids: list[Any] = []
+        settled: list[Any] = []  # malformed or deleted: acknowledged whatever happens
+        appending: list[Any] = []
         malformed = 0
         for entry_id, fields in entries:
-            ids.append(entry_id)
             if fields is None:
-                continue  # deleted from the stream while pending
+                settled.append(entry_id)  # deleted from the stream while pending
+                continue
             try:
                 room, event, data = parse_entry(fields)
             except Malformed as exc:
                 malformed += 1
+                settled.append(entry_id)
                 log.warning("router: malformed entry %s in %s: %s", _text(entry_id), self.stream, exc)
                 continue
-            await self.log.queue_append(pipe, room, event, data, source=_text(entry_id))
-        pipe.xack(self.stream, self.group, *ids)
-        results = await pipe.execute()
-        appended = results[:-1]
-        duplicates = sum(1 for result in appended if result is None)
-        self.entries.labels(Outcome.ROUTED.value).inc(len(appended) - duplicates)
+            appending.append(entry_id)
+            await self.log.queue_append(pipe, room, event, data, source=_text(entry_id), router=self.consumer)
+        results: list[Any] = await pipe.execute() if appending else []
+        fenced = sum(1 for result in results if result == -1)
+        duplicates = sum(1 for result in results if result is None)
+        settled += [entry_id for entry_id, result in zip(appending, results, strict=True) if result != -1]
+        if settled:
+            await self.redis.xack(self.stream, self.group, *settled)
+        self.entries.labels(Outcome.ROUTED.value).inc(len(results) - duplicates - fenced)
         self.entries.labels(Outcome.DUPLICATE.value).inc(duplicates)
         self.entries.labels(Outcome.MALFORMED.value).inc(malformed)
+        if fenced:
+            # Another pod routes now; it claims what this one read and could not append.
+            log.warning("router: lost the lease of %s while routing; %d entries left to the new router",
+                        self.stream, fenced)
+            self.holding = False
 
     async def close(self) -> None:
         if self.holding:
