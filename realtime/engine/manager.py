@@ -12,8 +12,7 @@ corrections to the stock one:
   copy for the other pods is dropped at once and counted (the stock manager
   tries twice per emit, waits up to two timeouts and logs two errors each);
 - an emit to a single sid of this pod is not published at all: no other pod
-  holds that client.
-
+  holds that client;
 - with connection state recovery on, an emit whose last argument is a string
   gets a `null` appended: socket.io-client takes the last string argument of
   any event as its recovery offset (these emits carry none).

@@ -109,8 +109,7 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
 
     def encode_event(self, event: str, data: Any) -> list[str | bytes]:
         """An EVENT packet as python-socketio would send it: one text part (JSON) or binary parts."""
-        encoded = self.packet_class(socketio.packet.EVENT, namespace=NAMESPACE, data=[event, data]).encode()
-        return encoded if isinstance(encoded, list) else [encoded]
+        return self.encode_packet([event, data])
 
     def encode_packet(self, args: list[Any]) -> list[str | bytes]:
         """An EVENT packet of several arguments (`[event, *args]`): one text part (JSON) or binary parts."""
