@@ -227,3 +227,29 @@ async def test_with_redis_down_a_connect_is_accepted_without_a_pid(start_gateway
             own_redis.start()
     samples = await scrape(gateway.url)
     assert sample(samples, "realtime_recoveries_total", outcome="unavailable") == 1
+
+
+async def test_the_heartbeat_writes_back_sessions_redis_lost(start_gateway: GatewayFactory,
+                                                             own_redis: RedisServer) -> None:
+    # A 4 s window: the heartbeat runs every second.
+    gateway = start_gateway(redis_url=own_redis.url, manager_channel="socketio", recovery_window=4)
+    redis = aioredis.Redis.from_url(own_redis.url)
+    try:
+        async with client(gateway.url, subscribe=[BTC]) as session:
+            await start(session)
+            pid = session.lines[0]["pid"]
+            await redis.flushall()  # as a Redis restart without persistence, or a failover, would
+
+            async def written_back() -> bool:
+                return bool(await redis.hget(f"socketio:session:{{{pid}}}", "subscriptions") == b'["' +
+                            BTC.encode() + b'"]')
+            await eventually(written_back, timeout=10)
+            await session.send({"cmd": "drop", "hold": True})
+            await until(session, count("disconnect"))
+            await publish_event(gateway.url, "alice", "order:update", {"n": 1})
+            await session.send({"cmd": "reconnect"})
+            await until(session, count("connect", recovered=True))
+            await until(session, events(1))
+            check(session.lines, [1])
+    finally:
+        await redis.aclose()

@@ -117,15 +117,13 @@ class MemorySessions:
             if found is not None:
                 self._sessions[pid] = (found[0], now + self.window)
 
-    async def refresh(self, pids: Iterable[str]) -> None:
+    async def refresh(self, sessions: Mapping[str, Session]) -> None:
         now = time.monotonic()
         # Forget expired sessions here, so memory stays bounded without a timer per session.
         for pid in [pid for pid, (_, expires) in self._sessions.items() if expires < now]:
             del self._sessions[pid]
-        for pid in pids:
-            found = self._sessions.get(pid)
-            if found is not None:
-                self._sessions[pid] = (found[0], now + self.ttl)
+        for pid, session in sessions.items():
+            self._sessions[pid] = (session, now + self.ttl)
 
     async def close(self) -> None:
         pass

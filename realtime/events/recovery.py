@@ -67,7 +67,9 @@ class Recovery:
                                 ["outcome"], registry=registry)
         for outcome in Outcome:
             self.outcomes.labels(outcome.value)
-        self.pids: dict[str, str] = {}  # sid -> pid of this pod's recoverable connections
+        # sid -> (pid, session) of this pod's recoverable connections: the heartbeat writes them
+        # whole, so sessions come back by themselves after Redis lost them (a restart, a failover).
+        self.here: dict[str, tuple[str, Session]] = {}
         # Session writes that may wait for the next flush (the newest wins).
         self._follow: dict[str, tuple[str, ...]] = {}
         self._release: set[str] = set()
@@ -100,20 +102,22 @@ class Recovery:
                     restored = self._allowed(session.subscriptions, principal)
                     self._follow[pid] = tuple(restored)  # the new token's rights, and a fresh TTL
                     self._dirty.set()
+                    self.here[sid] = (pid, Session(session.sub, tuple(restored), session.basis))
             basis = self.reader.position
             if pid is None and basis is not None:
                 pid = new_pid()
-                await self.sessions.create(pid, Session(principal.sub, (), basis))
+                fresh = Session(principal.sub, (), basis)
+                await self.sessions.create(pid, fresh)
+                self.here[sid] = (pid, fresh)
                 after = basis  # what is published before it joins its rooms reaches it too
         except REDIS_ERRORS as exc:
             log.warning("recovery: Redis unavailable (%s); connection accepted without a session",
                         exc.__class__.__name__)
             outcome = Outcome.UNAVAILABLE if asked is not None else None
             pid, after, restored = None, None, []
+            self.here.pop(sid, None)
         if outcome is not None:
             self.outcomes.labels(outcome.value).inc()
-        if pid is not None:
-            self.pids[sid] = pid
         self._prepare(sid, pid, Admission(sid, rooms, after, restored))
         return restored
 
@@ -131,16 +135,19 @@ class Recovery:
 
     def follow(self, sid: str, subscriptions: Iterable[str]) -> None:
         """The connection's subscriptions changed: record them with its session (soon, in one batch)."""
-        pid = self.pids.get(sid)
-        if pid is not None:
-            self._follow[pid] = tuple(sorted(subscriptions))
+        found = self.here.get(sid)
+        if found is not None:
+            pid, session = found
+            names = tuple(sorted(subscriptions))
+            self.here[sid] = (pid, Session(session.sub, names, session.basis))
+            self._follow[pid] = names
             self._dirty.set()
 
     def forget(self, sid: str) -> None:
         """The connection is gone: its session stays recoverable for exactly the window."""
-        pid = self.pids.pop(sid, None)
-        if pid is not None and pid not in self.pids.values():
-            self._release.add(pid)
+        found = self.here.pop(sid, None)
+        if found is not None and all(pid != found[0] for pid, _ in self.here.values()):
+            self._release.add(found[0])
             self._dirty.set()
 
     # Background work: the writes above, and the heartbeat.
@@ -157,7 +164,7 @@ class Recovery:
                 await self.flush()
                 if loop.time() >= next_beat:
                     next_beat = loop.time() + self.heartbeat
-                    await self.sessions.refresh(set(self.pids.values()))
+                    await self.sessions.refresh(dict(self.here.values()))
                     await self.log.announce_keep()
             except REDIS_ERRORS as exc:
                 log.warning("recovery: could not write sessions (%s); retrying", exc.__class__.__name__)

@@ -4,8 +4,9 @@ A session is written before the CONNECT reply that carries its pid, so it is
 recoverable from the first moment (a pod killed with SIGKILL writes nothing
 at disconnect), follows subscription changes (one HSET each), and expires by
 itself: its TTL is the window plus one heartbeat period, refreshed for all of
-a pod's sessions by one pipelined heartbeat, and set to exactly the window
-at disconnect.
+a pod's sessions by one pipelined heartbeat (which writes them whole, so a
+Redis that lost them gets them back), and set to exactly the window at
+disconnect.
 
 In Redis a session is the hash `<P>:session:{<pid>}` (its own hash tag: one
 key, one slot) with `sub`, `subscriptions` (JSON) and `basis`.
@@ -58,8 +59,8 @@ class SessionStore(Protocol):
         they live exactly the window from now), in one round trip."""
         ...
 
-    async def refresh(self, pids: Iterable[str]) -> None:
-        """Heartbeat: keep the sessions of the connections still here."""
+    async def refresh(self, sessions: Mapping[str, Session]) -> None:
+        """Heartbeat: keep (or write again, had Redis lost them) the sessions of the connections still here."""
         ...
 
     async def close(self) -> None: ...
@@ -79,8 +80,7 @@ class RedisSessions:
 
     async def create(self, pid: str, session: Session) -> None:
         key = self.key(pid)
-        fields = {"sub": session.sub, "subscriptions": orjson.dumps(list(session.subscriptions)),
-                  "basis": session.basis}
+        fields = _fields(session)
 
         def queue(pipe: Any) -> None:
             pipe.hset(key, mapping=fields)
@@ -104,14 +104,19 @@ class RedisSessions:
             pipe.pexpire(self.key(pid), self.window_ms)
         await pipe.execute()
 
-    async def refresh(self, pids: Iterable[str]) -> None:
+    async def refresh(self, sessions: Mapping[str, Session]) -> None:
         pipe = self.redis.pipeline(transaction=False)
-        for pid in pids:
+        for pid, session in sessions.items():
+            pipe.hset(self.key(pid), mapping=_fields(session))
             pipe.pexpire(self.key(pid), self.ttl_ms)
         await pipe.execute()
 
     async def close(self) -> None:
         await self.redis.aclose()
+
+
+def _fields(session: Session) -> dict[Any, Any]:
+    return {"sub": session.sub, "subscriptions": orjson.dumps(list(session.subscriptions)), "basis": session.basis}
 
 
 def _session(fields: dict[bytes, bytes]) -> Session | None:
