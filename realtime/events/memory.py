@@ -123,7 +123,8 @@ class MemorySessions:
         for pid in [pid for pid, (_, expires) in self._sessions.items() if expires < now]:
             del self._sessions[pid]
         for pid, session in sessions.items():
-            self._sessions[pid] = (session, now + self.ttl)
+            found = self._sessions.get(pid)
+            self._sessions[pid] = (found[0] if found else session, now + self.ttl)
 
     async def close(self) -> None:
         pass

@@ -4,9 +4,8 @@ A session is written before the CONNECT reply that carries its pid, so it is
 recoverable from the first moment (a pod killed with SIGKILL writes nothing
 at disconnect), follows subscription changes (one HSET each), and expires by
 itself: its TTL is the window plus one heartbeat period, refreshed for all of
-a pod's sessions by one pipelined heartbeat (which writes them whole, so a
-Redis that lost them gets them back), and set to exactly the window at
-disconnect.
+a pod's sessions by one pipelined heartbeat (which writes a session whole
+only when Redis lost it), and set to exactly the window at disconnect.
 
 In Redis a session is the hash `<P>:session:{<pid>}` (its own hash tag: one
 key, one slot) with `sub`, `subscriptions` (JSON) and `basis`.
@@ -26,6 +25,18 @@ from realtime.cluster.redis import client
 from realtime.events import offsets
 from realtime.events.batch import Pipelined
 from realtime.events.offsets import Offset
+
+# Heartbeat of one session: a fresh TTL, and the whole session written again only if Redis lost it
+# (an existing one is left alone: a pod still holding a half-open connection of a session that
+# recovered elsewhere must not write back its stale subscriptions). KEYS: the session.
+# ARGV: TTL in ms, sub, subscriptions, basis.
+KEEP = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'sub', ARGV[2], 'subscriptions', ARGV[3], 'basis', ARGV[4])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
 
 # 128 random bits, url-safe.
 PID_BYTES = 16
@@ -74,6 +85,7 @@ class RedisSessions:
         self.redis: aioredis.Redis = client(url, timeout)
         # A reconnect storm's session reads and writes share pipelines.
         self._pipelined = Pipelined(self.redis)
+        self._keep = self.redis.register_script(KEEP)
 
     def key(self, pid: str) -> str:
         return f"{self.prefix}:session:{{{pid}}}"
@@ -107,8 +119,9 @@ class RedisSessions:
     async def refresh(self, sessions: Mapping[str, Session]) -> None:
         pipe = self.redis.pipeline(transaction=False)
         for pid, session in sessions.items():
-            pipe.hset(self.key(pid), mapping=_fields(session))
-            pipe.pexpire(self.key(pid), self.ttl_ms)
+            fields = _fields(session)
+            await self._keep(keys=[self.key(pid)], client=pipe,
+                             args=[self.ttl_ms, fields["sub"], fields["subscriptions"], fields["basis"]])
         await pipe.execute()
 
     async def close(self) -> None:
