@@ -21,6 +21,7 @@ from realtime.engine import driver, inbound
 from realtime.engine.manager import client_manager
 from realtime.engine.packets import EngineServer, packet_class
 from realtime.metrics import PlainCounter, RedisLink
+from realtime.protocol import AUTH_PID
 from realtime.send.writer import Writer, Writers
 
 NAMESPACE = "/"
@@ -151,7 +152,7 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
             return
         pid, then = staged
         if pid is not None and isinstance(pkt.data, dict):
-            pkt.data = {**pkt.data, "pid": pid}
+            pkt.data = {**pkt.data, AUTH_PID: pid}
         await super()._send_packet(eio_sid, pkt)
         then()
 

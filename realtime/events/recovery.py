@@ -30,6 +30,7 @@ from realtime.events.log import EventLog
 from realtime.events.reader import Admission, LogReader
 from realtime.events.sessions import MAX_PID, Session, SessionStore, new_pid
 from realtime.feed.catalog import Catalog
+from realtime.protocol import AUTH_OFFSET, AUTH_PID
 from realtime.sessions.auth import Principal
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ class Recovery:
                 else:
                     outcome = Outcome.RECOVERED
                     pid = asked
-                    client_offset = offsets.parse(auth.get("offset"))
+                    client_offset = offsets.parse(auth.get(AUTH_OFFSET))
                     after = offsets.later(client_offset, session.basis) if client_offset else session.basis
                     restored = self._allowed(session.subscriptions, principal)
                     self._follow[pid] = tuple(restored)  # the new token's rights, and a fresh TTL
@@ -188,5 +189,5 @@ class Recovery:
 def _asked_pid(auth: Any) -> str | None:
     if not isinstance(auth, dict):
         return None
-    pid = auth.get("pid")
+    pid = auth.get(AUTH_PID)
     return pid if isinstance(pid, str) and 0 < len(pid) <= MAX_PID else None
