@@ -21,6 +21,7 @@ from tests.conftest import ClusterFactory, GatewayFactory
 from tests.harness import (
     Gateway,
     NodeSession,
+    RawClient,
     RedisServer,
     eventually,
     free_port,
@@ -309,3 +310,29 @@ def _gone(redis: aioredis.Redis, key: str) -> Any:
     async def gone() -> bool:
         return not await redis.exists(key)
     return gone
+
+
+async def test_recovers_while_the_server_still_holds_the_old_connection(gateway: Gateway) -> None:
+    """A half-open connection the server has not noticed yet: "missed" is everything after the offset."""
+    auth = {"token": token("alice")}
+    old = await RawClient.connect(gateway.url, auth)
+    try:
+        pid = old.connect_data["pid"]
+        first = await publish_event(gateway.url, "alice", "order:update", {"n": 1})
+        packet = await old.receive()
+        assert (packet.name, packet.args) == ("order:update", [{"n": 1}, first])
+        # The old connection stops reading (the phone left the Wi-Fi); the server still holds it.
+        for n in (2, 3):
+            await publish_event(gateway.url, "alice", "order:update", {"n": n})
+        new = await RawClient.connect(gateway.url, {**auth, "pid": pid, "offset": first})
+        try:
+            assert new.connect_data["pid"] == pid
+            await publish_event(gateway.url, "alice", "order:update", {"n": 4})
+            got = [await new.receive() for _ in range(3)]
+            assert [(p.name, p.args[0]["n"]) for p in got] == [("order:update", n) for n in (2, 3, 4)]
+            keys = [offsets.key(p.args[1]) for p in got]
+            assert keys == sorted(keys) and keys[0] > offsets.key(first)
+        finally:
+            await new.close()
+    finally:
+        await old.close()
