@@ -150,6 +150,15 @@ async def test_recovers_on_the_same_pod(start_gateway: GatewayFactory, redis_ser
     assert sample(await scrape(gateway.url), "realtime_recoveries_total", outcome="recovered") == 2
 
 
+async def test_recovers_with_msgpack(start_gateway: GatewayFactory, redis_server: RedisServer) -> None:
+    suffix = free_port()
+    gateway = start_gateway(redis_url=redis_server.url, price_channel=f"prices-{suffix}",
+                            manager_channel=f"socketio-{suffix}", serializer="msgpack")
+    async with client(gateway.url, subscribe=[BTC], msgpack=True) as session:
+        await start(session)
+        await recovered_after_drop(session, gateway.url, gateway, how="abrupt", seq=30)
+
+
 async def test_recovers_over_polling(gateway: Gateway) -> None:
     async with client(gateway.url, subscribe=[BTC], transports=["polling"]) as session:
         await start(session)

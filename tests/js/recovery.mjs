@@ -13,12 +13,14 @@ import { io } from "socket.io-client";
 const plan = JSON.parse(process.argv[2]);
 const out = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
 let token = plan.token;
-const socket = io(plan.url, {
+const options = {
   // The function form: socket.io-client calls it on every (re)connect and merges {pid, offset} into it.
   auth: (cb) => cb({ token }),
   transports: plan.transports ?? ["websocket"],
   reconnectionDelay: 100, reconnectionDelayMax: 300, randomizationFactor: 0,
-});
+};
+if (plan.msgpack) options.parser = (await import("socket.io-msgpack-parser")).default;
+const socket = io(plan.url, options);
 setTimeout(() => { out({ type: "timeout" }); process.exit(1); }, plan.timeoutMs ?? 120000);
 
 let connects = 0;
