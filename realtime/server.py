@@ -60,7 +60,7 @@ class Server:
         self.source = price_source(settings)
         self.ingest = Ingest(self.source, self.book, fanout(self.sio, settings.fanout), self.metrics)
         # Private events: the log, live delivery with offsets, sessions and recovery, the stream router.
-        self.events = Events(settings, self.sio, self.catalog, self.book, self.metrics.registry)
+        self.events = Events(settings, self.sio, self.catalog, self.metrics.registry)
         # Clients: authentication, per-user presence across pods, event handlers.
         self.verifier = TokenVerifier(settings)
         self.presence = presence(settings)

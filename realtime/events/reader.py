@@ -22,8 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -34,8 +34,7 @@ from realtime.engine.server import SocketServer
 from realtime.events import offsets
 from realtime.events.log import Entry, EventLog
 from realtime.events.offsets import Offset
-from realtime.feed.prices import PriceBook
-from realtime.protocol import PRICE_UPDATE, asset_room
+from realtime.protocol import PRICE_UPDATE, PriceUpdate
 from realtime.send.writer import Writer, websocket_frame
 
 log = logging.getLogger(__name__)
@@ -50,21 +49,21 @@ CATCH_UP = 5.0
 
 @dataclass(slots=True)
 class Admission:
-    """A connection to join its rooms: replay (after, P] of `rooms` first, then the latest price of `assets`."""
+    """A connection to join its rooms: replay (after, P] of `rooms` first, then `rejoin` its assets."""
 
     sid: str
     rooms: list[str]
     after: Offset | None  # None: join without replay
-    assets: list[str] = field(default_factory=list)
+    # Recovery: joins the rooms of the restored subscriptions, returns their latest prices (read after
+    # the joins). The gateway's handlers provide it: they own how an asset's room is named.
+    rejoin: Callable[[], Awaitable[list[PriceUpdate]]] | None = None
     since: float = 0.0  # loop time it was first deferred
 
 
 class LogReader:
-    def __init__(self, log: EventLog, sio: SocketServer, book: PriceBook, *, with_offsets: bool,
-                 retry_max: float) -> None:
+    def __init__(self, log: EventLog, sio: SocketServer, *, with_offsets: bool, retry_max: float) -> None:
         self.log = log
         self.sio = sio
-        self.book = book
         self.with_offsets = with_offsets
         self.backoff = Backoff(cap=retry_max)
         # The last offset delivered to this pod's rooms; None until the log answered once.
@@ -199,13 +198,10 @@ class LogReader:
                 self.replayed += len(replay)
             for room in admission.rooms:
                 await self.sio.enter_room(admission.sid, room)
-            for asset in admission.assets:
-                await self.sio.enter_room(admission.sid, asset_room(asset))
-            # After the joins: a tick that comes later is queued behind this snapshot.
-            if writer is not None:
-                for asset in admission.assets:
-                    update = self.book.latest(asset)
-                    if update is not None:
+            if admission.rejoin is not None:
+                # After the joins: a tick that comes later is queued behind this snapshot.
+                for update in await admission.rejoin():
+                    if writer is not None:
                         self._send(writer, [PRICE_UPDATE, update])
 
     def _send(self, writer: Writer, args: list[Any]) -> None:

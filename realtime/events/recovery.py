@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from enum import StrEnum
 from typing import Any
 
@@ -30,7 +30,7 @@ from realtime.events.log import EventLog
 from realtime.events.reader import Admission, LogReader
 from realtime.events.sessions import MAX_PID, Session, SessionStore, new_pid
 from realtime.feed.catalog import Catalog
-from realtime.protocol import AUTH_OFFSET, AUTH_PID
+from realtime.protocol import AUTH_OFFSET, AUTH_PID, PriceUpdate
 from realtime.sessions.auth import Principal
 
 log = logging.getLogger(__name__)
@@ -76,8 +76,13 @@ class Recovery:
         self._release: set[str] = set()
         self._dirty = asyncio.Event()
 
-    async def connect(self, sid: str, principal: Principal, auth: Any, rooms: list[str]) -> list[str]:
-        """Prepare `sid`'s CONNECT reply and admission; return the asset subscriptions it recovers."""
+    async def connect(self, sid: str, principal: Principal, auth: Any, rooms: list[str],
+                      rejoin: Callable[[], Awaitable[list[PriceUpdate]]]) -> list[str]:
+        """Prepare `sid`'s CONNECT reply and admission; return the asset subscriptions it recovers.
+
+        `rejoin` joins the rooms of the connection's subscriptions (by then, the recovered ones) and
+        returns their latest prices; it runs after the replay.
+        """
         asked = _asked_pid(auth)
         if self.window <= 0 or principal.sub is None:
             if asked is not None:
@@ -119,7 +124,7 @@ class Recovery:
             self.here.pop(sid, None)
         if outcome is not None:
             self.outcomes.labels(outcome.value).inc()
-        self._prepare(sid, pid, Admission(sid, rooms, after, restored))
+        self._prepare(sid, pid, Admission(sid, rooms, after, rejoin if restored else None))
         return restored
 
     def _prepare(self, sid: str, pid: str | None, admission: Admission) -> None:

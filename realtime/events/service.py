@@ -24,7 +24,6 @@ from realtime.events.recovery import Recovery, heartbeat_period
 from realtime.events.router import StreamRouter
 from realtime.events.sessions import RedisSessions, SessionStore
 from realtime.feed.catalog import Catalog
-from realtime.feed.prices import PriceBook
 from realtime.metrics import PlainCounter, RedisLink
 from realtime.protocol import ErrorCode, GatewayError
 
@@ -42,8 +41,7 @@ def retention(settings: Settings) -> float:
 class Events:
     """The log, its reader, sessions and recovery, and the stream router (Redis only)."""
 
-    def __init__(self, settings: Settings, sio: SocketServer, catalog: Catalog, book: PriceBook,
-                 registry: CollectorRegistry) -> None:
+    def __init__(self, settings: Settings, sio: SocketServer, catalog: Catalog, registry: CollectorRegistry) -> None:
         self.settings = settings
         keep = retention(settings)
         heartbeat = heartbeat_period(settings.recovery_window)
@@ -64,7 +62,7 @@ class Events:
             self.router = StreamRouter(settings.redis_url, settings.events_stream, redis_log, settings.instance_id,
                                        timeout=settings.redis_timeout, retry_max=settings.redis_retry_max,
                                        registry=registry)
-        self.reader = LogReader(self.log, sio, book, with_offsets=settings.recovery_window > 0,
+        self.reader = LogReader(self.log, sio, with_offsets=settings.recovery_window > 0,
                                 retry_max=settings.redis_retry_max)
         self.recovery = Recovery(sio, self.log, self.sessions, self.reader, catalog,
                                  window=settings.recovery_window, max_subscriptions=settings.max_subscriptions,

@@ -138,7 +138,9 @@ class Gateway:
                 self.deadlines.set(sid, principal.exp)
             # Private rooms are joined through the event log's reader, after the CONNECT reply and any replay.
             rooms = [] if principal.sub is None else [user_room(principal.sub), *map(role_room, principal.roles)]
-            self.connections[sid].subscriptions.update(await self.recovery.connect(sid, principal, auth, rooms))
+            conn = self.connections[sid]
+            conn.subscriptions.update(await self.recovery.connect(sid, principal, auth, rooms,
+                                                                  lambda: self._rejoin(conn)))
             if principal.sub is not None:
                 for slot in await self.presence.admit(principal.sub, sid):
                     await self._close_replaced(slot)
@@ -294,6 +296,12 @@ class Gateway:
         self.recovery.follow(conn.sid, conn.subscriptions)
         return {"ok": True, "subscribed": subscribed, "rejected": rejected, "prices": prices,
                 "instance": self.instance_id}
+
+    async def _rejoin(self, conn: Connection) -> list[PriceUpdate]:
+        """Recovery: join the rooms of `conn`'s restored subscriptions; their latest prices, read after the joins."""
+        for name in sorted(conn.subscriptions):
+            await self.sio.enter_room(conn.sid, asset_room(name))
+        return [p for p in map(self.book.latest, sorted(conn.subscriptions)) if p is not None]
 
     async def unsubscribe(self, conn: Connection, payload: Any = None, *_: Any) -> UnsubscribeAck:
         names = asset_names(payload, MAX_ASSETS_PER_REQUEST)
