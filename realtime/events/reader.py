@@ -39,6 +39,8 @@ from realtime.send.writer import Writer, websocket_frame
 
 log = logging.getLogger(__name__)
 
+# A history that cannot be read: Redis unavailable, or an entry written by something else than the script.
+HISTORY_ERRORS: tuple[type[BaseException], ...] = (*REDIS_ERRORS, ValueError)
 # How long one read of the log waits for new entries.
 READ_WAIT = 1.0
 # How long an admission may wait for this pod to catch up with the offset it
@@ -111,8 +113,11 @@ class LogReader:
             writers = self.sio.room_writers(entry.room)
             if not writers:
                 continue
+            args = self._args(entry)
+            if args is None:
+                continue
+            parts = self.sio.encode_packet(args)
             self.delivered += 1
-            parts = self.sio.encode_packet(self._args(entry))
             # Engine.IO over websocket: a text message is "4" + the packet, binary goes as it is.
             frame = b"".join(websocket_frame("4" + part if isinstance(part, str) else part) for part in parts)
             packets = [eio_packet.Packet(eio_packet.MESSAGE, part) for part in parts]
@@ -127,8 +132,14 @@ class LogReader:
         for writer in dirty:
             writer.flush()
 
-    def _args(self, entry: Entry) -> list[Any]:
-        data = orjson.loads(entry.data)
+    def _args(self, entry: Entry) -> list[Any] | None:
+        """The event's arguments: its data, then its offset; None for an entry that is not JSON."""
+        try:
+            data = orjson.loads(entry.data)
+        except orjson.JSONDecodeError:
+            # Only the append script writes the log; an entry from anywhere else is skipped.
+            log.warning("events: entry %s of the log is not JSON; skipped", entry.offset)
+            return None
         return [entry.event, data, entry.offset] if self.with_offsets else [entry.event, data]
 
     # Admissions.
@@ -178,7 +189,7 @@ class LogReader:
         if queries and upto is not None:
             try:
                 found = await self.log.history(queries, upto)
-            except REDIS_ERRORS as exc:
+            except HISTORY_ERRORS as exc:
                 self.replays_failed += len(batch)
                 log.warning("events: %d connections joined without their replay: the log is unavailable (%s)",
                             len(batch), exc.__class__.__name__)
@@ -188,21 +199,31 @@ class LogReader:
             if found and admission.after is not None:
                 for _ in admission.rooms:
                     replay.extend(next(histories))
-            if not self.sio.connected(admission.sid):
-                continue  # gone while we read
-            writer = self.sio.writer_of(admission.sid)
-            if writer is not None and replay:
-                replay.sort(key=lambda entry: offsets.key(entry.offset))
-                for entry in replay:
-                    self._send(writer, self._args(entry))
-                self.replayed += len(replay)
-            for room in admission.rooms:
-                await self.sio.enter_room(admission.sid, room)
-            if admission.rejoin is not None:
-                # After the joins: a tick that comes later is queued behind this snapshot.
-                for update in await admission.rejoin():
-                    if writer is not None:
-                        self._send(writer, [PRICE_UPDATE, update])
+            try:
+                await self._join(admission, replay)
+            except Exception:
+                # One connection's failure must not stop the admissions of everyone after it.
+                log.exception("events: admission of %s failed", admission.sid)
+
+    async def _join(self, admission: Admission, replay: list[Entry]) -> None:
+        """Send `admission` its replay, then join it to its rooms, then rejoin its assets."""
+        if not self.sio.connected(admission.sid):
+            return  # gone while we read
+        writer = self.sio.writer_of(admission.sid)
+        if writer is not None and replay:
+            replay.sort(key=lambda entry: offsets.key(entry.offset))
+            for entry in replay:
+                args = self._args(entry)
+                if args is not None:
+                    self._send(writer, args)
+            self.replayed += len(replay)
+        for room in admission.rooms:
+            await self.sio.enter_room(admission.sid, room)
+        if admission.rejoin is not None:
+            # After the joins: a tick that comes later is queued behind this snapshot.
+            for update in await admission.rejoin():
+                if writer is not None:
+                    self._send(writer, [PRICE_UPDATE, update])
 
     def _send(self, writer: Writer, args: list[Any]) -> None:
         for part in self.sio.encode_packet(args):
