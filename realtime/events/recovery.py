@@ -68,8 +68,8 @@ class Recovery:
                                 ["outcome"], registry=registry)
         for outcome in Outcome:
             self.outcomes.labels(outcome.value)
-        # sid -> (pid, session) of this pod's recoverable connections: the heartbeat writes them
-        # whole, so sessions come back by themselves after Redis lost them (a restart, a failover).
+        # sid -> (pid, session) of this pod's recoverable connections: the heartbeat writes a
+        # session back whole when Redis lost it (a restart, a failover).
         self.here: dict[str, tuple[str, Session]] = {}
         # Session writes that may wait for the next flush (the newest wins).
         self._follow: dict[str, tuple[str, ...]] = {}
