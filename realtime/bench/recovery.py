@@ -2,9 +2,10 @@
 
 N clients connect fresh (each its own user), the server's CONNECT reply
 gives each a pid; then every transport is cut at once, one private event per
-user is stored while they are away, and all N reconnect at once with their
-pid (a reconnect storm after a pod dies), each waiting for its replayed
-event. Reported: connects/s fresh and recovering, how many recovered, and
+user is stored while they are away, and, once the server has let go of the
+old connections (as a surviving pod has none to let go of), all N reconnect
+at once with their pid (a reconnect storm after a pod dies), each waiting
+for its replayed event. Reported: connects/s fresh and recovering, how many recovered, and
 Redis memory per session and per stored event (`MEMORY USAGE`).
 
 The clients are raw Engine.IO websocket clients in the bench process itself
@@ -20,6 +21,7 @@ import os
 import time
 from typing import Any
 
+import aiohttp
 import orjson
 import redis.asyncio as aioredis
 
@@ -120,6 +122,9 @@ async def recovery(endpoint: Endpoint, *, clients: int, concurrency: int) -> dic
     for peer in peers:
         if peer is not None:
             peer.cut()
+    # A pod that died leaves its clients to the others, which have no disconnects to process:
+    # let this server finish with them before the storm.
+    await _until_idle(endpoint)
     emitter = Emitter(endpoint.redis_url, channel=endpoint.manager_channel)
     try:
         for first in range(0, clients, 200):
@@ -158,6 +163,18 @@ async def recovery(endpoint: Endpoint, *, clients: int, concurrency: int) -> dic
                        "connects_per_s": round(recovered / recover_seconds, 1) if recover_seconds else None},
         **memory,
     }
+
+
+async def _until_idle(endpoint: Endpoint, limit: float = 30.0) -> None:
+    """Wait (at most `limit` seconds) until the server's /health counts no connection."""
+    deadline = time.monotonic() + limit
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(aiohttp.ClientError, ValueError):
+                async with http.get(f"http://{endpoint.host}:{endpoint.port}/health") as response:
+                    if (await response.json()).get("connections") == 0:
+                        return
+            await asyncio.sleep(0.1)
 
 
 async def _memory(endpoint: Endpoint, emitter: Emitter, pids: list[str]) -> dict[str, Any]:
