@@ -119,7 +119,7 @@ def _bench(args: argparse.Namespace) -> int:
         latency_clients=args.latency_clients, latency_per_client=args.latency_per_client,
         latency_tick_rates=args.latency_rates, connections=[int(n) for n in args.connections],
         step_seconds=args.step_seconds, latency_seconds=args.latency_seconds, drain_seconds=args.drain_seconds,
-        connect_concurrency=args.connect_concurrency,
+        connect_concurrency=args.connect_concurrency, recovery_clients=args.recovery_clients,
         spread_assets=args.spread_assets, spread_pods=args.spread_pods, spread_rate=args.spread_rate,
         spread_seconds=args.spread_seconds,
         generator_cpus=len(args.generator_cpus or generator_cpus) or (os.cpu_count() or 1),
@@ -201,7 +201,7 @@ def _add_bench(commands: Any) -> None:
                             "stock (REALTIME_FANOUT=stock), node (socket.io 4.8 + redis adapter, see --node-dir)")
     bench.add_argument("--scenario", type=_names(SCENARIOS), default=list(DEFAULT_SCENARIOS),
                        help="scenarios to run, comma-separated; assets: many assets over several pods, the single "
-                            "price channel against per-asset channels")
+                            "price channel against per-asset channels; recovery: fresh against recovering connects")
     bench.add_argument("--url", default=None,
                        help="measure a gateway that is already running (http://host:port) instead of starting "
                             "targets; it needs --redis-url, --price-channel, --jwt-secret and --assets to match it")
@@ -217,6 +217,8 @@ def _add_bench(commands: Any) -> None:
                        help="latency: ticks per second per asset, one step each, comma-separated")
     bench.add_argument("--connections", type=_numbers, default=defaults.connections,
                        help="connections: connection counts to measure RSS at, comma-separated")
+    bench.add_argument("--recovery-clients", type=int, default=defaults.recovery_clients,
+                       help="recovery: clients that connect, drop and recover at once")
     bench.add_argument("--asset-count", type=int, default=10, help="assets in the started targets' catalog")
     bench.add_argument("--spread-assets", type=int, default=defaults.spread_assets,
                        help="assets: catalog size, spread over the pods (each pod's client watches its slice)")

@@ -232,6 +232,16 @@ class Settings(BaseSettings):
         description="Redis key prefix (and channel) of the demand signal",
     )
 
+    # Connection state recovery and durable private events (realtime.events).
+    recovery_window: float = Field(
+        120.0, ge=0, le=86_400,
+        description="seconds a dropped session stays recoverable, with the private events it missed (0 = off)",
+    )
+    events_stream: str = Field(
+        "realtime:events", min_length=1, max_length=200,
+        description="Redis Stream of private events that back ends append (XADD) for the gateway to route",
+    )
+
     # Lifecycle and logs.
     shutdown_grace: float = Field(10.0, ge=0, le=600, description="seconds SIGTERM waits for clients to leave")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")

@@ -26,6 +26,12 @@ AUTH_EXPIRING = "auth:expiring"
 # Sent just before the server closes a connection for good (e.g. the user opened too many).
 SESSION_CLOSED = "session:closed"
 
+# Connection state recovery (realtime.events): the CONNECT reply's data carries "pid"; socket.io-client's
+# CONNECT auth carries {"pid", "offset"} beside "token"; every private event (user and role rooms) ends
+# with its offset, a string, as its last argument, and no other event ends with a string.
+AUTH_PID = "pid"
+AUTH_OFFSET = "offset"
+
 # Room names. Never accepted from clients: they are built from asset names and token claims.
 ASSET_ROOM = "asset:{}"
 USER_ROOM = "user:{}"

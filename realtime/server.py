@@ -3,9 +3,10 @@ the signals and a bounded graceful shutdown.
 
 A price tick: `feed.sources` (Redis or simulator) -> `feed.ingest` ->
 `feed.prices` (validate, number, keep latest) -> `send.fanout` ->
-`send.writer` -> the socket. A private event: `http.api` (or a back end's
-write-only manager) -> `engine.manager` (Redis) -> every pod -> the user's
-room. Client events: `sessions.handlers`.
+`send.writer` -> the socket. A private event: `http.api`, `events.emitter` or
+`events.router` -> `events.log` (Redis Streams) -> every pod's `events.reader`
+-> the user's room, with its offset (`events.recovery` replays it to a
+recovering connection). Client events: `sessions.handlers`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from realtime.cluster.presence import presence
 from realtime.config import Settings
 from realtime.engine import versions
 from realtime.engine.server import SocketServer
+from realtime.events.service import Events
 from realtime.feed.catalog import Catalog
 from realtime.feed.gauges import FeedGauges
 from realtime.feed.ingest import Ingest
@@ -64,11 +66,13 @@ class Server:
         self.numbering = numbering(settings)
         self.ingest = Ingest(self.source, self.book, fanout(self.sio, settings.fanout), self.metrics,
                              self.numbering)
+        # Private events: the log, live delivery with offsets, sessions and recovery, the stream router.
+        self.events = Events(settings, self.sio, self.catalog, self.metrics.registry)
         # Clients: authentication, per-user presence across pods, event handlers.
         self.verifier = TokenVerifier(settings)
         self.presence = presence(settings)
         self.gateway = Gateway(self.sio, settings, self.verifier, self.catalog, self.book, self.metrics,
-                               self.presence)
+                               self.presence, self.events.recovery)
         # Per-asset price channels follow the asset rooms of this pod.
         self._watch_assets()
         self.demand = Demand(demand_store(settings), self.catalog, settings.instance_id,
@@ -94,7 +98,7 @@ class Server:
         self.app.add_routes(health.routes(self.health))
         self.app.add_routes(self.metrics.routes())
         self.app.add_subapp(PREFIX, Api(self.sio, settings, self.verifier, self.catalog, self.book, self.demand,
-                                        self.metrics).app())
+                                        self.metrics, self.events).app())
         self.app.add_routes(Board(settings, self.catalog, self.verifier).routes())
 
         self._runner: web.AppRunner | None = None
@@ -103,6 +107,7 @@ class Server:
 
     async def start(self) -> None:
         self.sio.start_manager()
+        self.events.start()
         self._tasks.append(asyncio.create_task(self.ingest.run(), name="ingest"))
         self._tasks.append(asyncio.create_task(self.ingest.watch(), name="feed-timers"))
         self._tasks.append(asyncio.create_task(self.demand.run(), name="demand"))
@@ -144,6 +149,7 @@ class Server:
                 await task
         await self.sio.stop_manager()
         await self.sio.stop_admission()
+        await self.events.stop()
         # Let the closing transports finish (aiohttp waits for their handlers, up
         # to the grace, then cancels them), then release the port.
         if self._runner is not None:
@@ -188,7 +194,7 @@ class Server:
             subscribers=self._local_subscribers,
             demand=lambda: self.demand.latest,
             feed=self.ingest.counts,
-            redis=(*self.source.links(), *self.sio.manager_links()),
+            redis=(*self.source.links(), *self.sio.manager_links(), *self.events.links()),
             manager_messages=self.sio.manager_messages,
             counters=(
                 ("realtime_slow_consumers_cut", "connections cut for not reading their messages",
@@ -199,6 +205,7 @@ class Server:
                  lambda: self.connect_limiter.refused),
                 *self.sio.manager_counters(),
                 *self.sio.admission_counters(),
+                *self.events.counters(),
             ),
         )
 

@@ -88,16 +88,22 @@ async def test_publish_reaches_users_on_every_pod(pods: tuple[Gateway, Gateway])
             {"event": "notification", "room": "role:risk", "data": "margin call"},
             {"event": "halt", "room": "asset:eth_usdc_perp"},  # catalog spelling, data optional
         ]
+        offsets = []
         for request in requests:
             status, body = await http_json(a.url + "/api/v1/publish", "POST", json=request, headers=SERVICE)
             assert status == 202 and body["ok"] is True, body
+            offsets.append(body.get("offset"))
         await user.wait_for("halt", timeout=10)
-        assert user.received("order:update") == [{"id": 1}]
-        assert user.received("notification") == ["margin call"]
+        await user.wait_for("notification", timeout=10)
+        # Private events carry their offset (connection state recovery) as their last argument.
+        assert user.received("order:update") == [[{"id": 1}, offsets[0]]]
+        assert user.received("notification") == [["margin call", offsets[1]]]
+        assert offsets[2] is None
         assert other.events == []
-    # Through the manager: out from the pod that was asked, in at the other.
-    assert sample(await scrape(a.url), "realtime_manager_messages_total", direction="out") >= 3
-    assert sample(await scrape(b.url), "realtime_manager_messages_total", direction="in") >= 3
+    # Private events through the event log, read by every pod; the asset event through the manager.
+    assert sample(await scrape(b.url), "realtime_events_delivered_total") == 2
+    assert sample(await scrape(a.url), "realtime_manager_messages_total", direction="out") >= 1
+    assert sample(await scrape(b.url), "realtime_manager_messages_total", direction="in") >= 1
     assert sample(await scrape(a.url), "realtime_api_requests_total", route="publish", status="202") == 3
 
 
@@ -246,10 +252,11 @@ async def test_demand_and_publish_in_embedded_mode(start_gateway: GatewayFactory
     gateway = start_gateway(demand_interval=0.2)
     async with connected(gateway.url, auth={"token": token("alice")}) as client:
         await client.call("price:subscribe", [SOL])
-        status, _ = await http_json(gateway.url + "/api/v1/publish", "POST", headers=SERVICE,
-                                    json={"event": "notification", "user": "alice", "data": [1, "two"]})
+        status, body = await http_json(gateway.url + "/api/v1/publish", "POST", headers=SERVICE,
+                                       json={"event": "notification", "user": "alice", "data": [1, "two"]})
         assert status == 202
-        assert await client.wait_for("notification", timeout=10) == [[1, "two"]]
+        # The data is one argument (a list), then the offset.
+        assert await client.wait_for("notification", timeout=10) == [[[1, "two"], body["offset"]]]
 
         async def counted() -> bool:
             _, body = await http_json(gateway.url + "/api/v1/demand", headers=SERVICE)

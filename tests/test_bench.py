@@ -98,3 +98,16 @@ async def test_bad_arguments_get_one_clear_line() -> None:
     assert code == 1
     assert stderr.strip() == ("realtime bench: --url needs the gateway's Redis: "
                               "set REALTIME_REDIS_URL (--redis-url)")
+
+
+async def test_tiny_recovery_scenario(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    code, stdout, stderr = await bench("--target", "gateway", "--scenario", "recovery", "--recovery-clients", "20",
+                                       "--json", str(out))
+    assert code == 0, stderr[-3000:]
+    result = json.loads(out.read_text())["results"]["gateway"]["recovery"]
+    assert result["connected"] == 20 and result["errors"] == {}, result
+    assert result["recovering"]["recovered"] == 20, result
+    assert result["fresh"]["connects_per_s"] > 0 and result["recovering"]["connects_per_s"] > 0
+    assert result["redis_bytes_per_session"] > 0 and result["redis_bytes_per_event_log"] > 0
+    assert "connects/s fresh / recovering" in stdout

@@ -32,20 +32,21 @@ from tests.support import eventually
 ROOT = Path(__file__).resolve().parent.parent
 # Private names of python-socketio / python-engineio: only realtime/engine/ may use them.
 PRIVATE = re.compile(r"\b_async\b|_send_packet|eio\.sockets|manager\.rooms|\b_redis_|\b_ok\b|\.queue\b|_binary_packet"
-                     r"|_handle_eio|_handle_event|_handle_connect|_handle_disconnect|_engineio_server_class"
+                     r"|_handle_eio|_handle_event|_handle_connect|_handle_disconnect|_handle_emit|_engineio_server_class"
                      r"|manager_initialized|_websocket_handler|is_pre_connected|eio_sid_from_sid")
 
 # Every private attribute the adapter reads, overrides or calls, by owner.
 HOOKS: dict[Any, tuple[str, ...]] = {
     socketio.AsyncServer: ("_handle_event", "_handle_eio_message", "_handle_eio_connect", "_handle_eio_disconnect",
                            "_handle_connect", "_handle_disconnect", "_engineio_server_class", "attach", "emit",
-                           "disconnect", "enter_room", "leave_room"),
+                           "disconnect", "enter_room", "leave_room", "_send_packet"),
     engineio.AsyncServer: ("_ok", "_handle_connect", "create_queue", "disconnect", "handle_request"),
     async_socket.AsyncSocket: ("receive", "poll", "close", "_websocket_handler", "_upgrade_websocket"),
     socketio.AsyncManager: ("emit", "eio_sid_from_sid", "sid_from_eio_sid", "is_connected", "is_pre_connected",
                             "initialize", "set_server", "connect", "can_disconnect", "basic_enter_room",
                             "basic_leave_room"),
-    socketio.AsyncRedisManager: ("_redis_connect", "_redis_listen_with_retries", "_publish", "_listen", "_thread"),
+    socketio.AsyncRedisManager: ("_redis_connect", "_redis_listen_with_retries", "_publish", "_listen", "_thread",
+                                 "_handle_emit"),
     MsgPackPacket: ("encode", "decode", "configure"),
 }
 # Instance attributes the adapter reads or replaces.
@@ -110,6 +111,16 @@ def test_the_overrides_keep_upstream_signatures() -> None:
     # and publishes through `self.redis`, which our `_redis_connect` makes.
     assert "self._redis_listen_with_retries()" in inspect.getsource(socketio.AsyncRedisManager._listen)
     assert "self.redis.publish" in inspect.getsource(socketio.AsyncRedisManager._publish)
+    # engine/server.py: the CONNECT reply carries the pid. python-socketio sends it through
+    # `_send_packet` with {"sid": ...} after the connect handler, then marks the sid connected.
+    assert list(inspect.signature(socketio.AsyncServer._send_packet).parameters) == ["self", "eio_sid", "pkt"]
+    connect = inspect.getsource(socketio.AsyncServer._handle_connect)
+    assert connect.index("_trigger_event(") < connect.rindex("packet.CONNECT, {'sid': sid}")
+    assert "self._send_packet(eio_sid, self.packet_class(\n                packet.CONNECT, {'sid': sid}" in connect
+    # engine/manager.py: a published emit's data as `_handle_emit` turns it into arguments.
+    assert list(inspect.signature(socketio.AsyncRedisManager._handle_emit).parameters) == ["self", "message"]
+    handle_emit = inspect.getsource(socketio.AsyncRedisManager._handle_emit)
+    assert "data = tuple(data)" in handle_emit and "data = data[0]" in handle_emit
     # The msgpack packet: `dumps_default` is how python-socketio's encoder handles non-msgpack types.
     assert "dumps_default" in inspect.getsource(MsgPackPacket.encode)
     # engine/manager.py RoomEvents: every join and leave (disconnects and close_room too) goes through these two.

@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 TARGETS = ("gateway", "stock", "node")
-SCENARIOS = ("capacity", "latency", "connections", "assets")
-# What a bench run without --scenario runs (`assets` starts several pods of its own: ask for it).
+SCENARIOS = ("capacity", "latency", "connections", "assets", "recovery")
+# What a bench run without --scenario runs (`assets` starts several pods of its own, `recovery` drops every
+# connection it makes: ask for them).
 DEFAULT_SCENARIOS = ("capacity", "latency", "connections")
 # What only the bench needs; installed by the `bench` extra.
 REQUIRES = ("psutil",)
@@ -28,6 +29,7 @@ class Options:
     latency_per_client: int = 3
     latency_tick_rates: list[float] = field(default_factory=lambda: [10.0, 5.0])
     connections: list[int] = field(default_factory=lambda: [2000, 5000, 10_000])
+    recovery_clients: int = 2000
     step_seconds: float = 5.0
     latency_seconds: float = 10.0
     drain_seconds: float = 3.0

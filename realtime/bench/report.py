@@ -131,6 +131,16 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
         rows.append(["connects/s (connect + CONNECT + subscribe ack)"]
                     + [_num(rates[t]) + ("" if t == "node" else _ratio(rates[t], rates.get("node")))
                        for t in targets])
+    recovery = {t: r["recovery"] for t, r in results.items() if "recovery" in r and "fresh" in r["recovery"]}
+    if recovery:
+        rows.append(["connects/s fresh / recovering (pid, replay of one event)"]
+                    + [f"{_num(recovery[t]['fresh']['connects_per_s'])} / "
+                       f"{_num(recovery[t]['recovering']['connects_per_s'])}" if t in recovery else ""
+                       for t in targets])
+        rows.append(["Redis bytes per session / per stored event (log + busy room)"]
+                    + [f"{recovery[t]['redis_bytes_per_session']} / "
+                       f"{recovery[t]['redis_bytes_per_event_log']} + {recovery[t]['redis_bytes_per_event_busy_room']}"
+                       if t in recovery else "" for t in targets])
     if not rows:
         return ""  # e.g. only the assets scenario ran: its own table says it all
     return _table(["one core for the server, same load", *targets], rows)
@@ -149,6 +159,10 @@ def details(results: dict[str, dict[str, Any]]) -> str:
         for name, result in scenarios.items():
             if name == "assets":
                 parts.append(_spread(target, result))
+                continue
+            if name == "recovery":
+                parts.append(f"{target} · recovery\n" + _table(["figure", "value"], [
+                    [key, str(value)] for key, value in result.items()]))
                 continue
             if name == "connections":
                 rows = [[_num(lv["connections"]), _num(lv["connect"]["connects_per_s"]),

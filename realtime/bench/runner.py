@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 Scenario = Callable[[Run], Coroutine[Any, Any, dict[str, Any]]]
 SCENARIO_FUNCTIONS: dict[str, Scenario] = {
     "capacity": scenarios.capacity, "latency": scenarios.latency, "connections": scenarios.connections,
+    "recovery": scenarios.recovery,
 }
 
 

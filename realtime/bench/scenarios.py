@@ -1,4 +1,4 @@
-"""The three scenarios of SPEC §8 / issue 5: capacity, latency, connections.
+"""The three scenarios of SPEC §8 / issue 5: capacity, latency, connections (and recovery, issue 11).
 
 Each measures one target through the same steps: connect and subscribe
 clients, publish ticks at a rate for a while, wait a bounded drain, then
@@ -15,6 +15,7 @@ from typing import Any
 
 import psutil
 
+from realtime.bench import recovery as recovery_scenario
 from realtime.bench.fleet import Fleet
 from realtime.bench.options import Options
 from realtime.bench.sampling import CpuWindow
@@ -207,3 +208,9 @@ async def connections(run: Run) -> dict[str, Any]:
                        "server_rss_mb": round(rss / 2**20, 1) if rss is not None else None,
                        "rss_per_connection_kb": per_connection})
     return {"baseline_rss_mb": round(baseline / 2**20, 1) if baseline is not None else None, "levels": levels}
+
+
+async def recovery(run: Run) -> dict[str, Any]:
+    """Connects/s fresh and recovering (a reconnect storm), Redis bytes per session and per event."""
+    return await recovery_scenario.recovery(run.endpoint, clients=run.options.recovery_clients,
+                                            concurrency=run.options.connect_concurrency)

@@ -122,6 +122,7 @@ class Endpoint:
     price_channel: str
     assets: list[str]
     process: Process | None = None
+    manager_channel: str = "socketio"
 
     @property
     def pid(self) -> int | None:
@@ -209,7 +210,8 @@ async def start_target(kind: str, *, redis_url: str, assets: list[str], secret: 
         process.stop()
         raise BenchError(f"{kind} server did not start; its log ends with:\n{process.tail()}") from None
     return Endpoint(name=kind, host="127.0.0.1", port=port, path="/socket.io/", secret=secret, redis_url=redis_url,
-                    price_channel=env["REALTIME_PRICE_CHANNEL"], assets=assets, process=process)
+                    price_channel=env["REALTIME_PRICE_CHANNEL"], assets=assets, process=process,
+                    manager_channel=env["REALTIME_MANAGER_CHANNEL"])
 
 
 def url_target(url: str, settings: Settings) -> Endpoint:
@@ -223,7 +225,7 @@ def url_target(url: str, settings: Settings) -> Endpoint:
         raise BenchError("--url needs the gateway's HS256 secret: set REALTIME_JWT_SECRET (--jwt-secret)")
     return Endpoint(name="url", host=parts.hostname, port=parts.port or 80, path="/socket.io/",
                     secret=settings.jwt_secret, redis_url=settings.redis_url, price_channel=settings.price_channel,
-                    assets=[a.name for a in settings.catalog])
+                    assets=[a.name for a in settings.catalog], manager_channel=settings.manager_channel)
 
 
 def workdir() -> Path:

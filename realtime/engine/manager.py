@@ -12,7 +12,10 @@ corrections to the stock one:
   copy for the other pods is dropped at once and counted (the stock manager
   tries twice per emit, waits up to two timeouts and logs two errors each);
 - an emit to a single sid of this pod is not published at all: no other pod
-  holds that client.
+  holds that client;
+- with connection state recovery on, an emit whose last argument is a string
+  gets a `null` appended: socket.io-client takes the last string argument of
+  any event as its recovery offset (these emits carry none).
 
 It also reports whether its listener is connected, for `/ready`.
 
@@ -91,6 +94,7 @@ class RedisManager(RoomEvents, socketio.AsyncRedisManager):  # type: ignore[misc
         # Emits whose copy for the other pods was lost to a Redis outage.
         self.publish_dropped = 0
         self._dropped_this_outage = 0
+        self.recovery = settings.recovery_window > 0
 
     @property
     def listening(self) -> bool:
@@ -124,6 +128,11 @@ class RedisManager(RoomEvents, socketio.AsyncRedisManager):  # type: ignore[misc
             log.info("manager: %d emits to other pods were dropped while Redis was away", self._dropped_this_outage)
         self._dropped_this_outage = 0
 
+    async def _handle_emit(self, message: Any) -> None:
+        if self.recovery and isinstance(message, dict) and not message.get("binary"):
+            message["data"] = offset_safe(message.get("data"))
+        await super()._handle_emit(message)
+
     async def _publish(self, data: Any) -> None:
         if data.get("method") == "emit" and self._local_sid(data.get("room"), data.get("namespace")):
             return
@@ -150,6 +159,18 @@ class RedisManager(RoomEvents, socketio.AsyncRedisManager):  # type: ignore[misc
     def _dropped(self) -> None:
         self.publish_dropped += 1
         self._dropped_this_outage += 1
+
+
+def offset_safe(data: Any) -> Any:
+    """A published emit's `data` whose arguments do not end in a string (that would pass for an offset).
+
+    python-socketio sends a list of two or more items as that many arguments,
+    a one-item list as its item, anything else as one argument.
+    """
+    args = (data if len(data) > 1 else data[:1]) if isinstance(data, list) else [data]
+    if args and isinstance(args[-1], str):
+        return [*args, None]
+    return data
 
 
 class MemoryManager(RoomEvents, socketio.AsyncManager):  # type: ignore[misc]

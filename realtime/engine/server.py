@@ -22,6 +22,7 @@ from realtime.engine.admission import Admission, Gate, GatedEngineServer, close_
 from realtime.engine.manager import client_manager
 from realtime.engine.packets import packet_class
 from realtime.metrics import PlainCounter, RedisLink
+from realtime.protocol import AUTH_PID
 from realtime.send.writer import Writer, Writers
 
 NAMESPACE = "/"
@@ -50,6 +51,8 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
         self.admission = Admission(self, connect_timeout=settings.connect_timeout,
                                    connect_attempts=settings.connect_attempts)
         self.eio.admission = self.admission
+        # Connect replies being prepared, by Engine.IO sid: the pid they carry, what runs once queued.
+        self._connect_replies: dict[str, tuple[str | None, Callable[[], None]]] = {}
 
     def _engineio_server_class(self) -> type[GatedEngineServer]:
         return GatedEngineServer
@@ -165,8 +168,51 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
 
     def encode_event(self, event: str, data: Any) -> list[str | bytes]:
         """An EVENT packet as python-socketio would send it: one text part (JSON) or binary parts."""
-        encoded = self.packet_class(socketio.packet.EVENT, namespace=NAMESPACE, data=[event, data]).encode()
+        return self.encode_packet([event, data])
+
+    def encode_packet(self, args: list[Any]) -> list[str | bytes]:
+        """An EVENT packet of several arguments (`[event, *args]`): one text part (JSON) or binary parts."""
+        encoded = self.packet_class(socketio.packet.EVENT, namespace=NAMESPACE, data=args).encode()
         return encoded if isinstance(encoded, list) else [encoded]
+
+    def writer_of(self, sid: str) -> Writer | None:
+        """The outbound writer of Socket.IO session `sid` on this pod, if it is open."""
+        eio_sid = self.manager.eio_sid_from_sid(sid, NAMESPACE)
+        socket = self.eio.sockets.get(eio_sid) if eio_sid is not None else None
+        if socket is None or socket.closed:
+            return None
+        writer: Writer = socket.queue
+        return writer
+
+    def connected(self, sid: str) -> bool:
+        """Whether Socket.IO session `sid` is connected to this pod."""
+        return bool(self.manager.is_connected(sid, NAMESPACE))
+
+    # The CONNECT reply.
+
+    def prepare_connect_reply(self, sid: str, pid: str | None, then: Callable[[], None]) -> None:
+        """From the connect handler: the CONNECT reply of `sid` carries `pid`, and `then()` runs once it is queued.
+
+        python-socketio builds that reply itself after the handler returns;
+        `then` is where a connection may be sent its first events (a replay),
+        which must follow the reply, as Node's server sends them.
+        """
+        eio_sid = self.manager.eio_sid_from_sid(sid, NAMESPACE)
+        if eio_sid is not None:
+            self._connect_replies[eio_sid] = (pid, then)
+
+    async def _send_packet(self, eio_sid: str, pkt: Any) -> None:
+        staged = None
+        if self._connect_replies and pkt.packet_type in (socketio.packet.CONNECT, socketio.packet.CONNECT_ERROR):
+            staged = self._connect_replies.pop(eio_sid, None)
+        if staged is None or pkt.packet_type != socketio.packet.CONNECT:
+            await super()._send_packet(eio_sid, pkt)
+            return
+        pid, then = staged
+        if pid is not None and isinstance(pkt.data, dict):
+            pkt.data = {**pkt.data, AUTH_PID: pid}
+        await super()._send_packet(eio_sid, pkt)
+        then()
 
     async def emit_local(self, event: str, data: Any, room: str) -> None:
         """python-socketio's own local room emit (one task per recipient), never through Redis."""

@@ -4,8 +4,11 @@
   asset. It follows the socket's rule: a Bearer token unless anonymous
   connections are allowed, and a token's `assets` claim hides other prices.
 - `POST /api/v1/publish`: a back end that is not Python emits an event to a
-  room through the manager, so every pod delivers it. Needs a Bearer token
-  with role `service`.
+  room. A private event (`user:`/`role:` room) is stored in the event log
+  first (`realtime.events`): the answer is 2xx only once it is stored, with
+  its offset, and 503 within `REALTIME_REDIS_TIMEOUT` while Redis is down or
+  hung. An asset-room event goes through the manager, best effort. Needs a
+  Bearer token with role `service`.
 - `GET /api/v1/demand`: subscribers per asset across all pods. Needs a
   `service` token.
 
@@ -25,6 +28,8 @@ from aiohttp import web
 from realtime.cluster.demand import Demand, DemandUnavailable
 from realtime.config import Settings
 from realtime.engine.server import SocketServer
+from realtime.events.service import Events
+from realtime.events.validation import MAX_EVENT_NAME, RESERVED_EVENTS, RESERVED_PREFIXES, is_private
 from realtime.feed.catalog import Catalog
 from realtime.feed.prices import PriceBook
 from realtime.http.errors import error_response, http_exception_response, json_response
@@ -41,13 +46,7 @@ from realtime.sessions.auth import ANONYMOUS, Principal, TokenVerifier
 
 PREFIX = "/api/v1"
 SERVICE_ROLE = "service"
-MAX_EVENT_NAME = 64
 MAX_ROOM_NAME = 300
-# Events a service may not emit: the gateway's own (a forged price or auth
-# event would be believed by every client) and socket.io-client's reserved names.
-RESERVED_PREFIXES = ("price:", "auth:", "session:")
-RESERVED_EVENTS = frozenset({"connect", "connect_error", "disconnect", "disconnecting",
-                             "newListener", "removeListener"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -56,7 +55,7 @@ class Api:
     """The `/api/v1/` sub-application."""
 
     def __init__(self, sio: SocketServer, settings: Settings, verifier: TokenVerifier, catalog: Catalog,
-                 book: PriceBook, demand: Demand, metrics: Metrics) -> None:
+                 book: PriceBook, demand: Demand, metrics: Metrics, events: Events) -> None:
         self.sio = sio
         self.settings = settings
         self.verifier = verifier
@@ -64,6 +63,7 @@ class Api:
         self.book = book
         self.demand = demand
         self.metrics = metrics
+        self.events = events
         self.max_body = settings.max_message_bytes
 
     def app(self) -> web.Application:
@@ -121,6 +121,9 @@ class Api:
         self._service(request)
         body = await self._body(request)
         event, room, data = self._publication(body)
+        if is_private(room):
+            offset = await self.events.publish(room, event, data)
+            return json_response({"ok": True, "event": event, "room": room, "offset": offset}, status=202)
         if not self.sio.manager_ready:
             raise GatewayError(ErrorCode.UNAVAILABLE, "Redis is unavailable; the event was not published")
         await self.sio.emit(event, data, to=room)

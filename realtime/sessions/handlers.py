@@ -22,6 +22,7 @@ from realtime.cluster.presence import Presence, Slot
 from realtime.config import Settings
 from realtime.engine import inbound
 from realtime.engine.server import SocketServer
+from realtime.events.recovery import Recovery
 from realtime.feed.catalog import Catalog
 from realtime.feed.prices import PriceBook
 from realtime.logs import log_context
@@ -88,10 +89,12 @@ class Gateway:
         book: PriceBook,
         metrics: Metrics,
         presence: Presence,
+        recovery: Recovery,
     ) -> None:
         self.sio = sio
         self.metrics = metrics
         self.presence = presence
+        self.recovery = recovery
         self.settings = settings
         self.verifier = verifier
         self.catalog = catalog
@@ -138,10 +141,12 @@ class Gateway:
             self.connections[sid] = Connection(sid, principal, limiter)
             if principal.exp is not None:
                 self.deadlines.set(sid, principal.exp)
+            # Private rooms are joined through the event log's reader, after the CONNECT reply and any replay.
+            rooms = [] if principal.sub is None else [user_room(principal.sub), *map(role_room, principal.roles)]
+            conn = self.connections[sid]
+            conn.subscriptions.update(await self.recovery.connect(sid, principal, auth, rooms,
+                                                                  lambda: self._rejoin(conn)))
             if principal.sub is not None:
-                await self.sio.enter_room(sid, user_room(principal.sub))
-                for role in principal.roles:
-                    await self.sio.enter_room(sid, role_room(role))
                 for slot in await self.presence.admit(principal.sub, sid):
                     await self._close_replaced(slot)
         except GatewayError as error:
@@ -181,6 +186,7 @@ class Gateway:
 
     def _forget(self, sid: str) -> Connection | None:
         self.deadlines.cancel(sid)
+        self.recovery.forget(sid)
         return self.connections.pop(sid, None)
 
     # Ending a connection here: the reason first, then the namespace, then the transport.
@@ -288,8 +294,17 @@ class Gateway:
         # joined rooms is then never newer than the ack's baseline.
         delay = conn.principal.delay
         prices: list[PriceUpdate] = [p for p in (self.book.latest(a, delay) for a in subscribed) if p is not None]
+        self.recovery.follow(conn.sid, conn.subscriptions)
         return {"ok": True, "subscribed": subscribed, "rejected": rejected, "prices": prices,
                 "statuses": [self.book.status(a) for a in subscribed], "instance": self.instance_id}
+
+    async def _rejoin(self, conn: Connection) -> list[PriceUpdate]:
+        """Recovery: join the rooms of `conn`'s restored subscriptions; their latest prices, read after the joins."""
+        # The connection's tier (a `delay` claim): delayed rooms and delayed snapshots, never real-time ones.
+        delay = conn.principal.delay
+        for name in sorted(conn.subscriptions):
+            await self.sio.enter_room(conn.sid, tier_room(name, delay))
+        return [p for p in (self.book.latest(name, delay) for name in sorted(conn.subscriptions)) if p is not None]
 
     async def unsubscribe(self, conn: Connection, payload: Any = None, *_: Any) -> UnsubscribeAck:
         names = asset_names(payload, MAX_ASSETS_PER_REQUEST)
@@ -302,6 +317,7 @@ class Gateway:
                 conn.subscriptions.discard(asset.name)
                 await self.sio.leave_room(conn.sid, tier_room(asset.name, conn.principal.delay))
             unsubscribed.append(asset.name)
+        self.recovery.follow(conn.sid, conn.subscriptions)
         return {"ok": True, "unsubscribed": unsubscribed}
 
     async def refresh(self, conn: Connection, payload: Any = None, *_: Any) -> RefreshAck:
@@ -326,6 +342,7 @@ class Gateway:
         for asset in [a for a in conn.subscriptions if not principal.may_see(a)]:
             conn.subscriptions.discard(asset)
             await self.sio.leave_room(conn.sid, tier_room(asset, conn.principal.delay))
+        self.recovery.follow(conn.sid, conn.subscriptions)
         conn.principal = principal
 
     async def invalid_event(self, conn: Connection, *_: Any) -> ErrorAck:

@@ -23,16 +23,23 @@ function onPrice(update) {
   render(update); // price = update.bid / 10 ** update.decimals (integers on the wire)
 }
 
+// The next connection (maybe to another pod) numbers ticks afresh: new baseline.
+socket.on("disconnect", () => highestSeq.clear());
+
 socket.on("connect", async () => {
-  // A new connection (maybe to another pod) numbers ticks afresh: new baseline.
-  highestSeq.clear();
-  // Subscriptions belong to a connection: subscribe again after every (re)connect.
+  // Recovered (same session, maybe on another pod): the private events missed, the subscriptions
+  // and the latest price of each have been delivered already, before this handler runs.
+  if (socket.recovered) return;
+  // Subscriptions belong to a session: subscribe again after every new one.
   const ack = await socket.timeout(5000).emitWithAck("price:subscribe", ["BTC_USDC_PERP", "ETH_USDC_PERP"]);
   if (!ack.ok) return console.error(ack.error.code, ack.error.message);
   ack.prices.forEach(onPrice); // a tick may have overtaken its snapshot: onPrice keeps the newest
   for (const { asset, code } of ack.rejected) console.warn(asset, code); // e.g. FORBIDDEN
 });
 socket.on("price:update", onPrice);
+
+// Private events: in publish order, exactly once, also across drops (the last argument is the offset).
+socket.on("order:update", (order) => console.log("order", order));
 
 socket.on("auth:expiring", async () => {
   const ack = await socket.timeout(5000).emitWithAck("auth:refresh", { token: await getToken() });

@@ -43,6 +43,7 @@ class RawClient:
         self.handshake = handshake  # the server's 101 response head
         self.pings = 0
         self._ack_id = 0
+        self.connect_data: Any = None  # the CONNECT reply's data ({"sid", "pid"?})
 
     @classmethod
     async def connect(cls, url: str, auth: Any, *, receive_buffer: int | None = None) -> RawClient:
@@ -66,6 +67,7 @@ class RawClient:
         client.send_text("40" + json.dumps(auth))
         connect = await client.receive()
         assert connect.kind == "connect", connect
+        client.connect_data = connect.args[0]
         return client
 
     def send_text(self, text: str) -> None:

@@ -1,0 +1,75 @@
+"""`Pipelined`: Redis calls made in the same loop turn share one pipeline.
+
+A reconnect storm after a pod dies makes thousands of session reads and
+writes at once. One round trip per call would need a connection each
+(redis-py's pool refuses past 100) and a round trip each; here the calls of
+one loop turn go out as one pipeline, with a bounded number in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from realtime.cluster.redis import Client
+
+# Pipelines in flight at once, well below redis-py's pool of 100 connections.
+IN_FLIGHT = 16
+
+Queue = Callable[[Any], Any]  # adds commands to a pipeline (may return an awaitable)
+
+
+class Pipelined:
+    def __init__(self, redis: Client, in_flight: int = IN_FLIGHT) -> None:
+        self.redis = redis
+        self._limit = asyncio.Semaphore(in_flight)
+        self._pending: list[tuple[Queue, int, asyncio.Future[list[Any]]]] = []
+        self._scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def call(self, queue: Queue, replies: int = 1) -> list[Any]:
+        """Run the `replies` commands `queue` adds, in the next pipeline; their replies (raises the first error)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        self._pending.append((queue, replies, future))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._start)
+        return await future
+
+    def _start(self) -> None:
+        self._scheduled = False
+        batch, self._pending = self._pending, []
+        task = asyncio.create_task(self._run(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, batch: list[tuple[Queue, int, asyncio.Future[list[Any]]]]) -> None:
+        async with self._limit:
+            try:
+                pipe = self.redis.pipeline(transaction=False)
+                for queue, _, _ in batch:
+                    added = queue(pipe)
+                    if inspect.isawaitable(added):
+                        await added
+                results = await pipe.execute(raise_on_error=False)
+            except BaseException as exc:
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                return
+        at = 0
+        for _, replies, future in batch:
+            chunk = results[at:at + replies]
+            at += replies
+            if future.done():
+                continue
+            error = next((r for r in chunk if isinstance(r, Exception)), None)
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(chunk)

@@ -1,0 +1,209 @@
+"""The ordered log of private events, behind a small interface.
+
+`RedisLog` keeps it in Redis: the global log `{<P>}:log`, a Stream which
+every pod's reader follows (`XREAD BLOCK`), and a history per room
+`{<P>}:room:<room>` with the same entries under the same offsets, which
+recovery reads. One Lua script appends an event to both, atomically, so an
+offset names the same event everywhere. `<P>` is the deployment's manager
+channel; the braces are a Redis Cluster hash tag: every key the script
+touches lives in one slot.
+
+A room's history is a List (`<offset>|<len(event)>|<event><data>` per
+entry), not a Stream: a Stream preallocates its first 4 KB node, so each of
+100 000 users with one recent event would cost 4.7 KB, where a List costs
+~180 bytes (measured with MEMORY USAGE). Both are trimmed by time, never by
+count: a quiet room keeps its history for the whole window however busy the
+others are, and a room with no new event expires by itself. Recovery reads
+a room's list backwards from its end, in growing chunks, until it reaches
+the client's offset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from realtime.cluster.redis import Client, client
+from realtime.events import offsets
+from realtime.events.batch import Pipelined
+from realtime.events.offsets import Offset
+
+# The most history entries one room replays to one connection.
+MAX_REPLAY = 10_000
+# Entries of the first backwards read of a room's history; each further read is 4 times larger.
+FIRST_CHUNK = 32
+
+# KEYS: log, room history, last routed input id, retention (ms) the gateways asked for, the router's lease.
+# ARGV: room, event, data (JSON text), retention (ms) of the caller, input id or "", the router or "".
+# Returns the offset; false for an input id that is not above the last routed one; -1 for a router
+# that no longer holds the lease (a paused pod that woke up: it must not append out of order).
+APPEND = """
+local function above(a, b)
+  local ams, an = string.match(a, '^(%d+)-(%d+)$')
+  local bms, bn = string.match(b, '^(%d+)-(%d+)$')
+  if not ams or not bms then return true end
+  ams, bms = tonumber(ams), tonumber(bms)
+  if ams ~= bms then return ams > bms end
+  return tonumber(an) > tonumber(bn)
+end
+if ARGV[6] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[6] then return -1 end
+local input = ARGV[5]
+if input ~= '' then
+  local last = redis.call('GET', KEYS[3])
+  if last and not above(input, last) then return false end
+end
+local keep = math.max(tonumber(ARGV[4]), tonumber(redis.call('GET', KEYS[4]) or '0'))
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local oldest = math.max(0, now - keep)
+local id = redis.call('XADD', KEYS[1], 'MINID', '~', tostring(oldest), '*',
+                      'room', ARGV[1], 'event', ARGV[2], 'data', ARGV[3])
+redis.call('RPUSH', KEYS[2], id .. '|' .. #ARGV[2] .. '|' .. ARGV[2] .. ARGV[3])
+while true do
+  local head = redis.call('LINDEX', KEYS[2], 0)
+  local ms = head and tonumber(string.match(head, '^(%d+)-'))
+  if not ms or ms >= oldest then break end
+  redis.call('LPOP', KEYS[2])
+end
+redis.call('PEXPIRE', KEYS[2], keep)
+if input ~= '' then redis.call('SET', KEYS[3], input) end
+return id
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One private event of the log."""
+
+    offset: Offset
+    room: str
+    event: str
+    data: bytes  # JSON text
+
+
+class EventLog(Protocol):
+    """Where private events are stored, in one order, for the window."""
+
+    async def append(self, room: str, event: str, data: bytes, *, source: str | None = None) -> Offset | None:
+        """Store one event; its offset, or None when `source` (an input id) was already appended."""
+        ...
+
+    async def announce_keep(self) -> None:
+        """Tell appenders without a gateway's settings (the emitter) how long to keep history."""
+        ...
+
+    async def last(self) -> Offset:
+        """The newest offset of the log (`0-0` when it is empty)."""
+        ...
+
+    async def read(self, after: Offset, wait: float) -> list[Entry]:
+        """Entries after `after`, in order, waiting up to `wait` seconds for the first."""
+        ...
+
+    async def history(self, queries: Sequence[tuple[str, Offset]], upto: Offset) -> list[list[Entry]]:
+        """For each (room, after): the room's entries in (after, upto], in order (one round trip for all)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class Keys:
+    """The Redis keys of one deployment (`prefix` = its manager channel)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        tag = "{" + prefix + "}"
+        self.log = f"{tag}:log"
+        self.routed = f"{tag}:routed"
+        self.keep = f"{tag}:keep"
+        self.router = f"{tag}:router"  # the stream router's lease
+        self._room = f"{tag}:room:"
+
+    def room(self, room: str) -> str:
+        return self._room + room
+
+
+class RedisLog:
+    """The log in Redis Streams; every call gives up after the client's timeout."""
+
+    def __init__(self, url: str, prefix: str, *, keep: float, timeout: float) -> None:
+        self.keys = Keys(prefix)
+        self.keep_ms = int(keep * 1000)
+        self.timeout = timeout
+        self.redis: Client = client(url, timeout)
+        self._append = self.redis.register_script(APPEND)
+        self._pipelined = Pipelined(self.redis)
+
+    async def append(self, room: str, event: str, data: bytes, *, source: str | None = None) -> Offset | None:
+        # Appends of one loop turn (a burst of API publishes) share a pipeline.
+        [result] = await self._pipelined.call(
+            lambda pipe: self.queue_append(pipe, room, event, data, source=source))
+        return None if result is None else _text(result)
+
+    async def queue_append(self, pipe: Any, room: str, event: str, data: bytes, *, source: str | None = None,
+                           router: str | None = None) -> None:
+        """Add an `append` to `pipe` (a pipeline of this Redis); its reply is the offset, None (`source`
+        already appended) or -1 (`router` does not hold the lease)."""
+        keys = self.keys
+        await self._append(keys=[keys.log, keys.room(room), keys.routed, keys.keep, keys.router],
+                           args=[room, event, data, self.keep_ms, source or "", router or ""], client=pipe)
+
+    async def announce_keep(self) -> None:
+        """Tell emitters that append without a gateway's settings how long to keep history."""
+        await self.redis.set(self.keys.keep, self.keep_ms)
+
+    async def last(self) -> Offset:
+        newest: Any = await self.redis.xrevrange(self.keys.log, count=1)
+        return _text(newest[0][0]) if newest else offsets.ZERO
+
+    async def read(self, after: Offset, wait: float) -> list[Entry]:
+        # Block for less than the socket timeout, which would take the wait for a hung Redis.
+        block = max(1, int(min(wait, self.timeout / 2) * 1000))
+        reply: Any = await self.redis.xread({self.keys.log: after}, count=1000, block=block)
+        if not reply:
+            return []
+        return [Entry(_text(entry_id), _text(fields[b"room"]), _text(fields[b"event"]), fields[b"data"])
+                for entry_id, fields in reply[0][1]]
+
+    async def history(self, queries: Sequence[tuple[str, Offset]], upto: Offset) -> list[list[Entry]]:
+        # Backwards from each list's end, every query in one pipeline per round, until a chunk
+        # reaches the query's offset (or the list's start, or MAX_REPLAY). Appends between rounds
+        # shift the negative indexes towards the end: chunks may overlap (deduplicated), never skip.
+        found: list[dict[Offset, Entry]] = [{} for _ in queries]
+        read = [0] * len(queries)
+        chunk = FIRST_CHUNK
+        todo = list(range(len(queries)))
+        while todo:
+            pipe = self.redis.pipeline(transaction=False)
+            for i in todo:
+                pipe.lrange(self.keys.room(queries[i][0]), -(read[i] + chunk), -(read[i] + 1))
+            replies: list[Any] = await pipe.execute()
+            more = []
+            for i, reply in zip(todo, replies, strict=True):
+                room, after = queries[i]
+                entries = [_entry(room, raw) for raw in reply]
+                found[i].update((entry.offset, entry) for entry in entries)
+                read[i] += len(reply)
+                if (len(reply) == chunk and read[i] < MAX_REPLAY
+                        and offsets.key(entries[0].offset) > offsets.key(after)):
+                    more.append(i)
+            todo, chunk = more, chunk * 4
+        start_end = [(offsets.key(after), offsets.key(upto)) for _, after in queries]
+        return [sorted((e for e in entries.values() if start < offsets.key(e.offset) <= end),
+                       key=lambda e: offsets.key(e.offset))[-MAX_REPLAY:]
+                for entries, (start, end) in zip(found, start_end, strict=True)]
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+
+def _entry(room: str, raw: bytes) -> Entry:
+    """A room history entry: `<offset>|<len(event)>|<event><data>`."""
+    offset, length, rest = raw.split(b"|", 2)
+    size = int(length)
+    return Entry(offset.decode(), room, rest[:size].decode(), rest[size:])
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,130 @@
+"""`memory://`: the log and the sessions in this process, for embedded mode.
+
+The same interfaces as Redis (`log.EventLog`, `sessions.SessionStore`), so
+a single process and the price board recover the same way a fleet does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+
+from realtime.events import offsets
+from realtime.events.log import MAX_REPLAY, Entry
+from realtime.events.offsets import Offset
+from realtime.events.sessions import Session
+
+
+class MemoryLog:
+    def __init__(self, *, keep: float) -> None:
+        self.keep_ms = int(keep * 1000)
+        self._log: deque[Entry] = deque()
+        self._rooms: dict[str, deque[Entry]] = {}
+        self._last = (0, 0)
+        self._source: tuple[int, int] | None = None
+        self._appended = asyncio.Event()
+
+    async def append(self, room: str, event: str, data: bytes, *, source: str | None = None) -> Offset | None:
+        if source is not None:
+            if self._source is not None and offsets.key(source) <= self._source:
+                return None
+            self._source = offsets.key(source)
+        now = int(time.time() * 1000)
+        ms, n = self._last
+        self._last = (now, 0) if now > ms else (ms, n + 1)
+        entry = Entry(f"{self._last[0]}-{self._last[1]}", room, event, data)
+        self._log.append(entry)
+        self._rooms.setdefault(room, deque()).append(entry)
+        self._trim(now - self.keep_ms)
+        self._appended.set()
+        self._appended = asyncio.Event()
+        return entry.offset
+
+    def _trim(self, oldest_ms: int) -> None:
+        log = self._log
+        while log and offsets.key(log[0].offset)[0] < oldest_ms:
+            entry = log.popleft()
+            history = self._rooms.get(entry.room)
+            if history:
+                history.popleft()  # the same entry: both are in log order
+                if not history:
+                    del self._rooms[entry.room]
+
+    async def announce_keep(self) -> None:
+        pass
+
+    async def last(self) -> Offset:
+        return self._log[-1].offset if self._log else offsets.ZERO
+
+    async def read(self, after: Offset, wait: float) -> list[Entry]:
+        entries = self._after(after)
+        if not entries:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._appended.wait(), wait)
+            entries = self._after(after)
+        return entries
+
+    def _after(self, after: Offset) -> list[Entry]:
+        start = offsets.key(after)
+        newer: list[Entry] = []
+        for entry in reversed(self._log):
+            if offsets.key(entry.offset) <= start:
+                break
+            newer.append(entry)
+        newer.reverse()
+        return newer
+
+    async def history(self, queries: Sequence[tuple[str, Offset]], upto: Offset) -> list[list[Entry]]:
+        end = offsets.key(upto)
+        results: list[list[Entry]] = []
+        for room, after in queries:
+            start = offsets.key(after)
+            found = [e for e in self._rooms.get(room, ()) if start < offsets.key(e.offset) <= end]
+            results.append(found[:MAX_REPLAY])
+        return results
+
+    async def close(self) -> None:
+        pass
+
+
+class MemorySessions:
+    def __init__(self, *, window: float, heartbeat: float) -> None:
+        self.window = window
+        self.ttl = window + heartbeat
+        self._sessions: dict[str, tuple[Session, float]] = {}
+
+    async def create(self, pid: str, session: Session) -> None:
+        self._sessions[pid] = (session, time.monotonic() + self.ttl)
+
+    async def load(self, pid: str) -> Session | None:
+        found = self._sessions.get(pid)
+        if found is None or found[1] < time.monotonic():
+            return None
+        return found[0]
+
+    async def update(self, follow: Mapping[str, Sequence[str]], release: Iterable[str]) -> None:
+        now = time.monotonic()
+        for pid, subscriptions in follow.items():
+            found = self._sessions.get(pid)
+            if found is not None:
+                session = found[0]
+                self._sessions[pid] = (Session(session.sub, tuple(subscriptions), session.basis), now + self.ttl)
+        for pid in release:
+            found = self._sessions.get(pid)
+            if found is not None:
+                self._sessions[pid] = (found[0], now + self.window)
+
+    async def refresh(self, sessions: Mapping[str, Session]) -> None:
+        now = time.monotonic()
+        # Forget expired sessions here, so memory stays bounded without a timer per session.
+        for pid in [pid for pid, (_, expires) in self._sessions.items() if expires < now]:
+            del self._sessions[pid]
+        for pid, session in sessions.items():
+            found = self._sessions.get(pid)
+            self._sessions[pid] = (found[0] if found else session, now + self.ttl)
+
+    async def close(self) -> None:
+        pass

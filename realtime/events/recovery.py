@@ -1,0 +1,198 @@
+"""Connection state recovery for the stock socket.io-client (`socket.recovered`).
+
+At connect, `Recovery.connect` decides what a connection gets. A CONNECT
+whose auth carries a `pid` (socket.io-client adds `{pid, offset}` beside the
+app's token, which is verified as for any connect) recovers when the session
+exists, is within the window and belongs to the token's `sub`: the same pid
+in the reply, every private event after the client's offset (or after the
+session's basis when it sent none), the asset subscriptions the new token
+still allows, then the latest price of each. Anything else gets a new
+session with a new pid and nothing of the old one. The session is written
+before the CONNECT reply; with Redis down the connection is accepted
+without a pid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from enum import StrEnum
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter
+
+from realtime.cluster.redis import REDIS_ERRORS
+from realtime.engine.server import SocketServer
+from realtime.events import offsets
+from realtime.events.log import EventLog
+from realtime.events.reader import Admission, LogReader
+from realtime.events.sessions import MAX_PID, Session, SessionStore, new_pid
+from realtime.feed.catalog import Catalog
+from realtime.protocol import AUTH_OFFSET, AUTH_PID, PriceUpdate
+from realtime.sessions.auth import Principal
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(StrEnum):
+    """What became of a CONNECT that asked to recover a pid."""
+
+    RECOVERED = "recovered"
+    EXPIRED = "expired"  # unknown, or past the window
+    FOREIGN = "foreign"  # another user's session
+    DISABLED = "disabled"  # REALTIME_RECOVERY_WINDOW=0, or an anonymous connection
+    UNAVAILABLE = "unavailable"  # Redis could not be asked
+
+
+def heartbeat_period(window: float) -> float:
+    """How often a pod refreshes its sessions' TTL."""
+    return min(30.0, max(0.5, window / 4))
+
+
+class Recovery:
+    """Sessions of this pod's connections, and the admissions that follow from them."""
+
+    def __init__(self, sio: SocketServer, log: EventLog, sessions: SessionStore, reader: LogReader,
+                 catalog: Catalog, *, window: float, max_subscriptions: int, registry: CollectorRegistry) -> None:
+        self.sio = sio
+        self.log = log
+        self.sessions = sessions
+        self.reader = reader
+        self.catalog = catalog
+        self.window = window
+        self.max_subscriptions = max_subscriptions
+        self.heartbeat = heartbeat_period(window)
+        self.outcomes = Counter("realtime_recoveries", "CONNECTs that asked to recover a session, by outcome",
+                                ["outcome"], registry=registry)
+        for outcome in Outcome:
+            self.outcomes.labels(outcome.value)
+        # sid -> (pid, session) of this pod's recoverable connections: the heartbeat writes a
+        # session back whole when Redis lost it (a restart, a failover).
+        self.here: dict[str, tuple[str, Session]] = {}
+        # Session writes that may wait for the next flush (the newest wins).
+        self._follow: dict[str, tuple[str, ...]] = {}
+        self._release: set[str] = set()
+        self._dirty = asyncio.Event()
+
+    async def connect(self, sid: str, principal: Principal, auth: Any, rooms: list[str],
+                      rejoin: Callable[[], Awaitable[list[PriceUpdate]]]) -> list[str]:
+        """Prepare `sid`'s CONNECT reply and admission; return the asset subscriptions it recovers.
+
+        `rejoin` joins the rooms of the connection's subscriptions (by then, the recovered ones) and
+        returns their latest prices; it runs after the replay.
+        """
+        asked = _asked_pid(auth)
+        if self.window <= 0 or principal.sub is None:
+            if asked is not None:
+                self.outcomes.labels(Outcome.DISABLED.value).inc()
+            self._prepare(sid, None, Admission(sid, rooms, None))
+            return []
+        pid: str | None = None
+        after: offsets.Offset | None = None
+        restored: list[str] = []
+        outcome: Outcome | None = None
+        try:
+            if asked is not None:
+                session = await self.sessions.load(asked)
+                if session is None:
+                    outcome = Outcome.EXPIRED
+                elif session.sub != principal.sub:
+                    outcome = Outcome.FOREIGN
+                else:
+                    outcome = Outcome.RECOVERED
+                    pid = asked
+                    client_offset = offsets.parse(auth.get(AUTH_OFFSET))
+                    after = offsets.later(client_offset, session.basis) if client_offset else session.basis
+                    restored = self._allowed(session.subscriptions, principal)
+                    self._follow[pid] = tuple(restored)  # the new token's rights, and a fresh TTL
+                    self._dirty.set()
+                    self.here[sid] = (pid, Session(session.sub, tuple(restored), session.basis))
+            basis = self.reader.position
+            if pid is None and basis is not None:
+                pid = new_pid()
+                fresh = Session(principal.sub, (), basis)
+                await self.sessions.create(pid, fresh)
+                self.here[sid] = (pid, fresh)
+                after = basis  # what is published before it joins its rooms reaches it too
+        except REDIS_ERRORS as exc:
+            log.warning("recovery: Redis unavailable (%s); connection accepted without a session",
+                        exc.__class__.__name__)
+            outcome = Outcome.UNAVAILABLE if asked is not None else None
+            pid, after, restored = None, None, []
+            self.here.pop(sid, None)
+        if outcome is not None:
+            self.outcomes.labels(outcome.value).inc()
+        self._prepare(sid, pid, Admission(sid, rooms, after, rejoin if restored else None))
+        return restored
+
+    def _prepare(self, sid: str, pid: str | None, admission: Admission) -> None:
+        admit: Callable[[], None] = lambda: self.reader.admit(admission)  # noqa: E731
+        self.sio.prepare_connect_reply(sid, pid, admit)
+
+    def _allowed(self, names: Iterable[str], principal: Principal) -> list[str]:
+        allowed: list[str] = []
+        for name in names:
+            asset = self.catalog.get(name)
+            if asset is not None and principal.may_see(asset.name) and asset.name not in allowed:
+                allowed.append(asset.name)
+        return allowed[: self.max_subscriptions]
+
+    def follow(self, sid: str, subscriptions: Iterable[str]) -> None:
+        """The connection's subscriptions changed: record them with its session (soon, in one batch)."""
+        found = self.here.get(sid)
+        if found is not None:
+            pid, session = found
+            names = tuple(sorted(subscriptions))
+            self.here[sid] = (pid, Session(session.sub, names, session.basis))
+            self._follow[pid] = names
+            self._dirty.set()
+
+    def forget(self, sid: str) -> None:
+        """The connection is gone: its session stays recoverable for exactly the window."""
+        found = self.here.pop(sid, None)
+        if found is not None and all(pid != found[0] for pid, _ in self.here.values()):
+            self._release.add(found[0])
+            self._dirty.set()
+
+    # Background work: the writes above, and the heartbeat.
+
+    async def run(self) -> None:
+        """Write session changes as they come, and refresh this pod's sessions every heartbeat."""
+        loop = asyncio.get_running_loop()
+        next_beat = loop.time()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dirty.wait(), max(0.0, next_beat - loop.time()))
+            self._dirty.clear()
+            try:
+                await self.flush()
+                if loop.time() >= next_beat:
+                    next_beat = loop.time() + self.heartbeat
+                    await self.sessions.refresh(dict(self.here.values()))
+                    await self.log.announce_keep()
+            except REDIS_ERRORS as exc:
+                log.warning("recovery: could not write sessions (%s); retrying", exc.__class__.__name__)
+                await asyncio.sleep(min(self.heartbeat, 1.0))
+
+    async def flush(self) -> None:
+        """Write the session changes waiting (raises on a Redis error, keeping them)."""
+        follow, self._follow = self._follow, {}
+        release, self._release = self._release, set()
+        if not follow and not release:
+            return
+        try:
+            await self.sessions.update(follow, release)
+        except REDIS_ERRORS:
+            # Keep what was not written (newer values win) for the next attempt.
+            self._follow = {**follow, **self._follow}
+            self._release |= release
+            raise
+
+
+def _asked_pid(auth: Any) -> str | None:
+    if not isinstance(auth, dict):
+        return None
+    pid = auth.get(AUTH_PID)
+    return pid if isinstance(pid, str) and 0 < len(pid) <= MAX_PID else None

@@ -1,0 +1,118 @@
+"""`Events`: the durable private events of one pod, put together from the settings.
+
+`memory://` (embedded mode): the log and the sessions in this process, no
+stream. `redis://`: Redis Streams, sessions in Redis, and the stream router.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry
+
+from realtime.cluster.redis import REDIS_ERRORS
+from realtime.config import Settings
+from realtime.engine.server import SocketServer
+from realtime.events.log import EventLog, RedisLog
+from realtime.events.memory import MemoryLog, MemorySessions
+from realtime.events.offsets import Offset
+from realtime.events.reader import LogReader
+from realtime.events.recovery import Recovery, heartbeat_period
+from realtime.events.router import StreamRouter
+from realtime.events.sessions import RedisSessions, SessionStore
+from realtime.feed.catalog import Catalog
+from realtime.metrics import PlainCounter, RedisLink
+from realtime.protocol import ErrorCode, GatewayError
+
+# Beyond the window, history is kept for a client whose drop the server noticed
+# late (ping interval + timeout), a session's last heartbeat period, and clock skew.
+SKEW = 5.0
+
+
+def retention(settings: Settings) -> float:
+    """Seconds of history the log keeps."""
+    window = settings.recovery_window
+    return window + heartbeat_period(window) + settings.ping_interval + settings.ping_timeout + SKEW
+
+
+class Events:
+    """The log, its reader, sessions and recovery, and the stream router (Redis only)."""
+
+    def __init__(self, settings: Settings, sio: SocketServer, catalog: Catalog, registry: CollectorRegistry) -> None:
+        self.settings = settings
+        keep = retention(settings)
+        heartbeat = heartbeat_period(settings.recovery_window)
+        self.log: EventLog
+        self.sessions: SessionStore
+        self.router: StreamRouter | None = None
+        if settings.embedded:
+            self.log = MemoryLog(keep=keep)
+            self.sessions = MemorySessions(window=settings.recovery_window, heartbeat=heartbeat)
+        else:
+            assert settings.redis_url is not None
+            redis_log = RedisLog(settings.redis_url, settings.manager_channel, keep=keep,
+                                 timeout=settings.redis_timeout)
+            self.log = redis_log
+            self.sessions = RedisSessions(settings.redis_url, settings.manager_channel,
+                                          window=settings.recovery_window, heartbeat=heartbeat,
+                                          timeout=settings.redis_timeout)
+            self.router = StreamRouter(settings.redis_url, settings.events_stream, redis_log, settings.instance_id,
+                                       timeout=settings.redis_timeout, retry_max=settings.redis_retry_max,
+                                       registry=registry)
+        self.reader = LogReader(self.log, sio, with_offsets=settings.recovery_window > 0,
+                                retry_max=settings.redis_retry_max)
+        self.recovery = Recovery(sio, self.log, self.sessions, self.reader, catalog,
+                                 window=settings.recovery_window, max_subscriptions=settings.max_subscriptions,
+                                 registry=registry)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self.reader.run(), name="events-reader"),
+                       asyncio.create_task(self.reader.serve(), name="events-admissions"),
+                       asyncio.create_task(self.recovery.run(), name="events-sessions")]
+        if self.router is not None:
+            self._tasks.append(asyncio.create_task(self.router.run(), name="events-router"))
+
+    async def stop(self) -> None:
+        """Stop the tasks, after one last write of what the drain changed (sessions to release)."""
+        with contextlib.suppress(TimeoutError, *REDIS_ERRORS):
+            async with asyncio.timeout(self.settings.redis_timeout):
+                await self.recovery.flush()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.router is not None:
+            await self.router.close()
+        await self.sessions.close()
+        await self.log.close()
+
+    async def publish(self, room: str, event: str, data: Any) -> Offset:
+        """Store a private event for delivery and recovery; its offset. UNAVAILABLE unless it is stored."""
+        try:
+            async with asyncio.timeout(self.settings.redis_timeout):
+                offset = await self.log.append(room, event, orjson.dumps(data))
+        except REDIS_ERRORS:
+            raise GatewayError(ErrorCode.UNAVAILABLE, "Redis is unavailable; the event was not stored") from None
+        assert offset is not None
+        return offset
+
+    def links(self) -> list[RedisLink]:
+        if self.settings.embedded:
+            return []
+        return [RedisLink("events", lambda: self.reader.connected, lambda: self.reader.reconnects)]
+
+    def counters(self) -> list[PlainCounter]:
+        reader = self.reader
+        return [
+            ("realtime_events_delivered", "private events of the log delivered to this pod's rooms",
+             lambda: reader.delivered),
+            ("realtime_events_replayed", "private events replayed to connecting or recovering connections",
+             lambda: reader.replayed),
+            ("realtime_events_replays_failed", "connections that joined their rooms without their replay "
+             "because Redis was unavailable", lambda: reader.replays_failed),
+        ]

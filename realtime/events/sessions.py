@@ -1,0 +1,144 @@
+"""Recoverable sessions: who a pid belongs to, what it subscribed to, where it began.
+
+A session is written before the CONNECT reply that carries its pid, so it is
+recoverable from the first moment (a pod killed with SIGKILL writes nothing
+at disconnect), follows subscription changes (one HSET each), and expires by
+itself: its TTL is the window plus one heartbeat period, refreshed for all of
+a pod's sessions by one pipelined heartbeat (which writes a session whole
+only when Redis lost it), and set to exactly the window at disconnect.
+
+In Redis a session is the hash `<P>:session:{<pid>}` (its own hash tag: one
+key, one slot) with `sub`, `subscriptions` (JSON) and `basis`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from realtime.cluster.redis import Client, client
+from realtime.events import offsets
+from realtime.events.batch import Pipelined
+from realtime.events.offsets import Offset
+
+# Heartbeat of one session: a fresh TTL, and the whole session written again only if Redis lost it
+# (an existing one is left alone: a pod still holding a half-open connection of a session that
+# recovered elsewhere must not write back its stale subscriptions). KEYS: the session.
+# ARGV: TTL in ms, sub, subscriptions, basis.
+KEEP = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'sub', ARGV[2], 'subscriptions', ARGV[3], 'basis', ARGV[4])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
+# 128 random bits, url-safe.
+PID_BYTES = 16
+MAX_PID = 64
+
+
+def new_pid() -> str:
+    return secrets.token_urlsafe(PID_BYTES)
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """What a pid recovers."""
+
+    sub: str
+    subscriptions: tuple[str, ...]
+    # The log's offset when the session joined its rooms: a pid without an
+    # offset recovers everything after it.
+    basis: Offset
+
+
+class SessionStore(Protocol):
+    async def create(self, pid: str, session: Session) -> None: ...
+
+    async def load(self, pid: str) -> Session | None:
+        """The live session of `pid`, or None (unknown or expired)."""
+        ...
+
+    async def update(self, follow: Mapping[str, Sequence[str]], release: Iterable[str]) -> None:
+        """Record new subscriptions of some sessions, and release others (their connection is gone:
+        they live exactly the window from now), in one round trip."""
+        ...
+
+    async def refresh(self, sessions: Mapping[str, Session]) -> None:
+        """Heartbeat: keep (or write again, had Redis lost them) the sessions of the connections still here."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class RedisSessions:
+    def __init__(self, url: str, prefix: str, *, window: float, heartbeat: float, timeout: float) -> None:
+        self.prefix = prefix
+        self.window_ms = int(window * 1000)
+        self.ttl_ms = int((window + heartbeat) * 1000)
+        self.redis: Client = client(url, timeout)
+        # A reconnect storm's session reads and writes share pipelines.
+        self._pipelined = Pipelined(self.redis)
+        self._keep = self.redis.register_script(KEEP)
+
+    def key(self, pid: str) -> str:
+        return f"{self.prefix}:session:{{{pid}}}"
+
+    async def create(self, pid: str, session: Session) -> None:
+        key = self.key(pid)
+        fields = _fields(session)
+
+        def queue(pipe: Any) -> None:
+            pipe.hset(key, mapping=fields)
+            pipe.pexpire(key, self.ttl_ms)
+
+        await self._pipelined.call(queue, 2)
+
+    async def load(self, pid: str) -> Session | None:
+        key = self.key(pid)
+        [fields] = await self._pipelined.call(lambda pipe: pipe.hgetall(key))
+        return _session(fields)
+
+    async def update(self, follow: Mapping[str, Sequence[str]], release: Iterable[str]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for pid, subscriptions in follow.items():
+            # With its TTL: were the session gone, a bare HSET would leave a key that never expires
+            # (and one without `sub` is never recovered).
+            pipe.hset(self.key(pid), "subscriptions", orjson.dumps(list(subscriptions)))
+            pipe.pexpire(self.key(pid), self.ttl_ms)
+        for pid in release:
+            pipe.pexpire(self.key(pid), self.window_ms)
+        await pipe.execute()
+
+    async def refresh(self, sessions: Mapping[str, Session]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for pid, session in sessions.items():
+            fields = _fields(session)
+            await self._keep(keys=[self.key(pid)], client=pipe,  # type: ignore[arg-type]  # a pipeline queues it
+                             args=[self.ttl_ms, fields["sub"], fields["subscriptions"], fields["basis"]])
+        await pipe.execute()
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+
+def _fields(session: Session) -> dict[Any, Any]:
+    return {"sub": session.sub, "subscriptions": orjson.dumps(list(session.subscriptions)), "basis": session.basis}
+
+
+def _session(fields: dict[bytes, bytes]) -> Session | None:
+    """A stored session, or None for a missing or damaged one."""
+    try:
+        sub = fields[b"sub"].decode()
+        basis = offsets.parse(fields[b"basis"].decode())
+        names = orjson.loads(fields[b"subscriptions"])
+    except (KeyError, UnicodeDecodeError, orjson.JSONDecodeError):
+        return None
+    if basis is None or not isinstance(names, list):
+        return None
+    return Session(sub, tuple(name for name in names if isinstance(name, str)), basis)
