@@ -55,6 +55,62 @@ def client(url: str, timeout: float) -> Client:
     )
 
 
+def pipeline(redis: Client, scripts: Sequence[Any] = ()) -> Any:
+    """A non-transactional pipeline of `redis`, or its stand-in on a Redis Cluster.
+
+    redis-py's cluster pipeline refuses scripts (EVALSHA), which the event log
+    and the sessions run in pipelines; on a cluster, `SequentialPipeline` takes
+    the same calls and runs them one by one at `execute()`, each routed by its
+    own key's slot. `scripts` are the registered scripts it may meet.
+    """
+    if isinstance(redis, RedisCluster):
+        return SequentialPipeline(redis, scripts)
+    return redis.pipeline(transaction=False)
+
+
+class _Queued:
+    """What a queued call returns: awaiting it (as redis-py's Script does) yields nothing yet."""
+
+    def __await__(self) -> Any:
+        return iter(())
+
+
+class SequentialPipeline:
+    """The calls of a pipeline, run in order at `execute()` against a cluster client."""
+
+    def __init__(self, redis: RedisCluster, scripts: Sequence[Any]) -> None:
+        self._redis = redis
+        self._scripts: dict[str, str] = {script.sha: script.script for script in scripts}
+        self._calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+
+    def __getattr__(self, name: str) -> Callable[..., _Queued]:
+        def queue(*args: Any, **kwargs: Any) -> _Queued:
+            self._calls.append((name, args, kwargs))
+            return _Queued()
+        return queue
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        calls, self._calls = self._calls, []
+        results: list[Any] = []
+        for name, args, kwargs in calls:
+            if name == "evalsha" and args[0] in self._scripts:
+                # EVAL with the text: no NOSCRIPT on a node (a promoted replica) that never loaded it.
+                name, args = "eval", (self._scripts[args[0]], *args[1:])
+            try:
+                results.append(await getattr(self._redis, name)(*args, **kwargs))
+            except REDIS_ERRORS as exc:
+                if raise_on_error:
+                    raise
+                results.append(exc)
+        return results
+
+    async def __aenter__(self) -> SequentialPipeline:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._calls = []
+
+
 class Backoff:
     """Delays between half and all of min(cap, base * 2**n) seconds; `reset()` after a success.
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from realtime.cluster.redis import Client
+from realtime.cluster.redis import Client, pipeline
 
 # Pipelines in flight at once, well below redis-py's pool of 100 connections.
 IN_FLIGHT = 16
@@ -22,8 +22,9 @@ Queue = Callable[[Any], Any]  # adds commands to a pipeline (may return an await
 
 
 class Pipelined:
-    def __init__(self, redis: Client, in_flight: int = IN_FLIGHT) -> None:
+    def __init__(self, redis: Client, in_flight: int = IN_FLIGHT, scripts: Sequence[Any] = ()) -> None:
         self.redis = redis
+        self.scripts = scripts  # the registered scripts its calls run (see `cluster.redis.pipeline`)
         self._limit = asyncio.Semaphore(in_flight)
         self._pending: list[tuple[Queue, int, asyncio.Future[list[Any]]]] = []
         self._scheduled = False
@@ -49,7 +50,7 @@ class Pipelined:
     async def _run(self, batch: list[tuple[Queue, int, asyncio.Future[list[Any]]]]) -> None:
         async with self._limit:
             try:
-                pipe = self.redis.pipeline(transaction=False)
+                pipe = pipeline(self.redis, self.scripts)
                 for queue, _, _ in batch:
                     added = queue(pipe)
                     if inspect.isawaitable(added):

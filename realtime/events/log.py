@@ -133,7 +133,7 @@ class RedisLog:
         self.timeout = timeout
         self.redis: Client = client(url, timeout)
         self._append = self.redis.register_script(APPEND)
-        self._pipelined = Pipelined(self.redis)
+        self._pipelined = Pipelined(self.redis, scripts=[self._append])
 
     async def append(self, room: str, event: str, data: bytes, *, source: str | None = None) -> Offset | None:
         # Appends of one loop turn (a burst of API publishes) share a pipeline.
@@ -148,6 +148,11 @@ class RedisLog:
         keys = self.keys
         await self._append(keys=[keys.log, keys.room(room), keys.routed, keys.keep, keys.router],
                            args=[room, event, data, self.keep_ms, source or "", router or ""], client=pipe)
+
+    @property
+    def append_script(self) -> Any:
+        """The registered append script, for pipelines of other clients that queue `queue_append`."""
+        return self._append
 
     async def announce_keep(self) -> None:
         """Tell emitters that append without a gateway's settings how long to keep history."""

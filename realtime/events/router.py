@@ -33,7 +33,7 @@ import orjson
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Counter
 
-from realtime.cluster.redis import REDIS_ERRORS, Backoff, Client, client
+from realtime.cluster.redis import REDIS_ERRORS, Backoff, Client, client, pipeline
 from realtime.events import offsets, validation
 from realtime.events.log import RedisLog
 from realtime.protocol import GatewayError
@@ -147,7 +147,7 @@ class StreamRouter:
         """Append each valid entry in order (one pipeline), then acknowledge what was settled."""
         if not entries:
             return
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = pipeline(self.redis, [self.log.append_script])
         settled: list[Any] = []  # malformed or deleted: acknowledged whatever happens
         appending: list[Any] = []
         malformed = 0

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from realtime.cluster.redis import Client, client
+from realtime.cluster.redis import Client, client, pipeline
 from realtime.events import offsets
 from realtime.events.batch import Pipelined
 from realtime.events.offsets import Offset
@@ -83,8 +83,8 @@ class RedisSessions:
         self.ttl_ms = int((window + heartbeat) * 1000)
         self.redis: Client = client(url, timeout)
         # A reconnect storm's session reads and writes share pipelines.
-        self._pipelined = Pipelined(self.redis)
         self._keep = self.redis.register_script(KEEP)
+        self._pipelined = Pipelined(self.redis, scripts=[self._keep])
 
     def key(self, pid: str) -> str:
         return f"{self.prefix}:session:{{{pid}}}"
@@ -105,7 +105,7 @@ class RedisSessions:
         return _session(fields)
 
     async def update(self, follow: Mapping[str, Sequence[str]], release: Iterable[str]) -> None:
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = pipeline(self.redis, [self._keep])
         for pid, subscriptions in follow.items():
             # With its TTL: were the session gone, a bare HSET would leave a key that never expires
             # (and one without `sub` is never recovered).
@@ -116,10 +116,10 @@ class RedisSessions:
         await pipe.execute()
 
     async def refresh(self, sessions: Mapping[str, Session]) -> None:
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = pipeline(self.redis, [self._keep])
         for pid, session in sessions.items():
             fields = _fields(session)
-            await self._keep(keys=[self.key(pid)], client=pipe,  # type: ignore[arg-type]  # a pipeline queues it
+            await self._keep(keys=[self.key(pid)], client=pipe,
                              args=[self.ttl_ms, fields["sub"], fields["subscriptions"], fields["basis"]])
         await pipe.execute()
 
