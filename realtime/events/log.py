@@ -20,11 +20,12 @@ the client's offset.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from realtime.cluster.redis import Client, client
+from realtime.cluster.redis import REDIS_ERRORS, Client, client
 from realtime.events import offsets
 from realtime.events.batch import Pipelined
 from realtime.events.offsets import Offset
@@ -105,6 +106,9 @@ class EventLog(Protocol):
         """For each (room, after): the room's entries in (after, upto], in order (one round trip for all)."""
         ...
 
+    async def reset(self) -> None:
+        """After a failure: start again from a fresh connection (on a cluster, a fresh view of the shards)."""
+
     async def close(self) -> None: ...
 
 
@@ -130,10 +134,21 @@ class RedisLog:
     def __init__(self, url: str, prefix: str, *, keep: float, timeout: float) -> None:
         self.keys = Keys(prefix)
         self.keep_ms = int(keep * 1000)
+        self.url = url
         self.timeout = timeout
-        self.redis: Client = client(url, timeout)
+        self._connect()
+
+    def _connect(self) -> None:
+        self.redis: Client = client(self.url, self.timeout)
         self._append = self.redis.register_script(APPEND)
         self._pipelined = Pipelined(self.redis, scripts=[self._append])
+
+    async def reset(self) -> None:
+        # A cluster client keeps the slot map of a master that died; a promoted replica is found afresh.
+        stale = self.redis
+        self._connect()
+        with contextlib.suppress(*REDIS_ERRORS):
+            await stale.aclose()
 
     async def append(self, room: str, event: str, data: bytes, *, source: str | None = None) -> Offset | None:
         # Appends of one loop turn (a burst of API publishes) share a pipeline.

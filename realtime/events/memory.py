@@ -59,6 +59,9 @@ class MemoryLog:
     async def last(self) -> Offset:
         return self._log[-1].offset if self._log else offsets.ZERO
 
+    async def reset(self) -> None:
+        return None  # nothing to reconnect
+
     async def read(self, after: Offset, wait: float) -> list[Entry]:
         entries = self._after(after)
         if not entries:

@@ -106,6 +106,7 @@ class LogReader:
                                 exc.__class__.__name__, self.backoff.cap)
                 self.connected = False
                 await asyncio.sleep(self.backoff.next_delay())
+                await self.log.reset()
 
     def _deliver(self, entries: Sequence[Entry]) -> None:
         dirty: list[Writer] = []
