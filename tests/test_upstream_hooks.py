@@ -37,8 +37,11 @@ PRIVATE = re.compile(r"\b_async\b|_send_packet|eio\.sockets|manager\.rooms|\b_re
 HOOKS: dict[Any, tuple[str, ...]] = {
     socketio.AsyncServer: ("_handle_event", "_handle_eio_message", "_engineio_server_class", "attach", "emit",
                            "disconnect", "enter_room", "leave_room"),
-    engineio.AsyncServer: ("_ok", "create_queue", "disconnect", "handle_request"),
-    async_socket.AsyncSocket: ("receive", "poll", "close", "_websocket_handler", "_upgrade_websocket"),
+    engineio.AsyncServer: ("_ok", "create_queue", "disconnect", "handle_request", "_handle_connect", "_upgrades",
+                           "_bad_request", "_unauthorized", "_make_response", "_trigger_event", "_service_task",
+                           "generate_id", "start_background_task"),
+    async_socket.AsyncSocket: ("receive", "poll", "close", "_websocket_handler", "_upgrade_websocket", "_send_ping",
+                               "schedule_ping", "send", "handle_get_request"),
     socketio.AsyncManager: ("emit", "eio_sid_from_sid", "sid_from_eio_sid", "is_connected", "initialize",
                             "set_server", "connect"),
     socketio.AsyncRedisManager: ("_redis_connect", "_redis_listen_with_retries", "_publish", "_listen", "_thread"),
@@ -47,8 +50,9 @@ HOOKS: dict[Any, tuple[str, ...]] = {
 # Instance attributes the adapter reads or replaces.
 INSTANCE_HOOKS = {
     "socketio.AsyncServer": ("eio", "manager", "manager_initialized", "packet_class", "_binary_packet"),
-    "engineio.AsyncServer": ("_async", "sockets", "reason", "handlers", "max_http_buffer_size"),
-    "engineio.AsyncSocket": ("queue", "upgraded", "upgrading", "closing", "closed", "sid", "connected"),
+    "engineio.AsyncServer": ("_async", "sockets", "reason", "handlers", "max_http_buffer_size", "ping_interval",
+                             "ping_timeout", "ping_interval_grace_period", "start_service_task"),
+    "engineio.AsyncSocket": ("queue", "upgraded", "upgrading", "closing", "closed", "sid", "connected", "last_ping"),
     "socketio.AsyncManager": ("rooms",),
     "MsgPackPacket": ("dumps_default", "uses_binary_events"),
 }
@@ -94,6 +98,24 @@ def test_the_overrides_keep_upstream_signatures() -> None:
     assert "self.redis.publish" in inspect.getsource(socketio.AsyncRedisManager._publish)
     # The msgpack packet: `dumps_default` is how python-socketio's encoder handles non-msgpack types.
     assert "dumps_default" in inspect.getsource(MsgPackPacket.encode)
+
+
+def test_our_copy_of_the_engineio_handshake_matches_upstreams() -> None:
+    # engine/sessions.py: ConformingServer._handle_connect is python-engineio 4.15's, with our session
+    # class and OPEN packet; Session._send_ping is its ping plus Node's timeout.
+    source = inspect.getsource(engineio.AsyncServer._handle_connect)
+    for step in ("async_socket.AsyncSocket(self, sid)", "self.sockets[sid] = s", "await s.send(pkt)",
+                 "self._trigger_event('connect', sid, environ,", "s.schedule_ping()",
+                 "await s.handle_get_request(environ)", "s.connected = True", "await s.poll()",
+                 "int(self.ping_timeout * 1000)"):
+        assert step in source, step
+    assert list(inspect.signature(engineio.AsyncServer._handle_connect).parameters) == [
+        "self", "environ", "transport", "jsonp_index"]
+    ping = inspect.getsource(async_socket.AsyncSocket._send_ping)
+    assert "self.last_ping = time.time()" in ping and "packet.PING" in ping
+    assert "self.last_ping = None" in inspect.getsource(async_socket.AsyncSocket.schedule_ping)
+    # A client's CLOSE arrives as close(reason=CLIENT_DISCONNECT).
+    assert "reason=self.server.reason.CLIENT_DISCONNECT" in inspect.getsource(async_socket.AsyncSocket.receive)
 
 
 def test_start_up_checks_the_versions_setup_cfg_pins() -> None:

@@ -19,7 +19,8 @@ from aiohttp import web
 from realtime.config import Settings
 from realtime.engine import driver, inbound
 from realtime.engine.manager import client_manager
-from realtime.engine.packets import EngineServer, packet_class
+from realtime.engine.packets import packet_class
+from realtime.engine.sessions import ConformingServer
 from realtime.metrics import PlainCounter, RedisLink
 from realtime.send.writer import Writer, Writers
 
@@ -46,8 +47,8 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
         driver.install(self.eio, compression=settings.websocket_compression,
                        trusted_proxies=settings.trusted_proxies, writers=writers)
 
-    def _engineio_server_class(self) -> type[EngineServer]:
-        return EngineServer
+    def _engineio_server_class(self) -> type[ConformingServer]:
+        return ConformingServer
 
     def guard_inbound(self, on_abuse: inbound.AbuseHandler, *, max_attachments: int) -> None:
         """Close python-socketio's inbound holes (see `realtime.engine.inbound`)."""
