@@ -17,7 +17,7 @@ import socketio
 from aiohttp import web
 
 from realtime.config import Settings
-from realtime.engine import driver, inbound
+from realtime.engine import driver, inbound, lean
 from realtime.engine.manager import client_manager
 from realtime.engine.packets import packet_class
 from realtime.engine.sessions import ConformingServer
@@ -46,6 +46,9 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
         )
         driver.install(self.eio, compression=settings.websocket_compression,
                        trusted_proxies=settings.trusted_proxies, writers=writers)
+        # The lean engine never offers permessage-deflate: with compression on, websockets stay stock.
+        self.lean = (lean.install(self, max_message=settings.max_message_bytes)
+                     if settings.engine == "lean" and not settings.websocket_compression else None)
 
     def _engineio_server_class(self) -> type[ConformingServer]:
         return ConformingServer
@@ -172,6 +175,8 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
         # and has no event for it: poll.
         while eio.sockets and loop.time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
+        if self.lean is not None:
+            self.lean.close()
 
     def answer_closed_session(self, request: web.Request) -> web.Response | None:
         """While draining: the answer to an Engine.IO request of a session this pod has closed.

@@ -33,6 +33,7 @@ from aiohttp import web
 from engineio import async_socket, exceptions
 from engineio import packet as eio_packet
 
+from realtime.engine.lean import LeanEngine
 from realtime.engine.packets import EngineServer
 
 ENGINEIO_METHODS = frozenset({"GET", "POST", "OPTIONS"})
@@ -70,7 +71,12 @@ class Session(async_socket.AsyncSocket):  # type: ignore[misc]
 
 
 class ConformingServer(EngineServer):
-    """python-engineio's server with the socket.io protocol suite's handshake, heartbeat, close and upgrade."""
+    """python-engineio's server with the socket.io protocol suite's handshake, heartbeat, close and upgrade.
+
+    With `lean` set (`realtime.engine.lean.install`), new websocket sessions are the lean engine's.
+    """
+
+    lean: LeanEngine | None = None
 
     async def handle_request(self, request: web.Request) -> web.StreamResponse:
         query = request.query
@@ -110,6 +116,8 @@ class ConformingServer(EngineServer):
         if self.start_service_task:  # type: ignore[has-type]
             self.start_service_task = False
             self.service_task_handle = self.start_background_task(self._service_task)
+        if transport == "websocket" and self.lean is not None:
+            return await self.lean.connect(environ, lambda sid: self.handshake(sid, transport))
         sid = self.generate_id()
         socket = Session(self, sid)
         self.sockets[sid] = socket
