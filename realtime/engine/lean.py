@@ -51,6 +51,8 @@ CLOSE = eio_packet.Packet(eio_packet.CLOSE)
 KEPT_ENVIRON = ("REMOTE_ADDR", "QUERY_STRING", "HTTP_AUTHORIZATION")
 
 MessageHandler = Callable[[str, Any], Awaitable[Any]]
+# Messages of one connection waiting for the one being handled, past which its socket is not read.
+INBOX_LIMIT = 64
 
 
 class Hijacked(web.StreamResponse):
@@ -67,7 +69,7 @@ class WebSocketSession(asyncio.Protocol):
     """One lean websocket connection: the socket's protocol and the Engine.IO socket of its sid."""
 
     __slots__ = ("_awaiting_pong", "_buffer", "_fragments", "_paused", "_receive", "_session", "beat", "closed",
-                 "closing", "engine", "queue", "sid", "transport")
+                 "closing", "engine", "inbox", "queue", "sid", "transport")
     # As python-engineio's sockets say of a websocket session.
     connected = True
     upgraded = True
@@ -87,6 +89,8 @@ class WebSocketSession(asyncio.Protocol):
         self._fragments: list[frames.Frame] | None = None  # a fragmented message so far
         self._receive: Any = None
         self._session: dict[str, Any] | None = None
+        # None while no message is being handled; else the messages waiting for it, in order.
+        self.inbox: list[str | bytes] | None = None
 
     # python-engineio's socket API.
 
@@ -236,7 +240,7 @@ class WebSocketSession(asyncio.Protocol):
 
     def _message(self, opcode: int, payload: bytes) -> None:
         if opcode == frames.BINARY:
-            self.engine.dispatch(self.sid, payload)
+            self.engine.dispatch(self, payload)
             return
         try:
             text = payload.decode()
@@ -244,7 +248,7 @@ class WebSocketSession(asyncio.Protocol):
             raise frames.ProtocolError(frames.INVALID_DATA, "text is not UTF-8") from None
         kind = text[:1]
         if kind == "4":
-            self.engine.dispatch(self.sid, text[1:])
+            self.engine.dispatch(self, text[1:])
         elif kind == "3":
             if self._awaiting_pong:
                 self._awaiting_pong = False
@@ -296,11 +300,41 @@ class LeanEngine:
         except Exception:
             log.exception("lean websocket: handler failed")
 
-    def dispatch(self, sid: str, data: str | bytes) -> None:
-        """An Engine.IO message to python-socketio (through the inbound guards), in its own task."""
+    def dispatch(self, session: WebSocketSession, data: str | bytes) -> None:
+        """An Engine.IO message to python-socketio (through the inbound guards).
+
+        As python-engineio's reader loop does, a connection's messages are
+        handled one after the other (a CONNECT is done before the next
+        message starts), by one task that lives while messages keep coming.
+        Past `INBOX_LIMIT` waiting messages the socket stops being read.
+        """
+        if session.inbox is not None:
+            session.inbox.append(data)
+            if len(session.inbox) >= INBOX_LIMIT and session.transport is not None:
+                session.transport.pause_reading()
+            return
+        session.inbox = []
+        self.spawn(self._handle(session, data))
+
+    async def _handle(self, session: WebSocketSession, data: str | bytes) -> None:
         handler: MessageHandler | None = self.eio.handlers.get("message")
-        if handler is not None:
-            self.spawn(handler(sid, data))
+        try:
+            while handler is not None:
+                try:
+                    await handler(session.sid, data)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("lean websocket: message handler failed")
+                inbox = session.inbox
+                if not inbox:
+                    break
+                data = inbox.pop(0)
+                if len(inbox) == INBOX_LIMIT - 1 and session.transport is not None \
+                        and not session.transport.is_closing():
+                    session.transport.resume_reading()
+        finally:
+            session.inbox = None
 
     async def connect(self, environ: dict[str, Any], handshake: Callable[[str], dict[str, Any]]) -> Any:
         """A new websocket session: python-engineio's answer (a dict) on refusal, else the hijacked response."""
