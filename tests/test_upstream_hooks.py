@@ -36,7 +36,7 @@ PRIVATE = re.compile(r"\b_async\b|_send_packet|eio\.sockets|manager\.rooms|\b_re
 # Every private attribute the adapter reads, overrides or calls, by owner.
 HOOKS: dict[Any, tuple[str, ...]] = {
     socketio.AsyncServer: ("_handle_event", "_handle_eio_message", "_engineio_server_class", "attach", "emit",
-                           "disconnect", "enter_room", "leave_room"),
+                           "disconnect", "enter_room", "leave_room", "_handle_connect"),
     engineio.AsyncServer: ("_ok", "create_queue", "disconnect", "handle_request", "_handle_connect", "_upgrades",
                            "_bad_request", "_unauthorized", "_make_response", "_trigger_event", "_service_task",
                            "generate_id", "start_background_task"),
@@ -49,7 +49,7 @@ HOOKS: dict[Any, tuple[str, ...]] = {
 }
 # Instance attributes the adapter reads or replaces.
 INSTANCE_HOOKS = {
-    "socketio.AsyncServer": ("eio", "manager", "manager_initialized", "packet_class", "_binary_packet"),
+    "socketio.AsyncServer": ("eio", "manager", "manager_initialized", "packet_class", "_binary_packet", "environ"),
     "engineio.AsyncServer": ("_async", "sockets", "reason", "handlers", "max_http_buffer_size", "ping_interval",
                              "ping_timeout", "ping_interval_grace_period", "start_service_task"),
     "engineio.AsyncSocket": ("queue", "upgraded", "upgrading", "closing", "closed", "sid", "connected", "last_ping"),
@@ -116,6 +116,30 @@ def test_our_copy_of_the_engineio_handshake_matches_upstreams() -> None:
     assert "self.last_ping = None" in inspect.getsource(async_socket.AsyncSocket.schedule_ping)
     # A client's CLOSE arrives as close(reason=CLIENT_DISCONNECT).
     assert "reason=self.server.reason.CLIENT_DISCONNECT" in inspect.getsource(async_socket.AsyncSocket.receive)
+
+
+def test_what_the_lean_engine_takes_from_aiohttp() -> None:
+    # engine/lean.py takes a connection from aiohttp's RequestHandler after the handshake: it reads the
+    # bytes past the request (`_message_tail`), sets `_force_close` and `transport = None` so that start()
+    # neither loops nor closes the socket, and tells the server (`_manager`) the connection is gone.
+    from aiohttp import web_protocol, web_server
+
+    source = inspect.getsource(web_protocol.RequestHandler.start)
+    assert "while not self._force_close:" in source
+    assert "if not self._force_close:" in source and "self.transport.close()" in source
+    assert "self._keepalive = bool(resp.keep_alive)" in source
+    assert "self._message_tail = tail" in inspect.getsource(web_protocol.RequestHandler.data_received)
+    finish = inspect.getsource(web_protocol.RequestHandler.finish_response)
+    assert "await prepare_meth(request)" in finish and "await resp.write_eof()" in finish
+    assert list(inspect.signature(web_server.Server.connection_lost).parameters) == ["self", "handler", "exc"]
+    for name in ("_message_tail", "_force_close", "_manager", "keep_alive", "force_close"):
+        assert name in web_protocol.RequestHandler.__slots__ or hasattr(web_protocol.RequestHandler, name), name
+    # python-socketio keeps each session's environ in `environ` and reads it at every CONNECT.
+    assert "self.environ[eio_sid]" in inspect.getsource(socketio.AsyncServer._handle_connect)
+    assert list(inspect.signature(socketio.AsyncServer._handle_connect).parameters) == [
+        "self", "eio_sid", "namespace", "data"]
+    # python-socketio makes the engine.io server call its message handler inline, not in a task.
+    assert "engineio_options['async_handlers'] = False" in inspect.getsource(socketio.base_server.BaseServer)
 
 
 def test_start_up_checks_the_versions_setup_cfg_pins() -> None:
