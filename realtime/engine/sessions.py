@@ -87,7 +87,9 @@ class ConformingServer(EngineServer):
         sid = query.get("sid")
         if sid is not None and request.method == "GET" and query["transport"] == "websocket":
             socket = self.sockets.get(sid)
-            if socket is not None and (socket.upgraded or socket.upgrading) and _is_upgrade(request):
+            # Only once upgraded: python-engineio leaves `upgrading` set when a probe's websocket fails,
+            # and the client must be free to try again.
+            if socket is not None and socket.upgraded and _is_upgrade(request):
                 # Node accepts the websocket and closes it (the transport had already been upgraded).
                 ws = web.WebSocketResponse()
                 await ws.prepare(request)
