@@ -115,11 +115,12 @@ class ConformingServer(EngineServer):
 
     async def _handle_connect(self, environ: dict[str, Any], transport: str, jsonp_index: int | None = None) -> Any:
         # python-engineio 4.15's `_handle_connect`, with our session class and handshake (no cookie: never set).
+        if transport == "websocket" and self.lean is not None:
+            # Lean sessions need no service task: python-engineio's walks every socket, every ping timeout.
+            return await self.lean.connect(environ, lambda sid: self.handshake(sid, transport))
         if self.start_service_task:  # type: ignore[has-type]
             self.start_service_task = False
             self.service_task_handle = self.start_background_task(self._service_task)
-        if transport == "websocket" and self.lean is not None:
-            return await self.lean.connect(environ, lambda sid: self.handshake(sid, transport))
         sid = self.generate_id()
         socket = Session(self, sid)
         self.sockets[sid] = socket
