@@ -165,6 +165,7 @@ class WebSocketSession(asyncio.Protocol):
         transport.set_write_buffer_limits(high=DIRECT_BUFFER_LIMIT)
         transport.set_protocol(self)
         self.queue.attach_stream(self.sid, transport, self)
+        self.queue.drain()  # anything sent while the Socket.IO layer accepted the session goes after the OPEN
         if not transport.is_reading():
             transport.resume_reading()
         self.engine.heartbeat.start(self)
