@@ -118,6 +118,19 @@ def test_our_copy_of_the_engineio_handshake_matches_upstreams() -> None:
     assert "reason=self.server.reason.CLIENT_DISCONNECT" in inspect.getsource(async_socket.AsyncSocket.receive)
 
 
+def test_our_room_index_replaces_the_whole_basic_disconnect() -> None:
+    # engine/manager.py: IndexedRooms.basic_disconnect is python-socketio 5.18's with the sid's rooms from
+    # an index; if upstream's grows a step, this fails.
+    source = inspect.getsource(socketio.base_manager.BaseManager.basic_disconnect)
+    steps = ("self.rooms[namespace].copy().items()", "self.basic_leave_room(sid, namespace, room)",
+             "del self.callbacks[sid]", "self.pending_connect[namespace].remove(sid)",
+             "self.pending_disconnect[namespace].remove(sid)")
+    assert all(step in source for step in steps)
+    assert source.count("\n") <= 22, "python-socketio's basic_disconnect changed"
+    for name in ("basic_enter_room", "basic_leave_room"):
+        assert name in inspect.getsource(socketio.base_manager.BaseManager)
+
+
 def test_what_the_lean_engine_takes_from_aiohttp() -> None:
     # engine/lean.py takes a connection from aiohttp's RequestHandler after the handshake: it reads the
     # bytes past the request (`_message_tail`), sets `_force_close` and `transport = None` so that start()
