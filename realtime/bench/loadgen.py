@@ -250,12 +250,15 @@ class Worker:
 
         async def again(upgrade: bytes, connect: bytes, subscribe: bytes) -> None:
             async with gate:
+                client: Client | None = None
                 try:
                     _, client = await asyncio.wait_for(loop.create_connection(
                         lambda: Client(self.tally, upgrade, connect, subscribe), host, port), timeout)
                     await asyncio.wait_for(client.ready, timeout)
                 except (OSError, ConnectionError, TimeoutError) as exc:
                     errors[str(exc) if isinstance(exc, ConnectionError) and str(exc) else type(exc).__name__] += 1
+                    if client is not None and client.transport is not None:
+                        client.transport.close()  # a failed client must not linger into the next target
                     return
                 times.append(time.monotonic() - started)
                 self.clients.append(client)
