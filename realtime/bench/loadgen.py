@@ -250,15 +250,20 @@ class Worker:
 
         async def again(upgrade: bytes, connect: bytes, subscribe: bytes) -> None:
             async with gate:
-                client: Client | None = None
+                made: list[Client] = []
+
+                def make() -> Client:
+                    made.append(Client(self.tally, upgrade, connect, subscribe))
+                    return made[0]
+
                 try:
-                    _, client = await asyncio.wait_for(loop.create_connection(
-                        lambda: Client(self.tally, upgrade, connect, subscribe), host, port), timeout)
+                    _, client = await asyncio.wait_for(loop.create_connection(make, host, port), timeout)
                     await asyncio.wait_for(client.ready, timeout)
                 except (OSError, ConnectionError, TimeoutError) as exc:
                     errors[str(exc) if isinstance(exc, ConnectionError) and str(exc) else type(exc).__name__] += 1
-                    if client is not None and client.transport is not None:
-                        client.transport.close()  # a failed client must not linger into the next target
+                    for failed in made:  # a failed client must not linger into the next target
+                        if failed.transport is not None:
+                            failed.transport.close()
                     return
                 times.append(time.monotonic() - started)
                 self.clients.append(client)
