@@ -53,6 +53,8 @@ KEPT_ENVIRON = ("REMOTE_ADDR", "QUERY_STRING", "HTTP_AUTHORIZATION")
 MessageHandler = Callable[[str, Any], Awaitable[Any]]
 # Messages of one connection waiting for the one being handled, past which its socket is not read.
 INBOX_LIMIT = 64
+# Seconds a closing websocket waits for the client's close frame.
+CLOSE_TIMEOUT = 5.0
 
 
 class Hijacked(web.StreamResponse):
@@ -68,8 +70,8 @@ class Hijacked(web.StreamResponse):
 class WebSocketSession(asyncio.Protocol):
     """One lean websocket connection: the socket's protocol and the Engine.IO socket of its sid."""
 
-    __slots__ = ("_awaiting_pong", "_buffer", "_fragments", "_paused", "_receive", "_session", "beat", "closed",
-                 "closing", "engine", "inbox", "queue", "sid", "transport")
+    __slots__ = ("_awaiting_pong", "_buffer", "_ending", "_fragments", "_paused", "_receive", "_session", "beat",
+                 "closed", "closing", "engine", "inbox", "queue", "sid", "transport")
     # As python-engineio's sockets say of a websocket session.
     connected = True
     upgraded = True
@@ -86,6 +88,7 @@ class WebSocketSession(asyncio.Protocol):
         self._awaiting_pong = False
         self._paused = False
         self._buffer: bytes | None = None  # an incomplete frame
+        self._ending: asyncio.TimerHandle | None = None  # our close frame is sent: waiting for the client's
         self._fragments: list[frames.Frame] | None = None  # a fragmented message so far
         self._receive: Any = None
         self._session: dict[str, Any] | None = None
@@ -153,9 +156,13 @@ class WebSocketSession(asyncio.Protocol):
 
     def end(self) -> None:
         transport = self.transport
-        if transport is not None and not transport.is_closing():
-            transport.write(frames.close_frame(frames.NORMAL))
-            transport.close()  # after the buffered frames
+        if transport is None or transport.is_closing() or self._ending is not None:
+            return
+        transport.write(frames.close_frame(frames.NORMAL))
+        # RFC 6455's closing handshake: the socket is closed once the client answers (or CLOSE_TIMEOUT
+        # passes). Closing it at once, with client data still unread, resets the connection, and the
+        # client may lose the frames we sent last (session:closed, the CLOSE packet).
+        self._ending = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, transport.close)
 
     # asyncio's protocol.
 
@@ -183,6 +190,8 @@ class WebSocketSession(asyncio.Protocol):
         return None  # close
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._ending is not None:
+            self._ending.cancel()
         self.engine.heartbeat.stop(self)
         self._buffer = self._fragments = None
         if self.closed or self.closing:
@@ -196,6 +205,9 @@ class WebSocketSession(asyncio.Protocol):
         if self._buffer:
             data = self._buffer + data
             self._buffer = None
+        if self._ending is not None:
+            self._closing(data)
+            return
         try:
             received, used = frames.parse(data, self.engine.max_message)
             for frame in received:
@@ -206,6 +218,19 @@ class WebSocketSession(asyncio.Protocol):
             self._fail(error.code)
             return
         if used < len(data):
+            self._buffer = data[used:]
+
+    def _closing(self, data: bytes) -> None:
+        """After our close frame: everything is dropped until the client's close frame."""
+        assert self.transport is not None
+        try:
+            received, used = frames.parse(data, self.engine.max_message)
+        except frames.ProtocolError:
+            self.transport.close()
+            return
+        if any(frame.opcode == frames.CLOSE for frame in received):
+            self.transport.close()
+        elif used < len(data):
             self._buffer = data[used:]
 
     # Frames and Engine.IO packets.
