@@ -120,6 +120,7 @@ def _bench(args: argparse.Namespace) -> int:
         latency_tick_rates=args.latency_rates, connections=[int(n) for n in args.connections],
         step_seconds=args.step_seconds, latency_seconds=args.latency_seconds, drain_seconds=args.drain_seconds,
         connect_concurrency=args.connect_concurrency, recovery_clients=args.recovery_clients,
+        storm_clients=args.storm_clients, storm_concurrency=args.storm_concurrency,
         spread_assets=args.spread_assets, spread_pods=args.spread_pods, spread_rate=args.spread_rate,
         spread_seconds=args.spread_seconds,
         generator_cpus=len(args.generator_cpus or generator_cpus) or (os.cpu_count() or 1),
@@ -235,6 +236,11 @@ def _add_bench(commands: Any) -> None:
                        help="longest wait after a step for late deliveries (later ones count as lost)")
     bench.add_argument("--connect-concurrency", type=int, default=defaults.connect_concurrency,
                        help="connections being opened at once")
+    bench.add_argument("--storm-clients", type=int, default=defaults.storm_clients,
+                       help="connections: once this many clients are open they all lose their transport at once "
+                            "and reconnect (the reconnect storm); 0 = no storm")
+    bench.add_argument("--storm-concurrency", type=int, default=defaults.storm_concurrency,
+                       help="connections being reopened at once in the reconnect storm")
     bench.add_argument("--workers", type=int, default=None,
                        help="load-generator processes (default: one per generator CPU)")
     bench.add_argument("--server-cpus", type=_cpus, default=None,

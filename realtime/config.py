@@ -162,6 +162,10 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(
         64 * 1024, ge=1024, le=16 * 1024 * 1024, description="largest inbound Engine.IO message, bytes"
     )
+    engine: Literal["lean", "stock"] = Field(
+        "lean", description="websocket engine: lean (the gateway owns the socket after the upgrade) "
+                            "or stock (python-engineio's, for comparison and as a fallback)"
+    )
 
     # Send path.
     fanout: Literal["direct", "stock"] = Field(

@@ -48,6 +48,8 @@ from realtime.sessions.limits import AddressLimiter
 
 log = logging.getLogger(__name__)
 
+LISTEN_BACKLOG = 4096  # the kernel caps it at net.core.somaxconn
+
 
 class Server:
     def __init__(self, settings: Settings) -> None:
@@ -116,7 +118,10 @@ class Server:
         self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None,
                                      shutdown_timeout=self.settings.shutdown_grace)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.host, self.settings.port, reuse_address=True)
+        # A reconnect storm opens thousands of connections at once: aiohttp's default backlog of 128
+        # drops SYNs (clients wait out retransmits); Node listens with 511.
+        site = web.TCPSite(self._runner, self.settings.host, self.settings.port, reuse_address=True,
+                           backlog=LISTEN_BACKLOG)
         await site.start()
         self.port = self._runner.addresses[0][1]
         # The cyclic GC, run every 700 allocations, was a third of fan-out CPU and

@@ -42,7 +42,7 @@ async def test_tiny_run_reports_every_scenario_for_gateway_and_node(tmp_path: Pa
     code, stdout, stderr = await bench(
         "--target", "gateway,node", "--clients", "20", "--rates", "400", "--step-seconds", "1",
         "--latency-clients", "20", "--latency-rates", "2", "--latency-seconds", "1",
-        "--connections", "10,30", "--drain-seconds", "5", "--json", str(out))
+        "--connections", "10,30", "--storm-clients", "30", "--drain-seconds", "5", "--json", str(out))
     assert code == 0, stderr[-3000:]
     document = json.loads(out.read_text())
     assert document["machine"]["nproc"] >= 1 and document["machine"]["cpu_model"]
@@ -63,10 +63,14 @@ async def test_tiny_run_reports_every_scenario_for_gateway_and_node(tmp_path: Pa
         levels = results["connections"]["levels"]
         assert [lv["connections"] for lv in levels] == [10, 30]
         assert all(lv["connect"]["errors"] == {} and lv["rss_per_connection_kb"] is not None for lv in levels)
+        storm = results["connections"]["storm"]
+        assert storm["clients"] == storm["resubscribed"] == 30 and storm["errors"] == {}, storm
+        assert 0 < storm["seconds_to_99_pct"] <= storm["seconds_to_100_pct"], storm
+        assert storm["server_peak_rss_mb"] >= storm["server_rss_mb_before"] > 0, storm
     # The table names every target and headline row.
     assert "| one core for the server, same load | gateway | node |" in stdout
     for row in ("fan-out ceiling", "p50 / p99 publish→receive", "RSS per idle subscribed connection",
-                "connects/s"):
+                "connects/s", "reconnect storm of 30"):
         assert row in stdout
 
 

@@ -40,20 +40,24 @@ HOOKS: dict[Any, tuple[str, ...]] = {
     socketio.AsyncServer: ("_handle_event", "_handle_eio_message", "_handle_eio_connect", "_handle_eio_disconnect",
                            "_handle_connect", "_handle_disconnect", "_engineio_server_class", "attach", "emit",
                            "disconnect", "enter_room", "leave_room", "_send_packet"),
-    engineio.AsyncServer: ("_ok", "_handle_connect", "create_queue", "disconnect", "handle_request"),
-    async_socket.AsyncSocket: ("receive", "poll", "close", "_websocket_handler", "_upgrade_websocket"),
+    engineio.AsyncServer: ("_ok", "create_queue", "disconnect", "handle_request", "_handle_connect", "_upgrades",
+                           "_bad_request", "_unauthorized", "_make_response", "_trigger_event", "_service_task",
+                           "generate_id", "start_background_task"),
+    async_socket.AsyncSocket: ("receive", "poll", "close", "_websocket_handler", "_upgrade_websocket", "_send_ping",
+                               "schedule_ping", "send", "handle_get_request"),
     socketio.AsyncManager: ("emit", "eio_sid_from_sid", "sid_from_eio_sid", "is_connected", "is_pre_connected",
                             "initialize", "set_server", "connect", "can_disconnect", "basic_enter_room",
-                            "basic_leave_room"),
+                            "basic_leave_room", "basic_disconnect"),
     socketio.AsyncRedisManager: ("_redis_connect", "_redis_listen_with_retries", "_publish", "_listen", "_thread",
                                  "_handle_emit"),
     MsgPackPacket: ("encode", "decode", "configure"),
 }
 # Instance attributes the adapter reads or replaces.
 INSTANCE_HOOKS = {
-    "socketio.AsyncServer": ("eio", "manager", "manager_initialized", "packet_class"),
-    "engineio.AsyncServer": ("_async", "sockets", "reason", "handlers", "max_http_buffer_size"),
-    "engineio.AsyncSocket": ("queue", "upgraded", "upgrading", "closing", "closed", "sid", "connected"),
+    "socketio.AsyncServer": ("eio", "manager", "manager_initialized", "packet_class", "_binary_packet", "environ"),
+    "engineio.AsyncServer": ("_async", "sockets", "reason", "handlers", "max_http_buffer_size", "ping_interval",
+                             "ping_timeout", "ping_interval_grace_period", "start_service_task"),
+    "engineio.AsyncSocket": ("queue", "upgraded", "upgrading", "closing", "closed", "sid", "connected", "last_ping"),
     "socketio.AsyncManager": ("rooms",),
     "MsgPackPacket": ("dumps_default", "uses_binary_events"),
 }
@@ -132,6 +136,61 @@ def test_the_overrides_keep_upstream_signatures() -> None:
     assert "self.basic_leave_room(" in inspect.getsource(socketio.AsyncManager.basic_close_room)
     assert "self.basic_enter_room(" in inspect.getsource(socketio.AsyncManager.enter_room)
     assert "self.basic_leave_room(" in inspect.getsource(socketio.AsyncManager.leave_room)
+
+
+def test_our_copy_of_the_engineio_handshake_matches_upstreams() -> None:
+    # engine/sessions.py: ConformingServer._handle_connect is python-engineio 4.15's, with our session
+    # class and OPEN packet; Session._send_ping is its ping plus Node's timeout.
+    source = inspect.getsource(engineio.AsyncServer._handle_connect)
+    for step in ("async_socket.AsyncSocket(self, sid)", "self.sockets[sid] = s", "await s.send(pkt)",
+                 "self._trigger_event('connect', sid, environ,", "s.schedule_ping()",
+                 "await s.handle_get_request(environ)", "s.connected = True", "await s.poll()",
+                 "int(self.ping_timeout * 1000)"):
+        assert step in source, step
+    assert list(inspect.signature(engineio.AsyncServer._handle_connect).parameters) == [
+        "self", "environ", "transport", "jsonp_index"]
+    ping = inspect.getsource(async_socket.AsyncSocket._send_ping)
+    assert "self.last_ping = time.time()" in ping and "packet.PING" in ping
+    assert "self.last_ping = None" in inspect.getsource(async_socket.AsyncSocket.schedule_ping)
+    # A client's CLOSE arrives as close(reason=CLIENT_DISCONNECT).
+    assert "reason=self.server.reason.CLIENT_DISCONNECT" in inspect.getsource(async_socket.AsyncSocket.receive)
+
+
+def test_our_room_index_replaces_the_whole_basic_disconnect() -> None:
+    # engine/manager.py: IndexedRooms.basic_disconnect is python-socketio 5.18's with the sid's rooms from
+    # an index; if upstream's grows a step, this fails.
+    source = inspect.getsource(socketio.base_manager.BaseManager.basic_disconnect)
+    steps = ("self.rooms[namespace].copy().items()", "self.basic_leave_room(sid, namespace, room)",
+             "del self.callbacks[sid]", "self.pending_connect[namespace].remove(sid)",
+             "self.pending_disconnect[namespace].remove(sid)")
+    assert all(step in source for step in steps)
+    assert source.count("\n") <= 22, "python-socketio's basic_disconnect changed"
+    for name in ("basic_enter_room", "basic_leave_room"):
+        assert name in inspect.getsource(socketio.base_manager.BaseManager)
+
+
+def test_what_the_lean_engine_takes_from_aiohttp() -> None:
+    # engine/lean.py takes a connection from aiohttp's RequestHandler after the handshake: it reads the
+    # bytes past the request (`_message_tail`), sets `_force_close` and `transport = None` so that start()
+    # neither loops nor closes the socket, and tells the server (`_manager`) the connection is gone.
+    from aiohttp import web_protocol, web_server
+
+    source = inspect.getsource(web_protocol.RequestHandler.start)
+    assert "while not self._force_close:" in source
+    assert "if not self._force_close:" in source and "self.transport.close()" in source
+    assert "self._keepalive = bool(resp.keep_alive)" in source
+    assert "self._message_tail = tail" in inspect.getsource(web_protocol.RequestHandler.data_received)
+    finish = inspect.getsource(web_protocol.RequestHandler.finish_response)
+    assert "await prepare_meth(request)" in finish and "await resp.write_eof()" in finish
+    assert list(inspect.signature(web_server.Server.connection_lost).parameters) == ["self", "handler", "exc"]
+    for name in ("_message_tail", "_force_close", "_manager", "keep_alive", "force_close"):
+        assert name in web_protocol.RequestHandler.__slots__ or hasattr(web_protocol.RequestHandler, name), name
+    # python-socketio keeps each session's environ in `environ` and reads it at every CONNECT.
+    assert "self.environ[eio_sid]" in inspect.getsource(socketio.AsyncServer._handle_connect)
+    assert list(inspect.signature(socketio.AsyncServer._handle_connect).parameters) == [
+        "self", "eio_sid", "namespace", "data"]
+    # python-socketio makes the engine.io server call its message handler inline, not in a task.
+    assert "engineio_options['async_handlers'] = False" in inspect.getsource(socketio.base_server.BaseServer)
 
 
 def test_start_up_checks_the_versions_setup_cfg_pins() -> None:

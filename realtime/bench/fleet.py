@@ -36,6 +36,14 @@ class Connected:
 
 
 @dataclass
+class Storm:
+    """A reconnect storm: seconds from the loss to each client's subscribe ack (sorted), and failures."""
+
+    times: list[float]
+    errors: dict[str, int]
+
+
+@dataclass
 class Received:
     """What all workers received since the last `start`."""
 
@@ -120,6 +128,18 @@ class Fleet:
             subscribers.update(reply["subscribers"])
         return Connected(connected=sum(r["connected"] for r in replies), errors=dict(errors),
                          elapsed=max(r["elapsed"] for r in replies), subscribers=subscribers)
+
+    async def storm(self, *, host: str, port: int, concurrency: int, timeout: float = 60) -> Storm:
+        """Every open client loses its transport at once and reconnects; when each was subscribed again."""
+        replies = await self._all({"cmd": "storm", "args": {
+            "host": host, "port": port, "timeout": timeout,
+            "concurrency": max(1, concurrency // len(self.workers))}}, timeout=timeout + 120)
+        errors: Counter[str] = Counter()
+        times: list[float] = []
+        for reply in replies:
+            errors.update(reply["errors"])
+            times.extend(reply["times"])
+        return Storm(sorted(times), dict(errors))
 
     async def reset(self, since_us: int) -> None:
         """Count from now on only updates published at or after `since_us`."""

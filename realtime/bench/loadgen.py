@@ -64,6 +64,7 @@ class Client(asyncio.Protocol):
 
     def __init__(self, tally: Tally, upgrade: bytes, connect: bytes, subscribe: bytes) -> None:
         self.tally = tally
+        self.plan = (upgrade, connect, subscribe)  # to connect again as the same client (the storm)
         self.upgrade = upgrade
         self.connect = client_frame(connect)
         self.subscribe = client_frame(subscribe)
@@ -184,6 +185,8 @@ class Worker:
             histogram = self.tally.histogram
             return {"received": histogram.count, "max_us": histogram.max_us, "hist": histogram.sparse(),
                     "stray": self.tally.stray, "closed": self.tally.closed, "open": len(self.clients)}
+        if kind == "storm":
+            return await self.storm(**command["args"])
         if kind == "close":
             for client in self.clients:
                 if client.transport is not None:
@@ -228,6 +231,45 @@ class Worker:
         elapsed = time.monotonic() - started
         return {"connected": count - sum(errors.values()), "errors": dict(errors), "elapsed": elapsed,
                 "subscribers": dict(subscribers)}
+
+    async def storm(self, *, host: str, port: int, concurrency: int, timeout: float) -> dict[str, Any]:
+        """Every client loses its transport at once and connects again (same token, same subscription).
+
+        Returns, for each client, the seconds from the loss until its subscribe ack, sorted.
+        """
+        loop = asyncio.get_running_loop()
+        plans = [client.plan for client in self.clients]
+        started = time.monotonic()
+        for client in self.clients:
+            if client.transport is not None:
+                client.transport.abort()
+        self.clients = []
+        errors: Counter[str] = Counter()
+        times: list[float] = []
+        gate = asyncio.Semaphore(concurrency)
+
+        async def again(upgrade: bytes, connect: bytes, subscribe: bytes) -> None:
+            async with gate:
+                made: list[Client] = []
+
+                def make() -> Client:
+                    made.append(Client(self.tally, upgrade, connect, subscribe))
+                    return made[0]
+
+                try:
+                    _, client = await asyncio.wait_for(loop.create_connection(make, host, port), timeout)
+                    await asyncio.wait_for(client.ready, timeout)
+                except (OSError, ConnectionError, TimeoutError) as exc:
+                    errors[str(exc) if isinstance(exc, ConnectionError) and str(exc) else type(exc).__name__] += 1
+                    for failed in made:  # a failed client must not linger into the next target
+                        if failed.transport is not None:
+                            failed.transport.close()
+                    return
+                times.append(time.monotonic() - started)
+                self.clients.append(client)
+
+        await asyncio.gather(*(again(*plan) for plan in plans))
+        return {"times": sorted(times), "errors": dict(errors)}
 
 
 async def serve(worker: Worker) -> None:

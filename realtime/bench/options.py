@@ -30,6 +30,9 @@ class Options:
     latency_tick_rates: list[float] = field(default_factory=lambda: [10.0, 5.0])
     connections: list[int] = field(default_factory=lambda: [2000, 5000, 10_000])
     recovery_clients: int = 2000
+    # The connections scenario's reconnect storm, once this many clients are open (0: none).
+    storm_clients: int = 10_000
+    storm_concurrency: int = 1000
     step_seconds: float = 5.0
     latency_seconds: float = 10.0
     drain_seconds: float = 3.0

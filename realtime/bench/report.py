@@ -131,6 +131,13 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
         rows.append(["connects/s (connect + CONNECT + subscribe ack)"]
                     + [_num(rates[t]) + ("" if t == "node" else _ratio(rates[t], rates.get("node")))
                        for t in targets])
+        storms = {t: conns[t].get("storm") if t in conns else None for t in targets}
+        first_storm = next((s for s in storms.values() if s), None)
+        if first_storm:
+            rows.append([f"reconnect storm of {_num(first_storm['clients'])}: s to 99 % / 100 % subscribed, "
+                         "peak RSS"]
+                        + [(f"{_ms(s['seconds_to_99_pct'])} / {_ms(s['seconds_to_100_pct'])} s, "
+                            f"{_ms(s['server_peak_rss_mb'])} MB") if s else "" for s in storms.values()])
     recovery = {t: r["recovery"] for t, r in results.items() if "recovery" in r and "fresh" in r["recovery"]}
     if recovery:
         rows.append(["connects/s fresh / recovering (pid, replay of one event)"]

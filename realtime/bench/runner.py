@@ -88,7 +88,8 @@ async def run_bench(plan: Plan) -> dict[str, Any]:
     if {"gateway", "stock"} <= set(plan.targets) and not fanout_setting():
         notes.append("this gateway has no REALTIME_FANOUT yet: `gateway` and `stock` are the same stock send path")
     if any(t in ("gateway", "stock") for t in plan.targets) and plan.url is None:
-        notes.append("gateway targets run `realtime serve` with REALTIME_FANOUT=direct (gateway) or stock (stock)")
+        notes.append("gateway targets run `realtime serve` with REALTIME_FANOUT=direct and REALTIME_ENGINE=lean "
+                     "(gateway), or both stock (stock)")
 
     if "node" in plan.targets and plan.url is None:
         # Before anything starts: a missing npm fails the run at once, and the report gets its versions.

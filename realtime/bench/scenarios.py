@@ -190,11 +190,12 @@ async def latency(run: Run) -> dict[str, Any]:
 
 
 async def connections(run: Run) -> dict[str, Any]:
-    """RSS per idle subscribed connection and connect rate, at growing connection counts."""
+    """RSS per idle subscribed connection and connect rate, at growing connection counts; the reconnect storm."""
     server = run.server
     await asyncio.sleep(1.0)
     baseline = server.rss() if server is not None else None
     levels = []
+    storm: dict[str, Any] | None = None
     for level in sorted(run.options.connections):
         if level <= run.open:
             continue
@@ -207,7 +208,45 @@ async def connections(run: Run) -> dict[str, Any]:
         levels.append({"connections": run.open, "connect": connect,
                        "server_rss_mb": round(rss / 2**20, 1) if rss is not None else None,
                        "rss_per_connection_kb": per_connection})
-    return {"baseline_rss_mb": round(baseline / 2**20, 1) if baseline is not None else None, "levels": levels}
+        if storm is None and 0 < run.options.storm_clients <= run.open:
+            storm = await reconnect_storm(run)
+    return {"baseline_rss_mb": round(baseline / 2**20, 1) if baseline is not None else None, "levels": levels,
+            "storm": storm}
+
+
+async def reconnect_storm(run: Run) -> dict[str, Any]:
+    """Every open client loses its transport at once and reconnects with its token and subscription.
+
+    Reports the seconds until 99 % and 100 % were subscribed again, and the
+    server's peak RSS meanwhile (sampled every 20 ms).
+    """
+    server = run.server
+    peak = before = server.rss() if server is not None else 0
+    clients = run.open
+
+    async def sample_peak() -> None:
+        nonlocal peak
+        while server is not None:
+            peak = max(peak, server.rss())
+            await asyncio.sleep(0.02)
+
+    sampler = asyncio.create_task(sample_peak())
+    try:
+        outcome = await run.fleet.storm(host=run.endpoint.host, port=run.endpoint.port,
+                                        concurrency=run.options.storm_concurrency)
+    finally:
+        sampler.cancel()
+    times = outcome.times
+    run.open = len(times)
+
+    def until(share: float) -> float | None:
+        needed = max(1, int(clients * share + 0.999999))
+        return round(times[needed - 1], 3) if len(times) >= needed else None
+
+    return {"clients": clients, "resubscribed": len(times), "errors": outcome.errors,
+            "seconds_to_99_pct": until(0.99), "seconds_to_100_pct": until(1.0),
+            "server_rss_mb_before": round(before / 2**20, 1) if server is not None else None,
+            "server_peak_rss_mb": round(peak / 2**20, 1) if server is not None else None}
 
 
 async def recovery(run: Run) -> dict[str, Any]:

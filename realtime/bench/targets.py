@@ -200,6 +200,8 @@ async def start_target(kind: str, *, redis_url: str, assets: list[str], secret: 
     elif kind in ("gateway", "stock"):
         if fanout_setting():
             env["REALTIME_FANOUT"] = "direct" if kind == "gateway" else "stock"
+        if "engine" in Settings.model_fields:
+            env["REALTIME_ENGINE"] = "lean" if kind == "gateway" else "stock"
         command = [sys.executable, "-m", "realtime", "serve"]
     else:
         raise BenchError(f"unknown target {kind!r}; choose from {', '.join(TARGETS)}")

@@ -7,6 +7,8 @@ give the server its own copy with these changes:
   always accepts it: ~60 % more CPU per message, ~100 KB more per connection);
 - `REMOTE_ADDR` is the real client (`realtime.http.proxies`), where the stock
   driver always says 127.0.0.1 behind a proxy;
+- every HTTP method reaches Engine.IO (`realtime.engine.sessions` answers 400
+  to those it does not serve, as the protocol suite expects);
 - every socket's queue is a `Writer` (byte-bounded, direct writes), and an
   accepted websocket hands its transport to that writer.
 """
@@ -51,6 +53,11 @@ def install(eio: engineio.AsyncServer, *, compression: bool, trusted_proxies: It
             await self.handler(self)
             return self._sock
 
-    eio._async = {**eio._async, "translate_request": translate_request, "websocket": WebSocket}
+    def create_route(app: web.Application, server: engineio.AsyncServer, path: str) -> None:
+        # Every method reaches Engine.IO, which answers 400 to the ones it does not serve (aiohttp says 405).
+        app.router.add_route("*", path, server.handle_request)
+
+    eio._async = {**eio._async, "translate_request": translate_request, "websocket": WebSocket,
+                  "create_route": create_route}
     # engine.io's AsyncSocket makes its queue with `server.create_queue()`.
     eio.create_queue = writers

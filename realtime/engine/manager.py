@@ -28,6 +28,12 @@ only PUBLISH to one Redis); they use the HTTP API (`POST /api/v1/publish`).
 Both managers tell `watch_rooms` callbacks when a room gets its first member
 on this pod and when its last one leaves (the per-asset price channels follow
 this).
+
+Both index each sid's rooms (`IndexedRooms`): python-socketio 5.18 finds a
+disconnecting sid's rooms by copying and scanning every room of the
+namespace, and every user has a room of their own, so 10 000 disconnects at
+once (a reconnect storm) cost 10 000 × 20 000 room checks and held the event
+loop for ~40 s.
 """
 
 from __future__ import annotations
@@ -47,6 +53,50 @@ log = logging.getLogger(__name__)
 
 
 RoomCallback = Callable[[str], None]
+
+
+class IndexedRooms:
+    """python-socketio's rooms plus, per namespace, each sid's rooms; a disconnect visits only those."""
+
+    rooms: dict[Any, dict[Any, Any]]
+    callbacks: dict[Any, Any]
+    pending_connect: dict[Any, list[Any]]
+    pending_disconnect: dict[Any, list[Any]]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rooms_of: dict[Any, dict[Any, list[Any]]] = {}
+
+    def basic_enter_room(self, sid: Any, namespace: Any, room: Any, eio_sid: Any = None) -> None:
+        super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)  # type: ignore[misc]
+        rooms = self._rooms_of.setdefault(namespace, {}).setdefault(sid, [])
+        if room not in rooms:
+            rooms.append(room)
+
+    def basic_leave_room(self, sid: Any, namespace: Any, room: Any) -> None:
+        super().basic_leave_room(sid, namespace, room)  # type: ignore[misc]
+        rooms = self._rooms_of.get(namespace, {}).get(sid)
+        if rooms is not None and room in rooms:
+            rooms.remove(room)
+
+    def basic_disconnect(self, sid: Any, namespace: Any, **kwargs: Any) -> None:
+        rooms = self._rooms_of.get(namespace, {}).pop(sid, None)
+        if rooms is None:
+            super().basic_disconnect(sid, namespace, **kwargs)  # type: ignore[misc]
+            return
+        if namespace not in self.rooms:
+            return
+        # python-socketio 5.18's basic_disconnect, with the sid's rooms from the index.
+        for room in rooms:
+            super().basic_leave_room(sid, namespace, room)  # type: ignore[misc]
+        self.callbacks.pop(sid, None)
+        for pending in (self.pending_connect, self.pending_disconnect):
+            sids = pending.get(namespace)
+            if sids is not None and sid in sids:
+                sids.remove(sid)
+                if not sids:
+                    del pending[namespace]
+
 
 
 class RoomEvents:
@@ -79,7 +129,7 @@ class RoomEvents:
             self._vacated(room)
 
 
-class RedisManager(RoomEvents, socketio.AsyncRedisManager):  # type: ignore[misc]
+class RedisManager(IndexedRooms, RoomEvents, socketio.AsyncRedisManager):  # type: ignore[misc]
     def __init__(self, settings: Settings) -> None:
         assert settings.redis_url is not None
         super().__init__(url=settings.redis_url, channel=settings.manager_channel)
@@ -173,7 +223,7 @@ def offset_safe(data: Any) -> Any:
     return data
 
 
-class MemoryManager(RoomEvents, socketio.AsyncManager):  # type: ignore[misc]
+class MemoryManager(IndexedRooms, RoomEvents, socketio.AsyncManager):  # type: ignore[misc]
     """Embedded mode: python-socketio's in-process manager; this process is the whole cluster."""
 
     listening = True

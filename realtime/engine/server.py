@@ -17,10 +17,11 @@ import socketio
 from aiohttp import web
 
 from realtime.config import Settings
-from realtime.engine import driver, inbound
+from realtime.engine import driver, inbound, lean
 from realtime.engine.admission import Admission, Gate, GatedEngineServer, close_transport
 from realtime.engine.manager import client_manager
 from realtime.engine.packets import packet_class
+from realtime.engine.sessions import ConformingServer
 from realtime.metrics import PlainCounter, RedisLink
 from realtime.protocol import AUTH_PID
 from realtime.send.writer import Writer, Writers
@@ -30,6 +31,12 @@ NAMESPACE = "/"
 ENGINEIO_PATH = "/socket.io/"
 ENGINEIO_CLOSE = "1"
 T = TypeVar("T")
+
+class GatewayEngineServer(GatedEngineServer, ConformingServer):
+    """python-engineio's server as the gateway runs it: every new session admitted first (`admission`),
+    then the protocol suite's handshake, heartbeat, close and upgrade, and the lean websocket engine
+    (`sessions`, `lean`)."""
+
 
 class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
     """python-socketio's AsyncServer on our Engine.IO server, driver, writers and manager."""
@@ -54,8 +61,12 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
         # Connect replies being prepared, by Engine.IO sid: the pid they carry, what runs once queued.
         self._connect_replies: dict[str, tuple[str | None, Callable[[], None]]] = {}
 
-    def _engineio_server_class(self) -> type[GatedEngineServer]:
-        return GatedEngineServer
+        # The lean engine never offers permessage-deflate: with compression on, websockets stay stock.
+        self.lean = (lean.install(self, max_message=settings.max_message_bytes)
+                     if settings.engine == "lean" and not settings.websocket_compression else None)
+
+    def _engineio_server_class(self) -> type[GatewayEngineServer]:
+        return GatewayEngineServer
 
     def guard_inbound(self) -> None:
         """Close python-socketio's inbound holes (see `realtime.engine.inbound`)."""
@@ -269,6 +280,8 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
         # and has no event for it: poll.
         while eio.sockets and loop.time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
+        if self.lean is not None:
+            self.lean.close()
 
     def answer_closed_session(self, request: web.Request) -> web.Response | None:
         """While draining: the answer to an Engine.IO request of a session this pod has closed.

@@ -14,19 +14,30 @@ from collections.abc import Callable, Iterable
 
 from aiohttp import web
 
+# Answers remembered per address string: parsing an address costs more than the rest of a lookup.
+REMEMBERED_ADDRESSES = 4096
+
 
 class Networks:
     """A set of IP networks (`10.0.0.0/8`, `::1`) that answers `address in networks`."""
 
     def __init__(self, entries: Iterable[str]) -> None:
         self.networks = [ipaddress.ip_network(entry, strict=False) for entry in entries]
+        self._answers: dict[str, bool] = {}
 
     def __contains__(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in network for network in self.networks)
+        answer = self._answers.get(address)
+        if answer is None:
+            try:
+                ip = ipaddress.ip_address(address)
+            except ValueError:
+                answer = False
+            else:
+                answer = any(ip in network for network in self.networks)
+            if len(self._answers) >= REMEMBERED_ADDRESSES:
+                self._answers.clear()
+            self._answers[address] = answer
+        return answer
 
 
 def client_address(request: web.Request, trusted: Networks) -> str:

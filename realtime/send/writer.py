@@ -18,6 +18,14 @@ sends still go through it in order. It adds:
   sees `seq` jump); other packets are never dropped. Past `max_bytes` the
   connection is cut: the websocket transport is aborted, the queue emptied,
   and the next `get()` ends the session in engine.io's own way.
+
+On the lean websocket engine (`realtime.engine.lean`) there is no consumer
+task: the connection is a `Stream` (`attach_stream`). A packet put while the
+stream is not paused by TCP flow control and nothing is queued becomes a
+frame held for this loop turn's one write (`Writers.defer`); otherwise it is
+queued, and `drain()` (on the transport's `resume_writing`) writes the queue
+out. The end-of-queue marker `None` ends the stream once what precedes it
+is written.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ import logging
 import struct
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +72,24 @@ def packet_size(packet: Any) -> int:
     return len(data) + 1 if isinstance(data, (str, bytes)) else 64
 
 
+class Stream(Protocol):
+    """A lean websocket connection as its writer sees it."""
+
+    @property
+    def paused(self) -> bool:
+        """Whether TCP flow control paused writing (the transport's buffer is past its high mark)."""
+        ...
+
+    def end(self) -> None:
+        """Close the websocket once what was written before is sent."""
+        ...
+
+
+def frame_of(packet: Any) -> bytes:
+    """An engine.io packet as one websocket frame (text, or binary for binary data)."""
+    return websocket_frame(packet.encode())
+
+
 class Writers:
     """Makes every connection's `Writer` and keeps the counters they share.
 
@@ -77,9 +103,21 @@ class Writers:
         self.max_bytes = max_bytes
         self.cut = 0  # connections cut past max_bytes
         self.collapsed = 0  # queued price ticks replaced by a newer one of the same asset
+        self._deferred: list[Writer] = []  # writers holding frames for this loop turn's write
 
     def __call__(self, *_: Any, **__: Any) -> Writer:
         return Writer(self)
+
+    def defer(self, writer: Writer) -> None:
+        """Flush `writer` at the end of this loop turn (its frames of the turn go in one write)."""
+        if not self._deferred:
+            asyncio.get_running_loop().call_soon(self._flush_deferred)
+        self._deferred.append(writer)
+
+    def _flush_deferred(self) -> None:
+        deferred, self._deferred = self._deferred, []
+        for writer in deferred:
+            writer.flush()
 
 
 class _Entry:
@@ -94,7 +132,8 @@ class Writer:
     """One connection's outbound queue (engine.io's queue API) and direct frame writes."""
 
     __slots__ = ("_bytes", "_entries", "_getters", "_joiners", "_latest", "_live", "_pending",
-                 "_pending_bytes", "_ready", "_sid", "_tombstones", "_transport", "_unfinished", "cut", "writers")
+                 "_pending_bytes", "_ready", "_sid", "_stream", "_tombstones", "_transport", "_unfinished", "cut",
+                 "writers")
 
     def __init__(self, writers: Writers) -> None:
         self.writers = writers
@@ -114,6 +153,7 @@ class Writer:
         self._sid: str | None = None  # known once on a websocket
         self._ready: Callable[[], bool] | None = None
         self._transport: asyncio.Transport | None = None
+        self._stream: Stream | None = None  # the lean engine's connection, which has no consumer task
 
     # The websocket: known once the driver has accepted it.
 
@@ -123,6 +163,12 @@ class Writer:
         self._transport = transport
         self._ready = ready
 
+    def attach_stream(self, sid: str, transport: asyncio.Transport, stream: Stream) -> None:
+        """The lean engine: write to `transport` directly, queue only while `stream` is paused."""
+        self._sid = sid
+        self._transport = transport
+        self._stream = stream
+
     # engine.io's queue API.
 
     async def put(self, packet: Any) -> None:
@@ -131,8 +177,14 @@ class Writer:
     def put_nowait(self, packet: Any) -> None:
         if self.cut:
             return  # nothing more is kept for a connection being cut
+        stream = self._stream
+        if stream is not None and packet is not None and not self._live and not stream.paused:
+            self._hold(frame_of(packet))
+            return
         self.flush()  # direct frames were sent earlier: they go first
         self._append(_Entry(packet, 0 if packet is None else packet_size(packet)))
+        if stream is not None:
+            self.drain()
 
     async def get(self) -> Any:
         while not self._live:
@@ -191,7 +243,12 @@ class Writer:
     def write_direct(self, frame: bytes) -> bool:
         """Hold `frame` for this turn's write if the connection can take it now; else False."""
         transport = self._transport
-        if (
+        stream = self._stream
+        if stream is not None:
+            if (transport is None or self._live or self.cut or stream.paused or transport.is_closing()
+                    or self._pending_bytes > DIRECT_BUFFER_LIMIT):
+                return False
+        elif (
             transport is None
             or not self._getters  # the writer task is busy (or there is none): keep the order
             or self._live
@@ -200,11 +257,42 @@ class Writer:
             or transport.get_write_buffer_size() + self._pending_bytes > DIRECT_BUFFER_LIMIT
         ):
             return False
-        if self._ready is None or not self._ready():
+        elif self._ready is None or not self._ready():
             return False
         self._pending.append(frame)
         self._pending_bytes += len(frame)
         return True
+
+    def _hold(self, frame: bytes) -> None:
+        if not self._pending:
+            self.writers.defer(self)
+        self._pending.append(frame)
+        self._pending_bytes += len(frame)
+
+    def drain(self) -> None:
+        """Lean engine: write out what is queued while the stream is not paused; end it at the marker."""
+        stream, transport = self._stream, self._transport
+        if stream is None or transport is None:
+            return
+        self.flush()
+        chunks: list[bytes] = []
+        size = 0
+        while self._live and not stream.paused and not self.cut:
+            packet = self.get_nowait()
+            self._done(1)
+            if packet is None:
+                if chunks:
+                    transport.write(b"".join(chunks))
+                stream.end()
+                return
+            frame = frame_of(packet)
+            chunks.append(frame)
+            size += len(frame)
+            if size >= DIRECT_BUFFER_LIMIT:  # one write per buffer's worth; it may pause the stream
+                transport.write(b"".join(chunks))
+                chunks, size = [], 0
+        if chunks:
+            transport.write(b"".join(chunks))
 
     def flush(self) -> None:
         """Write this turn's direct frames in one write."""
@@ -231,6 +319,8 @@ class Writer:
         entry = _Entry(packet, packet_size(packet))
         self._latest[asset] = entry
         self._append(entry)
+        if self._stream is not None:
+            self.drain()
 
     # Internals.
 

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from realtime.config import ConfigError, Settings, dev_secret
 from realtime.protocol import ErrorCode, GatewayError
+from realtime.sessions.tokens import VerifiedTokens
 
 ROLE_NAME_MAX = 64
 # The curve each ECDSA algorithm signs with (RFC 7518 §3.4).
@@ -84,11 +85,20 @@ class TokenVerifier:
         else:
             self.key = settings.jwt_secret or dev_secret()
             self.algorithms = settings.jwt_algorithms or ["HS256"]
+        # A token is verified once per token and expiry, not at every (re)connect.
+        self.verified = VerifiedTokens(self.leeway)
 
     def verify(self, token: str) -> Principal:
         # Size first, before any decoding; a JWT is plain ASCII (base64url and dots).
         if len(token) > self.max_bytes:
             raise GatewayError(ErrorCode.AUTH_INVALID, f"token is larger than {self.max_bytes} bytes")
+        principal = self.verified.get(token)
+        if principal is None:
+            principal = self._decode(token)
+            self.verified.put(token, principal)
+        return principal
+
+    def _decode(self, token: str) -> Principal:
         if not token.isascii():
             raise GatewayError(ErrorCode.AUTH_INVALID, "invalid token: not a JWT")
         try:
