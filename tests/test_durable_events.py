@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from realtime.events import offsets
 from realtime.events.emitter import Emitter
 from tests.support import (
+    BTC,
     ClusterFactory,
     Gateway,
     GatewayFactory,
@@ -27,8 +28,7 @@ from tests.support import (
     scrape,
     token,
 )
-from tests.test_recovery import (
-    BTC,
+from tests.support.recovery import (
     SERVICE,
     check,
     client,

@@ -10,6 +10,8 @@
 - `feed`: ticks on the price channel, back ends' private emits
 - `web`: JSON endpoints and `/metrics`
 - `waiting`: `eventually`, a wait on a condition
+- `recovery`: node sessions for the recovery tests (imported from its module)
+- `redis_cluster`: a real Redis Cluster, three masters with a replica each (fixtures)
 """
 
 from __future__ import annotations
