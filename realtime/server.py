@@ -85,7 +85,7 @@ class Server:
             instance_id=settings.instance_id,
             started=time.monotonic(),
             redis_required=not settings.embedded,
-            redis_up=lambda: self.source.connected and self.sio.manager_ready,
+            redis_up=lambda: self.source.connected and self.sio.manager_ready and self.events.ready,
             connections=lambda: len(self.gateway.connections),
         )
 

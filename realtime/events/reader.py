@@ -87,13 +87,9 @@ class LogReader:
             try:
                 if self.position is None:
                     self.position = await self.log.last()
+                    self._reached()  # at once, not after the first read's wait: /ready follows this
                 entries = await self.log.read(self.position, READ_WAIT)
-                if not self.connected:
-                    if self.backoff.attempts:
-                        self.reconnects += 1
-                        log.info("events: reading the log again from %s", self.position)
-                    self.connected = True
-                    self.backoff.reset()
+                self._reached()
                 if entries:
                     async with self._delivering:
                         self._deliver(entries)
@@ -107,6 +103,15 @@ class LogReader:
                 self.connected = False
                 await asyncio.sleep(self.backoff.next_delay())
                 await self.log.reset()
+
+    def _reached(self) -> None:
+        """The log answered: connected again, if it was not."""
+        if not self.connected:
+            if self.backoff.attempts:
+                self.reconnects += 1
+                log.info("events: reading the log again from %s", self.position)
+            self.connected = True
+            self.backoff.reset()
 
     def _deliver(self, entries: Sequence[Entry]) -> None:
         dirty: list[Writer] = []

@@ -101,6 +101,11 @@ class Events:
         assert offset is not None
         return offset
 
+    @property
+    def ready(self) -> bool:
+        """Whether this pod reads the event log (always, in embedded mode)."""
+        return self.settings.embedded or self.reader.connected
+
     def links(self) -> list[RedisLink]:
         if self.settings.embedded:
             return []
