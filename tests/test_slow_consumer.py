@@ -27,6 +27,7 @@ from tests.support import (
     tcp_send_buffer_max,
     token,
 )
+from tests.support.recovery import publish_event
 
 CHUNK = 64 * 1024  # bytes of one private event
 
@@ -41,6 +42,13 @@ async def test_stalled_reader_gets_newest_prices_and_every_private_event(start_g
     fill = (tcp_send_buffer_max() + 2 * 2**20) // CHUNK
     ticks = 1000
     async with connected(gateway.url, auth={"token": token("alice")}) as witness, backend(gateway) as manager:
+        # A connection joins its private rooms just after its CONNECT reply (through the event log's
+        # reader); best-effort emits of that instant would miss it. A durable event both connections
+        # received says they are in `user:alice`.
+        await publish_event(gateway.url, "alice", "order:ready", {})
+        await witness.wait_for("order:ready", timeout=10)
+        while (await slow.receive()).name != "order:ready":
+            pass
         # The slow client stops reading. Fill the pipe with private events; a second
         # connection of the same user shows when the gateway has handled them all.
         for n in range(1, fill + 1):
