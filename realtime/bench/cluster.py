@@ -16,7 +16,7 @@ from realtime.bench.targets import BenchError, Process
 MASTERS = 3
 
 
-def _cluster_port() -> int:
+def free_cluster_port() -> int:
     """A free port whose cluster bus port (port + 10000) is free and valid too."""
     while True:
         port = random.randrange(20_000, 45_000)
@@ -34,7 +34,7 @@ async def start_redis_cluster(cpus: Sequence[int], workdir: Path) -> tuple[list[
     binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
     if binary is None or cli is None:
         raise BenchError("redis-server and redis-cli are not installed (scripts/setup --test installs them)")
-    ports = [_cluster_port() for _ in range(2 * MASTERS)]
+    ports = [free_cluster_port() for _ in range(2 * MASTERS)]
     nodes = []
     for port in ports:
         nodes.append(Process([binary, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",

@@ -8,7 +8,6 @@ few seconds. Import the fixtures into a test module to use them.
 
 from __future__ import annotations
 
-import random
 import shutil
 import signal
 import socket
@@ -19,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from realtime.bench.cluster import free_cluster_port
 
 # Milliseconds without an answer before the cluster counts a node as failed and promotes its replica.
 NODE_TIMEOUT_MS = 1000
@@ -37,19 +38,6 @@ def wait_port(port: int, process: subprocess.Popen[bytes], timeout: float = 10) 
         if time.monotonic() > deadline:
             raise TimeoutError(f"nothing listens on {port} after {timeout}s")
         time.sleep(0.05)
-
-
-def free_cluster_port() -> int:
-    """A free port whose cluster bus port (port + 10000) is free and valid too."""
-    while True:
-        port = random.randrange(20_000, 45_000)
-        try:
-            for candidate in (port, port + 10_000):
-                with socket.socket() as probe:
-                    probe.bind(("127.0.0.1", candidate))
-        except OSError:
-            continue
-        return port
 
 
 class RedisClusterNodes:
