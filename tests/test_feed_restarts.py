@@ -17,19 +17,15 @@ from tests.support import (
     Recorder,
     RedisServer,
     connected,
+    feed,
     free_port,
     node_session,
-    publish,
     sample,
     scrape,
     token,
 )
 
 BTC = "BTC_USDC_PERP"
-
-
-async def feed(gateway: Gateway, *messages: Any) -> None:
-    await publish(gateway.env["REALTIME_REDIS_URL"], gateway.env["REALTIME_PRICE_CHANNEL"], *messages)
 
 
 def quote(bid: int, **extra: Any) -> dict[str, Any]:

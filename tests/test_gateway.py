@@ -20,8 +20,8 @@ from tests.support import (
     connect_error,
     connected,
     eventually,
+    feed,
     http_json,
-    publish,
     run_node,
     scrape,
     ticking,
@@ -33,10 +33,6 @@ BTC, ETH, SOL = "BTC_USDC_PERP", "ETH_USDC_PERP", "SOL_USDC_PERP"
 
 def tick(asset: str = BTC, bid: int = 100, ask: int = 101, **extra: Any) -> dict[str, Any]:
     return {"asset": asset, "bid": bid, "ask": ask, **extra}
-
-
-async def feed(gateway: Gateway, *messages: Any) -> None:
-    await publish(gateway.env["REALTIME_REDIS_URL"], gateway.env["REALTIME_PRICE_CHANNEL"], *messages)
 
 
 # Connect: where the token may be, and every refusal code.

@@ -13,9 +13,9 @@ from tests.support import (
     RedisServer,
     connected,
     eventually,
+    feed,
     free_port,
     http_json,
-    publish,
     sample,
     scrape,
     token,
@@ -26,10 +26,6 @@ BTC, ETH, SOL = "BTC_USDC_PERP", "ETH_USDC_PERP", "SOL_USDC_PERP"
 
 def tick(asset: str = BTC, bid: int = 100, ask: int = 101, **extra: Any) -> dict[str, Any]:
     return {"asset": asset, "bid": bid, "ask": ask, **extra}
-
-
-async def feed(gateway: Gateway, *messages: Any) -> None:
-    await publish(gateway.env["REALTIME_REDIS_URL"], gateway.env["REALTIME_PRICE_CHANNEL"], *messages)
 
 
 def start(start_gateway: GatewayFactory, redis: RedisServer, **settings: Any) -> Gateway:

@@ -12,8 +12,8 @@ from tests.support import (
     RedisServer,
     connected,
     eventually,
+    feed,
     free_port,
-    publish,
     sample,
     scrape,
     token,
@@ -26,10 +26,6 @@ def start(start_gateway: GatewayFactory, redis: RedisServer, **settings: Any) ->
     suffix = str(free_port())
     return start_gateway(redis_url=redis.url, price_channel=f"prices-{suffix}", manager_channel=f"socketio-{suffix}",
                          **settings)
-
-
-async def feed(gateway: Gateway, *messages: Any) -> None:
-    await publish(gateway.env["REALTIME_REDIS_URL"], gateway.env["REALTIME_PRICE_CHANNEL"], *messages)
 
 
 def quote(bid: int, seq: int) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from tests.support.clients import Recorder, connect_error, connected
 from tests.support.cluster import Cluster, ClusterFactory
-from tests.support.feed import BTC, ETH, backend, backend_emit, emitter, publish, publish_ticks, seqs, ticking
+from tests.support.feed import BTC, ETH, backend, backend_emit, emitter, feed, publish, publish_ticks, seqs, ticking
 from tests.support.gateway import ASSETS, Gateway, GatewayFactory, gateway_env, launch, redis_gateway
 from tests.support.node import JS_DIR, NodeClients, NodeSession, node_clients, node_session, of, run_node
 from tests.support.processes import ROOT, Nginx, RedisServer, free_port, rss_bytes, wait_port
@@ -31,7 +31,8 @@ __all__ = [
     "ASSETS", "BTC", "ETH", "JS_DIR", "ROOT", "SECRET",
     "Cluster", "ClusterFactory", "Gateway", "GatewayFactory", "Nginx", "NodeClients", "NodeSession", "Packet",
     "RawClient", "Recorder", "RedisServer", "Samples",
-    "backend", "backend_emit", "connect_error", "connected", "emitter", "eventually", "free_port", "gateway_env",
+    "backend", "backend_emit", "connect_error", "connected", "emitter", "eventually", "feed", "free_port",
+    "gateway_env",
     "http_json", "launch", "node_clients", "node_session", "of", "publish", "publish_ticks", "redis_gateway",
     "rss_bytes", "run_node", "sample", "scrape", "seqs", "tcp_send_buffer_max", "ticking", "token", "wait_port",
 ]

@@ -27,6 +27,11 @@ async def publish(redis_url: str, channel: str, *messages: Any) -> None:
         await client.aclose()
 
 
+async def feed(gateway: Gateway, *messages: Any) -> None:
+    """Publish `messages` on `gateway`'s price channel, as the upstream feed does."""
+    await publish(gateway.env["REALTIME_REDIS_URL"], gateway.env["REALTIME_PRICE_CHANNEL"], *messages)
+
+
 async def publish_ticks(gateway: Gateway, assets: list[str], count: int, *, every: float = 0.0,
                         burst: int = 1) -> None:
     """Publish `count` ticks per asset with seq 1..count, `burst` at a time, every `every` s."""
