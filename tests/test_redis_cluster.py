@@ -32,8 +32,13 @@ from tests.support import (
     eventually,
     free_port,
     http_json,
+    sample,
+    scrape,
     token,
 )
+from tests.support.recovery import client as recovery_client
+from tests.support.recovery import recovered_after_drop
+from tests.support.recovery import start as recovery_start
 from tests.support.redis_cluster import RedisClusterNodes, own_redis_cluster, redis_cluster
 
 __all__ = ["own_redis_cluster", "redis_cluster"]  # fixtures
@@ -349,3 +354,16 @@ async def test_realtime_feed_on_a_cluster(redis_cluster: RedisClusterNodes, star
         assert feed.returncode == 0, stderr.decode()
         updates = await alice.wait_for("price:update", 10, timeout=10)
         assert {u["asset"] for u in updates} == {SOL}
+
+
+async def test_recovery_on_a_cluster(redis_cluster: RedisClusterNodes, start_gateway: GatewayFactory) -> None:
+    # The event log, room histories and sessions on a cluster: a dropped client recovers every private event it
+    # missed, once and in order, and the latest price (the single price channel is classic pub/sub there).
+    suffix = free_port()
+    gateway = start_gateway(redis_url=redis_cluster.url, price_channel=f"prices-{suffix}",
+                            manager_channel=f"socketio-{suffix}")
+    for seq, how in ((0, "abrupt"), (10, "clean")):
+        async with recovery_client(gateway.url, subscribe=[BTC]) as session:
+            await recovery_start(session)
+            await recovered_after_drop(session, gateway.url, gateway, how=how, seq=seq)
+    assert sample(await scrape(gateway.url), "realtime_recoveries_total", outcome="recovered") == 2

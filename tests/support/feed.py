@@ -11,14 +11,15 @@ from typing import Any
 import redis.asyncio as aioredis
 import socketio
 
+from realtime.cluster.redis import client as redis_client
 from tests.support.gateway import Gateway
 
 BTC, ETH = "BTC_USDC_PERP", "ETH_USDC_PERP"
 
 
 async def publish(redis_url: str, channel: str, *messages: Any) -> None:
-    """Publish feed messages (dicts become JSON; str/bytes go as they are)."""
-    client = aioredis.Redis.from_url(redis_url)
+    """Publish feed messages (dicts become JSON; str/bytes go as they are), on one Redis or a cluster."""
+    client = redis_client(redis_url, 5.0)
     try:
         for message in messages:
             raw = message if isinstance(message, (str, bytes)) else json.dumps(message)
