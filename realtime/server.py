@@ -21,6 +21,9 @@ from collections import Counter
 
 from aiohttp import web
 
+from realtime.books.control import ControlChannel
+from realtime.books.gauges import BookGauges
+from realtime.books.service import Books
 from realtime.cluster.demand import Demand, demand_store
 from realtime.cluster.presence import presence
 from realtime.config import Settings
@@ -32,17 +35,18 @@ from realtime.feed.gauges import FeedGauges
 from realtime.feed.ingest import Ingest
 from realtime.feed.numbering import numbering
 from realtime.feed.prices import PriceBook
-from realtime.feed.sources import price_source
+from realtime.feed.sources import SimulatedSource, price_source
 from realtime.http import health
 from realtime.http.api import PREFIX, Api
 from realtime.http.board import Board
 from realtime.http.middleware import handshake_limit, turn_away_while_draining
 from realtime.http.proxies import address_of
 from realtime.metrics import Metrics, State
-from realtime.protocol import room_asset, tier_room
+from realtime.protocol import room_asset, room_book, tier_room
 from realtime.send.fanout import fanout
 from realtime.send.writer import Writers
 from realtime.sessions.auth import TokenVerifier
+from realtime.sessions.books import BookHandlers
 from realtime.sessions.handlers import Gateway
 from realtime.sessions.limits import AddressLimiter
 
@@ -64,10 +68,16 @@ class Server:
                               delays=settings.delay_tiers)
         self.metrics = Metrics(settings.instance_id)
         self.metrics.registry.register(FeedGauges(self.book))
-        self.source = price_source(settings, forget=self.book.forget)
+        self.source = price_source(settings, forget=self._forget)
         self.numbering = numbering(settings)
-        self.ingest = Ingest(self.source, self.book, fanout(self.sio, settings.fanout), self.metrics,
-                             self.numbering)
+        send = fanout(self.sio, settings.fanout)
+        # Order books ride the same feed; a broken one asks the feed (or the simulator) for a snapshot.
+        self.control = None if isinstance(self.source, SimulatedSource) else ControlChannel(settings)
+        self.books = Books(self.catalog, depths=settings.book_depths, interval_ms=settings.book_interval,
+                           fanout=send, room_size=self.sio.room_size,
+                           ask=self.control.ask if self.control is not None else self._ask_simulator)
+        self.metrics.registry.register(BookGauges(self.books))
+        self.ingest = Ingest(self.source, self.book, send, self.metrics, self.numbering, self.books)
         # Private events: the log, live delivery with offsets, sessions and recovery, the stream router.
         self.events = Events(settings, self.sio, self.catalog, self.metrics.registry)
         # Clients: authentication, per-user presence across pods, event handlers.
@@ -75,6 +85,7 @@ class Server:
         self.presence = presence(settings)
         self.gateway = Gateway(self.sio, settings, self.verifier, self.catalog, self.book, self.metrics,
                                self.presence, self.events.recovery)
+        BookHandlers(self.gateway, self.books)
         # Per-asset price channels follow the asset rooms of this pod.
         self._watch_assets()
         self.demand = Demand(demand_store(settings), self.catalog, settings.instance_id,
@@ -113,6 +124,9 @@ class Server:
         self._tasks.append(asyncio.create_task(self.ingest.run(), name="ingest"))
         self._tasks.append(asyncio.create_task(self.ingest.watch(), name="feed-timers"))
         self._tasks.append(asyncio.create_task(self.demand.run(), name="demand"))
+        self._tasks.append(asyncio.create_task(self.books.run(), name="books"))
+        if self.control is not None:
+            self._tasks.append(asyncio.create_task(self.control.run(), name="book-requests"))
         await self.presence.start()
 
         self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None,
@@ -161,23 +175,40 @@ class Server:
             await self._runner.cleanup()
         await self.demand.close()
         await self.numbering.aclose()
+        if self.control is not None:
+            await self.control.aclose()
         counts = ", ".join(f"{k.value}={v}" for k, v in sorted(self.ingest.counts.items()))
         log.info("instance %s stopped in %.2fs; closed %d connections; feed ticks: %s", self.settings.instance_id,
                  time.monotonic() - started, connections, counts or "none")
 
+    def _forget(self, asset: str) -> None:
+        """The source let go of `asset`'s channel: its latest price and its book are no longer followed."""
+        self.book.forget(asset)
+        self.books.forget(asset)
+
+    def _ask_simulator(self, asset: str) -> None:
+        assert isinstance(self.source, SimulatedSource)
+        self.source.ask(asset)
+
     def _watch_assets(self) -> None:
-        """Tell the price source which assets this pod needs: any tier room of the asset has a member."""
+        """Tell the price source which assets this pod needs: any tier or book room of the asset has a member."""
         rooms: Counter[str] = Counter()
 
+        def asset_of(room: str) -> str | None:
+            book = room_book(room)
+            return book[0] if book is not None else room_asset(room)
+
         def occupied(room: str) -> None:
-            asset = room_asset(room)
+            asset = asset_of(room)
+            if asset is not None and room_book(room) is not None:
+                self.books.wanted(asset)
             if asset is not None:
                 rooms[asset] += 1
                 if rooms[asset] == 1:
                     self.source.watch(asset)
 
         def vacated(room: str) -> None:
-            asset = room_asset(room)
+            asset = asset_of(room)
             if asset is not None and rooms[asset] > 0:
                 rooms[asset] -= 1
                 if rooms[asset] == 0:

@@ -14,7 +14,8 @@ Redis PUBLISH per tick). Two implementations sit behind `Fanout`, chosen by
   benchmark compares against.
 
 Delayed tiers (`feed.tiers`) send through the same path to their own rooms,
-and `price:status` changes through `send_event` (queued, never collapsed).
+and `price:status` changes and book updates (`realtime.books`, one room per
+asset and depth) through `send_event` (queued, never collapsed).
 """
 
 from __future__ import annotations
@@ -97,6 +98,17 @@ class DirectFanout:
         dirty, self._dirty = self._dirty, []
         for writer in dirty:
             writer.flush()
+
+
+def queue_event(sio: SocketServer, sid: str, event: str, data: Any) -> bool:
+    """Queue one event for one connection of this pod, behind all it has queued and before any later
+    fan-out frame (a queued writer takes no direct write); False if the connection is gone."""
+    writer = sio.writer_of(sid)
+    if writer is None:
+        return False
+    for part in sio.encode_event(event, data):
+        writer.put_nowait(eio_packet.Packet(eio_packet.MESSAGE, part))
+    return True
 
 
 def fanout(sio: SocketServer, kind: str) -> Fanout:
