@@ -32,6 +32,7 @@ from tests.support import (
     GatewayFactory,
     NodeSession,
     RedisServer,
+    eventually,
     node_session,
     of,
     publish,
@@ -296,3 +297,29 @@ async def test_realtime_feed_publishes_books_and_answers_resync_requests(start_g
         await feed.wait()
         await pubsub.aclose()  # type: ignore[no-untyped-call]
         await listener.aclose()
+
+
+async def test_the_readme_example_keeps_a_book(start_gateway: GatewayFactory, redis_server: RedisServer) -> None:
+    # tests/js/example.mjs is the README's code (tests/test_board.py checks): the book it renders after each
+    # update is the feed's top 10, also across a gap the gateway bridges.
+    gateway = redis_gateway(start_gateway, redis_server, jwt_secret=None, dev=True)
+    books = feeds()
+    exchange = exchange_of(gateway, books)
+    async with exchange.answering(redis_server.url, gateway.env["REALTIME_PRICE_CHANNEL"]), \
+            node_session("example.mjs", {"url": gateway.url}) as example:
+        await exchange.send(lambda: [feed.snapshot() for feed in books.values()])
+        await eventually(lambda: _subscribed(gateway), timeout=20)
+        await exchange.burst(10)
+        await read_until(example, lambda lines: any(line.get("seq") == books[BTC].seq for line in of(lines, "book")))
+        btc = books[BTC]
+        await exchange.send(lambda: [btc.missed(), btc.touch_top()][1:])
+        await read_until(example, lambda lines: any(line.get("seq") == books[BTC].seq for line in of(lines, "book")))
+    shown = of(example.lines, "book")
+    assert len(shown) >= 2
+    for line in shown:
+        assert [line["bids"], line["asks"]] == list(books[BTC].view(line["seq"], 10)), line
+
+
+async def _subscribed(gateway: Gateway) -> bool:
+    samples = await scrape(gateway.url)
+    return sample(samples, "realtime_client_events_total", event="book:subscribe", code="ok") >= 1
