@@ -43,6 +43,11 @@ class Side:
             insort(self.prices, price)
         self.levels[price] = quantity
 
+    def replace(self, levels: Iterable[Level]) -> None:
+        """Make `levels` the whole side (zero quantities skipped), sorting once: a snapshot of thousands."""
+        self.levels = {price: quantity for price, quantity in dict(levels).items() if not is_zero(quantity)}
+        self.prices = sorted(self.levels)
+
     def top(self, depth: int) -> list[Level]:
         """The best `depth` levels, best first."""
         prices = self.prices[:-depth - 1:-1] if self.descending else self.prices[:depth]
@@ -72,11 +77,13 @@ class OrderBook:
     def apply(self, bids: Iterable[Level], asks: Iterable[Level], seq: int, ts: int, *, replace: bool = False) -> None:
         """Apply changed levels (or, with `replace`, make them the whole book); the book is then at `seq`."""
         if replace:
-            self.clear()
-        for price, quantity in bids:
-            self.bids.set(price, quantity)
-        for price, quantity in asks:
-            self.asks.set(price, quantity)
+            self.bids.replace(bids)
+            self.asks.replace(asks)
+        else:
+            for price, quantity in bids:
+                self.bids.set(price, quantity)
+            for price, quantity in asks:
+                self.asks.set(price, quantity)
         self.seq = seq
         self.ts = ts
 
