@@ -135,8 +135,10 @@ async def test_two_pods_keep_the_feeds_book_at_every_seq_through_a_burst(start_c
     for session in sessions:
         assert not of(session.lines, "gap")
         updates = check_lines(session.lines, books)
-        # Conflated: far fewer updates than deltas (at most one per 100 ms per book), and at least a few.
+        # Conflated: far fewer updates than deltas (at most one per 100 ms per book), and at least a few;
+        # an update's prevSeq..seq spans the feed messages it merged.
         assert 2 <= updates <= 2 * deltas // 5, updates
+        assert max(line["seq"] - line["prevSeq"] for line in of(session.lines, "book")) > 1
     for pod in cluster.pods:
         samples = await scrape(pod.url)
         assert sample(samples, "realtime_book_levels_conflated_total", asset=BTC) > 0

@@ -23,6 +23,9 @@ from realtime.feed.numbers import NumberRefused
 QUANTITY = re.compile(r"\d{1,20}(?:\.\d{1,18})?")
 # Levels one message may carry per side (a full exchange snapshot is 1 000 to 5 000).
 MAX_LEVELS = 10_000
+# Price strings remembered per decimals: a book's levels come back again and again, and converting a
+# decimal string exactly is most of the cost of a message (the cache starts again when full).
+PRICE_CACHE = 65_536
 
 
 class BookOutcome(StrEnum):
@@ -54,7 +57,27 @@ class BookMessage:
         return self.prev_seq is None
 
 
-def parse(message: dict[str, Any], catalog: Catalog) -> BookMessage:
+class Prices:
+    """Exact price conversions (`feed.numbers.price`) of strings seen before, per decimals."""
+
+    def __init__(self) -> None:
+        self._known: dict[int, dict[str, int]] = {}
+
+    def units(self, value: Any, side: str, decimals: int) -> int:
+        known = self._known.setdefault(decimals, {})
+        if isinstance(value, str):
+            units = known.get(value)
+            if units is not None:
+                return units
+        units = numbers.price(value, f"{side} price", decimals)
+        if isinstance(value, str):
+            if len(known) >= PRICE_CACHE:
+                known.clear()
+            known[value] = units
+        return units
+
+
+def parse(message: dict[str, Any], catalog: Catalog, prices: Prices | None = None) -> BookMessage:
     """Validate a decoded feed message of type `book`."""
     name = message.get("asset")
     if not isinstance(name, str):
@@ -72,14 +95,15 @@ def parse(message: dict[str, Any], catalog: Catalog) -> BookMessage:
         if seq is None or (prev_seq is None and not snapshot):
             raise NumberRefused("seq and (unless a snapshot) prevSeq are required")
         ts = numbers.timestamp(message.get("ts"), now_ms)
-        bids = _levels(message.get("bids", []), "bids", asset.decimals)
-        asks = _levels(message.get("asks", []), "asks", asset.decimals)
+        prices = prices or Prices()
+        bids = _levels(message.get("bids", []), "bids", asset.decimals, prices)
+        asks = _levels(message.get("asks", []), "asks", asset.decimals, prices)
     except NumberRefused as refused:
         raise BookRefused(BookOutcome.MALFORMED, f"{asset.name}: {refused}") from None
     return BookMessage(asset.name, seq, prev_seq, bids, asks, ts if ts is not None else now_ms)
 
 
-def _levels(value: Any, side: str, decimals: int) -> list[Level]:
+def _levels(value: Any, side: str, decimals: int, prices: Prices) -> list[Level]:
     if not isinstance(value, list):
         raise NumberRefused(f"{side} must be a list of [price, quantity]")
     if len(value) > MAX_LEVELS:
@@ -91,5 +115,5 @@ def _levels(value: Any, side: str, decimals: int) -> list[Level]:
         price, quantity = item
         if not isinstance(quantity, str) or QUANTITY.fullmatch(quantity) is None:
             raise NumberRefused(f"{side}: quantity {str(quantity)[:32]!r} is not a non-negative decimal string")
-        levels.append((numbers.price(price, f"{side} price", decimals), quantity))
+        levels.append((prices.units(price, side, decimals), quantity))
     return levels

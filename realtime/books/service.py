@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from realtime.books.book import OrderBook
-from realtime.books.messages import BookMessage, BookOutcome, BookRefused, parse
+from realtime.books.messages import BookMessage, BookOutcome, BookRefused, Prices, parse
 from realtime.books.rooms import Room
 from realtime.feed.catalog import Catalog
 from realtime.protocol import (
@@ -82,6 +82,7 @@ class Books:
         self.resyncs: Counter[str] = Counter()  # asset -> books live again after a gap
         self.updates: Counter[tuple[str, int]] = Counter()  # (asset, depth) -> book:update sent
         self.conflated: Counter[str] = Counter()  # asset -> level changes merged into a later one
+        self._prices = Prices()
         self._due: dict[str, float] = {}  # asset -> loop time its pending send is due
         self._wake = asyncio.Event()
 
@@ -96,7 +97,7 @@ class Books:
         if not isinstance(message, dict) or message.get("type") != FEED_BOOK:
             return False
         try:
-            await self._accept(parse(message, self.catalog))
+            await self._accept(parse(message, self.catalog, self._prices))
             self.outcomes[BookOutcome.OK] += 1
         except BookRefused as refused:
             self.outcomes[refused.outcome] += 1
