@@ -170,9 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     feed.add_argument("--per-asset", action="store_true",
                       help="publish each asset on <price channel>:<ASSET> (SPUBLISH on a Redis Cluster) instead of "
                            "the price channel; gateways need REALTIME_PRICE_CHANNELS=per-asset or both")
-    feed.add_argument("--book-levels", type=int, default=20,
+    feed.add_argument("--book-levels", type=int, default=60,
                       help="price levels a side of each asset's simulated order book, moved with every tick and "
-                           "snapshotted when a gateway asks on <price channel>:control (0 = no books; default: 20)")
+                           "snapshotted when a gateway asks on <price channel>:control (0 = no books; default: 60)")
     _add_settings_flags(feed, ["redis_url", "price_channel", "assets", "redis_timeout", "redis_retry_max",
                                "log_level", "log_format"])
     feed.set_defaults(run=_feed)

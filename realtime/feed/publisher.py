@@ -39,7 +39,7 @@ RESYNC_QUIET = 0.1
 
 
 async def run_feed(settings: Settings, *, rate: float, count: int | None = None, per_asset: bool = False,
-                   book_levels: int = 20) -> int:
+                   book_levels: int = 60) -> int:
     """Publish `rate` ticks (and book moves) per second per asset until cancelled or `count` ticks are out."""
     assert settings.redis_url is not None
     walk = RandomWalk(settings.catalog)

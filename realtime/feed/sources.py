@@ -48,6 +48,11 @@ class PriceSource(Protocol):
     def messages(self) -> AsyncIterator[bytes]: ...
 
 
+# Price levels a side of each simulated book: deeper than the deepest usual view (REALTIME_BOOK_DEPTHS),
+# so random deletions rarely leave it short.
+BOOK_LEVELS = 60
+
+
 class SimulatedSource:
     """Embedded mode: `rate` ticks per second per asset from a random walk, each with a book move around it.
 
@@ -57,7 +62,8 @@ class SimulatedSource:
     def __init__(self, settings: Settings) -> None:
         self.walk = RandomWalk(settings.catalog)
         self.rate = settings.simulated_rate
-        self.books = {asset.name: BookWalk(asset.name, asset.decimals) for asset in self.walk.assets}
+        self.books = {asset.name: BookWalk(asset.name, asset.decimals, levels=BOOK_LEVELS)
+                      for asset in self.walk.assets}
         self._asked: set[str] = set()
 
     def ask(self, asset: str) -> None:
