@@ -32,6 +32,7 @@ from tests.support import (
     GatewayFactory,
     NodeSession,
     RedisServer,
+    connected,
     eventually,
     node_session,
     of,
@@ -325,3 +326,24 @@ async def test_the_readme_example_keeps_a_book(start_gateway: GatewayFactory, re
 async def _subscribed(gateway: Gateway) -> bool:
     samples = await scrape(gateway.url)
     return sample(samples, "realtime_client_events_total", event="book:subscribe", code="ok") >= 1
+
+
+async def test_a_refreshed_token_that_drops_an_asset_leaves_its_books(start_gateway: GatewayFactory,
+                                                                       redis_server: RedisServer) -> None:
+    gateway = redis_gateway(start_gateway, redis_server)
+    books = feeds()
+    exchange = exchange_of(gateway, books)
+    await exchange.send(lambda: [feed.snapshot() for feed in books.values()])
+    async with connected(gateway.url, auth={"token": token("dave", assets=[BTC, ETH])}) as dave:
+        for asset in (BTC, ETH):
+            ack = await dave.call("book:subscribe", {"asset": asset, "depth": 10})
+            assert ack["ok"] and ack["seq"] == books[asset].seq, ack
+        refreshed = await dave.call("auth:refresh", {"token": token("dave", assets=[ETH])})
+        assert refreshed["ok"], refreshed
+        # Both books change at once; ETH's update arrives, BTC's never does.
+        await exchange.send(lambda: [books[BTC].touch_top(), books[ETH].touch_top()])
+        [update] = await dave.wait_for("book:update", 1, timeout=10)
+        assert update["asset"] == ETH and update["seq"] == books[ETH].seq
+        again = await dave.call("book:subscribe", {"asset": BTC, "depth": 10})
+        assert again["error"]["code"] == "FORBIDDEN"
+        assert [u["asset"] for u in dave.received("book:update")] == [ETH]
