@@ -30,16 +30,21 @@ function keep(view, via) {
         status: view.status });
 }
 
+// Acks by callback, not `await emitWithAck`: the first update may come in the same read as the ack, and
+// an await would take it before the view is kept.
+const ask = (event, book, via) => socket.timeout(5000).emit(event, book, (err, view) => {
+  if (err || !view.ok) out({ type: "ack", event, payload: book, ack: err ? { error: String(err) } : view });
+  else keep(view, via);
+});
 socket.on("book:snapshot", (view) => keep(view, "event"));
 socket.on("book:status", (status) => out({ type: "status", ...status }));
-socket.on("book:update", async (update) => {
+socket.on("book:update", (update) => {
   const book = books.get(key(update));
   if (!book) return;
   if (update.prevSeq !== book.seq) {
     out({ type: "gap", asset: update.asset, depth: update.depth, seq: update.seq, prevSeq: update.prevSeq, had: book.seq });
     books.delete(key(update));
-    const view = await socket.timeout(5000).emitWithAck("book:snapshot", { asset: update.asset, depth: update.depth });
-    return keep(view, "resync");
+    return ask("book:snapshot", { asset: update.asset, depth: update.depth }, "resync");
   }
   const changed = [];
   for (const side of ["bids", "asks"]) {
@@ -64,10 +69,14 @@ socket.on("connect", async () => {
       out({ type: "ack", event, payload, ack: await socket.timeout(5000).emitWithAck(event, payload) });
     }
   }
-  for (const book of plan.books ?? []) {
-    const view = await socket.timeout(5000).emitWithAck("book:subscribe", book);
-    if (view.ok) keep(view, "ack"); else out({ type: "ack", event: "book:subscribe", payload: book, ack: view });
-  }
+  const acks = (plan.books ?? []).map((book) => new Promise((done) => {
+    socket.timeout(5000).emit("book:subscribe", book, (err, view) => {
+      if (err || !view.ok) out({ type: "ack", event: "book:subscribe", payload: book, ack: err ? { error: String(err) } : view });
+      else keep(view, "ack");
+      done();
+    });
+  }));
+  await Promise.all(acks);
   out({ type: "subscribed" });
 });
 socket.on("disconnect", (reason) => out({ type: "disconnect", reason }));

@@ -38,7 +38,7 @@ socket.on("connect", async () => {
   if (!ack.ok) return console.error(ack.error.code, ack.error.message);
   ack.prices.forEach(onPrice); // a tick may have overtaken its snapshot: onPrice keeps the newest
   for (const { asset, code } of ack.rejected) console.warn(asset, code); // e.g. FORBIDDEN
-  keepBook(await socket.timeout(5000).emitWithAck("book:subscribe", BOOK));
+  askBook("book:subscribe");
 });
 socket.on("price:update", onPrice);
 
@@ -46,13 +46,15 @@ socket.on("price:update", onPrice);
 const BOOK = { asset: "BTC_USDC_PERP", depth: 10 };
 let book = null; // { seq, bids: Map(price -> qty), asks: Map }: decimal strings, as on the wire
 const keepBook = (view) => (book = view.ok ? { seq: view.seq, bids: new Map(view.bids), asks: new Map(view.asks) } : null);
+// A callback, not `await emitWithAck`: the first update may come in the same read as the ack.
+const askBook = (event) => socket.timeout(5000).emit(event, BOOK, (err, view) => keepBook(err ? {} : view));
 socket.on("book:snapshot", keepBook); // a recovered session's books come back first, before any update
 
-socket.on("book:update", async (update) => {
+socket.on("book:update", (update) => {
   if (!book) return; // waiting for a snapshot
   if (update.prevSeq !== book.seq) { // missed one: start again from a snapshot
     book = null;
-    return keepBook(await socket.timeout(5000).emitWithAck("book:snapshot", BOOK));
+    return askBook("book:snapshot");
   }
   for (const side of ["bids", "asks"]) {
     for (const [price, qty] of update[side]) {

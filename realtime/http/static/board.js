@@ -182,11 +182,12 @@
     renderBook();
   }
 
-  async function requestBook(event) {
-    const asset = selected;
+  // The ack by callback, not await: the first update may come in the same read as the ack.
+  function requestBook(event) {
     book = null;
-    const view = await socket.timeout(10000).emitWithAck(event, { asset, depth: BOOK_DEPTH }).catch(() => null);
-    if (view) keepBook(view);
+    socket.timeout(10000).emit(event, { asset: selected, depth: BOOK_DEPTH }, (err, view) => {
+      if (!err) keepBook(view);
+    });
   }
 
   function onBookUpdate(update) {
