@@ -104,6 +104,7 @@ class BookTicker:
 async def measure(run: Run, publish: Any, seconds: float, clients: int) -> dict[str, Any]:
     """Run `publish()` (a ticker's run), drain a second, and report what the clients received."""
     await run.fleet.reset(time.time_ns() // 1000)
+    closed = (await run.fleet.received()).closed  # the workers count closes since they started
     server = CpuWindow(run.endpoint.pid) if run.endpoint.pid is not None else None
     if server is not None:
         server.start()
@@ -126,7 +127,7 @@ async def measure(run: Run, publish: Any, seconds: float, clients: int) -> dict[
                                    if usage and histogram.count else None),
         "bytes_per_client_per_s": round(received.bytes / clients / seconds) if clients else None,
         "worker_cpu_pct": [round(w.cpu_pct, 1) for w in workers],
-        "clients_closed": received.closed,
+        "clients_closed": received.closed - closed,
     }
 
 
