@@ -66,6 +66,17 @@ async def clients(urls: list[str], **plan: Any) -> AsyncIterator[list[NodeSessio
         yield sessions
 
 
+async def live(books: dict[str, BookFeed], urls: list[str]) -> None:
+    """Wait until every pod holds every book live (its first snapshot heard), before clients come."""
+    async def all_live() -> bool:
+        for url in urls:
+            samples = await scrape(url)
+            if any(sample(samples, "realtime_book_live", asset=asset) != 1 for asset in books):
+                return False
+        return True
+    await eventually(all_live, timeout=20)
+
+
 def final(books: dict[str, BookFeed], wanted: list[dict[str, Any]] = BOOKS) -> dict[tuple[str, int], int]:
     return {(book["asset"], book["depth"]): books[book["asset"]].seq for book in wanted}
 
@@ -129,6 +140,7 @@ async def test_two_pods_keep_the_feeds_book_at_every_seq_through_a_burst(start_c
     urls = [pod.url for pod in cluster.pods]
     async with exchange.answering(cluster.redis.url, cluster.env["REALTIME_PRICE_CHANNEL"]):
         await exchange.send(lambda: [feed.snapshot() for feed in books.values()])
+        await live(books, [pod.url for pod in cluster.pods])
         async with clients(urls, token=token("alice"), books=BOOKS) as sessions:
             deltas = await exchange.burst(40)
             for session in sessions:
@@ -155,6 +167,7 @@ async def test_a_gap_in_the_feed_resyncs_every_pod_and_clients_stay_exact(start_
     btc = books[BTC]
     async with exchange.answering(cluster.redis.url, cluster.env["REALTIME_PRICE_CHANNEL"]):
         await exchange.send(lambda: [feed.snapshot() for feed in books.values()])
+        await live(books, [pod.url for pod in cluster.pods])
         async with clients([pod.url for pod in cluster.pods], token=token("alice"), books=BOOKS) as sessions:
             await exchange.burst(5)
             for session in sessions:
@@ -185,6 +198,7 @@ async def test_a_recovered_client_gets_book_snapshot_before_any_update(start_clu
     exchange = exchange_of(cluster.pods[0], books)
     async with exchange.answering(cluster.redis.url, cluster.env["REALTIME_PRICE_CHANNEL"]):
         await exchange.send(lambda: [feed.snapshot() for feed in books.values()])
+        await live(books, [pod.url for pod in cluster.pods])
         async with clients([cluster.url], token=token("alice"), books=BOOKS) as [session]:
             await exchange.burst(5)
             await read_until(session, holds(final(books)))
@@ -229,6 +243,7 @@ async def test_rights_delay_and_bad_payloads_are_refused_and_the_connection_live
     codes = ["FORBIDDEN", "FORBIDDEN", "UNKNOWN_ASSET", *["BAD_REQUEST"] * 8]
     async with exchange.answering(cluster.redis.url, cluster.env["REALTIME_PRICE_CHANNEL"]):
         await exchange.send(lambda: [feed.snapshot() for feed in books.values()])
+        await live(books, [pod.url for pod in cluster.pods])
         wanted = [{"asset": ETH, "depth": 10}]
         async with clients([pod.url for pod in cluster.pods], token=token("bob", assets=[ETH]), books=wanted,
                            calls=calls) as sessions:
@@ -311,6 +326,7 @@ async def test_the_readme_example_keeps_a_book(start_gateway: GatewayFactory, re
     async with exchange.answering(redis_server.url, gateway.env["REALTIME_PRICE_CHANNEL"]), \
             node_session("example.mjs", {"url": gateway.url}) as example:
         await exchange.send(lambda: [feed.snapshot() for feed in books.values()])
+        await live(books, [gateway.url])
         await eventually(lambda: _subscribed(gateway), timeout=20)
         await exchange.burst(10)
         await read_until(example, lambda lines: any(line.get("seq") == books[BTC].seq for line in of(lines, "book")))
@@ -334,6 +350,7 @@ async def test_a_refreshed_token_that_drops_an_asset_leaves_its_books(start_gate
     books = feeds()
     exchange = exchange_of(gateway, books)
     await exchange.send(lambda: [feed.snapshot() for feed in books.values()])
+    await live(books, [gateway.url])
     async with connected(gateway.url, auth={"token": token("dave", assets=[BTC, ETH])}) as dave:
         for asset in (BTC, ETH):
             ack = await dave.call("book:subscribe", {"asset": asset, "depth": 10})
