@@ -152,6 +152,9 @@ async def test_two_pods_keep_the_feeds_book_at_every_seq_through_a_burst(start_c
         # an update's prevSeq..seq spans the feed messages it merged.
         assert 2 <= updates <= 2 * deltas // 5, updates
         assert max(line["seq"] - line["prevSeq"] for line in of(session.lines, "book")) > 1
+        # The burst deleted levels and moved levels into and out of the views.
+        changed = [change for line in of(session.lines, "book") for change in line["changed"]]
+        assert any(qty == "0" for _, _, qty, _ in changed) and any(before is None for *_, before in changed)
     for pod in cluster.pods:
         samples = await scrape(pod.url)
         assert sample(samples, "realtime_book_levels_conflated_total", asset=BTC) > 0
