@@ -103,7 +103,8 @@ class Settings(BaseSettings):
     manager_channel: str = Field("socketio", min_length=1, description="python-socketio manager channel")
     price_channel: str = Field("exness:price-updates", min_length=1, description="price feed channel")
     price_channels: Literal["single", "per-asset", "both"] = Field(
-        "single", description="where the feed publishes: the price channel, `<channel>:<ASSET>` per asset, or both"
+        "both", description="where to listen for ticks: the price channel, `<channel>:<ASSET>` per asset (on a "
+                            "Redis Cluster sharded), or both, which hears a feed of either layout"
     )
     price_linger: float = Field(
         10.0, ge=0, le=3600, description="seconds a pod keeps an asset's channel after its last local subscriber left"

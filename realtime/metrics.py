@@ -75,6 +75,7 @@ class State:
     redis: tuple[RedisLink, ...] = ()
     manager_messages: Callable[[], tuple[int, int] | None] = lambda: None  # (in, out) through Redis
     counters: tuple[PlainCounter, ...] = ()
+    price_channels: Callable[[], Iterable[tuple[str, str]]] = lambda: ()  # (layout, channel) held now
 
 
 class StateCollector(Collector):
@@ -120,6 +121,12 @@ class StateCollector(Collector):
                 reconnects.add_metric([link.component], link.reconnects())
             yield up
             yield reconnects
+
+        held = GaugeMetricFamily("realtime_price_channels_held", "1 for each price channel this pod listens to now "
+                                 "(layout: single or per-asset)", labels=["layout", "channel"])
+        for layout, channel in state.price_channels():
+            held.add_metric([layout, channel], 1)
+        yield held
 
         manager_messages = state.manager_messages()
         if manager_messages is not None:

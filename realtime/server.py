@@ -87,6 +87,7 @@ class Server:
             redis_required=not settings.embedded,
             redis_up=lambda: self.source.connected and self.sio.manager_ready and self.events.ready,
             connections=lambda: len(self.gateway.connections),
+            price_channels=lambda: [channel for _, channel in self.source.channels()],
         )
 
         # HTTP: Engine.IO behind the drain, new sessions through the per-address rate and the pod's cap.
@@ -204,6 +205,7 @@ class Server:
             feed=self.ingest.counts,
             redis=(*self.source.links(), *self.sio.manager_links(), *self.events.links()),
             manager_messages=self.sio.manager_messages,
+            price_channels=self.source.channels,
             counters=(
                 ("realtime_slow_consumers_cut", "connections cut for not reading their messages",
                  lambda: self.writers.cut),
