@@ -75,6 +75,7 @@ class State:
     redis: tuple[RedisLink, ...] = ()
     manager_messages: Callable[[], tuple[int, int] | None] = lambda: None  # (in, out) through Redis
     counters: tuple[PlainCounter, ...] = ()
+    gauges: tuple[PlainCounter, ...] = ()  # (name, help, value) read at scrape time
     price_channels: Callable[[], Iterable[tuple[str, str]]] = lambda: ()  # (layout, channel) held now
 
 
@@ -139,6 +140,8 @@ class StateCollector(Collector):
 
         for name, documentation, value in state.counters:
             yield CounterMetricFamily(name, documentation, value=value())
+        for name, documentation, value in state.gauges:
+            yield GaugeMetricFamily(name, documentation, value=value())
 
 
 class Buckets:

@@ -206,6 +206,8 @@ class Server:
             redis=(*self.source.links(), *self.sio.manager_links(), *self.events.links()),
             manager_messages=self.sio.manager_messages,
             price_channels=self.source.channels,
+            gauges=(("realtime_request_heads", "connections sending a request head now (slowloris shows here)",
+                     lambda: self.heads.pending),),
             counters=(
                 ("realtime_slow_consumers_cut", "connections cut for not reading their messages",
                  lambda: self.writers.cut),

@@ -132,6 +132,40 @@ async def test_connections_sending_a_head_count_toward_the_pod_cap(start_gateway
             writer.close()
 
 
+async def test_the_handshake_gate_counts_heads_and_a_full_pod_still_answers_probes(
+        start_gateway: GatewayFactory) -> None:
+    cap = RESERVE + 16
+    gateway = start_gateway(header_timeout=30, max_connections=cap, connect_rate=0, connect_timeout=60)
+    handshake = f"{gateway.url}/socket.io/?EIO=4&transport=polling"
+    async with aiohttp.ClientSession() as http:
+        # Sessions up to the cap less a few; then slow heads fill it.
+        for _ in range(cap - 4):
+            async with http.get(handshake) as response:
+                assert response.status == 200
+        held = [await asyncio.open_connection("127.0.0.1", gateway.port) for _ in range(4)]
+        try:
+            for _, writer in held:
+                writer.write(b"GET / HTTP/1.1\r\n")
+
+            async def heads() -> bool:
+                return sample(await scrape(gateway.url), "realtime_request_heads") == 4
+            await eventually(heads)
+            # Sessions and heads fill the cap: a new session is refused at the handshake...
+            async with http.get(handshake) as response:
+                assert response.status == 503
+            # ...and the reserve lets the probes in.
+            async with http.get(gateway.url + "/health") as response:
+                assert response.status == 200
+        finally:
+            for _, writer in held:
+                writer.close()
+
+        async def admitted() -> bool:
+            async with http.get(handshake) as response:
+                return response.status == 200
+        await eventually(admitted, timeout=10)
+
+
 async def test_nginx_cuts_slow_request_heads(start_gateway: GatewayFactory, tmp_path: Path) -> None:
     # docker/nginx.conf sets client_header_timeout 5s (nginx's default: 60 s); the pod behind it never sees them.
     gateway = start_gateway()
