@@ -5,7 +5,7 @@ flag for readiness. `redis://` subscribes to the price channel and reconnects
 on its own; `memory://` (embedded mode) runs the random-walk simulator in
 process and feeds its ticks through the same validation as Redis would.
 
-`REALTIME_PRICE_CHANNELS` says where the feed publishes: `single` (the price
+`REALTIME_PRICE_CHANNELS` says where a pod listens for ticks: `single` (the price
 channel), `per-asset` (`<channel>:<ASSET>`, so a pod hears only the assets
 its clients watch) or `both`, the default: the pod hears the single channel
 and the per-asset ones of its assets, so it hears a feed of either layout
