@@ -3,7 +3,7 @@ the signals and a bounded graceful shutdown.
 
 A price tick: `feed.sources` (Redis or simulator) -> `feed.ingest` ->
 `feed.prices` (validate, number, keep latest) -> `send.fanout` ->
-`send.writer` -> the socket. A private event: `http.api`, `events.emitter` or
+`engine.writer` -> the socket. A private event: `http.api`, `events.emitter` or
 `events.router` -> `events.log` (Redis Streams) -> every pod's `events.reader`
 -> the user's room, with its offset (`events.recovery` replays it to a
 recovering connection). Client events: `sessions.handlers`.
@@ -26,6 +26,7 @@ from realtime.cluster.presence import presence
 from realtime.config import Settings
 from realtime.engine import versions
 from realtime.engine.server import SocketServer
+from realtime.engine.writer import Writers
 from realtime.events.service import Events
 from realtime.feed.catalog import Catalog
 from realtime.feed.gauges import FeedGauges
@@ -41,7 +42,6 @@ from realtime.http.proxies import address_of
 from realtime.metrics import Metrics, State
 from realtime.protocol import room_asset, tier_room
 from realtime.send.fanout import fanout
-from realtime.send.writer import Writers
 from realtime.sessions.auth import TokenVerifier
 from realtime.sessions.handlers import Gateway
 from realtime.sessions.limits import AddressLimiter

@@ -26,7 +26,7 @@ from socketio.msgpack_packet import MsgPackPacket
 
 from realtime.engine import driver, versions
 from realtime.engine.packets import EngineServer
-from realtime.send.writer import Writer, Writers, websocket_frame
+from realtime.engine.writer import Writer, Writers, websocket_frame
 from tests.support import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -206,7 +206,7 @@ def _server(**options: Any) -> socketio.AsyncServer:
     return sio
 
 
-# engine.io: the socket's queue (realtime/engine/driver.py, realtime/send/writer.py).
+# engine.io: the socket's queue (realtime/engine/driver.py, realtime/engine/writer.py).
 
 async def test_sockets_get_their_queue_from_server_create_queue() -> None:
     sio = _server()
@@ -300,7 +300,7 @@ def test_the_stock_emit_takes_namespace_and_room() -> None:
 
 
 # aiohttp: frames written to the request's transport interleave with the
-# websocket's own, whole and in order (realtime/engine/driver.py, realtime/send/writer.py).
+# websocket's own, whole and in order (realtime/engine/driver.py, realtime/engine/writer.py).
 
 async def test_direct_frames_and_aiohttp_frames_share_one_ordered_stream() -> None:
     async def handler(request: web.Request) -> web.WebSocketResponse:

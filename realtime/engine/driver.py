@@ -22,8 +22,8 @@ import engineio
 from aiohttp import web
 from engineio.async_drivers import aiohttp as aiohttp_driver
 
+from realtime.engine.writer import Writer, Writers
 from realtime.http.proxies import Networks, client_address
-from realtime.send.writer import Writer, Writers
 
 
 def install(eio: engineio.AsyncServer, *, compression: bool, trusted_proxies: Iterable[str],

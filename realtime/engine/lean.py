@@ -39,7 +39,7 @@ from engineio import packet as eio_packet
 from realtime.engine import frames
 from realtime.engine.heartbeat import Heartbeat
 from realtime.engine.websocket import INBOX_LIMIT, KEPT_ENVIRON, Hijacked, MessageHandler, WebSocketSession
-from realtime.send.writer import websocket_frame
+from realtime.engine.writer import websocket_frame
 
 if TYPE_CHECKING:
     from realtime.engine.sessions import ConformingServer

@@ -22,9 +22,9 @@ from realtime.engine.admission import Admission, Gate, GatedEngineServer, close_
 from realtime.engine.manager import client_manager
 from realtime.engine.packets import packet_class
 from realtime.engine.sessions import ConformingServer
+from realtime.engine.writer import Writer, Writers
 from realtime.metrics import PlainCounter, RedisLink
 from realtime.protocol import AUTH_PID
-from realtime.send.writer import Writer, Writers
 
 NAMESPACE = "/"
 # Where python-socketio serves Engine.IO (its default `socketio_path`).

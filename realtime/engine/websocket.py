@@ -16,7 +16,7 @@ from aiohttp import web
 from engineio import packet as eio_packet
 
 from realtime.engine import frames
-from realtime.send.writer import DIRECT_BUFFER_LIMIT, Writer
+from realtime.engine.writer import DIRECT_BUFFER_LIMIT, Writer
 
 if TYPE_CHECKING:
     from realtime.engine.lean import LeanEngine

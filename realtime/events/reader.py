@@ -31,11 +31,11 @@ from engineio import packet as eio_packet
 
 from realtime.cluster.redis import REDIS_ERRORS, Backoff
 from realtime.engine.server import SocketServer
+from realtime.engine.writer import Writer, websocket_frame
 from realtime.events import offsets
 from realtime.events.log import Entry, EventLog
 from realtime.events.offsets import Offset
 from realtime.protocol import PRICE_UPDATE, PriceUpdate
-from realtime.send.writer import Writer, websocket_frame
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from typing import Any, Protocol
 from engineio import packet as eio_packet
 
 from realtime.engine.server import SocketServer
+from realtime.engine.writer import Writer, websocket_frame
 from realtime.protocol import PRICE_UPDATE, PriceUpdate, asset_room
-from realtime.send.writer import Writer, websocket_frame
 
 
 class Fanout(Protocol):
