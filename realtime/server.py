@@ -25,6 +25,7 @@ from realtime.cluster.demand import Demand, demand_store
 from realtime.cluster.presence import presence
 from realtime.config import Settings
 from realtime.engine import versions
+from realtime.engine.proxies import address_of
 from realtime.engine.server import SocketServer
 from realtime.engine.writer import Writers
 from realtime.events.service import Events
@@ -38,7 +39,6 @@ from realtime.http import health
 from realtime.http.api import PREFIX, Api
 from realtime.http.board import Board
 from realtime.http.middleware import handshake_limit, turn_away_while_draining
-from realtime.http.proxies import address_of
 from realtime.metrics import Metrics, State
 from realtime.protocol import room_asset, tier_room
 from realtime.send.fanout import fanout
