@@ -21,6 +21,7 @@ from collections import Counter
 
 from aiohttp import web
 
+from realtime.catalog import Catalog
 from realtime.cluster.demand import Demand, demand_store
 from realtime.cluster.presence import presence
 from realtime.config import Settings
@@ -29,7 +30,6 @@ from realtime.engine.proxies import address_of
 from realtime.engine.server import SocketServer
 from realtime.engine.writer import Writers
 from realtime.events.service import Events
-from realtime.feed.catalog import Catalog
 from realtime.feed.gauges import FeedGauges
 from realtime.feed.ingest import Ingest
 from realtime.feed.numbering import numbering

@@ -25,8 +25,8 @@ import socketio
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from realtime.catalog import Catalog
 from realtime.config import parse_assets
-from realtime.feed.catalog import Catalog
 from realtime.feed.prices import MAX_SAFE_INTEGER, PriceBook, TickRejected
 from tests.support import ASSETS, SECRET, Gateway, RedisServer, connected, free_port, launch, publish, token
 

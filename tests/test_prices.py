@@ -7,9 +7,9 @@ import time
 
 import pytest
 
+from realtime.catalog import Catalog
 from realtime.config import parse_assets
 from realtime.feed import numbers
-from realtime.feed.catalog import Catalog
 from realtime.feed.numbers import MAX_UPSTREAM_SEQ
 from realtime.feed.prices import MAX_SAFE_INTEGER, PriceBook, TickOutcome, TickRejected
 

@@ -29,9 +29,9 @@ from typing import Protocol
 import orjson
 from redis.typing import EncodableT, FieldT
 
+from realtime.catalog import Catalog
 from realtime.cluster.redis import REDIS_ERRORS, client
 from realtime.config import Settings
-from realtime.feed.catalog import Catalog
 from realtime.protocol import DemandReport
 
 log = logging.getLogger(__name__)

@@ -23,13 +23,13 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
+from realtime.catalog import Catalog
 from realtime.cluster.redis import REDIS_ERRORS
 from realtime.engine.server import SocketServer
 from realtime.events import offsets
 from realtime.events.log import EventLog
 from realtime.events.reader import Admission, LogReader
 from realtime.events.sessions import MAX_PID, Session, SessionStore, new_pid
-from realtime.feed.catalog import Catalog
 from realtime.protocol import AUTH_OFFSET, AUTH_PID, PriceUpdate
 from realtime.sessions.auth import Principal
 

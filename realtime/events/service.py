@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 from prometheus_client import CollectorRegistry
 
+from realtime.catalog import Catalog
 from realtime.cluster.redis import REDIS_ERRORS
 from realtime.config import Settings
 from realtime.engine.server import SocketServer
@@ -23,7 +24,6 @@ from realtime.events.reader import LogReader
 from realtime.events.recovery import Recovery, heartbeat_period
 from realtime.events.router import StreamRouter
 from realtime.events.sessions import RedisSessions, SessionStore
-from realtime.feed.catalog import Catalog
 from realtime.metrics import PlainCounter, RedisLink
 from realtime.protocol import ErrorCode, GatewayError
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import orjson
 
+from realtime.catalog import Catalog
 from realtime.feed import numbers
 from realtime.feed.band import Band
-from realtime.feed.catalog import Catalog
 from realtime.feed.numbers import MAX_SAFE_INTEGER, NumberRefused
 from realtime.feed.sequence import OutOfOrder, Sequencer
 from realtime.feed.status import Statuses

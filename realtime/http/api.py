@@ -25,12 +25,12 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from realtime.catalog import Catalog
 from realtime.cluster.demand import Demand, DemandUnavailable
 from realtime.config import Settings
 from realtime.engine.server import SocketServer
 from realtime.events.service import Events
 from realtime.events.validation import MAX_EVENT_NAME, RESERVED_EVENTS, RESERVED_PREFIXES, is_private
-from realtime.feed.catalog import Catalog
 from realtime.feed.prices import PriceBook
 from realtime.http.errors import error_response, http_exception_response, json_response
 from realtime.metrics import Metrics

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from realtime.catalog import Catalog
 from realtime.config import ConfigError, Settings
-from realtime.feed.catalog import Catalog
 from realtime.sessions.auth import TokenVerifier
 
 log = logging.getLogger(__name__)

@@ -18,12 +18,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from realtime.catalog import Catalog
 from realtime.cluster.presence import Presence, Slot
 from realtime.config import Settings
 from realtime.engine import inbound
 from realtime.engine.server import SocketServer
 from realtime.events.recovery import Recovery
-from realtime.feed.catalog import Catalog
 from realtime.feed.prices import PriceBook
 from realtime.logs import log_context
 from realtime.metrics import Metrics
