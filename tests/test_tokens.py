@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from realtime.config import Settings
+from realtime.principal import Principal
 from realtime.protocol import ErrorCode, GatewayError
-from realtime.sessions.auth import Principal, TokenVerifier
+from realtime.sessions.auth import TokenVerifier
 from realtime.sessions.tokens import VerifiedTokens
 from tests.support import SECRET, token
 

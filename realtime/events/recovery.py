@@ -30,8 +30,8 @@ from realtime.events import offsets
 from realtime.events.log import EventLog
 from realtime.events.reader import Admission, LogReader
 from realtime.events.sessions import MAX_PID, Session, SessionStore, new_pid
+from realtime.principal import Principal
 from realtime.protocol import AUTH_OFFSET, AUTH_PID, PriceUpdate
-from realtime.sessions.auth import Principal
 
 log = logging.getLogger(__name__)
 

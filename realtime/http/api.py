@@ -34,6 +34,7 @@ from realtime.events.validation import MAX_EVENT_NAME, RESERVED_EVENTS, RESERVED
 from realtime.feed.prices import PriceBook
 from realtime.http.errors import error_response, http_exception_response, json_response
 from realtime.metrics import Metrics
+from realtime.principal import ANONYMOUS, Principal
 from realtime.protocol import (
     AssetInfo,
     ErrorCode,
@@ -42,7 +43,7 @@ from realtime.protocol import (
     role_room,
     user_room,
 )
-from realtime.sessions.auth import ANONYMOUS, Principal, TokenVerifier
+from realtime.sessions.auth import TokenVerifier
 
 PREFIX = "/api/v1"
 SERVICE_ROLE = "service"

@@ -27,6 +27,7 @@ from realtime.events.recovery import Recovery
 from realtime.feed.prices import PriceBook
 from realtime.logs import log_context
 from realtime.metrics import Metrics
+from realtime.principal import ANONYMOUS, Principal
 from realtime.protocol import (
     AUTH_EXPIRING,
     AUTH_REFRESH,
@@ -51,7 +52,7 @@ from realtime.protocol import (
     tier_room,
     user_room,
 )
-from realtime.sessions.auth import ANONYMOUS, Principal, TokenVerifier, extract_token
+from realtime.sessions.auth import TokenVerifier, extract_token
 from realtime.sessions.expiry import Deadlines
 from realtime.sessions.limits import EventLimiter, Verdict
 
