@@ -35,8 +35,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from realtime import __version__
-from realtime.feed.prices import TickOutcome
-from realtime.protocol import AUTH_REFRESH, PRICE_SUBSCRIBE, PRICE_UNSUBSCRIBE, PriceUpdate
+from realtime.protocol import AUTH_REFRESH, PRICE_SUBSCRIBE, PRICE_UNSUBSCRIBE, PriceUpdate, TickOutcome
 
 # Label values for client events: the events we answer, everything else is "other".
 KNOWN_EVENTS = frozenset({PRICE_SUBSCRIBE, PRICE_UNSUBSCRIBE, AUTH_REFRESH})

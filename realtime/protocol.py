@@ -81,6 +81,18 @@ class ErrorCode(StrEnum):
     UNAVAILABLE = "UNAVAILABLE"
 
 
+class TickOutcome(StrEnum):
+    """What the feed's gate did with a tick: the `outcome` label of `realtime_feed_ticks_total`."""
+
+    OK = "ok"
+    MALFORMED = "malformed"
+    UNKNOWN = "unknown"
+    CROSSED = "crossed"
+    STALE = "stale"
+    HALTED = "halted"
+    BAND = "band"
+
+
 class GatewayError(Exception):
     """An error with a wire code; its message is safe to show to the client."""
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from realtime.feed.ingest import DROPPED
-from realtime.feed.prices import TickOutcome
 from realtime.logs import ContextFilter, JsonFormatter, RepeatFilter, TextFormatter, log_context
+from realtime.protocol import TickOutcome
 from tests.support import GatewayFactory, connect_error, connected, free_port, publish, token
 
 JWT = token("alice")

@@ -10,8 +10,9 @@ import pytest
 from realtime.catalog import Catalog
 from realtime.config import parse_assets
 from realtime.feed import numbers
-from realtime.feed.numbers import MAX_UPSTREAM_SEQ
-from realtime.feed.prices import MAX_SAFE_INTEGER, PriceBook, TickOutcome, TickRejected
+from realtime.feed.numbers import MAX_SAFE_INTEGER, MAX_UPSTREAM_SEQ
+from realtime.feed.prices import PriceBook, TickRejected
+from realtime.protocol import TickOutcome
 
 
 def book() -> PriceBook:

@@ -19,10 +19,10 @@ import time
 from collections import Counter
 
 from realtime.feed.numbering import LocalNumbering, Numbering
-from realtime.feed.prices import PriceBook, TickOutcome, TickRejected
+from realtime.feed.prices import PriceBook, TickRejected
 from realtime.feed.sources import PriceSource
 from realtime.metrics import Metrics
-from realtime.protocol import PRICE_STATUS, PriceStatus, PriceUpdate, tier_room
+from realtime.protocol import PRICE_STATUS, PriceStatus, PriceUpdate, TickOutcome, tier_room
 from realtime.send.fanout import Fanout
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import time
-from enum import StrEnum
 from typing import Any
 
 import orjson
@@ -23,13 +22,11 @@ import orjson
 from realtime.catalog import Catalog
 from realtime.feed import numbers
 from realtime.feed.band import Band
-from realtime.feed.numbers import MAX_SAFE_INTEGER, NumberRefused
+from realtime.feed.numbers import NumberRefused
 from realtime.feed.sequence import OutOfOrder, Sequencer
 from realtime.feed.status import Statuses
 from realtime.feed.tiers import Tiers
-from realtime.protocol import PriceStatus, PriceUpdate
-
-__all__ = ["MAX_SAFE_INTEGER", "PriceBook", "TickOutcome", "TickRejected"]
+from realtime.protocol import PriceStatus, PriceUpdate, TickOutcome
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +34,6 @@ log = logging.getLogger(__name__)
 CONFIRMED = 2
 # Feed control messages: {"asset", "status": ...}.
 HALT, OPEN = "halted", "open"
-
-
-class TickOutcome(StrEnum):
-    OK = "ok"
-    MALFORMED = "malformed"
-    UNKNOWN = "unknown"
-    CROSSED = "crossed"
-    STALE = "stale"
-    HALTED = "halted"
-    BAND = "band"
 
 
 class TickRejected(Exception):
