@@ -29,8 +29,8 @@ from typing import Protocol
 import orjson
 from redis.typing import EncodableT, FieldT
 
+from realtime.backplane.connections import REDIS_ERRORS, client
 from realtime.catalog import Catalog
-from realtime.cluster.redis import REDIS_ERRORS, client
 from realtime.config import Settings
 from realtime.protocol import DemandReport
 

@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from realtime.cluster.redis import REDIS_ERRORS, client
+from realtime.backplane.connections import REDIS_ERRORS, client
 from realtime.config import Settings
 
 log = logging.getLogger(__name__)

@@ -44,8 +44,8 @@ from typing import Any
 
 import socketio
 
-from realtime.cluster.redis import REDIS_ERRORS, Client, Subscription, client
-from realtime.cluster.shards import is_cluster
+from realtime.backplane.connections import REDIS_ERRORS, Client, Subscription, client
+from realtime.backplane.shards import is_cluster
 from realtime.config import Settings
 from realtime.metrics import PlainCounter, RedisLink
 

@@ -25,9 +25,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from realtime.cluster.redis import REDIS_ERRORS, Client, client
+from realtime.backplane.batch import Pipelined
+from realtime.backplane.connections import REDIS_ERRORS, Client, client
 from realtime.events import offsets
-from realtime.events.batch import Pipelined
 from realtime.events.offsets import Offset
 
 # The most history entries one room replays to one connection.

@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 from engineio import packet as eio_packet
 
-from realtime.cluster.redis import REDIS_ERRORS, Backoff
+from realtime.backplane.connections import REDIS_ERRORS, Backoff
 from realtime.engine.server import SocketServer
 from realtime.engine.writer import Writer, websocket_frame
 from realtime.events import offsets

@@ -23,8 +23,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
+from realtime.backplane.connections import REDIS_ERRORS
 from realtime.catalog import Catalog
-from realtime.cluster.redis import REDIS_ERRORS
 from realtime.engine.server import SocketServer
 from realtime.events import offsets
 from realtime.events.log import EventLog

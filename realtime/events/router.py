@@ -33,7 +33,7 @@ import orjson
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Counter
 
-from realtime.cluster.redis import REDIS_ERRORS, Backoff, Client, client, pipeline
+from realtime.backplane.connections import REDIS_ERRORS, Backoff, Client, client, pipeline
 from realtime.events import offsets, validation
 from realtime.events.log import RedisLog
 from realtime.protocol import GatewayError

@@ -13,8 +13,8 @@ from typing import Any
 import orjson
 from prometheus_client import CollectorRegistry
 
+from realtime.backplane.connections import REDIS_ERRORS
 from realtime.catalog import Catalog
-from realtime.cluster.redis import REDIS_ERRORS
 from realtime.config import Settings
 from realtime.engine.server import SocketServer
 from realtime.events.log import EventLog, RedisLog

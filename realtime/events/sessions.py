@@ -20,9 +20,9 @@ from typing import Any, Protocol
 
 import orjson
 
-from realtime.cluster.redis import Client, client, pipeline
+from realtime.backplane.batch import Pipelined
+from realtime.backplane.connections import Client, client, pipeline
 from realtime.events import offsets
-from realtime.events.batch import Pipelined
 from realtime.events.offsets import Offset
 
 # Heartbeat of one session: a fresh TTL, and the whole session written again only if Redis lost it

@@ -15,7 +15,7 @@ import asyncio
 import logging
 from typing import Protocol
 
-from realtime.cluster.redis import REDIS_ERRORS, client
+from realtime.backplane.connections import REDIS_ERRORS, client
 from realtime.config import Settings
 from realtime.feed.prices import PriceBook
 

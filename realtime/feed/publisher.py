@@ -17,8 +17,8 @@ import logging
 
 import orjson
 
-from realtime.cluster.redis import REDIS_ERRORS, Backoff, Client, client
-from realtime.cluster.shards import is_cluster
+from realtime.backplane.connections import REDIS_ERRORS, Backoff, Client, client
+from realtime.backplane.shards import is_cluster
 from realtime.config import Settings
 from realtime.feed.simulator import RandomWalk
 

@@ -24,7 +24,7 @@ from typing import Protocol
 
 import orjson
 
-from realtime.cluster.redis import Subscription
+from realtime.backplane.connections import Subscription
 from realtime.config import Settings
 from realtime.feed.simulator import RandomWalk
 from realtime.metrics import RedisLink

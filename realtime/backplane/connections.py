@@ -9,7 +9,7 @@ alive (`Liveness`), logs one line when Redis goes and one when it returns,
 and counts reconnects for `/metrics`.
 
 `redis+cluster://host:port[,host:port...]` selects a Redis Cluster
-(`realtime.cluster.shards`): `client()` is then a `RedisCluster`, and a
+(`realtime.backplane.shards`): `client()` is then a `RedisCluster`, and a
 `Subscription`'s sharded channels use SSUBSCRIBE on the shard that owns them.
 """
 
@@ -27,11 +27,8 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
-# Re-exported: they lived here before liveness.py.
-from realtime.cluster.liveness import MISSED as MISSED
-from realtime.cluster.liveness import Liveness
-from realtime.cluster.liveness import RedisSilent as RedisSilent
-from realtime.cluster.shards import ShardedPubSub, cluster_client, is_cluster
+from realtime.backplane.liveness import Liveness
+from realtime.backplane.shards import ShardedPubSub, cluster_client, is_cluster
 
 log = logging.getLogger(__name__)
 
