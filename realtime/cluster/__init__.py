@@ -1,1 +1,1 @@
-"""What the pods share through Redis: the per-user connection cap (`presence`) and the subscriber counts across pods (`demand`)."""
+"""What the pods share through Redis: the per-user connection cap (`presence`), subscribers per asset (`demand`)."""
