@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import socketio
 from aiohttp import web
@@ -41,16 +41,13 @@ from realtime.engine.heartbeat import Heartbeat
 from realtime.engine.websocket import INBOX_LIMIT, KEPT_ENVIRON, Hijacked, MessageHandler, WebSocketSession
 from realtime.engine.writer import websocket_frame
 
-if TYPE_CHECKING:
-    from realtime.engine.sessions import ConformingServer
-
 log = logging.getLogger(__name__)
 
 class LeanEngine:
     """Accepts websocket sessions for python-engineio's server and owns their shared parts."""
 
-    def __init__(self, eio: ConformingServer, sio: socketio.AsyncServer, *, max_message: int) -> None:
-        self.eio = eio
+    def __init__(self, eio: Any, sio: socketio.AsyncServer, *, max_message: int) -> None:
+        self.eio = eio  # python-engineio's server, a `ConformingServer` (typed loosely: it imports this module)
         self.sio = sio
         self.max_message = max_message
         self.heartbeat = Heartbeat(eio.ping_interval + eio.ping_interval_grace_period, eio.ping_timeout)
