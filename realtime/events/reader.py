@@ -2,9 +2,9 @@
 
 Every pod runs one. It follows the log from the offset that was newest when
 it started and delivers each entry to this pod's members of its room, with
-the offset as the event's last argument: encoded once, framed once, written
-to every idle websocket like a price tick (see `realtime.send.fanout`);
-others get it through their queue, so per-connection order holds. After a
+the offset as the event's last argument, through the one send path
+(`realtime.send.delivery.send`, as price ticks): encoded once, framed once,
+written to every idle websocket, queued for the others in order. After a
 Redis outage it resumes from the last offset it delivered: connected clients
 miss nothing that is still in the log.
 
@@ -27,15 +27,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from engineio import packet as eio_packet
 
 from realtime.backplane.connections import REDIS_ERRORS, Backoff
 from realtime.engine.server import SocketServer
-from realtime.engine.writer import Writer, websocket_frame
 from realtime.events import offsets
 from realtime.events.log import Entry, EventLog
 from realtime.events.offsets import Offset
 from realtime.protocol import PRICE_UPDATE, PriceUpdate
+from realtime.send.delivery import send
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +113,6 @@ class LogReader:
             self.backoff.reset()
 
     def _deliver(self, entries: Sequence[Entry]) -> None:
-        dirty: list[Writer] = []
         for entry in entries:
             writers = self.sio.room_writers(entry.room)
             if not writers:
@@ -122,21 +120,8 @@ class LogReader:
             args = self._args(entry)
             if args is None:
                 continue
-            parts = self.sio.encode_packet(args)
             self.delivered += 1
-            # Engine.IO over websocket: a text message is "4" + the packet, binary goes as it is.
-            frame = b"".join(websocket_frame("4" + part if isinstance(part, str) else part) for part in parts)
-            packets = [eio_packet.Packet(eio_packet.MESSAGE, part) for part in parts]
-            for writer in writers:
-                pending = writer.has_pending
-                if writer.write_direct(frame):
-                    if not pending:
-                        dirty.append(writer)
-                else:
-                    for packet in packets:
-                        writer.put_nowait(packet)
-        for writer in dirty:
-            writer.flush()
+            send(self.sio, writers, args)
 
     def _args(self, entry: Entry) -> list[Any] | None:
         """The event's arguments: its data, then its offset; None for an entry that is not JSON."""
@@ -221,16 +206,12 @@ class LogReader:
             for entry in replay:
                 args = self._args(entry)
                 if args is not None:
-                    self._send(writer, args)
+                    send(self.sio, [writer], args)
             self.replayed += len(replay)
         for room in admission.rooms:
             await self.sio.enter_room(admission.sid, room)
         if admission.rejoin is not None:
-            # After the joins: a tick that comes later is queued behind this snapshot.
+            # After the joins: a tick that comes later is sent after this snapshot.
             for update in await admission.rejoin():
                 if writer is not None:
-                    self._send(writer, [PRICE_UPDATE, update])
-
-    def _send(self, writer: Writer, args: list[Any]) -> None:
-        for part in self.sio.encode_packet(args):
-            writer.put_nowait(eio_packet.Packet(eio_packet.MESSAGE, part))
+                    send(self.sio, [writer], [PRICE_UPDATE, update])
