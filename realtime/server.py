@@ -40,7 +40,7 @@ from realtime.http.api import PREFIX, Api
 from realtime.http.board import Board
 from realtime.http.middleware import handshake_limit, turn_away_while_draining
 from realtime.metrics import Metrics, State
-from realtime.protocol import room_asset, tier_room
+from realtime.rooms import room_asset, tier_room
 from realtime.send.fanout import fanout
 from realtime.sessions.auth import TokenVerifier
 from realtime.sessions.handlers import Gateway

@@ -38,7 +38,7 @@ class Emitter:
         validation.event_name(event)
         if (user is None) == (room is None):
             raise ValueError("give exactly one of user and room")
-        target = validation.user(user) if user is not None else validation.private_room(room)
+        target = validation.user(user) if user is not None else validation.room(room)
         async with asyncio.timeout(self.timeout):
             offset = await self.log.append(target, event, orjson.dumps(data))
         assert offset is not None  # only a routed stream entry can be a duplicate

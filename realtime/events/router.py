@@ -196,10 +196,7 @@ def parse_entry(fields: dict[bytes, bytes]) -> tuple[str, str, bytes]:
     except UnicodeDecodeError:
         raise Malformed("not UTF-8") from None
     try:
-        event = validation.event_name(texts.get("event"))
-        if ("user" in texts) == ("room" in texts):
-            raise Malformed("give exactly one of user and room")
-        room = validation.user(texts["user"]) if "user" in texts else validation.private_room(texts["room"])
+        event, room = validation.address(texts)
     except GatewayError as error:
         raise Malformed(error.message) from None
     try:

@@ -22,7 +22,8 @@ from realtime.feed.numbering import LocalNumbering, Numbering
 from realtime.feed.prices import PriceBook, TickRejected
 from realtime.feed.sources import PriceSource
 from realtime.metrics import Metrics
-from realtime.protocol import PRICE_STATUS, PriceStatus, PriceUpdate, TickOutcome, tier_room
+from realtime.protocol import PRICE_STATUS, PriceStatus, PriceUpdate, TickOutcome
+from realtime.rooms import tier_room
 from realtime.send.fanout import Fanout
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,8 @@ import time
 from array import array
 from collections.abc import Awaitable, Callable, Iterator
 
-from realtime.protocol import PriceUpdate, tier_room
+from realtime.protocol import PriceUpdate
+from realtime.rooms import tier_room
 
 log = logging.getLogger(__name__)
 

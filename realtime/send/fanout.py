@@ -23,7 +23,8 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from realtime.engine.server import SocketServer
-from realtime.protocol import PRICE_UPDATE, PriceUpdate, asset_room
+from realtime.protocol import PRICE_UPDATE, PriceUpdate
+from realtime.rooms import asset_room
 from realtime.send.delivery import send
 
 

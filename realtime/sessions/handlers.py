@@ -48,10 +48,8 @@ from realtime.protocol import (
     asset_names,
     error_body,
     refusal,
-    role_room,
-    tier_room,
-    user_room,
 )
+from realtime.rooms import role_room, tier_room, user_room
 from realtime.sessions.auth import TokenVerifier, extract_token
 from realtime.sessions.expiry import Deadlines
 from realtime.sessions.limits import EventLimiter, Verdict
