@@ -40,28 +40,23 @@ class Ingest:
         self.metrics = metrics
         self.counts: Counter[TickOutcome] = Counter()
         self.delays = [0, *book.tiers.tiers]  # the real-time room and every delayed tier's
-        self._band_dropped = 0
         self.numbering = numbering or LocalNumbering()
 
     async def run(self) -> None:
         await self.numbering.load(self.book)
         async for raw in self.source.messages():
             try:
-                updates = self.book.accept_all(raw)
+                verdict = self.book.accept_all(raw)
             except TickRejected as rejected:
                 self._drop(rejected)
                 continue
-            finally:
-                if self.book.band_dropped != self._band_dropped:
-                    self.counts[TickOutcome.BAND] += self.book.band_dropped - self._band_dropped
-                    self._band_dropped = self.book.band_dropped
-            if self.book.restarted:
-                for asset, offset in self.book.restarted:
-                    self.numbering.save(asset, offset)
-                self.book.restarted.clear()
+            if verdict.band_dropped:
+                self.counts[TickOutcome.BAND] += verdict.band_dropped
+            if verdict.restart is not None:
+                self.numbering.save(*verdict.restart)
             if self.book.statuses.changes:
                 await self.send_statuses(self.book.statuses.drain())
-            for update in updates:
+            for update in verdict.updates:
                 self.counts[TickOutcome.OK] += 1
                 self.book.tiers.add(update)
                 await self.send(update)
