@@ -65,7 +65,7 @@ def _token(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if settings.jwt_secret is None:
         raise ConfigError("REALTIME_JWT_SECRET (--jwt-secret)", "`realtime token` signs with the HS256 secret: set it")
-    from realtime.sessions.auth import mint_token
+    from realtime.clients.auth import mint_token
 
     roles = [r.strip() for r in args.roles.split(",") if r.strip()]
     assets = None if args.assets is None else [a.strip() for a in args.assets.split(",") if a.strip()]

@@ -1,7 +1,7 @@
 """Who is connected: the `Principal` a verified token yields, or `ANONYMOUS`.
 
 A plain value on the ground floor: the client handlers, the API, the event
-log's recovery and the token memory all read it; only `sessions.auth` makes one.
+log's recovery and the token memory all read it; only `clients.auth` makes one.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ A price tick: `feed.sources` (Redis or simulator) -> `feed.ingest` ->
 `engine.writer` -> the socket. A private event: `http.api`, `events.emitter` or
 `events.router` -> `events.log` (Redis Streams) -> every pod's `events.reader`
 -> the user's room, with its offset (`events.recovery` replays it to a
-recovering connection). Client events: `sessions.handlers`.
+recovering connection). Client events: `clients.handlers`.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ from collections import Counter
 from aiohttp import web
 
 from realtime.catalog import Catalog
+from realtime.clients.auth import TokenVerifier
+from realtime.clients.handlers import Gateway
+from realtime.clients.limits import AddressLimiter
 from realtime.cluster.demand import Demand, demand_store
 from realtime.cluster.presence import presence
 from realtime.config import Settings
@@ -42,9 +45,6 @@ from realtime.http.middleware import handshake_limit, turn_away_while_draining
 from realtime.metrics import Metrics, State
 from realtime.rooms import room_asset, tier_room
 from realtime.send.fanout import fanout
-from realtime.sessions.auth import TokenVerifier
-from realtime.sessions.handlers import Gateway
-from realtime.sessions.limits import AddressLimiter
 
 log = logging.getLogger(__name__)
 

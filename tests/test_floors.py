@@ -30,7 +30,7 @@ FLOORS = [
     "feed",  # where ticks come from, the gate they pass
     "cluster",  # what pods share: presence, demand
     "events",  # private events: the log, its reader, recovery
-    "sessions",  # the client's events: auth, limits, handlers
+    "clients",  # the connected clients: auth, limits, their events' handlers
     "http",  # around the socket: API, health, board, middleware
     "bench",
     "server",  # the composition root

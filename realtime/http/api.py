@@ -26,6 +26,7 @@ import orjson
 from aiohttp import web
 
 from realtime.catalog import Catalog
+from realtime.clients.auth import TokenVerifier
 from realtime.cluster.demand import Demand, DemandUnavailable
 from realtime.config import Settings
 from realtime.engine.server import SocketServer
@@ -37,7 +38,6 @@ from realtime.metrics import Metrics
 from realtime.principal import ANONYMOUS, Principal
 from realtime.protocol import AssetInfo, ErrorCode, GatewayError
 from realtime.rooms import is_private
-from realtime.sessions.auth import TokenVerifier
 
 PREFIX = "/api/v1"
 SERVICE_ROLE = "service"

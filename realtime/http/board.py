@@ -23,8 +23,8 @@ from pathlib import Path
 from aiohttp import web
 
 from realtime.catalog import Catalog
+from realtime.clients.auth import TokenVerifier
 from realtime.config import ConfigError, Settings
-from realtime.sessions.auth import TokenVerifier
 
 log = logging.getLogger(__name__)
 

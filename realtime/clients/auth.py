@@ -23,10 +23,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from realtime.clients.tokens import VerifiedTokens
 from realtime.config import ConfigError, Settings, dev_secret
 from realtime.principal import Principal
 from realtime.protocol import ErrorCode, GatewayError
-from realtime.sessions.tokens import VerifiedTokens
 
 ROLE_NAME_MAX = 64
 # The curve each ECDSA algorithm signs with (RFC 7518 §3.4).

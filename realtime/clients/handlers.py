@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from realtime.catalog import Catalog
+from realtime.clients.auth import TokenVerifier, extract_token
+from realtime.clients.expiry import Deadlines
+from realtime.clients.limits import EventLimiter, Verdict
 from realtime.cluster.presence import Presence, Slot
 from realtime.config import Settings
 from realtime.engine import inbound
@@ -50,9 +53,6 @@ from realtime.protocol import (
     refusal,
 )
 from realtime.rooms import role_room, tier_room, user_room
-from realtime.sessions.auth import TokenVerifier, extract_token
-from realtime.sessions.expiry import Deadlines
-from realtime.sessions.limits import EventLimiter, Verdict
 
 log = logging.getLogger(__name__)
 
