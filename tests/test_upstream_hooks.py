@@ -139,7 +139,7 @@ def test_the_overrides_keep_upstream_signatures() -> None:
 
 
 def test_our_copy_of_the_engineio_handshake_matches_upstreams() -> None:
-    # engine/sessions.py: ConformingServer._handle_connect is python-engineio 4.15's, with our session
+    # engine/conformance.py: ConformingServer._handle_connect is python-engineio 4.15's, with our session
     # class and OPEN packet; Session._send_ping is its ping plus Node's timeout.
     source = inspect.getsource(engineio.AsyncServer._handle_connect)
     for step in ("async_socket.AsyncSocket(self, sid)", "self.sockets[sid] = s", "await s.send(pkt)",

@@ -7,7 +7,7 @@ give the server its own copy with these changes:
   always accepts it: ~60 % more CPU per message, ~100 KB more per connection);
 - `REMOTE_ADDR` is the real client (`realtime.engine.proxies`), where the stock
   driver always says 127.0.0.1 behind a proxy;
-- every HTTP method reaches Engine.IO (`realtime.engine.sessions` answers 400
+- every HTTP method reaches Engine.IO (`realtime.engine.conformance` answers 400
   to those it does not serve, as the protocol suite expects);
 - every socket's queue is a `Writer` (byte-bounded, direct writes), and an
   accepted websocket hands its transport to that writer.

@@ -22,7 +22,7 @@ over from aiohttp:
 Each inbound Engine.IO message runs python-socketio's handler in a task, as
 python-engineio does; the inbound guards (`realtime.engine.inbound`) see
 every message. Polling sessions, and their upgrade to websocket, stay on
-python-engineio (`realtime.engine.sessions`).
+python-engineio (`realtime.engine.conformance`).
 """
 
 from __future__ import annotations

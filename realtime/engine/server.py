@@ -21,7 +21,7 @@ from realtime.engine import driver, inbound, lean
 from realtime.engine.admission import Admission, Gate, GatedEngineServer, close_transport
 from realtime.engine.manager import client_manager
 from realtime.engine.packets import packet_class
-from realtime.engine.sessions import ConformingServer
+from realtime.engine.conformance import ConformingServer
 from realtime.engine.writer import Writer, Writers
 from realtime.metrics import PlainCounter, RedisLink
 from realtime.protocol import AUTH_PID
@@ -35,7 +35,7 @@ T = TypeVar("T")
 class GatewayEngineServer(GatedEngineServer, ConformingServer):
     """python-engineio's server as the gateway runs it: every new session admitted first (`admission`),
     then the protocol suite's handshake, heartbeat, close and upgrade, and the lean websocket engine
-    (`sessions`, `lean`)."""
+    (`conformance`, `lean`)."""
 
 
 class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
