@@ -245,7 +245,7 @@ class Gateway:
                 try:
                     if connection is None:
                         raise GatewayError(ErrorCode.INTERNAL, "connection is not registered")
-                    self._admit(connection)
+                    self._spend(connection)
                     ack = await handler(connection, *args)
                     self.metrics.client_event(event, "ok")
                     return ack
@@ -260,7 +260,7 @@ class Gateway:
         answer.__name__ = handler.__name__
         return answer
 
-    def _admit(self, conn: Connection) -> None:
+    def _spend(self, conn: Connection) -> None:
         """Spend one event from the connection's budget, or raise RATE_LIMITED (and end it on abuse)."""
         verdict = conn.limiter.check()
         if verdict is Verdict.ALLOW:

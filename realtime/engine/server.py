@@ -19,9 +19,9 @@ from aiohttp import web
 from realtime.config import Settings
 from realtime.engine import driver, inbound, lean
 from realtime.engine.admission import Admission, Gate, GatedEngineServer, close_transport
+from realtime.engine.conformance import ConformingServer
 from realtime.engine.manager import client_manager
 from realtime.engine.packets import packet_class
-from realtime.engine.conformance import ConformingServer
 from realtime.engine.writer import Writer, Writers
 from realtime.metrics import PlainCounter, RedisLink
 from realtime.protocol import AUTH_PID

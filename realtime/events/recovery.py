@@ -28,7 +28,7 @@ from realtime.catalog import Catalog
 from realtime.engine.server import SocketServer
 from realtime.events import offsets
 from realtime.events.log import EventLog
-from realtime.events.reader import Admission, LogReader
+from realtime.events.reader import LogReader, RoomJoin
 from realtime.events.sessions import MAX_PID, Session, SessionStore, new_pid
 from realtime.principal import Principal
 from realtime.protocol import AUTH_OFFSET, AUTH_PID, PriceUpdate
@@ -52,7 +52,7 @@ def heartbeat_period(window: float) -> float:
 
 
 class Recovery:
-    """Sessions of this pod's connections, and the admissions that follow from them."""
+    """Sessions of this pod's connections, and the joins that follow from them."""
 
     def __init__(self, sio: SocketServer, log: EventLog, sessions: SessionStore, reader: LogReader,
                  catalog: Catalog, *, window: float, max_subscriptions: int, registry: CollectorRegistry) -> None:
@@ -78,7 +78,7 @@ class Recovery:
 
     async def connect(self, sid: str, principal: Principal, auth: Any, rooms: list[str],
                       rejoin: Callable[[], Awaitable[list[PriceUpdate]]]) -> list[str]:
-        """Prepare `sid`'s CONNECT reply and admission; return the asset subscriptions it recovers.
+        """Prepare `sid`'s CONNECT reply and join; return the asset subscriptions it recovers.
 
         `rejoin` joins the rooms of the connection's subscriptions (by then, the recovered ones) and
         returns their latest prices; it runs after the replay.
@@ -87,7 +87,7 @@ class Recovery:
         if self.window <= 0 or principal.sub is None:
             if asked is not None:
                 self.outcomes.labels(Outcome.DISABLED.value).inc()
-            self._prepare(sid, None, Admission(sid, rooms, None))
+            self._prepare(sid, None, RoomJoin(sid, rooms, None))
             return []
         pid: str | None = None
         after: offsets.Offset | None = None
@@ -124,12 +124,12 @@ class Recovery:
             self.here.pop(sid, None)
         if outcome is not None:
             self.outcomes.labels(outcome.value).inc()
-        self._prepare(sid, pid, Admission(sid, rooms, after, rejoin if restored else None))
+        self._prepare(sid, pid, RoomJoin(sid, rooms, after, rejoin if restored else None))
         return restored
 
-    def _prepare(self, sid: str, pid: str | None, admission: Admission) -> None:
-        admit: Callable[[], None] = lambda: self.reader.admit(admission)  # noqa: E731
-        self.sio.prepare_connect_reply(sid, pid, admit)
+    def _prepare(self, sid: str, pid: str | None, join: RoomJoin) -> None:
+        start: Callable[[], None] = lambda: self.reader.join(join)  # noqa: E731
+        self.sio.prepare_connect_reply(sid, pid, start)
 
     def _allowed(self, names: Iterable[str], principal: Principal) -> list[str]:
         allowed: list[str] = []
