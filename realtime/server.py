@@ -35,8 +35,8 @@ from realtime.engine.writer import Writers
 from realtime.events.service import Events
 from realtime.feed.gauges import FeedGauges
 from realtime.feed.ingest import Ingest
-from realtime.feed.numbering import numbering
 from realtime.feed.prices import PriceBook
+from realtime.feed.restarts import restarts
 from realtime.feed.sources import price_source
 from realtime.http import health
 from realtime.http.api import PREFIX, Api
@@ -65,9 +65,9 @@ class Server:
         self.metrics = Metrics(settings.instance_id)
         self.metrics.registry.register(FeedGauges(self.book))
         self.source = price_source(settings, forget=self.book.forget)
-        self.numbering = numbering(settings)
+        self.restarts = restarts(settings)
         self.ingest = Ingest(self.source, self.book, fanout(self.sio, settings.fanout), self.metrics,
-                             self.numbering)
+                             self.restarts)
         # Private events: the log, live delivery with offsets, sessions and recovery, the stream router.
         self.events = Events(settings, self.sio, self.catalog, self.metrics.registry)
         # Clients: authentication, per-user presence across pods, event handlers.
@@ -160,7 +160,7 @@ class Server:
         if self._runner is not None:
             await self._runner.cleanup()
         await self.demand.close()
-        await self.numbering.aclose()
+        await self.restarts.aclose()
         counts = ", ".join(f"{k.value}={v}" for k, v in sorted(self.ingest.counts.items()))
         log.info("instance %s stopped in %.2fs; closed %d connections; feed ticks: %s", self.settings.instance_id,
                  time.monotonic() - started, connections, counts or "none")

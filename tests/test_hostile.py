@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from realtime.catalog import Catalog
 from realtime.config import parse_assets
-from realtime.feed.numbers import MAX_SAFE_INTEGER
+from realtime.feed.parsing import MAX_SAFE_INTEGER
 from realtime.feed.prices import PriceBook, TickRejected
 from tests.support import ASSETS, SECRET, Gateway, RedisServer, connected, free_port, launch, publish, token
 

@@ -10,8 +10,8 @@ import pytest
 
 from realtime.catalog import Catalog
 from realtime.config import parse_assets
-from realtime.feed import numbers
-from realtime.feed.numbers import MAX_SAFE_INTEGER, MAX_UPSTREAM_SEQ
+from realtime.feed import parsing
+from realtime.feed.parsing import MAX_SAFE_INTEGER, MAX_UPSTREAM_SEQ
 from realtime.feed.prices import PriceBook, TickRejected
 from realtime.protocol import TickOutcome
 
@@ -65,13 +65,13 @@ def test_pod_numbering_never_passes_what_javascript_holds_exactly() -> None:
     ("90071992547.4099", 4, 900_719_925_474_099),
 ])
 def test_decimal_strings_are_exact(text: str, decimals: int, units: int) -> None:
-    assert numbers.price(text, "bid", decimals) == units
+    assert parsing.price(text, "bid", decimals) == units
 
 
 @pytest.mark.parametrize("text", ["1.23456", "-1", "1e5", " 1", "1.", ".5", "0x10", "NaN", "1,000", "9" * 30])
 def test_bad_decimal_strings_are_refused_with_the_reason(text: str) -> None:
-    with pytest.raises(numbers.NumberRefused) as refused:
-        numbers.price(text, "bid", 4)
+    with pytest.raises(parsing.NumberRefused) as refused:
+        parsing.price(text, "bid", 4)
     assert "bid" in str(refused.value)
 
 

@@ -18,8 +18,8 @@ import logging
 import time
 from collections import Counter
 
-from realtime.feed.numbering import LocalNumbering, Numbering
 from realtime.feed.prices import PriceBook, TickRejected
+from realtime.feed.restarts import LocalRestarts, Restarts
 from realtime.feed.sources import PriceSource
 from realtime.metrics import Metrics
 from realtime.protocol import PRICE_STATUS, PriceStatus, PriceUpdate, TickOutcome
@@ -33,17 +33,17 @@ DROPPED = {outcome: f"feed: dropped {outcome.value} tick: %s" for outcome in Tic
 
 class Ingest:
     def __init__(self, source: PriceSource, book: PriceBook, fanout: Fanout, metrics: Metrics,
-                 numbering: Numbering | None = None) -> None:
+                 restarts: Restarts | None = None) -> None:
         self.source = source
         self.book = book
         self.fanout = fanout
         self.metrics = metrics
         self.counts: Counter[TickOutcome] = Counter()
         self.delays = [0, *book.tiers.tiers]  # the real-time room and every delayed tier's
-        self.numbering = numbering or LocalNumbering()
+        self.restarts = restarts or LocalRestarts()
 
     async def run(self) -> None:
-        await self.numbering.load(self.book)
+        await self.restarts.load(self.book)
         async for raw in self.source.messages():
             try:
                 verdict = self.book.accept_all(raw)
@@ -53,7 +53,7 @@ class Ingest:
             if verdict.band_dropped:
                 self.counts[TickOutcome.BAND] += verdict.band_dropped
             if verdict.restart is not None:
-                self.numbering.save(*verdict.restart)
+                self.restarts.save(*verdict.restart)
             if self.book.statuses.changes:
                 await self.send_statuses(self.book.statuses.drain())
             for update in verdict.updates:

@@ -1,7 +1,7 @@
 """Validating feed ticks and keeping the latest price of every asset.
 
 `PriceBook.accept_all` is the single gate between the feed and the clients:
-a message is parsed (`numbers`: integer or decimal-string prices, float
+a message is parsed (`parsing`: integer or decimal-string prices, float
 `ts`), checked against the asset's halt (`status`), numbered (`sequence`:
 the same `seq` on every pod, feed restarts recognised) and judged by the
 price band (`band`). What passes is stored as the snapshot new subscribers
@@ -23,9 +23,9 @@ from typing import Any
 import orjson
 
 from realtime.catalog import Catalog
-from realtime.feed import numbers
+from realtime.feed import parsing
 from realtime.feed.band import Band
-from realtime.feed.numbers import NumberRefused
+from realtime.feed.parsing import NumberRefused
 from realtime.feed.sequence import OutOfOrder, Sequencer
 from realtime.feed.status import Statuses
 from realtime.feed.tiers import Tiers
@@ -120,10 +120,10 @@ class PriceBook:
             return Verdict()
         now_ms = time.time_ns() // 1_000_000
         try:
-            bid = numbers.price(message.get("bid"), "bid", asset.decimals)
-            ask = numbers.price(message.get("ask"), "ask", asset.decimals)
-            ts = numbers.timestamp(message.get("ts"), now_ms)
-            seq = numbers.sequence(message.get("seq"))
+            bid = parsing.price(message.get("bid"), "bid", asset.decimals)
+            ask = parsing.price(message.get("ask"), "ask", asset.decimals)
+            ts = parsing.timestamp(message.get("ts"), now_ms)
+            seq = parsing.sequence(message.get("seq"))
         except NumberRefused as refused:
             raise TickRejected(TickOutcome.MALFORMED, f"{asset.name}: {refused}") from None
         if bid > ask:

@@ -22,7 +22,9 @@ from realtime.feed.prices import PriceBook
 log = logging.getLogger(__name__)
 
 
-class Numbering(Protocol):
+class Restarts(Protocol):
+    """Where pods share the `seq` offsets their feed restarts chose."""
+
     async def load(self, book: PriceBook) -> None:
         """Give `book` the offsets other pods chose before this one started."""
 
@@ -32,7 +34,7 @@ class Numbering(Protocol):
     async def aclose(self) -> None: ...
 
 
-class LocalNumbering:
+class LocalRestarts:
     """Embedded mode: this process is the only pod."""
 
     async def load(self, book: PriceBook) -> None:
@@ -45,7 +47,7 @@ class LocalNumbering:
         return None
 
 
-class RedisNumbering:
+class RedisRestarts:
     """The offsets in one Redis hash per price channel."""
 
     def __init__(self, url: str, key: str, timeout: float) -> None:
@@ -86,7 +88,7 @@ class RedisNumbering:
         await self.redis.aclose()
 
 
-def numbering(settings: Settings) -> Numbering:
+def restarts(settings: Settings) -> Restarts:
     if settings.embedded or settings.redis_url is None:
-        return LocalNumbering()
-    return RedisNumbering(settings.redis_url, f"{settings.price_channel}:seq-offsets", settings.redis_timeout)
+        return LocalRestarts()
+    return RedisRestarts(settings.redis_url, f"{settings.price_channel}:seq-offsets", settings.redis_timeout)
