@@ -14,7 +14,7 @@ from typing import Any
 from realtime import __version__, logs
 from realtime.config import ConfigError, Settings, check_serving, flag_name, load_settings, variable_name
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser, fields: Sequence[str] | None = None) -> None:

@@ -46,7 +46,7 @@ from realtime.metrics import Metrics, State
 from realtime.rooms import room_asset, tier_room
 from realtime.send.fanout import fanout
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 LISTEN_BACKLOG = 4096  # the kernel caps it at net.core.somaxconn
 
@@ -130,7 +130,7 @@ class Server:
         gc.freeze()
         gc.set_threshold(50_000, *gc.get_threshold()[1:])
         mode = "embedded (in-memory manager, simulated feed)" if self.settings.embedded else "redis"
-        log.info("instance %s listening on http://%s:%d, %s mode%s", self.settings.instance_id,
+        logger.info("instance %s listening on http://%s:%d, %s mode%s", self.settings.instance_id,
                  self.settings.host, self.port, mode,
                  "; no JWT key configured: dev mode" if self.settings.dev_mode else "")
 
@@ -162,7 +162,7 @@ class Server:
         await self.demand.close()
         await self.restarts.aclose()
         counts = ", ".join(f"{k.value}={v}" for k, v in sorted(self.ingest.counts.items()))
-        log.info("instance %s stopped in %.2fs; closed %d connections; feed ticks: %s", self.settings.instance_id,
+        logger.info("instance %s stopped in %.2fs; closed %d connections; feed ticks: %s", self.settings.instance_id,
                  time.monotonic() - started, connections, counts or "none")
 
     def _watch_assets(self) -> None:
@@ -222,5 +222,5 @@ class Server:
             loop.add_signal_handler(sig, stop.set)
         await self.start()
         await stop.wait()
-        log.info("signal received: draining %d connections", len(self.gateway.connections))
+        logger.info("signal received: draining %d connections", len(self.gateway.connections))
         await self.stop()

@@ -30,7 +30,7 @@ from redis.exceptions import RedisClusterException
 from realtime.backplane.liveness import Liveness
 from realtime.backplane.shards import ShardedPubSub, cluster_client, is_cluster
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 # What redis-py raises when Redis is down, hung or restarting (on a cluster also when no node
 # answers or a slot has no master: `RedisClusterException` is not a `RedisError`).
@@ -178,7 +178,7 @@ class Subscription:
                 await self._sync(pubsub)
                 if self.backoff.attempts:
                     self.reconnects += 1
-                    log.info("%s: subscribed to %s again", self.component, self._describe())
+                    logger.info("%s: subscribed to %s again", self.component, self._describe())
                 self.connected = True
                 self.backoff.reset()
                 syncer = asyncio.create_task(self._keep_in_sync(pubsub), name=f"{self.component} channels")
@@ -193,7 +193,7 @@ class Subscription:
                         yield message
             except REDIS_ERRORS as exc:
                 if self.connected or self.backoff.attempts == 0:
-                    log.warning("%s: Redis unavailable (%s); retrying, every %.1fs at most",
+                    logger.warning("%s: Redis unavailable (%s); retrying, every %.1fs at most",
                                 self.component, exc.__class__.__name__, self.backoff.cap)
             finally:
                 self.connected = False

@@ -54,7 +54,7 @@ from realtime.protocol import (
 )
 from realtime.rooms import role_room, tier_room, user_room
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 # A request may name at most this many assets (beyond any catalog we expect).
 MAX_ASSETS_PER_REQUEST = 1000
@@ -152,19 +152,19 @@ class Gateway:
             self._forget(sid)
             self.metrics.refused(error.code.value)
             with log_context(sid=sid):
-                log.debug("refused: %s", error.code.value)
+                logger.debug("refused: %s", error.code.value)
             raise refusal(error) from None
         except Exception:
             # python-socketio gives the client no reply for any other exception
             # and leaves the sid half-connected forever: always refuse with a code.
             with log_context(sid=sid):
-                log.exception("connect handler failed")
+                logger.exception("connect handler failed")
             self._forget(sid)
             self.metrics.refused(ErrorCode.INTERNAL.value)
             raise refusal(GatewayError(ErrorCode.INTERNAL, "internal error")) from None
         self.metrics.connected()
         with log_context(sid=sid, user=principal.sub):
-            log.debug("connected")
+            logger.debug("connected")
 
     def _authenticate(self, environ: dict[str, Any], auth: Any) -> Principal:
         token = extract_token(environ, auth)
@@ -179,7 +179,7 @@ class Gateway:
         if connection is not None:
             self.metrics.disconnected(reason)
             with log_context(sid=sid, user=connection.principal.sub):
-                log.debug("disconnected: %s", reason)
+                logger.debug("disconnected: %s", reason)
             if connection.principal.sub is not None:
                 await self.presence.leave(connection.principal.sub, sid)
 
@@ -205,7 +205,7 @@ class Gateway:
         await self.sio.emit(SESSION_CLOSED, error_body(error.code, error.message), to=sid, ignore_queue=True)
         await self.sio.end_session(sid, END_FLUSH_TIMEOUT)
         with log_context(sid=sid):
-            log.info("ended: %s", error.code.value)
+            logger.info("ended: %s", error.code.value)
 
     async def _warn_expiring(self, sid: str, exp: int) -> None:
         if sid in self.connections:
@@ -253,7 +253,7 @@ class Gateway:
                     self.metrics.client_event(event, error.code.value)
                     return ack_error(error)
                 except Exception:
-                    log.exception("handler %s failed", handler.__name__)
+                    logger.exception("handler %s failed", handler.__name__)
                     self.metrics.client_event(event, ErrorCode.INTERNAL.value)
                     return ack_error(GatewayError(ErrorCode.INTERNAL, "internal error"))
 

@@ -34,7 +34,7 @@ from realtime.catalog import Catalog
 from realtime.config import Settings
 from realtime.protocol import DemandReport
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 # A pod's counts outlive it by this many intervals: one missed write is not death.
 EXPIRY_INTERVALS = 3
@@ -203,9 +203,9 @@ class Demand:
             try:
                 await self.refresh()
             except DemandUnavailable as exc:
-                log.warning("demand: store unavailable (%s); retrying every %.1fs", exc, self.interval)
+                logger.warning("demand: store unavailable (%s); retrying every %.1fs", exc, self.interval)
             except Exception:  # the demand signal must never take the gateway down with it
-                log.exception("demand: refresh failed")
+                logger.exception("demand: refresh failed")
             await asyncio.sleep(self.interval)
 
     async def close(self) -> None:

@@ -32,7 +32,7 @@ from typing import Protocol
 from realtime.backplane.connections import REDIS_ERRORS, client
 from realtime.config import Settings
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 # A pod refreshes its slots this often; they expire after three missed beats.
 HEARTBEAT = 5.0
@@ -200,7 +200,7 @@ class RedisPresence:
             try:
                 await self._write_slots(restore=self._failing)
                 if self._failing:
-                    log.info("presence: Redis is back; %d connections counted again", len(self._local))
+                    logger.info("presence: Redis is back; %d connections counted again", len(self._local))
                 self._failing = False
             except REDIS_ERRORS as exc:
                 self._failed(exc)
@@ -226,7 +226,7 @@ class RedisPresence:
 
     def _failed(self, exc: BaseException) -> None:
         if not self._failing:
-            log.warning("presence: Redis unavailable (%s); the per-user cap is not enforced until it is back",
+            logger.warning("presence: Redis unavailable (%s); the per-user cap is not enforced until it is back",
                         exc.__class__.__name__)
         self._failing = True
 

@@ -41,7 +41,7 @@ from realtime.engine.heartbeat import Heartbeat
 from realtime.engine.websocket import INBOX_LIMIT, KEPT_ENVIRON, Hijacked, MessageHandler, WebSocketSession
 from realtime.engine.writer import websocket_frame
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 class LeanEngine:
     """Accepts websocket sessions for python-engineio's server and owns their shared parts."""
@@ -66,7 +66,7 @@ class LeanEngine:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("lean websocket: handler failed")
+            logger.exception("lean websocket: handler failed")
 
     def dispatch(self, session: WebSocketSession, data: str | bytes) -> None:
         """An Engine.IO message to python-socketio (through the inbound guards).
@@ -93,7 +93,7 @@ class LeanEngine:
                 except asyncio.CancelledError:
                     raise
                 except Exception:
-                    log.exception("lean websocket: message handler failed")
+                    logger.exception("lean websocket: message handler failed")
                 inbox = session.inbox
                 if not inbox:
                     break

@@ -49,7 +49,7 @@ from realtime.backplane.shards import is_cluster
 from realtime.config import Settings
 from realtime.metrics import PlainCounter, RedisLink
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 RoomCallback = Callable[[str], None]
@@ -175,7 +175,7 @@ class RedisManager(IndexedRooms, RoomEvents, socketio.AsyncRedisManager):  # typ
 
     async def _resumed(self) -> None:
         if self._dropped_this_outage:
-            log.info("manager: %d emits to other pods were dropped while Redis was away", self._dropped_this_outage)
+            logger.info("manager: %d emits to other pods were dropped while Redis was away", self._dropped_this_outage)
         self._dropped_this_outage = 0
 
     async def _handle_emit(self, message: Any) -> None:
@@ -199,7 +199,7 @@ class RedisManager(IndexedRooms, RoomEvents, socketio.AsyncRedisManager):  # typ
             self.published += 1
         except REDIS_ERRORS as exc:
             # The listener notices the outage too and owns the reconnect; this emit is lost.
-            log.warning("manager: publish failed (%s); this emit reached this pod's clients only",
+            logger.warning("manager: publish failed (%s); this emit reached this pod's clients only",
                         exc.__class__.__name__)
             self._dropped()
 

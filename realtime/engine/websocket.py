@@ -19,7 +19,7 @@ from realtime.engine import frames
 from realtime.engine.heartbeat import Heartbeat
 from realtime.engine.writer import DIRECT_BUFFER_LIMIT, Writer
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 PING = eio_packet.Packet(eio_packet.PING)  # one shared packet: encoded once
 CLOSE = eio_packet.Packet(eio_packet.CLOSE)

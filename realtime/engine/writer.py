@@ -38,7 +38,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 # Direct writes stop while this much is already buffered in the transport: the
 # client is not keeping up, and the queue (with its bound) takes over.
@@ -363,7 +363,7 @@ class Writer:
     def _cut(self) -> None:
         self.cut = True
         self.writers.cut += 1
-        log.warning("cut a slow consumer%s: %d bytes queued (REALTIME_SLOW_CONSUMER_MAX_BYTES=%d)",
+        logger.warning("cut a slow consumer%s: %d bytes queued (REALTIME_SLOW_CONSUMER_MAX_BYTES=%d)",
                     f" (sid {self._sid})" if self._sid else "", self._bytes, self.writers.max_bytes)
         dropped = self._live
         self._entries = None

@@ -36,7 +36,7 @@ from realtime.events.offsets import Offset
 from realtime.protocol import PRICE_UPDATE, PriceUpdate
 from realtime.send.delivery import send
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 # A history that cannot be read: Redis unavailable, or an entry written by something else than the script.
 HISTORY_ERRORS: tuple[type[BaseException], ...] = (*REDIS_ERRORS, ValueError)
@@ -97,7 +97,7 @@ class LogReader:
                         self._wake.set()  # deferred ones may be due now
             except REDIS_ERRORS as exc:
                 if self.connected or self.backoff.attempts == 0:
-                    log.warning("events: the log is unavailable (%s); retrying, every %.1fs at most",
+                    logger.warning("events: the log is unavailable (%s); retrying, every %.1fs at most",
                                 exc.__class__.__name__, self.backoff.cap)
                 self.connected = False
                 await asyncio.sleep(self.backoff.next_delay())
@@ -108,7 +108,7 @@ class LogReader:
         if not self.connected:
             if self.backoff.attempts:
                 self.reconnects += 1
-                log.info("events: reading the log again from %s", self.position)
+                logger.info("events: reading the log again from %s", self.position)
             self.connected = True
             self.backoff.reset()
 
@@ -129,7 +129,7 @@ class LogReader:
             data = orjson.loads(entry.data)
         except orjson.JSONDecodeError:
             # Only the append script writes the log; an entry from anywhere else is skipped.
-            log.warning("events: entry %s of the log is not JSON; skipped", entry.offset)
+            logger.warning("events: entry %s of the log is not JSON; skipped", entry.offset)
             return None
         return [entry.event, data, entry.offset] if self.with_offsets else [entry.event, data]
 
@@ -182,7 +182,7 @@ class LogReader:
                 found = await self.log.history(queries, upto)
             except HISTORY_ERRORS as exc:
                 self.replays_failed += len(batch)
-                log.warning("events: %d connections joined without their replay: the log is unavailable (%s)",
+                logger.warning("events: %d connections joined without their replay: the log is unavailable (%s)",
                             len(batch), exc.__class__.__name__)
         histories = iter(found)
         for join in batch:
@@ -194,7 +194,7 @@ class LogReader:
                 await self._join_one(join, replay)
             except Exception:
                 # One connection's failure must not stop the joins of everyone after it.
-                log.exception("events: join of %s failed", join.sid)
+                logger.exception("events: join of %s failed", join.sid)
 
     async def _join_one(self, join: RoomJoin, replay: list[Entry]) -> None:
         """Send `join` its replay, then join it to its rooms, then rejoin its assets."""

@@ -33,7 +33,7 @@ from realtime.events.sessions import MAX_PID, Session, SessionStore, new_pid
 from realtime.principal import Principal
 from realtime.protocol import AUTH_OFFSET, AUTH_PID, PriceUpdate
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 class Outcome(StrEnum):
@@ -117,7 +117,7 @@ class Recovery:
                 self.here[sid] = (pid, fresh)
                 after = basis  # what is published before it joins its rooms reaches it too
         except REDIS_ERRORS as exc:
-            log.warning("recovery: Redis unavailable (%s); connection accepted without a session",
+            logger.warning("recovery: Redis unavailable (%s); connection accepted without a session",
                         exc.__class__.__name__)
             outcome = Outcome.UNAVAILABLE if asked is not None else None
             pid, after, restored = None, None, []
@@ -173,7 +173,7 @@ class Recovery:
                     await self.sessions.refresh(dict(self.here.values()))
                     await self.log.announce_keep()
             except REDIS_ERRORS as exc:
-                log.warning("recovery: could not write sessions (%s); retrying", exc.__class__.__name__)
+                logger.warning("recovery: could not write sessions (%s); retrying", exc.__class__.__name__)
                 await asyncio.sleep(min(self.heartbeat, 1.0))
 
     async def flush(self) -> None:

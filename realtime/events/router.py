@@ -38,7 +38,7 @@ from realtime.events import offsets, validation
 from realtime.events.log import RedisLog
 from realtime.protocol import GatewayError
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 LEASE = 3.0  # seconds a silent router keeps the stream
 BATCH = 200
@@ -92,7 +92,7 @@ class StreamRouter:
             try:
                 if not await self._hold(keys=[self.lease_key], args=[self.consumer, int(LEASE * 1000)]):
                     if self.holding:
-                        log.warning("router: lost the lease of %s to another pod", self.stream)
+                        logger.warning("router: lost the lease of %s to another pod", self.stream)
                     self.holding = False
                     self.backoff.reset()
                     await asyncio.sleep(LEASE / 3)
@@ -100,13 +100,13 @@ class StreamRouter:
                 if not self.holding:
                     await self._create_group()
                     self.holding = True
-                    log.info("router: routing %s (group %s)", self.stream, self.group)
+                    logger.info("router: routing %s (group %s)", self.stream, self.group)
                     await self._route(await self._claim_pending())
                 await self._route_new()
                 self.backoff.reset()
             except REDIS_ERRORS as exc:
                 if self.backoff.attempts == 0:
-                    log.warning("router: Redis unavailable (%s); retrying, every %.1fs at most",
+                    logger.warning("router: Redis unavailable (%s); retrying, every %.1fs at most",
                                 exc.__class__.__name__, self.backoff.cap)
                 self.holding = False
                 await asyncio.sleep(self.backoff.next_delay())
@@ -160,7 +160,7 @@ class StreamRouter:
             except Malformed as exc:
                 malformed += 1
                 settled.append(entry_id)
-                log.warning("router: malformed entry %s in %s: %s", _text(entry_id), self.stream, exc)
+                logger.warning("router: malformed entry %s in %s: %s", _text(entry_id), self.stream, exc)
                 continue
             appending.append(entry_id)
             await self.log.queue_append(pipe, room, event, data, source=_text(entry_id), router=self.consumer)
@@ -175,7 +175,7 @@ class StreamRouter:
         self.entries.labels(Outcome.MALFORMED.value).inc(malformed)
         if fenced:
             # Another pod routes now; it claims what this one read and could not append.
-            log.warning("router: lost the lease of %s while routing; %d entries left to the new router",
+            logger.warning("router: lost the lease of %s while routing; %d entries left to the new router",
                         self.stream, fenced)
             self.holding = False
 

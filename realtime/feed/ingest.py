@@ -26,7 +26,7 @@ from realtime.protocol import PRICE_STATUS, PriceStatus, PriceUpdate, TickOutcom
 from realtime.rooms import tier_room
 from realtime.send.fanout import Fanout
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 DROPPED = {outcome: f"feed: dropped {outcome.value} tick: %s" for outcome in TickOutcome}
 
@@ -76,20 +76,20 @@ class Ingest:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("fan-out of %s failed", update["asset"])
+            logger.exception("fan-out of %s failed", update["asset"])
             return 0
 
     async def send_statuses(self, changes: list[PriceStatus]) -> None:
         """`price:status` to the asset's room in every tier."""
         for change in changes:
-            log.info("feed: %s is %s", change["asset"], change["status"])
+            logger.info("feed: %s is %s", change["asset"], change["status"])
             for delay in self.delays:
                 try:
                     await self.fanout.send_event(tier_room(change["asset"], delay), PRICE_STATUS, change)
                 except asyncio.CancelledError:
                     raise
                 except Exception:
-                    log.exception("price:status of %s failed", change["asset"])
+                    logger.exception("price:status of %s failed", change["asset"])
 
     async def watch(self) -> None:
         """The background work besides the feed: staleness sweeps and the delayed tiers' timer."""
@@ -100,4 +100,4 @@ class Ingest:
     def _drop(self, rejected: TickRejected) -> None:
         self.counts[rejected.outcome] += 1
         # One message template per outcome, so each outcome has its own line in the repeat filter.
-        log.warning(DROPPED[rejected.outcome], rejected.reason)
+        logger.warning(DROPPED[rejected.outcome], rejected.reason)

@@ -31,7 +31,7 @@ from realtime.feed.status import Statuses
 from realtime.feed.tiers import Tiers
 from realtime.protocol import PriceStatus, PriceUpdate, TickOutcome
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 # A numbering this pod accepted this many ticks of may share its restarts with other pods.
 CONFIRMED = 2
@@ -144,7 +144,7 @@ class PriceBook:
             # seq that happened to be this pod's very first tick must not reach the pods that refused it.
             if confirmed:
                 verdict.restart = (asset.name, sequencer.offset)
-            log.warning("feed: %s numbering started again (publisher restart?): seq %s, ts %s; "
+            logger.warning("feed: %s numbering started again (publisher restart?): seq %s, ts %s; "
                         "wire seq goes on at %d", asset.name, seq, ts, wire)
         update: PriceUpdate = {"asset": asset.name, "bid": bid, "ask": ask, "decimals": asset.decimals,
                                "seq": wire, "ts": ts if ts is not None else now_ms}
@@ -163,7 +163,7 @@ class PriceBook:
         if judgement.dropped is not None:
             verdict.band_dropped += 1
             held = judgement.dropped
-            log.warning("feed: dropped band tick: %s: bid %d ask %d seq %d was not confirmed",
+            logger.warning("feed: dropped band tick: %s: bid %d ask %d seq %d was not confirmed",
                         held["asset"], held["bid"], held["ask"], held["seq"])
         verdict.updates.extend(judgement.accepted)
 

@@ -19,7 +19,7 @@ from realtime.backplane.connections import REDIS_ERRORS, client
 from realtime.config import Settings
 from realtime.feed.prices import PriceBook
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 class Restarts(Protocol):
@@ -59,7 +59,7 @@ class RedisRestarts:
         try:
             stored = await self.redis.hgetall(self.key)
         except REDIS_ERRORS as exc:
-            log.warning("feed: cannot read seq offsets (%s); numbering from upstream seq", exc.__class__.__name__)
+            logger.warning("feed: cannot read seq offsets (%s); numbering from upstream seq", exc.__class__.__name__)
             return
         offsets: dict[str, int] = {}
         for field, value in stored.items():
@@ -69,7 +69,7 @@ class RedisRestarts:
                 continue
         book.adopt_offsets(offsets)
         if offsets:
-            log.info("feed: seq offsets from earlier feed restarts: %s", offsets)
+            logger.info("feed: seq offsets from earlier feed restarts: %s", offsets)
 
     def save(self, asset: str, offset: int) -> None:
         task = asyncio.create_task(self._write(asset, offset), name=f"seq-offset-{asset}")
@@ -80,7 +80,7 @@ class RedisRestarts:
         try:
             await self.redis.hset(self.key, asset, str(offset))
         except REDIS_ERRORS as exc:
-            log.warning("feed: cannot store the seq offset of %s (%s)", asset, exc.__class__.__name__)
+            logger.warning("feed: cannot store the seq offset of %s (%s)", asset, exc.__class__.__name__)
 
     async def aclose(self) -> None:
         for task in list(self._writes):
