@@ -18,6 +18,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "realtime"
 FLOORS = [
     "realtime",  # __init__: the version
     "config",  # the one settings object
+    "namespace",  # the names of every Redis key and channel the gateway owns
     "rooms",  # the grammar of room names
     "protocol",  # every name, payload and error code on the wire
     "principal",  # who is connected

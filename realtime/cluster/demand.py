@@ -6,7 +6,8 @@ its PR #979), so every pod writes its own counts to a store every
 upstream poller uses the sum to stop polling what nobody watches.
 
 The store is chosen by URL. `memory://` (embedded mode) knows this process
-only. `redis://` keeps, under the prefix `REALTIME_DEMAND_KEY` (`realtime:demand`):
+only. `redis://` keeps, under the prefix `<namespace>:demand` (`REALTIME_DEMAND_KEY`,
+`realtime:demand`, unless `REALTIME_NAMESPACE` is set; see `realtime.namespace`):
 
 - `{<prefix>}:pod:<instance>`: hash asset -> this pod's subscribers, expiring
   after three intervals, so a pod that dies drops out on its own;
@@ -32,6 +33,7 @@ from redis.typing import EncodableT, FieldT
 from realtime.backplane.connections import REDIS_ERRORS, client
 from realtime.catalog import Catalog
 from realtime.config import Settings
+from realtime.namespace import namespace
 from realtime.protocol import DemandReport
 
 logger = logging.getLogger(__name__)
@@ -160,7 +162,7 @@ def demand_store(settings: Settings) -> DemandStore:
     if settings.embedded:
         return MemoryDemandStore()
     assert settings.redis_url is not None
-    return RedisDemandStore(settings.redis_url, settings.demand_key,
+    return RedisDemandStore(settings.redis_url, namespace(settings).demand,
                             ttl=EXPIRY_INTERVALS * settings.demand_interval, timeout=settings.redis_timeout)
 
 

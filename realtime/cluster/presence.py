@@ -6,7 +6,7 @@ the gateway closes them with a reason. Chosen by URL behind one small
 interface: `memory://` counts this process only (embedded mode, or no cap);
 `redis://` counts the whole cluster.
 
-Redis layout (prefix `{<manager channel>:presence}:`; the hash tag keeps
+Redis layout (prefix `{<namespace>:presence}:`, see `realtime.namespace`; the hash tag keeps
 every key the admit script touches in one Redis Cluster slot):
 - `user:<sub>`: sorted set of `<pod>|<sid>`, scored by connect time;
 - `pod:<pod>`: set of the sids this pod holds, with a TTL the pod's
@@ -31,6 +31,7 @@ from typing import Protocol
 
 from realtime.backplane.connections import REDIS_ERRORS, client
 from realtime.config import Settings
+from realtime.namespace import namespace
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ class RedisPresence:
         assert settings.redis_url is not None
         self.cap = settings.max_connections_per_user
         self.pod = f"{settings.instance_id}:{secrets.token_hex(4)}"
-        self.prefix = f"{{{settings.manager_channel}:presence}}:"
+        self.prefix = namespace(settings).presence
         self.redis = client(settings.redis_url, settings.redis_timeout)
         self._admit = self.redis.register_script(_ADMIT)
         self._local: dict[str, tuple[str, float]] = {}  # sid -> (user, connect time)

@@ -48,6 +48,7 @@ from realtime.backplane.connections import REDIS_ERRORS, Client, Subscription, c
 from realtime.backplane.shards import is_cluster
 from realtime.config import Settings
 from realtime.metrics import PlainCounter, RedisLink
+from realtime.namespace import namespace
 
 logger = logging.getLogger(__name__)
 
@@ -132,10 +133,11 @@ class RoomEvents:
 class RedisManager(IndexedRooms, RoomEvents, socketio.AsyncRedisManager):  # type: ignore[misc]
     def __init__(self, settings: Settings) -> None:
         assert settings.redis_url is not None
-        super().__init__(url=settings.redis_url, channel=settings.manager_channel)
+        channel = namespace(settings).manager_channel
+        super().__init__(url=settings.redis_url, channel=channel)
         self.timeout = settings.redis_timeout
         self.cluster = is_cluster(settings.redis_url)
-        self.subscription = Subscription("manager", settings.redis_url, sharded=[settings.manager_channel],
+        self.subscription = Subscription("manager", settings.redis_url, sharded=[channel],
                                          timeout=settings.redis_timeout, retry_max=settings.redis_retry_max,
                                          on_up=self._resumed)
         # Manager messages through Redis, for /metrics (our own come back to us too).

@@ -25,6 +25,7 @@ from realtime.events.recovery import Recovery, heartbeat_period
 from realtime.events.router import StreamRouter
 from realtime.events.sessions import RedisSessions, SessionStore
 from realtime.metrics import PlainCounter, RedisLink
+from realtime.namespace import namespace
 from realtime.protocol import ErrorCode, GatewayError
 
 # Beyond the window, history is kept for a client whose drop the server noticed
@@ -53,10 +54,10 @@ class Events:
             self.sessions = MemorySessions(window=settings.recovery_window, heartbeat=heartbeat)
         else:
             assert settings.redis_url is not None
-            redis_log = RedisLog(settings.redis_url, settings.manager_channel, keep=keep,
+            redis_log = RedisLog(settings.redis_url, namespace(settings).state, keep=keep,
                                  timeout=settings.redis_timeout)
             self.log = redis_log
-            self.sessions = RedisSessions(settings.redis_url, settings.manager_channel,
+            self.sessions = RedisSessions(settings.redis_url, namespace(settings).state,
                                           window=settings.recovery_window, heartbeat=heartbeat,
                                           timeout=settings.redis_timeout)
             self.router = StreamRouter(settings.redis_url, settings.events_stream, redis_log, settings.instance_id,

@@ -2,7 +2,8 @@
 
 Pods that watched a publisher restart all move their wire `seq` on by the
 same offset (`sequence`); a pod that starts later has not seen it. So every
-pod writes the offset it chose to the hash `<REALTIME_PRICE_CHANNEL>:seq-offsets`
+pod writes the offset it chose to the hash `<namespace>:seq-offsets`
+(`realtime.namespace`; without `REALTIME_NAMESPACE`, `<REALTIME_PRICE_CHANNEL>:seq-offsets`)
 (asset -> offset; all pods write the same value), and a starting pod reads
 the hash before it consumes the feed. The write happens in the background:
 a Redis that hangs never holds up ticks. Without Redis (embedded mode) there
@@ -18,6 +19,7 @@ from typing import Protocol
 from realtime.backplane.connections import REDIS_ERRORS, client
 from realtime.config import Settings
 from realtime.feed.prices import PriceBook
+from realtime.namespace import namespace
 
 logger = logging.getLogger(__name__)
 
@@ -91,4 +93,4 @@ class RedisRestarts:
 def restarts(settings: Settings) -> Restarts:
     if settings.embedded or settings.redis_url is None:
         return LocalRestarts()
-    return RedisRestarts(settings.redis_url, f"{settings.price_channel}:seq-offsets", settings.redis_timeout)
+    return RedisRestarts(settings.redis_url, namespace(settings).restarts, settings.redis_timeout)
