@@ -21,12 +21,12 @@ from collections import Counter
 
 from aiohttp import web
 
+from realtime.backends import backends
 from realtime.catalog import Catalog
 from realtime.clients.auth import TokenVerifier
 from realtime.clients.handlers import Gateway
 from realtime.clients.limits import AddressLimiter
-from realtime.cluster.demand import Demand, demand_store
-from realtime.cluster.presence import presence
+from realtime.cluster.demand import Demand
 from realtime.config import Settings
 from realtime.engine import versions
 from realtime.engine.proxies import address_of
@@ -36,8 +36,6 @@ from realtime.events.service import Events
 from realtime.feed.gauges import FeedGauges
 from realtime.feed.ingest import Ingest
 from realtime.feed.prices import PriceBook
-from realtime.feed.restarts import restarts
-from realtime.feed.sources import price_source
 from realtime.http import health
 from realtime.http.api import PREFIX, Api
 from realtime.http.board import Board
@@ -55,29 +53,33 @@ class Server:
     def __init__(self, settings: Settings) -> None:
         versions.check()
         self.settings = settings
+        self.metrics = Metrics(settings.instance_id)
+        # Every swappable part, chosen by REALTIME_REDIS_URL (memory:// or Redis).
+        self.backends = backends(settings, registry=self.metrics.registry,
+                                 forget=lambda asset: self.book.forget(asset))
         # The Socket.IO layer and the send path.
         self.writers = Writers(settings.slow_consumer_bytes, settings.slow_consumer_max_bytes)
-        self.sio = SocketServer(settings, self.writers)
+        self.sio = SocketServer(settings, self.writers, self.backends.manager)
         # Prices: catalog, validation and latest ticks, the source, the fan-out.
         self.catalog = Catalog(settings.catalog)
         self.book = PriceBook(self.catalog, band=settings.price_band, stale_after=settings.stale_after,
                               delays=settings.delay_tiers)
-        self.metrics = Metrics(settings.instance_id)
         self.metrics.registry.register(FeedGauges(self.book))
-        self.source = price_source(settings, forget=self.book.forget)
-        self.restarts = restarts(settings)
+        self.source = self.backends.source
+        self.restarts = self.backends.restarts
         self.ingest = Ingest(self.source, self.book, fanout(self.sio, settings.fanout), self.metrics,
                              self.restarts)
         # Private events: the log, live delivery with offsets, sessions and recovery, the stream router.
-        self.events = Events(settings, self.sio, self.catalog, self.metrics.registry)
+        self.events = Events(settings, self.sio, self.catalog, self.metrics.registry, log=self.backends.log,
+                             sessions=self.backends.sessions, router=self.backends.router)
         # Clients: authentication, per-user presence across pods, event handlers.
         self.verifier = TokenVerifier(settings)
-        self.presence = presence(settings)
+        self.presence = self.backends.presence
         self.gateway = Gateway(self.sio, settings, self.verifier, self.catalog, self.book, self.metrics,
                                self.presence, self.events.recovery)
         # Per-asset price channels follow the asset rooms of this pod.
         self._watch_assets()
-        self.demand = Demand(demand_store(settings), self.catalog, settings.instance_id,
+        self.demand = Demand(self.backends.demand, self.catalog, settings.instance_id,
                              local=self._local_subscribers, interval=settings.demand_interval)
         self.connect_limiter = AddressLimiter(settings.connect_rate, settings.connect_burst, settings.connect_addresses)
         self.metrics.watch(self._metric_state())

@@ -34,6 +34,7 @@ FLOORS = [
     "clients",  # the connected clients: auth, limits, their events' handlers
     "http",  # around the socket: API, health, board, middleware
     "bench",
+    "backends",  # every swappable backend, chosen by URL
     "server",  # the composition root
     "cli",
     "__main__",

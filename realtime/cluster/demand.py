@@ -32,8 +32,6 @@ from redis.typing import EncodableT, FieldT
 
 from realtime.backplane.connections import REDIS_ERRORS, client
 from realtime.catalog import Catalog
-from realtime.config import Settings
-from realtime.namespace import namespace
 from realtime.protocol import DemandReport
 
 logger = logging.getLogger(__name__)
@@ -156,14 +154,6 @@ class RedisDemandStore:
 def _counts(fields: dict[bytes, bytes]) -> dict[str, int]:
     # Someone else's writes to our keys must not break the sum: skip what is not a count.
     return {field.decode(errors="replace"): int(value) for field, value in fields.items() if value.isdigit()}
-
-
-def demand_store(settings: Settings) -> DemandStore:
-    if settings.embedded:
-        return MemoryDemandStore()
-    assert settings.redis_url is not None
-    return RedisDemandStore(settings.redis_url, namespace(settings).demand,
-                            ttl=EXPIRY_INTERVALS * settings.demand_interval, timeout=settings.redis_timeout)
 
 
 class Demand:

@@ -230,9 +230,3 @@ class RedisPresence:
             logger.warning("presence: Redis unavailable (%s); the per-user cap is not enforced until it is back",
                         exc.__class__.__name__)
         self._failing = True
-
-
-def presence(settings: Settings) -> Presence:
-    if settings.embedded or settings.max_connections_per_user == 0:
-        return MemoryPresence(settings.max_connections_per_user, settings.instance_id)
-    return RedisPresence(settings)

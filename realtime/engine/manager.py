@@ -238,8 +238,3 @@ class MemoryManager(IndexedRooms, RoomEvents, socketio.AsyncManager):  # type: i
 
     def messages(self) -> tuple[int, int] | None:
         return None
-
-
-def client_manager(settings: Settings) -> MemoryManager | RedisManager:
-    """The manager for `REALTIME_REDIS_URL`: in memory when unset, else Redis."""
-    return MemoryManager() if settings.embedded else RedisManager(settings)

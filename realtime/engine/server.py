@@ -20,7 +20,7 @@ from realtime.config import Settings
 from realtime.engine import driver, inbound, lean
 from realtime.engine.admission import Admission, Gate, GatedEngineServer, close_transport
 from realtime.engine.conformance import ConformingServer
-from realtime.engine.manager import client_manager
+from realtime.engine.manager import MemoryManager, RedisManager
 from realtime.engine.packets import packet_class
 from realtime.engine.writer import Writer, Writers
 from realtime.metrics import PlainCounter, RedisLink
@@ -41,10 +41,10 @@ class GatewayEngineServer(GatedEngineServer, ConformingServer):
 class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
     """python-socketio's AsyncServer on our Engine.IO server, driver, writers and manager."""
 
-    def __init__(self, settings: Settings, writers: Writers) -> None:
+    def __init__(self, settings: Settings, writers: Writers, manager: MemoryManager | RedisManager) -> None:
         super().__init__(
             async_mode="aiohttp",
-            client_manager=client_manager(settings),
+            client_manager=manager,
             serializer=packet_class(settings.serializer),
             cors_allowed_origins=_cors(settings.cors_origins),
             ping_interval=settings.ping_interval,

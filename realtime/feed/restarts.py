@@ -17,9 +17,7 @@ import logging
 from typing import Protocol
 
 from realtime.backplane.connections import REDIS_ERRORS, client
-from realtime.config import Settings
 from realtime.feed.prices import PriceBook
-from realtime.namespace import namespace
 
 logger = logging.getLogger(__name__)
 
@@ -88,9 +86,3 @@ class RedisRestarts:
         for task in list(self._writes):
             task.cancel()
         await self.redis.aclose()
-
-
-def restarts(settings: Settings) -> Restarts:
-    if settings.embedded or settings.redis_url is None:
-        return LocalRestarts()
-    return RedisRestarts(settings.redis_url, namespace(settings).restarts, settings.redis_timeout)

@@ -144,10 +144,3 @@ class RedisSource:
             for release in self._held.values():
                 if release is not None:
                     release.cancel()
-
-
-def price_source(settings: Settings, forget: Callable[[str], None] = lambda asset: None) -> PriceSource:
-    """The simulator in embedded mode, else Redis; `forget(asset)` when this pod stops hearing an asset."""
-    if settings.embedded:
-        return SimulatedSource(settings)
-    return RedisSource(settings, forget)
