@@ -13,8 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry
-
 from realtime.cluster.demand import EXPIRY_INTERVALS, DemandStore, MemoryDemandStore, RedisDemandStore
 from realtime.cluster.presence import MemoryPresence, Presence, RedisPresence
 from realtime.config import Settings
@@ -42,7 +40,7 @@ class Backends:
     demand: DemandStore
 
 
-def backends(settings: Settings, *, registry: CollectorRegistry, forget: Callable[[str], None]) -> Backends:
+def backends(settings: Settings, *, forget: Callable[[str], None]) -> Backends:
     """The backends `settings` name; `forget(asset)` when this pod stops hearing an asset's channel."""
     keep = retention(settings)
     heartbeat = heartbeat_period(settings.recovery_window)
@@ -70,7 +68,7 @@ def backends(settings: Settings, *, registry: CollectorRegistry, forget: Callabl
         sessions=RedisSessions(url, names.state, window=settings.recovery_window, heartbeat=heartbeat,
                                timeout=settings.redis_timeout),
         router=StreamRouter(url, settings.events_stream, log, settings.instance_id, timeout=settings.redis_timeout,
-                            retry_max=settings.redis_retry_max, registry=registry),
+                            retry_max=settings.redis_retry_max),
         # Without a cap there is nothing to count across pods.
         presence=RedisPresence(settings) if cap else MemoryPresence(cap, settings.instance_id),
         demand=RedisDemandStore(url, names.demand, ttl=EXPIRY_INTERVALS * settings.demand_interval,

@@ -61,6 +61,8 @@ class RedisLink:
 
 # A counter other parts keep as a plain attribute: (name, help, read).
 PlainCounter = tuple[str, str, Callable[[], int]]
+# A counter by one label other parts keep as a plain mapping: (name, help, label, read label value -> count).
+LabelledCounter = tuple[str, str, str, Callable[[], Mapping[str, int]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +76,7 @@ class State:
     redis: tuple[RedisLink, ...] = ()
     manager_messages: Callable[[], tuple[int, int] | None] = lambda: None  # (in, out) through Redis
     counters: tuple[PlainCounter, ...] = ()
+    labelled: tuple[LabelledCounter, ...] = ()
 
 
 class StateCollector(Collector):
@@ -131,6 +134,11 @@ class StateCollector(Collector):
 
         for name, documentation, value in state.counters:
             yield CounterMetricFamily(name, documentation, value=value())
+        for name, documentation, label, values in state.labelled:
+            family = CounterMetricFamily(name, documentation, labels=[label])
+            for key, count in values().items():
+                family.add_metric([key], count)
+            yield family
 
 
 class Buckets:

@@ -55,8 +55,7 @@ class Server:
         self.settings = settings
         self.metrics = Metrics(settings.instance_id)
         # Every swappable part, chosen by REALTIME_REDIS_URL (memory:// or Redis).
-        self.backends = backends(settings, registry=self.metrics.registry,
-                                 forget=lambda asset: self.book.forget(asset))
+        self.backends = backends(settings, forget=lambda asset: self.book.forget(asset))
         # The Socket.IO layer and the send path.
         self.writers = Writers(settings.slow_consumer_bytes, settings.slow_consumer_max_bytes)
         self.sio = SocketServer(settings, self.writers, self.backends.manager)
@@ -70,7 +69,7 @@ class Server:
         self.ingest = Ingest(self.source, self.book, fanout(self.sio, settings.fanout), self.metrics,
                              self.restarts)
         # Private events: the log, live delivery with offsets, sessions and recovery, the stream router.
-        self.events = Events(settings, self.sio, self.catalog, self.metrics.registry, log=self.backends.log,
+        self.events = Events(settings, self.sio, self.catalog, log=self.backends.log,
                              sessions=self.backends.sessions, router=self.backends.router)
         # Clients: authentication, per-user presence across pods, event handlers.
         self.verifier = TokenVerifier(settings)
@@ -214,6 +213,7 @@ class Server:
                 *self.sio.admission_counters(),
                 *self.events.counters(),
             ),
+            labelled=tuple(self.events.labelled_counters()),
         )
 
     async def serve_forever(self) -> None:

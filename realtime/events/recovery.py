@@ -17,11 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from enum import StrEnum
 from typing import Any
-
-from prometheus_client import CollectorRegistry, Counter
 
 from realtime.backplane.connections import REDIS_ERRORS
 from realtime.catalog import Catalog
@@ -55,7 +54,7 @@ class Recovery:
     """Sessions of this pod's connections, and the joins that follow from them."""
 
     def __init__(self, sio: SocketServer, log: EventLog, sessions: SessionStore, reader: LogReader,
-                 catalog: Catalog, *, window: float, max_subscriptions: int, registry: CollectorRegistry) -> None:
+                 catalog: Catalog, *, window: float, max_subscriptions: int) -> None:
         self.sio = sio
         self.log = log
         self.sessions = sessions
@@ -64,10 +63,8 @@ class Recovery:
         self.window = window
         self.max_subscriptions = max_subscriptions
         self.heartbeat = heartbeat_period(window)
-        self.outcomes = Counter("realtime_recoveries", "CONNECTs that asked to recover a session, by outcome",
-                                ["outcome"], registry=registry)
-        for outcome in Outcome:
-            self.outcomes.labels(outcome.value)
+        # CONNECTs that asked to recover a session, by outcome (`realtime_recoveries`).
+        self.outcomes: Counter[str] = Counter({outcome.value: 0 for outcome in Outcome})
         # sid -> (pid, session) of this pod's recoverable connections: the heartbeat writes a
         # session back whole when Redis lost it (a restart, a failover).
         self.here: dict[str, tuple[str, Session]] = {}
@@ -86,7 +83,7 @@ class Recovery:
         asked = _asked_pid(auth)
         if self.window <= 0 or principal.sub is None:
             if asked is not None:
-                self.outcomes.labels(Outcome.DISABLED.value).inc()
+                self.outcomes[Outcome.DISABLED.value] += 1
             self._prepare(sid, None, RoomJoin(sid, rooms, None))
             return []
         pid: str | None = None
@@ -123,7 +120,7 @@ class Recovery:
             pid, after, restored = None, None, []
             self.here.pop(sid, None)
         if outcome is not None:
-            self.outcomes.labels(outcome.value).inc()
+            self.outcomes[outcome.value] += 1
         self._prepare(sid, pid, RoomJoin(sid, rooms, after, rejoin if restored else None))
         return restored
 

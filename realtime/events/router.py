@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from enum import StrEnum
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from prometheus_client import CollectorRegistry, Counter
 
 from realtime.backplane.connections import REDIS_ERRORS, Backoff, Client, client, pipeline
 from realtime.events import offsets, validation
@@ -70,7 +70,7 @@ class Malformed(ValueError):
 
 class StreamRouter:
     def __init__(self, url: str, stream: str, log: RedisLog, instance: str, *, timeout: float,
-                 retry_max: float, registry: CollectorRegistry) -> None:
+                 retry_max: float) -> None:
         self.stream = stream
         self.log = log
         self.group = log.keys.prefix
@@ -81,10 +81,8 @@ class StreamRouter:
         self._hold = self.redis.register_script(HOLD)
         self.backoff = Backoff(cap=retry_max)
         self.holding = False
-        self.entries = Counter("realtime_stream_entries", f"entries of the events stream ({stream}) by outcome",
-                               ["outcome"], registry=registry)
-        for outcome in Outcome:
-            self.entries.labels(outcome.value)
+        # Entries of the stream by outcome (`realtime_stream_entries`).
+        self.entries: Counter[str] = Counter({outcome.value: 0 for outcome in Outcome})
 
     async def run(self) -> None:
         """Route while this pod holds the lease, stand by otherwise; until cancelled."""
@@ -170,9 +168,9 @@ class StreamRouter:
         settled += [entry_id for entry_id, result in zip(appending, results, strict=True) if result != -1]
         if settled:
             await self.redis.xack(self.stream, self.group, *settled)
-        self.entries.labels(Outcome.ROUTED.value).inc(len(results) - duplicates - fenced)
-        self.entries.labels(Outcome.DUPLICATE.value).inc(duplicates)
-        self.entries.labels(Outcome.MALFORMED.value).inc(malformed)
+        self.entries[Outcome.ROUTED.value] += len(results) - duplicates - fenced
+        self.entries[Outcome.DUPLICATE.value] += duplicates
+        self.entries[Outcome.MALFORMED.value] += malformed
         if fenced:
             # Another pod routes now; it claims what this one read and could not append.
             logger.warning("router: lost the lease of %s while routing; %d entries left to the new router",

@@ -11,7 +11,6 @@ import contextlib
 from typing import Any
 
 import orjson
-from prometheus_client import CollectorRegistry
 
 from realtime.backplane.connections import REDIS_ERRORS
 from realtime.catalog import Catalog
@@ -23,7 +22,7 @@ from realtime.events.reader import LogReader
 from realtime.events.recovery import Recovery, heartbeat_period
 from realtime.events.router import StreamRouter
 from realtime.events.sessions import SessionStore
-from realtime.metrics import PlainCounter, RedisLink
+from realtime.metrics import LabelledCounter, PlainCounter, RedisLink
 from realtime.protocol import ErrorCode, GatewayError
 
 # Beyond the window, history is kept for a client whose drop the server noticed
@@ -40,7 +39,7 @@ def retention(settings: Settings) -> float:
 class Events:
     """The log, its reader, sessions and recovery, and the stream router (Redis only)."""
 
-    def __init__(self, settings: Settings, sio: SocketServer, catalog: Catalog, registry: CollectorRegistry, *,
+    def __init__(self, settings: Settings, sio: SocketServer, catalog: Catalog, *,
                  log: EventLog, sessions: SessionStore, router: StreamRouter | None) -> None:
         self.settings = settings
         self.log = log
@@ -50,8 +49,7 @@ class Events:
         self.reader = LogReader(self.log, sio, with_offsets=settings.recovery_window > 0,
                                 retry_max=settings.redis_retry_max)
         self.recovery = Recovery(sio, self.log, self.sessions, self.reader, catalog,
-                                 window=settings.recovery_window, max_subscriptions=settings.max_subscriptions,
-                                 registry=registry)
+                                 window=settings.recovery_window, max_subscriptions=settings.max_subscriptions)
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -106,3 +104,15 @@ class Events:
             ("realtime_events_replays_failed", "connections that joined their rooms without their replay "
              "because Redis was unavailable", lambda: reader.replays_failed),
         ]
+
+    def labelled_counters(self) -> list[LabelledCounter]:
+        recovery = self.recovery
+        counters: list[LabelledCounter] = [
+            ("realtime_recoveries", "CONNECTs that asked to recover a session, by outcome", "outcome",
+             lambda: recovery.outcomes),
+        ]
+        router = self.router
+        if router is not None:
+            counters.append(("realtime_stream_entries", f"entries of the events stream ({router.stream}) by outcome",
+                             "outcome", lambda: router.entries))
+        return counters
