@@ -177,12 +177,8 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
         return [socket.queue for eio_sid in members.values()
                 if (socket := sockets.get(eio_sid)) is not None and not socket.closed]
 
-    def encode_event(self, event: str, data: Any) -> list[str | bytes]:
-        """An EVENT packet as python-socketio would send it: one text part (JSON) or binary parts."""
-        return self.encode_packet([event, data])
-
     def encode_packet(self, args: list[Any]) -> list[str | bytes]:
-        """An EVENT packet of several arguments (`[event, *args]`): one text part (JSON) or binary parts."""
+        """An EVENT packet (`[event, *args]`) as python-socketio would send it: one text part (JSON) or binary parts."""
         encoded = self.packet_class(socketio.packet.EVENT, namespace=NAMESPACE, data=args).encode()
         return encoded if isinstance(encoded, list) else [encoded]
 
