@@ -14,11 +14,11 @@ import logging
 
 import orjson
 
-from realtime.cluster.redis import REDIS_ERRORS, Backoff, client
+from realtime.backplane.connections import REDIS_ERRORS, Backoff, client
 from realtime.config import Settings
 from realtime.protocol import BOOK_RESYNC
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 def control_channel(price_channel: str) -> str:
@@ -55,13 +55,13 @@ class ControlChannel:
                     await self.redis.publish(self.channel, resync_request(asset))
                 except REDIS_ERRORS as exc:
                     if self.backoff.attempts == 0:
-                        log.warning("books: cannot ask for a snapshot of %s (%s); retrying", asset,
+                        logger.warning("books: cannot ask for a snapshot of %s (%s); retrying", asset,
                                     exc.__class__.__name__)
                     await asyncio.sleep(self.backoff.next_delay())
                     continue
                 self.backoff.reset()
                 self._pending.discard(asset)
-                log.info("books: asked the feed for a snapshot of %s", asset)
+                logger.info("books: asked the feed for a snapshot of %s", asset)
 
     async def aclose(self) -> None:
         await self.redis.aclose()

@@ -16,7 +16,9 @@ from __future__ import annotations
 from typing import Any
 
 from realtime.books.service import Books
+from realtime.clients.handlers import Connection, Gateway
 from realtime.engine.server import SocketServer
+from realtime.principal import Principal
 from realtime.protocol import (
     BOOK_SNAPSHOT,
     BOOK_SUBSCRIBE,
@@ -25,12 +27,9 @@ from realtime.protocol import (
     BookView,
     ErrorCode,
     GatewayError,
-    book_room,
-    room_book,
 )
+from realtime.rooms import book_room, room_book
 from realtime.send.fanout import queue_event
-from realtime.sessions.auth import Principal
-from realtime.sessions.handlers import Connection, Gateway
 
 
 class BookHandlers:
