@@ -26,6 +26,7 @@ from realtime.events.sessions import RedisSessions, SessionStore
 from realtime.feed.restarts import LocalRestarts, RedisRestarts, Restarts
 from realtime.feed.sources import PriceSource, RedisSource, SimulatedSource
 from realtime.namespace import namespace
+from realtime.trades.store import MarketStore, MemoryStore, RedisStore
 
 
 @dataclass(slots=True)
@@ -38,6 +39,7 @@ class Backends:
     router: StreamRouter | None  # Redis only: the events stream back ends append to
     presence: Presence
     demand: DemandStore
+    market: MarketStore  # trade history and closed candles
 
 
 def backends(settings: Settings, *, forget: Callable[[str], None]) -> Backends:
@@ -55,6 +57,7 @@ def backends(settings: Settings, *, forget: Callable[[str], None]) -> Backends:
             router=None,
             presence=MemoryPresence(cap, settings.instance_id),
             demand=MemoryDemandStore(),
+            market=MemoryStore(),
         )
     url = settings.redis_url
     assert url is not None
@@ -73,4 +76,6 @@ def backends(settings: Settings, *, forget: Callable[[str], None]) -> Backends:
         presence=RedisPresence(settings) if cap else MemoryPresence(cap, settings.instance_id),
         demand=RedisDemandStore(url, names.demand, ttl=EXPIRY_INTERVALS * settings.demand_interval,
                                 timeout=settings.redis_timeout),
+        market=RedisStore(url, names.state, trades=settings.trades_history, candles=settings.candles_history,
+                          timeout=settings.redis_timeout),
     )

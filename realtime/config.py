@@ -264,6 +264,15 @@ class Settings(BaseSettings):
                                            "are conflated)",
     )
 
+    # Trades and candles (realtime.trades).
+    trades_history: int = Field(
+        100, ge=1, le=10_000, description="trades kept per asset: the most `trades:subscribe` may ask for",
+    )
+    candles_history: int = Field(
+        500, ge=1, le=10_000, description="closed candles kept per asset and interval: the most "
+                                          "`candles:subscribe` may ask for",
+    )
+
     # One Redis namespace for every key and channel the gateway owns (realtime.namespace, docs/redis.md).
     namespace: str | None = Field(
         None, min_length=1, max_length=100, pattern=r"^[^{}\s]+$",

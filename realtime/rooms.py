@@ -2,7 +2,8 @@
 
 A room is `<kind>:<name>` (SPEC §3): `asset:<ASSET>` (with `@<delay>` for a
 delayed tier, `asset:<ASSET>@<delay>`), `user:<sub>`, `role:<role>`, and
-`book:<ASSET>:<depth>` for a book view (SPEC §9). Clients
+`book:<ASSET>:<depth>` for a book view, `trades:<ASSET>` and
+`candles:<ASSET>:<interval>[@<delay>]` (SPEC §9). Clients
 never name rooms; back ends do (`POST /api/v1/publish`, the events stream,
 the emitter), and `realtime.events.validation` holds them to this grammar.
 """
@@ -60,6 +61,29 @@ def room_book(room: str) -> tuple[str, int] | None:
     if kind != "book" or not asset or not depth.isdigit():
         return None
     return asset, int(depth)
+
+
+def trades_room(asset: str) -> str:
+    """The room of an asset's `trade` events: `trades:<A>` (also how a session records it)."""
+    return f"trades:{asset}"
+
+
+def candles_room(asset: str, interval: str, delay: int) -> str:
+    """The room of an asset's bars at `interval` as a connection on `delay` (s) sees them:
+    `candles:<A>:<interval>` or `candles:<A>:<interval>@<delay>`. A session records the real-time name."""
+    room = f"candles:{asset}:{interval}"
+    return room if not delay else f"{room}@{delay}"
+
+
+def room_market(room: str) -> tuple[str, str, str | None] | None:
+    """("trades", asset, None) or ("candles", asset, interval) of a trade or (real-time) candle room."""
+    kind, _, rest = room.partition(":")
+    if kind == "trades" and rest:
+        return kind, rest, None
+    asset, _, interval = rest.rpartition(":")
+    if kind == "candles" and asset and interval and "@" not in interval:
+        return kind, asset, interval
+    return None
 
 
 def user_room(sub: str) -> str:

@@ -30,6 +30,7 @@ from realtime.clients.auth import TokenVerifier
 from realtime.clients.books import BookHandlers
 from realtime.clients.handlers import Gateway
 from realtime.clients.limits import AddressLimiter
+from realtime.clients.trades import TradeHandlers
 from realtime.cluster.demand import Demand
 from realtime.config import Settings
 from realtime.engine import heads, versions
@@ -48,6 +49,8 @@ from realtime.http.middleware import handshake_limit, turn_away_while_draining
 from realtime.metrics import Metrics, State
 from realtime.rooms import room_asset, room_book, tier_room
 from realtime.send.fanout import fanout
+from realtime.trades.gauges import TradeGauges
+from realtime.trades.service import Market
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +81,12 @@ class Server:
                            fanout=send, room_size=self.sio.room_size,
                            ask=self.control.ask if self.control is not None else self._ask_simulator)
         self.metrics.registry.register(BookGauges(self.books))
-        self.ingest = Ingest(self.source, self.book, send, self.metrics, self.restarts, self.books)
+        # Trades and candles ride the same feed; their history is shared through the store.
+        self.market = Market(self.catalog, self.backends.market, send, self.sio.room_size,
+                             keep_trades=settings.trades_history, keep_candles=settings.candles_history,
+                             delays=settings.delay_tiers)
+        self.metrics.registry.register(TradeGauges(self.market))
+        self.ingest = Ingest(self.source, self.book, send, self.metrics, self.restarts, self.books, self.market)
         # Private events: the log, live delivery with offsets, sessions and recovery, the stream router.
         self.events = Events(settings, self.sio, self.catalog, log=self.backends.log,
                              sessions=self.backends.sessions, router=self.backends.router)
@@ -88,6 +96,7 @@ class Server:
         self.gateway = Gateway(self.sio, settings, self.verifier, self.catalog, self.book, self.metrics,
                                self.presence, self.events.recovery)
         BookHandlers(self.gateway, self.books)
+        TradeHandlers(self.gateway, self.market)
         # Per-asset price channels follow the asset rooms of this pod.
         self._watch_assets()
         self.demand = Demand(self.backends.demand, self.catalog, settings.instance_id,
@@ -127,7 +136,9 @@ class Server:
     async def start(self) -> None:
         self.sio.start_manager()
         self.events.start()
+        await self.market.load()
         self._tasks.append(asyncio.create_task(self.ingest.run(), name="ingest"))
+        self._tasks.append(asyncio.create_task(self.market.run(), name="trades"))
         self._tasks.append(asyncio.create_task(self.ingest.watch(), name="feed-timers"))
         self._tasks.append(asyncio.create_task(self.demand.run(), name="demand"))
         self._tasks.append(asyncio.create_task(self.books.run(), name="books"))
@@ -181,6 +192,7 @@ class Server:
             await self._runner.cleanup()
         await self.demand.close()
         await self.restarts.aclose()
+        await self.backends.market.aclose()
         if self.control is not None:
             await self.control.aclose()
         counts = ", ".join(f"{k.value}={v}" for k, v in sorted(self.ingest.counts.items()))

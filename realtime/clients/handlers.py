@@ -52,7 +52,7 @@ from realtime.protocol import (
     error_body,
     refusal,
 )
-from realtime.rooms import role_room, room_book, tier_room, user_room
+from realtime.rooms import role_room, room_book, room_market, tier_room, user_room
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,8 @@ class Connection:
     principal: Principal
     limiter: EventLimiter
     subscriptions: set[str] = field(default_factory=set)
-    books: set[str] = field(default_factory=set)  # book rooms `book:<A>:<depth>` (sessions.books)
+    books: set[str] = field(default_factory=set)  # book rooms `book:<A>:<depth>` (clients.books)
+    markets: set[str] = field(default_factory=set)  # `trades:<A>`, `candles:<A>:<interval>` (clients.trades)
     ending: bool = False
 
 
@@ -131,8 +132,8 @@ class Gateway:
         self._entitles.append(entitle)
 
     def follow(self, conn: Connection) -> None:
-        """Record the connection's subscriptions (assets and books) with its recoverable session."""
-        self.recovery.follow(conn.sid, [*conn.subscriptions, *conn.books])
+        """Record the connection's subscriptions (assets, books, trades, candles) with its recoverable session."""
+        self.recovery.follow(conn.sid, [*conn.subscriptions, *conn.books, *conn.markets])
 
     def close(self) -> None:
         """Cancel every token timer and every ending still flushing (server shutdown)."""
@@ -163,7 +164,8 @@ class Gateway:
             rooms = [] if principal.sub is None else [user_room(principal.sub), *map(role_room, principal.roles)]
             conn = self.connections[sid]
             for name in await self.recovery.connect(sid, principal, auth, rooms, lambda: self._rejoin(conn)):
-                (conn.books if room_book(name) else conn.subscriptions).add(name)
+                kept = conn.books if room_book(name) else conn.markets if room_market(name) else conn.subscriptions
+                kept.add(name)
             if principal.sub is not None:
                 for slot in await self.presence.admit(principal.sub, sid):
                     await self._close_replaced(slot)

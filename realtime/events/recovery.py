@@ -32,7 +32,7 @@ from realtime.events.reader import LogReader, RoomJoin
 from realtime.events.sessions import MAX_PID, Session, SessionStore, new_pid
 from realtime.principal import Principal
 from realtime.protocol import AUTH_OFFSET, AUTH_PID, PriceUpdate
-from realtime.rooms import book_room, room_book
+from realtime.rooms import book_room, room_book, room_market
 
 logger = logging.getLogger(__name__)
 
@@ -131,20 +131,28 @@ class Recovery:
         self.sio.prepare_connect_reply(sid, pid, start)
 
     def _allowed(self, names: Iterable[str], principal: Principal) -> list[str]:
-        """The subscriptions (asset names, and book rooms `book:<A>:<depth>`) the new token allows."""
+        """The subscriptions (asset names, book rooms `book:<A>:<depth>`, trade and candle rooms) the new
+        token allows."""
         allowed: list[str] = []
         books: list[str] = []
+        markets: list[str] = []
         for name in names:
             book = room_book(name)
-            asset = self.catalog.get(book[0] if book is not None else name)
+            market = room_market(name)
+            asset = self.catalog.get(book[0] if book is not None else market[1] if market is not None else name)
             if asset is None or not principal.may_see(asset.name):
                 continue
-            if book is None:
+            if market is not None:
+                # Trades are real-time only; the trade handlers check the interval.
+                if not (market[0] == "trades" and principal.delay) and name not in markets:
+                    markets.append(name)
+            elif book is None:
                 if asset.name not in allowed:
                     allowed.append(asset.name)
             elif not principal.delay and book_room(asset.name, book[1]) not in books:
                 books.append(book_room(asset.name, book[1]))  # books are real-time only
-        return allowed[: self.max_subscriptions] + books[: self.max_subscriptions]
+        cap = self.max_subscriptions
+        return allowed[:cap] + books[:cap] + markets[:cap]
 
     def follow(self, sid: str, subscriptions: Iterable[str]) -> None:
         """The connection's subscriptions changed: record them with its session (soon, in one batch)."""

@@ -33,8 +33,9 @@ from realtime.send.fanout import Fanout
 
 logger = logging.getLogger(__name__)
 
-# What every book message holds and no quote tick does (asset names are upper case).
+# What every book (trade) message holds and no quote tick does (asset names are upper case).
 BOOK_MARK = b'"book"'
+TRADE_MARK = b'"trade"'
 
 
 class BookFeed(Protocol):
@@ -43,12 +44,19 @@ class BookFeed(Protocol):
         ...
 
 
+class TradeFeed(BookFeed, Protocol):
+    def quote(self, update: PriceUpdate) -> None:
+        """A quote tick went out (an asset without trades builds its candles from the mid)."""
+        ...
+
+
 DROPPED = {outcome: f"feed: dropped {outcome.value} tick: %s" for outcome in TickOutcome}
 
 
 class Ingest:
     def __init__(self, source: PriceSource, book: PriceBook, fanout: Fanout, metrics: Metrics,
-                 restarts: Restarts | None = None, books: BookFeed | None = None) -> None:
+                 restarts: Restarts | None = None, books: BookFeed | None = None,
+                 trades: TradeFeed | None = None) -> None:
         self.source = source
         self.book = book
         self.fanout = fanout
@@ -57,11 +65,15 @@ class Ingest:
         self.delays = [0, *book.tiers.tiers]  # the real-time room and every delayed tier's
         self.restarts = restarts or LocalRestarts()
         self.books = books
+        self.trades = trades
 
     async def run(self) -> None:
         await self.restarts.load(self.book)
-        books = self.books
+        books, trades = self.books, self.trades
         async for raw in self.source.messages():
+            if trades is not None and (TRADE_MARK in raw if isinstance(raw, bytes) else TRADE_MARK.decode() in raw):
+                if await trades.accept(raw):
+                    continue
             if books is not None and (BOOK_MARK in raw if isinstance(raw, bytes) else BOOK_MARK.decode() in raw):
                 if await books.accept(raw):
                     continue
@@ -80,6 +92,8 @@ class Ingest:
                 self.counts[TickOutcome.OK] += 1
                 self.book.tiers.add(update)
                 await self.send(update)
+                if trades is not None:
+                    trades.quote(update)
 
     async def send(self, update: PriceUpdate, room: str | None = None) -> int:
         """Fan one tick out to its room (the real-time one by default); never raises.

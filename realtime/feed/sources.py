@@ -58,7 +58,7 @@ BOOK_LEVELS = 60
 
 
 class SimulatedSource:
-    """Embedded mode: `rate` ticks per second per asset from a random walk, each with a book move around it.
+    """Embedded mode: `rate` ticks per second per asset from a random walk, each with a trade and a book move.
 
     Books start with a snapshot; `ask(asset)` (a book that needs one) gets another at the next tick.
     """
@@ -100,6 +100,7 @@ class SimulatedSource:
             for asset in self.walk.assets:
                 tick = self.walk.tick(asset)
                 yield orjson.dumps(tick)
+                yield orjson.dumps(self.walk.trade(asset, tick))
                 book = self.books[asset.name]
                 move = book.move(tick["bid"], tick["ask"])
                 if first or asset.name in self._asked:
