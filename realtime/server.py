@@ -47,7 +47,7 @@ from realtime.http.api import PREFIX, Api
 from realtime.http.board import Board
 from realtime.http.middleware import handshake_limit, turn_away_while_draining
 from realtime.metrics import Metrics, State
-from realtime.rooms import room_asset, room_book, tier_room
+from realtime.rooms import room_asset, room_book, room_market, tier_room
 from realtime.send.fanout import fanout
 from realtime.trades.gauges import TradeGauges
 from realtime.trades.service import Market
@@ -84,7 +84,8 @@ class Server:
         # Trades and candles ride the same feed; their history is shared through the store.
         self.market = Market(self.catalog, self.backends.market, send, self.sio.room_size,
                              keep_trades=settings.trades_history, keep_candles=settings.candles_history,
-                             delays=settings.delay_tiers)
+                             delays=settings.delay_tiers,
+                             hears=self.source.hears)
         self.metrics.registry.register(TradeGauges(self.market))
         self.ingest = Ingest(self.source, self.book, send, self.metrics, self.restarts, self.books, self.market)
         # Private events: the log, live delivery with offsets, sessions and recovery, the stream router.
@@ -214,7 +215,8 @@ class Server:
 
         def asset_of(room: str) -> str | None:
             book = room_book(room)
-            return book[0] if book is not None else room_asset(room)
+            market = room_market(room.partition("@")[0])
+            return book[0] if book is not None else market[1] if market is not None else room_asset(room)
 
         def occupied(room: str) -> None:
             asset = asset_of(room)

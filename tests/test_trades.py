@@ -7,10 +7,8 @@ node clients (tests/js/trades.mjs) on each pod print every ack and event.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import time
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
@@ -18,7 +16,7 @@ import pytest
 
 from realtime.catalog import Catalog
 from realtime.config import parse_assets
-from realtime.trades.candles import GRACE_MS, Series, text
+from realtime.trades.candles import GRACE_MS, Series
 from realtime.trades.messages import TradeOutcome, TradeRefused, parse
 from tests.support import (
     ASSETS,
@@ -29,40 +27,11 @@ from tests.support import (
     GatewayFactory,
     NodeSession,
     eventually,
-    node_session,
     publish,
-    sample,
-    scrape,
-    token,
 )
+from tests.support.trades import acks, bars, client, event_of, next_second, of_type, on_every_pod, read_until, trade
 
 DELAY = 3  # s: the delayed tier the tests' pods offer
-
-
-def trade(n: int, ts: int, asset: str = BTC) -> dict[str, Any]:
-    """The n-th trade of the tests' feed: prices and sizes that make exact sums matter."""
-    price = f"{95_000 + (n * 37) % 101}.{n % 10}"
-    return {"type": "trade", "asset": asset, "id": f"t{n}", "price": price, "qty": f"0.{n % 7 + 1:03d}",
-            "side": "buy" if n % 2 else "sell", "ts": ts}
-
-
-def event_of(message: dict[str, Any]) -> dict[str, Any]:
-    return {key: message[key] for key in ("asset", "id", "price", "qty", "side", "ts")}
-
-
-def bars(trades: list[dict[str, Any]], length: int, interval: str) -> list[dict[str, Any]]:
-    """The bars the trades make, computed here with Decimal (the reference)."""
-    out: dict[int, dict[str, Any]] = {}
-    for item in trades:
-        t = item["ts"] - item["ts"] % length
-        price, qty = Decimal(item["price"]), Decimal(item["qty"])
-        bar = out.get(t)
-        if bar is None:
-            out[t] = {"asset": item["asset"], "interval": interval, "t": t, "o": price, "h": price, "l": price,
-                      "c": price, "v": qty, "n": 1}
-        else:
-            bar.update(h=max(bar["h"], price), l=min(bar["l"], price), c=price, v=bar["v"] + qty, n=bar["n"] + 1)
-    return [{**bar, **{k: text(bar[k]) for k in "ohlcv"}, "closed": True} for _, bar in sorted(out.items())]
 
 
 async def send(cluster: Cluster, *messages: dict[str, Any]) -> None:
@@ -70,48 +39,11 @@ async def send(cluster: Cluster, *messages: dict[str, Any]) -> None:
 
 
 async def ingested(cluster: Cluster, count: int) -> None:
-    async def all_pods() -> bool:
-        for pod in cluster.pods:
-            if sample(await scrape(pod.url), "realtime_trades_ingested_total", outcome="ok") < count:
-                return False
-        return True
-    await eventually(all_pods, timeout=20)
+    await on_every_pod([pod.url for pod in cluster.pods], "realtime_trades_ingested_total", count, outcome="ok")
 
 
 async def closes(cluster: Cluster, interval: str, count: int) -> None:
-    async def all_pods() -> bool:
-        for pod in cluster.pods:
-            if sample(await scrape(pod.url), "realtime_candles_closed_total", interval=interval) < count:
-                return False
-        return True
-    await eventually(all_pods, timeout=20)
-
-
-@contextlib.asynccontextmanager
-async def client(url: str, calls: list[list[Any]], **claims: Any) -> AsyncIterator[NodeSession]:
-    async with node_session("trades.mjs", {"url": url, "token": token("alice", **claims), "calls": calls}) as session:
-        await session.until("subscribed")
-        yield session
-
-
-def of_type(session: NodeSession, kind: str) -> list[dict[str, Any]]:
-    return [{k: v for k, v in line.items() if k not in ("type", "at")}
-            for line in session.lines if line["type"] == kind]
-
-
-def acks(session: NodeSession) -> list[dict[str, Any]]:
-    return [line["ack"] for line in session.lines if line["type"] == "ack"]
-
-
-async def read_until(session: NodeSession, done: Any, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        await session.next(max(0.1, deadline - time.monotonic()))
-
-
-def next_second(after_ms: int = 0) -> int:
-    """A whole second at least a second ahead of now (and of `after_ms`)."""
-    return (max(time.time_ns() // 1_000_000, after_ms) // 1000 + 2) * 1000
+    await on_every_pod([pod.url for pod in cluster.pods], "realtime_candles_closed_total", count, interval=interval)
 
 
 # The pieces alone.
@@ -227,7 +159,8 @@ async def test_candles_are_exact_identical_on_both_pods_each_closed_once(pods: C
 
 async def test_a_delayed_connection_gets_no_trades_and_only_old_candles(pods: Cluster) -> None:
     base = next_second()
-    first, second = trade(0, base), trade(1, base + 1_000)  # the second closes the first's 1s bar
+    # The second closes the first's 1s bar; its own stays open for a minute of the pods' clocks.
+    first, second = trade(0, base), trade(1, base + 60_000)
     await eventually(lambda: time.time_ns() // 1_000_000 >= base + 1_000, timeout=5)
     await send(pods, first, second)
     await ingested(pods, 2)
@@ -283,3 +216,34 @@ async def test_recovery_restores_trade_and_candle_subscriptions(pods: Cluster) -
         await read_until(session, lambda: len(of_type(session, "trade")) == 3)
         await read_until(session, lambda: any(c["n"] >= 3 for c in of_type(session, "candle")), timeout=10)
         assert [t["id"] for t in of_type(session, "trade")] == ["t0", "t1", "t2"]
+
+
+async def test_an_asset_without_trades_makes_candles_from_the_quote_mid(pods: Cluster) -> None:
+    base = next_second()
+    sol = "SOL_USDC_PERP"  # 2 decimals
+    ticks = [{"asset": sol, "bid": 24_000, "ask": 24_003, "seq": 1, "ts": base + 100},
+             {"asset": sol, "bid": 24_010, "ask": 24_012, "seq": 2, "ts": base + 600},
+             {"asset": sol, "bid": 24_001, "ask": 24_002, "seq": 3, "ts": base + 1_100}]
+    await eventually(lambda: time.time_ns() // 1_000_000 >= base + 1_100, timeout=5)
+    await send(pods, *ticks)
+    await closes(pods, "1s", 1)
+    async with client(pods.url, [["candles:subscribe", {"asset": sol, "interval": "1s", "history": 5}]]) as session:
+        assert acks(session)[0]["candles"] == [
+            {"asset": sol, "interval": "1s", "t": base, "o": "240.015", "h": "240.11", "l": "240.015",
+             "c": "240.11", "v": "0", "n": 2, "closed": True},
+            {"asset": sol, "interval": "1s", "t": base + 1_000, "o": "240.015", "h": "240.015", "l": "240.015",
+             "c": "240.015", "v": "0", "n": 1, "closed": False}]
+
+
+async def test_embedded_mode_simulates_trades_and_their_candles(start_gateway: GatewayFactory) -> None:
+    gateway = start_gateway(simulated_rate=5)
+    await on_every_pod([gateway.url], "realtime_trades_ingested_total", 10, outcome="ok")
+    calls = [["trades:subscribe", {"asset": BTC, "history": 5}],
+             ["candles:subscribe", {"asset": BTC, "interval": "1s", "history": 5}]]
+    async with client(gateway.url, calls) as session:
+        trades_ack, candles_ack = acks(session)
+        assert len(trades_ack["trades"]) == 5 and candles_ack["candles"][-1]["closed"] is False
+        await read_until(session, lambda: len(of_type(session, "trade")) >= 3)
+        await read_until(session, lambda: any(c["closed"] for c in of_type(session, "candle")), timeout=10)
+        ids = [t["id"] for t in trades_ack["trades"] + of_type(session, "trade")]
+        assert len(ids) == len(set(ids))

@@ -4,7 +4,8 @@
 A connection joins `trades:<A>` or `candles:<A>:<interval>` (a delayed one
 `candles:<A>:<interval>@<delay>`); its ack is read from this pod's memory
 right after the join, with no wait in between, so the room's next event is
-the one that follows the ack. The `assets` claim applies; a delayed
+the one that follows the ack (a pod that was not hearing the asset first
+takes the store's copy: `Market.ready`). The `assets` claim applies; a delayed
 connection gets `FORBIDDEN` for trades, and only bars that closed at least its
 delay ago (no open bar). On recovery the recorded rooms are joined again.
 """
@@ -55,6 +56,7 @@ class TradeHandlers:
             raise GatewayError(ErrorCode.FORBIDDEN, f"trades are real-time only; this connection is delayed by "
                                                     f"{conn.principal.delay} s")
         count = _history(payload, self.max_trades, BAD_TRADES)
+        await self.market.ready(asset)
         await self._join(conn, trades_room(asset), trades_room(asset))
         return {"ok": True, "asset": asset, "trades": self.market.trades(asset, count)}
 
@@ -68,6 +70,7 @@ class TradeHandlers:
         interval = _interval(payload)
         count = _history(payload, self.max_candles, BAD_CANDLES)
         delay = conn.principal.delay
+        await self.market.ready(asset)
         await self._join(conn, candles_room(asset, interval, 0), candles_room(asset, interval, delay))
         return {"ok": True, "asset": asset, "interval": interval,
                 "candles": self.market.candles(asset, interval, count, delay)}
@@ -127,6 +130,7 @@ class TradeHandlers:
             if room is None:
                 conn.markets.discard(name)
             else:
+                await self.market.ready(room_market(name)[1])  # type: ignore[index]
                 await self.sio.enter_room(conn.sid, room)
 
     async def entitle(self, conn: Connection, principal: Principal) -> None:

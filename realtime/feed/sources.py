@@ -49,6 +49,9 @@ class PriceSource(Protocol):
     def unwatch(self, asset: str) -> None:
         """`asset`'s last subscriber on this pod left."""
 
+    def hears(self, asset: str) -> bool:
+        """Whether this pod hears `asset`'s feed now (or asked for its channel)."""
+
     def messages(self) -> AsyncIterator[bytes]: ...
 
 
@@ -85,6 +88,9 @@ class SimulatedSource:
 
     def watch(self, asset: str) -> None:
         return None  # the simulator ticks every asset anyway
+
+    def hears(self, asset: str) -> bool:
+        return True
 
     def unwatch(self, asset: str) -> None:
         return None
@@ -156,6 +162,9 @@ class RedisSource:
             return
         self._held[asset] = None
         self._apply()
+
+    def hears(self, asset: str) -> bool:
+        return self.hears_all or asset in self._held
 
     def unwatch(self, asset: str) -> None:
         if asset not in self._held:

@@ -67,13 +67,16 @@ class Tape:
 
 class Market:
     def __init__(self, catalog: Catalog, store: MarketStore, fanout: Fanout, room_size: Callable[[str], int], *,
-                 keep_trades: int, keep_candles: int, delays: list[int]) -> None:
+                 keep_trades: int, keep_candles: int, delays: list[int], hears: Callable[[str], bool]) -> None:
         self.catalog = catalog
         self.store = store
         self.fanout = fanout
         self.room_size = room_size
         self.delays = [delay for delay in delays if delay > 0]  # the delayed tiers (0 is real-time)
         since = now_ms()
+        self.keep_trades = keep_trades
+        self.keep_candles = keep_candles
+        self.hears = hears  # whether this pod hears an asset's feed now (`PriceSource.hears`)
         self.tapes = {asset.name: Tape(keep_trades) for asset in catalog}
         self.series = {(asset.name, interval): Series(asset.name, interval, keep_candles, since)
                        for asset in catalog for interval in INTERVALS}
@@ -85,16 +88,26 @@ class Market:
 
     async def load(self) -> None:
         """Take the store's trades and closed bars (before hearing the feed)."""
+        for asset in self.tapes:
+            await self._load(asset)
+
+    async def _load(self, asset: str) -> None:
         now = now_ms()
-        for asset, tape in self.tapes.items():
-            for trade in await self.store.trades(asset):
-                tape.add(trade)
-        for (asset, interval), series in self.series.items():
+        tape = self.tapes[asset] = Tape(self.keep_trades)
+        for trade in await self.store.trades(asset):
+            tape.add(trade)
+        for interval in INTERVALS:
+            series = self.series[asset, interval] = Series(asset, interval, self.keep_candles, now)
             for bar in await self.store.candles(asset, interval):
                 series.append(bar, bar["t"] + series.length)
             for delay in self.delays:
-                series.released[delay] = sum(1 for entry in series.closed
-                                             if entry.closed_at + delay * 1000 <= now)
+                series.released[delay] = sum(1 for entry in series.closed if entry.closed_at + delay * 1000 <= now)
+
+    async def ready(self, asset: str) -> None:
+        """Before a client reads `asset`: a pod that was not hearing it (a per-asset channel it did not
+        hold) takes the store's copy, which the pods that heard it kept, and builds bars afresh."""
+        if not self.hears(asset):
+            await self._load(asset)
 
     # The feed.
 
