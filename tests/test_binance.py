@@ -62,6 +62,7 @@ def test_depth_buffers_until_a_snapshot_and_chains_seq_and_prev_seq() -> None:
     assert depth.bids == {"1.4": "1"}  # 1.50 came and went
     messages, fetch = depth.event(update(14, 14, bids=[["1.30", "3"]]))
     assert messages[0]["prevSeq"] == 13 and not fetch
+    assert depth.event(update(16, 16)) == ([], True) and depth.resyncs == 1  # spot: U 16 > 14 + 1, 15 is missed
 
 
 def test_depth_refetches_a_stale_snapshot_and_resyncs_on_a_gap() -> None:

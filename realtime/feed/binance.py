@@ -9,7 +9,7 @@
   one's. `Depth` follows Binance's documented rules for a local book: buffer the stream, take the
   snapshot (again if it is older than the first buffered event), drop what it already holds, check that
   the first update straddles it, and then that each update follows the last (`pu` is the last `u` on
-  the futures streams, `U` is the last `u` + 1 on spot). Anything else is a gap: `Depth` asks for a new
+  the futures streams; on spot `U` is at most the last `u` + 1). Anything else is a gap: `Depth` asks for a new
   snapshot and the gateways' books resync from it.
 
 `Symbols` maps exchange symbols to catalog assets (`--symbols BTCUSDT=BTC_USDC_PERP,...`).
@@ -174,4 +174,4 @@ def _follows(data: dict[str, Any], last: int, *, first: bool = False) -> bool:
         return _first_u(data) <= last + 1 and _u(data) >= last
     if "pu" in data:
         return int(data["pu"]) == last
-    return _first_u(data) == last + 1
+    return _first_u(data) <= last + 1  # spot: U > last + 1 means events were missed
