@@ -5,16 +5,11 @@ resynced from the REST snapshot) and a disconnect (a reconnection, a fresh snaps
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from decimal import Decimal
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 
 from realtime.catalog import Catalog
 from realtime.config import parse_assets
@@ -34,7 +29,7 @@ from tests.support import (
     scrape,
     token,
 )
-from tests.support.exchange import DATA, ReplayedExchange, apply
+from tests.support.exchange import DATA, ReplayedExchange, apply, collected, exact
 
 
 def update(first: int, last: int, prev: int | None = None, bids: list[list[str]] | None = None) -> dict[str, Any]:
@@ -43,10 +38,6 @@ def update(first: int, last: int, prev: int | None = None, bids: list[list[str]]
     if prev is not None:
         data["pu"] = prev
     return data
-
-
-def exact(levels: dict[str, str]) -> dict[Decimal, Decimal]:
-    return {Decimal(price): Decimal(qty) for price, qty in levels.items()}
 
 
 # The rules alone.
@@ -92,29 +83,6 @@ def test_frames_and_symbols_map_to_the_feed() -> None:
 
 # The adapter, a gateway and the replayed exchange.
 
-@contextlib.asynccontextmanager
-async def collected(url: str, channel: str) -> AsyncIterator[list[dict[str, Any]]]:
-    """Every message published on `channel` while the block runs."""
-    redis = aioredis.Redis.from_url(url)
-    pubsub = redis.pubsub()
-    await pubsub.subscribe(channel)
-    messages: list[dict[str, Any]] = []
-
-    async def read() -> None:
-        async for message in pubsub.listen():
-            if message["type"] == "message":
-                messages.append(json.loads(message["data"]))
-    reader = asyncio.create_task(read())
-    try:
-        yield messages
-    finally:
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
-        await pubsub.aclose()
-        await redis.aclose()
-
-
 async def test_binance_adapter_through_a_gap_and_a_disconnect(start_gateway: GatewayFactory,
                                                               redis_server: RedisServer) -> None:
     gateway = redis_gateway(start_gateway, redis_server)
@@ -131,7 +99,8 @@ async def test_binance_adapter_through_a_gap_and_a_disconnect(start_gateway: Gat
         try:
             books = lambda: [m for m in messages if m.get("type") == "book"]  # noqa: E731
             await eventually(lambda: any(m["seq"] == 108 for m in books()), timeout=20)
-            await eventually(lambda: sum(m.get("type") == "trade" for m in messages) == 3, timeout=5)
+            await eventually(lambda: sum(m.get("type") == "trade" for m in messages) == 3
+                             and sum("type" not in m for m in messages) == 2, timeout=5)  # the last frames
             samples = await scrape(f"http://127.0.0.1:{metrics_port}")
         finally:
             feed.terminate()

@@ -1,8 +1,11 @@
-"""`realtime feed --source binance`: an exchange's streams normalised (`feed.binance`) onto the price channel.
+"""`realtime feed --source binance | okx`: an exchange's streams normalised (`feed.binance`, `feed.okx`)
+onto the price channel.
 
-One combined websocket stream for every mapped symbol (`bookTicker`, `depth@100ms`, `trade` or
-`aggTrade`), read until it ends; then a reconnection after a jittered backoff (0.5 s doubling to
-30 s), and every book waits for a fresh REST snapshot. A depth gap (or a snapshot older than the
+Binance: one combined websocket stream for every mapped symbol (`bookTicker`, `depth@100ms`, `trade`
+or `aggTrade`). OKX: one connection, `tickers`, `trades` and `books` subscribed per instrument; a
+book gap subscribes its `books` again for a new snapshot. Each is read until it ends; then a
+reconnection after a jittered backoff (0.5 s doubling to 30 s), and every book waits for a fresh
+snapshot. A depth gap (or a snapshot older than the
 buffered stream) fetches a snapshot again; gateways that asked for one on `<price channel>:control`
 get the adapter's local book. Counters per source — frames, reconnects, resyncs — are on
 `/metrics` at `--metrics-port` when given.
@@ -22,6 +25,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
 from realtime.backplane.connections import REDIS_ERRORS, Backoff
+from realtime.feed import okx
 from realtime.feed.binance import Depth, FrameRefused, quote, trade
 
 logger = logging.getLogger(__name__)
@@ -52,26 +56,30 @@ class Counters:
         return runner
 
 
-class Binance:
-    source = "binance"
+class Adapter:
+    """One exchange's websocket: read until it ends, reconnect after a backoff, count it all per source."""
 
-    def __init__(self, mapping: dict[str, str], *, ws_url: str, rest_url: str, publish: Publish,
-                 counters: Counters, trades: str = "trade", depth_limit: int = 1000) -> None:
+    source = ""
+
+    def __init__(self, mapping: dict[str, str], *, ws_url: str, publish: Publish, counters: Counters) -> None:
         self.mapping = mapping
         self.ws_url = ws_url.rstrip("/")
-        self.rest_url = rest_url.rstrip("/")
         self.publish = publish
         self.counters = counters
-        self.trades = trades
-        self.depth_limit = depth_limit
-        self.books = {asset: Depth(asset) for asset in mapping.values()}
-        self._fetching: dict[str, asyncio.Task[None]] = {}
         self._lock = asyncio.Lock()  # one asset's messages leave in the order they were made
 
     def stream_url(self) -> str:
-        names = [f"{symbol.lower()}@{kind}" for symbol in self.mapping
-                 for kind in ("bookTicker", "depth@100ms", self.trades)]
-        return f"{self.ws_url}/stream?streams={'/'.join(names)}"
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """A new connection: every book waits for a fresh snapshot."""
+
+    async def opened(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """The connection is up (subscribe here if the exchange wants it)."""
+
+    async def frame(self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse,
+                    raw: str) -> None:
+        raise NotImplementedError
 
     async def run(self, session: aiohttp.ClientSession, *, connections: int | None = None) -> None:
         """Read the stream, reconnecting forever (or `connections` times, for tests)."""
@@ -81,23 +89,65 @@ class Binance:
             if attempt:
                 self.counters.reconnects.labels(self.source).inc()
             attempt += 1
-            for book in self.books.values():
-                book.reset()
+            self.reset()
             try:
-                async with session.ws_connect(self.stream_url(), heartbeat=30) as ws:
-                    logger.info("feed: binance stream connected (%d symbols)", len(self.mapping))
+                async with session.ws_connect(self.stream_url(), heartbeat=20) as ws:
+                    logger.info("feed: %s stream connected (%d symbols)", self.source, len(self.mapping))
                     backoff.reset()
+                    await self.opened(ws)
                     async for frame in ws:
                         if frame.type == aiohttp.WSMsgType.TEXT:
-                            await self.frame(session, frame.data)
+                            await self.frame(session, ws, frame.data)
                         elif frame.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
                             break
-                logger.warning("feed: binance stream ended; reconnecting")
+                logger.warning("feed: %s stream ended; reconnecting", self.source)
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                logger.warning("feed: binance stream failed (%s); reconnecting", exc.__class__.__name__)
+                logger.warning("feed: %s stream failed (%s); reconnecting", self.source, exc.__class__.__name__)
             await asyncio.sleep(backoff.next_delay())
 
-    async def frame(self, session: aiohttp.ClientSession, raw: str | bytes) -> None:
+    def refused(self, exc: Exception) -> None:
+        self.counters.frames.labels(self.source, "refused").inc()
+        logger.warning("feed: %s frame refused: %s", self.source, exc)
+
+    async def send(self, asset: str, messages: list[dict[str, Any]]) -> None:
+        if not messages:
+            return
+        async with self._lock:
+            try:
+                await self.publish([(asset, orjson.dumps(message)) for message in messages])
+            except REDIS_ERRORS as exc:
+                # Books notice the loss as a gap and ask (control channel) for the snapshot `answer` sends.
+                logger.warning("feed: could not publish %d messages of %s (%s)", len(messages), asset,
+                               exc.__class__.__name__)
+
+    def answer(self, asset: str) -> dict[str, Any] | None:
+        """A gateway's resync request: a snapshot of the asset's book, if the adapter holds one."""
+        return None
+
+
+class Binance(Adapter):
+    source = "binance"
+
+    def __init__(self, mapping: dict[str, str], *, ws_url: str, rest_url: str, publish: Publish,
+                 counters: Counters, trades: str = "trade", depth_limit: int = 1000) -> None:
+        super().__init__(mapping, ws_url=ws_url, publish=publish, counters=counters)
+        self.rest_url = rest_url.rstrip("/")
+        self.trades = trades
+        self.depth_limit = depth_limit
+        self.books = {asset: Depth(asset) for asset in mapping.values()}
+        self._fetching: dict[str, asyncio.Task[None]] = {}
+
+    def stream_url(self) -> str:
+        names = [f"{symbol.lower()}@{kind}" for symbol in self.mapping
+                 for kind in ("bookTicker", "depth@100ms", self.trades)]
+        return f"{self.ws_url}/stream?streams={'/'.join(names)}"
+
+    def reset(self) -> None:
+        for book in self.books.values():
+            book.reset()
+
+    async def frame(self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse,
+                    raw: str) -> None:
         try:
             envelope = orjson.loads(raw)
             data = envelope.get("data", envelope) if isinstance(envelope, dict) else None
@@ -121,11 +171,10 @@ class Binance:
             else:
                 raise FrameRefused(f"unknown event {str(kind)[:32]!r}")
         except (orjson.JSONDecodeError, FrameRefused) as exc:
-            self.counters.frames.labels(self.source, "refused").inc()
-            logger.warning("feed: binance frame refused: %s", exc)
+            self.refused(exc)
             return
         self.counters.frames.labels(self.source, str(kind)).inc()
-        await self._send(asset, messages)
+        await self.send(asset, messages)
 
     def _fetch(self, session: aiohttp.ClientSession, asset: str) -> None:
         running = self._fetching.get(asset)
@@ -146,7 +195,7 @@ class Binance:
                 before = book.resyncs
                 messages, again = book.snapshot(body)
                 self._gaps(asset, before)
-                await self._send(asset, messages)
+                await self.send(asset, messages)
                 if not again:
                     return
             except (aiohttp.ClientError, OSError, TimeoutError, FrameRefused) as exc:
@@ -159,24 +208,75 @@ class Binance:
             self.counters.resyncs.labels(self.source, asset).inc(gaps)
             logger.warning("feed: binance depth gap on %s; fetching a snapshot", asset)
 
-    async def _send(self, asset: str, messages: list[dict[str, Any]]) -> None:
-        if not messages:
-            return
-        async with self._lock:
-            try:
-                await self.publish([(asset, orjson.dumps(message)) for message in messages])
-            except REDIS_ERRORS as exc:
-                # Books notice the loss as a gap and ask (control channel) for the snapshot `answer` sends.
-                logger.warning("feed: could not publish %d messages of %s (%s)", len(messages), asset,
-                               exc.__class__.__name__)
-
     def answer(self, asset: str) -> dict[str, Any] | None:
         """A gateway's resync request: the local book, if it is in step with the stream."""
         book = self.books.get(asset)
         return book.message() if book is not None and book.synced else None
 
 
-async def run_exchange(adapter: Binance, *, metrics_port: int | None = None) -> None:
+class Okx(Adapter):
+    """OKX's public websocket: `tickers`, `trades` and `books` subscribed per instrument after connecting."""
+
+    source = "okx"
+    CHANNELS = ("tickers", "trades", "books")
+
+    def __init__(self, mapping: dict[str, str], *, ws_url: str, publish: Publish, counters: Counters) -> None:
+        super().__init__(mapping, ws_url=ws_url, publish=publish, counters=counters)
+        self.books = {asset: okx.Sequence(asset) for asset in mapping.values()}
+
+    def stream_url(self) -> str:
+        return self.ws_url
+
+    def reset(self) -> None:
+        for book in self.books.values():
+            book.reset()
+
+    async def opened(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        await ws.send_str(orjson.dumps(okx.subscribe("subscribe", list(self.CHANNELS), list(self.mapping))).decode())
+
+    async def frame(self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse,
+                    raw: str) -> None:
+        if raw == "pong":
+            return
+        try:
+            envelope = orjson.loads(raw)
+            if not isinstance(envelope, dict):
+                raise FrameRefused("not an object")
+            if "event" in envelope:  # subscribe / unsubscribe / error answers
+                if envelope["event"] == "error":
+                    logger.warning("feed: okx refused a request: %s", envelope.get("msg"))
+                return
+            arg = envelope.get("arg") or {}
+            inst = str(arg.get("instId", "")).upper()
+            asset = self.mapping.get(inst)
+            if asset is None:
+                raise FrameRefused(f"unmapped instrument {inst[:32]!r}")
+            channel = arg.get("channel")
+            messages: list[dict[str, Any]] = []
+            for data in envelope.get("data") or []:
+                if channel == "tickers":
+                    messages.append(okx.quote(data, asset))
+                elif channel == "trades":
+                    messages.append(okx.trade(data, asset))
+                elif channel == "books":
+                    message, again = self.books[asset].book(str(envelope.get("action")), data)
+                    if message is not None:
+                        messages.append(message)
+                    if again:
+                        self.counters.resyncs.labels(self.source, asset).inc()
+                        logger.warning("feed: okx book gap on %s; subscribing again for a snapshot", asset)
+                        for op in ("unsubscribe", "subscribe"):
+                            await ws.send_str(orjson.dumps(okx.subscribe(op, ["books"], [inst])).decode())
+                else:
+                    raise FrameRefused(f"unknown channel {str(channel)[:32]!r}")
+        except (orjson.JSONDecodeError, FrameRefused) as exc:
+            self.refused(exc)
+            return
+        self.counters.frames.labels(self.source, str(channel)).inc()
+        await self.send(asset, messages)
+
+
+async def run_exchange(adapter: Adapter, *, metrics_port: int | None = None) -> None:
     runner = await adapter.counters.serve(metrics_port) if metrics_port else None
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10)) as session:

@@ -103,10 +103,12 @@ async def run_feed(settings: Settings, *, rate: float, count: int | None = None,
     return published
 
 
-async def run_exchange_feed(settings: Settings, *, symbols: dict[str, str], ws_url: str, rest_url: str,
-                            trades: str = "trade", per_asset: bool = False, metrics_port: int | None = None) -> None:
-    """Publish Binance's streams for `symbols` (exchange symbol -> asset) until cancelled."""
-    from realtime.feed.exchange import Binance, Counters, run_exchange
+async def run_exchange_feed(settings: Settings, *, source: str, symbols: dict[str, str], ws_url: str,
+                            rest_url: str, trades: str = "trade", per_asset: bool = False,
+                            metrics_port: int | None = None) -> None:
+    """Publish an exchange's streams (`source` binance or okx) for `symbols` (exchange symbol -> asset)
+    until cancelled."""
+    from realtime.feed.exchange import Adapter, Binance, Counters, Okx, run_exchange
 
     assert settings.redis_url is not None
     redis = client(settings.redis_url, settings.redis_timeout)
@@ -121,11 +123,12 @@ async def run_exchange_feed(settings: Settings, *, symbols: dict[str, str], ws_u
             await _publish(redis, [(channels[asset], message) for asset, message in messages], sharded=sharded,
                            one_by_one=one_by_one)
 
-    adapter = Binance(symbols, ws_url=ws_url, rest_url=rest_url, publish=publish, counters=Counters(),
-                      trades=trades)
+    adapter: Adapter = (
+        Binance(symbols, ws_url=ws_url, rest_url=rest_url, publish=publish, counters=Counters(), trades=trades)
+        if source == "binance" else Okx(symbols, ws_url=ws_url, publish=publish, counters=Counters()))
     answering = asyncio.create_task(_answer_resyncs(settings, redis, adapter.answer, channels, asyncio.Lock(),
                                                     sharded=sharded, one_by_one=one_by_one))
-    logger.info("feed: binance %s -> %s", ",".join(f"{s}={a}" for s, a in symbols.items()), settings.price_channel)
+    logger.info("feed: %s %s -> %s", source, ",".join(f"{s}={a}" for s, a in symbols.items()), settings.price_channel)
     try:
         await run_exchange(adapter, metrics_port=metrics_port)
     finally:

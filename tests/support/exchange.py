@@ -1,4 +1,4 @@
-"""A local server that speaks Binance's documented websocket and REST formats from recorded frames.
+"""Local servers that speak Binance's and OKX's documented websocket (and REST) formats from recorded frames.
 
 `tests/data/binance/<symbol>.json` holds the frames of each websocket
 connection in order; a frame marked `dropped` is one the exchange made but
@@ -12,11 +12,14 @@ would give now: every depth update made so far, sent or dropped, applied.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import redis.asyncio as aioredis
 from aiohttp import web
 
 from tests.support.processes import ROOT, free_port
@@ -32,6 +35,33 @@ def apply(book: dict[str, dict[str, str]], update: dict[str, Any]) -> None:
                 book[side].pop(price, None)
             else:
                 book[side][price] = qty
+
+
+def exact(levels: dict[str, str]) -> dict[Decimal, Decimal]:
+    return {Decimal(price): Decimal(qty) for price, qty in levels.items()}
+
+
+@contextlib.asynccontextmanager
+async def collected(url: str, channel: str) -> AsyncIterator[list[dict[str, Any]]]:
+    """Every message published on `channel` while the block runs."""
+    redis = aioredis.Redis.from_url(url)
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(channel)
+    messages: list[dict[str, Any]] = []
+
+    async def read() -> None:
+        async for message in pubsub.listen():
+            if message["type"] == "message":
+                messages.append(json.loads(message["data"]))
+    reader = asyncio.create_task(read())
+    try:
+        yield messages
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+        await pubsub.aclose()
+        await redis.aclose()
 
 
 class ReplayedExchange:
@@ -92,6 +122,74 @@ class ReplayedExchange:
         app = web.Application()
         app.router.add_get("/stream", self.stream)
         app.router.add_get("/api/v3/depth", self.depth)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+class ReplayedOkx:
+    """OKX's public websocket from recorded frames (`tests/data/okx/<inst>.json`).
+
+    Each connection waits for the client's `subscribe`, then replays its
+    frames; an entry with `"await": "subscribe"` is sent only once the
+    client subscribed to the books again (what OKX's documentation asks of a
+    client that saw a `prevSeqId` gap), and the snapshot it carries is the
+    one that new subscription gets. Every connection but the last is closed
+    after its frames.
+    """
+
+    def __init__(self, path: Path) -> None:
+        recorded = json.loads(path.read_text())
+        self.connections: list[list[dict[str, Any]]] = recorded["connections"]
+        self.final: dict[str, dict[str, str]] = recorded["final"]
+        self.requests: list[dict[str, Any]] = []
+        self.opened = 0
+        self.port = free_port()
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/ws/v5/public"
+
+    async def _request(self, ws: web.WebSocketResponse) -> dict[str, Any]:
+        message = await ws.receive_str()
+        request: dict[str, Any] = json.loads(message)
+        self.requests.append(request)
+        await ws.send_str(json.dumps({"event": request["op"], "arg": request["args"][0], "connId": "replay"}))
+        return request
+
+    async def stream(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        index = self.opened
+        self.opened += 1
+        if index >= len(self.connections):
+            await ws.close()
+            return ws
+        await self._request(ws)
+        for entry in self.connections[index]:
+            await asyncio.sleep(PACE)
+            if entry.get("await") == "subscribe":
+                while not ((asked := await self._request(ws))["op"] == "subscribe"
+                           and asked["args"][0]["channel"] == "books"):
+                    pass
+            if not entry.get("dropped"):
+                await ws.send_str(json.dumps(entry["frame"]))
+        if index < len(self.connections) - 1:
+            await asyncio.sleep(PACE * 4)
+            await ws.close()
+        else:
+            async for _ in ws:
+                pass
+        return ws
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/ws/v5/public", self.stream)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
