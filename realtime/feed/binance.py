@@ -41,7 +41,7 @@ def symbols(catalog: Catalog, spec: str | None) -> dict[str, str]:
         symbol, sep, name = item.strip().partition("=")
         asset = catalog.get(name.strip())
         if not sep or not symbol.strip() or asset is None:
-            raise ValueError(f"--symbols: {item.strip()!r} is not SYMBOL=ASSET with an asset of the catalog")
+            raise ValueError(f"{item.strip()!r} is not SYMBOL=ASSET with an asset of the catalog")
         mapping[symbol.strip().upper()] = asset.name
     return mapping
 

@@ -33,7 +33,7 @@ def instruments(catalog: Catalog, spec: str | None) -> dict[str, str]:
         inst, sep, name = item.strip().partition("=")
         asset = catalog.get(name.strip())
         if not sep or not inst.strip() or asset is None:
-            raise ValueError(f"--symbols: {item.strip()!r} is not INSTRUMENT=ASSET with an asset of the catalog")
+            raise ValueError(f"{item.strip()!r} is not INSTRUMENT=ASSET with an asset of the catalog")
         mapping[inst.strip().upper()] = asset.name
     return mapping
 
