@@ -40,15 +40,20 @@ from realtime.protocol import (
     BOOK_SNAPSHOT,
     BOOK_SUBSCRIBE,
     BOOK_UNSUBSCRIBE,
+    CANDLES_SUBSCRIBE,
+    CANDLES_UNSUBSCRIBE,
     PRICE_SUBSCRIBE,
     PRICE_UNSUBSCRIBE,
+    TRADES_SUBSCRIBE,
+    TRADES_UNSUBSCRIBE,
     PriceUpdate,
     TickOutcome,
 )
 
 # Label values for client events: the events we answer, everything else is "other".
 KNOWN_EVENTS = frozenset({PRICE_SUBSCRIBE, PRICE_UNSUBSCRIBE, AUTH_REFRESH, BOOK_SUBSCRIBE, BOOK_SNAPSHOT,
-                          BOOK_UNSUBSCRIBE})
+                          BOOK_UNSUBSCRIBE, TRADES_SUBSCRIBE, TRADES_UNSUBSCRIBE, CANDLES_SUBSCRIBE,
+                          CANDLES_UNSUBSCRIBE})
 OTHER = "other"
 # python-socketio's disconnect reasons; anything new upstream is counted as "other".
 DISCONNECT_REASONS = frozenset({"client disconnect", "server disconnect", "ping timeout",

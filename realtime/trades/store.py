@@ -59,6 +59,8 @@ return redis.call('HGET', KEYS[1], ARGV[1])
 
 # Trades taken off the queue at a time.
 BATCH = 256
+# Trades waiting for Redis at most: beyond, the oldest are not stored (the live tape never waits).
+MAX_PENDING = 10_000
 
 
 class MarketStore(Protocol):
@@ -121,6 +123,9 @@ class RedisStore:
         return [orjson.loads(item) for item in stored]
 
     def append(self, trade: TradeEvent) -> None:
+        if len(self._pending) >= MAX_PENDING:
+            del self._pending[: BATCH]
+            logger.warning("trades: Redis is behind; %d trades not stored", BATCH)
         self._pending.append(trade)
         self._wake.set()
         if self._writer is None:
