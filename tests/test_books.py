@@ -20,8 +20,8 @@ import redis.asyncio as aioredis
 from realtime.books.book import OrderBook
 from realtime.books.messages import BookOutcome, BookRefused, parse
 from realtime.books.rooms import Room
+from realtime.catalog import Catalog
 from realtime.config import parse_assets
-from realtime.feed.catalog import Catalog
 from tests.support import (
     ASSETS,
     BTC,

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from realtime.cluster.redis import client
+from realtime.backplane.connections import client
 from tests.support import (
     BTC,
     ETH,

@@ -21,10 +21,10 @@ from typing import Any
 
 import orjson
 
+from realtime.backplane.connections import client
 from realtime.bench.sampling import CpuWindow
 from realtime.bench.scenarios import Run
-from realtime.cluster.redis import client
-from realtime.feed.numbers import price_text
+from realtime.feed.parsing import price_text
 
 DEPTHS = [10, 20]
 # The gateway's default REALTIME_BOOK_INTERVAL: the quote comparison ticks each asset this often.

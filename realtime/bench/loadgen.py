@@ -25,7 +25,7 @@ from typing import Any, cast
 import orjson
 
 from realtime.bench.latency import Histogram
-from realtime.sessions.auth import mint_token
+from realtime.clients.auth import mint_token
 
 PRICE_UPDATE = b'42["price:update"'
 BOOK_UPDATE = b'42["book:update"'

@@ -1,6 +1,6 @@
 """One order book, exact: prices as integers in the asset's smallest unit, quantities as the feed's decimal strings.
 
-Prices are converted with the catalog's decimals (`feed.numbers.price`: never
+Prices are converted with the catalog's decimals (`feed.parsing.price`: never
 through a float, more decimals than the catalog allows is refused), so two
 spellings of one price are one level; quantities are kept as the feed wrote
 them, and one that is zero (`"0"`, `"0.000"`) deletes its level. Each side
@@ -12,7 +12,7 @@ from __future__ import annotations
 from bisect import bisect_left, insort
 from collections.abc import Iterable
 
-from realtime.feed.numbers import price_text
+from realtime.feed.parsing import price_text
 
 __all__ = ["Level", "OrderBook", "Side", "is_zero", "price_text"]
 

@@ -16,9 +16,9 @@ from enum import StrEnum
 from typing import Any
 
 from realtime.books.book import Level
-from realtime.feed import numbers
-from realtime.feed.catalog import Catalog
-from realtime.feed.numbers import NumberRefused
+from realtime.catalog import Catalog
+from realtime.feed import parsing
+from realtime.feed.parsing import NumberRefused
 
 QUANTITY = re.compile(r"\d{1,20}(?:\.\d{1,18})?")
 # Levels one message may carry per side (a full exchange snapshot is 1 000 to 5 000).
@@ -58,7 +58,7 @@ class BookMessage:
 
 
 class Prices:
-    """Exact price conversions (`feed.numbers.price`) of strings seen before, per decimals."""
+    """Exact price conversions (`feed.parsing.price`) of strings seen before, per decimals."""
 
     def __init__(self) -> None:
         self._known: dict[int, dict[str, int]] = {}
@@ -69,7 +69,7 @@ class Prices:
             units = known.get(value)
             if units is not None:
                 return units
-        units = numbers.price(value, f"{side} price", decimals)
+        units = parsing.price(value, f"{side} price", decimals)
         if isinstance(value, str):
             if len(known) >= PRICE_CACHE:
                 known.clear()
@@ -87,14 +87,14 @@ def parse(message: dict[str, Any], catalog: Catalog, prices: Prices | None = Non
         raise BookRefused(BookOutcome.UNKNOWN, f"unknown asset {name[:64]!r}")
     now_ms = time.time_ns() // 1_000_000
     try:
-        seq = numbers.sequence(message.get("seq"))
+        seq = parsing.sequence(message.get("seq"))
         snapshot = message.get("snapshot", False)
         if not isinstance(snapshot, bool):
             raise NumberRefused("snapshot must be true or false")
-        prev_seq = None if snapshot else numbers.sequence(message.get("prevSeq"))
+        prev_seq = None if snapshot else parsing.sequence(message.get("prevSeq"))
         if seq is None or (prev_seq is None and not snapshot):
             raise NumberRefused("seq and (unless a snapshot) prevSeq are required")
-        ts = numbers.timestamp(message.get("ts"), now_ms)
+        ts = parsing.timestamp(message.get("ts"), now_ms)
         prices = prices or Prices()
         bids = _levels(message.get("bids", []), "bids", asset.decimals, prices)
         asks = _levels(message.get("asks", []), "asks", asset.decimals, prices)

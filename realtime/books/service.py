@@ -30,7 +30,7 @@ import orjson
 from realtime.books.book import OrderBook
 from realtime.books.messages import BookMessage, BookOutcome, BookRefused, Prices, parse
 from realtime.books.rooms import Room
-from realtime.feed.catalog import Catalog
+from realtime.catalog import Catalog
 from realtime.protocol import (
     BOOK_STATUS,
     BOOK_UPDATE,
@@ -38,11 +38,11 @@ from realtime.protocol import (
     BookStatus,
     BookUpdate,
     BookView,
-    book_room,
 )
+from realtime.rooms import book_room
 from realtime.send.fanout import Fanout
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 # Seconds between two snapshot requests for one asset while none comes.
 RETRY = 1.0
@@ -102,7 +102,7 @@ class Books:
         except BookRefused as refused:
             self.outcomes[refused.outcome] += 1
             # One template per outcome: the log's repeat filter bounds each.
-            log.warning(DROPPED[refused.outcome], refused.reason)
+            logger.warning(DROPPED[refused.outcome], refused.reason)
         return True
 
     async def _accept(self, message: BookMessage) -> None:
@@ -117,7 +117,7 @@ class Books:
                 market.live = True
                 if market.asked:
                     self.resyncs[market.asset] += 1
-                    log.info("books: %s is live again at seq %d", market.asset, book.seq)
+                    logger.info("books: %s is live again at seq %d", market.asset, book.seq)
                 market.asked = False
                 await self._status(market)
             await self._changed(market)
@@ -125,7 +125,7 @@ class Books:
         if not market.live or message.prev_seq != book.seq:
             if market.live:
                 market.live = False
-                log.warning("books: %s missed an update (prevSeq %s, book at %d): resyncing",
+                logger.warning("books: %s missed an update (prevSeq %s, book at %d): resyncing",
                             market.asset, message.prev_seq, book.seq)
                 await self._status(market)
             self._ask(market)
@@ -236,7 +236,7 @@ class Books:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("books: %s to %s failed", event, room)
+            logger.exception("books: %s to %s failed", event, room)
 
     async def run(self) -> None:
         """Send the conflated updates as they come due, until cancelled."""

@@ -16,7 +16,7 @@ import random
 import time
 from typing import Any
 
-from realtime.feed.numbers import price_text
+from realtime.feed.parsing import price_text
 from realtime.protocol import FEED_BOOK
 
 DELETE = 0.1  # share of random changes that delete their level

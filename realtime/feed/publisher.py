@@ -25,14 +25,14 @@ from typing import Any
 
 import orjson
 
-from realtime.cluster.redis import REDIS_ERRORS, Backoff, Client, Subscription, client
-from realtime.cluster.shards import is_cluster
+from realtime.backplane.connections import REDIS_ERRORS, Backoff, Client, Subscription, client
+from realtime.backplane.shards import is_cluster
 from realtime.config import Settings
 from realtime.feed.bookwalk import BookWalk
 from realtime.feed.simulator import RandomWalk
 from realtime.protocol import BOOK_RESYNC
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 # Seconds within which one asset's resync requests share one snapshot (every pod asks when the feed skips).
 RESYNC_QUIET = 0.1
@@ -58,7 +58,7 @@ async def run_feed(settings: Settings, *, rate: float, count: int | None = None,
     loop = asyncio.get_running_loop()
     interval = 1.0 / rate if rate > 0 else 0.0
     published = 0
-    log.info("feed: %s ticks/s for %d assets on %s%s", rate, len(walk.assets), settings.price_channel,
+    logger.info("feed: %s ticks/s for %d assets on %s%s", rate, len(walk.assets), settings.price_channel,
              ":<ASSET>" if per_asset else "")
     try:
         deadline = loop.time()
@@ -78,11 +78,11 @@ async def run_feed(settings: Settings, *, rate: float, count: int | None = None,
                     await _publish(redis, messages, sharded=sharded, one_by_one=one_by_one)
                 published += len(walk.assets)
                 if backoff.attempts:
-                    log.info("feed: Redis is back")
+                    logger.info("feed: Redis is back")
                 backoff.reset()
             except REDIS_ERRORS as exc:
                 if backoff.attempts == 0:
-                    log.warning("feed: Redis unavailable (%s); retrying", exc.__class__.__name__)
+                    logger.warning("feed: Redis unavailable (%s); retrying", exc.__class__.__name__)
                 await asyncio.sleep(backoff.next_delay())
                 deadline = loop.time()
                 continue
@@ -114,9 +114,9 @@ async def _answer_resyncs(settings: Settings, redis: Client, books: dict[str, Bo
             async with lock:
                 await _publish(redis, [(channels[asset], orjson.dumps(book.snapshot()))],
                                sharded=sharded, one_by_one=one_by_one)
-            log.info("feed: answered a resync request for %s with a snapshot at seq %d", asset, book.seq)
+            logger.info("feed: answered a resync request for %s with a snapshot at seq %d", asset, book.seq)
         except REDIS_ERRORS as exc:
-            log.warning("feed: could not answer a resync request for %s (%s)", asset, exc.__class__.__name__)
+            logger.warning("feed: could not answer a resync request for %s (%s)", asset, exc.__class__.__name__)
 
 
 def _resync_asset(raw: Any) -> str | None:

@@ -14,7 +14,7 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from realtime.cluster.redis import Subscription
+from realtime.backplane.connections import Subscription
 from tests.support.node import NodeSession
 from tests.support.waiting import eventually
 
