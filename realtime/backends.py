@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from realtime.books.control import ControlChannel, SimulatorRequests, SnapshotRequests
 from realtime.cluster.demand import EXPIRY_INTERVALS, DemandStore, MemoryDemandStore, RedisDemandStore
 from realtime.cluster.presence import MemoryPresence, Presence, RedisPresence
 from realtime.config import Settings
@@ -40,6 +41,7 @@ class Backends:
     presence: Presence
     demand: DemandStore
     market: MarketStore  # trade history and closed candles
+    book_requests: SnapshotRequests  # how a broken order book asks the feed for a snapshot
 
 
 def backends(settings: Settings, *, forget: Callable[[str], None]) -> Backends:
@@ -48,9 +50,10 @@ def backends(settings: Settings, *, forget: Callable[[str], None]) -> Backends:
     heartbeat = heartbeat_period(settings.recovery_window)
     cap = settings.max_connections_per_user
     if settings.embedded:
+        simulator = SimulatedSource(settings)
         return Backends(
             manager=MemoryManager(),
-            source=SimulatedSource(settings),
+            source=simulator,
             restarts=LocalRestarts(),
             log=MemoryLog(keep=keep),
             sessions=MemorySessions(window=settings.recovery_window, heartbeat=heartbeat),
@@ -58,6 +61,7 @@ def backends(settings: Settings, *, forget: Callable[[str], None]) -> Backends:
             presence=MemoryPresence(cap, settings.instance_id),
             demand=MemoryDemandStore(),
             market=MemoryStore(),
+            book_requests=SimulatorRequests(simulator.ask),
         )
     url = settings.redis_url
     assert url is not None
@@ -78,4 +82,5 @@ def backends(settings: Settings, *, forget: Callable[[str], None]) -> Backends:
                                 timeout=settings.redis_timeout),
         market=RedisStore(url, names.state, trades=settings.trades_history, candles=settings.candles_history,
                           timeout=settings.redis_timeout),
+        book_requests=ControlChannel(settings),
     )

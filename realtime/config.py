@@ -255,6 +255,13 @@ class Settings(BaseSettings):
         description="Redis Stream of private events that back ends append (XADD) for the gateway to route",
     )
 
+    # One Redis namespace for every key and channel the gateway owns (realtime.namespace, docs/redis.md).
+    namespace: str | None = Field(
+        None, min_length=1, max_length=100, pattern=r"^[^{}\s]+$",
+        description="prefix of every Redis key and channel the gateway owns (unset: the names derived from "
+                    "REALTIME_MANAGER_CHANNEL, REALTIME_PRICE_CHANNEL and REALTIME_DEMAND_KEY)",
+    )
+
     # Order books (realtime.books).
     book_depths: Annotated[list[int], NoDecode] = Field(
         default_factory=lambda: [10, 20, 50], description="depths a client may ask `book:subscribe` for",
@@ -271,13 +278,6 @@ class Settings(BaseSettings):
     candles_history: int = Field(
         500, ge=1, le=10_000, description="closed candles kept per asset and interval: the most "
                                           "`candles:subscribe` may ask for",
-    )
-
-    # One Redis namespace for every key and channel the gateway owns (realtime.namespace, docs/redis.md).
-    namespace: str | None = Field(
-        None, min_length=1, max_length=100, pattern=r"^[^{}\s]+$",
-        description="prefix of every Redis key and channel the gateway owns (unset: the names derived from "
-                    "REALTIME_MANAGER_CHANNEL, REALTIME_PRICE_CHANNEL and REALTIME_DEMAND_KEY)",
     )
 
     # Lifecycle and logs.

@@ -2,7 +2,7 @@
 
 A room is `<kind>:<name>` (SPEC §3): `asset:<ASSET>` (with `@<delay>` for a
 delayed tier, `asset:<ASSET>@<delay>`), `user:<sub>`, `role:<role>`, and
-`book:<ASSET>:<depth>` for a book view, `trades:<ASSET>` and
+`book:<ASSET>:<depth>` for an order book's top-`depth` view, `trades:<ASSET>` and
 `candles:<ASSET>:<interval>[@<delay>]` (SPEC §9). Clients
 never name rooms; back ends do (`POST /api/v1/publish`, the events stream,
 the emitter), and `realtime.events.validation` holds them to this grammar.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-ASSET, USER, ROLE = "asset", "user", "role"
+ASSET, USER, ROLE, BOOK, TRADES, CANDLES = "asset", "user", "role", "book", "trades", "candles"
 # Private rooms: their events are durable (the event log) and recoverable.
 PRIVATE = (USER, ROLE)
 MAX_USER = 256  # characters of a user's `sub`
@@ -51,37 +51,37 @@ def room_asset(room: str) -> str | None:
 
 def book_room(asset: str, depth: int) -> str:
     """The room of an asset's top-`depth` book view: `book:<A>:<depth>` (also how a session records it)."""
-    return f"book:{asset}:{depth}"
+    return f"{BOOK}:{asset}:{depth}"
 
 
 def room_book(room: str) -> tuple[str, int] | None:
     """(asset, depth) of a book room; None for any other room."""
-    kind, _, rest = room.partition(":")
-    asset, _, depth = rest.rpartition(":")
-    if kind != "book" or not asset or not depth.isdigit():
+    kind, name = parse(room)
+    asset, _, depth = name.rpartition(":")
+    if kind != BOOK or not asset or not depth.isdigit():
         return None
     return asset, int(depth)
 
 
 def trades_room(asset: str) -> str:
     """The room of an asset's `trade` events: `trades:<A>` (also how a session records it)."""
-    return f"trades:{asset}"
+    return f"{TRADES}:{asset}"
 
 
 def candles_room(asset: str, interval: str, delay: int) -> str:
     """The room of an asset's bars at `interval` as a connection on `delay` (s) sees them:
     `candles:<A>:<interval>` or `candles:<A>:<interval>@<delay>`. A session records the real-time name."""
-    room = f"candles:{asset}:{interval}"
+    room = f"{CANDLES}:{asset}:{interval}"
     return room if not delay else f"{room}@{delay}"
 
 
 def room_market(room: str) -> tuple[str, str, str | None] | None:
     """("trades", asset, None) or ("candles", asset, interval) of a trade or (real-time) candle room."""
-    kind, _, rest = room.partition(":")
-    if kind == "trades" and rest:
-        return kind, rest, None
-    asset, _, interval = rest.rpartition(":")
-    if kind == "candles" and asset and interval and "@" not in interval:
+    kind, name = parse(room)
+    if kind == TRADES and name:
+        return kind, name, None
+    asset, _, interval = name.rpartition(":")
+    if kind == CANDLES and asset and interval and "@" not in interval:
         return kind, asset, interval
     return None
 

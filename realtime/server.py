@@ -22,7 +22,6 @@ from collections import Counter
 from aiohttp import web
 
 from realtime.backends import backends
-from realtime.books.control import ControlChannel
 from realtime.books.gauges import BookGauges
 from realtime.books.service import Books
 from realtime.catalog import Catalog
@@ -41,7 +40,6 @@ from realtime.events.service import Events
 from realtime.feed.gauges import FeedGauges
 from realtime.feed.ingest import Ingest
 from realtime.feed.prices import PriceBook
-from realtime.feed.sources import SimulatedSource
 from realtime.http import health
 from realtime.http.api import PREFIX, Api
 from realtime.http.board import Board
@@ -63,7 +61,7 @@ class Server:
         self.settings = settings
         self.metrics = Metrics(settings.instance_id)
         # Every swappable part, chosen by REALTIME_REDIS_URL (memory:// or Redis).
-        self.backends = backends(settings, forget=lambda asset: self._forget(asset))
+        self.backends = backends(settings, forget=self._forget)
         # The Socket.IO layer and the send path.
         self.writers = Writers(settings.slow_consumer_bytes, settings.slow_consumer_max_bytes)
         self.sio = SocketServer(settings, self.writers, self.backends.manager)
@@ -76,16 +74,13 @@ class Server:
         self.restarts = self.backends.restarts
         send = fanout(self.sio, settings.fanout)
         # Order books ride the same feed; a broken one asks the feed (or the simulator) for a snapshot.
-        self.control = None if isinstance(self.source, SimulatedSource) else ControlChannel(settings)
         self.books = Books(self.catalog, depths=settings.book_depths, interval_ms=settings.book_interval,
-                           fanout=send, room_size=self.sio.room_size,
-                           ask=self.control.ask if self.control is not None else self._ask_simulator)
+                           fanout=send, room_size=self.sio.room_size, ask=self.backends.book_requests.ask)
         self.metrics.registry.register(BookGauges(self.books))
         # Trades and candles ride the same feed; their history is shared through the store.
         self.market = Market(self.catalog, self.backends.market, send, self.sio.room_size,
                              keep_trades=settings.trades_history, keep_candles=settings.candles_history,
-                             delays=settings.delay_tiers,
-                             hears=self.source.hears)
+                             delays=settings.delay_tiers, hears=self.source.hears)
         self.metrics.registry.register(TradeGauges(self.market))
         self.ingest = Ingest(self.source, self.book, send, self.metrics, self.restarts, self.books, self.market)
         # Private events: the log, live delivery with offsets, sessions and recovery, the stream router.
@@ -143,8 +138,7 @@ class Server:
         self._tasks.append(asyncio.create_task(self.ingest.watch(), name="feed-timers"))
         self._tasks.append(asyncio.create_task(self.demand.run(), name="demand"))
         self._tasks.append(asyncio.create_task(self.books.run(), name="books"))
-        if self.control is not None:
-            self._tasks.append(asyncio.create_task(self.control.run(), name="book-requests"))
+        self._tasks.append(asyncio.create_task(self.backends.book_requests.run(), name="book-requests"))
         await self.presence.start()
 
         self._runner = heads.AppRunner(self.app, self.heads, handle_signals=False, access_log=None,
@@ -194,8 +188,7 @@ class Server:
         await self.demand.close()
         await self.restarts.aclose()
         await self.backends.market.aclose()
-        if self.control is not None:
-            await self.control.aclose()
+        await self.backends.book_requests.aclose()
         counts = ", ".join(f"{k.value}={v}" for k, v in sorted(self.ingest.counts.items()))
         logger.info("instance %s stopped in %.2fs; closed %d connections; feed ticks: %s", self.settings.instance_id,
                  time.monotonic() - started, connections, counts or "none")
@@ -204,10 +197,6 @@ class Server:
         """The source let go of `asset`'s channel: its latest price and its book are no longer followed."""
         self.book.forget(asset)
         self.books.forget(asset)
-
-    def _ask_simulator(self, asset: str) -> None:
-        assert isinstance(self.source, SimulatedSource)
-        self.source.ask(asset)
 
     def _watch_assets(self) -> None:
         """Tell the price source which assets this pod needs: any tier or book room of the asset has a member."""

@@ -29,8 +29,8 @@ FLOORS = [
     "engine",  # our layer over python-socketio / python-engineio, each connection's writer
     "send",  # one room's event, encoded and framed once, to every member
     "feed",  # where ticks come from, the gate they pass
-    "books",  # order books: the feed's book messages, exact levels, conflated room updates
-    "trades",  # trades and candles: the tape, exact bars, the shared store
+    "books",  # order books from the feed: exact, resynced, conflated per room
+    "trades",  # trades and candles from the feed: the tape, exact bars, the shared store
     "cluster",  # what pods share: presence, demand
     "events",  # private events: the log, its reader, recovery
     "clients",  # the connected clients: auth, limits, their events' handlers

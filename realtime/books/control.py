@@ -4,13 +4,15 @@ With Redis, `{"type": "book:resync", "asset"}` on `<REALTIME_PRICE_CHANNEL>:cont
 (classic pub/sub, also on a Redis Cluster), published in the background so the
 feed loop never waits on Redis; requests made while Redis is away are kept
 (one per asset) and sent when it returns. In embedded mode the simulator
-answers in process (`SimulatedSource.ask`).
+answers in process (`SimulatedSource.ask`). `realtime.backends` picks one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from typing import Protocol
 
 import orjson
 
@@ -27,6 +29,29 @@ def control_channel(price_channel: str) -> str:
 
 def resync_request(asset: str) -> bytes:
     return orjson.dumps({"type": BOOK_RESYNC, "asset": asset})
+
+
+class SnapshotRequests(Protocol):
+    def ask(self, asset: str) -> None:
+        """`asset`'s book needs a snapshot; never waits."""
+
+    async def run(self) -> None:
+        """Send the requests, until cancelled (or at once, when there is nothing to run)."""
+
+    async def aclose(self) -> None: ...
+
+
+class SimulatorRequests:
+    """Embedded mode: the simulator of this process answers (`ask` is its own)."""
+
+    def __init__(self, ask: Callable[[str], None]) -> None:
+        self.ask = ask
+
+    async def run(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
 
 
 class ControlChannel:

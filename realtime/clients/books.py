@@ -7,8 +7,9 @@ sent (`Books.view`), so the room's next `book:update` applies to it.
 saw a `prevSeq` gap asks for. The token's `assets` claim applies, and a
 delayed connection gets `FORBIDDEN`: books are real-time only.
 
-On recovery, `rejoin` joins the restored book rooms and queues each one's
-`book:snapshot` event right after the join, before any update can reach it.
+On recovery, `rejoin` joins the restored book rooms and sends each one's
+`book:snapshot` event right after the join (`send.delivery.send`, to this
+connection alone), before any update can reach it.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from realtime.protocol import (
     GatewayError,
 )
 from realtime.rooms import book_room, room_book
-from realtime.send.fanout import queue_event
+from realtime.send.delivery import send
 
 
 class BookHandlers:
@@ -96,7 +97,10 @@ class BookHandlers:
             asset, depth = found
             fresh = self.sio.room_size(room) == 0
             await self.sio.enter_room(conn.sid, room)
-            queue_event(self.sio, conn.sid, BOOK_SNAPSHOT, self.books.view(asset, depth, fresh=fresh))
+            # The one send path, to this connection alone: framed now, ahead of any update of the room.
+            writer = self.sio.writer_of(conn.sid)
+            send(self.sio, [writer] if writer is not None else [], [BOOK_SNAPSHOT,
+                                                                    self.books.view(asset, depth, fresh=fresh)])
 
     async def entitle(self, conn: Connection, principal: Principal) -> None:
         """A refreshed token: leave the books it no longer allows."""

@@ -68,16 +68,6 @@ class DirectFanout:
         return send(self.sio, self.sio.room_writers(room), [event, data])
 
 
-def queue_event(sio: SocketServer, sid: str, event: str, data: Any) -> bool:
-    """Send one event to one connection of this pod through the one send path (behind all it has
-    queued, so before any later fan-out frame); False if the connection is gone."""
-    writer = sio.writer_of(sid)
-    if writer is None:
-        return False
-    send(sio, [writer], [event, data])
-    return True
-
-
 def fanout(sio: SocketServer, kind: str) -> Fanout:
     """The fan-out named by `REALTIME_FANOUT`."""
     return ManagerFanout(sio) if kind == "stock" else DirectFanout(sio)
