@@ -24,6 +24,11 @@ class TradeGauges(Collector):
         yield trades
         closed = CounterMetricFamily("realtime_candles_closed", "candles closed (as the shared store holds them), "
                                      "by interval", labels=["interval"])
+        late = CounterMetricFamily("realtime_candles_late", "trades (or ticks) older than their asset's open "
+                                   "candle, left out of it, by interval", labels=["interval"])
         for interval in INTERVALS:
             closed.add_metric([interval], self.market.closes[interval])
+            late.add_metric([interval], sum(series.late for (_, each), series in self.market.series.items()
+                                            if each == interval))
         yield closed
+        yield late
