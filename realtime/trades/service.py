@@ -96,6 +96,8 @@ class Market:
         tape = self.tapes[asset] = Tape(self.keep_trades)
         for trade in await self.store.trades(asset):
             tape.add(trade)
+        if tape.trades:
+            self.traded.add(asset)  # the feed sends its trades: bars from trades, as on the pods that heard them
         for interval in INTERVALS:
             series = self.series[asset, interval] = Series(asset, interval, self.keep_candles, now)
             for bar in await self.store.candles(asset, interval):
