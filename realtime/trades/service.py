@@ -204,8 +204,8 @@ class Market:
                 await asyncio.sleep(RETRY_PARTIAL)
                 stored = await self.store.close(bar, whole=False)
             if stored is None:
-                logger.info("candles: no pod saw the whole %s bar of %s at %d", series.interval, series.asset,
-                            candle.t)
+                logger.debug("candles: no pod saw the whole %s bar of %s at %d", series.interval, series.asset,
+                             candle.t)
                 continue
             series.append(stored, closed_at)
             self.closes[series.interval] += 1

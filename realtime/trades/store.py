@@ -169,8 +169,14 @@ class RedisStore:
                 keys=[self._key(asset, f"candles:{interval}"), self._key(asset, f"candle-starts:{interval}")],
                 args=[bar["t"], orjson.dumps(bar) if whole else "", self.keep_candles])
         except REDIS_ERRORS as exc:
-            logger.warning("candles: cannot store the %s bar of %s (%s)", interval, asset, exc.__class__.__name__)
+            if not self._failing:  # once per outage, like the trades' writes
+                logger.warning("candles: cannot store the %s bar of %s (%s); using this pod's own bars",
+                               interval, asset, exc.__class__.__name__)
+            self._failing = True
             return bar if whole else None
+        if self._failing:
+            logger.info("candles: storing bars again")
+        self._failing = False
         return None if stored is None else orjson.loads(stored)
 
     async def aclose(self) -> None:
