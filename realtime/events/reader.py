@@ -15,6 +15,18 @@ the connection's room histories for (after, P] (one round trip for all the
 admissions waiting), sends them in log order, then joins the rooms; all that
 follows P reaches the connection live. In order and exactly once, with one
 lock between two tasks of one pod and nothing shared across pods.
+
+A replay goes in parts, paced by the connection's writer: each admission
+reads one page of each room (the oldest entries after its offset, a quarter
+of `REALTIME_SLOW_CONSUMER_MAX_BYTES` in all) and sends them; while more
+remain, the admission waits until the writer has drained and is served
+again from where the part ended. A backlog of any size reaches a client that
+reads, and one that does not read holds one part, never the whole backlog;
+a client dropped halfway reconnects with the offset of the last event it got.
+
+Entries that are not what the append script writes are skipped and counted
+(`malformed`); any other failure of the reader is logged and it reads again
+from its last offset after a backoff, `connected` (so `/ready`) false meanwhile.
 """
 
 from __future__ import annotations
@@ -32,7 +44,7 @@ from engineio import packet as eio_packet
 from realtime.cluster.redis import REDIS_ERRORS, Backoff
 from realtime.engine.server import SocketServer
 from realtime.events import offsets
-from realtime.events.log import Entry, EventLog
+from realtime.events.log import Entry, EventLog, Page
 from realtime.events.offsets import Offset
 from realtime.protocol import PRICE_UPDATE, PriceUpdate
 from realtime.send.writer import Writer, websocket_frame
@@ -47,6 +59,8 @@ READ_WAIT = 1.0
 # starts from (a client that got events through a pod that reads the log
 # ahead of this one); a made-up offset cannot hold a connection out longer.
 CATCH_UP = 5.0
+# Seconds between two looks at the writers of connections whose next replay part waits for them to drain.
+PACE = 0.02
 
 
 @dataclass(slots=True)
@@ -60,14 +74,18 @@ class Admission:
     # the joins). The gateway's handlers provide it: they own how an asset's room is named.
     rejoin: Callable[[], Awaitable[list[PriceUpdate]]] | None = None
     since: float = 0.0  # loop time it was first deferred
+    paced: bool = False  # a replay in parts: `after` is where the last part ended; due once the writer drained
 
 
 class LogReader:
-    def __init__(self, log: EventLog, sio: SocketServer, *, with_offsets: bool, retry_max: float) -> None:
+    def __init__(self, log: EventLog, sio: SocketServer, *, with_offsets: bool, retry_max: float,
+                 part_bytes: int) -> None:
         self.log = log
         self.sio = sio
         self.with_offsets = with_offsets
+        self.part_bytes = part_bytes  # the most one part of a replay sends (and one entry more at worst)
         self.backoff = Backoff(cap=retry_max)
+        self.failure_backoff = Backoff(cap=retry_max)
         # The last offset delivered to this pod's rooms; None until the log answered once.
         self.position: Offset | None = None
         self.connected = False
@@ -75,6 +93,8 @@ class LogReader:
         self.delivered = 0  # entries that had recipients here
         self.replayed = 0  # entries sent by replays
         self.replays_failed = 0  # admissions joined without their replay (Redis unavailable)
+        self.malformed = 0  # entries skipped: data not JSON, or not deliverable
+        self.failures = 0  # times the reader failed for another reason than Redis, and started again
         self._admissions: list[Admission] = []
         self._wake = asyncio.Event()
         self._delivering = asyncio.Lock()
@@ -96,13 +116,25 @@ class LogReader:
                         self.position = entries[-1].offset
                     if self._admissions:
                         self._wake.set()  # deferred ones may be due now
+                self.failure_backoff.reset()
             except REDIS_ERRORS as exc:
                 if self.connected or self.backoff.attempts == 0:
                     log.warning("events: the log is unavailable (%s); retrying, every %.1fs at most",
                                 exc.__class__.__name__, self.backoff.cap)
-                self.connected = False
-                await asyncio.sleep(self.backoff.next_delay())
-                await self.log.reset()
+                await self._again(self.backoff)
+            except Exception:
+                # Not an outage: a bug, or something in Redis we did not expect. Private events stop on this
+                # pod until it reads again, so it says so, counts it, and /ready is 503 meanwhile.
+                self.failures += 1
+                log.exception("events: the log reader failed; reading again from %s after a backoff",
+                              self.position)
+                await self._again(self.failure_backoff)
+
+    async def _again(self, backoff: Backoff) -> None:
+        """After a failure: not connected (for /ready) until the log answers again, after a backoff."""
+        self.connected = False
+        await asyncio.sleep(backoff.next_delay())
+        await self.log.reset()
 
     def _reached(self) -> None:
         """The log answered: connected again, if it was not."""
@@ -119,24 +151,32 @@ class LogReader:
             writers = self.sio.room_writers(entry.room)
             if not writers:
                 continue
-            args = self._args(entry)
-            if args is None:
-                continue
-            parts = self.sio.encode_packet(args)
-            self.delivered += 1
-            # Engine.IO over websocket: a text message is "4" + the packet, binary goes as it is.
-            frame = b"".join(websocket_frame("4" + part if isinstance(part, str) else part) for part in parts)
-            packets = [eio_packet.Packet(eio_packet.MESSAGE, part) for part in parts]
-            for writer in writers:
-                pending = writer.has_pending
-                if writer.write_direct(frame):
-                    if not pending:
-                        dirty.append(writer)
-                else:
-                    for packet in packets:
-                        writer.put_nowait(packet)
+            try:
+                self._deliver_one(entry, writers, dirty)
+            except Exception:
+                # One entry must not stop the log: the reader would meet it again on every restart.
+                self.malformed += 1
+                log.exception("events: entry %s of the log could not be delivered; skipped", entry.offset)
         for writer in dirty:
             writer.flush()
+
+    def _deliver_one(self, entry: Entry, writers: list[Writer], dirty: list[Writer]) -> None:
+        args = self._args(entry)
+        if args is None:
+            return
+        parts = self.sio.encode_packet(args)
+        self.delivered += 1
+        # Engine.IO over websocket: a text message is "4" + the packet, binary goes as it is.
+        frame = b"".join(websocket_frame("4" + part if isinstance(part, str) else part) for part in parts)
+        packets = [eio_packet.Packet(eio_packet.MESSAGE, part) for part in parts]
+        for writer in writers:
+            pending = writer.has_pending
+            if writer.write_direct(frame):
+                if not pending:
+                    dirty.append(writer)
+            else:
+                for packet in packets:
+                    writer.put_nowait(packet)
 
     def _args(self, entry: Entry) -> list[Any] | None:
         """The event's arguments: its data, then its offset; None for an entry that is not JSON."""
@@ -144,6 +184,7 @@ class LogReader:
             data = orjson.loads(entry.data)
         except orjson.JSONDecodeError:
             # Only the append script writes the log; an entry from anywhere else is skipped.
+            self.malformed += 1
             log.warning("events: entry %s of the log is not JSON; skipped", entry.offset)
             return None
         return [entry.event, data, entry.offset] if self.with_offsets else [entry.event, data]
@@ -159,26 +200,37 @@ class LogReader:
         """Serve admissions until cancelled."""
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), READ_WAIT if self._admissions else None)
+                await asyncio.wait_for(self._wake.wait(), self._next_look())
             self._wake.clear()
             batch, self._admissions = self._admissions, []
             async with self._delivering:
                 self._admissions.extend(self._defer(batch))
                 await self._admit(batch)
 
-    def _defer(self, batch: list[Admission]) -> list[Admission]:
-        """Take out of `batch` the admissions that start past what this pod has delivered; return them.
+    def _next_look(self) -> float | None:
+        """How long admissions may wait for a wake-up: a paced replay looks at its writer often."""
+        if not self._admissions:
+            return None
+        return PACE if any(admission.paced for admission in self._admissions) else READ_WAIT
 
-        Joined now, such a connection would get the entries between this
-        pod's position and its offset live: a second time.
+    def _defer(self, batch: list[Admission]) -> list[Admission]:
+        """Take out of `batch` the admissions that are not due yet; return them.
+
+        A paced replay is due once its connection's writer has drained. An
+        admission that starts past what this pod has delivered waits (up to
+        `CATCH_UP`): joined now, the connection would get the entries between
+        this pod's position and its offset live, a second time.
         """
         upto = self.position
-        if upto is None:
-            return []
         now = asyncio.get_running_loop().time()
         later: list[Admission] = []
         for admission in batch:
-            if admission.after is not None and offsets.key(admission.after) > offsets.key(upto):
+            if admission.paced:
+                writer = self.sio.writer_of(admission.sid)
+                if writer is not None and not writer.drained:
+                    later.append(admission)
+            elif upto is not None and admission.after is not None \
+                    and offsets.key(admission.after) > offsets.key(upto):
                 admission.since = admission.since or now
                 if now - admission.since < CATCH_UP:
                     later.append(admission)
@@ -189,40 +241,41 @@ class LogReader:
     async def _admit(self, batch: list[Admission]) -> None:
         # Nothing is delivered while this runs: `upto` is exactly what the rooms have had.
         upto = self.position
-        queries = [(room, admission.after) for admission in batch if admission.after is not None
-                   for room in admission.rooms]
-        found: list[list[Entry]] = []
+        replaying = [admission for admission in batch if admission.after is not None and upto is not None]
+        queries = [(room, admission.after, self.part_bytes // len(admission.rooms))
+                   for admission in replaying if admission.after is not None for room in admission.rooms]
+        found: list[Page] = []
         if queries and upto is not None:
             try:
                 found = await self.log.history(queries, upto)
             except HISTORY_ERRORS as exc:
-                self.replays_failed += len(batch)
+                self.replays_failed += len(replaying)
                 log.warning("events: %d connections joined without their replay: the log is unavailable (%s)",
-                            len(batch), exc.__class__.__name__)
-        histories = iter(found)
+                            len(replaying), exc.__class__.__name__)
+            except Exception:
+                self.replays_failed += len(replaying)
+                log.exception("events: %d connections joined without their replay", len(replaying))
+        pages = iter(found)
         for admission in batch:
-            replay: list[Entry] = []
-            if found and admission.after is not None:
-                for _ in admission.rooms:
-                    replay.extend(next(histories))
+            mine = [next(pages) for _ in admission.rooms] if found and any(a is admission for a in replaying) \
+                else None
             try:
-                await self._join(admission, replay)
+                await self._serve_one(admission, mine)
             except Exception:
                 # One connection's failure must not stop the admissions of everyone after it.
                 log.exception("events: admission of %s failed", admission.sid)
 
-    async def _join(self, admission: Admission, replay: list[Entry]) -> None:
-        """Send `admission` its replay, then join it to its rooms, then rejoin its assets."""
+    async def _serve_one(self, admission: Admission, pages: list[Page] | None) -> None:
+        """Send `admission` its replay's next part; after the last, join it to its rooms and rejoin its assets."""
         if not self.sio.connected(admission.sid):
-            return  # gone while we read
+            return  # gone while we read, or while its replay was paced
         writer = self.sio.writer_of(admission.sid)
-        if writer is not None and replay:
-            replay.sort(key=lambda entry: offsets.key(entry.offset))
-            for entry in replay:
-                args = self._args(entry)
-                if args is not None:
-                    self._send(writer, args)
-            self.replayed += len(replay)
+        if writer is not None and pages is not None:
+            rest = self._replay(writer, pages)
+            if rest is not None:
+                admission.after, admission.paced = rest, True
+                self._admissions.append(admission)
+                return
         for room in admission.rooms:
             await self.sio.enter_room(admission.sid, room)
         if admission.rejoin is not None:
@@ -230,6 +283,21 @@ class LogReader:
             for update in await admission.rejoin():
                 if writer is not None:
                     self._send(writer, [PRICE_UPDATE, update])
+
+    def _replay(self, writer: Writer, pages: list[Page]) -> Offset | None:
+        """Send one part of a replay: the pages merged in log order, up to the first page's end that has
+        more after it. Returns the offset the next part starts after; None when this was the last."""
+        ends = [page.entries[-1].offset for page in pages if page.more and page.entries]
+        end = min(ends, key=offsets.key) if ends else None
+        replay = sorted((entry for page in pages for entry in page.entries), key=lambda e: offsets.key(e.offset))
+        if end is not None:
+            replay = [entry for entry in replay if offsets.key(entry.offset) <= offsets.key(end)]
+        for entry in replay:
+            args = self._args(entry)
+            if args is not None:
+                self._send(writer, args)
+        self.replayed += len(replay)
+        return end
 
     def _send(self, writer: Writer, args: list[Any]) -> None:
         for part in self.sio.encode_packet(args):

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from realtime.protocol import ErrorCode, GatewayError, role_room, user_room
 
+# The largest `data` of an event, as JSON text, whichever way it comes in (`POST /api/v1/publish`, the
+# emitter, the events stream); the log reader skips anything larger. A replay is paced in whole entries,
+# so this is also how far one of its parts may overshoot its budget.
+MAX_DATA_BYTES = 64 * 1024
+# A publish request's body: that data and the envelope around it (event, room).
+MAX_BODY_BYTES = MAX_DATA_BYTES + 1024
 MAX_EVENT_NAME = 64
 MAX_USER = 256
 MAX_ROLE = 64
@@ -23,6 +31,19 @@ def event_name(event: Any) -> str:
     if event in RESERVED_EVENTS or event.startswith(RESERVED_PREFIXES):
         raise GatewayError(ErrorCode.FORBIDDEN, f"event {event!r} is reserved for the gateway")
     return event
+
+
+def data_text(data: Any) -> bytes:
+    """`data` as JSON text, if it is at most MAX_DATA_BYTES long, else GatewayError (PAYLOAD_TOO_LARGE)."""
+    return sized(orjson.dumps(data))
+
+
+def sized(text: bytes) -> bytes:
+    """`text` (an event's JSON data) if it is at most MAX_DATA_BYTES long, else GatewayError."""
+    if len(text) > MAX_DATA_BYTES:
+        raise GatewayError(ErrorCode.PAYLOAD_TOO_LARGE,
+                           f"data is {len(text)} bytes of JSON; at most {MAX_DATA_BYTES} are accepted")
+    return text
 
 
 def user(sub: Any) -> str:
