@@ -154,8 +154,9 @@ class EventLog(Protocol):
         """The newest offset of the log (`0-0` when it is empty)."""
         ...
 
-    async def read(self, after: Offset, wait: float) -> list[Entry]:
-        """Entries after `after`, in order, waiting up to `wait` seconds for the first."""
+    async def read(self, after: Offset, wait: float) -> tuple[list[Entry], Offset]:
+        """Entries after `after`, in order, waiting up to `wait` seconds for the first; and the offset to
+        read after next (the last entry read, a skipped one included)."""
         ...
 
     async def history(self, queries: Sequence[tuple[str, Offset, int]], upto: Offset) -> list[Page]:
@@ -236,18 +237,18 @@ class RedisLog:
         newest: Any = await self.redis.xrevrange(self.keys.log, count=1)
         return _text(newest[0][0]) if newest else offsets.ZERO
 
-    async def read(self, after: Offset, wait: float) -> list[Entry]:
+    async def read(self, after: Offset, wait: float) -> tuple[list[Entry], Offset]:
         # Block for less than the socket timeout, which would take the wait for a hung Redis.
         block = max(1, int(min(wait, self.timeout / 2) * 1000))
         reply: Any = await self.redis.xread({self.keys.log: after}, count=1000, block=block)
         if not reply:
-            return []
+            return [], after
         entries = []
         for entry_id, fields in reply[0][1]:
             entry = self._checked(lambda: _log_entry(entry_id, fields))  # noqa: B023 (called at once)
             if entry is not None:
                 entries.append(entry)
-        return entries
+        return entries, _text(reply[0][1][-1][0])
 
     async def history(self, queries: Sequence[tuple[str, Offset, int]], upto: Offset) -> list[Page]:
         pipe = pipeline(self.redis, [self._page])

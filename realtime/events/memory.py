@@ -63,13 +63,13 @@ class MemoryLog:
     async def reset(self) -> None:
         return None  # nothing to reconnect
 
-    async def read(self, after: Offset, wait: float) -> list[Entry]:
+    async def read(self, after: Offset, wait: float) -> tuple[list[Entry], Offset]:
         entries = self._after(after)
         if not entries:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._appended.wait(), wait)
             entries = self._after(after)
-        return entries
+        return entries, entries[-1].offset if entries else after
 
     def _after(self, after: Offset) -> list[Entry]:
         start = offsets.key(after)

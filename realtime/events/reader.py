@@ -108,12 +108,12 @@ class LogReader:
                 if self.position is None:
                     self.position = await self.log.last()
                     self._reached()  # at once, not after the first read's wait: /ready follows this
-                entries = await self.log.read(self.position, READ_WAIT)
+                entries, last = await self.log.read(self.position, READ_WAIT)
                 self._reached()
-                if entries:
+                if last != self.position:
                     async with self._delivering:
                         self._deliver(entries)
-                        self.position = entries[-1].offset
+                        self.position = last
                     if self._admissions:
                         self._wake.set()  # deferred ones may be due now
                 self.failure_backoff.reset()
