@@ -141,6 +141,7 @@ class LogReader:
         if not self.connected:
             if self.backoff.attempts:
                 self.reconnects += 1
+            if self.backoff.attempts or self.failure_backoff.attempts:
                 log.info("events: reading the log again from %s", self.position)
             self.connected = True
             self.backoff.reset()
@@ -205,7 +206,8 @@ class LogReader:
             batch, self._admissions = self._admissions, []
             async with self._delivering:
                 self._admissions.extend(self._defer(batch))
-                await self._admit(batch)
+                if batch:
+                    await self._admit(batch)
 
     def _next_look(self) -> float | None:
         """How long admissions may wait for a wake-up: a paced replay looks at its writer often."""
@@ -257,8 +259,7 @@ class LogReader:
                 log.exception("events: %d connections joined without their replay", len(replaying))
         pages = iter(found)
         for admission in batch:
-            mine = [next(pages) for _ in admission.rooms] if found and any(a is admission for a in replaying) \
-                else None
+            mine = [next(pages) for _ in admission.rooms] if found and admission.after is not None else None
             try:
                 await self._serve_one(admission, mine)
             except Exception:
