@@ -106,3 +106,29 @@ async def test_six_stalled_recoveries_of_one_pid_stay_within_the_bound(start_gat
     assert sample(await scrape(gateway.url), "realtime_slow_consumers_cut_total") == 0
     for connection in stalled:
         await connection.close()
+
+
+async def test_a_client_dropped_halfway_through_a_paced_replay_continues_where_it_stopped(
+        start_gateway: GatewayFactory, redis_server: RedisServer) -> None:
+    bound = 256 * 1024
+    gateway = redis_gateway(start_gateway, redis_server, slow_consumer_max_bytes=bound)
+    pad = 8 * 1024
+    backlog = 16 * bound // pad
+    async with client(gateway.url, transports=["polling"], timeoutMs=110_000) as session:
+        await until(session, count("connect"))
+        await publish_event(gateway.url, "alice", "order:update", {"n": 0})
+        await until(session, events(1))
+        await session.send({"cmd": "drop", "how": "clean", "hold": True})
+        await until(session, count("disconnect"))
+        await store_backlog(gateway, backlog, pad)
+        await session.send({"cmd": "reconnect"})
+        await until(session, events(1 + backlog // 4), timeout=60)
+        # Dropped with most of the replay still to come; it reconnects by itself with the last offset it got.
+        await session.send({"cmd": "drop", "how": "abrupt"})
+        await until(session, count("connect", recovered=True, count=3), timeout=30)
+        await until(session, events(backlog + 1), timeout=90)
+    disconnects = [line for line in session.lines if line["type"] == "disconnect"]
+    last_before = disconnects[-1]["offset"]
+    seen = [line for line in session.lines if line["type"] == "event"]
+    assert last_before != seen[-1]["args"][-1], "the replay was over before the drop"
+    check(session.lines, list(range(backlog + 1)))  # in order, once: the second replay began after the drop
