@@ -21,7 +21,7 @@ from realtime.events.sessions import Session
 class MemoryLog:
     def __init__(self, *, keep: float) -> None:
         self.keep_ms = int(keep * 1000)
-        self.malformed = 0  # only `append` writes this log
+        self.malformed = 0  # stays 0: only `append` writes this log
         self._log: deque[Entry] = deque()
         self._rooms: dict[str, deque[Entry]] = {}
         self._last = (0, 0)
