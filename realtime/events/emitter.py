@@ -6,7 +6,8 @@
 `emit` returns once the event is stored in the log (its offset), and raises
 on a Redis error or timeout: then the event may or may not be stored, so a
 retry may deliver it twice, never zero times. `channel` is the gateways'
-`REALTIME_MANAGER_CHANNEL`.
+namespace: their `REALTIME_NAMESPACE` if set, else their `REALTIME_MANAGER_CHANNEL`
+(see `realtime.namespace`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class Emitter:
         validation.event_name(event)
         if (user is None) == (room is None):
             raise ValueError("give exactly one of user and room")
-        target = validation.user(user) if user is not None else validation.private_room(room)
+        target = validation.user(user) if user is not None else validation.room(room)
         text = validation.data_text(data)
         async with asyncio.timeout(self.timeout):
             offset = await self.log.append(target, event, text)

@@ -2,27 +2,27 @@
 
 Every pod runs one. It follows the log from the offset that was newest when
 it started and delivers each entry to this pod's members of its room, with
-the offset as the event's last argument: encoded once, framed once, written
-to every idle websocket like a price tick (see `realtime.send.fanout`);
-others get it through their queue, so per-connection order holds. After a
+the offset as the event's last argument, through the one send path
+(`realtime.send.delivery.send`, as price ticks): encoded once, framed once,
+written to every idle websocket, queued for the others in order. After a
 Redis outage it resumes from the last offset it delivered: connected clients
 miss nothing that is still in the log.
 
-A connection joins its private rooms through the reader (`admit`), never
-directly. The reader serves admissions while no batch is being delivered, at
+A connection joins its private rooms through the reader (`join`), never
+directly. The reader serves joins while no batch is being delivered, at
 a moment when it has delivered everything up to offset P: it reads each of
 the connection's room histories for (after, P] (one round trip for all the
-admissions waiting), sends them in log order, then joins the rooms; all that
+joins waiting), sends them in log order, then joins the rooms; all that
 follows P reaches the connection live. In order and exactly once, with one
 lock between two tasks of one pod and nothing shared across pods.
 
-A replay goes in parts, paced by the connection's writer: each admission
-reads one page of each room (the oldest entries after its offset, a quarter
-of `REALTIME_SLOW_CONSUMER_MAX_BYTES` in all) and sends them; while more
-remain, the admission waits until the writer has drained and is served
-again from where the part ended. A backlog of any size reaches a client that
-reads, and one that does not read holds one part, never the whole backlog;
-a client dropped halfway reconnects with the offset of the last event it got.
+A replay goes in parts, paced by the connection's writer: each join reads
+one page of each room (the oldest entries after its offset, a quarter of
+`REALTIME_SLOW_CONSUMER_MAX_BYTES` in all) and sends them; while more
+remain, the join waits until the writer has drained and is served again from
+where the part ended. A backlog of any size reaches a client that reads, and
+one that does not read holds one part, never the whole backlog; a client
+dropped halfway reconnects with the offset of the last event it got.
 
 Entries that are not what the append script writes are skipped and counted
 (`malformed`); any other failure of the reader is logged and it reads again
@@ -39,23 +39,23 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from engineio import packet as eio_packet
 
-from realtime.cluster.redis import REDIS_ERRORS, Backoff
+from realtime.backplane.connections import REDIS_ERRORS, Backoff
 from realtime.engine.server import SocketServer
 from realtime.events import offsets
+from realtime.engine.writer import Writer
 from realtime.events.log import Entry, EventLog, Page
 from realtime.events.offsets import Offset
 from realtime.protocol import PRICE_UPDATE, PriceUpdate
-from realtime.send.writer import Writer, websocket_frame
+from realtime.send.delivery import send
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 # A history that cannot be read: Redis unavailable, or an entry written by something else than the script.
 HISTORY_ERRORS: tuple[type[BaseException], ...] = (*REDIS_ERRORS, ValueError)
 # How long one read of the log waits for new entries.
 READ_WAIT = 1.0
-# How long an admission may wait for this pod to catch up with the offset it
+# How long a join may wait for this pod to catch up with the offset it
 # starts from (a client that got events through a pod that reads the log
 # ahead of this one); a made-up offset cannot hold a connection out longer.
 CATCH_UP = 5.0
@@ -64,7 +64,7 @@ PACE = 0.02
 
 
 @dataclass(slots=True)
-class Admission:
+class RoomJoin:
     """A connection to join its rooms: replay (after, P] of `rooms` first, then `rejoin` its assets."""
 
     sid: str
@@ -92,10 +92,10 @@ class LogReader:
         self.reconnects = 0
         self.delivered = 0  # entries that had recipients here
         self.replayed = 0  # entries sent by replays
-        self.replays_failed = 0  # admissions joined without their replay (Redis unavailable)
+        self.replays_failed = 0  # connections joined without their replay (Redis unavailable)
         self.malformed = 0  # entries skipped: data not JSON, or not deliverable
         self.failures = 0  # times the reader failed for another reason than Redis, and started again
-        self._admissions: list[Admission] = []
+        self._joins: list[RoomJoin] = []
         self._wake = asyncio.Event()
         self._delivering = asyncio.Lock()
 
@@ -114,20 +114,20 @@ class LogReader:
                     async with self._delivering:
                         self._deliver(entries)
                         self.position = last
-                    if self._admissions:
+                    if self._joins:
                         self._wake.set()  # deferred ones may be due now
                 self.failure_backoff.reset()
             except REDIS_ERRORS as exc:
                 if self.connected or self.backoff.attempts == 0:
-                    log.warning("events: the log is unavailable (%s); retrying, every %.1fs at most",
-                                exc.__class__.__name__, self.backoff.cap)
+                    logger.warning("events: the log is unavailable (%s); retrying, every %.1fs at most",
+                                   exc.__class__.__name__, self.backoff.cap)
                 await self._again(self.backoff)
             except Exception:
                 # Not an outage: a bug, or something in Redis we did not expect. Private events stop on this
                 # pod until it reads again, so it says so, counts it, and /ready is 503 meanwhile.
                 self.failures += 1
-                log.exception("events: the log reader failed; reading again from %s after a backoff",
-                              self.position)
+                logger.exception("events: the log reader failed; reading again from %s after a backoff",
+                                 self.position)
                 await self._again(self.failure_backoff)
 
     async def _again(self, backoff: Backoff) -> None:
@@ -142,42 +142,25 @@ class LogReader:
             if self.backoff.attempts:
                 self.reconnects += 1
             if self.backoff.attempts or self.failure_backoff.attempts:
-                log.info("events: reading the log again from %s", self.position)
+                logger.info("events: reading the log again from %s", self.position)
             self.connected = True
             self.backoff.reset()
 
     def _deliver(self, entries: Sequence[Entry]) -> None:
-        dirty: list[Writer] = []
         for entry in entries:
             writers = self.sio.room_writers(entry.room)
             if not writers:
                 continue
             try:
-                self._deliver_one(entry, writers, dirty)
+                args = self._args(entry)
+                if args is None:
+                    continue
+                self.delivered += 1
+                send(self.sio, writers, args)
             except Exception:
                 # One entry must not stop the log: the reader would meet it again on every restart.
                 self.malformed += 1
-                log.exception("events: entry %s of the log could not be delivered; skipped", entry.offset)
-        for writer in dirty:
-            writer.flush()
-
-    def _deliver_one(self, entry: Entry, writers: list[Writer], dirty: list[Writer]) -> None:
-        args = self._args(entry)
-        if args is None:
-            return
-        parts = self.sio.encode_packet(args)
-        self.delivered += 1
-        # Engine.IO over websocket: a text message is "4" + the packet, binary goes as it is.
-        frame = b"".join(websocket_frame("4" + part if isinstance(part, str) else part) for part in parts)
-        packets = [eio_packet.Packet(eio_packet.MESSAGE, part) for part in parts]
-        for writer in writers:
-            pending = writer.has_pending
-            if writer.write_direct(frame):
-                if not pending:
-                    dirty.append(writer)
-            else:
-                for packet in packets:
-                    writer.put_nowait(packet)
+                logger.exception("events: entry %s of the log could not be delivered; skipped", entry.offset)
 
     def _args(self, entry: Entry) -> list[Any] | None:
         """The event's arguments: its data, then its offset; None for an entry that is not JSON."""
@@ -186,104 +169,103 @@ class LogReader:
         except orjson.JSONDecodeError:
             # Only the append script writes the log; an entry from anywhere else is skipped.
             self.malformed += 1
-            log.warning("events: entry %s of the log is not JSON; skipped", entry.offset)
+            logger.warning("events: entry %s of the log is not JSON; skipped", entry.offset)
             return None
         return [entry.event, data, entry.offset] if self.with_offsets else [entry.event, data]
 
-    # Admissions.
+    # Joining rooms.
 
-    def admit(self, admission: Admission) -> None:
-        """Queue `admission`; it is served between two deliveries."""
-        self._admissions.append(admission)
+    def join(self, join: RoomJoin) -> None:
+        """Queue `join`; it is served between two deliveries."""
+        self._joins.append(join)
         self._wake.set()
 
     async def serve(self) -> None:
-        """Serve admissions until cancelled."""
+        """Serve joins until cancelled."""
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._next_look())
             self._wake.clear()
-            batch, self._admissions = self._admissions, []
+            batch, self._joins = self._joins, []
             async with self._delivering:
-                self._admissions.extend(self._defer(batch))
+                self._joins.extend(self._defer(batch))
                 if batch:
-                    await self._admit(batch)
+                    await self._join_all(batch)
 
     def _next_look(self) -> float | None:
-        """How long admissions may wait for a wake-up: a paced replay looks at its writer often."""
-        if not self._admissions:
+        """How long joins may wait for a wake-up: a paced replay looks at its writer often."""
+        if not self._joins:
             return None
-        return PACE if any(admission.paced for admission in self._admissions) else READ_WAIT
+        return PACE if any(join.paced for join in self._joins) else READ_WAIT
 
-    def _defer(self, batch: list[Admission]) -> list[Admission]:
-        """Take out of `batch` the admissions that are not due yet; return them.
+    def _defer(self, batch: list[RoomJoin]) -> list[RoomJoin]:
+        """Take out of `batch` the joins that are not due yet; return them.
 
-        A paced replay is due once its connection's writer has drained. An
-        admission that starts past what this pod has delivered waits (up to
-        `CATCH_UP`): joined now, the connection would get the entries between
-        this pod's position and its offset live, a second time.
+        A paced replay is due once its connection's writer has drained. A join
+        that starts past what this pod has delivered waits (up to `CATCH_UP`):
+        joined now, the connection would get the entries between this pod's
+        position and its offset live, a second time.
         """
         upto = self.position
         now = asyncio.get_running_loop().time()
-        later: list[Admission] = []
-        for admission in batch:
-            if admission.paced:
-                writer = self.sio.writer_of(admission.sid)
+        later: list[RoomJoin] = []
+        for join in batch:
+            if join.paced:
+                writer = self.sio.writer_of(join.sid)
                 if writer is not None and not writer.drained:
-                    later.append(admission)
-            elif upto is not None and admission.after is not None \
-                    and offsets.key(admission.after) > offsets.key(upto):
-                admission.since = admission.since or now
-                if now - admission.since < CATCH_UP:
-                    later.append(admission)
-        for admission in later:
-            batch.remove(admission)
+                    later.append(join)
+            elif upto is not None and join.after is not None and offsets.key(join.after) > offsets.key(upto):
+                join.since = join.since or now
+                if now - join.since < CATCH_UP:
+                    later.append(join)
+        for join in later:
+            batch.remove(join)
         return later
 
-    async def _admit(self, batch: list[Admission]) -> None:
+    async def _join_all(self, batch: list[RoomJoin]) -> None:
         # Nothing is delivered while this runs: `upto` is exactly what the rooms have had.
         upto = self.position
-        replaying = [admission for admission in batch if admission.after is not None and upto is not None]
-        queries = [(room, admission.after, self.part_bytes // len(admission.rooms))
-                   for admission in replaying if admission.after is not None for room in admission.rooms]
+        replaying = [join for join in batch if join.after is not None and upto is not None]
+        queries = [(room, join.after, self.part_bytes // len(join.rooms))
+                   for join in replaying if join.after is not None for room in join.rooms]
         found: list[Page] = []
         if queries and upto is not None:
             try:
                 found = await self.log.history(queries, upto)
             except HISTORY_ERRORS as exc:
                 self.replays_failed += len(replaying)
-                log.warning("events: %d connections joined without their replay: the log is unavailable (%s)",
-                            len(replaying), exc.__class__.__name__)
+                logger.warning("events: %d connections joined without their replay: the log is unavailable (%s)",
+                               len(replaying), exc.__class__.__name__)
             except Exception:
                 self.replays_failed += len(replaying)
-                log.exception("events: %d connections joined without their replay", len(replaying))
+                logger.exception("events: %d connections joined without their replay", len(replaying))
         pages = iter(found)
-        for admission in batch:
-            mine = [next(pages) for _ in admission.rooms] if found and admission.after is not None else None
+        for join in batch:
+            mine = [next(pages) for _ in join.rooms] if found and join.after is not None else None
             try:
-                await self._serve_one(admission, mine)
+                await self._join_one(join, mine)
             except Exception:
-                # One connection's failure must not stop the admissions of everyone after it.
-                log.exception("events: admission of %s failed", admission.sid)
+                # One connection's failure must not stop the joins of everyone after it.
+                logger.exception("events: join of %s failed", join.sid)
 
-    async def _serve_one(self, admission: Admission, pages: list[Page] | None) -> None:
-        """Send `admission` its replay's next part; after the last, join it to its rooms and rejoin its assets."""
-        if not self.sio.connected(admission.sid):
+    async def _join_one(self, join: RoomJoin, pages: list[Page] | None) -> None:
+        """Send `join` its replay's next part; after the last, join it to its rooms and rejoin its assets."""
+        if not self.sio.connected(join.sid):
             return  # gone while we read, or while its replay was paced
-        writer = self.sio.writer_of(admission.sid)
+        writer = self.sio.writer_of(join.sid)
         if writer is not None and pages is not None:
             rest = self._replay(writer, pages)
             if rest is not None:
-                admission.after, admission.paced = rest, True
-                self._admissions.append(admission)
+                join.after, join.paced = rest, True
+                self._joins.append(join)
                 return
-        for room in admission.rooms:
-            await self.sio.enter_room(admission.sid, room)
-        if admission.rejoin is not None:
-            # After the joins: a tick that comes later is queued behind this snapshot.
-            for update in await admission.rejoin():
+        for room in join.rooms:
+            await self.sio.enter_room(join.sid, room)
+        if join.rejoin is not None:
+            # After the joins: a tick that comes later is sent after this snapshot.
+            for update in await join.rejoin():
                 if writer is not None:
-                    self._send(writer, [PRICE_UPDATE, update])
+                    send(self.sio, [writer], [PRICE_UPDATE, update])
 
     def _replay(self, writer: Writer, pages: list[Page]) -> Offset | None:
         """Send one part of a replay: the pages merged in log order, up to the first page's end that has
@@ -296,10 +278,6 @@ class LogReader:
         for entry in replay:
             args = self._args(entry)
             if args is not None:
-                self._send(writer, args)
+                send(self.sio, [writer], args)
         self.replayed += len(replay)
         return end
-
-    def _send(self, writer: Writer, args: list[Any]) -> None:
-        for part in self.sio.encode_packet(args):
-            writer.put_nowait(eio_packet.Packet(eio_packet.MESSAGE, part))

@@ -10,7 +10,8 @@ sends still go through it in order. It adds:
   (waiting on an empty queue) everything sent before has been handed to the
   transport, so a shared, ready-made frame can be written straight to it
   without breaking order. Frames written this way within one loop turn are
-  joined into one write (`flush`). Anything put on the queue flushes them
+  joined into one write at the end of the turn (`Writers.defer`, `flush`):
+  the one flush policy of every send. Anything put on the queue flushes them
   first, and once the queue drains and the writer waits again the connection
   is back on the direct path: the return is part of `get()`, not a guess.
 - **A byte bound.** Past `collapse_bytes` queued, a price tick replaces the
@@ -39,7 +40,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 # Direct writes stop while this much is already buffered in the transport: the
 # client is not keeping up, and the queue (with its bound) takes over.
@@ -244,10 +245,6 @@ class Writer:
     # The send path.
 
     @property
-    def has_pending(self) -> bool:
-        return bool(self._pending)
-
-    @property
     def drained(self) -> bool:
         """Whether everything put so far has left for the socket, which keeps up: a paced sender may put more."""
         if self.cut or self._live or self._pending:
@@ -260,7 +257,11 @@ class Writer:
         return True  # polling: the last GET took everything
 
     def write_direct(self, frame: bytes) -> bool:
-        """Hold `frame` for this turn's write if the connection can take it now; else False."""
+        """Hold `frame` for this loop turn's one write if the connection can take it now; else False.
+
+        The held frames leave together at the end of the turn (`Writers.defer`), or
+        earlier if something is queued behind them.
+        """
         transport = self._transport
         stream = self._stream
         if stream is not None:
@@ -278,8 +279,7 @@ class Writer:
             return False
         elif self._ready is None or not self._ready():
             return False
-        self._pending.append(frame)
-        self._pending_bytes += len(frame)
+        self._hold(frame)
         return True
 
     def _hold(self, frame: bytes) -> None:
@@ -382,7 +382,7 @@ class Writer:
     def _cut(self) -> None:
         self.cut = True
         self.writers.cut += 1
-        log.warning("cut a slow consumer%s: %d bytes queued (REALTIME_SLOW_CONSUMER_MAX_BYTES=%d)",
+        logger.warning("cut a slow consumer%s: %d bytes queued (REALTIME_SLOW_CONSUMER_MAX_BYTES=%d)",
                     f" (sid {self._sid})" if self._sid else "", self._bytes, self.writers.max_bytes)
         dropped = self._live
         self._entries = None
