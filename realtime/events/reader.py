@@ -42,8 +42,8 @@ import orjson
 
 from realtime.backplane.connections import REDIS_ERRORS, Backoff
 from realtime.engine.server import SocketServer
-from realtime.events import offsets
 from realtime.engine.writer import Writer
+from realtime.events import offsets
 from realtime.events.log import Entry, EventLog, Page
 from realtime.events.offsets import Offset
 from realtime.protocol import PRICE_UPDATE, PriceUpdate
