@@ -37,14 +37,23 @@ def test_the_101_answers_the_key_as_rfc_6455_says() -> None:
     assert expected in frames.switching_protocols("k")
 
 
+def read_all(reader: frames.Reader) -> list[frames.Message]:
+    messages = []
+    while (message := reader.next()) is not None:
+        messages.append(message)
+    return messages
+
+
 def test_frames_of_every_size_split_anywhere() -> None:
     payloads = [b"", b"40", b"x" * 125, b"y" * 126, b"z" * 70_000]
-    stream = b"".join(client_frame(p) for p in payloads)
+    stream = b"".join(client_frame(p, opcode=frames.BINARY) for p in payloads)
     for cut in (1, 2, 3, 9, 130, len(stream) - 1):
-        received, used = frames.parse(stream[:cut], 100_000)
-        rest, used_rest = frames.parse(stream[used:], 100_000)
-        assert [f.payload for f in received + rest] == payloads
-        assert used + used_rest == len(stream)
+        reader = frames.Reader(100_000)
+        reader.feed(stream[:cut])
+        received = read_all(reader)
+        reader.feed(stream[cut:])
+        assert [m.data for m in received + read_all(reader)] == payloads
+        assert reader.buffered == 0
 
 
 @pytest.mark.parametrize(("data", "code"), [
@@ -56,8 +65,10 @@ def test_frames_of_every_size_split_anywhere() -> None:
     (client_frame(b"x" * 2000), frames.TOO_BIG),
 ])
 def test_broken_frames_get_their_close_code(data: bytes, code: int) -> None:
+    reader = frames.Reader(1024)
+    reader.feed(data)
     with pytest.raises(frames.ProtocolError) as broken:
-        frames.parse(data, 1024)
+        reader.next()
     assert broken.value.code == code
 
 

@@ -25,7 +25,9 @@ stream is not paused by TCP flow control and nothing is queued becomes a
 frame held for this loop turn's one write (`Writers.defer`); otherwise it is
 queued, and `drain()` (on the transport's `resume_writing`) writes the queue
 out. The end-of-queue marker `None` ends the stream once what precedes it
-is written.
+is written. The connection's answers to control frames (PONG) come as
+ready-made frames (`put_frame`) and take the same path, so they count against
+the same bounds as everything else.
 """
 
 from __future__ import annotations
@@ -285,7 +287,7 @@ class Writer:
                     transport.write(b"".join(chunks))
                 stream.end()
                 return
-            frame = frame_of(packet)
+            frame = packet if isinstance(packet, bytes) else frame_of(packet)
             chunks.append(frame)
             size += len(frame)
             if size >= DIRECT_BUFFER_LIMIT:  # one write per buffer's worth; it may pause the stream
@@ -303,6 +305,21 @@ class Writer:
         self._pending_bytes = 0
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(data)
+
+    def put_frame(self, frame: bytes) -> None:
+        """Lean engine: a ready-made frame (a PONG), in order with the packets and within the same bounds."""
+        stream = self._stream
+        if self.cut or stream is None:
+            return
+        if not self._live and not stream.paused:
+            if self._pending_bytes + len(frame) > DIRECT_BUFFER_LIMIT:
+                self.flush()  # may pause the stream
+            if not stream.paused:
+                self._hold(frame)
+                return
+        self.flush()
+        self._append(_Entry(frame, len(frame)))
+        self.drain()
 
     def put_price(self, asset: str, packet: Any) -> None:
         """Queue a price tick; when behind, it replaces the queued tick of its asset."""
