@@ -75,7 +75,7 @@ class WebSocketSession(asyncio.Protocol):
         self._awaiting_pong = False
         self._paused = False
         self._yielding = False  # parsing waits for the next loop turn
-        self._reader = frames.Reader(engine.max_message)
+        self._reader: frames.Reader | None = frames.Reader(engine.max_message)  # None: input is dropped
         self._ending: asyncio.TimerHandle | None = None  # our close frame is sent: waiting for the client's
         self._receive: Any = None
         self._session: dict[str, Any] | None = None
@@ -174,7 +174,7 @@ class WebSocketSession(asyncio.Protocol):
         self.queue.attach_stream(self.sid, transport, self)
         self.queue.drain()  # anything sent while the Socket.IO layer accepted the session goes after the OPEN
         self.engine.heartbeat.start(self)
-        if tail:
+        if tail and self._reader is not None:
             self._reader.feed(tail)
         self.read()
 
@@ -194,7 +194,7 @@ class WebSocketSession(asyncio.Protocol):
         if self._ending is not None:
             self._ending.cancel()
         self.engine.heartbeat.stop(self)
-        self._reader = frames.Reader(0)  # what was read goes; nothing more is parsed
+        self._reader = None  # what was read goes
         if self.closed or self.closing:
             self.engine.eio.sockets.pop(self.sid, None)
             return
@@ -203,8 +203,9 @@ class WebSocketSession(asyncio.Protocol):
                                      reason=reason.TRANSPORT_CLOSE if exc is None else reason.TRANSPORT_ERROR))
 
     def data_received(self, data: bytes) -> None:
-        self._reader.feed(data)
-        self.read()
+        if self._reader is not None:
+            self._reader.feed(data)
+            self.read()
 
     # Reading.
 
@@ -219,11 +220,14 @@ class WebSocketSession(asyncio.Protocol):
         if transport is None:
             return
         budget = EVENTS_PER_TURN
-        while self.readable() and not transport.is_closing():
+        while self.readable() and not transport.is_closing() and self._reader is not None:
             try:
                 message = self._reader.next()
             except frames.ProtocolError as error:
-                self._fail(error.code)
+                if self._ending is None:
+                    self._fail(error.code)
+                else:
+                    self._reader = None  # waiting for the client's close frame: the rest is dropped unread
                 return
             if message is None:
                 break
@@ -258,7 +262,13 @@ class WebSocketSession(asyncio.Protocol):
         if opcode == frames.PING:
             self.queue.put_frame(frames.control_frame(frames.PONG, cast(bytes, data)))
         elif opcode == frames.CLOSE:
-            self._fail(frames.close_code(cast(bytes, data)) or frames.NORMAL)
+            # The client's close: answered with its code, and the socket closed (RFC 6455 §5.5.1).
+            transport = self.transport
+            assert transport is not None
+            if self.queue.put_last(frames.close_frame(frames.close_code(cast(bytes, data)) or frames.NORMAL)):
+                transport.close()
+            else:
+                transport.abort()
         elif opcode != frames.PONG:
             self._message(opcode, data)
 
@@ -281,20 +291,23 @@ class WebSocketSession(asyncio.Protocol):
         # PING, OPEN, UPGRADE, NOOP and empty messages are not a client's to send: dropped.
 
     def _fail(self, code: int) -> None:
-        """Close the websocket with `code`: at once if what was sent before is still queued (the client is not
-        reading, and would not read the close frame either)."""
+        """Fail the websocket (RFC 6455 §7.1.7): our close frame with `code` and a FIN, then what the client
+        still sends is dropped unread until its EOF or CLOSE_TIMEOUT. Aborted at once if the client is not
+        reading (what we sent is still queued).
+
+        Closing the socket at once would reset it while the client's data is unread, and the client would
+        likely lose the close frame that says why; after a protocol error its stream cannot be parsed on.
+        """
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        if self._paused or not self.queue.empty():
+        if not self.queue.put_last(frames.close_frame(code)):
             transport.abort()
             return
-        if self._ending is not None:  # our close frame is sent already
-            transport.close()
-            return
-        self.queue.put_frame(frames.close_frame(code))
-        self.queue.flush()
-        transport.close()
+        self._reader = None
+        if transport.can_write_eof():
+            transport.write_eof()
+        self._ending = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self._expire)
 
     # The heartbeat's `Beating`.
 

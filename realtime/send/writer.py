@@ -25,9 +25,10 @@ stream is not paused by TCP flow control and nothing is queued becomes a
 frame held for this loop turn's one write (`Writers.defer`); otherwise it is
 queued, and `drain()` (on the transport's `resume_writing`) writes the queue
 out. The end-of-queue marker `None` ends the stream once what precedes it
-is written. The connection's answers to control frames (PONG) come as
-ready-made frames (`put_frame`) and take the same path, so they count against
-the same bounds as everything else.
+is written. The connection's answers to control frames come as ready-made
+frames: a PONG (`put_frame`) takes the same path as packets and counts
+against the same bounds; a close frame (`put_last`, at most one, ≤ 125 bytes)
+is written only while nothing is queued, else the connection is aborted.
 """
 
 from __future__ import annotations
@@ -320,6 +321,20 @@ class Writer:
         self.flush()
         self._append(_Entry(frame, len(frame)))
         self.drain()
+
+    def put_last(self, frame: bytes) -> bool:
+        """Lean engine: write `frame` (a close frame) after this turn's frames, and nothing after it, ever.
+
+        False, and nothing written, while packets are queued or the stream is paused: the client is not
+        reading, and the caller aborts the connection instead.
+        """
+        stream, transport = self._stream, self._transport
+        if self.cut or stream is None or transport is None or self._live or stream.paused:
+            return False
+        self.flush()
+        transport.write(frame)
+        self.cut = True  # nothing more is written or kept
+        return True
 
     def put_price(self, asset: str, packet: Any) -> None:
         """Queue a price tick; when behind, it replaces the queued tick of its asset."""
