@@ -17,7 +17,13 @@ Autobahn calls it: the frame is checked when it is whole. Cases 6.4.1 and
 6.4.2 (the same across fragments) are met strictly: the fragment that breaks
 UTF-8 closes the connection before the message ends.
 
-Runs on the engine under test (`REALTIME_TEST_ENGINE`, lean by default).
+Runs on the lean engine, which ships by default and owns its frame layer.
+`REALTIME_ENGINE=stock` (aiohttp's websocket reader under python-engineio)
+fails 27 of these cases, among them: it takes unmasked client frames (RFC 6455
+§5.1), close codes 1006, 5000 and 65535, endless fragmented messages (no
+fragment or framing bound), answers every close with 1000, checks UTF-8 only
+when a message is whole, and python-engineio ends the session on an empty
+text message. So `REALTIME_TEST_ENGINE=stock` skips this module.
 """
 
 from __future__ import annotations
@@ -34,6 +40,9 @@ import pytest
 from realtime.engine.frames import MAX_FRAGMENTS
 from tests.support import Gateway, free_port, launch, token
 from tests.support.probe import BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT, Probe, close_payload, frame
+
+pytestmark = pytest.mark.skipif(os.environ.get("REALTIME_TEST_ENGINE", "lean") != "lean",
+                                reason="the lean engine's frame layer (see the module's docstring)")
 
 MAX_MESSAGE = 128 * 1024
 PROTOCOL_ERROR, INVALID_DATA, TOO_BIG = 1002, 1007, 1009

@@ -212,6 +212,8 @@ class Reader:
                 return None
             (length,) = struct.unpack_from("!Q", data, pos + 2)
             head = 10
+            if length >> 63:
+                raise ProtocolError(PROTOCOL_ERROR, "a 64-bit length with its top bit set")
         if opcode >= CLOSE and length > 125:
             raise ProtocolError(PROTOCOL_ERROR, "a control frame over 125 bytes")
         if length > self._max:
