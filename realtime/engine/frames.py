@@ -112,6 +112,11 @@ class Reader:
         self._size = 0  # its bytes on the wire so far, framing included
 
     @property
+    def idle(self) -> bool:
+        """Nothing is partly received: the reader may be dropped and a new one made for the next bytes."""
+        return self._buffer is None and self._opcode < 0
+
+    @property
     def buffered(self) -> int:
         """Bytes received and not yet parsed."""
         return 0 if self._buffer is None else len(self._buffer) - self._pos

@@ -57,8 +57,8 @@ class Hijacked(web.StreamResponse):
 class WebSocketSession(asyncio.Protocol):
     """One lean websocket connection: the socket's protocol and the Engine.IO socket of its sid."""
 
-    __slots__ = ("_awaiting_pong", "_ending", "_paused", "_reader", "_receive", "_session", "_yielding", "beat",
-                 "closed", "closing", "engine", "inbox", "queue", "sid", "transport")
+    __slots__ = ("_awaiting_pong", "_dropping", "_ending", "_paused", "_reader", "_receive", "_session", "_yielding",
+                 "beat", "closed", "closing", "engine", "inbox", "queue", "sid", "transport")
     # As python-engineio's sockets say of a websocket session.
     connected = True
     upgraded = True
@@ -75,7 +75,8 @@ class WebSocketSession(asyncio.Protocol):
         self._awaiting_pong = False
         self._paused = False
         self._yielding = False  # parsing waits for the next loop turn
-        self._reader: frames.Reader | None = frames.Reader(engine.max_message)  # None: input is dropped
+        self._reader: frames.Reader | None = None  # while something is partly received
+        self._dropping = False  # what the client sends is dropped unread
         self._ending: asyncio.TimerHandle | None = None  # our close frame is sent: waiting for the client's
         self._receive: Any = None
         self._session: dict[str, Any] | None = None
@@ -174,9 +175,10 @@ class WebSocketSession(asyncio.Protocol):
         self.queue.attach_stream(self.sid, transport, self)
         self.queue.drain()  # anything sent while the Socket.IO layer accepted the session goes after the OPEN
         self.engine.heartbeat.start(self)
-        if tail and self._reader is not None:
-            self._reader.feed(tail)
-        self.read()
+        if tail:
+            self.data_received(tail)
+        else:
+            self.read()
 
     def pause_writing(self) -> None:
         self._paused = True
@@ -195,6 +197,7 @@ class WebSocketSession(asyncio.Protocol):
             self._ending.cancel()
         self.engine.heartbeat.stop(self)
         self._reader = None  # what was read goes
+        self._dropping = True
         if self.closed or self.closing:
             self.engine.eio.sockets.pop(self.sid, None)
             return
@@ -203,9 +206,12 @@ class WebSocketSession(asyncio.Protocol):
                                      reason=reason.TRANSPORT_CLOSE if exc is None else reason.TRANSPORT_ERROR))
 
     def data_received(self, data: bytes) -> None:
-        if self._reader is not None:
-            self._reader.feed(data)
-            self.read()
+        if self._dropping:
+            return
+        if self._reader is None:
+            self._reader = frames.Reader(self.engine.max_message)
+        self._reader.feed(data)
+        self.read()
 
     # Reading.
 
@@ -224,12 +230,15 @@ class WebSocketSession(asyncio.Protocol):
             try:
                 message = self._reader.next()
             except frames.ProtocolError as error:
+                self._reader = None
                 if self._ending is None:
                     self._fail(error.code)
                 else:
-                    self._reader = None  # waiting for the client's close frame: the rest is dropped unread
+                    self._dropping = True  # waiting for the client's close frame: the rest is dropped unread
                 return
             if message is None:
+                if self._reader.idle:
+                    self._reader = None  # most connections, most of the time: ~100 bytes each
                 break
             self._handle(message)
             budget -= 1
@@ -305,6 +314,7 @@ class WebSocketSession(asyncio.Protocol):
             transport.abort()
             return
         self._reader = None
+        self._dropping = True
         if transport.can_write_eof():
             transport.write_eof()
         self._ending = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self._expire)
