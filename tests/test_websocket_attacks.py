@@ -140,10 +140,9 @@ async def under_attack(gateway: Gateway, run: Callable[[Attack], None], seconds:
     thread = threading.Thread(target=run, args=(attack,), daemon=True)
     async with aiohttp.ClientSession() as http:
         thread.start()
-        started = time.monotonic()
-        deadline = started + seconds
-        while (not attack.done.is_set() or time.monotonic() < started + PROBE_SECONDS) \
-                and time.monotonic() < deadline:
+        begun = time.monotonic()
+        while (not attack.done.is_set() or time.monotonic() < begun + PROBE_SECONDS) \
+                and time.monotonic() < begun + seconds:
             started = time.monotonic()
             async with http.get(gateway.url + "/health") as response:
                 assert response.status == 200
