@@ -1,6 +1,6 @@
 """RFC 6455 as the lean engine needs it: the opening handshake's answer and the client's messages.
 
-Server-to-client frames are built by `realtime.send.writer.websocket_frame`
+Server-to-client frames are built by `realtime.engine.writer.websocket_frame`
 (unmasked, no extensions). Here: the 101 answer, and `Reader`, which turns
 the client's bytes into messages and control frames (client frames are
 always masked; no extensions are ever negotiated, so a set RSV bit is a
