@@ -36,9 +36,10 @@ from dataclasses import dataclass, field
 import aiohttp
 import pytest
 
-from tests.support import Gateway, GatewayFactory
-from tests.support.probe import CONTINUATION, PING, TEXT, frame
+from tests.support import Gateway, GatewayFactory, token
+from tests.support.probe import CONTINUATION, PING, PONG, TEXT, Probe, frame
 from tests.support.processes import rss_bytes
+from tests.support.wire import tcp_send_buffer_max
 
 ENGINES = pytest.mark.parametrize("engine", ["lean", "stock"])
 HEALTH_BOUND = 0.3  # seconds; see the module's docstring
@@ -249,3 +250,23 @@ async def test_a_flood_of_tiny_messages_leaves_the_pod_answering(start_gateway: 
     print(report("tiny messages", attack, times, growth))
     assert max(times) < HEALTH_BOUND, times
     assert growth < RSS_BOUND
+
+
+@ENGINES
+async def test_a_client_that_stops_reading_then_reads_gets_every_pong_in_order(
+        start_gateway: GatewayFactory, engine: str) -> None:
+    # Reading stops while the answers cannot be written, and starts again as they drain: nothing is lost.
+    gateway = start_gateway(engine=engine)
+    probe = await Probe.open(gateway.url, {"token": token("reader")}, receive_buffer=4096)
+    try:
+        count = 2 * tcp_send_buffer_max() // 100  # pongs: twice what the server's socket may buffer
+        probe.write(b"".join(frame(PING, f"{i:08d}".encode().ljust(100, b".")) for i in range(count)))
+        await asyncio.sleep(1)  # the server fills what it can and stops
+        for i in range(count):
+            received = await probe.read()
+            assert received.opcode == PONG and received.payload[:8] == f"{i:08d}".encode(), (i, received)
+        ack_id, payload = probe.event("price:subscribe", "BTC_USDC_PERP")
+        probe.send(TEXT, payload)
+        assert (await probe.ack(ack_id))["ok"] is True
+    finally:
+        await probe.close()
