@@ -221,13 +221,26 @@ def test_any_stream_split_anywhere_reads_as_one_feed(stream: bytes, cuts: list[i
     assert outcome(chunks, max_message) == outcome([stream], max_message)
 
 
-def best_time(work: Callable[[], object], repeat: int = 5) -> float:
-    best = float("inf")
+def read_through(chunks: list[bytes]) -> int:
+    """Feed `chunks` to a reader and take every message (counted, not kept): how many there were."""
+    reader = frames.Reader(1 << 22)
+    count = 0
+    for chunk in chunks:
+        reader.feed(chunk)
+        while reader.next() is not None:
+            count += 1
+    return count
+
+
+def best_times(small: list[bytes], large: list[bytes], repeat: int = 9) -> tuple[float, float]:
+    """The best CPU time of each (not wall-clock: the machine is shared), measured in turns."""
+    best = [float("inf"), float("inf")]
     for _ in range(repeat):
-        started = time.perf_counter()
-        work()
-        best = min(best, time.perf_counter() - started)
-    return best
+        for i, chunks in enumerate((small, large)):
+            started = time.process_time()
+            read_through(chunks)
+            best[i] = min(best[i], time.process_time() - started)
+    return best[0], best[1]
 
 
 def tiny_frames(n: int) -> list[bytes]:
@@ -240,8 +253,8 @@ def misaligned(n: int) -> list[bytes]:
 
 
 def one_frame_in_small_reads(n: int) -> list[bytes]:
-    stream = client_frame(b"x" * (n * 8), opcode=frames.BINARY, mask=b"abcd")
-    return [stream[i:i + 64] for i in range(0, len(stream), 64)]
+    stream = client_frame(b"x" * (n * 128), opcode=frames.BINARY, mask=b"abcd")
+    return [stream[i:i + 256] for i in range(0, len(stream), 256)]
 
 
 def many_fragments(n: int) -> list[bytes]:
@@ -253,10 +266,10 @@ def many_fragments(n: int) -> list[bytes]:
 
 @pytest.mark.parametrize("stream", [tiny_frames, misaligned, one_frame_in_small_reads, many_fragments])
 def test_the_cost_is_linear_in_the_bytes(stream: Callable[[int], list[bytes]]) -> None:
-    # Eight times the bytes may cost eight times the time, and the margin here is three times that again;
-    # a cost quadratic in the bytes (re-summing fragments, re-copying the buffer) would take 64 times.
+    # Eight times the bytes may cost eight times the time, and the margin here is four times that again
+    # (a shared 2-core machine, caches); a cost quadratic in the bytes (re-summing fragments, re-copying
+    # the buffer) would take 64 times and more.
     small, large = stream(2000), stream(16000)
-    max_message = 1 << 22
-    assert outcome(small, max_message)[1] is None and outcome(large, max_message)[1] is None
-    ratio = best_time(lambda: outcome(large, max_message)) / best_time(lambda: outcome(small, max_message))
-    assert ratio < 8 * 3, ratio
+    assert outcome(small, 1 << 22)[1] is None and outcome(large, 1 << 22)[1] is None
+    fast, slow = best_times(small, large)
+    assert slow / fast < 8 * 4, slow / fast
