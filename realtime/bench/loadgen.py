@@ -7,6 +7,12 @@ CONNECT with `{"token": ...}`, `price:subscribe` with an ack, pong to every
 ping — but parses no more than it must: for a `price:update` it only finds
 `"seq":` (the ticker's publish time in µs) and records the latency. A
 python-socketio client would be the bottleneck long before the server.
+
+Like socket.io-client, a client keeps the `pid` of its CONNECT reply and the
+last argument of any other event when it is a string (its offset); in a
+recovering storm it sends them beside its token, and it is back once the
+server answers with the same pid and sends the latest price of its assets
+(a client that is not recovered subscribes again, as an app would).
 """
 
 from __future__ import annotations
@@ -62,16 +68,26 @@ class Tally:
 class Client(asyncio.Protocol):
     """One websocket connection through handshake, CONNECT and subscribe, then counting."""
 
-    def __init__(self, tally: Tally, upgrade: bytes, connect: bytes, subscribe: bytes) -> None:
+    def __init__(self, tally: Tally, upgrade: bytes, auth: dict[str, Any], subscribe: bytes,
+                 *, recover: tuple[str, str | None] | None = None) -> None:
         self.tally = tally
-        self.plan = (upgrade, connect, subscribe)  # to connect again as the same client (the storm)
+        self.plan = (upgrade, auth, subscribe)  # to connect again as the same client (the storm)
         self.upgrade = upgrade
-        self.connect = client_frame(connect)
+        # The CONNECT: the token, and in a recovering storm the pid and offset socket.io-client adds.
+        self.asked_pid = recover[0] if recover else None
+        if recover is not None:
+            pid, offset = recover
+            auth = {"pid": pid, **({"offset": offset} if offset is not None else {}), **auth}
+        self.connect = client_frame(b"40" + orjson.dumps(auth))
         self.subscribe = client_frame(subscribe)
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.transport: asyncio.Transport | None = None
         self.handshaking = True
         self.buffer = b""
+        self.pid: str | None = None  # of the last CONNECT reply
+        self.offset: str | None = None  # the last argument of the last private event, when a string
+        self.recovered = False
+        self.awaiting_price = False  # recovered: back once the latest price of its assets arrives
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
@@ -126,6 +142,10 @@ class Client(asyncio.Protocol):
             if end > size:
                 break
             if data.startswith(PRICE_UPDATE, start):
+                if self.awaiting_price:
+                    self.awaiting_price = False
+                    if not self.ready.done():
+                        self.ready.set_result(None)
                 match = SEQ.search(data, start, end)
                 if match is not None:
                     sent_us = int(match[1])
@@ -154,8 +174,19 @@ class Client(asyncio.Protocol):
             transport.write(PONG)
         elif packet.startswith(b"0{"):  # Engine.IO open: send the Socket.IO CONNECT with the token
             transport.write(self.connect)
-        elif packet.startswith(b"40"):  # CONNECT accepted: subscribe, ack id 0
-            transport.write(self.subscribe)
+        elif packet.startswith(b"40"):  # CONNECT accepted: subscribe (ack id 0) unless recovered
+            reply = orjson.loads(packet[2:]) if len(packet) > 2 else {}
+            self.pid = reply.get("pid") if isinstance(reply, dict) else None
+            if self.asked_pid is not None and self.pid == self.asked_pid:
+                self.recovered = True
+                self.awaiting_price = True  # its subscriptions come back with their latest prices
+            else:
+                transport.write(self.subscribe)
+        elif packet.startswith(b"42["):  # another event: its last argument may be an offset
+            with contextlib.suppress(orjson.JSONDecodeError):
+                args = orjson.loads(packet[2:])
+                if self.pid is not None and isinstance(args, list) and isinstance(args[-1], str):
+                    self.offset = args[-1]
         elif packet.startswith(b"430"):
             if b'"ok":true' in packet:
                 if not self.ready.done():
@@ -208,16 +239,16 @@ class Worker:
         for i in range(first, first + count):
             chosen = [assets[(i + j) % len(assets)] for j in range(per_client)]
             token = mint_token(secret, f"bench-{i}", ttl=24 * 3600)
-            plans.append((orjson.dumps({"token": token}), orjson.dumps(["price:subscribe", chosen]), chosen))
+            plans.append(({"token": token}, b"420" + orjson.dumps(["price:subscribe", chosen]), chosen))
         errors: Counter[str] = Counter()
         subscribers: Counter[str] = Counter()
         gate = asyncio.Semaphore(concurrency)
 
-        async def open_one(connect: bytes, subscribe: bytes, chosen: list[str]) -> None:
+        async def open_one(auth: dict[str, Any], subscribe: bytes, chosen: list[str]) -> None:
             async with gate:
                 try:
                     _, client = await asyncio.wait_for(loop.create_connection(
-                        lambda: Client(self.tally, upgrade, b"40" + connect, b"420" + subscribe), host, port),
+                        lambda: Client(self.tally, upgrade, auth, subscribe), host, port),
                         timeout)
                     await asyncio.wait_for(client.ready, timeout)
                 except (OSError, ConnectionError, TimeoutError) as exc:
@@ -232,13 +263,17 @@ class Worker:
         return {"connected": count - sum(errors.values()), "errors": dict(errors), "elapsed": elapsed,
                 "subscribers": dict(subscribers)}
 
-    async def storm(self, *, host: str, port: int, concurrency: int, timeout: float) -> dict[str, Any]:
+    async def storm(self, *, host: str, port: int, concurrency: int, timeout: float,
+                    recover: bool = False) -> dict[str, Any]:
         """Every client loses its transport at once and connects again (same token, same subscription).
 
-        Returns, for each client, the seconds from the loss until its subscribe ack, sorted.
+        With `recover`, each sends the pid and offset it had (connection state recovery). Returns, for
+        each client, the seconds from the loss until it was subscribed again (its subscribe ack, or
+        when recovered its restored subscription's latest price), sorted, and how many recovered.
         """
         loop = asyncio.get_running_loop()
-        plans = [client.plan for client in self.clients]
+        plans = [(*client.plan, (client.pid, client.offset) if recover and client.pid else None)
+                 for client in self.clients]
         started = time.monotonic()
         for client in self.clients:
             if client.transport is not None:
@@ -248,12 +283,16 @@ class Worker:
         times: list[float] = []
         gate = asyncio.Semaphore(concurrency)
 
-        async def again(upgrade: bytes, connect: bytes, subscribe: bytes) -> None:
+        recovered = 0
+
+        async def again(upgrade: bytes, auth: dict[str, Any], subscribe: bytes,
+                        resume: tuple[str, str | None] | None) -> None:
+            nonlocal recovered
             async with gate:
                 made: list[Client] = []
 
                 def make() -> Client:
-                    made.append(Client(self.tally, upgrade, connect, subscribe))
+                    made.append(Client(self.tally, upgrade, auth, subscribe, recover=resume))
                     return made[0]
 
                 try:
@@ -266,10 +305,11 @@ class Worker:
                             failed.transport.close()
                     return
                 times.append(time.monotonic() - started)
+                recovered += client.recovered
                 self.clients.append(client)
 
         await asyncio.gather(*(again(*plan) for plan in plans))
-        return {"times": sorted(times), "errors": dict(errors)}
+        return {"times": sorted(times), "errors": dict(errors), "recovered": recovered}
 
 
 async def serve(worker: Worker) -> None:
