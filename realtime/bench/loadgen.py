@@ -235,7 +235,7 @@ class Worker:
                    "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: cmVhbHRpbWUtYmVuY2gtMQ==\r\n"
                    "Sec-WebSocket-Version: 13\r\n\r\n").encode()
         # Tokens are minted before the clock starts: the connect rate is the server's.
-        plans: list[tuple[bytes, bytes, list[str]]] = []
+        plans: list[tuple[dict[str, Any], bytes, list[str]]] = []
         for i in range(first, first + count):
             chosen = [assets[(i + j) % len(assets)] for j in range(per_client)]
             token = mint_token(secret, f"bench-{i}", ttl=24 * 3600)
