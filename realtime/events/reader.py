@@ -189,20 +189,24 @@ class LogReader:
     async def _admit(self, batch: list[Admission]) -> None:
         # Nothing is delivered while this runs: `upto` is exactly what the rooms have had.
         upto = self.position
-        queries = [(room, admission.after) for admission in batch if admission.after is not None
+        # A connection that starts at `upto` (a fresh one, nothing logged since) has nothing to read.
+        behind = [admission for admission in batch if admission.after is not None and upto is not None
+                  and offsets.key(admission.after) < offsets.key(upto)]
+        queries = [(room, admission.after) for admission in behind if admission.after is not None
                    for room in admission.rooms]
         found: list[list[Entry]] = []
         if queries and upto is not None:
             try:
                 found = await self.log.history(queries, upto)
             except HISTORY_ERRORS as exc:
-                self.replays_failed += len(batch)
+                self.replays_failed += len(behind)
                 log.warning("events: %d connections joined without their replay: the log is unavailable (%s)",
-                            len(batch), exc.__class__.__name__)
+                            len(behind), exc.__class__.__name__)
         histories = iter(found)
+        replaying = {id(admission) for admission in behind} if found else set()
         for admission in batch:
             replay: list[Entry] = []
-            if found and admission.after is not None:
+            if id(admission) in replaying:
                 for _ in admission.rooms:
                     replay.extend(next(histories))
             try:
