@@ -47,6 +47,8 @@ READ_WAIT = 1.0
 # starts from (a client that got events through a pod that reads the log
 # ahead of this one); a made-up offset cannot hold a connection out longer.
 CATCH_UP = 5.0
+# Admissions joined per loop iteration.
+ADMIT_SLICE = 100
 
 
 @dataclass(slots=True)
@@ -204,7 +206,10 @@ class LogReader:
                             len(behind), exc.__class__.__name__)
         histories = iter(found)
         replaying = {id(admission) for admission in behind} if found else set()
-        for admission in batch:
+        for done, admission in enumerate(batch):
+            if done and done % ADMIT_SLICE == 0:
+                # Thousands of recoveries at once: let the loop breathe (nothing is delivered meanwhile).
+                await asyncio.sleep(0)
             replay: list[Entry] = []
             if id(admission) in replaying:
                 for _ in admission.rooms:
