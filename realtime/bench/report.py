@@ -168,19 +168,26 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
         rows.append(["connects/s (connect + CONNECT + subscribe ack)"]
                     + [_num(rates[t]) + ("" if t == "node" else _ratio(rates[t], rates.get("node") if node else None))
                        for t in targets])
+        costs = {t: _connect_cost(conns[t]["levels"]) if t in conns else None for t in targets}
+        rows.append(["server CPU per connect"]
+                    + [("-" if costs[t] is None else f"{costs[t]:.0f} µs")
+                       + ("" if t == "node" else _ratio(costs[t], costs.get("node") if node else None,
+                                                        lower_is_better=True))
+                       for t in targets])
         storms = {t: conns[t].get("storm") if t in conns else None for t in targets}
         first_storm = next((s for s in storms.values() if s), None)
         if first_storm:
             rows.append([f"reconnect storm of {_num(first_storm['clients'])}: s to 99 % / 100 % subscribed, "
                          "peak RSS"]
                         + [(f"{_ms(s['seconds_to_99_pct'])} / {_ms(s['seconds_to_100_pct'])} s, "
-                            f"{_ms(s['server_peak_rss_mb'])} MB") if s else "" for s in storms.values()])
+                            f"{_ms(s['server_peak_rss_mb'])} MB{_storm_cost(s)}") if s else ""
+                           for s in storms.values()])
         recovering = {t: conns[t].get("recovering_storm") if t in conns else None for t in targets}
         if any(r and "clients" in r for r in recovering.values()):
             rows.append([f"recovering storm of {_num(first_storm['clients']) if first_storm else '-'} (pid sent): "
                          "s to 99 % / 100 % back, recovered"]
                         + [(f"{_ms(r['seconds_to_99_pct'])} / {_ms(r['seconds_to_100_pct'])} s, "
-                            f"{_num(r['recovered'])} recovered") if r and "clients" in r
+                            f"{_num(r['recovered'])} recovered{_storm_cost(r)}") if r and "clients" in r
                            else ("-" if r else "") for r in recovering.values()])
     recovery = {t: r["recovery"] for t, r in results.items() if "recovery" in r and "fresh" in r["recovery"]}
     if recovery:
@@ -197,6 +204,20 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
     header = [f"{t} (starved: invalid)" if t == REFERENCE and judged and not judged["valid"] else t
               for t in targets]
     return _table(["one core for the server, same load", *header], rows)
+
+
+def _storm_cost(storm: dict[str, Any]) -> str:
+    us = storm.get("server_us_per_client")
+    return "" if us is None else f", {us:.0f} µs CPU per client"
+
+
+def _connect_cost(levels: list[dict[str, Any]]) -> float | None:
+    """Server CPU µs per connect over every level (older reports have no such figure)."""
+    spent = [(lv["connect"].get("server_us_per_connect"), lv["connect"]["connected"]) for lv in levels]
+    if not spent or any(us is None for us, _ in spent):
+        return None
+    count = sum(n for _, n in spent)
+    return sum(us * n for us, n in spent) / count if count else None
 
 
 def _connect_rate(levels: list[dict[str, Any]]) -> float | None:

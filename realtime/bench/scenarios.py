@@ -67,6 +67,9 @@ class Run:
                 "connects_per_s": round(outcome.connected / outcome.elapsed, 1) if outcome.elapsed else None,
                 "server_cpu_pct": _pct(server.cpu_pct if server else None),
                 "server_wait_pct": _pct(server.wait_pct if server else None),
+                # CPU per connect holds up on a busy machine, where the rate does not.
+                "server_us_per_connect": _per(server.cpu_pct if server else None, outcome.elapsed,
+                                              outcome.connected),
                 # Includes minting the tokens, which happens before the connect clock starts.
                 "worker_cpu_pct": [_pct(w.cpu_pct) for w in workers],
                 "worker_wait_pct": [_pct(w.wait_pct) for w in workers]}
@@ -144,6 +147,11 @@ class Run:
 
 def _pct(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
+
+
+def _per(cpu_pct: float | None, seconds: float, count: int) -> float | None:
+    """Microseconds of CPU per item, from a CPU share over `seconds`."""
+    return None if cpu_pct is None or not count else round(cpu_pct / 100 * seconds / count * 1e6, 1)
 
 
 def passed(step: dict[str, Any]) -> bool:
@@ -247,12 +255,14 @@ async def reconnect_storm(run: Run, *, recover: bool) -> dict[str, Any]:
     sampler = asyncio.create_task(sample_peak())
     if server is not None:
         server.start()
+    started = time.monotonic()
     try:
         outcome = await run.fleet.storm(host=run.endpoint.host, port=run.endpoint.port,
                                         concurrency=run.options.storm_concurrency, recover=recover)
     finally:
         sampler.cancel()
     usage = server.stop() if server is not None else None
+    usage_seconds = time.monotonic() - started
     times = outcome.times
     run.open = len(times)
 
@@ -264,6 +274,8 @@ async def reconnect_storm(run: Run, *, recover: bool) -> dict[str, Any]:
             "seconds_to_99_pct": until(0.99), "seconds_to_100_pct": until(1.0),
             "server_cpu_pct": _pct(usage.cpu_pct if usage else None),
             "server_wait_pct": _pct(usage.wait_pct if usage else None),
+            # Of the whole storm (the old connections' disconnects too) per client back.
+            "server_us_per_client": _per(usage.cpu_pct if usage else None, usage_seconds, len(times)),
             "server_rss_mb_before": round(before / 2**20, 1) if server is not None else None,
             "server_peak_rss_mb": round(peak / 2**20, 1) if server is not None else None}
 
