@@ -15,6 +15,7 @@ little parsing), so the test process can drive a thousand of them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 import urllib.request
@@ -154,7 +155,8 @@ async def test_a_storm_of_recovering_clients_gets_every_missed_event_once_while_
             await emit_all(emitter, traders, n)
         await storm
         everything = list(range(AWAY + RETURNING + 1))
-        await eventually(lambda: all(t.received == everything for t in traders), timeout=120)
+        with contextlib.suppress(AssertionError):  # what is missing or doubled is asserted below, by name
+            await eventually(lambda: all(t.received == everything for t in traders), timeout=60)
         seconds = time.monotonic() - started
         stop.set()
         await prober
