@@ -32,36 +32,15 @@ SESSION_CLOSED = "session:closed"
 AUTH_PID = "pid"
 AUTH_OFFSET = "offset"
 
-# Room names. Never accepted from clients: they are built from asset names and token claims.
-ASSET_ROOM = "asset:{}"
-USER_ROOM = "user:{}"
-ROLE_ROOM = "role:{}"
-
-
-def asset_room(asset: str) -> str:
-    return ASSET_ROOM.format(asset)
-
-
-def tier_room(asset: str, delay: int) -> str:
-    """The room of an asset's ticks as a connection on `delay` (s) sees them: `asset:<A>` or `asset:<A>@<delay>`."""
-    return ASSET_ROOM.format(asset) if not delay else f"{ASSET_ROOM.format(asset)}@{delay}"
-
-
-def room_asset(room: str) -> str | None:
-    """The asset of a tier room (`asset:<A>` or `asset:<A>@<delay>`); None for any other room."""
-    prefix = ASSET_ROOM.format("")
-    if not room.startswith(prefix):
-        return None
-    return room[len(prefix):].partition("@")[0] or None
-
-
-def user_room(sub: str) -> str:
-    return USER_ROOM.format(sub)
-
-
-def role_room(role: str) -> str:
-    return ROLE_ROOM.format(role)
-
+# Order books (SPEC §9): client -> server, server -> client, and the feed's resync request.
+BOOK_SUBSCRIBE = "book:subscribe"
+BOOK_SNAPSHOT = "book:snapshot"
+BOOK_UNSUBSCRIBE = "book:unsubscribe"
+BOOK_UPDATE = "book:update"
+BOOK_STATUS = "book:status"
+BOOK_RESYNC = "book:resync"
+# A feed message's `type`: untyped messages are quote ticks.
+FEED_BOOK = "book"
 
 class ErrorCode(StrEnum):
     # Connect refusals.
@@ -79,6 +58,18 @@ class ErrorCode(StrEnum):
     # HTTP API only.
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
     UNAVAILABLE = "UNAVAILABLE"
+
+
+class TickOutcome(StrEnum):
+    """What the feed's gate did with a tick: the `outcome` label of `realtime_feed_ticks_total`."""
+
+    OK = "ok"
+    MALFORMED = "malformed"
+    UNKNOWN = "unknown"
+    CROSSED = "crossed"
+    STALE = "stale"
+    HALTED = "halted"
+    BAND = "band"
 
 
 class GatewayError(Exception):
@@ -165,6 +156,46 @@ class FeedTick(TypedDict):
     ask: int
     ts: NotRequired[int]
     seq: NotRequired[int]
+
+
+class BookView(TypedDict):
+    """The `book:subscribe` / `book:snapshot` ack and the `book:snapshot` event of a recovery.
+
+    Levels are `[price, quantity]` decimal strings, best first; `status` says
+    whether updates flow (`live`) or the pod waits for the feed's snapshot.
+    """
+
+    ok: bool
+    asset: str
+    depth: int
+    seq: int
+    bids: list[list[str]]
+    asks: list[list[str]]
+    ts: int
+    status: str
+
+
+class BookUpdate(TypedDict):
+    """`book:update`: the levels of the top-`depth` view that changed since `prevSeq` (`"0"`: it left)."""
+
+    asset: str
+    depth: int
+    seq: int
+    prevSeq: int
+    bids: list[list[str]]
+    asks: list[list[str]]
+    ts: int
+
+
+class BookStatus(TypedDict):
+    """`book:status`: `live`, or `resyncing` while the pod waits for the feed's snapshot."""
+
+    asset: str
+    status: str
+
+
+class BookUnsubscribeAck(TypedDict):
+    ok: bool
 
 
 class AssetInfo(TypedDict):

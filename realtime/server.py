@@ -3,10 +3,10 @@ the signals and a bounded graceful shutdown.
 
 A price tick: `feed.sources` (Redis or simulator) -> `feed.ingest` ->
 `feed.prices` (validate, number, keep latest) -> `send.fanout` ->
-`send.writer` -> the socket. A private event: `http.api`, `events.emitter` or
+`engine.writer` -> the socket. A private event: `http.api`, `events.emitter` or
 `events.router` -> `events.log` (Redis Streams) -> every pod's `events.reader`
 -> the user's room, with its offset (`events.recovery` replays it to a
-recovering connection). Client events: `sessions.handlers`.
+recovering connection). Client events: `clients.handlers`.
 """
 
 from __future__ import annotations
@@ -21,32 +21,33 @@ from collections import Counter
 
 from aiohttp import web
 
-from realtime.cluster.demand import Demand, demand_store
-from realtime.cluster.presence import presence
+from realtime.backends import backends
+from realtime.books.gauges import BookGauges
+from realtime.books.service import Books
+from realtime.catalog import Catalog
+from realtime.clients.auth import TokenVerifier
+from realtime.clients.books import BookHandlers
+from realtime.clients.handlers import Gateway
+from realtime.clients.limits import AddressLimiter
+from realtime.cluster.demand import Demand
 from realtime.config import Settings
 from realtime.engine import heads, versions
+from realtime.engine.proxies import address_of
 from realtime.engine.server import SocketServer
+from realtime.engine.writer import Writers
 from realtime.events.service import Events
-from realtime.feed.catalog import Catalog
 from realtime.feed.gauges import FeedGauges
 from realtime.feed.ingest import Ingest
-from realtime.feed.numbering import numbering
 from realtime.feed.prices import PriceBook
-from realtime.feed.sources import price_source
 from realtime.http import health
 from realtime.http.api import PREFIX, Api
 from realtime.http.board import Board
 from realtime.http.middleware import handshake_limit, turn_away_while_draining
-from realtime.http.proxies import address_of
 from realtime.metrics import Metrics, State
-from realtime.protocol import room_asset, tier_room
+from realtime.rooms import room_asset, room_book, tier_room
 from realtime.send.fanout import fanout
-from realtime.send.writer import Writers
-from realtime.sessions.auth import TokenVerifier
-from realtime.sessions.handlers import Gateway
-from realtime.sessions.limits import AddressLimiter
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 LISTEN_BACKLOG = 4096  # the kernel caps it at net.core.somaxconn
 
@@ -55,29 +56,37 @@ class Server:
     def __init__(self, settings: Settings) -> None:
         versions.check()
         self.settings = settings
+        self.metrics = Metrics(settings.instance_id)
+        # Every swappable part, chosen by REALTIME_REDIS_URL (memory:// or Redis).
+        self.backends = backends(settings, forget=self._forget)
         # The Socket.IO layer and the send path.
         self.writers = Writers(settings.slow_consumer_bytes, settings.slow_consumer_max_bytes)
-        self.sio = SocketServer(settings, self.writers)
+        self.sio = SocketServer(settings, self.writers, self.backends.manager)
         # Prices: catalog, validation and latest ticks, the source, the fan-out.
         self.catalog = Catalog(settings.catalog)
         self.book = PriceBook(self.catalog, band=settings.price_band, stale_after=settings.stale_after,
                               delays=settings.delay_tiers)
-        self.metrics = Metrics(settings.instance_id)
         self.metrics.registry.register(FeedGauges(self.book))
-        self.source = price_source(settings, forget=self.book.forget)
-        self.numbering = numbering(settings)
-        self.ingest = Ingest(self.source, self.book, fanout(self.sio, settings.fanout), self.metrics,
-                             self.numbering)
+        self.source = self.backends.source
+        self.restarts = self.backends.restarts
+        send = fanout(self.sio, settings.fanout)
+        # Order books ride the same feed; a broken one asks the feed (or the simulator) for a snapshot.
+        self.books = Books(self.catalog, depths=settings.book_depths, interval_ms=settings.book_interval,
+                           fanout=send, room_size=self.sio.room_size, ask=self.backends.book_requests.ask)
+        self.metrics.registry.register(BookGauges(self.books))
+        self.ingest = Ingest(self.source, self.book, send, self.metrics, self.restarts, self.books)
         # Private events: the log, live delivery with offsets, sessions and recovery, the stream router.
-        self.events = Events(settings, self.sio, self.catalog, self.metrics.registry)
+        self.events = Events(settings, self.sio, self.catalog, log=self.backends.log,
+                             sessions=self.backends.sessions, router=self.backends.router)
         # Clients: authentication, per-user presence across pods, event handlers.
         self.verifier = TokenVerifier(settings)
-        self.presence = presence(settings)
+        self.presence = self.backends.presence
         self.gateway = Gateway(self.sio, settings, self.verifier, self.catalog, self.book, self.metrics,
                                self.presence, self.events.recovery)
+        BookHandlers(self.gateway, self.books)
         # Per-asset price channels follow the asset rooms of this pod.
         self._watch_assets()
-        self.demand = Demand(demand_store(settings), self.catalog, settings.instance_id,
+        self.demand = Demand(self.backends.demand, self.catalog, settings.instance_id,
                              local=self._local_subscribers, interval=settings.demand_interval)
         self.connect_limiter = AddressLimiter(settings.connect_rate, settings.connect_burst, settings.connect_addresses)
         self.metrics.watch(self._metric_state())
@@ -117,6 +126,8 @@ class Server:
         self._tasks.append(asyncio.create_task(self.ingest.run(), name="ingest"))
         self._tasks.append(asyncio.create_task(self.ingest.watch(), name="feed-timers"))
         self._tasks.append(asyncio.create_task(self.demand.run(), name="demand"))
+        self._tasks.append(asyncio.create_task(self.books.run(), name="books"))
+        self._tasks.append(asyncio.create_task(self.backends.book_requests.run(), name="book-requests"))
         await self.presence.start()
 
         self._runner = heads.AppRunner(self.app, self.heads, handle_signals=False, access_log=None,
@@ -134,7 +145,7 @@ class Server:
         gc.freeze()
         gc.set_threshold(50_000, *gc.get_threshold()[1:])
         mode = "embedded (in-memory manager, simulated feed)" if self.settings.embedded else "redis"
-        log.info("instance %s listening on http://%s:%d, %s mode%s", self.settings.instance_id,
+        logger.info("instance %s listening on http://%s:%d, %s mode%s", self.settings.instance_id,
                  self.settings.host, self.port, mode,
                  "; no JWT key configured: dev mode" if self.settings.dev_mode else "")
 
@@ -164,24 +175,36 @@ class Server:
         if self._runner is not None:
             await self._runner.cleanup()
         await self.demand.close()
-        await self.numbering.aclose()
+        await self.restarts.aclose()
+        await self.backends.book_requests.aclose()
         counts = ", ".join(f"{k.value}={v}" for k, v in sorted(self.ingest.counts.items()))
-        log.info("instance %s stopped in %.2fs; closed %d connections; feed ticks: %s", self.settings.instance_id,
+        logger.info("instance %s stopped in %.2fs; closed %d connections; feed ticks: %s", self.settings.instance_id,
                  time.monotonic() - started, connections, counts or "none")
 
+    def _forget(self, asset: str) -> None:
+        """The source let go of `asset`'s channel: its latest price and its book are no longer followed."""
+        self.book.forget(asset)
+        self.books.forget(asset)
+
     def _watch_assets(self) -> None:
-        """Tell the price source which assets this pod needs: any tier room of the asset has a member."""
+        """Tell the price source which assets this pod needs: any tier or book room of the asset has a member."""
         rooms: Counter[str] = Counter()
 
+        def asset_of(room: str) -> str | None:
+            book = room_book(room)
+            return book[0] if book is not None else room_asset(room)
+
         def occupied(room: str) -> None:
-            asset = room_asset(room)
+            asset = asset_of(room)
+            if asset is not None and room_book(room) is not None:
+                self.books.wanted(asset)
             if asset is not None:
                 rooms[asset] += 1
                 if rooms[asset] == 1:
                     self.source.watch(asset)
 
         def vacated(room: str) -> None:
-            asset = room_asset(room)
+            asset = asset_of(room)
             if asset is not None and rooms[asset] > 0:
                 rooms[asset] -= 1
                 if rooms[asset] == 0:
@@ -225,6 +248,7 @@ class Server:
                 *self.sio.admission_counters(),
                 *self.events.counters(),
             ),
+            labelled=tuple(self.events.labelled_counters()),
         )
 
     async def serve_forever(self) -> None:
@@ -235,5 +259,5 @@ class Server:
             loop.add_signal_handler(sig, stop.set)
         await self.start()
         await stop.wait()
-        log.info("signal received: draining %d connections", len(self.gateway.connections))
+        logger.info("signal received: draining %d connections", len(self.gateway.connections))
         await self.stop()

@@ -5,8 +5,9 @@ whose auth carries a `pid` (socket.io-client adds `{pid, offset}` beside the
 app's token, which is verified as for any connect) recovers when the session
 exists, is within the window and belongs to the token's `sub`: the same pid
 in the reply, every private event after the client's offset (or after the
-session's basis when it sent none), the asset subscriptions the new token
-still allows, then the latest price of each. Anything else gets a new
+session's basis when it sent none), the asset and book subscriptions the
+new token still allows, then the latest price of each (and a `book:snapshot`
+of each book, `sessions.books`). Anything else gets a new
 session with a new pid and nothing of the old one. The session is written
 before the CONNECT reply; with Redis down the connection is accepted
 without a pid.
@@ -17,23 +18,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from enum import StrEnum
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter
-
-from realtime.cluster.redis import REDIS_ERRORS
+from realtime.backplane.connections import REDIS_ERRORS
+from realtime.catalog import Catalog
 from realtime.engine.server import SocketServer
 from realtime.events import offsets
 from realtime.events.log import EventLog
-from realtime.events.reader import Admission, LogReader
+from realtime.events.reader import LogReader, RoomJoin
 from realtime.events.sessions import MAX_PID, Session, SessionStore, new_pid
-from realtime.feed.catalog import Catalog
+from realtime.principal import Principal
 from realtime.protocol import AUTH_OFFSET, AUTH_PID, PriceUpdate
-from realtime.sessions.auth import Principal
+from realtime.rooms import book_room, room_book
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 class Outcome(StrEnum):
@@ -52,10 +53,10 @@ def heartbeat_period(window: float) -> float:
 
 
 class Recovery:
-    """Sessions of this pod's connections, and the admissions that follow from them."""
+    """Sessions of this pod's connections, and the joins that follow from them."""
 
     def __init__(self, sio: SocketServer, log: EventLog, sessions: SessionStore, reader: LogReader,
-                 catalog: Catalog, *, window: float, max_subscriptions: int, registry: CollectorRegistry) -> None:
+                 catalog: Catalog, *, window: float, max_subscriptions: int) -> None:
         self.sio = sio
         self.log = log
         self.sessions = sessions
@@ -64,10 +65,8 @@ class Recovery:
         self.window = window
         self.max_subscriptions = max_subscriptions
         self.heartbeat = heartbeat_period(window)
-        self.outcomes = Counter("realtime_recoveries", "CONNECTs that asked to recover a session, by outcome",
-                                ["outcome"], registry=registry)
-        for outcome in Outcome:
-            self.outcomes.labels(outcome.value)
+        # CONNECTs that asked to recover a session, by outcome (`realtime_recoveries`).
+        self.outcomes: Counter[str] = Counter({outcome.value: 0 for outcome in Outcome})
         # sid -> (pid, session) of this pod's recoverable connections: the heartbeat writes a
         # session back whole when Redis lost it (a restart, a failover).
         self.here: dict[str, tuple[str, Session]] = {}
@@ -81,7 +80,7 @@ class Recovery:
 
     async def connect(self, sid: str, principal: Principal, auth: Any, rooms: list[str],
                       rejoin: Callable[[], Awaitable[list[PriceUpdate]]]) -> list[str]:
-        """Prepare `sid`'s CONNECT reply and admission; return the asset subscriptions it recovers.
+        """Prepare `sid`'s CONNECT reply and join; return the asset subscriptions it recovers.
 
         `rejoin` joins the rooms of the connection's subscriptions (by then, the recovered ones) and
         returns their latest prices; it runs after the replay.
@@ -89,8 +88,8 @@ class Recovery:
         asked = _asked_pid(auth)
         if self.window <= 0 or principal.sub is None:
             if asked is not None:
-                self.outcomes.labels(Outcome.DISABLED.value).inc()
-            self._prepare(sid, None, Admission(sid, rooms, None))
+                self.outcomes[Outcome.DISABLED.value] += 1
+            self._prepare(sid, None, RoomJoin(sid, rooms, None))
             return []
         pid: str | None = None
         after: offsets.Offset | None = None
@@ -120,27 +119,35 @@ class Recovery:
                 self._hold(sid, pid, fresh)
                 after = basis  # what is published before it joins its rooms reaches it too
         except REDIS_ERRORS as exc:
-            log.warning("recovery: Redis unavailable (%s); connection accepted without a session",
+            logger.warning("recovery: Redis unavailable (%s); connection accepted without a session",
                         exc.__class__.__name__)
             outcome = Outcome.UNAVAILABLE if asked is not None else None
             pid, after, restored = None, None, []
             self._let_go(sid)
         if outcome is not None:
-            self.outcomes.labels(outcome.value).inc()
-        self._prepare(sid, pid, Admission(sid, rooms, after, rejoin if restored else None))
+            self.outcomes[outcome.value] += 1
+        self._prepare(sid, pid, RoomJoin(sid, rooms, after, rejoin if restored else None))
         return restored
 
-    def _prepare(self, sid: str, pid: str | None, admission: Admission) -> None:
-        admit: Callable[[], None] = lambda: self.reader.admit(admission)  # noqa: E731
-        self.sio.prepare_connect_reply(sid, pid, admit)
+    def _prepare(self, sid: str, pid: str | None, join: RoomJoin) -> None:
+        start: Callable[[], None] = lambda: self.reader.join(join)  # noqa: E731
+        self.sio.prepare_connect_reply(sid, pid, start)
 
     def _allowed(self, names: Iterable[str], principal: Principal) -> list[str]:
+        """The subscriptions (asset names, and book rooms `book:<A>:<depth>`) the new token allows."""
         allowed: list[str] = []
+        books: list[str] = []
         for name in names:
-            asset = self.catalog.get(name)
-            if asset is not None and principal.may_see(asset.name) and asset.name not in allowed:
-                allowed.append(asset.name)
-        return allowed[: self.max_subscriptions]
+            book = room_book(name)
+            asset = self.catalog.get(book[0] if book is not None else name)
+            if asset is None or not principal.may_see(asset.name):
+                continue
+            if book is None:
+                if asset.name not in allowed:
+                    allowed.append(asset.name)
+            elif not principal.delay and book_room(asset.name, book[1]) not in books:
+                books.append(book_room(asset.name, book[1]))  # books are real-time only
+        return allowed[: self.max_subscriptions] + books[: self.max_subscriptions]
 
     def follow(self, sid: str, subscriptions: Iterable[str]) -> None:
         """The connection's subscriptions changed: record them with its session (soon, in one batch)."""
@@ -194,7 +201,7 @@ class Recovery:
                     await self.sessions.refresh(dict(self.here.values()))
                     await self.log.announce_keep()
             except REDIS_ERRORS as exc:
-                log.warning("recovery: could not write sessions (%s); retrying", exc.__class__.__name__)
+                logger.warning("recovery: could not write sessions (%s); retrying", exc.__class__.__name__)
                 await asyncio.sleep(min(self.heartbeat, 1.0))
 
     async def flush(self) -> None:

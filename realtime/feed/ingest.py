@@ -9,6 +9,10 @@ An accepted tick goes to the real-time room at once and into every delayed
 tier's history (`tiers`), whose timer sends it when it comes of age. Status
 changes (`status`) go to the asset's rooms of every tier before the tick that
 caused them.
+
+Book messages (`{"type": "book", ...}`) share the channel and go to the
+books (`realtime.books`); a quote tick never holds the string `"book"`, so
+it pays one substring test.
 """
 
 from __future__ import annotations
@@ -17,50 +21,62 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from typing import Protocol
 
-from realtime.feed.numbering import LocalNumbering, Numbering
-from realtime.feed.prices import PriceBook, TickOutcome, TickRejected
+from realtime.feed.prices import PriceBook, TickRejected
+from realtime.feed.restarts import LocalRestarts, Restarts
 from realtime.feed.sources import PriceSource
 from realtime.metrics import Metrics
-from realtime.protocol import PRICE_STATUS, PriceStatus, PriceUpdate, tier_room
+from realtime.protocol import PRICE_STATUS, PriceStatus, PriceUpdate, TickOutcome
+from realtime.rooms import tier_room
 from realtime.send.fanout import Fanout
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
+
+# What every book message holds and no quote tick does (asset names are upper case).
+BOOK_MARK = b'"book"'
+
+
+class BookFeed(Protocol):
+    async def accept(self, raw: bytes | str) -> bool:
+        """Take a book message (True), or leave it to the quote path (False)."""
+        ...
+
 
 DROPPED = {outcome: f"feed: dropped {outcome.value} tick: %s" for outcome in TickOutcome}
 
 
 class Ingest:
     def __init__(self, source: PriceSource, book: PriceBook, fanout: Fanout, metrics: Metrics,
-                 numbering: Numbering | None = None) -> None:
+                 restarts: Restarts | None = None, books: BookFeed | None = None) -> None:
         self.source = source
         self.book = book
         self.fanout = fanout
         self.metrics = metrics
         self.counts: Counter[TickOutcome] = Counter()
         self.delays = [0, *book.tiers.tiers]  # the real-time room and every delayed tier's
-        self._band_dropped = 0
-        self.numbering = numbering or LocalNumbering()
+        self.restarts = restarts or LocalRestarts()
+        self.books = books
 
     async def run(self) -> None:
-        await self.numbering.load(self.book)
+        await self.restarts.load(self.book)
+        books = self.books
         async for raw in self.source.messages():
+            if books is not None and (BOOK_MARK in raw if isinstance(raw, bytes) else BOOK_MARK.decode() in raw):
+                if await books.accept(raw):
+                    continue
             try:
-                updates = self.book.accept_all(raw)
+                verdict = self.book.accept_all(raw)
             except TickRejected as rejected:
                 self._drop(rejected)
                 continue
-            finally:
-                if self.book.band_dropped != self._band_dropped:
-                    self.counts[TickOutcome.BAND] += self.book.band_dropped - self._band_dropped
-                    self._band_dropped = self.book.band_dropped
-            if self.book.restarted:
-                for asset, offset in self.book.restarted:
-                    self.numbering.save(asset, offset)
-                self.book.restarted.clear()
+            if verdict.band_dropped:
+                self.counts[TickOutcome.BAND] += verdict.band_dropped
+            if verdict.restart is not None:
+                self.restarts.save(*verdict.restart)
             if self.book.statuses.changes:
                 await self.send_statuses(self.book.statuses.drain())
-            for update in updates:
+            for update in verdict.updates:
                 self.counts[TickOutcome.OK] += 1
                 self.book.tiers.add(update)
                 await self.send(update)
@@ -80,20 +96,20 @@ class Ingest:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("fan-out of %s failed", update["asset"])
+            logger.exception("fan-out of %s failed", update["asset"])
             return 0
 
     async def send_statuses(self, changes: list[PriceStatus]) -> None:
         """`price:status` to the asset's room in every tier."""
         for change in changes:
-            log.info("feed: %s is %s", change["asset"], change["status"])
+            logger.info("feed: %s is %s", change["asset"], change["status"])
             for delay in self.delays:
                 try:
                     await self.fanout.send_event(tier_room(change["asset"], delay), PRICE_STATUS, change)
                 except asyncio.CancelledError:
                     raise
                 except Exception:
-                    log.exception("price:status of %s failed", change["asset"])
+                    logger.exception("price:status of %s failed", change["asset"])
 
     async def watch(self) -> None:
         """The background work besides the feed: staleness sweeps and the delayed tiers' timer."""
@@ -104,4 +120,4 @@ class Ingest:
     def _drop(self, rejected: TickRejected) -> None:
         self.counts[rejected.outcome] += 1
         # One message template per outcome, so each outcome has its own line in the repeat filter.
-        log.warning(DROPPED[rejected.outcome], rejected.reason)
+        logger.warning(DROPPED[rejected.outcome], rejected.reason)

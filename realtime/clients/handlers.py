@@ -18,15 +18,19 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from realtime.catalog import Catalog
+from realtime.clients.auth import TokenVerifier, extract_token
+from realtime.clients.expiry import Deadlines
+from realtime.clients.limits import EventLimiter, Verdict
 from realtime.cluster.presence import Presence, Slot
 from realtime.config import Settings
 from realtime.engine import inbound
 from realtime.engine.server import SocketServer
 from realtime.events.recovery import Recovery
-from realtime.feed.catalog import Catalog
 from realtime.feed.prices import PriceBook
 from realtime.logs import log_context
 from realtime.metrics import Metrics
+from realtime.principal import ANONYMOUS, Principal
 from realtime.protocol import (
     AUTH_EXPIRING,
     AUTH_REFRESH,
@@ -47,15 +51,10 @@ from realtime.protocol import (
     asset_names,
     error_body,
     refusal,
-    role_room,
-    tier_room,
-    user_room,
 )
-from realtime.sessions.auth import ANONYMOUS, Principal, TokenVerifier, extract_token
-from realtime.sessions.expiry import Deadlines
-from realtime.sessions.limits import EventLimiter, Verdict
+from realtime.rooms import role_room, room_book, tier_room, user_room
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 # A request may name at most this many assets (beyond any catalog we expect).
 MAX_ASSETS_PER_REQUEST = 1000
@@ -71,10 +70,14 @@ class Connection:
     principal: Principal
     limiter: EventLimiter
     subscriptions: set[str] = field(default_factory=set)
+    books: set[str] = field(default_factory=set)  # book rooms `book:<A>:<depth>` (sessions.books)
     ending: bool = False
 
 
 Handler = Callable[..., Awaitable[Any]]
+# What a module with events of its own (sessions.books) does on recovery and on a refreshed token.
+Rejoin = Callable[[Connection], Awaitable[None]]
+Entitle = Callable[[Connection, Principal], Awaitable[None]]
 
 
 class Gateway:
@@ -105,6 +108,8 @@ class Gateway:
         self.deadlines = Deadlines(notice=settings.auth_expiry_notice, leeway=settings.jwt_leeway,
                                    on_notice=self._warn_expiring, on_expiry=self._expire)
         self._ending: set[asyncio.Task[None]] = set()
+        self._rejoins: list[Rejoin] = []
+        self._entitles: list[Entitle] = []
 
         sio.on("connect", self.on_connect)
         sio.on("disconnect", self.on_disconnect)
@@ -115,6 +120,19 @@ class Gateway:
         self._answer_unknown = self._acked("*", self.unknown_event)
         sio.on("*", self.on_unknown_event)
         sio.guard_inbound()
+
+    def handle(self, event: str, handler: Handler) -> None:
+        """Answer `event` with `handler(conn, *args)`, acked and rate-limited like every event."""
+        self.sio.on(event, self._acked(event, handler))
+
+    def extend(self, *, rejoin: Rejoin, entitle: Entitle) -> None:
+        """Also run `rejoin` when a connection recovers and `entitle` when its token is refreshed."""
+        self._rejoins.append(rejoin)
+        self._entitles.append(entitle)
+
+    def follow(self, conn: Connection) -> None:
+        """Record the connection's subscriptions (assets and books) with its recoverable session."""
+        self.recovery.follow(conn.sid, [*conn.subscriptions, *conn.books])
 
     def close(self) -> None:
         """Cancel every token timer and every ending still flushing (server shutdown)."""
@@ -144,8 +162,8 @@ class Gateway:
             # Private rooms are joined through the event log's reader, after the CONNECT reply and any replay.
             rooms = [] if principal.sub is None else [user_room(principal.sub), *map(role_room, principal.roles)]
             conn = self.connections[sid]
-            conn.subscriptions.update(await self.recovery.connect(sid, principal, auth, rooms,
-                                                                  lambda: self._rejoin(conn)))
+            for name in await self.recovery.connect(sid, principal, auth, rooms, lambda: self._rejoin(conn)):
+                (conn.books if room_book(name) else conn.subscriptions).add(name)
             if principal.sub is not None:
                 for slot in await self.presence.admit(principal.sub, sid):
                     await self._close_replaced(slot)
@@ -153,19 +171,19 @@ class Gateway:
             self._forget(sid)
             self.metrics.refused(error.code.value)
             with log_context(sid=sid):
-                log.debug("refused: %s", error.code.value)
+                logger.debug("refused: %s", error.code.value)
             raise refusal(error) from None
         except Exception:
             # python-socketio gives the client no reply for any other exception
             # and leaves the sid half-connected forever: always refuse with a code.
             with log_context(sid=sid):
-                log.exception("connect handler failed")
+                logger.exception("connect handler failed")
             self._forget(sid)
             self.metrics.refused(ErrorCode.INTERNAL.value)
             raise refusal(GatewayError(ErrorCode.INTERNAL, "internal error")) from None
         self.metrics.connected()
         with log_context(sid=sid, user=principal.sub):
-            log.debug("connected")
+            logger.debug("connected")
 
     def _authenticate(self, environ: dict[str, Any], auth: Any) -> Principal:
         token = extract_token(environ, auth)
@@ -180,7 +198,7 @@ class Gateway:
         if connection is not None:
             self.metrics.disconnected(reason)
             with log_context(sid=sid, user=connection.principal.sub):
-                log.debug("disconnected: %s", reason)
+                logger.debug("disconnected: %s", reason)
             if connection.principal.sub is not None:
                 await self.presence.leave(connection.principal.sub, sid)
 
@@ -206,7 +224,7 @@ class Gateway:
         await self.sio.emit(SESSION_CLOSED, error_body(error.code, error.message), to=sid, ignore_queue=True)
         await self.sio.end_session(sid, END_FLUSH_TIMEOUT)
         with log_context(sid=sid):
-            log.info("ended: %s", error.code.value)
+            logger.info("ended: %s", error.code.value)
 
     async def _warn_expiring(self, sid: str, exp: int) -> None:
         if sid in self.connections:
@@ -246,7 +264,7 @@ class Gateway:
                 try:
                     if connection is None:
                         raise GatewayError(ErrorCode.INTERNAL, "connection is not registered")
-                    self._admit(connection)
+                    self._spend(connection)
                     ack = await handler(connection, *args)
                     self.metrics.client_event(event, "ok")
                     return ack
@@ -254,14 +272,14 @@ class Gateway:
                     self.metrics.client_event(event, error.code.value)
                     return ack_error(error)
                 except Exception:
-                    log.exception("handler %s failed", handler.__name__)
+                    logger.exception("handler %s failed", handler.__name__)
                     self.metrics.client_event(event, ErrorCode.INTERNAL.value)
                     return ack_error(GatewayError(ErrorCode.INTERNAL, "internal error"))
 
         answer.__name__ = handler.__name__
         return answer
 
-    def _admit(self, conn: Connection) -> None:
+    def _spend(self, conn: Connection) -> None:
         """Spend one event from the connection's budget, or raise RATE_LIMITED (and end it on abuse)."""
         verdict = conn.limiter.check()
         if verdict is Verdict.ALLOW:
@@ -294,7 +312,7 @@ class Gateway:
         # joined rooms is then never newer than the ack's baseline.
         delay = conn.principal.delay
         prices: list[PriceUpdate] = [p for p in (self.book.latest(a, delay) for a in subscribed) if p is not None]
-        self.recovery.follow(conn.sid, conn.subscriptions)
+        self.follow(conn)
         return {"ok": True, "subscribed": subscribed, "rejected": rejected, "prices": prices,
                 "statuses": [self.book.status(a) for a in subscribed], "instance": self.instance_id}
 
@@ -304,6 +322,8 @@ class Gateway:
         delay = conn.principal.delay
         for name in sorted(conn.subscriptions):
             await self.sio.enter_room(conn.sid, tier_room(name, delay))
+        for rejoin in self._rejoins:
+            await rejoin(conn)
         return [p for p in (self.book.latest(name, delay) for name in sorted(conn.subscriptions)) if p is not None]
 
     async def unsubscribe(self, conn: Connection, payload: Any = None, *_: Any) -> UnsubscribeAck:
@@ -317,7 +337,7 @@ class Gateway:
                 conn.subscriptions.discard(asset.name)
                 await self.sio.leave_room(conn.sid, tier_room(asset.name, conn.principal.delay))
             unsubscribed.append(asset.name)
-        self.recovery.follow(conn.sid, conn.subscriptions)
+        self.follow(conn)
         return {"ok": True, "unsubscribed": unsubscribed}
 
     async def refresh(self, conn: Connection, payload: Any = None, *_: Any) -> RefreshAck:
@@ -342,7 +362,9 @@ class Gateway:
         for asset in [a for a in conn.subscriptions if not principal.may_see(a)]:
             conn.subscriptions.discard(asset)
             await self.sio.leave_room(conn.sid, tier_room(asset, conn.principal.delay))
-        self.recovery.follow(conn.sid, conn.subscriptions)
+        for entitle in self._entitles:
+            await entitle(conn, principal)
+        self.follow(conn)
         conn.principal = principal
 
     async def invalid_event(self, conn: Connection, *_: Any) -> ErrorAck:
