@@ -54,6 +54,8 @@ class Engine(Protocol):
 
     def dispatch(self, session: WebSocketSession, data: str | bytes) -> None: ...
 
+    def lost(self, session: WebSocketSession, reason: Any) -> None: ...
+
 
 class WebSocketSession(asyncio.Protocol):
     """One lean websocket connection: the socket's protocol and the Engine.IO socket of its sid."""
