@@ -71,7 +71,8 @@ def _token(args: argparse.Namespace) -> int:
     assets = None if args.assets is None else [a.strip() for a in args.assets.split(",") if a.strip()]
     algorithm = settings.jwt_algorithms[0] if settings.jwt_algorithms else "HS256"
     print(mint_token(settings.jwt_secret, args.sub, roles=roles, assets=assets, ttl=args.ttl, algorithm=algorithm,
-                     issuer=settings.jwt_issuer, audience=settings.jwt_audience, delay=args.delay))
+                     issuer=settings.jwt_issuer, audience=settings.jwt_audience, delay=args.delay,
+                     max_rate=args.max_rate))
     return 0
 
 
@@ -180,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", type=int, default=3600, help="seconds until exp (default: 3600)")
     token.add_argument("--delay", type=int, default=None,
                        help="delayed-data tier in seconds, one of REALTIME_DELAY_TIERS (default: real-time)")
+    token.add_argument("--max-rate", type=float, default=None,
+                       help="claim maxRate: at most this many price updates per second per asset (default: none)")
     _add_settings_flags(token, ["jwt_secret", "jwt_algorithms", "jwt_issuer", "jwt_audience"])
     token.set_defaults(run=_token)
     _add_bench(commands)

@@ -253,6 +253,16 @@ class Settings(BaseSettings):
                     "REALTIME_MANAGER_CHANNEL, REALTIME_PRICE_CHANNEL and REALTIME_DEMAND_KEY)",
     )
 
+    # How fast a client is fed (SPEC §11, docs/rates.md).
+    max_rate: float | None = Field(
+        None, ge=0.1, le=1000, description="price updates per second per asset any connection gets at most "
+                                           "(unset: no cap; a token's maxRate claim and the request may lower it)",
+    )
+    overload_lag: float = Field(
+        100.0, ge=0, le=60_000, description="event-loop lag (ms) past which the pod lowers every connection's "
+                                            "price rate evenly until the lag recovers (0 = off)",
+    )
+
     # Lifecycle and logs.
     shutdown_grace: float = Field(10.0, ge=0, le=600, description="seconds SIGTERM waits for clients to leave")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")

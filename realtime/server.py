@@ -43,6 +43,8 @@ from realtime.http.middleware import handshake_limit, turn_away_while_draining
 from realtime.metrics import Metrics, State
 from realtime.rooms import room_asset, tier_room
 from realtime.send.fanout import fanout
+from realtime.send.overload import Overload, RateGauges
+from realtime.send.rates import RateTiers
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +68,9 @@ class Server:
         self.metrics.registry.register(FeedGauges(self.book))
         self.source = self.backends.source
         self.restarts = self.backends.restarts
-        self.ingest = Ingest(self.source, self.book, fanout(self.sio, settings.fanout), self.metrics,
+        # How fast each connection is fed: rate tiers, and the overload cap on all of them.
+        self.rates = RateTiers(self.sio)
+        self.ingest = Ingest(self.source, self.book, fanout(self.sio, settings.fanout), self.metrics, self.rates,
                              self.restarts)
         # Private events: the log, live delivery with offsets, sessions and recovery, the stream router.
         self.events = Events(settings, self.sio, self.catalog, log=self.backends.log,
@@ -75,7 +79,9 @@ class Server:
         self.verifier = TokenVerifier(settings)
         self.presence = self.backends.presence
         self.gateway = Gateway(self.sio, settings, self.verifier, self.catalog, self.book, self.metrics,
-                               self.presence, self.events.recovery)
+                               self.presence, self.events.recovery, self.rates)
+        self.overload = Overload(self.rates, settings.overload_lag, on_change=self.gateway.rates.overload)
+        self.metrics.registry.register(RateGauges(self.rates, self.overload))
         # Per-asset price channels follow the asset rooms of this pod.
         self._watch_assets()
         self.demand = Demand(self.backends.demand, self.catalog, settings.instance_id,
@@ -114,6 +120,7 @@ class Server:
         self._tasks.append(asyncio.create_task(self.ingest.run(), name="ingest"))
         self._tasks.append(asyncio.create_task(self.ingest.watch(), name="feed-timers"))
         self._tasks.append(asyncio.create_task(self.demand.run(), name="demand"))
+        self._tasks.append(asyncio.create_task(self.overload.run(), name="overload"))
         await self.presence.start()
 
         self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None,
@@ -187,8 +194,9 @@ class Server:
         self.sio.watch_rooms(occupied, vacated)
 
     def _local_subscribers(self) -> dict[str, int]:
-        """Subscribers per asset on this pod, real-time and delayed tiers together."""
-        rooms = {name: [tier_room(name, delay) for delay in {0, *self.settings.delay_tiers}]
+        """Subscribers per asset on this pod, real-time and delayed tiers and their rates together."""
+        rooms = {name: [room for delay in {0, *self.settings.delay_tiers}
+                        for room in (tier_room(name, delay), *self.rates.rooms(tier_room(name, delay)))]
                  for name in self.catalog.names}
         sizes = self.sio.room_sizes(room for names in rooms.values() for room in names)
         return {name: sum(sizes[room] for room in names) for name, names in rooms.items()}

@@ -28,7 +28,7 @@ from realtime.engine.server import SocketServer
 from realtime.events import offsets
 from realtime.events.log import EventLog
 from realtime.events.reader import LogReader, RoomJoin
-from realtime.events.sessions import MAX_PID, Session, SessionStore, new_pid
+from realtime.events.sessions import MAX_PID, Session, SessionStore, new_pid, parse_subscription, subscription
 from realtime.principal import Principal
 from realtime.protocol import AUTH_OFFSET, AUTH_PID, PriceUpdate
 
@@ -128,13 +128,15 @@ class Recovery:
         start: Callable[[], None] = lambda: self.reader.join(join)  # noqa: E731
         self.sio.prepare_connect_reply(sid, pid, start)
 
-    def _allowed(self, names: Iterable[str], principal: Principal) -> list[str]:
-        allowed: list[str] = []
-        for name in names:
+    def _allowed(self, recorded: Iterable[str], principal: Principal) -> list[str]:
+        """The recorded subscriptions (each with its rate, `sessions.subscription`) the new token may see."""
+        allowed: dict[str, str] = {}
+        for entry in recorded:
+            name, rate = parse_subscription(entry)
             asset = self.catalog.get(name)
             if asset is not None and principal.may_see(asset.name) and asset.name not in allowed:
-                allowed.append(asset.name)
-        return allowed[: self.max_subscriptions]
+                allowed[asset.name] = subscription(asset.name, rate)
+        return list(allowed.values())[: self.max_subscriptions]
 
     def follow(self, sid: str, subscriptions: Iterable[str]) -> None:
         """The connection's subscriptions changed: record them with its session (soon, in one batch)."""
