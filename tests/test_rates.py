@@ -290,7 +290,7 @@ def test_a_session_records_each_subscription_with_its_rate() -> None:
 
 async def test_a_pod_past_its_ceiling_stays_responsive_degrades_evenly_and_delivers_every_private_event(
         start_gateway: GatewayFactory, redis_server: RedisServer) -> None:
-    gateway = redis_gateway(start_gateway, redis_server, overload_lag=30)
+    gateway = redis_gateway(start_gateway, redis_server, overload_lag=30, connect_rate=0)
     assets = [BTC, ETH, "SOL_USDC_PERP"]
     users = 200
     specs = [(token(f"u{n}"), assets) for n in range(users)]

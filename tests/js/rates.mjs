@@ -3,8 +3,8 @@
 //   node tests/js/rates.mjs '{"url": "...", "clients": [{"token": "<jwt>", "subscribe": {...}}, ...],
 //                             "count": false}'
 // With "count": true, price updates are only counted per client and asset (many clients, many ticks):
-// {"report": true} on stdin prints {"type": "report", "counts": [{asset: n}], "late": [...]} and each
-// client's price:update arrivals are not printed one by one.
+// {"report": true} on stdin prints {"type": "report", "counts": [{asset: n}], "p99Age", "maxAge"} (ms from
+// a tick's ts to its arrival, every client) since the last report; price updates are not printed one by one.
 // stdin: {"id": 0, "emit": ["price:rate", {"maxRate": 10}]} -> {"type": "ack", "id", "event", "ack"}.
 import { io } from "socket.io-client";
 import { createInterface } from "node:readline";
@@ -46,7 +46,9 @@ plan.clients.forEach(({ token, subscribe }, id) => {
 createInterface({ input: process.stdin }).on("line", async (line) => {
   const command = JSON.parse(line);
   if (command.report) {
-    out({ type: "report", counts, ages });
+    const all = ages.flat().sort((a, b) => a - b);
+    const p99Age = all.length ? all[Math.min(all.length - 1, Math.floor(all.length * 0.99))] : null;
+    out({ type: "report", counts, p99Age, maxAge: all.length ? all[all.length - 1] : null });
     for (const list of ages) list.length = 0;
     for (let i = 0; i < counts.length; i++) counts[i] = {};
     return;
