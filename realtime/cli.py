@@ -124,6 +124,9 @@ def _bench(args: argparse.Namespace) -> int:
         storm_clients=args.storm_clients, storm_concurrency=args.storm_concurrency,
         spread_assets=args.spread_assets, spread_pods=args.spread_pods, spread_rate=args.spread_rate,
         spread_seconds=args.spread_seconds,
+        rates_clients=args.rates_clients, rates_per_client=args.rates_per_client,
+        rates_tick_rate=args.rates_tick_rate, rates_max_rate=args.rates_max_rate,
+        overload_rates=[int(r) for r in args.overload_rates],
         generator_cpus=len(args.generator_cpus or generator_cpus) or (os.cpu_count() or 1),
     )
     plan = runner.Plan(
@@ -250,6 +253,16 @@ def _add_bench(commands: Any) -> None:
                        help="CPUs the server is pinned to (default: the first)")
     bench.add_argument("--generator-cpus", type=_cpus, default=None,
                        help="CPUs for the load generator, ticker and Redis (default: the others)")
+    bench.add_argument("--rates-clients", type=int, default=defaults.rates_clients,
+                       help="rates: clients, all unthrottled then half at --rates-max-rate")
+    bench.add_argument("--rates-per-client", type=int, default=defaults.rates_per_client,
+                       help="rates: assets per client")
+    bench.add_argument("--rates-tick-rate", type=float, default=defaults.rates_tick_rate,
+                       help="rates: ticks per second per asset")
+    bench.add_argument("--rates-max-rate", type=float, default=defaults.rates_max_rate,
+                       help="rates: the throttled half's maxRate")
+    bench.add_argument("--overload-rates", type=_numbers, default=defaults.overload_rates,
+                       help="overload: the ladder's offered deliveries per second, with overload mode on and off")
     bench.add_argument("--json", type=Path, default=None, help="also write the full report to this file")
     bench.add_argument("--node-dir", type=Path, default=None,
                        help="where the node target's server and npm packages are installed, with `npm ci` on "

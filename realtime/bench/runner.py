@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from realtime.bench import report, scenarios
+from realtime.bench import rates, report, scenarios
 from realtime.bench.fleet import Fleet
 from realtime.bench.options import Options
 from realtime.bench.scenarios import Run
@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 Scenario = Callable[[Run], Coroutine[Any, Any, dict[str, Any]]]
 SCENARIO_FUNCTIONS: dict[str, Scenario] = {
     "capacity": scenarios.capacity, "latency": scenarios.latency, "connections": scenarios.connections,
-    "recovery": scenarios.recovery,
+    "recovery": scenarios.recovery, "rates": rates.rates,
 }
 
 
@@ -108,6 +108,14 @@ async def run_bench(plan: Plan) -> dict[str, Any]:
             redis, redis_url = await start_redis(plan.generator_cpus, tmp)
         fleet = await Fleet.start(plan.workers, plan.generator_cpus)
         for scenario in plan.scenarios:
+            if scenario == "overload":
+                # Two pods of its own, overload mode on and off: only ours, only the gateway.
+                if plan.url is None and "gateway" in plan.targets:
+                    logger.info("bench: overload against gateway pods")
+                    document["results"].setdefault("gateway", {})["overload"] = await rates.overload(
+                        fleet, plan.options, redis_url=redis_url, redis_pid=redis.pid if redis else None,
+                        cpus=plan.server_cpus, workdir=tmp, node_dir=plan.node_dir, assets=plan.assets)
+                continue
             if scenario == "assets":
                 # Its own pods (several gateways sharing channels), so: only ours, only the gateway.
                 if plan.url is None and "gateway" in plan.targets:

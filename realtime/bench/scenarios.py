@@ -48,15 +48,15 @@ class Run:
         await self.fleet.close_clients()
         await self.ticker.close()
 
-    async def connect(self, count: int, per_client: int) -> dict[str, Any]:
-        """Open `count` more clients, each subscribed to `per_client` assets; return the connect figures."""
+    async def connect(self, count: int, per_client: int, max_rate: float | None = None) -> dict[str, Any]:
+        """Open `count` more clients, each subscribed to `per_client` assets (at `max_rate`); the connect figures."""
         if self.server is not None:
             self.server.start()
         self.fleet.cpu_start()
         outcome = await self.fleet.connect(
             host=self.endpoint.host, port=self.endpoint.port, path=self.endpoint.path, secret=self.endpoint.secret,
             first=self.clients, count=count, assets=self.endpoint.assets, per_client=per_client,
-            concurrency=self.options.connect_concurrency)
+            concurrency=self.options.connect_concurrency, max_rate=max_rate)
         server = self.server.stop() if self.server is not None else None
         workers = self.fleet.cpu_stop()
         self.clients += count
