@@ -91,10 +91,13 @@ async def overload(fleet: Fleet, options: Options, *, redis_url: str, redis_pid:
         try:
             connect = await run.connect(options.capacity_clients, len(endpoint.assets))
             steps = []
+            closed = (await fleet.received()).closed  # the workers count every close since they started
             for rate in options.overload_rates:
                 if not run.open:
                     break
-                steps.append(await _ladder_step(run, rate / run.open))
+                step = await _ladder_step(run, rate / run.open)
+                step["disconnects"], closed = step["clients_closed"] - closed, step["clients_closed"]
+                steps.append(step)
             results[mode] = {"overload_lag_ms": int(lag), "connect": connect, "steps": steps,
                              "overload_episodes": _metric(endpoint, "realtime_overload_episodes_total")}
         finally:
