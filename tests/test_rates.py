@@ -36,6 +36,9 @@ from tests.support import (
     scrape,
     token,
 )
+from tests.support.recovery import client as recovery_client
+from tests.support.recovery import count, start, until
+from tests.support.recovery import prices as recovered_prices
 
 SERVICE = {"Authorization": f"Bearer {token('billing', roles=['service'])}"}
 # Margin on top of a contractual bound: scheduling on a loaded, shared machine.
@@ -347,3 +350,22 @@ async def test_a_pod_past_its_ceiling_stays_responsive_degrades_evenly_and_deliv
         assert min(delivered) > 0
         spread = statistics.pstdev(delivered) / statistics.mean(delivered)
         assert spread < 0.2, (asset, spread, delivered[:20])
+
+
+async def test_recovery_keeps_the_granted_rate(gateway: Gateway) -> None:
+    async with recovery_client(gateway.url, subscribe={"assets": [BTC], "maxRate": 0.5}) as session:
+        ack = await start(session)
+        assert ack["maxRate"] == 0.5
+        await session.send({"cmd": "drop", "how": "abrupt", "hold": True})
+        await until(session, count("disconnect"))
+        await session.send({"cmd": "reconnect"})
+        await until(session, count("connect", recovered=True))
+        before = len(recovered_prices(session.lines))
+        await Feed(gateway, [BTC]).run(2.0)
+        await until(session, lambda lines: len(recovered_prices(lines)) > before)
+        with contextlib.suppress(TimeoutError):  # read on until 2.5 s pass without a line (maxRate 0.5)
+            while True:
+                await session.next(timeout=2.5)
+        after = recovered_prices(session.lines)[before:]
+    # 2 s at 100 ticks/s: at maxRate 0.5 the first goes at once, the next one 2 s later.
+    assert 1 <= len(after) <= 2 + 1, after
