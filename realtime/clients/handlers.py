@@ -1,4 +1,4 @@
-"""Socket.IO event handlers: connect, subscribe, unsubscribe, refresh, disconnect.
+"""Socket.IO event handlers: connect, subscribe, unsubscribe, refresh, disconnect (`price:rate`: `rates`).
 
 Each handler validates its payload, does its work and answers with an ack.
 Every failure is a `GatewayError` mapped to the wire here and nowhere else;
