@@ -60,6 +60,7 @@ class Received:
     histogram: Histogram
     stray: int
     closed: int
+    bytes: int = 0  # received on the clients' sockets
 
 
 class Worker:
@@ -119,10 +120,11 @@ class Fleet:
 
     async def connect(self, *, host: str, port: int, path: str, secret: str, first: int, count: int,
                       assets: list[str], per_client: int, concurrency: int, timeout: float = 30,
-                      max_rate: float | None = None) -> Connected:
+                      depths: list[int] | None = None, max_rate: float | None = None) -> Connected:
         """Open `count` more clients, spread over the workers; client numbers start at `first`.
 
-        With `max_rate`, each subscribes with that `maxRate`.
+        With `depths`, each subscribes to its assets' books (see `loadgen.Worker.connect`) instead of quotes;
+        with `max_rate`, to quotes at that `maxRate`.
         """
         share, extra = divmod(count, len(self.workers))
         commands = []
@@ -130,7 +132,7 @@ class Fleet:
             n = share + (1 if index < extra else 0)
             commands.append({"cmd": "connect", "args": {
                 "host": host, "port": port, "path": path, "secret": secret, "first": first, "count": n,
-                "assets": assets, "per_client": per_client, "timeout": timeout, "max_rate": max_rate,
+                "assets": assets, "per_client": per_client, "timeout": timeout, "depths": depths, "max_rate": max_rate,
                 "concurrency": max(1, concurrency // len(self.workers))}})
             first += n
         replies = await asyncio.gather(*(w.call(c, timeout + 60 + count / 100)
@@ -161,12 +163,13 @@ class Fleet:
 
     async def received(self) -> Received:
         histogram = Histogram()
-        stray = closed = 0
+        stray = closed = received_bytes = 0
         for reply in await self._all({"cmd": "stats"}):
             histogram.merge(reply["hist"], reply["received"], reply["max_us"])
             stray += reply["stray"]
             closed += reply["closed"]
-        return Received(histogram, stray, closed)
+            received_bytes += reply["bytes"]
+        return Received(histogram, stray, closed, received_bytes)
 
     async def counts(self) -> Counts:
         """Per client, price updates since the last reset; bytes read; private events' latencies."""

@@ -4,8 +4,10 @@ Run as `python -m realtime.bench.loadgen`; it takes one JSON command per line
 on stdin and answers one JSON line on stdout (see `Worker.handle`). Each
 client speaks the real protocol — HTTP upgrade, Engine.IO open, Socket.IO
 CONNECT with `{"token": ...}`, `price:subscribe` with an ack, pong to every
-ping — but parses no more than it must: for a `price:update` it only finds
-`"seq":` (the ticker's publish time in µs) and records the latency. A
+ping — but parses no more than it must: for a `price:update` (or a
+`book:update`, whose `seq` is the newest change's) it only finds `"seq":`
+(the ticker's publish time in µs) and records the latency. Clients may
+subscribe to books instead (`book:subscribe`, one event per asset). A
 python-socketio client would be the bottleneck long before the server.
 """
 
@@ -26,6 +28,7 @@ from realtime.bench.latency import Histogram
 from realtime.clients.auth import mint_token
 
 PRICE_UPDATE = b'42["price:update"'
+BOOK_UPDATE = b'42["book:update"'
 SEQ = re.compile(rb'"seq":(\d+)')
 # A private event the rates bench publishes to a client's user room, stamped with its publish time in µs.
 PRIVATE = b'42["bench:private"'
@@ -55,7 +58,7 @@ class Tally:
         self.histogram = Histogram()
         self.stray = 0
         self.closed = 0
-        self.bytes = 0  # everything the clients read, frames and all: the server's bytes out to them
+        self.bytes = 0  # received on the sockets, frames and all: the server's bytes out to them
         self.private: list[int] = []  # private events' latencies, µs
 
     def reset(self, since_us: int) -> None:
@@ -69,13 +72,15 @@ class Tally:
 class Client(asyncio.Protocol):
     """One websocket connection through handshake, CONNECT and subscribe, then counting."""
 
-    def __init__(self, tally: Tally, upgrade: bytes, connect: bytes, subscribe: bytes, subject: str = "") -> None:
+    def __init__(self, tally: Tally, upgrade: bytes, connect: bytes, subscribes: list[bytes],
+                 subject: str = "") -> None:
         self.tally = tally
         self.subject = subject
-        self.plan = (upgrade, connect, subscribe)  # to connect again as the same client (the storm)
+        self.plan = (upgrade, connect, subscribes)  # to connect again as the same client (the storm)
         self.upgrade = upgrade
         self.connect = client_frame(connect)
-        self.subscribe = client_frame(subscribe)
+        self.subscribes = b"".join(client_frame(subscribe) for subscribe in subscribes)
+        self.acks_wanted = len(subscribes)
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.transport: asyncio.Transport | None = None
         self.handshaking = True
@@ -135,7 +140,7 @@ class Client(asyncio.Protocol):
             end = start + length
             if end > size:
                 break
-            if data.startswith(PRICE_UPDATE, start):
+            if data.startswith(PRICE_UPDATE, start) or data.startswith(BOOK_UPDATE, start):
                 match = SEQ.search(data, start, end)
                 if match is not None:
                     sent_us = int(match[1])
@@ -169,11 +174,12 @@ class Client(asyncio.Protocol):
                 self.tally.private.append(time.time_ns() // 1000 - int(match[1]))
         elif packet.startswith(b"0{"):  # Engine.IO open: send the Socket.IO CONNECT with the token
             transport.write(self.connect)
-        elif packet.startswith(b"40"):  # CONNECT accepted: subscribe, ack id 0
-            transport.write(self.subscribe)
-        elif packet.startswith(b"430"):
+        elif packet.startswith(b"40"):  # CONNECT accepted: subscribe, ack ids from 0
+            transport.write(self.subscribes)
+        elif packet.startswith(b"43"):
             if b'"ok":true' in packet:
-                if not self.ready.done():
+                self.acks_wanted -= 1
+                if self.acks_wanted == 0 and not self.ready.done():
                     self.ready.set_result(None)
             else:
                 self._fail("SUBSCRIBE_REFUSED")
@@ -204,7 +210,8 @@ class Worker:
         if kind == "stats":
             histogram = self.tally.histogram
             return {"received": histogram.count, "max_us": histogram.max_us, "hist": histogram.sparse(),
-                    "stray": self.tally.stray, "closed": self.tally.closed, "open": len(self.clients)}
+                    "stray": self.tally.stray, "closed": self.tally.closed, "open": len(self.clients),
+                    "bytes": self.tally.bytes}
         if kind == "storm":
             return await self.storm(**command["args"])
         if kind == "close":
@@ -218,33 +225,38 @@ class Worker:
 
     async def connect(self, *, host: str, port: int, path: str, secret: str, first: int, count: int,
                       assets: list[str], per_client: int, concurrency: int, timeout: float,
-                      max_rate: float | None = None) -> dict[str, Any]:
+                      depths: list[int] | None = None, max_rate: float | None = None) -> dict[str, Any]:
         """Open `count` clients numbered from `first`; client i subscribes to `per_client` assets from i.
 
-        With `max_rate`, each asks for at most that many updates per second per asset.
+        With `depths`, to those assets' books instead (asset i + j at depth `depths[(i + j) % len(depths)]`).
+        With `max_rate`, quotes at most that many updates per second per asset.
         """
         loop = asyncio.get_running_loop()
         upgrade = (f"GET {path}?EIO=4&transport=websocket HTTP/1.1\r\nHost: {host}:{port}\r\n"
                    "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: cmVhbHRpbWUtYmVuY2gtMQ==\r\n"
                    "Sec-WebSocket-Version: 13\r\n\r\n").encode()
         # Tokens are minted before the clock starts: the connect rate is the server's.
-        plans: list[tuple[bytes, bytes, list[str], str]] = []
+        plans: list[tuple[bytes, list[bytes], list[str], str]] = []
         for i in range(first, first + count):
             chosen = [assets[(i + j) % len(assets)] for j in range(per_client)]
             token = mint_token(secret, f"bench-{i}", ttl=24 * 3600)
-            payload: Any = chosen if max_rate is None else {"assets": chosen, "maxRate": max_rate}
-            plans.append((orjson.dumps({"token": token}), orjson.dumps(["price:subscribe", payload]), chosen,
-                          f"bench-{i}"))
+            if depths:
+                subscribes = [b"42%d" % j + orjson.dumps(["book:subscribe", {
+                    "asset": asset, "depth": depths[(i + j) % len(depths)]}]) for j, asset in enumerate(chosen)]
+            else:
+                payload: Any = chosen if max_rate is None else {"assets": chosen, "maxRate": max_rate}
+                subscribes = [b"420" + orjson.dumps(["price:subscribe", payload])]
+            plans.append((orjson.dumps({"token": token}), subscribes, chosen, f"bench-{i}"))
         errors: Counter[str] = Counter()
         subscribers: Counter[str] = Counter()
         gate = asyncio.Semaphore(concurrency)
 
-        async def open_one(connect: bytes, subscribe: bytes, chosen: list[str], subject: str) -> None:
+        async def open_one(connect: bytes, subscribes: list[bytes], chosen: list[str], subject: str) -> None:
             async with gate:
                 try:
                     _, client = await asyncio.wait_for(loop.create_connection(
-                        lambda: Client(self.tally, upgrade, b"40" + connect, b"420" + subscribe, subject),
-                        host, port), timeout)
+                        lambda: Client(self.tally, upgrade, b"40" + connect, subscribes, subject), host, port),
+                        timeout)
                     await asyncio.wait_for(client.ready, timeout)
                 except (OSError, ConnectionError, TimeoutError) as exc:
                     errors[str(exc) if isinstance(exc, ConnectionError) and str(exc) else type(exc).__name__] += 1
@@ -274,12 +286,12 @@ class Worker:
         times: list[float] = []
         gate = asyncio.Semaphore(concurrency)
 
-        async def again(upgrade: bytes, connect: bytes, subscribe: bytes) -> None:
+        async def again(upgrade: bytes, connect: bytes, subscribes: list[bytes]) -> None:
             async with gate:
                 made: list[Client] = []
 
                 def make() -> Client:
-                    made.append(Client(self.tally, upgrade, connect, subscribe))
+                    made.append(Client(self.tally, upgrade, connect, subscribes))
                     return made[0]
 
                 try:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from realtime.bench import rates, report, scenarios
+from realtime.bench.books import books
 from realtime.bench.fleet import Fleet
 from realtime.bench.options import Options
 from realtime.bench.scenarios import Run
@@ -41,8 +42,10 @@ Scenario = Callable[[Run], Coroutine[Any, Any, dict[str, Any]]]
 RAW_FANOUT = {"REALTIME_OVERLOAD_LAG": "0"}
 SCENARIO_FUNCTIONS: dict[str, Scenario] = {
     "capacity": scenarios.capacity, "latency": scenarios.latency, "connections": scenarios.connections,
-    "recovery": scenarios.recovery, "rates": rates.rates,
+    "recovery": scenarios.recovery, "books": books, "rates": rates.rates,
 }
+# Scenarios only this gateway can run (Node's reference server has no order books and no maxRate).
+GATEWAY_ONLY = frozenset({"books", "rates"})
 
 
 @dataclass
@@ -130,6 +133,8 @@ async def run_bench(plan: Plan) -> dict[str, Any]:
                         node_dir=plan.node_dir)
                 continue
             for target in (["url"] if plan.url else plan.targets):
+                if scenario in GATEWAY_ONLY and target == "node":
+                    continue
                 logger.info("bench: %s against %s", scenario, target)
                 if plan.url is not None:
                     assert plan.settings is not None

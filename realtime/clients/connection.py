@@ -1,4 +1,4 @@
-"""What the gateway knows about one connected client: who, its event budget, its subscriptions and their rates."""
+"""What the gateway knows about one connected client: who, its event budget, its subscriptions, rates and books."""
 
 from __future__ import annotations
 
@@ -17,4 +17,5 @@ class Connection:
     limiter: EventLimiter
     subscriptions: set[str] = field(default_factory=set)
     rates: dict[str, float] = field(default_factory=dict)  # asset -> granted maxRate (absent: every tick)
+    books: set[str] = field(default_factory=set)  # book rooms `book:<A>:<depth>` (sessions.books)
     ending: bool = False

@@ -57,7 +57,7 @@ from realtime.protocol import (
     refusal,
     subscribe_request,
 )
-from realtime.rooms import role_room, user_room
+from realtime.rooms import role_room, room_book, user_room
 from realtime.send.rates import RateTiers
 
 logger = logging.getLogger(__name__)
@@ -67,6 +67,9 @@ END_FLUSH_TIMEOUT = 5.0
 
 
 Handler = Callable[..., Awaitable[Any]]
+# What a module with events of its own (sessions.books) does on recovery and on a refreshed token.
+Rejoin = Callable[[Connection], Awaitable[None]]
+Entitle = Callable[[Connection, Principal], Awaitable[None]]
 
 
 class Gateway:
@@ -99,6 +102,8 @@ class Gateway:
         self.deadlines = Deadlines(notice=settings.auth_expiry_notice, leeway=settings.jwt_leeway,
                                    on_notice=self._warn_expiring, on_expiry=self._expire)
         self._ending: set[asyncio.Task[None]] = set()
+        self._rejoins: list[Rejoin] = []
+        self._entitles: list[Entitle] = []
 
         sio.on("connect", self.on_connect)
         sio.on("disconnect", self.on_disconnect)
@@ -110,6 +115,19 @@ class Gateway:
         self._answer_unknown = self._acked("*", self.unknown_event)
         sio.on("*", self.on_unknown_event)
         sio.guard_inbound()
+
+    def handle(self, event: str, handler: Handler) -> None:
+        """Answer `event` with `handler(conn, *args)`, acked and rate-limited like every event."""
+        self.sio.on(event, self._acked(event, handler))
+
+    def extend(self, *, rejoin: Rejoin, entitle: Entitle) -> None:
+        """Also run `rejoin` when a connection recovers and `entitle` when its token is refreshed."""
+        self._rejoins.append(rejoin)
+        self._entitles.append(entitle)
+
+    def follow(self, conn: Connection) -> None:
+        """Record the connection's subscriptions (assets with their rates, and books) with its recoverable session."""
+        self.rates.follow(conn)
 
     def close(self) -> None:
         """Cancel every token timer and every ending still flushing (server shutdown)."""
@@ -140,6 +158,9 @@ class Gateway:
             rooms = [] if principal.sub is None else [user_room(principal.sub), *map(role_room, principal.roles)]
             conn = self.connections[sid]
             for restored in await self.recovery.connect(sid, principal, auth, rooms, lambda: self._rejoin(conn)):
+                if room_book(restored):
+                    conn.books.add(restored)
+                    continue
                 # Recovery keeps each subscription's rate, within what the new token and the cap allow.
                 asset, rate = parse_subscription(restored)
                 conn.subscriptions.add(asset)
@@ -296,7 +317,7 @@ class Gateway:
         # joined rooms is then never newer than the ack's baseline.
         delay = conn.principal.delay
         prices: list[PriceUpdate] = [p for p in (self.book.latest(a, delay) for a in subscribed) if p is not None]
-        self.rates.follow(conn)
+        self.follow(conn)
         return {"ok": True, "subscribed": subscribed, "rejected": rejected, "prices": prices,
                 "statuses": [self.book.status(a) for a in subscribed], "instance": self.instance_id,
                 "maxRate": rate}
@@ -307,6 +328,8 @@ class Gateway:
         delay = conn.principal.delay
         for name in sorted(conn.subscriptions):
             await self.rates.join(conn, name)
+        for rejoin in self._rejoins:
+            await rejoin(conn)
         return [p for p in (self.book.latest(name, delay) for name in sorted(conn.subscriptions)) if p is not None]
 
     async def unsubscribe(self, conn: Connection, payload: Any = None, *_: Any) -> UnsubscribeAck:
@@ -321,7 +344,7 @@ class Gateway:
                 await self.sio.leave_room(conn.sid, self.rates.room(conn, asset.name))
                 conn.rates.pop(asset.name, None)
             unsubscribed.append(asset.name)
-        self.rates.follow(conn)
+        self.follow(conn)
         return {"ok": True, "unsubscribed": unsubscribed}
 
     async def refresh(self, conn: Connection, payload: Any = None, *_: Any) -> RefreshAck:
@@ -347,6 +370,8 @@ class Gateway:
             conn.subscriptions.discard(asset)
             await self.sio.leave_room(conn.sid, self.rates.room(conn, asset))
             conn.rates.pop(asset, None)
+        for entitle in self._entitles:
+            await entitle(conn, principal)
         conn.principal = principal
         # A lower maxRate claim lowers the grants at once; a higher one waits for the next request.
         for asset in list(conn.subscriptions):
@@ -354,7 +379,7 @@ class Gateway:
             capped = self.rates.grant(principal, granted)
             if capped != granted:
                 await self.rates.change(conn, asset, capped)
-        self.rates.follow(conn)
+        self.follow(conn)
 
     async def invalid_event(self, conn: Connection, *_: Any) -> ErrorAck:
         raise GatewayError(ErrorCode.BAD_REQUEST, "an event name is a string other than connect, disconnect or *")
