@@ -61,6 +61,8 @@ READ_WAIT = 1.0
 CATCH_UP = 5.0
 # Seconds between two looks at the writers of connections whose next replay part waits for them to drain.
 PACE = 0.02
+# Room joins served per loop iteration.
+JOIN_SLICE = 100
 
 
 @dataclass(slots=True)
@@ -225,23 +227,29 @@ class LogReader:
     async def _join_all(self, batch: list[RoomJoin]) -> None:
         # Nothing is delivered while this runs: `upto` is exactly what the rooms have had.
         upto = self.position
-        replaying = [join for join in batch if join.after is not None and upto is not None]
+        # A connection that starts at `upto` (a fresh one, nothing logged since) has nothing to read.
+        behind = [join for join in batch if join.after is not None and upto is not None
+                  and offsets.key(join.after) < offsets.key(upto)]
         queries = [(room, join.after, self.part_bytes // len(join.rooms))
-                   for join in replaying if join.after is not None for room in join.rooms]
+                   for join in behind if join.after is not None for room in join.rooms]
         found: list[Page] = []
         if queries and upto is not None:
             try:
                 found = await self.log.history(queries, upto)
             except HISTORY_ERRORS as exc:
-                self.replays_failed += len(replaying)
+                self.replays_failed += len(behind)
                 logger.warning("events: %d connections joined without their replay: the log is unavailable (%s)",
-                               len(replaying), exc.__class__.__name__)
+                               len(behind), exc.__class__.__name__)
             except Exception:
-                self.replays_failed += len(replaying)
-                logger.exception("events: %d connections joined without their replay", len(replaying))
+                self.replays_failed += len(behind)
+                logger.exception("events: %d connections joined without their replay", len(behind))
         pages = iter(found)
-        for join in batch:
-            mine = [next(pages) for _ in join.rooms] if found and join.after is not None else None
+        replaying = {id(join) for join in behind} if found else set()
+        for done, join in enumerate(batch):
+            if done and done % JOIN_SLICE == 0:
+                # Thousands of recoveries at once: let the loop breathe (nothing is delivered meanwhile).
+                await asyncio.sleep(0)
+            mine = [next(pages) for _ in join.rooms] if id(join) in replaying else None
             try:
                 await self._join_one(join, mine)
             except Exception:

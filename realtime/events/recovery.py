@@ -29,7 +29,7 @@ from realtime.engine.server import SocketServer
 from realtime.events import offsets
 from realtime.events.log import EventLog
 from realtime.events.reader import LogReader, RoomJoin
-from realtime.events.sessions import MAX_PID, Session, SessionStore, new_pid
+from realtime.events.sessions import MAX_PID, Session, SessionStore, new_pid, parse_subscription, subscription
 from realtime.principal import Principal
 from realtime.protocol import AUTH_OFFSET, AUTH_PID, PriceUpdate
 from realtime.rooms import book_room, room_book
@@ -70,6 +70,9 @@ class Recovery:
         # sid -> (pid, session) of this pod's recoverable connections: the heartbeat writes a
         # session back whole when Redis lost it (a restart, a failover).
         self.here: dict[str, tuple[str, Session]] = {}
+        # pid -> how many of `here` hold it (one, but for a recovery that beat its old connection's
+        # disconnect): a disconnect asks it in O(1), and 10 000 of them at once do not hold the loop.
+        self._holders: dict[str, int] = {}
         # Session writes that may wait for the next flush (the newest wins).
         self._follow: dict[str, tuple[str, ...]] = {}
         self._release: set[str] = set()
@@ -107,20 +110,20 @@ class Recovery:
                     restored = self._allowed(session.subscriptions, principal)
                     self._follow[pid] = tuple(restored)  # the new token's rights, and a fresh TTL
                     self._dirty.set()
-                    self.here[sid] = (pid, Session(session.sub, tuple(restored), session.basis))
+                    self._hold(sid, pid, Session(session.sub, tuple(restored), session.basis))
             basis = self.reader.position
             if pid is None and basis is not None:
                 pid = new_pid()
                 fresh = Session(principal.sub, (), basis)
                 await self.sessions.create(pid, fresh)
-                self.here[sid] = (pid, fresh)
+                self._hold(sid, pid, fresh)
                 after = basis  # what is published before it joins its rooms reaches it too
         except REDIS_ERRORS as exc:
             logger.warning("recovery: Redis unavailable (%s); connection accepted without a session",
                         exc.__class__.__name__)
             outcome = Outcome.UNAVAILABLE if asked is not None else None
             pid, after, restored = None, None, []
-            self.here.pop(sid, None)
+            self._let_go(sid)
         if outcome is not None:
             self.outcomes[outcome.value] += 1
         self._prepare(sid, pid, RoomJoin(sid, rooms, after, rejoin if restored else None))
@@ -130,21 +133,23 @@ class Recovery:
         start: Callable[[], None] = lambda: self.reader.join(join)  # noqa: E731
         self.sio.prepare_connect_reply(sid, pid, start)
 
-    def _allowed(self, names: Iterable[str], principal: Principal) -> list[str]:
-        """The subscriptions (asset names, and book rooms `book:<A>:<depth>`) the new token allows."""
-        allowed: list[str] = []
+    def _allowed(self, recorded: Iterable[str], principal: Principal) -> list[str]:
+        """The recorded subscriptions the new token allows: assets (each with its rate,
+        `sessions.subscription`), and book rooms `book:<A>:<depth>`."""
+        allowed: dict[str, str] = {}
         books: list[str] = []
-        for name in names:
-            book = room_book(name)
-            asset = self.catalog.get(book[0] if book is not None else name)
+        for entry in recorded:
+            book = room_book(entry)
+            name, rate = (book[0], None) if book is not None else parse_subscription(entry)
+            asset = self.catalog.get(name)
             if asset is None or not principal.may_see(asset.name):
                 continue
             if book is None:
                 if asset.name not in allowed:
-                    allowed.append(asset.name)
+                    allowed[asset.name] = subscription(asset.name, rate)
             elif not principal.delay and book_room(asset.name, book[1]) not in books:
                 books.append(book_room(asset.name, book[1]))  # books are real-time only
-        return allowed[: self.max_subscriptions] + books[: self.max_subscriptions]
+        return list(allowed.values())[: self.max_subscriptions] + books[: self.max_subscriptions]
 
     def follow(self, sid: str, subscriptions: Iterable[str]) -> None:
         """The connection's subscriptions changed: record them with its session (soon, in one batch)."""
@@ -158,10 +163,28 @@ class Recovery:
 
     def forget(self, sid: str) -> None:
         """The connection is gone: its session stays recoverable for exactly the window."""
-        found = self.here.pop(sid, None)
-        if found is not None and all(pid != found[0] for pid, _ in self.here.values()):
-            self._release.add(found[0])
+        pid = self._let_go(sid)
+        if pid is not None and pid not in self._holders:
+            self._release.add(pid)
             self._dirty.set()
+
+    def _hold(self, sid: str, pid: str, session: Session) -> None:
+        if self.here.get(sid, ("",))[0] != pid:
+            self._let_go(sid)
+            self._holders[pid] = self._holders.get(pid, 0) + 1
+        self.here[sid] = (pid, session)
+
+    def _let_go(self, sid: str) -> str | None:
+        """Take `sid` out of `here`; the pid it held."""
+        found = self.here.pop(sid, None)
+        if found is None:
+            return None
+        pid = found[0]
+        if self._holders[pid] <= 1:
+            del self._holders[pid]
+        else:
+            self._holders[pid] -= 1
+        return pid
 
     # Background work: the writes above, and the heartbeat.
 
