@@ -1,11 +1,15 @@
-"""Fixtures: real redis-server, `realtime serve` and nginx processes, stopped when the test ends.
+"""Fixtures: real redis-server, gateways (in-process, or `realtime serve` processes) and nginx, stopped
+when the test ends.
 
-The types they give (GatewayFactory, Cluster, ClusterFactory) live in tests.support.
+`start_gateway` and `gateway` run the real server in the test's event loop on a free port
+(`tests.support.inprocess`); tests about processes (signals, exit codes, a process's memory, the
+console script, pods behind nginx) use `start_process`. The types they give (InProcessFactory,
+GatewayFactory, Cluster, ClusterFactory) live in tests.support.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +20,15 @@ from tests.support import (
     ClusterFactory,
     Gateway,
     GatewayFactory,
+    InProcessFactory,
+    InProcessGateway,
     Nginx,
     RedisServer,
     free_port,
+    gateways,
     launch,
     redis_gateway,
+    served_on_redis,
 )
 
 
@@ -43,7 +51,20 @@ def own_redis() -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def start_gateway(tmp_path: Path) -> Iterator[GatewayFactory]:
+async def start_gateway() -> AsyncIterator[InProcessFactory]:
+    """Start gateways in this process and loop, with REALTIME_* settings given as keywords: `await start(...)`."""
+    async with gateways() as start:
+        yield start
+
+
+@pytest.fixture
+async def gateway(start_gateway: InProcessFactory, redis_server: RedisServer) -> InProcessGateway:
+    """An in-process gateway on the session's Redis, with its own channels so tests never hear each other."""
+    return await served_on_redis(start_gateway, redis_server)
+
+
+@pytest.fixture
+def start_process(tmp_path: Path) -> Iterator[GatewayFactory]:
     """Start `realtime serve` processes with REALTIME_* settings given as keywords."""
     started: list[Gateway] = []
 
@@ -58,13 +79,13 @@ def start_gateway(tmp_path: Path) -> Iterator[GatewayFactory]:
 
 
 @pytest.fixture
-def gateway(start_gateway: GatewayFactory, redis_server: RedisServer) -> Gateway:
-    """A gateway on the session's Redis, with its own channels so tests never hear each other."""
-    return redis_gateway(start_gateway, redis_server)
+def process_gateway(start_process: GatewayFactory, redis_server: RedisServer) -> Gateway:
+    """A `realtime serve` process on the session's Redis, with its own channels."""
+    return redis_gateway(start_process, redis_server)
 
 
 @pytest.fixture
-def start_cluster(start_gateway: GatewayFactory, redis_server: RedisServer, tmp_path: Path
+def start_cluster(start_process: GatewayFactory, redis_server: RedisServer, tmp_path: Path
                   ) -> Iterator[ClusterFactory]:
     """Start `pods` gateways on one Redis with their own channels, then nginx in front of them."""
     started: list[Nginx] = []
@@ -72,14 +93,15 @@ def start_cluster(start_gateway: GatewayFactory, redis_server: RedisServer, tmp_
     def start(pods: int = 3, redis: RedisServer | None = None, **settings: Any) -> Cluster:
         redis = redis or redis_server
         suffix = str(free_port())
-        gateways = [start_gateway(redis_url=redis.url, price_channel=f"prices-{suffix}",
+        pods_ = [start_process(redis_url=redis.url, price_channel=f"prices-{suffix}",
                                   manager_channel=f"socketio-{suffix}", instance_id=f"pod{i}-{suffix}", **settings)
                     for i in range(pods)]
-        nginx = Nginx([g.port for g in gateways], tmp_path / f"nginx-{suffix}")
+        nginx = Nginx([g.port for g in pods_], tmp_path / f"nginx-{suffix}")
         nginx.start()
         started.append(nginx)
-        return Cluster(gateways, nginx, redis)
+        return Cluster(pods_, nginx, redis)
 
     yield start
     for nginx in started:
         nginx.stop()
+

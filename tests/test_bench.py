@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.support import ROOT
 
 
@@ -37,6 +39,7 @@ def check_steps(steps: list[dict[str, Any]]) -> None:
         assert step["generator_cpu_pct"] > 0 and isinstance(step["generator_saturated"], bool)
 
 
+@pytest.mark.slow
 async def test_tiny_run_reports_every_scenario_for_gateway_and_node(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     code, stdout, stderr = await bench(
@@ -74,6 +77,7 @@ async def test_tiny_run_reports_every_scenario_for_gateway_and_node(tmp_path: Pa
         assert row in stdout
 
 
+@pytest.mark.slow
 async def test_assets_scenario_pods_hear_their_slice_with_per_asset_channels(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     code, stdout, stderr = await bench(

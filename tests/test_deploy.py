@@ -80,7 +80,8 @@ async def test_image_command_and_healthcheck(tmp_path: Path, redis_server: Redis
     assert await run(healthcheck, gateway.env) != 0
 
 
-async def test_compose_feed_publishes_to_the_gateways(start_gateway: GatewayFactory, redis_server: RedisServer) -> None:
+async def test_compose_feed_publishes_to_the_gateways(start_process: GatewayFactory,
+                                                      redis_server: RedisServer) -> None:
     compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
     services = compose["services"]
     assert {"redis", "gateway", "nginx", "feed"} <= set(services)
@@ -92,7 +93,7 @@ async def test_compose_feed_publishes_to_the_gateways(start_gateway: GatewayFact
     grace = float(env["REALTIME_SHUTDOWN_GRACE"])
     assert float(services["gateway"]["stop_grace_period"].removesuffix("s")) > grace
 
-    gateway = start_gateway(redis_url=redis_server.url, price_channel=f"prices-{free_port()}")
+    gateway = start_process(redis_url=redis_server.url, price_channel=f"prices-{free_port()}")
     async with connected(gateway.url, auth={"token": token("alice")}) as client:
         await client.call("price:subscribe", ["BTC_USDC_PERP"])
         feed = [str(BIN / services["feed"]["command"][0]), *services["feed"]["command"][1:], "--count", "30"]
@@ -313,7 +314,8 @@ def limit_bytes(quantity: str) -> int:
     return int(number) * units.get(unit or "", 1)
 
 
-async def test_max_connections_fit_the_memory_limit(gateway: Gateway) -> None:
+async def test_max_connections_fit_the_memory_limit(process_gateway: Gateway) -> None:
+    gateway = process_gateway  # a process's resident memory
     resources = container()["resources"]
     limit = limit_bytes(resources["limits"]["memory"])
     assert limit_bytes(resources["requests"]["memory"]) == limit

@@ -17,7 +17,7 @@ import pytest
 from tests.support import (
     BTC,
     ETH,
-    GatewayFactory,
+    InProcessFactory,
     RawClient,
     RedisServer,
     backend,
@@ -30,7 +30,7 @@ from tests.support import (
 )
 
 
-async def test_order_against_acks_pings_and_private_events(start_gateway: GatewayFactory,
+async def test_order_against_acks_pings_and_private_events(start_gateway: InProcessFactory,
                                                            redis_server: RedisServer) -> None:
     # event_rate=0: the subscribes below flood on purpose (100/s), to interleave acks with ticks.
     gateway = redis_gateway(start_gateway, redis_server, ping_interval=0.5, event_rate=0)
@@ -89,7 +89,7 @@ async def test_order_against_acks_pings_and_private_events(start_gateway: Gatewa
         assert snapshot == 0 or snapshot in before
 
 
-async def test_polling_and_upgrading_clients_get_every_tick_in_order(start_gateway: GatewayFactory,
+async def test_polling_and_upgrading_clients_get_every_tick_in_order(start_gateway: InProcessFactory,
                                                                      redis_server: RedisServer) -> None:
     # A generous bound: nothing is collapsed, so every tick must arrive.
     gateway = redis_gateway(start_gateway, redis_server, slow_consumer_bytes=8 * 2**20,
@@ -117,7 +117,7 @@ async def test_polling_and_upgrading_clients_get_every_tick_in_order(start_gatew
     ("msgpack", "direct", "websocket"), ("msgpack", "direct", "polling"),
     ("json", "stock", "websocket"),
 ])
-async def test_serializers_binary_attachments_and_stock_fanout(start_gateway: GatewayFactory,
+async def test_serializers_binary_attachments_and_stock_fanout(start_gateway: InProcessFactory,
                                                                redis_server: RedisServer,
                                                                serializer: str, fanout: str, transport: str) -> None:
     gateway = redis_gateway(start_gateway, redis_server, serializer=serializer, fanout=fanout)
@@ -137,7 +137,7 @@ async def test_serializers_binary_attachments_and_stock_fanout(start_gateway: Ga
     assert client.received("portfolio:update") == [{"statement": blob}]
 
 
-async def test_ticks_during_an_upgrade_arrive_once_and_in_order(start_gateway: GatewayFactory,
+async def test_ticks_during_an_upgrade_arrive_once_and_in_order(start_gateway: InProcessFactory,
                                                                 redis_server: RedisServer) -> None:
     """Engine.IO's upgrade by hand: polling, probe, a pause while ticks flow, then UPGRADE."""
     gateway = redis_gateway(start_gateway, redis_server, slow_consumer_bytes=8 * 2**20,

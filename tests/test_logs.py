@@ -13,7 +13,14 @@ import pytest
 from realtime.feed.ingest import DROPPED
 from realtime.feed.prices import TickOutcome
 from realtime.logs import ContextFilter, JsonFormatter, RepeatFilter, TextFormatter, log_context
-from tests.support import GatewayFactory, connect_error, connected, free_port, publish, token
+from tests.support import (
+    GatewayFactory,
+    connect_error,
+    connected,
+    free_port,
+    publish,
+    token,
+)
 
 JWT = token("alice")
 
@@ -112,10 +119,10 @@ def test_dropped_ticks_get_a_line_per_outcome_and_a_count(capture: tuple[logging
     ]
 
 
-async def test_gateway_logs_json_with_context_and_no_token(start_gateway: GatewayFactory,
+async def test_gateway_logs_json_with_context_and_no_token(start_process: GatewayFactory,
                                                            redis_server: Any) -> None:
     suffix = str(free_port())
-    gateway = start_gateway(redis_url=redis_server.url, price_channel=f"prices-{suffix}",
+    gateway = start_process(redis_url=redis_server.url, price_channel=f"prices-{suffix}",
                             manager_channel=f"socketio-{suffix}", log_format="json", log_level="debug",
                             instance_id="pod-logs")
     secret = token("alice")

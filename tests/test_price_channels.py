@@ -9,7 +9,17 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from tests.support import ROOT, GatewayFactory, RedisServer, connected, eventually, free_port, http_json, publish, token
+from tests.support import (
+    ROOT,
+    InProcessFactory,
+    RedisServer,
+    connected,
+    eventually,
+    free_port,
+    http_json,
+    publish,
+    token,
+)
 
 BTC, ETH, SOL = "BTC_USDC_PERP", "ETH_USDC_PERP", "SOL_USDC_PERP"
 SERVICE = {"Authorization": f"Bearer {token('billing', roles=['service'])}"}
@@ -29,10 +39,10 @@ def tick(asset: str, seq: int) -> dict[str, Any]:
 
 
 async def test_a_pod_listens_to_watched_assets_and_lets_go_after_the_linger(
-        start_gateway: GatewayFactory, redis_server: RedisServer) -> None:
+        start_gateway: InProcessFactory, redis_server: RedisServer) -> None:
     channel = f"prices-{free_port()}"
-    gateway = start_gateway(redis_url=redis_server.url, price_channel=channel, price_channels="per-asset",
-                            price_linger=1, manager_channel=f"socketio-{free_port()}")
+    gateway = await start_gateway(redis_url=redis_server.url, price_channel=channel, price_channels="per-asset",
+                                  price_linger=1, manager_channel=f"socketio-{free_port()}")
     btc, eth, sol = (f"{channel}:{asset}" for asset in (BTC, ETH, SOL))
     # Nobody watches anything: no price channel at all, not even the single one.
     assert await numsub(redis_server.url, channel, btc, eth, sol) == {channel: 0, btc: 0, eth: 0, sol: 0}
@@ -80,10 +90,10 @@ async def test_a_pod_listens_to_watched_assets_and_lets_go_after_the_linger(
         await eventually(demand, timeout=10)
 
 
-async def test_both_channels_deliver_each_tick_once(start_gateway: GatewayFactory, redis_server: RedisServer) -> None:
+async def test_both_channels_deliver_each_tick_once(start_gateway: InProcessFactory, redis_server: RedisServer) -> None:
     channel = f"prices-{free_port()}"
-    gateway = start_gateway(redis_url=redis_server.url, price_channel=channel, price_channels="both",
-                            manager_channel=f"socketio-{free_port()}")
+    gateway = await start_gateway(redis_url=redis_server.url, price_channel=channel, price_channels="both",
+                                  manager_channel=f"socketio-{free_port()}")
     async with connected(gateway.url, auth={"token": token("alice")}) as alice:
         await alice.call("price:subscribe", [BTC])
 
@@ -99,10 +109,10 @@ async def test_both_channels_deliver_each_tick_once(start_gateway: GatewayFactor
         assert [u["seq"] for u in alice.received("price:update")] == list(range(1, 11))
 
 
-async def test_realtime_feed_per_asset(start_gateway: GatewayFactory, redis_server: RedisServer) -> None:
+async def test_realtime_feed_per_asset(start_gateway: InProcessFactory, redis_server: RedisServer) -> None:
     channel = f"prices-{free_port()}"
-    gateway = start_gateway(redis_url=redis_server.url, price_channel=channel, price_channels="per-asset",
-                            manager_channel=f"socketio-{free_port()}")
+    gateway = await start_gateway(redis_url=redis_server.url, price_channel=channel, price_channels="per-asset",
+                                  manager_channel=f"socketio-{free_port()}")
     async with connected(gateway.url, auth={"token": token("alice")}) as alice:
         await alice.call("price:subscribe", [ETH])
 

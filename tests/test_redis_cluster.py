@@ -25,6 +25,7 @@ from tests.support import (
     ROOT,
     Gateway,
     GatewayFactory,
+    InProcessFactory,
     Nginx,
     NodeClients,
     Recorder,
@@ -40,6 +41,8 @@ from tests.support.recovery import client as recovery_client
 from tests.support.recovery import recovered_after_drop
 from tests.support.recovery import start as recovery_start
 from tests.support.redis_cluster import RedisClusterNodes, own_redis_cluster, redis_cluster
+
+pytestmark = pytest.mark.slow  # a six-node Redis Cluster, and pods behind nginx
 
 __all__ = ["own_redis_cluster", "redis_cluster"]  # fixtures
 
@@ -73,12 +76,12 @@ class Pods:
 
 
 @pytest.fixture
-def start_pods(start_gateway: GatewayFactory, tmp_path: Path) -> AsyncIterator[Callable[..., Pods]]:
+def start_pods(start_process: GatewayFactory, tmp_path: Path) -> AsyncIterator[Callable[..., Pods]]:
     started: list[Nginx] = []
 
     def start(nodes: RedisClusterNodes, **settings: Any) -> Pods:
         suffix = str(free_port())
-        gateways = [start_gateway(redis_url=nodes.url, price_channel=f"prices-{suffix}", price_channels="per-asset",
+        gateways = [start_process(redis_url=nodes.url, price_channel=f"prices-{suffix}", price_channels="per-asset",
                                   price_linger=1, manager_channel=f"socketio-{suffix}", redis_retry_max=1,
                                   demand_key=f"demand-{suffix}", demand_interval=0.5,
                                   max_connections_per_user=5,  # presence in Redis: its admit script on the cluster
@@ -333,12 +336,13 @@ async def test_the_client_factory_runs_the_recovery_stores_commands_on_a_cluster
 
 
 @pytest.mark.parametrize("per_asset", [True, False])
-async def test_realtime_feed_on_a_cluster(redis_cluster: RedisClusterNodes, start_gateway: GatewayFactory,
+async def test_realtime_feed_on_a_cluster(redis_cluster: RedisClusterNodes, start_gateway: InProcessFactory,
                                           per_asset: bool) -> None:
     """Per-asset: SPUBLISH to sharded channels. Single: PUBLISH, which the cluster broadcasts to every node."""
     suffix = free_port()
-    gateway = start_gateway(redis_url=redis_cluster.url, price_channel=f"prices-{suffix}",
-                            price_channels="per-asset" if per_asset else "single", manager_channel=f"socketio-{suffix}")
+    gateway = await start_gateway(redis_url=redis_cluster.url, price_channel=f"prices-{suffix}",
+                                  price_channels="per-asset" if per_asset else "single",
+                                  manager_channel=f"socketio-{suffix}")
     async with connected(gateway.url, auth={"token": token("alice")}) as alice:
         await alice.call("price:subscribe", [SOL])
         if per_asset:
@@ -356,12 +360,12 @@ async def test_realtime_feed_on_a_cluster(redis_cluster: RedisClusterNodes, star
         assert {u["asset"] for u in updates} == {SOL}
 
 
-async def test_recovery_on_a_cluster(redis_cluster: RedisClusterNodes, start_gateway: GatewayFactory) -> None:
+async def test_recovery_on_a_cluster(redis_cluster: RedisClusterNodes, start_gateway: InProcessFactory) -> None:
     # The event log, room histories and sessions on a cluster: a dropped client recovers every private event it
     # missed, once and in order, and the latest price (the single price channel is classic pub/sub there).
     suffix = free_port()
-    gateway = start_gateway(redis_url=redis_cluster.url, price_channel=f"prices-{suffix}",
-                            manager_channel=f"socketio-{suffix}")
+    gateway = await start_gateway(redis_url=redis_cluster.url, price_channel=f"prices-{suffix}",
+                                  manager_channel=f"socketio-{suffix}")
     for seq, how in ((0, "abrupt"), (10, "clean")):
         async with recovery_client(gateway.url, subscribe=[BTC]) as session:
             await recovery_start(session)

@@ -204,8 +204,14 @@ class Subscription:
                 self._sync_failure = None
                 if syncer is not None:
                     syncer.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
+                    try:
                         await syncer
+                    except asyncio.CancelledError:
+                        # The syncer's end, unless this task is being cancelled as well (the manager
+                        # stopping while Redis is away): swallowing that would keep it reconnecting forever.
+                        current = asyncio.current_task()
+                        if current is not None and current.cancelling():
+                            raise
                 with contextlib.suppress(*REDIS_ERRORS):
                     await pubsub.aclose()
                 if redis is not None:

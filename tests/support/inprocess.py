@@ -1,0 +1,159 @@
+"""The gateway in the test's own process and event loop: the real `Server` on a real port, real clients.
+
+The cheap route for every test that is not about processes (signals, exit codes,
+memory of a process, the console script): no interpreter to start, no imports to
+redo. Modelled on uvicorn's `tests/utils.py` `run_server`. Settings are read from
+REALTIME_* variables exactly as `realtime serve` reads them (`gateway_env`), and the
+log lines it writes are kept apart per gateway, in the format `realtime serve` writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import itertools
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+from unittest import mock
+
+from realtime import logs
+from realtime.config import Settings, check_serving, load_settings
+from realtime.server import Server
+from tests.support.gateway import gateway_env
+from tests.support.processes import RedisServer, free_port
+from tests.support.waiting import eventually
+
+# Which in-process gateway the running code belongs to: set before its tasks and listener start,
+# so everything it spawns inherits it, while the test's own clients log without it.
+_serving: ContextVar[int | None] = ContextVar("tests_serving", default=None)
+_numbers = itertools.count(1)
+
+
+def settings_from(env: dict[str, str]) -> Settings:
+    """The settings `realtime serve` would build from `env` (and refuse as it would)."""
+    with mock.patch.dict(os.environ, env, clear=True):
+        settings = load_settings()
+    check_serving(settings)
+    return settings
+
+
+class _Only(logging.Filter):
+    def __init__(self, number: int) -> None:
+        super().__init__()
+        self.number = number
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return _serving.get() == self.number
+
+
+@contextlib.contextmanager
+def _captured(settings: Settings, stream: io.StringIO, number: int) -> Iterator[None]:
+    """Gateway `number`'s log lines into `stream`, as `logs.configure` would write them to stderr."""
+    handler = logs.handler(settings, stream)
+    handler.addFilter(_Only(number))
+    level = logging.getLevelName(settings.log_level.upper())
+    handler.setLevel(level)
+    root = logging.getLogger()
+    saved = root.level, {name: logging.getLogger(name).level for name in logs.NOISY}
+    root.setLevel(min(root.getEffectiveLevel(), level))
+    for name in logs.NOISY:
+        logging.getLogger(name).setLevel(max(logging.WARNING, level))
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(saved[0])
+        for name, noisy in saved[1].items():
+            logging.getLogger(name).setLevel(noisy)
+
+
+@contextlib.asynccontextmanager
+async def run_server(settings: Settings, log: io.StringIO | None = None) -> AsyncIterator[Server]:
+    """Start `Server(settings)` in this loop, yield it listening, stop it (its own drain) at the end.
+
+    Its log lines go to `log` when given.
+    """
+    number = next(_numbers)
+    with _captured(settings, log, number) if log is not None else contextlib.nullcontext():
+        token = _serving.set(number)
+        try:
+            server = Server(settings)
+            await server.start()
+        finally:
+            _serving.reset(token)
+        try:
+            yield server
+        finally:
+            token = _serving.set(number)
+            try:
+                await server.stop()
+            finally:
+                _serving.reset(token)
+
+
+@dataclass
+class InProcessGateway:
+    """A gateway run by `run_server`, with what tests read of a `realtime serve` process."""
+
+    server: Server
+    env: dict[str, str]
+    log: io.StringIO
+    process: None = field(default=None, init=False)  # there is none: tests about processes use `Gateway`
+
+    @property
+    def port(self) -> int:
+        assert self.server.port is not None
+        return self.server.port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ready(self) -> bool:
+        """What `/ready` answers, read where it is kept."""
+        return self.server.health.ready
+
+    async def wait_ready(self, timeout: float = 20) -> None:
+        await eventually(self.ready, timeout)
+
+    def logs(self) -> str:
+        return self.log.getvalue()
+
+
+# What the `start_gateway` fixture gives a test: `await start(**settings)` -> a started InProcessGateway.
+InProcessFactory = Callable[..., Awaitable[InProcessGateway]]
+
+
+def unique_instance() -> str:
+    """`realtime serve`'s default instance id is host-pid: in one process, each gateway needs its own."""
+    return f"{socket.gethostname()}-{os.getpid()}-{next(_numbers)}"
+
+
+async def served_on_redis(start: InProcessFactory, redis_server: RedisServer, **settings: Any) -> InProcessGateway:
+    """An in-process gateway on `redis_server` with channels of its own, so tests never hear each other."""
+    suffix = str(free_port())
+    return await start(redis_url=redis_server.url, price_channel=f"prices-{suffix}",
+                       manager_channel=f"socketio-{suffix}", **settings)
+
+
+@contextlib.asynccontextmanager
+async def gateways() -> AsyncIterator[InProcessFactory]:
+    """Start in-process gateways with REALTIME_* settings given as keywords; all stop when the block ends."""
+    async with contextlib.AsyncExitStack() as stack:
+        async def start(**settings: Any) -> InProcessGateway:
+            settings.setdefault("instance_id", unique_instance())
+            env = gateway_env(0, **settings)
+            log = io.StringIO()
+            server = await stack.enter_async_context(run_server(settings_from(env), log))
+            env["REALTIME_PORT"] = str(server.port)
+            gateway = InProcessGateway(server, env, log)
+            await gateway.wait_ready()  # as `launch` waits for a process's /ready
+            return gateway
+
+        yield start
