@@ -232,8 +232,8 @@ def ingress_matches(ingress: dict[str, Any], path: str) -> bool:
 
 def test_ingress_does_not_publish_internal_routes() -> None:
     ingress = manifests()["Ingress"]
-    readme = (ROOT / "README.md").read_text()
-    http = readme[readme.index("## HTTP\n"):readme.index("## Metrics")]
+    protocol = (ROOT / "docs" / "protocol.md").read_text()
+    http = protocol[protocol.index("## HTTP\n"):protocol.index("## HTTP API")]
     routes = set(re.findall(r"^\| `(?:GET|POST) (/\S*)` \|", http, re.MULTILINE))
     public = {"/api/v1/assets"}
     internal = routes - public
@@ -319,9 +319,9 @@ async def test_max_connections_fit_the_memory_limit(process_gateway: Gateway) ->
     resources = container()["resources"]
     limit = limit_bytes(resources["limits"]["memory"])
     assert limit_bytes(resources["requests"]["memory"]) == limit
-    # Memory per idle subscribed connection, as measured by the bench (README, Performance).
-    readme = (ROOT / "README.md").read_text()
-    figure = re.search(r"RSS per idle subscribed connection[^|]*\| ([\d.]+) KB", readme)
+    # Memory per idle subscribed connection, as measured by the bench (docs/performance.md).
+    performance = (ROOT / "docs" / "performance.md").read_text()
+    figure = re.search(r"RSS per idle subscribed connection[^|]*\| ([\d.]+) KB", performance)
     assert figure is not None
     per_connection = max(float(figure.group(1)), 32.0) * 1000
     # The process itself: a real gateway on Redis with one client.

@@ -4,7 +4,7 @@ Every client here is a real HTTP client on its own loopback address (127.0.0.2,
 127.0.0.3, ...: Linux routes all of 127/8 to lo), talking to the project's nginx
 (docker/nginx.conf) or to the gateway directly. nginx connects to the gateway
 from 127.0.0.1, the only proxy the gateway trusts, as ingress-nginx's pods
-would be in a cluster (README, Security: trusted proxies).
+would be in a cluster (docs/security.md; docs/scaling.md, Trusted proxies).
 """
 
 from __future__ import annotations
