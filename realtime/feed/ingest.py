@@ -14,6 +14,7 @@ caused them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -44,26 +45,28 @@ class Ingest:
 
     async def run(self) -> None:
         await self.numbering.load(self.book)
-        async for raw in self.source.messages():
-            try:
-                updates = self.book.accept_all(raw)
-            except TickRejected as rejected:
-                self._drop(rejected)
-                continue
-            finally:
-                if self.book.band_dropped != self._band_dropped:
-                    self.counts[TickOutcome.BAND] += self.book.band_dropped - self._band_dropped
-                    self._band_dropped = self.book.band_dropped
-            if self.book.restarted:
-                for asset, offset in self.book.restarted:
-                    self.numbering.save(asset, offset)
-                self.book.restarted.clear()
-            if self.book.statuses.changes:
-                await self.send_statuses(self.book.statuses.drain())
-            for update in updates:
-                self.counts[TickOutcome.OK] += 1
-                self.book.tiers.add(update)
-                await self.send(update)
+        # A cancel while a tick is sent must still close the source and its Redis connection.
+        async with contextlib.aclosing(self.source.messages()) as messages:
+            async for raw in messages:
+                try:
+                    updates = self.book.accept_all(raw)
+                except TickRejected as rejected:
+                    self._drop(rejected)
+                    continue
+                finally:
+                    if self.book.band_dropped != self._band_dropped:
+                        self.counts[TickOutcome.BAND] += self.book.band_dropped - self._band_dropped
+                        self._band_dropped = self.book.band_dropped
+                if self.book.restarted:
+                    for asset, offset in self.book.restarted:
+                        self.numbering.save(asset, offset)
+                    self.book.restarted.clear()
+                if self.book.statuses.changes:
+                    await self.send_statuses(self.book.statuses.drain())
+                for update in updates:
+                    self.counts[TickOutcome.OK] += 1
+                    self.book.tiers.add(update)
+                    await self.send(update)
 
     async def send(self, update: PriceUpdate, room: str | None = None) -> int:
         """Fan one tick out to its room (the real-time one by default); never raises.

@@ -19,7 +19,8 @@ Cluster they are sharded channels (SSUBSCRIBE, each on its own shard).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import contextlib
+from collections.abc import AsyncGenerator, Callable
 from typing import Protocol
 
 import orjson
@@ -44,7 +45,7 @@ class PriceSource(Protocol):
     def unwatch(self, asset: str) -> None:
         """`asset`'s last subscriber on this pod left."""
 
-    def messages(self) -> AsyncIterator[bytes]: ...
+    def messages(self) -> AsyncGenerator[bytes, None]: ...
 
 
 class SimulatedSource:
@@ -67,7 +68,7 @@ class SimulatedSource:
     def unwatch(self, asset: str) -> None:
         return None
 
-    async def messages(self) -> AsyncIterator[bytes]:
+    async def messages(self) -> AsyncGenerator[bytes, None]:
         if self.rate <= 0:
             await asyncio.Event().wait()  # simulation off: a source that never ticks
         interval = 1.0 / self.rate
@@ -136,10 +137,12 @@ class RedisSource:
     def _apply(self) -> None:
         self.subscription.want(f"{self.channel}:{asset}" for asset in self._held)
 
-    async def messages(self) -> AsyncIterator[bytes]:
+    async def messages(self) -> AsyncGenerator[bytes, None]:
         try:
-            async for message in self.subscription.messages():
-                yield message["data"]
+            # Closed with this generator, not left to the garbage collector with its Redis connection.
+            async with contextlib.aclosing(self.subscription.messages()) as messages:
+                async for message in messages:
+                    yield message["data"]
         finally:
             for release in self._held.values():
                 if release is not None:
