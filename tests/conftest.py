@@ -50,10 +50,19 @@ def own_redis() -> Iterator[RedisServer]:
     server.stop()
 
 
+@pytest.fixture(params=["lean", pytest.param("stock", marks=pytest.mark.slow)])
+def engine(request: pytest.FixtureRequest) -> str:
+    """The websocket engine (REALTIME_ENGINE) of the test's gateways: both in CI, lean in the inner loop.
+
+    A test that names `engine` itself (parametrize, or a setting) decides alone.
+    """
+    return str(request.param)
+
+
 @pytest.fixture
-async def start_gateway() -> AsyncIterator[InProcessFactory]:
+async def start_gateway(engine: str) -> AsyncIterator[InProcessFactory]:
     """Start gateways in this process and loop, with REALTIME_* settings given as keywords: `await start(...)`."""
-    async with gateways() as start:
+    async with gateways(engine=engine) as start:
         yield start
 
 
@@ -64,12 +73,12 @@ async def gateway(start_gateway: InProcessFactory, redis_server: RedisServer) ->
 
 
 @pytest.fixture
-def start_process(tmp_path: Path) -> Iterator[GatewayFactory]:
+def start_process(tmp_path: Path, engine: str) -> Iterator[GatewayFactory]:
     """Start `realtime serve` processes with REALTIME_* settings given as keywords."""
     started: list[Gateway] = []
 
     def start(*args: str, **settings: Any) -> Gateway:
-        gateway = launch(tmp_path, *args, **settings)
+        gateway = launch(tmp_path, *args, **{"engine": engine, **settings})
         started.append(gateway)
         return gateway
 
@@ -85,23 +94,26 @@ def process_gateway(start_process: GatewayFactory, redis_server: RedisServer) ->
 
 
 @pytest.fixture
-def start_cluster(start_process: GatewayFactory, redis_server: RedisServer, tmp_path: Path
-                  ) -> Iterator[ClusterFactory]:
-    """Start `pods` gateways on one Redis with their own channels, then nginx in front of them."""
-    started: list[Nginx] = []
+def start_cluster(redis_server: RedisServer, tmp_path: Path) -> Iterator[ClusterFactory]:
+    """Start `pods` gateways on one Redis with their own channels, then nginx in front of them.
+
+    Pods run the default engine: these tests are about pods, and each costs processes and nginx.
+    """
+    started: list[Nginx | Gateway] = []
 
     def start(pods: int = 3, redis: RedisServer | None = None, **settings: Any) -> Cluster:
         redis = redis or redis_server
         suffix = str(free_port())
-        pods_ = [start_process(redis_url=redis.url, price_channel=f"prices-{suffix}",
-                                  manager_channel=f"socketio-{suffix}", instance_id=f"pod{i}-{suffix}", **settings)
-                    for i in range(pods)]
-        nginx = Nginx([g.port for g in pods_], tmp_path / f"nginx-{suffix}")
+        for i in range(pods):
+            started.append(launch(tmp_path, redis_url=redis.url, price_channel=f"prices-{suffix}",
+                                  manager_channel=f"socketio-{suffix}", instance_id=f"pod{i}-{suffix}", **settings))
+        gateways_ = [g for g in started[-pods:] if isinstance(g, Gateway)]
+        nginx = Nginx([g.port for g in gateways_], tmp_path / f"nginx-{suffix}")
         nginx.start()
         started.append(nginx)
-        return Cluster(pods_, nginx, redis)
+        return Cluster(gateways_, nginx, redis)
 
     yield start
-    for nginx in started:
-        nginx.stop()
+    for part in reversed(started):
+        part.stop()
 

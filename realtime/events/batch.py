@@ -40,6 +40,12 @@ class Pipelined:
             loop.call_soon(self._start)
         return await future
 
+    async def aclose(self) -> None:
+        """End the pipelines still in flight (a stop while Redis hangs), so none outlives its client."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
     def _start(self) -> None:
         self._scheduled = False
         batch, self._pending = self._pending, []
@@ -50,12 +56,13 @@ class Pipelined:
     async def _run(self, batch: list[tuple[Queue, int, asyncio.Future[list[Any]]]]) -> None:
         async with self._limit:
             try:
-                pipe = pipeline(self.redis, self.scripts)
-                for queue, _, _ in batch:
-                    added = queue(pipe)
-                    if inspect.isawaitable(added):
-                        await added
-                results = await pipe.execute(raise_on_error=False)
+                # Reset however it ends (a timeout, a stop), so its connection goes back to the pool.
+                async with pipeline(self.redis, self.scripts) as pipe:
+                    for queue, _, _ in batch:
+                        added = queue(pipe)
+                        if inspect.isawaitable(added):
+                            await added
+                    results = await pipe.execute(raise_on_error=False)
             except BaseException as exc:
                 for _, _, future in batch:
                     if not future.done():

@@ -215,6 +215,7 @@ class RedisLog:
                 for entries, (start, end) in zip(found, start_end, strict=True)]
 
     async def close(self) -> None:
+        await self._pipelined.aclose()
         await self.redis.aclose()
 
 

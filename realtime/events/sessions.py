@@ -105,25 +105,26 @@ class RedisSessions:
         return _session(fields)
 
     async def update(self, follow: Mapping[str, Sequence[str]], release: Iterable[str]) -> None:
-        pipe = pipeline(self.redis, [self._keep])
-        for pid, subscriptions in follow.items():
-            # With its TTL: were the session gone, a bare HSET would leave a key that never expires
-            # (and one without `sub` is never recovered).
-            pipe.hset(self.key(pid), "subscriptions", orjson.dumps(list(subscriptions)))
-            pipe.pexpire(self.key(pid), self.ttl_ms)
-        for pid in release:
-            pipe.pexpire(self.key(pid), self.window_ms)
-        await pipe.execute()
+        async with pipeline(self.redis, [self._keep]) as pipe:  # reset (its connection back) however it ends
+            for pid, subscriptions in follow.items():
+                # With its TTL: were the session gone, a bare HSET would leave a key that never expires
+                # (and one without `sub` is never recovered).
+                pipe.hset(self.key(pid), "subscriptions", orjson.dumps(list(subscriptions)))
+                pipe.pexpire(self.key(pid), self.ttl_ms)
+            for pid in release:
+                pipe.pexpire(self.key(pid), self.window_ms)
+            await pipe.execute()
 
     async def refresh(self, sessions: Mapping[str, Session]) -> None:
-        pipe = pipeline(self.redis, [self._keep])
-        for pid, session in sessions.items():
-            fields = _fields(session)
-            await self._keep(keys=[self.key(pid)], client=pipe,
-                             args=[self.ttl_ms, fields["sub"], fields["subscriptions"], fields["basis"]])
-        await pipe.execute()
+        async with pipeline(self.redis, [self._keep]) as pipe:
+            for pid, session in sessions.items():
+                fields = _fields(session)
+                await self._keep(keys=[self.key(pid)], client=pipe,
+                                 args=[self.ttl_ms, fields["sub"], fields["subscriptions"], fields["basis"]])
+            await pipe.execute()
 
     async def close(self) -> None:
+        await self._pipelined.aclose()
         await self.redis.aclose()
 
 

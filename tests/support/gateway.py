@@ -102,9 +102,6 @@ def gateway_env(port: int, **settings: Any) -> dict[str, str]:
         "REALTIME_SHUTDOWN_GRACE": "3",
         "PYTHONUNBUFFERED": "1",
     })
-    # The whole suite runs on either websocket engine: `REALTIME_TEST_ENGINE=stock scripts/test`.
-    if os.environ.get("REALTIME_TEST_ENGINE"):
-        env["REALTIME_ENGINE"] = os.environ["REALTIME_TEST_ENGINE"]
     for key, value in settings.items():
         name = "REALTIME_" + key.upper()
         if value is None:

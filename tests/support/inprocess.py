@@ -143,11 +143,12 @@ async def served_on_redis(start: InProcessFactory, redis_server: RedisServer, **
 
 
 @contextlib.asynccontextmanager
-async def gateways() -> AsyncIterator[InProcessFactory]:
-    """Start in-process gateways with REALTIME_* settings given as keywords; all stop when the block ends."""
+async def gateways(**defaults: Any) -> AsyncIterator[InProcessFactory]:
+    """Start in-process gateways with REALTIME_* settings given as keywords (over `defaults`); all stop
+    when the block ends."""
     async with contextlib.AsyncExitStack() as stack:
         async def start(**settings: Any) -> InProcessGateway:
-            settings.setdefault("instance_id", unique_instance())
+            settings = {"instance_id": unique_instance(), **defaults, **settings}
             env = gateway_env(0, **settings)
             log = io.StringIO()
             server = await stack.enter_async_context(run_server(settings_from(env), log))
