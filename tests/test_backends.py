@@ -1,6 +1,6 @@
 """One contract per backend protocol, run on `memory://`, on one real Redis and on a real Redis Cluster.
 
-Each test body speaks only the protocol (`EventLog`, `SessionStore`, `DemandStore`); the `backend`
+Each test body speaks only the protocol (`EventLog`, `SessionStore`, `DemandStore`, `Presence`); the `backend`
 fixture gives the implementation and `later(seconds)`, which moves a memory backend's clock and waits
 for real on Redis, whose expiries are its own. As broadcaster's and centrifuge's backend tests do.
 (The price source and the feed numbering have no memory twin to hold to the same contract: the
@@ -17,11 +17,13 @@ from typing import Any
 import pytest
 
 from realtime.cluster.demand import MemoryDemandStore, RedisDemandStore
+from realtime.cluster.presence import MemoryPresence, RedisPresence
+from realtime.config import Settings
 from realtime.events import offsets
 from realtime.events.log import RedisLog
 from realtime.events.memory import MemoryLog, MemorySessions
 from realtime.events.sessions import RedisSessions, Session
-from tests.support import RedisServer, free_port
+from tests.support import SECRET, RedisServer, free_port
 from tests.support.redis_cluster import RedisClusterNodes, redis_cluster
 
 __all__ = ["redis_cluster"]  # a fixture
@@ -62,6 +64,13 @@ class Backend:
             return self.keep(MemoryDemandStore())
         return self.keep(RedisDemandStore(self.url, f"contract-demand-{free_port()}", ttl=ttl, timeout=2.0))
 
+    def presence(self, cap: int) -> Any:
+        if self.url is None:
+            return self.keep(MemoryPresence(cap=cap, pod="pod-a"))
+        settings = Settings(redis_url=self.url, max_connections_per_user=cap, instance_id="pod-a",
+                            manager_channel=f"contract-{free_port()}", jwt_secret=SECRET)
+        return self.keep(RedisPresence(settings))
+
     def keep(self, made: Any) -> Any:
         self.made.append(made)
         return made
@@ -82,7 +91,8 @@ async def backend(request: pytest.FixtureRequest, redis_server: RedisServer) -> 
     made: list[Any] = []
     yield Backend(request.param, url, Clock(), made)
     for part in made:
-        close: Callable[[], Awaitable[None]] = getattr(part, "close", None) or part.aclose
+        close: Callable[[], Awaitable[None]] = (getattr(part, "close", None) or getattr(part, "aclose", None)
+                                                or part.stop)
         await close()
 
 
@@ -199,3 +209,20 @@ async def test_demand_store_keeps_each_pods_counts(backend: Backend) -> None:
     await store.put("pod-a", {"ETH_USDC_PERP": 3})
     await store.remove("pod-b")
     assert await store.pods() == {"pod-a": {"ETH_USDC_PERP": 3}}
+
+
+# Presence: the per-user connection cap.
+
+async def test_presence_evicts_the_oldest_past_the_cap(backend: Backend) -> None:
+    presence = backend.presence(cap=2)
+    await presence.start()
+    # Sids sort against their connect order: the oldest is the first admitted, not the smallest.
+    assert await presence.admit("alice", "sid-c") == []
+    assert await presence.admit("alice", "sid-b") == []
+    assert await presence.admit("bob", "sid-z") == []
+    [evicted] = await presence.admit("alice", "sid-a")
+    assert evicted.sid == "sid-c"
+    await presence.leave("alice", "sid-b")
+    assert await presence.admit("alice", "sid-d") == []
+    [evicted] = await presence.admit("alice", "sid-e")
+    assert evicted.sid == "sid-a"
