@@ -24,7 +24,6 @@ from realtime.cluster.redis import Subscription, client
 from tests.support import (
     ROOT,
     Gateway,
-    GatewayFactory,
     InProcessFactory,
     Nginx,
     NodeClients,
@@ -33,6 +32,7 @@ from tests.support import (
     eventually,
     free_port,
     http_json,
+    launch,
     sample,
     scrape,
     token,
@@ -76,24 +76,26 @@ class Pods:
 
 
 @pytest.fixture
-def start_pods(start_process: GatewayFactory, tmp_path: Path) -> AsyncIterator[Callable[..., Pods]]:
-    started: list[Nginx] = []
+def start_pods(tmp_path: Path) -> AsyncIterator[Callable[..., Pods]]:
+    """Three `realtime serve` pods on the cluster behind nginx, on the default engine (like `start_cluster`)."""
+    started: list[Nginx | Gateway] = []
 
     def start(nodes: RedisClusterNodes, **settings: Any) -> Pods:
         suffix = str(free_port())
-        gateways = [start_process(redis_url=nodes.url, price_channel=f"prices-{suffix}", price_channels="per-asset",
-                                  price_linger=1, manager_channel=f"socketio-{suffix}", redis_retry_max=1,
-                                  demand_key=f"demand-{suffix}", demand_interval=0.5,
-                                  max_connections_per_user=5,  # presence in Redis: its admit script on the cluster
-                                  instance_id=f"pod{i}-{suffix}", **settings) for i in range(3)]
+        gateways = [launch(tmp_path, redis_url=nodes.url, price_channel=f"prices-{suffix}", price_channels="per-asset",
+                           price_linger=1, manager_channel=f"socketio-{suffix}", redis_retry_max=1,
+                           demand_key=f"demand-{suffix}", demand_interval=0.5,
+                           max_connections_per_user=5,  # presence in Redis: its admit script on the cluster
+                           instance_id=f"pod{i}-{suffix}", **settings) for i in range(3)]
+        started.extend(gateways)
         nginx = Nginx([g.port for g in gateways], tmp_path / f"nginx-{suffix}")
         nginx.start()
         started.append(nginx)
         return Pods(nodes, gateways, nginx)
 
     yield start  # type: ignore[misc]
-    for nginx in started:
-        nginx.stop()
+    for part in reversed(started):
+        part.stop()
 
 
 def ticks(asset: str, seqs: range) -> list[dict[str, Any]]:
