@@ -103,7 +103,8 @@ class Settings(BaseSettings):
     manager_channel: str = Field("socketio", min_length=1, description="python-socketio manager channel")
     price_channel: str = Field("exness:price-updates", min_length=1, description="price feed channel")
     price_channels: Literal["single", "per-asset", "both"] = Field(
-        "single", description="where the feed publishes: the price channel, `<channel>:<ASSET>` per asset, or both"
+        "both", description="where to listen for ticks: the price channel, `<channel>:<ASSET>` per asset (on a "
+                            "Redis Cluster sharded), or both, which hears a feed of either layout"
     )
     price_linger: float = Field(
         10.0, ge=0, le=3600, description="seconds a pod keeps an asset's channel after its last local subscriber left"
@@ -164,13 +165,13 @@ class Settings(BaseSettings):
     )
     engine: Literal["lean", "stock"] = Field(
         "lean", description="websocket engine: lean (the gateway owns the socket after the upgrade) "
-                            "or stock (python-engineio's, for comparison and as a fallback)"
+                            "or stock (python-engineio's; a diagnostic, for comparison and as a fallback)"
     )
 
     # Send path.
     fanout: Literal["direct", "stock"] = Field(
         "direct", description="price fan-out: frame once and write to every websocket (direct), "
-                              "or python-socketio's emit (stock, for comparison)"
+                              "or python-socketio's emit (stock: a diagnostic, for comparison only)"
     )
     slow_consumer_bytes: int = Field(
         64 * 1024, ge=1024, description="queued bytes past which a connection's queued price ticks "
@@ -189,7 +190,8 @@ class Settings(BaseSettings):
     # Limits.
     max_subscriptions: int = Field(100, ge=1, le=100_000, description="assets one connection may subscribe to")
     max_connections: int = Field(
-        50_000, ge=1, description="Engine.IO sessions one pod holds, authenticated or not (503 past it)"
+        50_000, ge=1, description="Engine.IO sessions one pod holds, authenticated or not, with the connections "
+                                  "still sending a request head (503 past it)"
     )
     max_connections_per_user: int = Field(
         0, ge=0, le=10_000,
@@ -227,6 +229,13 @@ class Settings(BaseSettings):
         description="peers whose X-Forwarded-For is believed",
     )
 
+    # HTTP request heads (realtime.engine.heads): slowloris connections are cut and counted.
+    header_timeout: float = Field(
+        5.0, gt=0, le=300,
+        description="seconds a connection has to send a whole HTTP request head (from the moment it opens, or from "
+                    "the first byte of a later request); past it 408 and close",
+    )
+
     # Demand signal: subscribers per asset across all pods.
     demand_interval: float = Field(
         2.0, ge=0.1, le=300, description="seconds between writes of this pod's subscriber counts to the demand store"
@@ -244,6 +253,13 @@ class Settings(BaseSettings):
     events_stream: str = Field(
         "realtime:events", min_length=1, max_length=200,
         description="Redis Stream of private events that back ends append (XADD) for the gateway to route",
+    )
+
+    # One Redis namespace for every key and channel the gateway owns (realtime.namespace, docs/redis.md).
+    namespace: str | None = Field(
+        None, min_length=1, max_length=100, pattern=r"^[^{}\s]+$",
+        description="prefix of every Redis key and channel the gateway owns (unset: the names derived from "
+                    "REALTIME_MANAGER_CHANNEL, REALTIME_PRICE_CHANNEL and REALTIME_DEMAND_KEY)",
     )
 
     # Lifecycle and logs.

@@ -35,8 +35,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from realtime import __version__
-from realtime.feed.prices import TickOutcome
-from realtime.protocol import AUTH_REFRESH, PRICE_SUBSCRIBE, PRICE_UNSUBSCRIBE, PriceUpdate
+from realtime.protocol import AUTH_REFRESH, PRICE_SUBSCRIBE, PRICE_UNSUBSCRIBE, PriceUpdate, TickOutcome
 
 # Label values for client events: the events we answer, everything else is "other".
 KNOWN_EVENTS = frozenset({PRICE_SUBSCRIBE, PRICE_UNSUBSCRIBE, AUTH_REFRESH})
@@ -62,6 +61,8 @@ class RedisLink:
 
 # A counter other parts keep as a plain attribute: (name, help, read).
 PlainCounter = tuple[str, str, Callable[[], int]]
+# A counter by one label other parts keep as a plain mapping: (name, help, label, read label value -> count).
+LabelledCounter = tuple[str, str, str, Callable[[], Mapping[str, int]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,9 @@ class State:
     redis: tuple[RedisLink, ...] = ()
     manager_messages: Callable[[], tuple[int, int] | None] = lambda: None  # (in, out) through Redis
     counters: tuple[PlainCounter, ...] = ()
+    labelled: tuple[LabelledCounter, ...] = ()
+    gauges: tuple[PlainCounter, ...] = ()  # (name, help, value) read at scrape time
+    price_channels: Callable[[], Iterable[tuple[str, str]]] = lambda: ()  # (layout, channel) held now
 
 
 class StateCollector(Collector):
@@ -121,6 +125,12 @@ class StateCollector(Collector):
             yield up
             yield reconnects
 
+        held = GaugeMetricFamily("realtime_price_channels_held", "1 for each price channel this pod listens to now "
+                                 "(layout: single or per-asset)", labels=["layout", "channel"])
+        for layout, channel in state.price_channels():
+            held.add_metric([layout, channel], 1)
+        yield held
+
         manager_messages = state.manager_messages()
         if manager_messages is not None:
             received, sent = manager_messages
@@ -132,6 +142,13 @@ class StateCollector(Collector):
 
         for name, documentation, value in state.counters:
             yield CounterMetricFamily(name, documentation, value=value())
+        for name, documentation, label, values in state.labelled:
+            family = CounterMetricFamily(name, documentation, labels=[label])
+            for key, count in values().items():
+                family.add_metric([key], count)
+            yield family
+        for name, documentation, value in state.gauges:
+            yield GaugeMetricFamily(name, documentation, value=value())
 
 
 class Buckets:

@@ -3,10 +3,10 @@ the signals and a bounded graceful shutdown.
 
 A price tick: `feed.sources` (Redis or simulator) -> `feed.ingest` ->
 `feed.prices` (validate, number, keep latest) -> `send.fanout` ->
-`send.writer` -> the socket. A private event: `http.api`, `events.emitter` or
+`engine.writer` -> the socket. A private event: `http.api`, `events.emitter` or
 `events.router` -> `events.log` (Redis Streams) -> every pod's `events.reader`
 -> the user's room, with its offset (`events.recovery` replays it to a
-recovering connection). Client events: `sessions.handlers`.
+recovering connection). Client events: `clients.handlers`.
 """
 
 from __future__ import annotations
@@ -21,32 +21,30 @@ from collections import Counter
 
 from aiohttp import web
 
-from realtime.cluster.demand import Demand, demand_store
-from realtime.cluster.presence import presence
+from realtime.backends import backends
+from realtime.catalog import Catalog
+from realtime.clients.auth import TokenVerifier
+from realtime.clients.handlers import Gateway
+from realtime.clients.limits import AddressLimiter
+from realtime.cluster.demand import Demand
 from realtime.config import Settings
-from realtime.engine import versions
+from realtime.engine import heads, versions
+from realtime.engine.proxies import address_of
 from realtime.engine.server import SocketServer
+from realtime.engine.writer import Writers
 from realtime.events.service import Events
-from realtime.feed.catalog import Catalog
 from realtime.feed.gauges import FeedGauges
 from realtime.feed.ingest import Ingest
-from realtime.feed.numbering import numbering
 from realtime.feed.prices import PriceBook
-from realtime.feed.sources import price_source
 from realtime.http import health
 from realtime.http.api import PREFIX, Api
 from realtime.http.board import Board
 from realtime.http.middleware import handshake_limit, turn_away_while_draining
-from realtime.http.proxies import address_of
 from realtime.metrics import Metrics, State
-from realtime.protocol import room_asset, tier_room
+from realtime.rooms import room_asset, tier_room
 from realtime.send.fanout import fanout
-from realtime.send.writer import Writers
-from realtime.sessions.auth import TokenVerifier
-from realtime.sessions.handlers import Gateway
-from realtime.sessions.limits import AddressLimiter
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 LISTEN_BACKLOG = 4096  # the kernel caps it at net.core.somaxconn
 
@@ -55,29 +53,32 @@ class Server:
     def __init__(self, settings: Settings) -> None:
         versions.check()
         self.settings = settings
+        self.metrics = Metrics(settings.instance_id)
+        # Every swappable part, chosen by REALTIME_REDIS_URL (memory:// or Redis).
+        self.backends = backends(settings, forget=lambda asset: self.book.forget(asset))
         # The Socket.IO layer and the send path.
         self.writers = Writers(settings.slow_consumer_bytes, settings.slow_consumer_max_bytes)
-        self.sio = SocketServer(settings, self.writers)
+        self.sio = SocketServer(settings, self.writers, self.backends.manager)
         # Prices: catalog, validation and latest ticks, the source, the fan-out.
         self.catalog = Catalog(settings.catalog)
         self.book = PriceBook(self.catalog, band=settings.price_band, stale_after=settings.stale_after,
                               delays=settings.delay_tiers)
-        self.metrics = Metrics(settings.instance_id)
         self.metrics.registry.register(FeedGauges(self.book))
-        self.source = price_source(settings, forget=self.book.forget)
-        self.numbering = numbering(settings)
+        self.source = self.backends.source
+        self.restarts = self.backends.restarts
         self.ingest = Ingest(self.source, self.book, fanout(self.sio, settings.fanout), self.metrics,
-                             self.numbering)
+                             self.restarts)
         # Private events: the log, live delivery with offsets, sessions and recovery, the stream router.
-        self.events = Events(settings, self.sio, self.catalog, self.metrics.registry)
+        self.events = Events(settings, self.sio, self.catalog, log=self.backends.log,
+                             sessions=self.backends.sessions, router=self.backends.router)
         # Clients: authentication, per-user presence across pods, event handlers.
         self.verifier = TokenVerifier(settings)
-        self.presence = presence(settings)
+        self.presence = self.backends.presence
         self.gateway = Gateway(self.sio, settings, self.verifier, self.catalog, self.book, self.metrics,
                                self.presence, self.events.recovery)
         # Per-asset price channels follow the asset rooms of this pod.
         self._watch_assets()
-        self.demand = Demand(demand_store(settings), self.catalog, settings.instance_id,
+        self.demand = Demand(self.backends.demand, self.catalog, settings.instance_id,
                              local=self._local_subscribers, interval=settings.demand_interval)
         self.connect_limiter = AddressLimiter(settings.connect_rate, settings.connect_burst, settings.connect_addresses)
         self.metrics.watch(self._metric_state())
@@ -87,14 +88,18 @@ class Server:
             redis_required=not settings.embedded,
             redis_up=lambda: self.source.connected and self.sio.manager_ready and self.events.ready,
             connections=lambda: len(self.gateway.connections),
+            price_channels=lambda: [channel for _, channel in self.source.channels()],
         )
 
         # HTTP: Engine.IO behind the drain, new sessions through the per-address rate and the pod's cap.
         self.app = web.Application(middlewares=[
             turn_away_while_draining(self.sio, lambda: self.health.draining),
         ])
+        # Connections still sending a request head count toward the pod's cap with its sessions.
+        self.heads = heads.Heads(settings.header_timeout,
+                                 room=lambda: settings.max_connections - self.sio.session_count())
         self.sio.gate_sessions(handshake_limit(self.connect_limiter, address_of(settings.trusted_proxies),
-                                               sessions=self.sio.session_count,
+                                               sessions=lambda: self.sio.session_count() + self.heads.pending,
                                                max_sessions=settings.max_connections))
         self.sio.attach(self.app)
         self.app.add_routes(health.routes(self.health))
@@ -103,7 +108,7 @@ class Server:
                                         self.metrics, self.events).app())
         self.app.add_routes(Board(settings, self.catalog, self.verifier).routes())
 
-        self._runner: web.AppRunner | None = None
+        self._runner: heads.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.port: int | None = None
 
@@ -115,8 +120,8 @@ class Server:
         self._tasks.append(asyncio.create_task(self.demand.run(), name="demand"))
         await self.presence.start()
 
-        self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None,
-                                     shutdown_timeout=self.settings.shutdown_grace)
+        self._runner = heads.AppRunner(self.app, self.heads, handle_signals=False, access_log=None,
+                                       shutdown_timeout=self.settings.shutdown_grace)
         await self._runner.setup()
         # A reconnect storm opens thousands of connections at once: aiohttp's default backlog of 128
         # drops SYNs (clients wait out retransmits); Node listens with 511.
@@ -125,7 +130,7 @@ class Server:
         await site.start()
         self.port = self._runner.addresses[0][1]
         mode = "embedded (in-memory manager, simulated feed)" if self.settings.embedded else "redis"
-        log.info("instance %s listening on http://%s:%d, %s mode%s", self.settings.instance_id,
+        logger.info("instance %s listening on http://%s:%d, %s mode%s", self.settings.instance_id,
                  self.settings.host, self.port, mode,
                  "; no JWT key configured: dev mode" if self.settings.dev_mode else "")
 
@@ -155,9 +160,9 @@ class Server:
         if self._runner is not None:
             await self._runner.cleanup()
         await self.demand.close()
-        await self.numbering.aclose()
+        await self.restarts.aclose()
         counts = ", ".join(f"{k.value}={v}" for k, v in sorted(self.ingest.counts.items()))
-        log.info("instance %s stopped in %.2fs; closed %d connections; feed ticks: %s", self.settings.instance_id,
+        logger.info("instance %s stopped in %.2fs; closed %d connections; feed ticks: %s", self.settings.instance_id,
                  time.monotonic() - started, connections, counts or "none")
 
     def _watch_assets(self) -> None:
@@ -196,17 +201,27 @@ class Server:
             feed=self.ingest.counts,
             redis=(*self.source.links(), *self.sio.manager_links(), *self.events.links()),
             manager_messages=self.sio.manager_messages,
+            price_channels=self.source.channels,
+            gauges=(("realtime_request_heads", "connections sending a request head now (slowloris shows here)",
+                     lambda: self.heads.pending),),
             counters=(
                 ("realtime_slow_consumers_cut", "connections cut for not reading their messages",
                  lambda: self.writers.cut),
                 ("realtime_price_ticks_collapsed", "queued price ticks replaced by a newer one of the same asset",
                  lambda: self.writers.collapsed),
+                ("realtime_request_heads_timed_out",
+                 "connections answered 408 and closed for not sending a request head in time",
+                 lambda: self.heads.timed_out),
+                ("realtime_request_heads_refused",
+                 "connections closed at once with 503: the pod held its cap of sessions and connections sending a head",
+                 lambda: self.heads.refused),
                 ("realtime_connect_rate_limited", "new sessions refused with 429 by the per-address connection rate",
                  lambda: self.connect_limiter.refused),
                 *self.sio.manager_counters(),
                 *self.sio.admission_counters(),
                 *self.events.counters(),
             ),
+            labelled=tuple(self.events.labelled_counters()),
         )
 
     async def serve_forever(self) -> None:
@@ -223,5 +238,5 @@ class Server:
         gc.freeze()
         gc.set_threshold(50_000, *gc.get_threshold()[1:])
         await stop.wait()
-        log.info("signal received: draining %d connections", len(self.gateway.connections))
+        logger.info("signal received: draining %d connections", len(self.gateway.connections))
         await self.stop()

@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import engineio
 import socketio
-from aiohttp import web
+from aiohttp import web, web_protocol, web_runner, web_server
 from engineio import async_socket, exceptions
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
@@ -26,14 +26,15 @@ from socketio.msgpack_packet import MsgPackPacket
 
 from realtime.engine import driver, versions
 from realtime.engine.packets import EngineServer
-from realtime.send.writer import Writer, Writers, websocket_frame
+from realtime.engine.writer import Writer, Writers, websocket_frame
 from tests.support import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 # Private names of python-socketio / python-engineio: only realtime/engine/ may use them.
 PRIVATE = re.compile(r"\b_async\b|_send_packet|eio\.sockets|manager\.rooms|\b_redis_|\b_ok\b|\.queue\b|_binary_packet"
                      r"|_handle_eio|_handle_event|_handle_connect|_handle_disconnect|_handle_emit|_engineio_server_class"
-                     r"|manager_initialized|_websocket_handler|is_pre_connected|eio_sid_from_sid")
+                     r"|manager_initialized|_websocket_handler|is_pre_connected|eio_sid_from_sid"
+                     r"|_make_server|_request_count|RequestHandler")
 
 # Every private attribute the adapter reads, overrides or calls, by owner.
 HOOKS: dict[Any, tuple[str, ...]] = {
@@ -51,6 +52,9 @@ HOOKS: dict[Any, tuple[str, ...]] = {
     socketio.AsyncRedisManager: ("_redis_connect", "_redis_listen_with_retries", "_publish", "_listen", "_thread",
                                  "_handle_emit"),
     MsgPackPacket: ("encode", "decode", "configure"),
+    web_protocol.RequestHandler: ("connection_made", "data_received", "connection_lost", "force_close"),
+    web.Server: ("__call__",),
+    web.AppRunner: ("_make_server",),
 }
 # Instance attributes the adapter reads or replaces.
 INSTANCE_HOOKS = {
@@ -139,7 +143,7 @@ def test_the_overrides_keep_upstream_signatures() -> None:
 
 
 def test_our_copy_of_the_engineio_handshake_matches_upstreams() -> None:
-    # engine/sessions.py: ConformingServer._handle_connect is python-engineio 4.15's, with our session
+    # engine/conformance.py: ConformingServer._handle_connect is python-engineio 4.15's, with our session
     # class and OPEN packet; Session._send_ping is its ping plus Node's timeout.
     source = inspect.getsource(engineio.AsyncServer._handle_connect)
     for step in ("async_socket.AsyncSocket(self, sid)", "self.sockets[sid] = s", "await s.send(pkt)",
@@ -173,8 +177,6 @@ def test_what_the_lean_engine_takes_from_aiohttp() -> None:
     # engine/lean.py takes a connection from aiohttp's RequestHandler after the handshake: it reads the
     # bytes past the request (`_message_tail`), sets `_force_close` and `transport = None` so that start()
     # neither loops nor closes the socket, and tells the server (`_manager`) the connection is gone.
-    from aiohttp import web_protocol, web_server
-
     source = inspect.getsource(web_protocol.RequestHandler.start)
     assert "while not self._force_close:" in source
     assert "if not self._force_close:" in source and "self.transport.close()" in source
@@ -193,6 +195,28 @@ def test_what_the_lean_engine_takes_from_aiohttp() -> None:
     assert "engineio_options['async_handlers'] = False" in inspect.getsource(socketio.base_server.BaseServer)
 
 
+def test_what_request_heads_take_from_aiohttp() -> None:
+    # engine/heads.py: our Server makes our RequestHandler with what aiohttp's would get, and AppRunner
+    # builds its server in `_make_server`.
+    assert "RequestHandler(self, loop=self._loop, **self._kwargs)" in inspect.getsource(web_server.Server.__call__)
+    assert list(inspect.signature(web_server.Server.__init__).parameters) == [
+        "self", "handler", "request_factory", "handler_cancellation", "loop", "kwargs"]
+    for name in ("request_handler", "request_factory", "handler_cancellation"):
+        assert name in inspect.getsource(web_server.Server.__init__), name
+    assert "self._server = await self._make_server()" in inspect.getsource(web_runner.BaseRunner.setup)
+    assert "self._app._make_handler(" in inspect.getsource(web.AppRunner._make_server)
+    # A head is whole when the parser gives a message (counted in `_request_count`, a 400 included); the
+    # handler waits for the next request on `_waiter`; the keep-alive timer, set once, is not moved by data.
+    received = inspect.getsource(web_protocol.RequestHandler.data_received)
+    assert "self._request_count += 1" in received and "_ErrInfo(status=400" in received
+    assert "self._keepalive_handle" not in received
+    assert "self._waiter = loop.create_future()" in inspect.getsource(web_protocol.RequestHandler.start)
+    assert "self._manager.connection_made(self, real_transport)" in inspect.getsource(
+        web_protocol.RequestHandler.connection_made)
+    for name in ("_waiter", "_request_count", "_force_close", "_loop", "transport"):
+        assert any(name in getattr(c, "__slots__", ()) for c in web_protocol.RequestHandler.__mro__), name
+
+
 def test_start_up_checks_the_versions_setup_cfg_pins() -> None:
     pins = dict(re.findall(r"^\s+([\w-]+)(?:\[\w+\])?==([\w.]+)", (ROOT / "setup.cfg").read_text(), re.M))
     for package, version in versions.PINNED.items():
@@ -206,7 +230,7 @@ def _server(**options: Any) -> socketio.AsyncServer:
     return sio
 
 
-# engine.io: the socket's queue (realtime/engine/driver.py, realtime/send/writer.py).
+# engine.io: the socket's queue (realtime/engine/driver.py, realtime/engine/writer.py).
 
 async def test_sockets_get_their_queue_from_server_create_queue() -> None:
     sio = _server()
@@ -300,7 +324,7 @@ def test_the_stock_emit_takes_namespace_and_room() -> None:
 
 
 # aiohttp: frames written to the request's transport interleave with the
-# websocket's own, whole and in order (realtime/engine/driver.py, realtime/send/writer.py).
+# websocket's own, whole and in order (realtime/engine/driver.py, realtime/engine/writer.py).
 
 async def test_direct_frames_and_aiohttp_frames_share_one_ordered_stream() -> None:
     async def handler(request: web.Request) -> web.WebSocketResponse:

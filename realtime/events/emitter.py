@@ -6,7 +6,8 @@
 `emit` returns once the event is stored in the log (its offset), and raises
 on a Redis error or timeout: then the event may or may not be stored, so a
 retry may deliver it twice, never zero times. `channel` is the gateways'
-`REALTIME_MANAGER_CHANNEL`.
+namespace: their `REALTIME_NAMESPACE` if set, else their `REALTIME_MANAGER_CHANNEL`
+(see `realtime.namespace`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class Emitter:
         validation.event_name(event)
         if (user is None) == (room is None):
             raise ValueError("give exactly one of user and room")
-        target = validation.user(user) if user is not None else validation.private_room(room)
+        target = validation.user(user) if user is not None else validation.room(room)
         async with asyncio.timeout(self.timeout):
             offset = await self.log.append(target, event, orjson.dumps(data))
         assert offset is not None  # only a routed stream entry can be a duplicate
