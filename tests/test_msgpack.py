@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from tests.support import (
-    Gateway,
     InProcessFactory,
     InProcessGateway,
     RedisServer,
@@ -71,7 +70,7 @@ async def test_websocket_and_polling_clients_share_a_room(start_gateway: InProce
     assert "Traceback" not in msgpack_gateway.logs()
 
 
-async def test_refusal_reaches_msgpack_client(msgpack_gateway: Gateway) -> None:
+async def test_refusal_reaches_msgpack_client(msgpack_gateway: InProcessGateway) -> None:
     lines = await run_node("client.mjs", json.dumps({"url": msgpack_gateway.url, "auth": {"token": "nope"},
                                                      "msgpack": True}))
     assert lines[0]["type"] == "connect_error" and lines[0]["message"] == "AUTH_INVALID"
@@ -79,7 +78,7 @@ async def test_refusal_reaches_msgpack_client(msgpack_gateway: Gateway) -> None:
 
 
 @pytest.mark.parametrize("transport", ["websocket", "polling"])
-async def test_server_disconnect_stops_msgpack_client(msgpack_gateway: Gateway, transport: str) -> None:
+async def test_server_disconnect_stops_msgpack_client(msgpack_gateway: InProcessGateway, transport: str) -> None:
     plan = {"url": msgpack_gateway.url, "auth": {"token": token("dave")}, "transports": [transport]}
     async with node_session("disconnect.mjs", plan) as node:
         connected = await node.until("connect")
