@@ -9,6 +9,7 @@ log lines it writes are kept apart per gateway, in the format `realtime serve` w
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import itertools
@@ -73,6 +74,31 @@ def _captured(settings: Settings, stream: io.StringIO, number: int) -> Iterator[
             logging.getLogger(name).setLevel(noisy)
 
 
+def _awaiting(task: asyncio.Task[Any]) -> str:
+    """Where a task waits: its chain of coroutines, innermost last."""
+    steps, coro = [], task.get_coro()
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None)
+        if frame is None:
+            break
+        steps.append(f"{frame.f_code.co_qualname} ({frame.f_code.co_filename.rsplit('/', 1)[-1]}:{frame.f_lineno})")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "ag_await", None)
+    return f"{task.get_name()}: " + " -> ".join(steps)
+
+
+async def _stopped(server: Server) -> None:
+    """`server.stop()`, which must end within its drain and Redis timeouts: a process would be killed past
+    them, here the test fails and says which tasks were still waiting (never a silent hang)."""
+    bound = server.settings.shutdown_grace + 2 * server.settings.redis_timeout + 10
+    stopping = asyncio.create_task(server.stop(), name="server.stop")
+    done, _ = await asyncio.wait({stopping}, timeout=bound)
+    if not done:
+        waiting = "\n".join(_awaiting(task) for task in asyncio.all_tasks() if task is not asyncio.current_task())
+        stopping.cancel()
+        raise AssertionError(f"Server.stop() did not end within {bound:.0f}s; still waiting:\n{waiting}")
+    stopping.result()
+
+
 @contextlib.asynccontextmanager
 async def run_server(settings: Settings, log: io.StringIO | None = None) -> AsyncIterator[Server]:
     """Start `Server(settings)` in this loop, yield it listening, stop it (its own drain) at the end.
@@ -92,7 +118,7 @@ async def run_server(settings: Settings, log: io.StringIO | None = None) -> Asyn
         finally:
             token = _serving.set(number)
             try:
-                await server.stop()
+                await _stopped(server)
             finally:
                 _serving.reset(token)
 
