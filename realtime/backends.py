@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from realtime.books.control import ControlChannel, SimulatorRequests, SnapshotRequests
 from realtime.cluster.demand import EXPIRY_INTERVALS, DemandStore, MemoryDemandStore, RedisDemandStore
 from realtime.cluster.presence import MemoryPresence, Presence, RedisPresence
 from realtime.config import Settings
@@ -38,6 +39,7 @@ class Backends:
     router: StreamRouter | None  # Redis only: the events stream back ends append to
     presence: Presence
     demand: DemandStore
+    book_requests: SnapshotRequests  # how a broken order book asks the feed for a snapshot
 
 
 def backends(settings: Settings, *, forget: Callable[[str], None]) -> Backends:
@@ -46,15 +48,17 @@ def backends(settings: Settings, *, forget: Callable[[str], None]) -> Backends:
     heartbeat = heartbeat_period(settings.recovery_window)
     cap = settings.max_connections_per_user
     if settings.embedded:
+        simulator = SimulatedSource(settings)
         return Backends(
             manager=MemoryManager(),
-            source=SimulatedSource(settings),
+            source=simulator,
             restarts=LocalRestarts(),
             log=MemoryLog(keep=keep),
             sessions=MemorySessions(window=settings.recovery_window, heartbeat=heartbeat),
             router=None,
             presence=MemoryPresence(cap, settings.instance_id),
             demand=MemoryDemandStore(),
+            book_requests=SimulatorRequests(simulator.ask),
         )
     url = settings.redis_url
     assert url is not None
@@ -73,4 +77,5 @@ def backends(settings: Settings, *, forget: Callable[[str], None]) -> Backends:
         presence=RedisPresence(settings) if cap else MemoryPresence(cap, settings.instance_id),
         demand=RedisDemandStore(url, names.demand, ttl=EXPIRY_INTERVALS * settings.demand_interval,
                                 timeout=settings.redis_timeout),
+        book_requests=ControlChannel(settings),
     )

@@ -35,10 +35,20 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from realtime import __version__
-from realtime.protocol import AUTH_REFRESH, PRICE_SUBSCRIBE, PRICE_UNSUBSCRIBE, PriceUpdate, TickOutcome
+from realtime.protocol import (
+    AUTH_REFRESH,
+    BOOK_SNAPSHOT,
+    BOOK_SUBSCRIBE,
+    BOOK_UNSUBSCRIBE,
+    PRICE_SUBSCRIBE,
+    PRICE_UNSUBSCRIBE,
+    PriceUpdate,
+    TickOutcome,
+)
 
 # Label values for client events: the events we answer, everything else is "other".
-KNOWN_EVENTS = frozenset({PRICE_SUBSCRIBE, PRICE_UNSUBSCRIBE, AUTH_REFRESH})
+KNOWN_EVENTS = frozenset({PRICE_SUBSCRIBE, PRICE_UNSUBSCRIBE, AUTH_REFRESH, BOOK_SUBSCRIBE, BOOK_SNAPSHOT,
+                          BOOK_UNSUBSCRIBE})
 OTHER = "other"
 # python-socketio's disconnect reasons; anything new upstream is counted as "other".
 DISCONNECT_REASONS = frozenset({"client disconnect", "server disconnect", "ping timeout",

@@ -52,7 +52,7 @@ from realtime.protocol import (
     error_body,
     refusal,
 )
-from realtime.rooms import role_room, tier_room, user_room
+from realtime.rooms import role_room, room_book, tier_room, user_room
 
 logger = logging.getLogger(__name__)
 
@@ -70,10 +70,14 @@ class Connection:
     principal: Principal
     limiter: EventLimiter
     subscriptions: set[str] = field(default_factory=set)
+    books: set[str] = field(default_factory=set)  # book rooms `book:<A>:<depth>` (sessions.books)
     ending: bool = False
 
 
 Handler = Callable[..., Awaitable[Any]]
+# What a module with events of its own (sessions.books) does on recovery and on a refreshed token.
+Rejoin = Callable[[Connection], Awaitable[None]]
+Entitle = Callable[[Connection, Principal], Awaitable[None]]
 
 
 class Gateway:
@@ -104,6 +108,8 @@ class Gateway:
         self.deadlines = Deadlines(notice=settings.auth_expiry_notice, leeway=settings.jwt_leeway,
                                    on_notice=self._warn_expiring, on_expiry=self._expire)
         self._ending: set[asyncio.Task[None]] = set()
+        self._rejoins: list[Rejoin] = []
+        self._entitles: list[Entitle] = []
 
         sio.on("connect", self.on_connect)
         sio.on("disconnect", self.on_disconnect)
@@ -114,6 +120,19 @@ class Gateway:
         self._answer_unknown = self._acked("*", self.unknown_event)
         sio.on("*", self.on_unknown_event)
         sio.guard_inbound()
+
+    def handle(self, event: str, handler: Handler) -> None:
+        """Answer `event` with `handler(conn, *args)`, acked and rate-limited like every event."""
+        self.sio.on(event, self._acked(event, handler))
+
+    def extend(self, *, rejoin: Rejoin, entitle: Entitle) -> None:
+        """Also run `rejoin` when a connection recovers and `entitle` when its token is refreshed."""
+        self._rejoins.append(rejoin)
+        self._entitles.append(entitle)
+
+    def follow(self, conn: Connection) -> None:
+        """Record the connection's subscriptions (assets and books) with its recoverable session."""
+        self.recovery.follow(conn.sid, [*conn.subscriptions, *conn.books])
 
     def close(self) -> None:
         """Cancel every token timer and every ending still flushing (server shutdown)."""
@@ -143,8 +162,8 @@ class Gateway:
             # Private rooms are joined through the event log's reader, after the CONNECT reply and any replay.
             rooms = [] if principal.sub is None else [user_room(principal.sub), *map(role_room, principal.roles)]
             conn = self.connections[sid]
-            conn.subscriptions.update(await self.recovery.connect(sid, principal, auth, rooms,
-                                                                  lambda: self._rejoin(conn)))
+            for name in await self.recovery.connect(sid, principal, auth, rooms, lambda: self._rejoin(conn)):
+                (conn.books if room_book(name) else conn.subscriptions).add(name)
             if principal.sub is not None:
                 for slot in await self.presence.admit(principal.sub, sid):
                     await self._close_replaced(slot)
@@ -293,7 +312,7 @@ class Gateway:
         # joined rooms is then never newer than the ack's baseline.
         delay = conn.principal.delay
         prices: list[PriceUpdate] = [p for p in (self.book.latest(a, delay) for a in subscribed) if p is not None]
-        self.recovery.follow(conn.sid, conn.subscriptions)
+        self.follow(conn)
         return {"ok": True, "subscribed": subscribed, "rejected": rejected, "prices": prices,
                 "statuses": [self.book.status(a) for a in subscribed], "instance": self.instance_id}
 
@@ -303,6 +322,8 @@ class Gateway:
         delay = conn.principal.delay
         for name in sorted(conn.subscriptions):
             await self.sio.enter_room(conn.sid, tier_room(name, delay))
+        for rejoin in self._rejoins:
+            await rejoin(conn)
         return [p for p in (self.book.latest(name, delay) for name in sorted(conn.subscriptions)) if p is not None]
 
     async def unsubscribe(self, conn: Connection, payload: Any = None, *_: Any) -> UnsubscribeAck:
@@ -316,7 +337,7 @@ class Gateway:
                 conn.subscriptions.discard(asset.name)
                 await self.sio.leave_room(conn.sid, tier_room(asset.name, conn.principal.delay))
             unsubscribed.append(asset.name)
-        self.recovery.follow(conn.sid, conn.subscriptions)
+        self.follow(conn)
         return {"ok": True, "unsubscribed": unsubscribed}
 
     async def refresh(self, conn: Connection, payload: Any = None, *_: Any) -> RefreshAck:
@@ -341,7 +362,9 @@ class Gateway:
         for asset in [a for a in conn.subscriptions if not principal.may_see(a)]:
             conn.subscriptions.discard(asset)
             await self.sio.leave_room(conn.sid, tier_room(asset, conn.principal.delay))
-        self.recovery.follow(conn.sid, conn.subscriptions)
+        for entitle in self._entitles:
+            await entitle(conn, principal)
+        self.follow(conn)
         conn.principal = principal
 
     async def invalid_event(self, conn: Connection, *_: Any) -> ErrorAck:
