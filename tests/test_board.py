@@ -234,12 +234,13 @@ def test_missing_client_bundle_stops_start_up_with_one_line(tmp_path: Any) -> No
         "does not exist; point it at node_modules/socket.io-client/dist"]
 
 
-async def test_board_shows_the_selected_assets_book(start_gateway: GatewayFactory, redis_server: RedisServer) -> None:
+@pytest.mark.slow
+async def test_board_shows_the_selected_assets_book(start_gateway: InProcessFactory, redis_server: RedisServer) -> None:
     # The first asset's book at load, then another's after a click on its row: best levels first, each with
     # a size bar, exactly the feed's top 10 at the seq shown.
     suffix = str(free_port())
-    gateway = start_gateway(redis_url=redis_server.url, price_channel=f"prices-{suffix}",
-                            manager_channel=f"socketio-{suffix}", jwt_secret=None, dev=True)
+    gateway = await start_gateway(redis_url=redis_server.url, price_channel=f"prices-{suffix}",
+                                  manager_channel=f"socketio-{suffix}", jwt_secret=None, dev=True)
     feeds = {"BTC_USDC_PERP": BookFeed("BTC_USDC_PERP", seed=41),
              "ETH_USDC_PERP": BookFeed("ETH_USDC_PERP", seed=42, mid=36_000_000, step=1_000)}
 
