@@ -40,6 +40,7 @@ from realtime.protocol import (
     BOOK_SNAPSHOT,
     BOOK_SUBSCRIBE,
     BOOK_UNSUBSCRIBE,
+    PRICE_RATE,
     PRICE_SUBSCRIBE,
     PRICE_UNSUBSCRIBE,
     PriceUpdate,
@@ -47,7 +48,7 @@ from realtime.protocol import (
 )
 
 # Label values for client events: the events we answer, everything else is "other".
-KNOWN_EVENTS = frozenset({PRICE_SUBSCRIBE, PRICE_UNSUBSCRIBE, AUTH_REFRESH, BOOK_SUBSCRIBE, BOOK_SNAPSHOT,
+KNOWN_EVENTS = frozenset({PRICE_SUBSCRIBE, PRICE_UNSUBSCRIBE, PRICE_RATE, AUTH_REFRESH, BOOK_SUBSCRIBE, BOOK_SNAPSHOT,
                           BOOK_UNSUBSCRIBE})
 OTHER = "other"
 # python-socketio's disconnect reasons; anything new upstream is counted as "other".
