@@ -146,11 +146,6 @@ class Server:
                            backlog=LISTEN_BACKLOG)
         await site.start()
         self.port = self._runner.addresses[0][1]
-        # The cyclic GC, run every 700 allocations, was a third of fan-out CPU and
-        # set the latency tail: keep what start-up built out of its sight, and let
-        # the young generation grow (PERFORMANCE.md, finding 3).
-        gc.freeze()
-        gc.set_threshold(50_000, *gc.get_threshold()[1:])
         mode = "embedded (in-memory manager, simulated feed)" if self.settings.embedded else "redis"
         logger.info("instance %s listening on http://%s:%d, %s mode%s", self.settings.instance_id,
                  self.settings.host, self.port, mode,
@@ -266,6 +261,12 @@ class Server:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await self.start()
+        # The cyclic GC, run every 700 allocations, was a third of fan-out CPU and
+        # set the latency tail: keep what start-up built out of its sight, and let
+        # the young generation grow (PERFORMANCE.md, finding 3). The process's
+        # policy, so here and not in `start`, which tests run in their own process.
+        gc.freeze()
+        gc.set_threshold(50_000, *gc.get_threshold()[1:])
         await stop.wait()
         logger.info("signal received: draining %d connections", len(self.gateway.connections))
         await self.stop()

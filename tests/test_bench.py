@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from realtime.bench import report
 from tests.support import ROOT
 
@@ -38,6 +40,7 @@ def check_steps(steps: list[dict[str, Any]]) -> None:
         assert step["generator_cpu_pct"] > 0 and isinstance(step["generator_saturated"], bool)
 
 
+@pytest.mark.slow
 async def test_tiny_run_reports_every_scenario_for_gateway_and_node(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     code, stdout, stderr = await bench(
@@ -107,6 +110,7 @@ def test_a_starved_reference_gives_no_ratio() -> None:
         assert any("comparison is invalid" in line for line in report.contention(results)) == (not valid)
 
 
+@pytest.mark.slow
 async def test_assets_scenario_pods_hear_their_slice_with_per_asset_channels(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     code, stdout, stderr = await bench(

@@ -44,6 +44,12 @@ class Pipelined:
             loop.call_soon(self._start)
         return await future
 
+    async def aclose(self) -> None:
+        """End the pipelines still in flight (a stop while Redis hangs), so none outlives its client."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
     def _start(self) -> None:
         self._scheduled = False
         if self._running >= self.in_flight or not self._pending:
@@ -63,12 +69,13 @@ class Pipelined:
 
     async def _run(self, batch: list[tuple[Queue, int, asyncio.Future[list[Any]]]]) -> None:
         try:
-            pipe = pipeline(self.redis, self.scripts)
-            for queue, _, _ in batch:
-                added = queue(pipe)
-                if inspect.isawaitable(added):
-                    await added
-            results = await pipe.execute(raise_on_error=False)
+            # Reset however it ends (a timeout, a stop), so its connection goes back to the pool.
+            async with pipeline(self.redis, self.scripts) as pipe:
+                for queue, _, _ in batch:
+                    added = queue(pipe)
+                    if inspect.isawaitable(added):
+                        await added
+                results = await pipe.execute(raise_on_error=False)
         except BaseException as exc:
             for _, _, future in batch:
                 if not future.done():

@@ -278,6 +278,7 @@ class RedisLog:
             return None
 
     async def close(self) -> None:
+        await self._pipelined.aclose()
         await self.redis.aclose()
 
 

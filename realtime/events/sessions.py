@@ -144,14 +144,15 @@ class RedisSessions:
         await self._pipelined.call(queue, 2 * len(follow) + len(released))
 
     async def refresh(self, sessions: Mapping[str, Session]) -> None:
-        pipe = pipeline(self.redis, [self._keep])
-        for pid, session in sessions.items():
-            fields = _fields(session)
-            await self._keep(keys=[self.key(pid)], client=pipe,
-                             args=[self.ttl_ms, fields["sub"], fields["subscriptions"], fields["basis"]])
-        await pipe.execute()
+        async with pipeline(self.redis, [self._keep]) as pipe:
+            for pid, session in sessions.items():
+                fields = _fields(session)
+                await self._keep(keys=[self.key(pid)], client=pipe,
+                                 args=[self.ttl_ms, fields["sub"], fields["subscriptions"], fields["basis"]])
+            await pipe.execute()
 
     async def close(self) -> None:
+        await self._pipelined.aclose()
         await self.redis.aclose()
 
 
