@@ -25,15 +25,15 @@ from realtime.events.validation import MAX_DATA_BYTES, data_text
 from realtime.protocol import ErrorCode, GatewayError
 from tests.support import (
     Gateway,
-    GatewayFactory,
+    InProcessFactory,
     RedisServer,
     connected,
     eventually,
     free_port,
     http_json,
-    redis_gateway,
     sample,
     scrape,
+    served_on_redis,
     token,
 )
 from tests.support.recovery import SERVICE, publish_event
@@ -87,10 +87,10 @@ async def test_the_emitter_refuses_data_past_the_rule(gateway: Gateway, redis_se
         await redis.aclose()
 
 
-async def test_an_oversized_stream_entry_is_acknowledged_counted_and_dropped(start_gateway: GatewayFactory,
+async def test_an_oversized_stream_entry_is_acknowledged_counted_and_dropped(start_gateway: InProcessFactory,
                                                                            redis_server: RedisServer) -> None:
     stream = f"events-{free_port()}"
-    gateway = redis_gateway(start_gateway, redis_server, events_stream=stream)
+    gateway = await served_on_redis(start_gateway, redis_server, events_stream=stream)
     redis = aioredis.from_url(redis_server.url)
     try:
         async with connected(gateway.url, auth={"token": token("alice")}) as alice:

@@ -106,10 +106,10 @@ async def emit_all(emitter: Emitter, traders: list[Trader], n: int) -> None:
 
 
 async def test_a_storm_of_recovering_clients_gets_every_missed_event_once_while_health_answers(
-        start_gateway: GatewayFactory, redis_server: RedisServer) -> None:
+        start_process: GatewayFactory, redis_server: RedisServer) -> None:
     suffix = free_port()
     # Every client comes from 127.0.0.1: the per-address connect rate would turn the storm away.
-    gateway: Gateway = start_gateway(redis_url=redis_server.url, price_channel=f"prices-{suffix}",
+    gateway: Gateway = start_process(redis_url=redis_server.url, price_channel=f"prices-{suffix}",
                                      manager_channel=f"socketio-{suffix}", connect_rate=0)
     endpoint = Endpoint(name="gateway", host="127.0.0.1", port=gateway.port, path="/socket.io/", secret=SECRET,
                         redis_url=redis_server.url, price_channel=f"prices-{suffix}", assets=[],

@@ -39,11 +39,11 @@ async def store_backlog(gateway: Gateway, count: int, pad: int, first: int = 1) 
 
 @pytest.mark.parametrize(("engine", "transport"), [("lean", "websocket"), ("stock", "websocket"),
                                                    ("lean", "polling"), ("lean", "polling,websocket")])
-async def test_a_backlog_eight_times_the_bound_is_recovered_in_order(start_gateway: GatewayFactory,
+async def test_a_backlog_eight_times_the_bound_is_recovered_in_order(start_process: GatewayFactory,
                                                                     redis_server: RedisServer, engine: str,
                                                                     transport: str) -> None:
     bound = 256 * 1024
-    gateway = redis_gateway(start_gateway, redis_server, engine=engine, slow_consumer_max_bytes=bound)
+    gateway = redis_gateway(start_process, redis_server, engine=engine, slow_consumer_max_bytes=bound)
     pad = 8 * 1024
     backlog = 8 * bound // pad
     # "polling,websocket": socket.io-client's default, a replay that may meet the upgrade.
@@ -68,10 +68,10 @@ async def test_a_backlog_eight_times_the_bound_is_recovered_in_order(start_gatew
     assert sample(metrics, "realtime_events_replayed_total") == backlog
 
 
-async def test_six_stalled_recoveries_of_one_pid_stay_within_the_bound(start_gateway: GatewayFactory,
+async def test_six_stalled_recoveries_of_one_pid_stay_within_the_bound(start_process: GatewayFactory,
                                                                        redis_server: RedisServer) -> None:
     bound = 2**20  # the default REALTIME_SLOW_CONSUMER_MAX_BYTES
-    gateway = redis_gateway(start_gateway, redis_server, slow_consumer_max_bytes=bound)
+    gateway = redis_gateway(start_process, redis_server, slow_consumer_max_bytes=bound)
     assert gateway.process is not None
     first = await RawClient.connect(gateway.url, {"token": token("alice")})
     pid = first.connect_data["pid"]
@@ -116,9 +116,9 @@ async def test_six_stalled_recoveries_of_one_pid_stay_within_the_bound(start_gat
 
 
 async def test_a_client_dropped_halfway_through_a_paced_replay_continues_where_it_stopped(
-        start_gateway: GatewayFactory, redis_server: RedisServer) -> None:
+        start_process: GatewayFactory, redis_server: RedisServer) -> None:
     bound = 256 * 1024
-    gateway = redis_gateway(start_gateway, redis_server, slow_consumer_max_bytes=bound)
+    gateway = redis_gateway(start_process, redis_server, slow_consumer_max_bytes=bound)
     pad = 8 * 1024
     backlog = 16 * bound // pad
     async with client(gateway.url, transports=["polling"], timeoutMs=110_000) as session:
