@@ -36,10 +36,20 @@ from prometheus_client.utils import floatToGoString
 
 from realtime import __version__
 from realtime.feed.prices import TickOutcome
-from realtime.protocol import AUTH_REFRESH, PRICE_SUBSCRIBE, PRICE_UNSUBSCRIBE, PriceUpdate
+from realtime.protocol import (
+    AUTH_REFRESH,
+    CHANNEL_SUBSCRIBE,
+    CHANNEL_UNSUBSCRIBE,
+    PRICE_SUBSCRIBE,
+    PRICE_UNSUBSCRIBE,
+    STATE_SUBSCRIBE,
+    STATE_UNSUBSCRIBE,
+    PriceUpdate,
+)
 
 # Label values for client events: the events we answer, everything else is "other".
-KNOWN_EVENTS = frozenset({PRICE_SUBSCRIBE, PRICE_UNSUBSCRIBE, AUTH_REFRESH})
+KNOWN_EVENTS = frozenset({PRICE_SUBSCRIBE, PRICE_UNSUBSCRIBE, AUTH_REFRESH, CHANNEL_SUBSCRIBE, CHANNEL_UNSUBSCRIBE,
+                          STATE_SUBSCRIBE, STATE_UNSUBSCRIBE})
 OTHER = "other"
 # python-socketio's disconnect reasons; anything new upstream is counted as "other".
 DISCONNECT_REASONS = frozenset({"client disconnect", "server disconnect", "ping timeout",

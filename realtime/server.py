@@ -21,12 +21,13 @@ from collections import Counter
 
 from aiohttp import web
 
+from realtime.channels.access import channel_access
 from realtime.cluster.demand import Demand, demand_store
 from realtime.cluster.presence import presence
 from realtime.config import Settings
 from realtime.engine import versions
 from realtime.engine.server import SocketServer
-from realtime.events.service import Events
+from realtime.events.service import Events, retention
 from realtime.feed.catalog import Catalog
 from realtime.feed.gauges import FeedGauges
 from realtime.feed.ingest import Ingest
@@ -43,8 +44,11 @@ from realtime.protocol import room_asset, tier_room
 from realtime.send.fanout import fanout
 from realtime.send.writer import Writers
 from realtime.sessions.auth import TokenVerifier
+from realtime.sessions.channels import Channels
 from realtime.sessions.handlers import Gateway
 from realtime.sessions.limits import AddressLimiter
+from realtime.sessions.state import StateSubscriptions
+from realtime.state.service import States
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +79,14 @@ class Server:
         self.presence = presence(settings)
         self.gateway = Gateway(self.sio, settings, self.verifier, self.catalog, self.book, self.metrics,
                                self.presence, self.events.recovery)
+        # Channels and keyed state: their client events, and what a recovery restores of them.
+        self.access = channel_access(settings, self.verifier, self.metrics.registry)
+        self.states = States(settings, self.events.log, keep=retention(settings))
+        channels = Channels(self.gateway, self.sio, self.access, self.events.recovery,
+                            max_channels=settings.max_channels)
+        StateSubscriptions(self.gateway, self.sio, self.states, self.access, self.events.reader,
+                           self.events.recovery, max_states=settings.max_channels)
+        self.gateway.recover_rooms(channels.vet, self.states.condense)
         # Per-asset price channels follow the asset rooms of this pod.
         self._watch_assets()
         self.demand = Demand(demand_store(settings), self.catalog, settings.instance_id,
@@ -100,7 +112,7 @@ class Server:
         self.app.add_routes(health.routes(self.health))
         self.app.add_routes(self.metrics.routes())
         self.app.add_subapp(PREFIX, Api(self.sio, settings, self.verifier, self.catalog, self.book, self.demand,
-                                        self.metrics, self.events).app())
+                                        self.metrics, self.events, self.states).app())
         self.app.add_routes(Board(settings, self.catalog, self.verifier).routes())
 
         self._runner: web.AppRunner | None = None
@@ -155,6 +167,8 @@ class Server:
         await self.sio.stop_manager()
         await self.sio.stop_admission()
         await self.events.stop()
+        await self.access.close()
+        await self.states.close()
         # Let the closing transports finish (aiohttp waits for their handlers, up
         # to the grace, then cancels them), then release the port.
         if self._runner is not None:

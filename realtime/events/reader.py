@@ -34,7 +34,6 @@ from realtime.engine.server import SocketServer
 from realtime.events import offsets
 from realtime.events.log import Entry, EventLog
 from realtime.events.offsets import Offset
-from realtime.protocol import PRICE_UPDATE, PriceUpdate
 from realtime.send.writer import Writer, websocket_frame
 
 log = logging.getLogger(__name__)
@@ -56,9 +55,13 @@ class Admission:
     sid: str
     rooms: list[str]
     after: Offset | None  # None: join without replay
-    # Recovery: joins the rooms of the restored subscriptions, returns their latest prices (read after
-    # the joins). The gateway's handlers provide it: they own how an asset's room is named.
-    rejoin: Callable[[], Awaitable[list[PriceUpdate]]] | None = None
+    # Recovery: joins the rooms of the restored subscriptions and returns the events to send then, as
+    # packet arguments (the latest prices, channels no longer allowed), read after the joins. The
+    # gateway's handlers provide it: they own how an asset's room is named.
+    rejoin: Callable[[], Awaitable[list[list[Any]]]] | None = None
+    # Recovery: given a room, the client's offset and the room's missed entries (None: unreadable),
+    # the events to send instead of that replay (a state's snapshot), or None to replay it.
+    condense: Callable[[str, Offset, list[Entry] | None], Awaitable[list[list[Any]] | None]] | None = None
     since: float = 0.0  # loop time it was first deferred
 
 
@@ -201,35 +204,53 @@ class LogReader:
                             len(batch), exc.__class__.__name__)
         histories = iter(found)
         for admission in batch:
-            replay: list[Entry] = []
+            replay: list[list[Entry]] | None = None
             if found and admission.after is not None:
-                for _ in admission.rooms:
-                    replay.extend(next(histories))
+                replay = [next(histories) for _ in admission.rooms]
             try:
                 await self._join(admission, replay)
             except Exception:
                 # One connection's failure must not stop the admissions of everyone after it.
                 log.exception("events: admission of %s failed", admission.sid)
 
-    async def _join(self, admission: Admission, replay: list[Entry]) -> None:
+    async def _join(self, admission: Admission, histories: list[list[Entry]] | None) -> None:
         """Send `admission` its replay, then join it to its rooms, then rejoin its assets."""
         if not self.sio.connected(admission.sid):
             return  # gone while we read
+        replay: list[Entry] = []
+        instead: list[list[Any]] = []
+        for i, room in enumerate(admission.rooms):
+            history = histories[i] if histories is not None else None
+            condensed = None
+            if admission.condense is not None and admission.after is not None:
+                condensed = await admission.condense(room, admission.after, history)
+            if condensed is not None:
+                instead.extend(condensed)
+            elif history:
+                replay.extend(history)
         writer = self.sio.writer_of(admission.sid)
+        if writer is not None:
+            for args in instead:
+                self._send(writer, args)
         if writer is not None and replay:
             replay.sort(key=lambda entry: offsets.key(entry.offset))
             for entry in replay:
-                args = self._args(entry)
-                if args is not None:
-                    self._send(writer, args)
+                entry_args = self._args(entry)
+                if entry_args is not None:
+                    self._send(writer, entry_args)
             self.replayed += len(replay)
         for room in admission.rooms:
             await self.sio.enter_room(admission.sid, room)
         if admission.rejoin is not None:
             # After the joins: a tick that comes later is queued behind this snapshot.
-            for update in await admission.rejoin():
+            for args in await admission.rejoin():
                 if writer is not None:
-                    self._send(writer, [PRICE_UPDATE, update])
+                    self._send(writer, args)
+
+    def quiet(self) -> asyncio.Lock:
+        """Held, nothing is delivered: a snapshot read then and a room joined then meet the live events
+        without a gap (what follows has a later version, or one the client already has)."""
+        return self._delivering
 
     def _send(self, writer: Writer, args: list[Any]) -> None:
         for part in self.sio.encode_packet(args):

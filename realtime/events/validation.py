@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from realtime.channels import names
 from realtime.protocol import ErrorCode, GatewayError, role_room, user_room
 
 MAX_EVENT_NAME = 64
@@ -11,7 +12,7 @@ MAX_USER = 256
 MAX_ROLE = 64
 # Events a service may not emit: the gateway's own (a forged price or auth
 # event would be believed by every client) and socket.io-client's reserved names.
-RESERVED_PREFIXES = ("price:", "auth:", "session:")
+RESERVED_PREFIXES = ("price:", "auth:", "session:", "channel:", "state:")
 RESERVED_EVENTS = frozenset({"connect", "connect_error", "disconnect", "disconnecting",
                              "newListener", "removeListener"})
 
@@ -33,14 +34,17 @@ def user(sub: Any) -> str:
 
 
 def private_room(room: Any) -> str:
-    """`room` if it is `user:<sub>` or `role:<role>`, else GatewayError."""
+    """`room` if it is `user:<sub>`, `role:<role>` or `channel:<name>`, else GatewayError."""
     kind, _, name = room.partition(":") if isinstance(room, str) else ("", "", "")
     if kind == "user" and name:
         return user(name)
     if kind == "role" and 0 < len(name) <= MAX_ROLE:
         return role_room(name)
-    raise GatewayError(ErrorCode.BAD_REQUEST, "room must be user:<sub> or role:<role>")
+    if kind == "channel":
+        return names.room(names.channel(name))
+    raise GatewayError(ErrorCode.BAD_REQUEST, "room must be user:<sub>, role:<role> or channel:<name>")
 
 
 def is_private(room: str) -> bool:
-    return room.startswith(("user:", "role:"))
+    """Durable rooms: the event log carries their events (keyed state's `state:` rooms too)."""
+    return room.startswith(("user:", "role:", "channel:", "state:"))

@@ -28,6 +28,7 @@ from aiohttp import web
 from realtime.cluster.demand import Demand, DemandUnavailable
 from realtime.config import Settings
 from realtime.engine.server import SocketServer
+from realtime.events import validation
 from realtime.events.service import Events
 from realtime.events.validation import MAX_EVENT_NAME, RESERVED_EVENTS, RESERVED_PREFIXES, is_private
 from realtime.feed.catalog import Catalog
@@ -43,10 +44,12 @@ from realtime.protocol import (
     user_room,
 )
 from realtime.sessions.auth import ANONYMOUS, Principal, TokenVerifier
+from realtime.state.service import States
 
 PREFIX = "/api/v1"
 SERVICE_ROLE = "service"
 MAX_ROOM_NAME = 300
+ROOM_KINDS = "room must be user:<sub>, role:<role>, channel:<name> or asset:<ASSET>"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -55,7 +58,7 @@ class Api:
     """The `/api/v1/` sub-application."""
 
     def __init__(self, sio: SocketServer, settings: Settings, verifier: TokenVerifier, catalog: Catalog,
-                 book: PriceBook, demand: Demand, metrics: Metrics, events: Events) -> None:
+                 book: PriceBook, demand: Demand, metrics: Metrics, events: Events, states: States) -> None:
         self.sio = sio
         self.settings = settings
         self.verifier = verifier
@@ -64,6 +67,7 @@ class Api:
         self.demand = demand
         self.metrics = metrics
         self.events = events
+        self.states = states
         self.max_body = settings.max_message_bytes
 
     def app(self) -> web.Application:
@@ -72,6 +76,7 @@ class Api:
             web.get("/assets", self.assets, name="assets"),
             web.post("/publish", self.publish, name="publish"),
             web.get("/demand", self.demand_report, name="demand"),
+            web.post("/state", self.state, name="state"),
         ])
         return app
 
@@ -129,6 +134,12 @@ class Api:
         await self.sio.emit(event, data, to=room)
         return json_response({"ok": True, "event": event, "room": room}, status=202)
 
+    async def state(self, request: web.Request) -> web.Response:
+        """Keyed state (SPEC §10): 200 once the write is stored, with the state's new version."""
+        self._service(request)
+        ref, version = await self.states.write(await self._body(request))
+        return json_response({"ok": True, **ref.head(), "version": version})
+
     async def demand_report(self, request: web.Request) -> web.Response:
         self._service(request)
         try:
@@ -184,14 +195,16 @@ class Api:
             raise GatewayError(ErrorCode.BAD_REQUEST, "room must be a string")
         kind, _, name = room.partition(":")
         if not name:
-            raise GatewayError(ErrorCode.BAD_REQUEST, "room must be user:<sub>, role:<role> or asset:<ASSET>")
+            raise GatewayError(ErrorCode.BAD_REQUEST, ROOM_KINDS)
         if kind == "user":
             return self._user_room(name)
         if kind == "role" and len(name) <= 64:
             return role_room(name)
+        if kind == "channel":
+            return validation.private_room(room)
         if kind == "asset":
             asset = self.catalog.get(name)
             if asset is None:
                 raise GatewayError(ErrorCode.UNKNOWN_ASSET, f"unknown asset {name[:64]!r}")
             return asset_room(asset.name)
-        raise GatewayError(ErrorCode.BAD_REQUEST, "room must be user:<sub>, role:<role> or asset:<ASSET>")
+        raise GatewayError(ErrorCode.BAD_REQUEST, ROOM_KINDS)

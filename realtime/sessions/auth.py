@@ -24,11 +24,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from realtime.channels import names
 from realtime.config import ConfigError, Settings, dev_secret
 from realtime.protocol import ErrorCode, GatewayError
 from realtime.sessions.tokens import VerifiedTokens
 
 ROLE_NAME_MAX = 64
+MAX_CHANNEL_GRANTS = 1000
 # The curve each ECDSA algorithm signs with (RFC 7518 §3.4).
 EC_CURVES = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
 
@@ -42,6 +44,7 @@ class Principal:
     assets: frozenset[str] | None = None  # None: every catalog asset
     exp: int | None = None
     delay: int = 0  # seconds: prices this connection sees are at least this old (0 = real-time)
+    channels: tuple[str, ...] = ()  # the `channels` claim: channel names and `*` patterns (SPEC §10)
 
     def may_see(self, asset: str) -> bool:
         return self.assets is None or asset.upper() in self.assets
@@ -180,6 +183,11 @@ def _principal(claims: dict[str, Any]) -> Principal:
     delay = claims.get("delay", 0)
     if not isinstance(delay, int) or isinstance(delay, bool) or not 0 <= delay <= 86_400:
         raise GatewayError(ErrorCode.AUTH_INVALID, "delay must be a whole number of seconds, 0..86400")
+    channels = claims.get("channels", [])
+    if (not isinstance(channels, list) or len(channels) > MAX_CHANNEL_GRANTS
+            or not all(map(names.valid_grant, channels))):
+        raise GatewayError(ErrorCode.AUTH_INVALID, f"channels must be a list of at most {MAX_CHANNEL_GRANTS} "
+                                                   "channel names or patterns ending in *")
     exp = claims["exp"]
     return Principal(
         sub=sub,
@@ -187,6 +195,7 @@ def _principal(claims: dict[str, Any]) -> Principal:
         assets=None if assets is None else frozenset(a.upper() for a in assets),
         exp=int(exp),
         delay=delay,
+        channels=tuple(channels),
     )
 
 
@@ -201,6 +210,7 @@ def mint_token(
     issuer: str | None = None,
     audience: str | None = None,
     delay: int | None = None,
+    channels: Sequence[str] | None = None,
 ) -> str:
     """Sign a development token: `sub`, `roles`, optional `assets` and `delay`, `exp` = now + ttl."""
     now = int(time.time())
@@ -209,6 +219,8 @@ def mint_token(
         claims["assets"] = list(assets)
     if delay is not None:
         claims["delay"] = delay
+    if channels is not None:
+        claims["channels"] = list(channels)
     if issuer:
         claims["iss"] = issuer
     if audience:

@@ -22,7 +22,7 @@ from realtime.cluster.presence import Presence, Slot
 from realtime.config import Settings
 from realtime.engine import inbound
 from realtime.engine.server import SocketServer
-from realtime.events.recovery import Recovery
+from realtime.events.recovery import Condense, Recovery
 from realtime.feed.catalog import Catalog
 from realtime.feed.prices import PriceBook
 from realtime.logs import log_context
@@ -32,6 +32,7 @@ from realtime.protocol import (
     AUTH_REFRESH,
     PRICE_SUBSCRIBE,
     PRICE_UNSUBSCRIBE,
+    PRICE_UPDATE,
     SESSION_CLOSED,
     ErrorAck,
     ErrorCode,
@@ -71,10 +72,19 @@ class Connection:
     principal: Principal
     limiter: EventLimiter
     subscriptions: set[str] = field(default_factory=set)
+    channels: set[str] = field(default_factory=set)  # rooms `channel:<name>`
+    states: set[str] = field(default_factory=set)  # rooms `state:<name>:<owner room>`
+    notices: list[list[Any]] = field(default_factory=list)  # events for after a recovery's joins
     ending: bool = False
+
+    def recoverable(self) -> list[str]:
+        """What its session records: asset names, then channel and state rooms."""
+        return [*sorted(self.subscriptions), *sorted(self.channels), *sorted(self.states)]
 
 
 Handler = Callable[..., Awaitable[Any]]
+# Recovery of rooms beyond assets: keeps those of a connection's recovered rooms it may still have.
+Vet = Callable[[Connection, list[str]], Awaitable[list[str]]]
 
 
 class Gateway:
@@ -105,6 +115,8 @@ class Gateway:
         self.deadlines = Deadlines(notice=settings.auth_expiry_notice, leeway=settings.jwt_leeway,
                                    on_notice=self._warn_expiring, on_expiry=self._expire)
         self._ending: set[asyncio.Task[None]] = set()
+        self._vet: Vet | None = None
+        self._condense: Condense | None = None
 
         sio.on("connect", self.on_connect)
         sio.on("disconnect", self.on_disconnect)
@@ -115,6 +127,15 @@ class Gateway:
         self._answer_unknown = self._acked("*", self.unknown_event)
         sio.on("*", self.on_unknown_event)
         sio.guard_inbound()
+
+    def on(self, event: str, handler: Handler) -> None:
+        """Answer client event `event` with `handler(connection, *args)` (its ack, or GatewayError)."""
+        self.sio.on(event, self._acked(event, handler))
+
+    def recover_rooms(self, vet: Vet, condense: Condense) -> None:
+        """How recovered channel and state rooms are vetted, and their replays condensed (`Admission`)."""
+        self._vet = vet
+        self._condense = condense
 
     def close(self) -> None:
         """Cancel every token timer and every ending still flushing (server shutdown)."""
@@ -144,8 +165,11 @@ class Gateway:
             # Private rooms are joined through the event log's reader, after the CONNECT reply and any replay.
             rooms = [] if principal.sub is None else [user_room(principal.sub), *map(role_room, principal.roles)]
             conn = self.connections[sid]
-            conn.subscriptions.update(await self.recovery.connect(sid, principal, auth, rooms,
-                                                                  lambda: self._rejoin(conn)))
+            vet = self._vet
+            restored = await self.recovery.connect(
+                sid, principal, auth, rooms, lambda: self._rejoin(conn),
+                vet=None if vet is None else lambda asked: vet(conn, asked), condense=self._condense)
+            conn.subscriptions.update(name for name in restored if ":" not in name)
             if principal.sub is not None:
                 for slot in await self.presence.admit(principal.sub, sid):
                     await self._close_replaced(slot)
@@ -294,17 +318,20 @@ class Gateway:
         # joined rooms is then never newer than the ack's baseline.
         delay = conn.principal.delay
         prices: list[PriceUpdate] = [p for p in (self.book.latest(a, delay) for a in subscribed) if p is not None]
-        self.recovery.follow(conn.sid, conn.subscriptions)
+        self.recovery.follow(conn.sid, conn.recoverable())
         return {"ok": True, "subscribed": subscribed, "rejected": rejected, "prices": prices,
                 "statuses": [self.book.status(a) for a in subscribed], "instance": self.instance_id}
 
-    async def _rejoin(self, conn: Connection) -> list[PriceUpdate]:
-        """Recovery: join the rooms of `conn`'s restored subscriptions; their latest prices, read after the joins."""
+    async def _rejoin(self, conn: Connection) -> list[list[Any]]:
+        """Recovery: join the rooms of `conn`'s restored subscriptions; their latest prices, read after the
+        joins, and the notices of what was not restored."""
         # The connection's tier (a `delay` claim): delayed rooms and delayed snapshots, never real-time ones.
         delay = conn.principal.delay
         for name in sorted(conn.subscriptions):
             await self.sio.enter_room(conn.sid, tier_room(name, delay))
-        return [p for p in (self.book.latest(name, delay) for name in sorted(conn.subscriptions)) if p is not None]
+        notices, conn.notices = conn.notices, []
+        prices = [p for p in (self.book.latest(name, delay) for name in sorted(conn.subscriptions)) if p is not None]
+        return [*notices, *([PRICE_UPDATE, price] for price in prices)]
 
     async def unsubscribe(self, conn: Connection, payload: Any = None, *_: Any) -> UnsubscribeAck:
         names = asset_names(payload, MAX_ASSETS_PER_REQUEST)
@@ -317,7 +344,7 @@ class Gateway:
                 conn.subscriptions.discard(asset.name)
                 await self.sio.leave_room(conn.sid, tier_room(asset.name, conn.principal.delay))
             unsubscribed.append(asset.name)
-        self.recovery.follow(conn.sid, conn.subscriptions)
+        self.recovery.follow(conn.sid, conn.recoverable())
         return {"ok": True, "unsubscribed": unsubscribed}
 
     async def refresh(self, conn: Connection, payload: Any = None, *_: Any) -> RefreshAck:
@@ -342,7 +369,7 @@ class Gateway:
         for asset in [a for a in conn.subscriptions if not principal.may_see(a)]:
             conn.subscriptions.discard(asset)
             await self.sio.leave_room(conn.sid, tier_room(asset, conn.principal.delay))
-        self.recovery.follow(conn.sid, conn.subscriptions)
+        self.recovery.follow(conn.sid, conn.recoverable())
         conn.principal = principal
 
     async def invalid_event(self, conn: Connection, *_: Any) -> ErrorAck:
