@@ -36,7 +36,7 @@ from realtime.feed.prices import PriceBook
 from realtime.feed.sources import price_source
 from realtime.http import health
 from realtime.http.api import PREFIX, Api
-from realtime.http.board import Board
+from realtime.http.board import DEV_TOKEN_SUBJECT, Board
 from realtime.http.middleware import handshake_limit, turn_away_while_draining
 from realtime.http.proxies import address_of
 from realtime.metrics import Metrics, State
@@ -48,6 +48,7 @@ from realtime.sessions.channels import Channels
 from realtime.sessions.handlers import Gateway
 from realtime.sessions.limits import AddressLimiter
 from realtime.sessions.state import StateSubscriptions
+from realtime.state.demo import DemoPortfolio
 from realtime.state.service import States
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,9 @@ class Server:
         StateSubscriptions(self.gateway, self.sio, self.states, self.access, self.events.reader,
                            self.events.recovery, max_states=settings.max_channels)
         self.gateway.recover_rooms(channels.vet, self.states.condense)
+        # Embedded dev mode: the board's user holds a demo portfolio marked to the simulated prices.
+        self.portfolio = (DemoPortfolio(self.states, self.book, self.catalog, DEV_TOKEN_SUBJECT)
+                          if settings.embedded and settings.dev_mode and settings.simulated_rate > 0 else None)
         # Per-asset price channels follow the asset rooms of this pod.
         self._watch_assets()
         self.demand = Demand(demand_store(settings), self.catalog, settings.instance_id,
@@ -125,6 +129,8 @@ class Server:
         self._tasks.append(asyncio.create_task(self.ingest.run(), name="ingest"))
         self._tasks.append(asyncio.create_task(self.ingest.watch(), name="feed-timers"))
         self._tasks.append(asyncio.create_task(self.demand.run(), name="demand"))
+        if self.portfolio is not None:
+            self._tasks.append(asyncio.create_task(self.portfolio.run(), name="demo-portfolio"))
         await self.presence.start()
 
         self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None,

@@ -15,9 +15,20 @@ import copy
 import random
 from typing import Any
 
-from tests.support import ClusterFactory, GatewayFactory, RedisServer, redis_gateway, token
+from tests.support import (
+    ROOT,
+    ClusterFactory,
+    GatewayFactory,
+    RedisServer,
+    connected,
+    http_json,
+    node_session,
+    redis_gateway,
+    token,
+)
 from tests.support.channels import ChannelClient, channel_client, write_state
 
+ARTIFACTS = ROOT / "test-artifacts"
 KEYS = [f"p{i}" for i in range(12)]
 FIELDS = ["qty", "price", "profit", "side"]
 
@@ -225,3 +236,27 @@ async def test_refused_writes_change_nothing(start_gateway: GatewayFactory, redi
     async with channel_client(url, "alice") as alice:
         ack = await alice.emit("state:subscribe", {"name": "positions"})
         assert ack == {"ok": True, "name": "positions", "version": 1, "items": {"a": {"qty": 1}, "n": 5}}
+
+
+async def test_the_board_shows_the_demo_positions_as_the_server_keeps_them(start_gateway: GatewayFactory) -> None:
+    # Embedded dev mode: the simulator's prices mark the board user's demo portfolio once a second.
+    gateway = start_gateway(jwt_secret=None, simulated_rate=5)
+    ARTIFACTS.mkdir(exist_ok=True)
+    plan = {"url": gateway.url + "/", "screenshot": str(ARTIFACTS / "board-positions.png")}
+    async with node_session("positions.mjs", plan) as browser:
+        shown = await browser.until("shown", timeout=60)
+        assert set(shown["rows"]) == {"BTC_USDC_PERP", "ETH_USDC_PERP", "SOL_USDC_PERP"}
+        _, body = await http_json(gateway.url + "/board/token")
+        async with connected(gateway.url, auth={"token": body["token"]}) as server:
+            # The page and a fresh snapshot at the same version hold the same table.
+            for _ in range(20):
+                snapshot = await server.call("state:subscribe", {"name": "positions"})
+                await browser.send({"step": "read"})
+                table = await browser.until("table")
+                if table["version"] == snapshot["version"]:
+                    break
+            else:
+                raise AssertionError("the page never showed the server's version")
+    assert table["rows"] == {key: {field: str(value) for field, value in position.items()}
+                             for key, position in snapshot["items"].items()}
+    assert table["version"] >= 3
