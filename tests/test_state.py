@@ -260,3 +260,19 @@ async def test_the_board_shows_the_demo_positions_as_the_server_keeps_them(start
     assert table["rows"] == {key: {field: str(value) for field, value in position.items()}
                              for key, position in snapshot["items"].items()}
     assert table["version"] >= 3
+
+
+async def test_the_readme_example_keeps_a_positions_table(start_gateway: GatewayFactory) -> None:
+    # tests/js/example.mjs is the README's code (test_board checks they are the same).
+    gateway = start_gateway()
+    user = "alice"
+    async with node_session("example.mjs", {"url": gateway.url, "token": token(user)}) as example:
+        assert (await example.until("positions"))["items"] == {}
+        for ops in ([{"op": "set", "key": "12345", "value": {"qty": "1.0", "profit": "0.00"}}],
+                    [{"op": "merge", "key": "12345", "changes": {"profit": "245.50"}}],
+                    [{"op": "set", "key": "12346", "value": {"qty": "2.0", "profit": "1.00"}}],
+                    [{"op": "delete", "key": "12346"}]):
+            status, _ = await write_state(gateway.url, {"user": user, "name": "positions", "ops": ops})
+            assert status == 200
+            shown = (await example.until("positions"))["items"]
+        assert shown == {"12345": {"qty": "1.0", "profit": "245.50"}}
