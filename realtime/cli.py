@@ -122,7 +122,7 @@ def _bench(args: argparse.Namespace) -> int:
         connect_concurrency=args.connect_concurrency, recovery_clients=args.recovery_clients,
         storm_clients=args.storm_clients, storm_concurrency=args.storm_concurrency,
         spread_assets=args.spread_assets, spread_pods=args.spread_pods, spread_rate=args.spread_rate,
-        spread_seconds=args.spread_seconds,
+        spread_seconds=args.spread_seconds, state_seconds=args.state_seconds,
         generator_cpus=len(args.generator_cpus or generator_cpus) or (os.cpu_count() or 1),
     )
     plan = runner.Plan(
@@ -202,7 +202,8 @@ def _add_bench(commands: Any) -> None:
                             "stock (REALTIME_FANOUT=stock), node (socket.io 4.8 + redis adapter, see --node-dir)")
     bench.add_argument("--scenario", type=_names(SCENARIOS), default=list(DEFAULT_SCENARIOS),
                        help="scenarios to run, comma-separated; assets: many assets over several pods, the single "
-                            "price channel against per-asset channels; recovery: fresh against recovering connects")
+                            "price channel against per-asset channels; recovery: fresh against recovering connects; "
+                            "state: keyed state's bytes on the wire, subscribe latency with the hook, Redis bytes")
     bench.add_argument("--url", default=None,
                        help="measure a gateway that is already running (http://host:port) instead of starting "
                             "targets; it needs --redis-url, --price-channel, --jwt-secret and --assets to match it")
@@ -228,6 +229,8 @@ def _add_bench(commands: Any) -> None:
                        help="assets: ticks per second over all assets")
     bench.add_argument("--spread-seconds", type=float, default=defaults.spread_seconds,
                        help="assets: seconds of publishing per channel layout")
+    bench.add_argument("--state-seconds", type=float, default=defaults.state_seconds,
+                       help="state: seconds of portfolio changes (10 a second) per way of sending them")
     bench.add_argument("--step-seconds", type=float, default=defaults.step_seconds,
                        help="capacity: seconds of publishing per step")
     bench.add_argument("--latency-seconds", type=float, default=defaults.latency_seconds,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 TARGETS = ("gateway", "stock", "node")
-SCENARIOS = ("capacity", "latency", "connections", "assets", "recovery")
+SCENARIOS = ("capacity", "latency", "connections", "assets", "recovery", "state")
 # What a bench run without --scenario runs (`assets` starts several pods of its own, `recovery` drops every
 # connection it makes: ask for them).
 DEFAULT_SCENARIOS = ("capacity", "latency", "connections")
@@ -43,3 +43,5 @@ class Options:
     spread_pods: int = 4
     spread_rate: float = 5000.0
     spread_seconds: float = 10.0
+    # The `state` scenario (keyed state and channels): seconds of portfolio changes, 10 a second.
+    state_seconds: float = 10.0
