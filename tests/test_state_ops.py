@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from prometheus_client import CollectorRegistry
 
 from realtime.channels import names
 from realtime.channels.access import service_token
 from realtime.channels.hook import SubscribeHook
+from realtime.config import ConfigError, load_settings
 from realtime.protocol import GatewayError
 from realtime.state.ops import Limits, apply, parse_ops
 from tests.support import SECRET
@@ -129,3 +133,28 @@ async def test_the_hook_cache_is_bounded() -> None:
         finally:
             await hook.close()
 
+
+
+@pytest.mark.parametrize(("overrides", "variable"), [
+    ({"subscribe_hook": "ftp://backend/hook", "jwt_secret": "k" * 32}, "REALTIME_SUBSCRIBE_HOOK"),
+    ({"public_channels": "announcements,user"}, "REALTIME_PUBLIC_CHANNELS"),
+    ({"public_channels": "news room"}, "REALTIME_PUBLIC_CHANNELS"),
+    ({"subscribe_hook_secret": "short", "jwt_secret": "k" * 32}, "REALTIME_SUBSCRIBE_HOOK_SECRET"),
+    ({"state_max_keys": "0"}, "REALTIME_STATE_MAX_KEYS"),
+    ({"subscribe_hook_timeout": "0"}, "REALTIME_SUBSCRIBE_HOOK_TIMEOUT"),
+])
+def test_bad_channel_and_state_settings_name_the_variable(overrides: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_settings(overrides)
+    assert error.value.variable.startswith(variable), error.value
+
+
+def test_a_hook_needs_a_secret_to_sign_with(tmp_path: Path) -> None:
+    key = tmp_path / "key.pem"
+    private = ec.generate_private_key(ec.SECP256R1())
+    key.write_bytes(private.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+    with pytest.raises(ConfigError) as error:
+        load_settings({"subscribe_hook": "https://backend/hook", "jwt_public_key_file": str(key)})
+    assert "REALTIME_SUBSCRIBE_HOOK_SECRET" in str(error.value)
+    assert load_settings({"subscribe_hook": "https://backend/hook", "jwt_public_key_file": str(key),
+                          "subscribe_hook_secret": "s" * 32}).subscribe_hook == "https://backend/hook"
