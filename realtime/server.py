@@ -87,7 +87,7 @@ class Server:
                             max_channels=settings.max_channels)
         StateSubscriptions(self.gateway, self.sio, self.states, self.access, self.events.reader,
                            self.events.recovery, max_states=settings.max_channels)
-        self.gateway.recover_rooms(channels.vet, self.states.condense)
+        self.gateway.recover_rooms(channels.vet, self.states.condense, channels.recheck)
         # Embedded dev mode: the board's user holds a demo portfolio marked to the simulated prices.
         self.portfolio = (DemoPortfolio(self.states, self.book, self.catalog, DEV_TOKEN_SUBJECT)
                           if settings.embedded and settings.dev_mode and settings.simulated_rate > 0 else None)

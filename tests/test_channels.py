@@ -174,3 +174,25 @@ async def test_a_recovery_after_access_was_withdrawn_closes_the_channel(start_cl
             # Subscribing again asks again: still refused.
             assert refused(await subscribe(alice, "bot:1")) == "FORBIDDEN"
 
+
+
+async def test_a_refreshed_token_without_the_claim_closes_the_channel(start_cluster: ClusterFactory) -> None:
+    cluster = start_cluster(2)
+    async with channel_client(cluster.url, "alice", channels=["desk:*", "bot:1"]) as alice:
+        for channel in ("desk:fx", "bot:1"):
+            assert (await subscribe(alice, channel))["ok"] is True
+        assert (await alice.emit("state:subscribe", {"name": "book", "channel": "desk:fx"}))["ok"] is True
+        ack = await alice.emit("auth:refresh", {"token": token("alice", channels=["bot:1"])})
+        assert ack["ok"] is True, ack
+        assert alice.events("channel:closed") == [[{"channel": "desk:fx", "code": "FORBIDDEN"}]]
+        for room in ("channel:desk:fx", "channel:bot:1"):
+            await publish(cluster.url, "desk:quote", {"room": room}, room=room)
+        await alice.until("event", lambda line: line["event"] == "desk:quote")
+        await asyncio.sleep(0.3)
+        assert [args[0] for args in alice.events("desk:quote")] == [{"room": "channel:bot:1"}]
+        # The session follows: a recovery restores bot:1 only, and closes nothing more.
+        await alice.drop()
+        assert (await alice.reconnect())["recovered"] is True
+        await publish(cluster.url, "desk:quote", {"n": 2}, room="channel:bot:1")
+        await alice.until("event", lambda line: line["event"] == "desk:quote" and line["args"][0] == {"n": 2})
+        assert len(alice.events("channel:closed")) == 1

@@ -5,12 +5,14 @@ the room's events come through the event log with their offsets, like a
 user's. Subscriptions are recorded in the connection's recovery session; a
 recovery asks again (`vet`, for channels and for channels' states) and
 answers `channel:closed {channel, code}` for each one no longer allowed,
-which is then not restored.
+which is then not restored. An `auth:refresh` asks again too (`recheck`):
+what the new token is refused is left, with `channel:closed`.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import Any
 
 from realtime.channels import names
@@ -75,22 +77,8 @@ class Channels:
     async def vet(self, conn: Connection, rooms: list[str]) -> list[str]:
         """Recovery: the channel and state rooms of `rooms` that `conn` may still have; `channel:closed`
         (in `conn.notices`) for each channel no longer allowed."""
-        owners: dict[str, str] = {}  # room -> the channel it needs
-        kept: list[str] = []
-        for room in rooms:
-            channel = names.of_room(room)
-            state = parse_room(room)
-            if state is not None:
-                channel = names.of_room(state.owner)
-                if channel is None:
-                    # A user's own state: the session is that user's.
-                    if conn.principal.sub is not None and state.owner == user_room(conn.principal.sub):
-                        kept.append(room)
-                    continue
-            if channel is not None:
-                owners[room] = channel
-        wanted = list(dict.fromkeys(owners.values()))
-        verdicts = dict(zip(wanted, await asyncio.gather(*(self._verdict(conn, c) for c in wanted)), strict=True))
+        kept, owners = self._owners(conn, rooms)
+        verdicts = await self._verdicts(conn, owners.values())
         for channel, code in verdicts.items():
             if code is not None:
                 notice: ChannelClosed = {"channel": channel, "code": code}
@@ -101,6 +89,44 @@ class Channels:
         conn.channels.update(channels)
         conn.states.update(states)
         return [*channels, *states]
+
+    async def recheck(self, conn: Connection) -> None:
+        """After `auth:refresh`: leave the channels (and their states) the new token is refused, each with
+        `channel:closed`. A hook that cannot answer now closes nothing."""
+        _, owners = self._owners(conn, [*conn.channels, *conn.states])
+        verdicts = await self._verdicts(conn, owners.values())
+        for channel, code in verdicts.items():
+            if code != ErrorCode.FORBIDDEN.value:
+                continue
+            for room in [room for room, owner in owners.items() if owner == channel]:
+                conn.channels.discard(room)
+                conn.states.discard(room)
+                await self.sio.leave_room(conn.sid, room)
+            notice: ChannelClosed = {"channel": channel, "code": code}
+            await self.sio.emit(CHANNEL_CLOSED, notice, to=conn.sid, ignore_queue=True)
+        self.recovery.follow(conn.sid, conn.recoverable())
+
+    def _owners(self, conn: Connection, rooms: list[str]) -> tuple[list[str], dict[str, str]]:
+        """(the user's own state rooms of `rooms`, each channel or channel-state room -> its channel)."""
+        own: list[str] = []
+        owners: dict[str, str] = {}
+        for room in rooms:
+            channel = names.of_room(room)
+            state = parse_room(room)
+            if state is not None:
+                channel = names.of_room(state.owner)
+                if channel is None:
+                    # A user's own state: the session is that user's.
+                    if conn.principal.sub is not None and state.owner == user_room(conn.principal.sub):
+                        own.append(room)
+                    continue
+            if channel is not None:
+                owners[room] = channel
+        return own, owners
+
+    async def _verdicts(self, conn: Connection, channels: Iterable[str]) -> dict[str, str | None]:
+        wanted = list(dict.fromkeys(channels))
+        return dict(zip(wanted, await asyncio.gather(*(self._verdict(conn, c) for c in wanted)), strict=True))
 
     async def _verdict(self, conn: Connection, channel: str) -> str | None:
         """None if `conn` may have `channel`, else the code of the refusal."""

@@ -85,6 +85,7 @@ class Connection:
 Handler = Callable[..., Awaitable[Any]]
 # Recovery of rooms beyond assets: keeps those of a connection's recovered rooms it may still have.
 Vet = Callable[[Connection, list[str]], Awaitable[list[str]]]
+Recheck = Callable[[Connection], Awaitable[None]]
 
 
 class Gateway:
@@ -117,6 +118,7 @@ class Gateway:
         self._ending: set[asyncio.Task[None]] = set()
         self._vet: Vet | None = None
         self._condense: Condense | None = None
+        self._recheck: Recheck | None = None
 
         sio.on("connect", self.on_connect)
         sio.on("disconnect", self.on_disconnect)
@@ -132,10 +134,12 @@ class Gateway:
         """Answer client event `event` with `handler(connection, *args)` (its ack, or GatewayError)."""
         self.sio.on(event, self._acked(event, handler))
 
-    def recover_rooms(self, vet: Vet, condense: Condense) -> None:
-        """How recovered channel and state rooms are vetted, and their replays condensed (`Admission`)."""
+    def recover_rooms(self, vet: Vet, condense: Condense, recheck: Recheck) -> None:
+        """How recovered channel and state rooms are vetted, their replays condensed (`Admission`), and
+        how they follow a refreshed token."""
         self._vet = vet
         self._condense = condense
+        self._recheck = recheck
 
     def close(self) -> None:
         """Cancel every token timer and every ending still flushing (server shutdown)."""
@@ -356,6 +360,8 @@ class Gateway:
         if principal.delay != conn.principal.delay:
             raise GatewayError(ErrorCode.FORBIDDEN, "the new token is for another delay tier; reconnect with it")
         await self._apply_entitlements(conn, principal)
+        if self._recheck is not None:
+            await self._recheck(conn)
         assert principal.exp is not None
         self.deadlines.set(conn.sid, principal.exp)
         return {"ok": True, "exp": principal.exp}
