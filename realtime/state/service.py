@@ -14,6 +14,7 @@ already has, which a client ignores).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -28,6 +29,8 @@ from realtime.state import ops
 from realtime.state.memory import MemoryStates
 from realtime.state.ops import Limits
 from realtime.state.store import RedisStates, StateRef, StateStore, parse_room
+
+log = logging.getLogger(__name__)
 
 STATE_SNAPSHOT = "state:snapshot"
 
@@ -85,7 +88,12 @@ class States:
         stale = offsets.key(after)[0] < time.time() * 1000 - self.keep_ms
         if missed is not None and not stale and len(missed) <= self.replay:
             return None
-        return [[STATE_SNAPSHOT, await self.snapshot(ref)]]
+        try:
+            return [[STATE_SNAPSHOT, await self.snapshot(ref)]]
+        except REDIS_ERRORS as exc:
+            # Joined without it: the next update's version gap tells the client to subscribe again.
+            log.warning("state: no snapshot of %s for a recovery (%s)", ref.name, exc.__class__.__name__)
+            return None
 
     async def close(self) -> None:
         await self.store.close()
