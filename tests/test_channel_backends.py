@@ -3,11 +3,13 @@
 A channel subscription and two states (the user's, a channel's) fed by the
 API (and on Redis by the Python emitter), a dropped transport, and a
 recovery that replays what was missed: the client ends equal to a fresh
-snapshot, with the channel's events once and in order.
+snapshot, with the channel's events once and in order. On Redis, two pods
+behind nginx: the API is called on each in turn.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +17,7 @@ import pytest
 from realtime.events import offsets
 from realtime.events.emitter import Emitter
 from realtime.protocol import GatewayError
-from tests.support import GatewayFactory, RedisServer, free_port
+from tests.support import GatewayFactory, Nginx, RedisServer, free_port
 from tests.support.channels import channel_client, publish, write_state
 from tests.support.redis_cluster import RedisClusterNodes, redis_cluster
 
@@ -33,11 +35,16 @@ def backend(request: pytest.FixtureRequest, redis_server: RedisServer) -> str | 
     return nodes.url
 
 
-async def test_channels_and_state_on_every_backend(backend: str | None, start_gateway: GatewayFactory) -> None:
+async def test_channels_and_state_on_every_backend(backend: str | None, start_gateway: GatewayFactory,
+                                                  tmp_path: Path) -> None:
     suffix = free_port()
     manager = f"socketio-{suffix}"
-    gateway = start_gateway(redis_url=backend, price_channel=f"prices-{suffix}", manager_channel=manager)
-    url = gateway.url
+    pods = [start_gateway(redis_url=backend, price_channel=f"prices-{suffix}", manager_channel=manager,
+                          instance_id=f"pod{i}-{suffix}") for i in range(1 if backend is None else 2)]
+    nginx = Nginx([pod.port for pod in pods], tmp_path / "nginx") if backend is not None else None
+    if nginx is not None:
+        nginx.start()
+    url = nginx.url if nginx is not None else pods[0].url
     emitter = Emitter(backend, channel=manager) if backend else None
     step = 0
 
@@ -48,7 +55,8 @@ async def test_channels_and_state_on_every_backend(backend: str | None, start_ga
         if emitter is not None and step % 2:
             await emitter.state("positions", ops, **owner)
         else:
-            status, answer = await write_state(url, {**owner, "name": "positions", "ops": ops})
+            pod = pods[step // 2 % len(pods)].url
+            status, answer = await write_state(pod, {**owner, "name": "positions", "ops": ops})
             assert status == 200, answer
 
     try:
@@ -91,3 +99,5 @@ async def test_channels_and_state_on_every_backend(backend: str | None, start_ga
     finally:
         if emitter is not None:
             await emitter.aclose()
+        if nginx is not None:
+            nginx.stop()
