@@ -32,7 +32,10 @@ AUTH_EXPIRING = "auth:expiring"
 SESSION_CLOSED = "session:closed"
 # A recovered channel subscription (or a channel's state) that is no longer allowed: not restored.
 CHANNEL_CLOSED = "channel:closed"
-# `state:update` (through the event log, with its offset) and `state:snapshot` are in realtime.state.
+# Keyed state: each change (through the event log, with its offset), and the whole state when a
+# recovery cannot replay the changes.
+STATE_UPDATE = "state:update"
+STATE_SNAPSHOT = "state:snapshot"
 
 # Connection state recovery (realtime.events): the CONNECT reply's data carries "pid"; socket.io-client's
 # CONNECT auth carries {"pid", "offset"} beside "token"; every private event (user and role rooms) ends

@@ -11,8 +11,9 @@ from typing import Any
 import orjson
 
 from realtime.events.memory import MemoryLog
+from realtime.protocol import STATE_UPDATE
 from realtime.state.ops import Limits, Op, apply
-from realtime.state.store import STATE_UPDATE, StateRef
+from realtime.state.store import StateRef
 
 
 class MemoryStates:

@@ -24,7 +24,7 @@ from realtime.config import Settings
 from realtime.events import offsets, validation
 from realtime.events.log import Entry, EventLog
 from realtime.events.memory import MemoryLog
-from realtime.protocol import ErrorCode, GatewayError
+from realtime.protocol import STATE_SNAPSHOT, ErrorCode, GatewayError
 from realtime.state import ops
 from realtime.state.memory import MemoryStates
 from realtime.state.ops import Limits
@@ -32,7 +32,6 @@ from realtime.state.store import RedisStates, StateRef, StateStore, parse_room
 
 log = logging.getLogger(__name__)
 
-STATE_SNAPSHOT = "state:snapshot"
 
 
 def limits(settings: Settings) -> Limits:

@@ -24,10 +24,9 @@ import orjson
 from realtime.channels import names
 from realtime.cluster.redis import Client, client, pipeline
 from realtime.events.log import APPEND_ENTRY, Keys
-from realtime.protocol import ErrorCode, GatewayError, user_room
+from realtime.protocol import STATE_UPDATE, ErrorCode, GatewayError, user_room
 from realtime.state.ops import Change, Limits, Op, apply
 
-STATE_UPDATE = "state:update"
 VERSION = ""  # the hash field of the version: never a key (keys are not empty)
 # Writes of one state computed again when another pod wrote it between the read and the script.
 ATTEMPTS = 20
