@@ -103,7 +103,8 @@ class Settings(BaseSettings):
     manager_channel: str = Field("socketio", min_length=1, description="python-socketio manager channel")
     price_channel: str = Field("exness:price-updates", min_length=1, description="price feed channel")
     price_channels: Literal["single", "per-asset", "both"] = Field(
-        "single", description="where the feed publishes: the price channel, `<channel>:<ASSET>` per asset, or both"
+        "both", description="where to listen for ticks: the price channel, `<channel>:<ASSET>` per asset (on a "
+                            "Redis Cluster sharded), or both, which hears a feed of either layout"
     )
     price_linger: float = Field(
         10.0, ge=0, le=3600, description="seconds a pod keeps an asset's channel after its last local subscriber left"
@@ -189,7 +190,8 @@ class Settings(BaseSettings):
     # Limits.
     max_subscriptions: int = Field(100, ge=1, le=100_000, description="assets one connection may subscribe to")
     max_connections: int = Field(
-        50_000, ge=1, description="Engine.IO sessions one pod holds, authenticated or not (503 past it)"
+        50_000, ge=1, description="Engine.IO sessions one pod holds, authenticated or not, with the connections "
+                                  "still sending a request head (503 past it)"
     )
     max_connections_per_user: int = Field(
         0, ge=0, le=10_000,
@@ -225,6 +227,13 @@ class Settings(BaseSettings):
     trusted_proxies: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["127.0.0.1", "::1"],
         description="peers whose X-Forwarded-For is believed",
+    )
+
+    # HTTP request heads (realtime.engine.heads): slowloris connections are cut and counted.
+    header_timeout: float = Field(
+        5.0, gt=0, le=300,
+        description="seconds a connection has to send a whole HTTP request head (from the moment it opens, or from "
+                    "the first byte of a later request); past it 408 and close",
     )
 
     # Demand signal: subscribers per asset across all pods.

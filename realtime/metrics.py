@@ -85,6 +85,8 @@ class State:
     redis: tuple[RedisLink, ...] = ()
     manager_messages: Callable[[], tuple[int, int] | None] = lambda: None  # (in, out) through Redis
     counters: tuple[PlainCounter, ...] = ()
+    gauges: tuple[PlainCounter, ...] = ()  # (name, help, value) read at scrape time
+    price_channels: Callable[[], Iterable[tuple[str, str]]] = lambda: ()  # (layout, channel) held now
 
 
 class StateCollector(Collector):
@@ -131,6 +133,12 @@ class StateCollector(Collector):
             yield up
             yield reconnects
 
+        held = GaugeMetricFamily("realtime_price_channels_held", "1 for each price channel this pod listens to now "
+                                 "(layout: single or per-asset)", labels=["layout", "channel"])
+        for layout, channel in state.price_channels():
+            held.add_metric([layout, channel], 1)
+        yield held
+
         manager_messages = state.manager_messages()
         if manager_messages is not None:
             received, sent = manager_messages
@@ -142,6 +150,8 @@ class StateCollector(Collector):
 
         for name, documentation, value in state.counters:
             yield CounterMetricFamily(name, documentation, value=value())
+        for name, documentation, value in state.gauges:
+            yield GaugeMetricFamily(name, documentation, value=value())
 
 
 class Buckets:

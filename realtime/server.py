@@ -25,7 +25,7 @@ from realtime.channels.access import channel_access
 from realtime.cluster.demand import Demand, demand_store
 from realtime.cluster.presence import presence
 from realtime.config import Settings
-from realtime.engine import versions
+from realtime.engine import heads, versions
 from realtime.engine.server import SocketServer
 from realtime.events.service import Events, retention
 from realtime.feed.catalog import Catalog
@@ -103,14 +103,18 @@ class Server:
             redis_required=not settings.embedded,
             redis_up=lambda: self.source.connected and self.sio.manager_ready and self.events.ready,
             connections=lambda: len(self.gateway.connections),
+            price_channels=lambda: [channel for _, channel in self.source.channels()],
         )
 
         # HTTP: Engine.IO behind the drain, new sessions through the per-address rate and the pod's cap.
         self.app = web.Application(middlewares=[
             turn_away_while_draining(self.sio, lambda: self.health.draining),
         ])
+        # Connections still sending a request head count toward the pod's cap with its sessions.
+        self.heads = heads.Heads(settings.header_timeout,
+                                 room=lambda: settings.max_connections - self.sio.session_count())
         self.sio.gate_sessions(handshake_limit(self.connect_limiter, address_of(settings.trusted_proxies),
-                                               sessions=self.sio.session_count,
+                                               sessions=lambda: self.sio.session_count() + self.heads.pending,
                                                max_sessions=settings.max_connections))
         self.sio.attach(self.app)
         self.app.add_routes(health.routes(self.health))
@@ -119,7 +123,7 @@ class Server:
                                         self.metrics, self.events, self.states).app())
         self.app.add_routes(Board(settings, self.catalog, self.verifier).routes())
 
-        self._runner: web.AppRunner | None = None
+        self._runner: heads.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.port: int | None = None
 
@@ -133,8 +137,8 @@ class Server:
             self._tasks.append(asyncio.create_task(self.portfolio.run(), name="demo-portfolio"))
         await self.presence.start()
 
-        self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None,
-                                     shutdown_timeout=self.settings.shutdown_grace)
+        self._runner = heads.AppRunner(self.app, self.heads, handle_signals=False, access_log=None,
+                                       shutdown_timeout=self.settings.shutdown_grace)
         await self._runner.setup()
         # A reconnect storm opens thousands of connections at once: aiohttp's default backlog of 128
         # drops SYNs (clients wait out retransmits); Node listens with 511.
@@ -221,11 +225,20 @@ class Server:
             feed=self.ingest.counts,
             redis=(*self.source.links(), *self.sio.manager_links(), *self.events.links()),
             manager_messages=self.sio.manager_messages,
+            price_channels=self.source.channels,
+            gauges=(("realtime_request_heads", "connections sending a request head now (slowloris shows here)",
+                     lambda: self.heads.pending),),
             counters=(
                 ("realtime_slow_consumers_cut", "connections cut for not reading their messages",
                  lambda: self.writers.cut),
                 ("realtime_price_ticks_collapsed", "queued price ticks replaced by a newer one of the same asset",
                  lambda: self.writers.collapsed),
+                ("realtime_request_heads_timed_out",
+                 "connections answered 408 and closed for not sending a request head in time",
+                 lambda: self.heads.timed_out),
+                ("realtime_request_heads_refused",
+                 "connections closed at once with 503: the pod held its cap of sessions and connections sending a head",
+                 lambda: self.heads.refused),
                 ("realtime_connect_rate_limited", "new sessions refused with 429 by the per-address connection rate",
                  lambda: self.connect_limiter.refused),
                 *self.sio.manager_counters(),

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import yaml
 from aiohttp import web
 
@@ -25,6 +26,7 @@ from tests.support import (
     ROOT,
     Gateway,
     GatewayFactory,
+    Nginx,
     RedisServer,
     connected,
     free_port,
@@ -241,6 +243,39 @@ def test_ingress_does_not_publish_internal_routes() -> None:
         assert not ingress_matches(ingress, path), path
     for path in [*public, "/", "/board/socket.io.js", "/board/token", "/socket.io/", "/socket.io"]:
         assert ingress_matches(ingress, path), path
+
+
+async def test_nginx_publishes_only_what_the_ingress_does(gateway: Gateway, tmp_path: Path) -> None:
+    # docker/nginx.conf's public server block (compose publishes it on 8080) routes what the Ingress does.
+    readme = (ROOT / "README.md").read_text()
+    http = readme[readme.index("## HTTP\n"):readme.index("## Metrics")]
+    routes = {(method, path) for method, path in re.findall(r"^\| `(GET|POST) (/\S*)` \|", http, re.MULTILINE)}
+    ingress = manifests()["Ingress"]
+    internal = {(method, path) for method, path in routes if not ingress_matches(ingress, path)}
+    assert {path for _, path in internal} >= {"/metrics", "/health", "/ready", "/api/v1/publish", "/api/v1/demand"}
+    nginx = Nginx([gateway.port], tmp_path / "nginx")
+    nginx.start()
+    try:
+        service = {"Authorization": f"Bearer {token('billing', roles=['service'])}"}
+        user = {"Authorization": f"Bearer {token('alice')}"}
+        async with aiohttp.ClientSession() as session:
+            for method, path in sorted(internal):
+                async with session.request(method, gateway.url + path, headers=service, json={}) as direct:
+                    assert direct.status != 404, path  # the pod serves it...
+                async with session.request(method, nginx.url + path, headers=service, json={}) as response:
+                    assert response.status == 404, (method, path, response.status)  # ...the public port does not
+                    assert (await response.json())["error"]["code"] == "NOT_FOUND"
+            for path in ("/", "/board/board.js", "/board/socket.io.js", "/api/v1/assets",
+                         "/socket.io/?EIO=4&transport=polling"):
+                assert ingress_matches(ingress, path.partition("?")[0]), path
+                async with session.get(nginx.url + path, headers=user) as response:
+                    assert response.status == 200, (path, response.status)
+            async with session.get(nginx.url + "/nginx-health") as response:
+                assert response.status == 200
+        async with connected(nginx.url, auth={"token": token("alice")}) as client:
+            assert (await client.call("price:subscribe", ["BTC_USDC_PERP"]))["ok"] is True
+    finally:
+        nginx.stop()
 
 
 def test_ingress_terminates_tls() -> None:

@@ -9,7 +9,18 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from tests.support import ROOT, GatewayFactory, RedisServer, connected, eventually, free_port, http_json, publish, token
+from tests.support import (
+    ROOT,
+    GatewayFactory,
+    RedisServer,
+    connected,
+    eventually,
+    free_port,
+    http_json,
+    publish,
+    scrape,
+    token,
+)
 
 BTC, ETH, SOL = "BTC_USDC_PERP", "ETH_USDC_PERP", "SOL_USDC_PERP"
 SERVICE = {"Authorization": f"Bearer {token('billing', roles=['service'])}"}
@@ -118,3 +129,61 @@ async def test_realtime_feed_per_asset(start_gateway: GatewayFactory, redis_serv
         updates = await alice.wait_for("price:update", 10, timeout=10)
         assert {u["asset"] for u in updates} == {ETH}
         assert [u["seq"] for u in updates] == sorted({u["seq"] for u in updates})
+
+
+async def channels_held(gateway_url: str) -> tuple[list[str], dict[str, str]]:
+    """What /health and /metrics say the pod listens to: (channels, {channel: layout})."""
+    _, health = await http_json(gateway_url + "/health")
+    metrics = await scrape(gateway_url)
+    held = {dict(labels)["channel"]: dict(labels)["layout"] for (name, labels), value in metrics.items()
+            if name == "realtime_price_channels_held" and value == 1}
+    return health["price_channels"], held
+
+
+async def test_by_default_a_pod_hears_a_feed_of_either_layout(start_gateway: GatewayFactory,
+                                                              redis_server: RedisServer) -> None:
+    # Issue #18, finding 9: no REALTIME_PRICE_CHANNELS set, and ticks arrive whichever layout the feed uses.
+    channel = f"prices-{free_port()}"
+    gateway = start_gateway(redis_url=redis_server.url, price_channel=channel,
+                            manager_channel=f"socketio-{free_port()}")
+    btc = f"{channel}:{BTC}"
+    assert (await channels_held(gateway.url)) == ([channel], {channel: "single"})
+    async with connected(gateway.url, auth={"token": token("alice")}) as alice:
+        await alice.call("price:subscribe", [BTC])
+
+        async def listening() -> bool:
+            return await numsub(redis_server.url, channel, btc) == {channel: 1, btc: 1}
+        await eventually(listening)
+        assert (await channels_held(gateway.url)) == ([channel, btc], {channel: "single", btc: "per-asset"})
+        await publish(redis_server.url, channel, *[tick(BTC, s) for s in (1, 2, 3)])  # a single-channel feed
+        await alice.wait_for("price:update", 3)
+        await publish(redis_server.url, btc, *[tick(BTC, s) for s in (4, 5, 6)])  # a per-asset feed
+        await alice.wait_for("price:update", 6)
+        for seq in (7, 8, 9):  # a feed on both: each tick once
+            await publish(redis_server.url, channel, tick(BTC, seq))
+            await publish(redis_server.url, btc, tick(BTC, seq))
+        await alice.wait_for("price:update", 9)
+        await asyncio.sleep(0.3)
+        assert [u["seq"] for u in alice.received("price:update")] == list(range(1, 10))
+
+
+async def test_by_default_an_asset_heard_per_asset_only_is_forgotten_when_let_go(
+        start_gateway: GatewayFactory, redis_server: RedisServer) -> None:
+    # With a per-asset feed, the single channel carries nothing: letting an asset go makes its price unknown here.
+    channel = f"prices-{free_port()}"
+    gateway = start_gateway(redis_url=redis_server.url, price_channel=channel, price_linger=0,
+                            manager_channel=f"socketio-{free_port()}")
+    btc = f"{channel}:{BTC}"
+    async with connected(gateway.url, auth={"token": token("alice")}) as alice:
+        await alice.call("price:subscribe", [BTC])
+        async def listening() -> bool:
+            return await numsub(redis_server.url, btc) == {btc: 1}
+        await eventually(listening)
+        await publish(redis_server.url, btc, tick(BTC, 1))
+        await alice.wait_for("price:update", 1)
+        await alice.call("price:unsubscribe", [BTC])
+
+        async def released() -> bool:
+            return await numsub(redis_server.url, btc) == {btc: 0}
+        await eventually(released)
+        assert (await alice.call("price:subscribe", [BTC]))["prices"] == []

@@ -356,6 +356,39 @@ async def test_realtime_feed_on_a_cluster(redis_cluster: RedisClusterNodes, star
         assert {u["asset"] for u in updates} == {SOL}
 
 
+@pytest.mark.parametrize("per_asset", [True, False])
+async def test_by_default_a_pod_on_a_cluster_hears_a_feed_of_either_layout(
+        redis_cluster: RedisClusterNodes, start_gateway: GatewayFactory, per_asset: bool) -> None:
+    """Issue #18, finding 9: REALTIME_PRICE_CHANNELS left alone, the feed SPUBLISHes per asset (or PUBLISHes)."""
+    suffix = free_port()
+    channel, sharded = f"prices-{suffix}", f"prices-{suffix}:{SOL}"
+    gateway = start_gateway(redis_url=redis_cluster.url, price_channel=channel, manager_channel=f"socketio-{suffix}")
+    async with connected(gateway.url, auth={"token": token("alice")}) as alice:
+        await alice.call("price:subscribe", [SOL])
+        await eventually(lambda: int(redis_cluster.command(
+            redis_cluster.master_of(sharded), "pubsub", "shardnumsub", sharded).split()[1]) == 1)
+
+        # The pod says what it holds: the single channel and SOL's sharded channel.
+        async def holding() -> bool:
+            _, health = await http_json(gateway.url + "/health")
+            return bool(health["price_channels"] == [channel, sharded])
+        await eventually(holding)
+        metrics = await scrape(gateway.url)
+        assert sample(metrics, "realtime_price_channels_held", layout="single", channel=channel) == 1
+        assert sample(metrics, "realtime_price_channels_held", layout="per-asset", channel=sharded) == 1
+
+        feed = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "realtime", "feed", *(["--per-asset"] if per_asset else []), "--rate", "20",
+            "--count", "30", "--redis-url", redis_cluster.url, "--price-channel", channel, cwd=ROOT,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        _, stderr = await asyncio.wait_for(feed.communicate(), 30)
+        assert feed.returncode == 0, stderr.decode()
+        updates = await alice.wait_for("price:update", 10, timeout=10)
+        assert {u["asset"] for u in updates} == {SOL}
+        seqs = [u["seq"] for u in alice.received("price:update")]
+        assert seqs == sorted(set(seqs))
+
+
 async def test_recovery_on_a_cluster(redis_cluster: RedisClusterNodes, start_gateway: GatewayFactory) -> None:
     # The event log, room histories and sessions on a cluster: a dropped client recovers every private event it
     # missed, once and in order, and the latest price (the single price channel is classic pub/sub there).

@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import engineio
 import socketio
-from aiohttp import web
+from aiohttp import web, web_protocol, web_runner, web_server
 from engineio import async_socket, exceptions
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # Private names of python-socketio / python-engineio: only realtime/engine/ may use them.
 PRIVATE = re.compile(r"\b_async\b|_send_packet|eio\.sockets|manager\.rooms|\b_redis_|\b_ok\b|\.queue\b|_binary_packet"
                      r"|_handle_eio|_handle_event|_handle_connect|_handle_disconnect|_handle_emit|_engineio_server_class"
-                     r"|manager_initialized|_websocket_handler|is_pre_connected|eio_sid_from_sid")
+                     r"|manager_initialized|_websocket_handler|is_pre_connected|eio_sid_from_sid"
+                     r"|_make_server|_request_count|RequestHandler")
 
 # Every private attribute the adapter reads, overrides or calls, by owner.
 HOOKS: dict[Any, tuple[str, ...]] = {
@@ -51,6 +52,9 @@ HOOKS: dict[Any, tuple[str, ...]] = {
     socketio.AsyncRedisManager: ("_redis_connect", "_redis_listen_with_retries", "_publish", "_listen", "_thread",
                                  "_handle_emit"),
     MsgPackPacket: ("encode", "decode", "configure"),
+    web_protocol.RequestHandler: ("connection_made", "data_received", "connection_lost", "force_close"),
+    web.Server: ("__call__",),
+    web.AppRunner: ("_make_server",),
 }
 # Instance attributes the adapter reads or replaces.
 INSTANCE_HOOKS = {
@@ -173,8 +177,6 @@ def test_what_the_lean_engine_takes_from_aiohttp() -> None:
     # engine/lean.py takes a connection from aiohttp's RequestHandler after the handshake: it reads the
     # bytes past the request (`_message_tail`), sets `_force_close` and `transport = None` so that start()
     # neither loops nor closes the socket, and tells the server (`_manager`) the connection is gone.
-    from aiohttp import web_protocol, web_server
-
     source = inspect.getsource(web_protocol.RequestHandler.start)
     assert "while not self._force_close:" in source
     assert "if not self._force_close:" in source and "self.transport.close()" in source
@@ -191,6 +193,28 @@ def test_what_the_lean_engine_takes_from_aiohttp() -> None:
         "self", "eio_sid", "namespace", "data"]
     # python-socketio makes the engine.io server call its message handler inline, not in a task.
     assert "engineio_options['async_handlers'] = False" in inspect.getsource(socketio.base_server.BaseServer)
+
+
+def test_what_request_heads_take_from_aiohttp() -> None:
+    # engine/heads.py: our Server makes our RequestHandler with what aiohttp's would get, and AppRunner
+    # builds its server in `_make_server`.
+    assert "RequestHandler(self, loop=self._loop, **self._kwargs)" in inspect.getsource(web_server.Server.__call__)
+    assert list(inspect.signature(web_server.Server.__init__).parameters) == [
+        "self", "handler", "request_factory", "handler_cancellation", "loop", "kwargs"]
+    for name in ("request_handler", "request_factory", "handler_cancellation"):
+        assert name in inspect.getsource(web_server.Server.__init__), name
+    assert "self._server = await self._make_server()" in inspect.getsource(web_runner.BaseRunner.setup)
+    assert "self._app._make_handler(" in inspect.getsource(web.AppRunner._make_server)
+    # A head is whole when the parser gives a message (counted in `_request_count`, a 400 included); the
+    # handler waits for the next request on `_waiter`; the keep-alive timer, set once, is not moved by data.
+    received = inspect.getsource(web_protocol.RequestHandler.data_received)
+    assert "self._request_count += 1" in received and "_ErrInfo(status=400" in received
+    assert "self._keepalive_handle" not in received
+    assert "self._waiter = loop.create_future()" in inspect.getsource(web_protocol.RequestHandler.start)
+    assert "self._manager.connection_made(self, real_transport)" in inspect.getsource(
+        web_protocol.RequestHandler.connection_made)
+    for name in ("_waiter", "_request_count", "_force_close", "_loop", "transport"):
+        assert any(name in getattr(c, "__slots__", ()) for c in web_protocol.RequestHandler.__mro__), name
 
 
 def test_start_up_checks_the_versions_setup_cfg_pins() -> None:

@@ -164,6 +164,11 @@ class Subscription:
         """The sharded channels wanted now (subscribed, or to be once Redis answers)."""
         return frozenset(self._wanted)
 
+    @property
+    def held(self) -> list[str]:
+        """The channels subscribed on the live connection now (none while Redis is away)."""
+        return [*self.channels, *sorted(self._active)] if self.connected else []
+
     def want(self, channels: Iterable[str]) -> None:
         """Make the sharded channels `channels`; applied in the background, in one go per change burst."""
         self._wanted = set(channels)

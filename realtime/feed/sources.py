@@ -5,11 +5,12 @@ flag for readiness. `redis://` subscribes to the price channel and reconnects
 on its own; `memory://` (embedded mode) runs the random-walk simulator in
 process and feeds its ticks through the same validation as Redis would.
 
-`REALTIME_PRICE_CHANNELS` says where the feed publishes: `single` (the price
+`REALTIME_PRICE_CHANNELS` says where a pod listens for ticks: `single` (the price
 channel), `per-asset` (`<channel>:<ASSET>`, so a pod hears only the assets
-its clients watch) or `both` (during a migration of the feed: the pod hears
-the single channel and the per-asset ones; a tick that comes twice is
-dropped as stale by its seq). Per-asset channels are followed with
+its clients watch) or `both`, the default: the pod hears the single channel
+and the per-asset ones of its assets, so it hears a feed of either layout
+(and one moving from one to the other) without being told which; a tick that
+comes twice is dropped as stale by its seq. Per-asset channels are followed with
 `watch`/`unwatch`: a pod subscribes when an asset gets its first local
 subscriber and lets go `REALTIME_PRICE_LINGER` seconds after the last one
 left, so a client toggling a subscription costs Redis nothing. On a Redis
@@ -38,6 +39,9 @@ class PriceSource(Protocol):
     def links(self) -> list[RedisLink]:
         """Its Redis connections, for /metrics."""
 
+    def channels(self) -> list[tuple[str, str]]:
+        """(layout, channel) of every price channel held now, for /metrics and /health."""
+
     def watch(self, asset: str) -> None:
         """`asset` has its first subscriber on this pod."""
 
@@ -59,6 +63,9 @@ class SimulatedSource:
         return True
 
     def links(self) -> list[RedisLink]:
+        return []
+
+    def channels(self) -> list[tuple[str, str]]:
         return []
 
     def watch(self, asset: str) -> None:
@@ -91,8 +98,10 @@ class RedisSource:
         assert settings.redis_url is not None
         single = [settings.price_channel] if settings.price_channels in ("single", "both") else []
         self.per_asset = settings.price_channels in ("per-asset", "both")
-        self.hears_all = bool(single)  # the single channel carries every asset anyway
+        # Whether the single channel carries every asset: once it has carried a tick (a feed uses one layout).
+        self.hears_all = settings.price_channels == "single"
         self.channel = settings.price_channel
+        self._single = settings.price_channel.encode() if single else None
         self.linger = settings.price_linger
         self.forget = forget
         self.subscription = Subscription("price feed", settings.redis_url, single,
@@ -106,6 +115,9 @@ class RedisSource:
 
     def links(self) -> list[RedisLink]:
         return [RedisLink("feed", lambda: self.subscription.connected, lambda: self.subscription.reconnects)]
+
+    def channels(self) -> list[tuple[str, str]]:
+        return [("single" if name == self.channel else "per-asset", name) for name in self.subscription.held]
 
     def watch(self, asset: str) -> None:
         if not self.per_asset:
@@ -139,6 +151,8 @@ class RedisSource:
     async def messages(self) -> AsyncIterator[bytes]:
         try:
             async for message in self.subscription.messages():
+                if not self.hears_all and message["channel"] == self._single:
+                    self.hears_all = True
                 yield message["data"]
         finally:
             for release in self._held.values():

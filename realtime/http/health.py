@@ -18,6 +18,7 @@ class HealthState:
     redis_required: bool
     redis_up: Callable[[], bool]
     connections: Callable[[], int]
+    price_channels: Callable[[], list[str]] = list  # the price channels listened to now
     draining: bool = False
 
     @property
@@ -38,6 +39,7 @@ def routes(state: HealthState) -> list[web.RouteDef]:
             "connections": state.connections(),
             "uptime": round(time.monotonic() - state.started, 3),
             "redis": state.redis_state(),
+            "price_channels": state.price_channels(),
         })
 
     async def ready(request: web.Request) -> web.Response:
