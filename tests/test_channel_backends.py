@@ -44,7 +44,8 @@ async def test_channels_and_state_on_every_backend(backend: str | None, start_ga
     nginx = Nginx([pod.port for pod in pods], tmp_path / "nginx") if backend is not None else None
     if nginx is not None:
         nginx.start()
-    url = nginx.url if nginx is not None else pods[0].url
+    url = nginx.url if nginx is not None else pods[0].url  # what clients see
+    api = pods[0].url  # the API is reached on the pods, not through the edge
     emitter = Emitter(backend, channel=manager) if backend else None
     step = 0
 
@@ -68,12 +69,12 @@ async def test_channels_and_state_on_every_backend(backend: str | None, start_ga
             for n in range(1, 4):
                 await write(mine, [{"op": "set", "key": f"p{n}", "value": {"qty": n, "profit": "0"}}])
                 await write(bots, [{"op": "set", "key": f"b{n}", "value": {"qty": n}}])
-                await publish(url, "bot:status", {"n": n}, room="channel:bot:1")
+                await publish(api, "bot:status", {"n": n}, room="channel:bot:1")
             await alice.wait(lambda: len(alice.events("bot:status")) == 3 and len(alice.events("state:update")) == 6)
             await alice.drop()
             await write(mine, [{"op": "merge", "key": "p1", "changes": {"profit": "12.5", "qty": 1}}])
             await write(bots, [{"op": "delete", "key": "b2"}])
-            await publish(url, "bot:status", {"n": 4}, room="channel:bot:1")
+            await publish(api, "bot:status", {"n": 4}, room="channel:bot:1")
             if emitter is not None:
                 await emitter.emit("bot:status", {"n": 5}, room="channel:bot:1")
                 with pytest.raises(GatewayError):

@@ -153,7 +153,7 @@ async def test_a_recovery_after_access_was_withdrawn_closes_the_channel(start_cl
         async with channel_client(cluster.url, "alice", channels=["desk:*"]) as alice:
             for channel in ("bot:1", "bot:2", "desk:fx"):
                 assert (await subscribe(alice, channel))["ok"] is True
-            await publish(cluster.url, "bot:log", {"n": 1}, room="channel:bot:1")
+            await publish(cluster.pods[0].url, "bot:log", {"n": 1}, room="channel:bot:1")
             await alice.until("event", lambda line: line["event"] == "bot:log")
             # Access to bot:1 is withdrawn at the back end, and the desk claim with a new token.
             await alice.drop()
@@ -166,7 +166,7 @@ async def test_a_recovery_after_access_was_withdrawn_closes_the_channel(start_cl
             assert closed == [("bot:1", "FORBIDDEN"), ("desk:fx", "FORBIDDEN")]
             # No further events of the closed channels; bot:2 (still allowed) goes on.
             for room in ("channel:bot:1", "channel:desk:fx", "channel:bot:2"):
-                await publish(cluster.url, "bot:log", {"n": 2, "room": room}, room=room)
+                await publish(cluster.pods[0].url, "bot:log", {"n": 2, "room": room}, room=room)
             await alice.until("event", lambda line: line["event"] == "bot:log" and line["args"][0]["n"] == 2)
             await asyncio.sleep(0.3)
             later = [args[0] for args in alice.events("bot:log") if args[0]["n"] == 2]
@@ -186,13 +186,13 @@ async def test_a_refreshed_token_without_the_claim_closes_the_channel(start_clus
         assert ack["ok"] is True, ack
         assert alice.events("channel:closed") == [[{"channel": "desk:fx", "code": "FORBIDDEN"}]]
         for room in ("channel:desk:fx", "channel:bot:1"):
-            await publish(cluster.url, "desk:quote", {"room": room}, room=room)
+            await publish(cluster.pods[0].url, "desk:quote", {"room": room}, room=room)
         await alice.until("event", lambda line: line["event"] == "desk:quote")
         await asyncio.sleep(0.3)
         assert [args[0] for args in alice.events("desk:quote")] == [{"room": "channel:bot:1"}]
         # The session follows: a recovery restores bot:1 only, and closes nothing more.
         await alice.drop()
         assert (await alice.reconnect())["recovered"] is True
-        await publish(cluster.url, "desk:quote", {"n": 2}, room="channel:bot:1")
+        await publish(cluster.pods[0].url, "desk:quote", {"n": 2}, room="channel:bot:1")
         await alice.until("event", lambda line: line["event"] == "desk:quote" and line["args"][0] == {"n": 2})
         assert len(alice.events("channel:closed")) == 1

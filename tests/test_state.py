@@ -191,13 +191,13 @@ async def test_past_the_window_a_recovery_gets_a_snapshot(start_cluster: Cluster
     cluster = start_cluster(2, recovery_window=2, ping_interval=1, ping_timeout=1)
     async with channel_client(cluster.url, "alice") as alice:
         await alice.emit("state:subscribe", {"name": "orders"})
-        status, _ = await write_state(cluster.url, {"user": "alice", "name": "orders",
+        status, _ = await write_state(cluster.pods[1].url, {"user": "alice", "name": "orders",
                                                     "ops": [{"op": "set", "key": "a", "value": 1}]})
         assert status == 200
         await alice.wait(lambda: len(alice.events("state:update")) == 1)
         await asyncio.sleep(10)  # the client's offset is now older than any history kept
         await alice.drop()
-        status, _ = await write_state(cluster.url, {"user": "alice", "name": "orders",
+        status, _ = await write_state(cluster.pods[1].url, {"user": "alice", "name": "orders",
                                                     "ops": [{"op": "set", "key": "b", "value": 2}]})
         assert (await alice.reconnect())["recovered"] is True
         await alice.wait(lambda: len(alice.events("state:snapshot")) == 1)
