@@ -14,7 +14,7 @@ from typing import Any
 from realtime import __version__, logs
 from realtime.config import ConfigError, Settings, check_serving, flag_name, load_settings, variable_name
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser, fields: Sequence[str] | None = None) -> None:
@@ -65,7 +65,7 @@ def _token(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if settings.jwt_secret is None:
         raise ConfigError("REALTIME_JWT_SECRET (--jwt-secret)", "`realtime token` signs with the HS256 secret: set it")
-    from realtime.sessions.auth import mint_token
+    from realtime.clients.auth import mint_token
 
     roles = [r.strip() for r in args.roles.split(",") if r.strip()]
     assets = None if args.assets is None else [a.strip() for a in args.assets.split(",") if a.strip()]

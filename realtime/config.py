@@ -165,13 +165,13 @@ class Settings(BaseSettings):
     )
     engine: Literal["lean", "stock"] = Field(
         "lean", description="websocket engine: lean (the gateway owns the socket after the upgrade) "
-                            "or stock (python-engineio's, for comparison and as a fallback)"
+                            "or stock (python-engineio's; a diagnostic, for comparison and as a fallback)"
     )
 
     # Send path.
     fanout: Literal["direct", "stock"] = Field(
         "direct", description="price fan-out: frame once and write to every websocket (direct), "
-                              "or python-socketio's emit (stock, for comparison)"
+                              "or python-socketio's emit (stock: a diagnostic, for comparison only)"
     )
     slow_consumer_bytes: int = Field(
         64 * 1024, ge=1024, description="queued bytes past which a connection's queued price ticks "
@@ -255,7 +255,14 @@ class Settings(BaseSettings):
         description="Redis Stream of private events that back ends append (XADD) for the gateway to route",
     )
 
-    # Channels and keyed state (SPEC §10; realtime.channels, realtime.state).
+    # One Redis namespace for every key and channel the gateway owns (realtime.namespace, docs/redis.md).
+    namespace: str | None = Field(
+        None, min_length=1, max_length=100, pattern=r"^[^{}\s]+$",
+        description="prefix of every Redis key and channel the gateway owns (unset: the names derived from "
+                    "REALTIME_MANAGER_CHANNEL, REALTIME_PRICE_CHANNEL and REALTIME_DEMAND_KEY)",
+    )
+
+    # Channels and keyed state (SPEC §10; realtime.channels, realtime.events.state).
     public_channels: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="channel namespaces anyone may subscribe to (e.g. announcements)",
     )

@@ -35,7 +35,6 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from realtime import __version__
-from realtime.feed.prices import TickOutcome
 from realtime.protocol import (
     AUTH_REFRESH,
     CHANNEL_SUBSCRIBE,
@@ -45,6 +44,7 @@ from realtime.protocol import (
     STATE_SUBSCRIBE,
     STATE_UNSUBSCRIBE,
     PriceUpdate,
+    TickOutcome,
 )
 
 # Label values for client events: the events we answer, everything else is "other".
@@ -72,6 +72,8 @@ class RedisLink:
 
 # A counter other parts keep as a plain attribute: (name, help, read).
 PlainCounter = tuple[str, str, Callable[[], int]]
+# A counter by one label other parts keep as a plain mapping: (name, help, label, read label value -> count).
+LabelledCounter = tuple[str, str, str, Callable[[], Mapping[str, int]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +87,7 @@ class State:
     redis: tuple[RedisLink, ...] = ()
     manager_messages: Callable[[], tuple[int, int] | None] = lambda: None  # (in, out) through Redis
     counters: tuple[PlainCounter, ...] = ()
+    labelled: tuple[LabelledCounter, ...] = ()
     gauges: tuple[PlainCounter, ...] = ()  # (name, help, value) read at scrape time
     price_channels: Callable[[], Iterable[tuple[str, str]]] = lambda: ()  # (layout, channel) held now
 
@@ -150,6 +153,11 @@ class StateCollector(Collector):
 
         for name, documentation, value in state.counters:
             yield CounterMetricFamily(name, documentation, value=value())
+        for name, documentation, label, values in state.labelled:
+            family = CounterMetricFamily(name, documentation, labels=[label])
+            for key, count in values().items():
+                family.add_metric([key], count)
+            yield family
         for name, documentation, value in state.gauges:
             yield GaugeMetricFamily(name, documentation, value=value())
 

@@ -43,37 +43,6 @@ STATE_SNAPSHOT = "state:snapshot"
 AUTH_PID = "pid"
 AUTH_OFFSET = "offset"
 
-# Room names. Never accepted from clients: they are built from asset names and token claims.
-ASSET_ROOM = "asset:{}"
-USER_ROOM = "user:{}"
-ROLE_ROOM = "role:{}"
-
-
-def asset_room(asset: str) -> str:
-    return ASSET_ROOM.format(asset)
-
-
-def tier_room(asset: str, delay: int) -> str:
-    """The room of an asset's ticks as a connection on `delay` (s) sees them: `asset:<A>` or `asset:<A>@<delay>`."""
-    return ASSET_ROOM.format(asset) if not delay else f"{ASSET_ROOM.format(asset)}@{delay}"
-
-
-def room_asset(room: str) -> str | None:
-    """The asset of a tier room (`asset:<A>` or `asset:<A>@<delay>`); None for any other room."""
-    prefix = ASSET_ROOM.format("")
-    if not room.startswith(prefix):
-        return None
-    return room[len(prefix):].partition("@")[0] or None
-
-
-def user_room(sub: str) -> str:
-    return USER_ROOM.format(sub)
-
-
-def role_room(role: str) -> str:
-    return ROLE_ROOM.format(role)
-
-
 class ErrorCode(StrEnum):
     # Connect refusals.
     AUTH_REQUIRED = "AUTH_REQUIRED"
@@ -90,6 +59,18 @@ class ErrorCode(StrEnum):
     # HTTP API only.
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
     UNAVAILABLE = "UNAVAILABLE"
+
+
+class TickOutcome(StrEnum):
+    """What the feed's gate did with a tick: the `outcome` label of `realtime_feed_ticks_total`."""
+
+    OK = "ok"
+    MALFORMED = "malformed"
+    UNKNOWN = "unknown"
+    CROSSED = "crossed"
+    STALE = "stale"
+    HALTED = "halted"
+    BAND = "band"
 
 
 class GatewayError(Exception):

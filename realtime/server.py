@@ -3,10 +3,10 @@ the signals and a bounded graceful shutdown.
 
 A price tick: `feed.sources` (Redis or simulator) -> `feed.ingest` ->
 `feed.prices` (validate, number, keep latest) -> `send.fanout` ->
-`send.writer` -> the socket. A private event: `http.api`, `events.emitter` or
+`engine.writer` -> the socket. A private event: `http.api`, `events.emitter` or
 `events.router` -> `events.log` (Redis Streams) -> every pod's `events.reader`
 -> the user's room, with its offset (`events.recovery` replays it to a
-recovering connection). Client events: `sessions.handlers`.
+recovering connection). Client events: `clients.handlers`.
 """
 
 from __future__ import annotations
@@ -21,37 +21,35 @@ from collections import Counter
 
 from aiohttp import web
 
+from realtime.backends import backends
+from realtime.catalog import Catalog
 from realtime.channels.access import channel_access
-from realtime.cluster.demand import Demand, demand_store
-from realtime.cluster.presence import presence
+from realtime.clients.auth import TokenVerifier
+from realtime.clients.channels import Channels
+from realtime.clients.handlers import Gateway
+from realtime.clients.limits import AddressLimiter
+from realtime.clients.state import StateSubscriptions
+from realtime.cluster.demand import Demand
 from realtime.config import Settings
 from realtime.engine import heads, versions
+from realtime.engine.proxies import address_of
 from realtime.engine.server import SocketServer
+from realtime.engine.writer import Writers
 from realtime.events.service import Events, retention
-from realtime.feed.catalog import Catalog
+from realtime.events.state.demo import DemoPortfolio
+from realtime.events.state.service import States
 from realtime.feed.gauges import FeedGauges
 from realtime.feed.ingest import Ingest
-from realtime.feed.numbering import numbering
 from realtime.feed.prices import PriceBook
-from realtime.feed.sources import price_source
 from realtime.http import health
 from realtime.http.api import PREFIX, Api
 from realtime.http.board import DEV_TOKEN_SUBJECT, Board
 from realtime.http.middleware import handshake_limit, turn_away_while_draining
-from realtime.http.proxies import address_of
 from realtime.metrics import Metrics, State
-from realtime.protocol import room_asset, tier_room
+from realtime.rooms import room_asset, tier_room
 from realtime.send.fanout import fanout
-from realtime.send.writer import Writers
-from realtime.sessions.auth import TokenVerifier
-from realtime.sessions.channels import Channels
-from realtime.sessions.handlers import Gateway
-from realtime.sessions.limits import AddressLimiter
-from realtime.sessions.state import StateSubscriptions
-from realtime.state.demo import DemoPortfolio
-from realtime.state.service import States
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 LISTEN_BACKLOG = 4096  # the kernel caps it at net.core.somaxconn
 
@@ -60,29 +58,33 @@ class Server:
     def __init__(self, settings: Settings) -> None:
         versions.check()
         self.settings = settings
+        self.metrics = Metrics(settings.instance_id)
+        # Every swappable part, chosen by REALTIME_REDIS_URL (memory:// or Redis).
+        self.backends = backends(settings, forget=lambda asset: self.book.forget(asset))
         # The Socket.IO layer and the send path.
         self.writers = Writers(settings.slow_consumer_bytes, settings.slow_consumer_max_bytes)
-        self.sio = SocketServer(settings, self.writers)
+        self.sio = SocketServer(settings, self.writers, self.backends.manager)
         # Prices: catalog, validation and latest ticks, the source, the fan-out.
         self.catalog = Catalog(settings.catalog)
         self.book = PriceBook(self.catalog, band=settings.price_band, stale_after=settings.stale_after,
                               delays=settings.delay_tiers)
-        self.metrics = Metrics(settings.instance_id)
         self.metrics.registry.register(FeedGauges(self.book))
-        self.source = price_source(settings, forget=self.book.forget)
-        self.numbering = numbering(settings)
+        self.source = self.backends.source
+        self.restarts = self.backends.restarts
         self.ingest = Ingest(self.source, self.book, fanout(self.sio, settings.fanout), self.metrics,
-                             self.numbering)
+                             self.restarts)
         # Private events: the log, live delivery with offsets, sessions and recovery, the stream router.
-        self.events = Events(settings, self.sio, self.catalog, self.metrics.registry)
+        self.events = Events(settings, self.sio, self.catalog, log=self.backends.log,
+                             sessions=self.backends.sessions, router=self.backends.router)
         # Clients: authentication, per-user presence across pods, event handlers.
         self.verifier = TokenVerifier(settings)
-        self.presence = presence(settings)
+        self.presence = self.backends.presence
         self.gateway = Gateway(self.sio, settings, self.verifier, self.catalog, self.book, self.metrics,
                                self.presence, self.events.recovery)
         # Channels and keyed state: their client events, and what a recovery restores of them.
-        self.access = channel_access(settings, self.verifier, self.metrics.registry)
-        self.states = States(settings, self.events.log, keep=retention(settings))
+        self.access = channel_access(settings, self.verifier.key if isinstance(self.verifier.key, str) else None,
+                                     self.metrics.registry)
+        self.states = States(settings, self.backends.states, keep=retention(settings))
         channels = Channels(self.gateway, self.sio, self.access, self.events.recovery,
                             max_channels=settings.max_channels)
         StateSubscriptions(self.gateway, self.sio, self.states, self.access, self.events.reader,
@@ -93,7 +95,7 @@ class Server:
                           if settings.embedded and settings.dev_mode and settings.simulated_rate > 0 else None)
         # Per-asset price channels follow the asset rooms of this pod.
         self._watch_assets()
-        self.demand = Demand(demand_store(settings), self.catalog, settings.instance_id,
+        self.demand = Demand(self.backends.demand, self.catalog, settings.instance_id,
                              local=self._local_subscribers, interval=settings.demand_interval)
         self.connect_limiter = AddressLimiter(settings.connect_rate, settings.connect_burst, settings.connect_addresses)
         self.metrics.watch(self._metric_state())
@@ -152,7 +154,7 @@ class Server:
         gc.freeze()
         gc.set_threshold(50_000, *gc.get_threshold()[1:])
         mode = "embedded (in-memory manager, simulated feed)" if self.settings.embedded else "redis"
-        log.info("instance %s listening on http://%s:%d, %s mode%s", self.settings.instance_id,
+        logger.info("instance %s listening on http://%s:%d, %s mode%s", self.settings.instance_id,
                  self.settings.host, self.port, mode,
                  "; no JWT key configured: dev mode" if self.settings.dev_mode else "")
 
@@ -184,9 +186,9 @@ class Server:
         if self._runner is not None:
             await self._runner.cleanup()
         await self.demand.close()
-        await self.numbering.aclose()
+        await self.restarts.aclose()
         counts = ", ".join(f"{k.value}={v}" for k, v in sorted(self.ingest.counts.items()))
-        log.info("instance %s stopped in %.2fs; closed %d connections; feed ticks: %s", self.settings.instance_id,
+        logger.info("instance %s stopped in %.2fs; closed %d connections; feed ticks: %s", self.settings.instance_id,
                  time.monotonic() - started, connections, counts or "none")
 
     def _watch_assets(self) -> None:
@@ -245,6 +247,7 @@ class Server:
                 *self.sio.admission_counters(),
                 *self.events.counters(),
             ),
+            labelled=tuple(self.events.labelled_counters()),
         )
 
     async def serve_forever(self) -> None:
@@ -255,5 +258,5 @@ class Server:
             loop.add_signal_handler(sig, stop.set)
         await self.start()
         await stop.wait()
-        log.info("signal received: draining %d connections", len(self.gateway.connections))
+        logger.info("signal received: draining %d connections", len(self.gateway.connections))
         await self.stop()

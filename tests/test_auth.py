@@ -18,9 +18,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from realtime.clients.auth import TokenVerifier
 from realtime.config import ConfigError, Settings
 from realtime.protocol import GatewayError
-from realtime.sessions.auth import TokenVerifier
 from tests.support import (
     ROOT,
     Gateway,

@@ -1,4 +1,4 @@
-"""The send path (realtime/fanout.py, realtime/writer.py) against a real gateway.
+"""The send path (realtime/send/, realtime/engine/writer.py) against a real gateway.
 
 Order is checked on the wire with `RawClient`, which sees frames exactly as
 they arrive; the other clients are the real python-socketio and

@@ -25,9 +25,10 @@ import socketio
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from realtime.catalog import Catalog
 from realtime.config import parse_assets
-from realtime.feed.catalog import Catalog
-from realtime.feed.prices import MAX_SAFE_INTEGER, PriceBook, TickRejected
+from realtime.feed.parsing import MAX_SAFE_INTEGER
+from realtime.feed.prices import PriceBook, TickRejected
 from tests.support import ASSETS, SECRET, Gateway, RedisServer, connected, free_port, launch, publish, token
 
 BTC, ETH, SOL = "BTC_USDC_PERP", "ETH_USDC_PERP", "SOL_USDC_PERP"
@@ -173,7 +174,7 @@ async def test_any_polling_body_gets_200_or_400(hostile: Gateway, body: bytes) -
 
 
 async def test_server_only_packets_over_polling_are_answered(hostile: Gateway) -> None:
-    # python-engineio alone would leave these POSTs pending for good (see realtime/inbound.py).
+    # python-engineio alone would leave these POSTs pending for good (see realtime/engine/inbound.py).
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
         for body in [b"2", b"0", b"6", b"4x\x1e2probe", b"9"]:
             url = await _polling_session(http, hostile.url + "/socket.io/?EIO=4&transport=polling")

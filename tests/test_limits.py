@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 import socketio
 
-from realtime.sessions.limits import AddressLimiter, EventLimiter, TokenBucket, Verdict
+from realtime.clients.limits import AddressLimiter, EventLimiter, TokenBucket, Verdict
 from tests.support import GatewayFactory, connected, eventually, sample, scrape, token
 
 BTC = "BTC_USDC_PERP"

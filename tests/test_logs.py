@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from realtime.feed.ingest import DROPPED
-from realtime.feed.prices import TickOutcome
 from realtime.logs import ContextFilter, JsonFormatter, RepeatFilter, TextFormatter, log_context
+from realtime.protocol import TickOutcome
 from tests.support import GatewayFactory, connect_error, connected, free_port, publish, token
 
 JWT = token("alice")
@@ -72,10 +72,10 @@ def test_tokens_never_reach_a_line(capture: tuple[logging.Logger, io.StringIO, C
 
 
 def test_text_lines_carry_fields_and_no_token() -> None:
-    record = logging.makeLogRecord({"name": "realtime.sessions.handlers", "levelno": logging.INFO, "levelname": "INFO",
+    record = logging.makeLogRecord({"name": "realtime.clients.handlers", "levelno": logging.INFO, "levelname": "INFO",
                                     "msg": "connected with %s", "args": (JWT,), "sid": "s1", "user": "bob"})
     line = TextFormatter().format(record)
-    assert "realtime.sessions.handlers: connected with <redacted> sid=s1 user=bob" in line and JWT not in line
+    assert "realtime.clients.handlers: connected with <redacted> sid=s1 user=bob" in line and JWT not in line
 
 
 def test_repeated_errors_are_held_back_and_counted(capture: tuple[logging.Logger, io.StringIO, Clock]) -> None:

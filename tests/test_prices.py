@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 
 import pytest
 
+from realtime.catalog import Catalog
 from realtime.config import parse_assets
-from realtime.feed import numbers
-from realtime.feed.catalog import Catalog
-from realtime.feed.numbers import MAX_UPSTREAM_SEQ
-from realtime.feed.prices import MAX_SAFE_INTEGER, PriceBook, TickOutcome, TickRejected
+from realtime.feed import parsing
+from realtime.feed.parsing import MAX_SAFE_INTEGER, MAX_UPSTREAM_SEQ
+from realtime.feed.prices import PriceBook, TickRejected
+from realtime.protocol import TickOutcome
 
 
 def book() -> PriceBook:
@@ -63,13 +65,13 @@ def test_pod_numbering_never_passes_what_javascript_holds_exactly() -> None:
     ("90071992547.4099", 4, 900_719_925_474_099),
 ])
 def test_decimal_strings_are_exact(text: str, decimals: int, units: int) -> None:
-    assert numbers.price(text, "bid", decimals) == units
+    assert parsing.price(text, "bid", decimals) == units
 
 
 @pytest.mark.parametrize("text", ["1.23456", "-1", "1e5", " 1", "1.", ".5", "0x10", "NaN", "1,000", "9" * 30])
 def test_bad_decimal_strings_are_refused_with_the_reason(text: str) -> None:
-    with pytest.raises(numbers.NumberRefused) as refused:
-        numbers.price(text, "bid", 4)
+    with pytest.raises(parsing.NumberRefused) as refused:
+        parsing.price(text, "bid", 4)
     assert "bid" in str(refused.value)
 
 
@@ -128,11 +130,21 @@ def test_one_poisoned_seq_or_ts_cannot_silence_an_asset() -> None:
     assert future == [10, None, None, 11, 12, 13]
 
 
+def restarts_shared(prices: PriceBook, ticks: list[dict[str, object]]) -> list[tuple[str, int]]:
+    """The feed restarts the verdicts of `ticks` give to share with other pods."""
+    shared = []
+    for tick in ticks:
+        with contextlib.suppress(TickRejected):
+            restart = prices.accept_all(json.dumps({"asset": "BTC_USDC_PERP", "bid": 1, "ask": 2, **tick})).restart
+            if restart is not None:
+                shared.append(restart)
+    return shared
+
+
 def test_only_restarts_of_a_confirmed_numbering_are_shared_with_other_pods() -> None:
-    poisoned, honest = book(), book()
-    feed_through(poisoned, [{"seq": MAX_UPSTREAM_SEQ, "ts": 1}, {"seq": 5, "ts": 2}])
-    feed_through(honest, [{"seq": 4, "ts": 1}, {"seq": 5, "ts": 2}, {"seq": 1, "ts": 3}])
-    assert poisoned.restarted == [] and honest.restarted == [("BTC_USDC_PERP", 5)]
+    poisoned = restarts_shared(book(), [{"seq": MAX_UPSTREAM_SEQ, "ts": 1}, {"seq": 5, "ts": 2}])
+    honest = restarts_shared(book(), [{"seq": 4, "ts": 1}, {"seq": 5, "ts": 2}, {"seq": 1, "ts": 3}])
+    assert poisoned == [] and honest == [("BTC_USDC_PERP", 5)]
 
 
 def test_a_replay_with_ts_is_never_taken_for_a_restart() -> None:
@@ -166,21 +178,25 @@ def banded() -> PriceBook:
 def test_a_spike_is_held_then_dropped_when_the_next_tick_does_not_confirm_it() -> None:
     prices = banded()
     first = prices.accept_all(json.dumps({"asset": "BTC_USDC_PERP", "bid": 1000, "ask": 1002}))
-    assert [u["bid"] for u in first] == [1000]
-    assert prices.accept_all(json.dumps({"asset": "BTC_USDC_PERP", "bid": 5000, "ask": 5002})) == []
+    assert [u["bid"] for u in first.updates] == [1000]
+    held = prices.accept_all(json.dumps({"asset": "BTC_USDC_PERP", "bid": 5000, "ask": 5002}))
+    assert held.updates == []
     after = prices.accept_all(json.dumps({"asset": "BTC_USDC_PERP", "bid": 1001, "ask": 1003}))
-    assert [u["bid"] for u in after] == [1001] and prices.band_dropped == 1
+    assert [u["bid"] for u in after.updates] == [1001]
+    assert first.band_dropped + held.band_dropped + after.band_dropped == 1
 
 
 def test_a_spike_confirmed_by_the_next_tick_is_accepted_with_it_in_order() -> None:
     prices = banded()
-    prices.accept_all(json.dumps({"asset": "BTC_USDC_PERP", "bid": 1000, "ask": 1002}))
-    assert prices.accept_all(json.dumps({"asset": "BTC_USDC_PERP", "bid": 1500, "ask": 1502})) == []
+    first = prices.accept_all(json.dumps({"asset": "BTC_USDC_PERP", "bid": 1000, "ask": 1002}))
+    held = prices.accept_all(json.dumps({"asset": "BTC_USDC_PERP", "bid": 1500, "ask": 1502}))
+    assert held.updates == []
     latest = prices.latest("BTC_USDC_PERP")
     assert latest is not None and latest["bid"] == 1000  # the held tick is nobody's snapshot
     confirmed = prices.accept_all(json.dumps({"asset": "BTC_USDC_PERP", "bid": 1510, "ask": 1512}))
-    assert [u["bid"] for u in confirmed] == [1500, 1510]
-    assert confirmed[0]["seq"] < confirmed[1]["seq"] and prices.band_dropped == 0
+    assert [u["bid"] for u in confirmed.updates] == [1500, 1510]
+    assert confirmed.updates[0]["seq"] < confirmed.updates[1]["seq"]
+    assert first.band_dropped + held.band_dropped + confirmed.band_dropped == 0
 
 
 def test_a_halt_drops_ticks_until_open() -> None:
@@ -190,5 +206,5 @@ def test_a_halt_drops_ticks_until_open() -> None:
         prices.accept_all(json.dumps({"asset": "BTC_USDC_PERP", "bid": 1, "ask": 2}))
     assert rejected.value.outcome is TickOutcome.HALTED
     prices.accept_all(json.dumps({"asset": "BTC_USDC_PERP", "status": "open"}))
-    assert prices.accept_all(json.dumps({"asset": "BTC_USDC_PERP", "bid": 1, "ask": 2}))[0]["bid"] == 1
+    assert prices.accept_all(json.dumps({"asset": "BTC_USDC_PERP", "bid": 1, "ask": 2})).updates[0]["bid"] == 1
     assert [c["status"] for c in prices.statuses.drain()] == ["halted", "stale", "live"]

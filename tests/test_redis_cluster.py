@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from realtime.cluster.redis import Subscription, client
+from realtime.backplane.connections import Subscription, client
 from tests.support import (
     ROOT,
     Gateway,

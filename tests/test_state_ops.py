@@ -17,8 +17,8 @@ from realtime.channels import names
 from realtime.channels.access import service_token
 from realtime.channels.hook import SubscribeHook
 from realtime.config import ConfigError, load_settings
+from realtime.events.state.ops import Limits, apply, parse_ops
 from realtime.protocol import GatewayError
-from realtime.state.ops import Limits, apply, parse_ops
 from tests.support import SECRET
 from tests.support.channels import subscribe_hook
 

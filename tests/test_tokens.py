@@ -1,13 +1,14 @@
-"""The memory of verified tokens (sessions/tokens.py), and the verifier using it."""
+"""The memory of verified tokens (clients/tokens.py), and the verifier using it."""
 
 from __future__ import annotations
 
 import pytest
 
+from realtime.clients.auth import TokenVerifier
+from realtime.clients.tokens import VerifiedTokens
 from realtime.config import Settings
+from realtime.principal import Principal
 from realtime.protocol import ErrorCode, GatewayError
-from realtime.sessions.auth import Principal, TokenVerifier
-from realtime.sessions.tokens import VerifiedTokens
 from tests.support import SECRET, token
 
 

@@ -26,7 +26,7 @@ from socketio.msgpack_packet import MsgPackPacket
 
 from realtime.engine import driver, versions
 from realtime.engine.packets import EngineServer
-from realtime.send.writer import Writer, Writers, websocket_frame
+from realtime.engine.writer import Writer, Writers, websocket_frame
 from tests.support import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,7 +143,7 @@ def test_the_overrides_keep_upstream_signatures() -> None:
 
 
 def test_our_copy_of_the_engineio_handshake_matches_upstreams() -> None:
-    # engine/sessions.py: ConformingServer._handle_connect is python-engineio 4.15's, with our session
+    # engine/conformance.py: ConformingServer._handle_connect is python-engineio 4.15's, with our session
     # class and OPEN packet; Session._send_ping is its ping plus Node's timeout.
     source = inspect.getsource(engineio.AsyncServer._handle_connect)
     for step in ("async_socket.AsyncSocket(self, sid)", "self.sockets[sid] = s", "await s.send(pkt)",
@@ -230,7 +230,7 @@ def _server(**options: Any) -> socketio.AsyncServer:
     return sio
 
 
-# engine.io: the socket's queue (realtime/engine/driver.py, realtime/send/writer.py).
+# engine.io: the socket's queue (realtime/engine/driver.py, realtime/engine/writer.py).
 
 async def test_sockets_get_their_queue_from_server_create_queue() -> None:
     sio = _server()
@@ -324,7 +324,7 @@ def test_the_stock_emit_takes_namespace_and_room() -> None:
 
 
 # aiohttp: frames written to the request's transport interleave with the
-# websocket's own, whole and in order (realtime/engine/driver.py, realtime/send/writer.py).
+# websocket's own, whole and in order (realtime/engine/driver.py, realtime/engine/writer.py).
 
 async def test_direct_frames_and_aiohttp_frames_share_one_ordered_stream() -> None:
     async def handler(request: web.Request) -> web.WebSocketResponse:

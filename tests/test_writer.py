@@ -1,4 +1,4 @@
-"""realtime/send/writer.py: the path choice, the byte bound and the frames, on a real socket pair.
+"""realtime/engine/writer.py: the path choice, the byte bound and the frames, on a real socket pair.
 
 How engine.io drives a Writer (its queue API, the attach on a websocket) is
 covered by tests/test_upstream_hooks.py; here the Writer stands alone.
@@ -15,7 +15,7 @@ from typing import Any
 
 from engineio import packet as eio_packet
 
-from realtime.send.writer import Writer, Writers, websocket_frame
+from realtime.engine.writer import Writer, Writers, websocket_frame
 from tests.support import eventually
 
 

@@ -14,8 +14,8 @@ import json
 import time
 import tracemalloc
 
+from realtime.catalog import Catalog
 from realtime.config import AssetSpec
-from realtime.feed.catalog import Catalog
 from realtime.feed.prices import PriceBook
 from realtime.protocol import PriceUpdate
 

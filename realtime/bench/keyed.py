@@ -28,11 +28,11 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from realtime.backplane.connections import client
 from realtime.bench.targets import bench_assets, free_port, start_target
-from realtime.cluster.redis import client
+from realtime.clients.auth import mint_token
 from realtime.events.log import Keys
-from realtime.sessions.auth import mint_token
-from realtime.state.store import StateRef
+from realtime.events.state.store import StateRef
 
 POSITIONS = 50
 RATE = 10.0  # changes per second

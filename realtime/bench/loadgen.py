@@ -23,7 +23,7 @@ from typing import Any, cast
 import orjson
 
 from realtime.bench.latency import Histogram
-from realtime.sessions.auth import mint_token
+from realtime.clients.auth import mint_token
 
 PRICE_UPDATE = b'42["price:update"'
 SEQ = re.compile(rb'"seq":(\d+)')

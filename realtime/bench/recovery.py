@@ -27,9 +27,9 @@ import redis.asyncio as aioredis
 
 from realtime.bench.loadgen import client_frame
 from realtime.bench.targets import Endpoint
+from realtime.clients.auth import mint_token
 from realtime.events.emitter import Emitter
 from realtime.events.log import Keys
-from realtime.sessions.auth import mint_token
 
 EVENT = "bench:event"
 # Events stored in one room to measure the cost per event of a busy room's history.

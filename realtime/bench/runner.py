@@ -35,7 +35,7 @@ from realtime.bench.targets import (
 )
 from realtime.config import Settings
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 Scenario = Callable[[Run], Coroutine[Any, Any, dict[str, Any]]]
 SCENARIO_FUNCTIONS: dict[str, Scenario] = {
@@ -112,7 +112,7 @@ async def run_bench(plan: Plan) -> dict[str, Any]:
             if scenario == "assets":
                 # Its own pods (several gateways sharing channels), so: only ours, only the gateway.
                 if plan.url is None and "gateway" in plan.targets:
-                    log.info("bench: assets against gateway pods")
+                    logger.info("bench: assets against gateway pods")
                     document["results"].setdefault("gateway", {})["assets"] = await spread(
                         fleet, plan.options, redis_url=redis_url, redis_pid=redis.pid if redis else None,
                         cpus=plan.server_cpus, generator_cpus=plan.generator_cpus, workdir=tmp,
@@ -121,13 +121,13 @@ async def run_bench(plan: Plan) -> dict[str, Any]:
             if scenario == "state":
                 # Its own gateway (with a subscribe hook of its own): only ours, only the gateway.
                 if plan.url is None and "gateway" in plan.targets:
-                    log.info("bench: state against the gateway")
+                    logger.info("bench: state against the gateway")
                     document["results"].setdefault("gateway", {})["state"] = await keyed_state(
                         redis_url=redis_url, cpus=plan.server_cpus, workdir=tmp, node_dir=plan.node_dir,
                         seconds=plan.options.state_seconds)
                 continue
             for target in (["url"] if plan.url else plan.targets):
-                log.info("bench: %s against %s", scenario, target)
+                logger.info("bench: %s against %s", scenario, target)
                 if plan.url is not None:
                     assert plan.settings is not None
                     endpoint: Endpoint = url_target(plan.url, plan.settings)

@@ -20,13 +20,13 @@ from typing import Any
 import aiohttp
 from redis.asyncio.cluster import RedisCluster
 
+from realtime.backplane.connections import Client, client
 from realtime.bench.cluster import start_redis_cluster
 from realtime.bench.fleet import Fleet
 from realtime.bench.options import Options
 from realtime.bench.sampling import CpuWindow
 from realtime.bench.targets import BenchError, Endpoint, bench_assets, free_port, start_target
 from realtime.bench.ticker import Ticker
-from realtime.cluster.redis import Client, client
 
 # `REALTIME_PRICE_CHANNELS` of each run, and whether it runs on a Redis Cluster (sharded channels).
 IDLE_SECONDS = 2.0

@@ -14,8 +14,8 @@ from collections import Counter
 
 import orjson
 
-from realtime.cluster.redis import client
-from realtime.cluster.shards import is_cluster
+from realtime.backplane.connections import client
+from realtime.backplane.shards import is_cluster
 
 
 class Ticker:

@@ -17,20 +17,20 @@ from prometheus_client import CollectorRegistry
 from realtime.channels import names
 from realtime.channels.hook import AUDIENCE, SubscribeHook
 from realtime.config import Settings
+from realtime.principal import Principal
 from realtime.protocol import ErrorCode, GatewayError
-from realtime.sessions.auth import Principal, TokenVerifier
 
 SERVICE_ROLE = "service"
 TOKEN_TTL = 60
 
 
-def channel_access(settings: Settings, verifier: TokenVerifier, registry: CollectorRegistry) -> ChannelAccess:
+def channel_access(settings: Settings, dev_secret: str | None, registry: CollectorRegistry) -> ChannelAccess:
     """The access rules of the settings; the hook's service JWT signed with its secret (else the JWT secret,
-    else dev mode's)."""
+    else `dev_secret`, dev mode's)."""
     hook = None
     if settings.subscribe_hook:
-        secret = settings.subscribe_hook_secret or settings.jwt_secret or verifier.key
-        assert isinstance(secret, str)  # config refuses a hook without a secret
+        secret = settings.subscribe_hook_secret or settings.jwt_secret or dev_secret
+        assert secret is not None  # config refuses a hook without a secret
         hook = SubscribeHook(settings.subscribe_hook, service_token(secret, settings.instance_id),
                              timeout=settings.subscribe_hook_timeout, default_ttl=settings.subscribe_hook_ttl,
                              cache_size=settings.subscribe_hook_cache, breaker=settings.subscribe_hook_breaker,

@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from realtime.protocol import ErrorCode, GatewayError
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 AUDIENCE = "realtime:subscribe-hook"
 MAX_TTL = 86_400.0
@@ -113,7 +113,8 @@ class SubscribeHook:
             self.failures.labels(failure.reason).inc()
             if self.breaker > 0:
                 self._closed_until = time.monotonic() + self.breaker
-            log.warning("subscribe hook failed (%s: %s); not called for %.0f s", failure.reason, failure, self.breaker)
+            logger.warning("subscribe hook failed (%s: %s); not called for %.0f s", failure.reason, failure,
+                           self.breaker)
             raise
         self.latency.observe(time.monotonic() - started)
         self.answers.labels("allow" if allow else "deny").inc()

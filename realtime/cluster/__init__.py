@@ -1,1 +1,1 @@
-"""What pods share through Redis: connections, the per-user cap (presence), demand."""
+"""What the pods share through Redis: the per-user connection cap (`presence`), subscribers per asset (`demand`)."""

@@ -6,7 +6,8 @@ its PR #979), so every pod writes its own counts to a store every
 upstream poller uses the sum to stop polling what nobody watches.
 
 The store is chosen by URL. `memory://` (embedded mode) knows this process
-only. `redis://` keeps, under the prefix `REALTIME_DEMAND_KEY` (`realtime:demand`):
+only. `redis://` keeps, under the prefix `<namespace>:demand` (`REALTIME_DEMAND_KEY`,
+`realtime:demand`, unless `REALTIME_NAMESPACE` is set; see `realtime.namespace`):
 
 - `{<prefix>}:pod:<instance>`: hash asset -> this pod's subscribers, expiring
   after three intervals, so a pod that dies drops out on its own;
@@ -29,12 +30,11 @@ from typing import Protocol
 import orjson
 from redis.typing import EncodableT, FieldT
 
-from realtime.cluster.redis import REDIS_ERRORS, client
-from realtime.config import Settings
-from realtime.feed.catalog import Catalog
+from realtime.backplane.connections import REDIS_ERRORS, client
+from realtime.catalog import Catalog
 from realtime.protocol import DemandReport
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 # A pod's counts outlive it by this many intervals: one missed write is not death.
 EXPIRY_INTERVALS = 3
@@ -156,14 +156,6 @@ def _counts(fields: dict[bytes, bytes]) -> dict[str, int]:
     return {field.decode(errors="replace"): int(value) for field, value in fields.items() if value.isdigit()}
 
 
-def demand_store(settings: Settings) -> DemandStore:
-    if settings.embedded:
-        return MemoryDemandStore()
-    assert settings.redis_url is not None
-    return RedisDemandStore(settings.redis_url, settings.demand_key,
-                            ttl=EXPIRY_INTERVALS * settings.demand_interval, timeout=settings.redis_timeout)
-
-
 class Demand:
     """Writes this pod's counts periodically and sums every pod's on request."""
 
@@ -203,9 +195,9 @@ class Demand:
             try:
                 await self.refresh()
             except DemandUnavailable as exc:
-                log.warning("demand: store unavailable (%s); retrying every %.1fs", exc, self.interval)
+                logger.warning("demand: store unavailable (%s); retrying every %.1fs", exc, self.interval)
             except Exception:  # the demand signal must never take the gateway down with it
-                log.exception("demand: refresh failed")
+                logger.exception("demand: refresh failed")
             await asyncio.sleep(self.interval)
 
     async def close(self) -> None:

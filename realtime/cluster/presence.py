@@ -6,7 +6,7 @@ the gateway closes them with a reason. Chosen by URL behind one small
 interface: `memory://` counts this process only (embedded mode, or no cap);
 `redis://` counts the whole cluster.
 
-Redis layout (prefix `{<manager channel>:presence}:`; the hash tag keeps
+Redis layout (prefix `{<namespace>:presence}:`, see `realtime.namespace`; the hash tag keeps
 every key the admit script touches in one Redis Cluster slot):
 - `user:<sub>`: sorted set of `<pod>|<sid>`, scored by connect time;
 - `pod:<pod>`: set of the sids this pod holds, with a TTL the pod's
@@ -29,10 +29,11 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from realtime.cluster.redis import REDIS_ERRORS, client
+from realtime.backplane.connections import REDIS_ERRORS, client
 from realtime.config import Settings
+from realtime.namespace import namespace
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 # A pod refreshes its slots this often; they expire after three missed beats.
 HEARTBEAT = 5.0
@@ -124,7 +125,7 @@ class RedisPresence:
         assert settings.redis_url is not None
         self.cap = settings.max_connections_per_user
         self.pod = f"{settings.instance_id}:{secrets.token_hex(4)}"
-        self.prefix = f"{{{settings.manager_channel}:presence}}:"
+        self.prefix = namespace(settings).presence
         self.redis = client(settings.redis_url, settings.redis_timeout)
         self._admit = self.redis.register_script(_ADMIT)
         self._local: dict[str, tuple[str, float]] = {}  # sid -> (user, connect time)
@@ -200,7 +201,7 @@ class RedisPresence:
             try:
                 await self._write_slots(restore=self._failing)
                 if self._failing:
-                    log.info("presence: Redis is back; %d connections counted again", len(self._local))
+                    logger.info("presence: Redis is back; %d connections counted again", len(self._local))
                 self._failing = False
             except REDIS_ERRORS as exc:
                 self._failed(exc)
@@ -226,12 +227,6 @@ class RedisPresence:
 
     def _failed(self, exc: BaseException) -> None:
         if not self._failing:
-            log.warning("presence: Redis unavailable (%s); the per-user cap is not enforced until it is back",
+            logger.warning("presence: Redis unavailable (%s); the per-user cap is not enforced until it is back",
                         exc.__class__.__name__)
         self._failing = True
-
-
-def presence(settings: Settings) -> Presence:
-    if settings.embedded or settings.max_connections_per_user == 0:
-        return MemoryPresence(settings.max_connections_per_user, settings.instance_id)
-    return RedisPresence(settings)

@@ -2,8 +2,16 @@
 
 - `server`: `SocketServer`, the AsyncServer the rest of the gateway talks to
   (rooms, writers, transports, closing) instead of reaching inside it;
+- `writer`: each connection's byte-bounded outbound queue and direct frame
+  writes, and the one flush policy (a loop turn's frames in one write);
 - `driver`: our copy of python-engineio's aiohttp driver (no deflate, real
-  client address, `Writer` queues);
+  client address, `Writer` queues); `proxies`: the client address behind
+  trusted proxies;
+- `conformance`: Engine.IO sessions as socket.io's protocol test suite
+  defines them; `admission`: the handshake gate, the CONNECT deadline and
+  attempts;
+- `lean`: the lean websocket engine, `websocket` (one lean connection),
+  `frames` (RFC 6455 parsing), `heartbeat` (one timer for every connection);
 - `inbound`: guards on python-socketio's inbound dispatch;
 - `packets`: packet encoding fixes (msgpack, polling copies of binary packets);
 - `manager`: the client manager (in memory, or Redis with our reconnects);

@@ -34,7 +34,7 @@ from engineio.async_socket import AsyncSocket
 
 from realtime.engine.packets import EngineServer
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 # Decides on a new session's handshake request: None admits it, a response refuses it.
@@ -174,7 +174,7 @@ class Admission:
                 if await self.close(eio_sid):
                     self.timed_out += 1
             except Exception:
-                log.exception("closing a session past its connect timeout failed")
+                logger.exception("closing a session past its connect timeout failed")
 
     async def stop(self) -> None:
         if self._sweeper is not None:

@@ -5,9 +5,9 @@ give the server its own copy with these changes:
 
 - websocket permessage-deflate is a setting, off by default (the stock driver
   always accepts it: ~60 % more CPU per message, ~100 KB more per connection);
-- `REMOTE_ADDR` is the real client (`realtime.http.proxies`), where the stock
+- `REMOTE_ADDR` is the real client (`realtime.engine.proxies`), where the stock
   driver always says 127.0.0.1 behind a proxy;
-- every HTTP method reaches Engine.IO (`realtime.engine.sessions` answers 400
+- every HTTP method reaches Engine.IO (`realtime.engine.conformance` answers 400
   to those it does not serve, as the protocol suite expects);
 - every socket's queue is a `Writer` (byte-bounded, direct writes), and an
   accepted websocket hands its transport to that writer.
@@ -22,8 +22,8 @@ import engineio
 from aiohttp import web
 from engineio.async_drivers import aiohttp as aiohttp_driver
 
-from realtime.http.proxies import Networks, client_address
-from realtime.send.writer import Writer, Writers
+from realtime.engine.proxies import Networks, client_address
+from realtime.engine.writer import Writer, Writers
 
 
 def install(eio: engineio.AsyncServer, *, compression: bool, trusted_proxies: Iterable[str],

@@ -1,6 +1,6 @@
 """RFC 6455 as the lean engine needs it: the opening handshake's answer and client frame parsing.
 
-Server-to-client frames are built by `realtime.send.writer.websocket_frame`
+Server-to-client frames are built by `realtime.engine.writer.websocket_frame`
 (unmasked, no extensions). Here: the 101 answer, and the incremental parser
 of client frames (always masked; no extensions are ever negotiated, so a
 set RSV bit is a protocol error).

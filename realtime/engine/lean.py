@@ -22,7 +22,7 @@ over from aiohttp:
 Each inbound Engine.IO message runs python-socketio's handler in a task, as
 python-engineio does; the inbound guards (`realtime.engine.inbound`) see
 every message. Polling sessions, and their upgrade to websocket, stay on
-python-engineio (`realtime.engine.sessions`).
+python-engineio (`realtime.engine.conformance`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import socketio
 from aiohttp import web
@@ -39,18 +39,15 @@ from engineio import packet as eio_packet
 from realtime.engine import frames
 from realtime.engine.heartbeat import Heartbeat
 from realtime.engine.websocket import INBOX_LIMIT, KEPT_ENVIRON, Hijacked, MessageHandler, WebSocketSession
-from realtime.send.writer import websocket_frame
+from realtime.engine.writer import websocket_frame
 
-if TYPE_CHECKING:
-    from realtime.engine.sessions import ConformingServer
-
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 class LeanEngine:
     """Accepts websocket sessions for python-engineio's server and owns their shared parts."""
 
-    def __init__(self, eio: ConformingServer, sio: socketio.AsyncServer, *, max_message: int) -> None:
-        self.eio = eio
+    def __init__(self, eio: Any, sio: socketio.AsyncServer, *, max_message: int) -> None:
+        self.eio = eio  # python-engineio's server, a `ConformingServer` (typed loosely: it imports this module)
         self.sio = sio
         self.max_message = max_message
         self.heartbeat = Heartbeat(eio.ping_interval + eio.ping_interval_grace_period, eio.ping_timeout)
@@ -69,7 +66,7 @@ class LeanEngine:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("lean websocket: handler failed")
+            logger.exception("lean websocket: handler failed")
 
     def dispatch(self, session: WebSocketSession, data: str | bytes) -> None:
         """An Engine.IO message to python-socketio (through the inbound guards).
@@ -96,7 +93,7 @@ class LeanEngine:
                 except asyncio.CancelledError:
                     raise
                 except Exception:
-                    log.exception("lean websocket: message handler failed")
+                    logger.exception("lean websocket: message handler failed")
                 inbox = session.inbox
                 if not inbox:
                     break

@@ -44,12 +44,13 @@ from typing import Any
 
 import socketio
 
-from realtime.cluster.redis import REDIS_ERRORS, Client, Subscription, client
-from realtime.cluster.shards import is_cluster
+from realtime.backplane.connections import REDIS_ERRORS, Client, Subscription, client
+from realtime.backplane.shards import is_cluster
 from realtime.config import Settings
 from realtime.metrics import PlainCounter, RedisLink
+from realtime.namespace import namespace
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 RoomCallback = Callable[[str], None]
@@ -132,10 +133,11 @@ class RoomEvents:
 class RedisManager(IndexedRooms, RoomEvents, socketio.AsyncRedisManager):  # type: ignore[misc]
     def __init__(self, settings: Settings) -> None:
         assert settings.redis_url is not None
-        super().__init__(url=settings.redis_url, channel=settings.manager_channel)
+        channel = namespace(settings).manager_channel
+        super().__init__(url=settings.redis_url, channel=channel)
         self.timeout = settings.redis_timeout
         self.cluster = is_cluster(settings.redis_url)
-        self.subscription = Subscription("manager", settings.redis_url, sharded=[settings.manager_channel],
+        self.subscription = Subscription("manager", settings.redis_url, sharded=[channel],
                                          timeout=settings.redis_timeout, retry_max=settings.redis_retry_max,
                                          on_up=self._resumed)
         # Manager messages through Redis, for /metrics (our own come back to us too).
@@ -175,7 +177,7 @@ class RedisManager(IndexedRooms, RoomEvents, socketio.AsyncRedisManager):  # typ
 
     async def _resumed(self) -> None:
         if self._dropped_this_outage:
-            log.info("manager: %d emits to other pods were dropped while Redis was away", self._dropped_this_outage)
+            logger.info("manager: %d emits to other pods were dropped while Redis was away", self._dropped_this_outage)
         self._dropped_this_outage = 0
 
     async def _handle_emit(self, message: Any) -> None:
@@ -199,7 +201,7 @@ class RedisManager(IndexedRooms, RoomEvents, socketio.AsyncRedisManager):  # typ
             self.published += 1
         except REDIS_ERRORS as exc:
             # The listener notices the outage too and owns the reconnect; this emit is lost.
-            log.warning("manager: publish failed (%s); this emit reached this pod's clients only",
+            logger.warning("manager: publish failed (%s); this emit reached this pod's clients only",
                         exc.__class__.__name__)
             self._dropped()
 
@@ -236,8 +238,3 @@ class MemoryManager(IndexedRooms, RoomEvents, socketio.AsyncManager):  # type: i
 
     def messages(self) -> tuple[int, int] | None:
         return None
-
-
-def client_manager(settings: Settings) -> MemoryManager | RedisManager:
-    """The manager for `REALTIME_REDIS_URL`: in memory when unset, else Redis."""
-    return MemoryManager() if settings.embedded else RedisManager(settings)

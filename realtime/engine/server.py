@@ -19,12 +19,12 @@ from aiohttp import web
 from realtime.config import Settings
 from realtime.engine import driver, inbound, lean
 from realtime.engine.admission import Admission, Gate, GatedEngineServer, close_transport
-from realtime.engine.manager import client_manager
+from realtime.engine.conformance import ConformingServer
+from realtime.engine.manager import MemoryManager, RedisManager
 from realtime.engine.packets import packet_class
-from realtime.engine.sessions import ConformingServer
+from realtime.engine.writer import Writer, Writers
 from realtime.metrics import PlainCounter, RedisLink
 from realtime.protocol import AUTH_PID
-from realtime.send.writer import Writer, Writers
 
 NAMESPACE = "/"
 # Where python-socketio serves Engine.IO (its default `socketio_path`).
@@ -35,16 +35,16 @@ T = TypeVar("T")
 class GatewayEngineServer(GatedEngineServer, ConformingServer):
     """python-engineio's server as the gateway runs it: every new session admitted first (`admission`),
     then the protocol suite's handshake, heartbeat, close and upgrade, and the lean websocket engine
-    (`sessions`, `lean`)."""
+    (`conformance`, `lean`)."""
 
 
 class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
     """python-socketio's AsyncServer on our Engine.IO server, driver, writers and manager."""
 
-    def __init__(self, settings: Settings, writers: Writers) -> None:
+    def __init__(self, settings: Settings, writers: Writers, manager: MemoryManager | RedisManager) -> None:
         super().__init__(
             async_mode="aiohttp",
-            client_manager=client_manager(settings),
+            client_manager=manager,
             serializer=packet_class(settings.serializer),
             cors_allowed_origins=_cors(settings.cors_origins),
             ping_interval=settings.ping_interval,
@@ -177,12 +177,8 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
         return [socket.queue for eio_sid in members.values()
                 if (socket := sockets.get(eio_sid)) is not None and not socket.closed]
 
-    def encode_event(self, event: str, data: Any) -> list[str | bytes]:
-        """An EVENT packet as python-socketio would send it: one text part (JSON) or binary parts."""
-        return self.encode_packet([event, data])
-
     def encode_packet(self, args: list[Any]) -> list[str | bytes]:
-        """An EVENT packet of several arguments (`[event, *args]`): one text part (JSON) or binary parts."""
+        """An EVENT packet (`[event, *args]`) as python-socketio would send it: one text part (JSON) or binary parts."""
         encoded = self.packet_class(socketio.packet.EVENT, namespace=NAMESPACE, data=args).encode()
         return encoded if isinstance(encoded, list) else [encoded]
 

@@ -10,19 +10,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from engineio import packet as eio_packet
 
 from realtime.engine import frames
-from realtime.send.writer import DIRECT_BUFFER_LIMIT, Writer
+from realtime.engine.heartbeat import Heartbeat
+from realtime.engine.writer import DIRECT_BUFFER_LIMIT, Writer
 
-if TYPE_CHECKING:
-    from realtime.engine.lean import LeanEngine
-    from realtime.engine.sessions import ConformingServer
-
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 PING = eio_packet.Packet(eio_packet.PING)  # one shared packet: encoded once
 CLOSE = eio_packet.Packet(eio_packet.CLOSE)
@@ -46,6 +43,18 @@ class Hijacked(web.StreamResponse):
         return None
 
 
+class Engine(Protocol):
+    """What a session needs of the engine that accepted it (`realtime.engine.lean.LeanEngine`)."""
+
+    eio: Any  # python-engineio's server (a `ConformingServer`)
+    heartbeat: Heartbeat
+    max_message: int
+
+    def spawn(self, coroutine: Awaitable[Any]) -> None: ...
+
+    def dispatch(self, session: WebSocketSession, data: str | bytes) -> None: ...
+
+
 class WebSocketSession(asyncio.Protocol):
     """One lean websocket connection: the socket's protocol and the Engine.IO socket of its sid."""
 
@@ -56,7 +65,7 @@ class WebSocketSession(asyncio.Protocol):
     upgraded = True
     upgrading = False
 
-    def __init__(self, engine: LeanEngine, sid: str, queue: Writer) -> None:
+    def __init__(self, engine: Engine, sid: str, queue: Writer) -> None:
         self.engine = engine
         self.sid = sid
         self.queue = queue
@@ -77,7 +86,7 @@ class WebSocketSession(asyncio.Protocol):
     # python-engineio's socket API.
 
     @property
-    def server(self) -> ConformingServer:
+    def server(self) -> Any:
         return self.engine.eio
 
     @property

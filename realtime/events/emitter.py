@@ -9,7 +9,8 @@
 `emit` returns once the event is stored in the log (its offset), and raises
 on a Redis error or timeout: then the event may or may not be stored, so a
 retry may deliver it twice, never zero times. `channel` is the gateways'
-`REALTIME_MANAGER_CHANNEL`. `state` follows `POST /api/v1/state`: it returns
+namespace: their `REALTIME_NAMESPACE` if set, else their `REALTIME_MANAGER_CHANNEL`
+(see `realtime.namespace`). `state` follows `POST /api/v1/state`: it returns
 the state's new version once stored, and refuses what the API refuses
 (`limits`: the gateways' `REALTIME_STATE_MAX_KEYS` and
 `REALTIME_STATE_MAX_VALUE_BYTES`) with a GatewayError, changing nothing.
@@ -26,9 +27,9 @@ from realtime.channels import names
 from realtime.events import validation
 from realtime.events.log import RedisLog
 from realtime.events.offsets import Offset
-from realtime.state.ops import Limits, parse_ops
-from realtime.state.ops import name as state_name
-from realtime.state.store import RedisStates, StateRef
+from realtime.events.state.ops import Limits, parse_ops
+from realtime.events.state.ops import name as state_name
+from realtime.events.state.store import RedisStates, StateRef
 
 # History kept when no gateway has said how long (the default window plus margins).
 DEFAULT_KEEP = 180.0
@@ -51,7 +52,7 @@ class Emitter:
         validation.event_name(event)
         if (user is None) == (room is None):
             raise ValueError("give exactly one of user and room")
-        target = validation.user(user) if user is not None else validation.private_room(room)
+        target = validation.user(user) if user is not None else validation.room(room)
         async with asyncio.timeout(self.timeout):
             offset = await self.log.append(target, event, orjson.dumps(data))
         assert offset is not None  # only a routed stream entry can be a duplicate

@@ -4,9 +4,10 @@
 every pod's reader follows (`XREAD BLOCK`), and a history per room
 `{<P>}:room:<room>` with the same entries under the same offsets, which
 recovery reads. One Lua script appends an event to both, atomically, so an
-offset names the same event everywhere. `<P>` is the deployment's manager
-channel; the braces are a Redis Cluster hash tag: every key the script
-touches lives in one slot.
+offset names the same event everywhere. `<P>` is the deployment's namespace
+(`realtime.namespace`: `REALTIME_NAMESPACE`, else its manager channel); the
+braces are a Redis Cluster hash tag: every key the script touches lives in
+one slot.
 
 A room's history is a List (`<offset>|<len(event)>|<event><data>` per
 entry), not a Stream: a Stream preallocates its first 4 KB node, so each of
@@ -25,9 +26,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from realtime.cluster.redis import REDIS_ERRORS, Client, client
+from realtime.backplane.batch import Pipelined
+from realtime.backplane.connections import REDIS_ERRORS, Client, client
 from realtime.events import offsets
-from realtime.events.batch import Pipelined
 from realtime.events.offsets import Offset
 
 # The most history entries one room replays to one connection.
@@ -124,7 +125,7 @@ class EventLog(Protocol):
 
 
 class Keys:
-    """The Redis keys of one deployment (`prefix` = its manager channel)."""
+    """The Redis keys of one deployment (`prefix`: its namespace, see `realtime.namespace`)."""
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix

@@ -2,17 +2,17 @@
 
 Every pod runs one. It follows the log from the offset that was newest when
 it started and delivers each entry to this pod's members of its room, with
-the offset as the event's last argument: encoded once, framed once, written
-to every idle websocket like a price tick (see `realtime.send.fanout`);
-others get it through their queue, so per-connection order holds. After a
+the offset as the event's last argument, through the one send path
+(`realtime.send.delivery.send`, as price ticks): encoded once, framed once,
+written to every idle websocket, queued for the others in order. After a
 Redis outage it resumes from the last offset it delivered: connected clients
 miss nothing that is still in the log.
 
-A connection joins its private rooms through the reader (`admit`), never
-directly. The reader serves admissions while no batch is being delivered, at
+A connection joins its private rooms through the reader (`join`), never
+directly. The reader serves joins while no batch is being delivered, at
 a moment when it has delivered everything up to offset P: it reads each of
 the connection's room histories for (after, P] (one round trip for all the
-admissions waiting), sends them in log order, then joins the rooms; all that
+joins waiting), sends them in log order, then joins the rooms; all that
 follows P reaches the connection live. In order and exactly once, with one
 lock between two tasks of one pod and nothing shared across pods.
 """
@@ -27,29 +27,28 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from engineio import packet as eio_packet
 
-from realtime.cluster.redis import REDIS_ERRORS, Backoff
+from realtime.backplane.connections import REDIS_ERRORS, Backoff
 from realtime.engine.server import SocketServer
 from realtime.events import offsets
 from realtime.events.log import Entry, EventLog
 from realtime.events.offsets import Offset
-from realtime.send.writer import Writer, websocket_frame
+from realtime.send.delivery import send
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 # A history that cannot be read: Redis unavailable, or an entry written by something else than the script.
 HISTORY_ERRORS: tuple[type[BaseException], ...] = (*REDIS_ERRORS, ValueError)
 # How long one read of the log waits for new entries.
 READ_WAIT = 1.0
-# How long an admission may wait for this pod to catch up with the offset it
+# How long a join may wait for this pod to catch up with the offset it
 # starts from (a client that got events through a pod that reads the log
 # ahead of this one); a made-up offset cannot hold a connection out longer.
 CATCH_UP = 5.0
 
 
 @dataclass(slots=True)
-class Admission:
+class RoomJoin:
     """A connection to join its rooms: replay (after, P] of `rooms` first, then `rejoin` its assets."""
 
     sid: str
@@ -77,8 +76,8 @@ class LogReader:
         self.reconnects = 0
         self.delivered = 0  # entries that had recipients here
         self.replayed = 0  # entries sent by replays
-        self.replays_failed = 0  # admissions joined without their replay (Redis unavailable)
-        self._admissions: list[Admission] = []
+        self.replays_failed = 0  # connections joined without their replay (Redis unavailable)
+        self._joins: list[RoomJoin] = []
         self._wake = asyncio.Event()
         self._delivering = asyncio.Lock()
 
@@ -97,11 +96,11 @@ class LogReader:
                     async with self._delivering:
                         self._deliver(entries)
                         self.position = entries[-1].offset
-                    if self._admissions:
+                    if self._joins:
                         self._wake.set()  # deferred ones may be due now
             except REDIS_ERRORS as exc:
                 if self.connected or self.backoff.attempts == 0:
-                    log.warning("events: the log is unavailable (%s); retrying, every %.1fs at most",
+                    logger.warning("events: the log is unavailable (%s); retrying, every %.1fs at most",
                                 exc.__class__.__name__, self.backoff.cap)
                 self.connected = False
                 await asyncio.sleep(self.backoff.next_delay())
@@ -112,12 +111,11 @@ class LogReader:
         if not self.connected:
             if self.backoff.attempts:
                 self.reconnects += 1
-                log.info("events: reading the log again from %s", self.position)
+                logger.info("events: reading the log again from %s", self.position)
             self.connected = True
             self.backoff.reset()
 
     def _deliver(self, entries: Sequence[Entry]) -> None:
-        dirty: list[Writer] = []
         for entry in entries:
             writers = self.sio.room_writers(entry.room)
             if not writers:
@@ -125,21 +123,8 @@ class LogReader:
             args = self._args(entry)
             if args is None:
                 continue
-            parts = self.sio.encode_packet(args)
             self.delivered += 1
-            # Engine.IO over websocket: a text message is "4" + the packet, binary goes as it is.
-            frame = b"".join(websocket_frame("4" + part if isinstance(part, str) else part) for part in parts)
-            packets = [eio_packet.Packet(eio_packet.MESSAGE, part) for part in parts]
-            for writer in writers:
-                pending = writer.has_pending
-                if writer.write_direct(frame):
-                    if not pending:
-                        dirty.append(writer)
-                else:
-                    for packet in packets:
-                        writer.put_nowait(packet)
-        for writer in dirty:
-            writer.flush()
+            send(self.sio, writers, args)
 
     def _args(self, entry: Entry) -> list[Any] | None:
         """The event's arguments: its data, then its offset; None for an entry that is not JSON."""
@@ -147,30 +132,30 @@ class LogReader:
             data = orjson.loads(entry.data)
         except orjson.JSONDecodeError:
             # Only the append script writes the log; an entry from anywhere else is skipped.
-            log.warning("events: entry %s of the log is not JSON; skipped", entry.offset)
+            logger.warning("events: entry %s of the log is not JSON; skipped", entry.offset)
             return None
         return [entry.event, data, entry.offset] if self.with_offsets else [entry.event, data]
 
-    # Admissions.
+    # Joining rooms.
 
-    def admit(self, admission: Admission) -> None:
-        """Queue `admission`; it is served between two deliveries."""
-        self._admissions.append(admission)
+    def join(self, join: RoomJoin) -> None:
+        """Queue `join`; it is served between two deliveries."""
+        self._joins.append(join)
         self._wake.set()
 
     async def serve(self) -> None:
-        """Serve admissions until cancelled."""
+        """Serve joins until cancelled."""
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), READ_WAIT if self._admissions else None)
+                await asyncio.wait_for(self._wake.wait(), READ_WAIT if self._joins else None)
             self._wake.clear()
-            batch, self._admissions = self._admissions, []
+            batch, self._joins = self._joins, []
             async with self._delivering:
-                self._admissions.extend(self._defer(batch))
-                await self._admit(batch)
+                self._joins.extend(self._defer(batch))
+                await self._join_all(batch)
 
-    def _defer(self, batch: list[Admission]) -> list[Admission]:
-        """Take out of `batch` the admissions that start past what this pod has delivered; return them.
+    def _defer(self, batch: list[RoomJoin]) -> list[RoomJoin]:
+        """Take out of `batch` the joins that start past what this pod has delivered; return them.
 
         Joined now, such a connection would get the entries between this
         pod's position and its offset live: a second time.
@@ -179,79 +164,76 @@ class LogReader:
         if upto is None:
             return []
         now = asyncio.get_running_loop().time()
-        later: list[Admission] = []
-        for admission in batch:
-            if admission.after is not None and offsets.key(admission.after) > offsets.key(upto):
-                admission.since = admission.since or now
-                if now - admission.since < CATCH_UP:
-                    later.append(admission)
-        for admission in later:
-            batch.remove(admission)
+        later: list[RoomJoin] = []
+        for join in batch:
+            if join.after is not None and offsets.key(join.after) > offsets.key(upto):
+                join.since = join.since or now
+                if now - join.since < CATCH_UP:
+                    later.append(join)
+        for join in later:
+            batch.remove(join)
         return later
 
-    async def _admit(self, batch: list[Admission]) -> None:
+    async def _join_all(self, batch: list[RoomJoin]) -> None:
         # Nothing is delivered while this runs: `upto` is exactly what the rooms have had.
         upto = self.position
-        queries = [(room, admission.after) for admission in batch if admission.after is not None
-                   for room in admission.rooms]
+        queries = [(room, join.after) for join in batch if join.after is not None
+                   for room in join.rooms]
         found: list[list[Entry]] = []
         if queries and upto is not None:
             try:
                 found = await self.log.history(queries, upto)
             except HISTORY_ERRORS as exc:
                 self.replays_failed += len(batch)
-                log.warning("events: %d connections joined without their replay: the log is unavailable (%s)",
+                logger.warning("events: %d connections joined without their replay: the log is unavailable (%s)",
                             len(batch), exc.__class__.__name__)
         histories = iter(found)
-        for admission in batch:
+        for join in batch:
             replay: list[list[Entry]] | None = None
-            if found and admission.after is not None:
-                replay = [next(histories) for _ in admission.rooms]
+            if found and join.after is not None:
+                replay = [next(histories) for _ in join.rooms]
             try:
-                await self._join(admission, replay)
+                await self._join_one(join, replay)
             except Exception:
-                # One connection's failure must not stop the admissions of everyone after it.
-                log.exception("events: admission of %s failed", admission.sid)
+                # One connection's failure must not stop the joins of everyone after it.
+                logger.exception("events: join of %s failed", join.sid)
 
-    async def _join(self, admission: Admission, histories: list[list[Entry]] | None) -> None:
-        """Send `admission` its replay, then join it to its rooms, then rejoin its assets."""
-        if not self.sio.connected(admission.sid):
+    async def _join_one(self, join: RoomJoin, histories: list[list[Entry]] | None) -> None:
+        """Send `join` its replay (or what `condense` gives instead), then join it to its rooms, then rejoin
+        its assets."""
+        if not self.sio.connected(join.sid):
             return  # gone while we read
         replay: list[Entry] = []
         instead: list[list[Any]] = []
-        for i, room in enumerate(admission.rooms):
+        for i, room in enumerate(join.rooms):
             history = histories[i] if histories is not None else None
             condensed = None
-            if admission.condense is not None and admission.after is not None:
-                condensed = await admission.condense(room, admission.after, history)
+            if join.condense is not None and join.after is not None:
+                condensed = await join.condense(room, join.after, history)
             if condensed is not None:
                 instead.extend(condensed)
             elif history:
                 replay.extend(history)
-        writer = self.sio.writer_of(admission.sid)
+        writer = self.sio.writer_of(join.sid)
         if writer is not None:
             for args in instead:
-                self._send(writer, args)
+                send(self.sio, [writer], args)
         if writer is not None and replay:
             replay.sort(key=lambda entry: offsets.key(entry.offset))
             for entry in replay:
                 entry_args = self._args(entry)
                 if entry_args is not None:
-                    self._send(writer, entry_args)
+                    send(self.sio, [writer], entry_args)
             self.replayed += len(replay)
-        for room in admission.rooms:
-            await self.sio.enter_room(admission.sid, room)
-        if admission.rejoin is not None:
-            # After the joins: a tick that comes later is queued behind this snapshot.
-            for args in await admission.rejoin():
+        for room in join.rooms:
+            await self.sio.enter_room(join.sid, room)
+        if join.rejoin is not None:
+            # After the joins: a tick that comes later is sent after this snapshot.
+            for args in await join.rejoin():
                 if writer is not None:
-                    self._send(writer, args)
+                    send(self.sio, [writer], args)
 
     def quiet(self) -> asyncio.Lock:
         """Held, nothing is delivered: a snapshot read then and a room joined then meet the live events
         without a gap (what follows has a later version, or one the client already has)."""
         return self._delivering
-
-    def _send(self, writer: Writer, args: list[Any]) -> None:
-        for part in self.sio.encode_packet(args):
-            writer.put_nowait(eio_packet.Packet(eio_packet.MESSAGE, part))

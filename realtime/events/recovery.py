@@ -17,24 +17,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from enum import StrEnum
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter
-
-from realtime.cluster.redis import REDIS_ERRORS
+from realtime.backplane.connections import REDIS_ERRORS
+from realtime.catalog import Catalog
 from realtime.engine.server import SocketServer
 from realtime.events import offsets
 from realtime.events.log import Entry, EventLog
 from realtime.events.offsets import Offset
-from realtime.events.reader import Admission, LogReader
+from realtime.events.reader import LogReader, RoomJoin
 from realtime.events.sessions import MAX_PID, Session, SessionStore, new_pid
-from realtime.feed.catalog import Catalog
+from realtime.principal import Principal
 from realtime.protocol import AUTH_OFFSET, AUTH_PID
-from realtime.sessions.auth import Principal
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 Condense = Callable[[str, Offset, list[Entry] | None], Awaitable[list[list[Any]] | None]]
@@ -56,10 +55,10 @@ def heartbeat_period(window: float) -> float:
 
 
 class Recovery:
-    """Sessions of this pod's connections, and the admissions that follow from them."""
+    """Sessions of this pod's connections, and the joins that follow from them."""
 
     def __init__(self, sio: SocketServer, log: EventLog, sessions: SessionStore, reader: LogReader,
-                 catalog: Catalog, *, window: float, max_subscriptions: int, registry: CollectorRegistry) -> None:
+                 catalog: Catalog, *, window: float, max_subscriptions: int) -> None:
         self.sio = sio
         self.log = log
         self.sessions = sessions
@@ -68,10 +67,8 @@ class Recovery:
         self.window = window
         self.max_subscriptions = max_subscriptions
         self.heartbeat = heartbeat_period(window)
-        self.outcomes = Counter("realtime_recoveries", "CONNECTs that asked to recover a session, by outcome",
-                                ["outcome"], registry=registry)
-        for outcome in Outcome:
-            self.outcomes.labels(outcome.value)
+        # CONNECTs that asked to recover a session, by outcome (`realtime_recoveries`).
+        self.outcomes: Counter[str] = Counter({outcome.value: 0 for outcome in Outcome})
         # sid -> (pid, session) of this pod's recoverable connections: the heartbeat writes a
         # session back whole when Redis lost it (a restart, a failover).
         self.here: dict[str, tuple[str, Session]] = {}
@@ -84,18 +81,18 @@ class Recovery:
                       rejoin: Callable[[], Awaitable[list[list[Any]]]], *,
                       vet: Callable[[list[str]], Awaitable[list[str]]] | None = None,
                       condense: Condense | None = None) -> list[str]:
-        """Prepare `sid`'s CONNECT reply and admission; return the subscriptions it recovers.
+        """Prepare `sid`'s CONNECT reply and join; return the subscriptions it recovers.
 
         `rejoin` joins the rooms of the connection's subscriptions (by then, the recovered ones) and
         returns the events to send then (their latest prices); it runs after the replay. `vet` keeps the
         recovered rooms (channels, states: `:` in the name) the connection may still have; they are
-        replayed, through `condense` (see `Admission`), and joined.
+        replayed, through `condense` (see `RoomJoin`), and joined.
         """
         asked = _asked_pid(auth)
         if self.window <= 0 or principal.sub is None:
             if asked is not None:
-                self.outcomes.labels(Outcome.DISABLED.value).inc()
-            self._prepare(sid, None, Admission(sid, rooms, None))
+                self.outcomes[Outcome.DISABLED.value] += 1
+            self._prepare(sid, None, RoomJoin(sid, rooms, None))
             return []
         pid: str | None = None
         after: offsets.Offset | None = None
@@ -130,21 +127,21 @@ class Recovery:
                 self.here[sid] = (pid, fresh)
                 after = basis  # what is published before it joins its rooms reaches it too
         except REDIS_ERRORS as exc:
-            log.warning("recovery: Redis unavailable (%s); connection accepted without a session",
+            logger.warning("recovery: Redis unavailable (%s); connection accepted without a session",
                         exc.__class__.__name__)
             outcome = Outcome.UNAVAILABLE if asked is not None else None
             pid, after, restored, kept = None, None, [], []
             self.here.pop(sid, None)
         if outcome is not None:
-            self.outcomes.labels(outcome.value).inc()
+            self.outcomes[outcome.value] += 1
         recovered = outcome is Outcome.RECOVERED
-        self._prepare(sid, pid, Admission(sid, [*rooms, *kept], after, rejoin if recovered else None,
-                                          condense if recovered else None))
+        self._prepare(sid, pid, RoomJoin(sid, [*rooms, *kept], after, rejoin if recovered else None,
+                                         condense if recovered else None))
         return restored
 
-    def _prepare(self, sid: str, pid: str | None, admission: Admission) -> None:
-        admit: Callable[[], None] = lambda: self.reader.admit(admission)  # noqa: E731
-        self.sio.prepare_connect_reply(sid, pid, admit)
+    def _prepare(self, sid: str, pid: str | None, join: RoomJoin) -> None:
+        start: Callable[[], None] = lambda: self.reader.join(join)  # noqa: E731
+        self.sio.prepare_connect_reply(sid, pid, start)
 
     def _allowed(self, names: Iterable[str], principal: Principal) -> list[str]:
         allowed: list[str] = []
@@ -188,7 +185,7 @@ class Recovery:
                     await self.sessions.refresh(dict(self.here.values()))
                     await self.log.announce_keep()
             except REDIS_ERRORS as exc:
-                log.warning("recovery: could not write sessions (%s); retrying", exc.__class__.__name__)
+                logger.warning("recovery: could not write sessions (%s); retrying", exc.__class__.__name__)
                 await asyncio.sleep(min(self.heartbeat, 1.0))
 
     async def flush(self) -> None:

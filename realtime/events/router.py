@@ -26,19 +26,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from enum import StrEnum
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from prometheus_client import CollectorRegistry, Counter
 
-from realtime.cluster.redis import REDIS_ERRORS, Backoff, Client, client, pipeline
+from realtime.backplane.connections import REDIS_ERRORS, Backoff, Client, client, pipeline
 from realtime.events import offsets, validation
 from realtime.events.log import RedisLog
 from realtime.protocol import GatewayError
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 LEASE = 3.0  # seconds a silent router keeps the stream
 BATCH = 200
@@ -70,7 +70,7 @@ class Malformed(ValueError):
 
 class StreamRouter:
     def __init__(self, url: str, stream: str, log: RedisLog, instance: str, *, timeout: float,
-                 retry_max: float, registry: CollectorRegistry) -> None:
+                 retry_max: float) -> None:
         self.stream = stream
         self.log = log
         self.group = log.keys.prefix
@@ -81,10 +81,8 @@ class StreamRouter:
         self._hold = self.redis.register_script(HOLD)
         self.backoff = Backoff(cap=retry_max)
         self.holding = False
-        self.entries = Counter("realtime_stream_entries", f"entries of the events stream ({stream}) by outcome",
-                               ["outcome"], registry=registry)
-        for outcome in Outcome:
-            self.entries.labels(outcome.value)
+        # Entries of the stream by outcome (`realtime_stream_entries`).
+        self.entries: Counter[str] = Counter({outcome.value: 0 for outcome in Outcome})
 
     async def run(self) -> None:
         """Route while this pod holds the lease, stand by otherwise; until cancelled."""
@@ -92,7 +90,7 @@ class StreamRouter:
             try:
                 if not await self._hold(keys=[self.lease_key], args=[self.consumer, int(LEASE * 1000)]):
                     if self.holding:
-                        log.warning("router: lost the lease of %s to another pod", self.stream)
+                        logger.warning("router: lost the lease of %s to another pod", self.stream)
                     self.holding = False
                     self.backoff.reset()
                     await asyncio.sleep(LEASE / 3)
@@ -100,13 +98,13 @@ class StreamRouter:
                 if not self.holding:
                     await self._create_group()
                     self.holding = True
-                    log.info("router: routing %s (group %s)", self.stream, self.group)
+                    logger.info("router: routing %s (group %s)", self.stream, self.group)
                     await self._route(await self._claim_pending())
                 await self._route_new()
                 self.backoff.reset()
             except REDIS_ERRORS as exc:
                 if self.backoff.attempts == 0:
-                    log.warning("router: Redis unavailable (%s); retrying, every %.1fs at most",
+                    logger.warning("router: Redis unavailable (%s); retrying, every %.1fs at most",
                                 exc.__class__.__name__, self.backoff.cap)
                 self.holding = False
                 await asyncio.sleep(self.backoff.next_delay())
@@ -160,7 +158,7 @@ class StreamRouter:
             except Malformed as exc:
                 malformed += 1
                 settled.append(entry_id)
-                log.warning("router: malformed entry %s in %s: %s", _text(entry_id), self.stream, exc)
+                logger.warning("router: malformed entry %s in %s: %s", _text(entry_id), self.stream, exc)
                 continue
             appending.append(entry_id)
             await self.log.queue_append(pipe, room, event, data, source=_text(entry_id), router=self.consumer)
@@ -170,12 +168,12 @@ class StreamRouter:
         settled += [entry_id for entry_id, result in zip(appending, results, strict=True) if result != -1]
         if settled:
             await self.redis.xack(self.stream, self.group, *settled)
-        self.entries.labels(Outcome.ROUTED.value).inc(len(results) - duplicates - fenced)
-        self.entries.labels(Outcome.DUPLICATE.value).inc(duplicates)
-        self.entries.labels(Outcome.MALFORMED.value).inc(malformed)
+        self.entries[Outcome.ROUTED.value] += len(results) - duplicates - fenced
+        self.entries[Outcome.DUPLICATE.value] += duplicates
+        self.entries[Outcome.MALFORMED.value] += malformed
         if fenced:
             # Another pod routes now; it claims what this one read and could not append.
-            log.warning("router: lost the lease of %s while routing; %d entries left to the new router",
+            logger.warning("router: lost the lease of %s while routing; %d entries left to the new router",
                         self.stream, fenced)
             self.holding = False
 
@@ -196,10 +194,7 @@ def parse_entry(fields: dict[bytes, bytes]) -> tuple[str, str, bytes]:
     except UnicodeDecodeError:
         raise Malformed("not UTF-8") from None
     try:
-        event = validation.event_name(texts.get("event"))
-        if ("user" in texts) == ("room" in texts):
-            raise Malformed("give exactly one of user and room")
-        room = validation.user(texts["user"]) if "user" in texts else validation.private_room(texts["room"])
+        event, room = validation.address(texts)
     except GatewayError as error:
         raise Malformed(error.message) from None
     try:

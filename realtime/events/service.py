@@ -1,7 +1,7 @@
-"""`Events`: the durable private events of one pod, put together from the settings.
+"""`Events`: the durable private events of one pod, put together around its backends.
 
-`memory://` (embedded mode): the log and the sessions in this process, no
-stream. `redis://`: Redis Streams, sessions in Redis, and the stream router.
+The log, the sessions and the stream router come from `realtime.backends`:
+in this process for `memory://` (no stream), else in Redis.
 """
 
 from __future__ import annotations
@@ -11,20 +11,18 @@ import contextlib
 from typing import Any
 
 import orjson
-from prometheus_client import CollectorRegistry
 
-from realtime.cluster.redis import REDIS_ERRORS
+from realtime.backplane.connections import REDIS_ERRORS
+from realtime.catalog import Catalog
 from realtime.config import Settings
 from realtime.engine.server import SocketServer
-from realtime.events.log import EventLog, RedisLog
-from realtime.events.memory import MemoryLog, MemorySessions
+from realtime.events.log import EventLog
 from realtime.events.offsets import Offset
 from realtime.events.reader import LogReader
 from realtime.events.recovery import Recovery, heartbeat_period
 from realtime.events.router import StreamRouter
-from realtime.events.sessions import RedisSessions, SessionStore
-from realtime.feed.catalog import Catalog
-from realtime.metrics import PlainCounter, RedisLink
+from realtime.events.sessions import SessionStore
+from realtime.metrics import LabelledCounter, PlainCounter, RedisLink
 from realtime.protocol import ErrorCode, GatewayError
 
 # Beyond the window, history is kept for a client whose drop the server noticed
@@ -41,32 +39,17 @@ def retention(settings: Settings) -> float:
 class Events:
     """The log, its reader, sessions and recovery, and the stream router (Redis only)."""
 
-    def __init__(self, settings: Settings, sio: SocketServer, catalog: Catalog, registry: CollectorRegistry) -> None:
+    def __init__(self, settings: Settings, sio: SocketServer, catalog: Catalog, *,
+                 log: EventLog, sessions: SessionStore, router: StreamRouter | None) -> None:
         self.settings = settings
-        keep = retention(settings)
-        heartbeat = heartbeat_period(settings.recovery_window)
-        self.log: EventLog
-        self.sessions: SessionStore
-        self.router: StreamRouter | None = None
-        if settings.embedded:
-            self.log = MemoryLog(keep=keep)
-            self.sessions = MemorySessions(window=settings.recovery_window, heartbeat=heartbeat)
-        else:
-            assert settings.redis_url is not None
-            redis_log = RedisLog(settings.redis_url, settings.manager_channel, keep=keep,
-                                 timeout=settings.redis_timeout)
-            self.log = redis_log
-            self.sessions = RedisSessions(settings.redis_url, settings.manager_channel,
-                                          window=settings.recovery_window, heartbeat=heartbeat,
-                                          timeout=settings.redis_timeout)
-            self.router = StreamRouter(settings.redis_url, settings.events_stream, redis_log, settings.instance_id,
-                                       timeout=settings.redis_timeout, retry_max=settings.redis_retry_max,
-                                       registry=registry)
+        self.log = log
+        self.sessions = sessions
+        self.router = router
+        self.local = router is None  # memory://: nothing is shared, nothing to reconnect to
         self.reader = LogReader(self.log, sio, with_offsets=settings.recovery_window > 0,
                                 retry_max=settings.redis_retry_max)
         self.recovery = Recovery(sio, self.log, self.sessions, self.reader, catalog,
-                                 window=settings.recovery_window, max_subscriptions=settings.max_subscriptions,
-                                 registry=registry)
+                                 window=settings.recovery_window, max_subscriptions=settings.max_subscriptions)
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -104,10 +87,10 @@ class Events:
     @property
     def ready(self) -> bool:
         """Whether this pod reads the event log (always, in embedded mode)."""
-        return self.settings.embedded or self.reader.connected
+        return self.local or self.reader.connected
 
     def links(self) -> list[RedisLink]:
-        if self.settings.embedded:
+        if self.local:
             return []
         return [RedisLink("events", lambda: self.reader.connected, lambda: self.reader.reconnects)]
 
@@ -121,3 +104,15 @@ class Events:
             ("realtime_events_replays_failed", "connections that joined their rooms without their replay "
              "because Redis was unavailable", lambda: reader.replays_failed),
         ]
+
+    def labelled_counters(self) -> list[LabelledCounter]:
+        recovery = self.recovery
+        counters: list[LabelledCounter] = [
+            ("realtime_recoveries", "CONNECTs that asked to recover a session, by outcome", "outcome",
+             lambda: recovery.outcomes),
+        ]
+        router = self.router
+        if router is not None:
+            counters.append(("realtime_stream_entries", f"entries of the events stream ({router.stream}) by outcome",
+                             "outcome", lambda: router.entries))
+        return counters

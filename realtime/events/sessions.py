@@ -7,8 +7,8 @@ itself: its TTL is the window plus one heartbeat period, refreshed for all of
 a pod's sessions by one pipelined heartbeat (which writes a session whole
 only when Redis lost it), and set to exactly the window at disconnect.
 
-In Redis a session is the hash `<P>:session:{<pid>}` (its own hash tag: one
-key, one slot) with `sub`, `subscriptions` (JSON) and `basis`.
+In Redis a session is the hash `<P>:session:{<pid>}` (`<P>`: the namespace,
+see `realtime.namespace`; its own hash tag: one key, one slot) with `sub`, `subscriptions` (JSON) and `basis`.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from typing import Any, Protocol
 
 import orjson
 
-from realtime.cluster.redis import Client, client, pipeline
+from realtime.backplane.batch import Pipelined
+from realtime.backplane.connections import Client, client, pipeline
 from realtime.events import offsets
-from realtime.events.batch import Pipelined
 from realtime.events.offsets import Offset
 
 # Heartbeat of one session: a fresh TTL, and the whole session written again only if Redis lost it

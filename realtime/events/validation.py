@@ -1,20 +1,31 @@
-"""What a durable private event may be: one rule for the API, the emitter and the stream router."""
+"""What a durable private event may be: one rule for the API, the emitter and the stream router.
+
+Room names follow the one grammar of `realtime.rooms`. A back end may name a
+private room (`user:<sub>`, `role:<role>`); the API also takes
+`asset:<ASSET>` (best effort, through the manager), checked against the
+catalog. Every refusal is a `GatewayError` (BAD_REQUEST, FORBIDDEN,
+UNKNOWN_ASSET) that the caller maps to its wire: an HTTP status, a skipped
+stream entry, an exception.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from realtime import rooms
+from realtime.catalog import Catalog
 from realtime.channels import names
-from realtime.protocol import ErrorCode, GatewayError, role_room, user_room
+from realtime.protocol import ErrorCode, GatewayError
 
 MAX_EVENT_NAME = 64
-MAX_USER = 256
-MAX_ROLE = 64
 # Events a service may not emit: the gateway's own (a forged price or auth
 # event would be believed by every client) and socket.io-client's reserved names.
 RESERVED_PREFIXES = ("price:", "auth:", "session:", "channel:", "state:")
 RESERVED_EVENTS = frozenset({"connect", "connect_error", "disconnect", "disconnecting",
                              "newListener", "removeListener"})
+# The fields of a publication (an API body, an events stream entry).
+FIELDS = frozenset({"event", "room", "user", "data"})
 
 
 def event_name(event: Any) -> str:
@@ -28,23 +39,45 @@ def event_name(event: Any) -> str:
 
 def user(sub: Any) -> str:
     """The room of user `sub`."""
-    if not isinstance(sub, str) or not 0 < len(sub) <= MAX_USER:
-        raise GatewayError(ErrorCode.BAD_REQUEST, f"user must be a string of 1..{MAX_USER} characters")
-    return user_room(sub)
+    if not isinstance(sub, str) or not 0 < len(sub) <= rooms.MAX_USER:
+        raise GatewayError(ErrorCode.BAD_REQUEST, f"user must be a string of 1..{rooms.MAX_USER} characters")
+    return rooms.user_room(sub)
 
 
-def private_room(room: Any) -> str:
-    """`room` if it is `user:<sub>`, `role:<role>` or `channel:<name>`, else GatewayError."""
-    kind, _, name = room.partition(":") if isinstance(room, str) else ("", "", "")
-    if kind == "user" and name:
-        return user(name)
-    if kind == "role" and 0 < len(name) <= MAX_ROLE:
-        return role_room(name)
-    if kind == "channel":
-        return names.room(names.channel(name))
-    raise GatewayError(ErrorCode.BAD_REQUEST, "room must be user:<sub>, role:<role> or channel:<name>")
+def room(name: Any, catalog: Catalog | None = None) -> str:
+    """`name` if a back end may publish to it: a private room, or with `catalog` an asset's (in catalog spelling)."""
+    expected = "user:<sub>, role:<role> or channel:<name>" + (" or asset:<ASSET>" if catalog is not None else "")
+    if not isinstance(name, str) or not 0 < len(name) <= rooms.MAX_ROOM:
+        raise GatewayError(ErrorCode.BAD_REQUEST, f"room must be a string: {expected}")
+    kind, rest = rooms.parse(name)
+    if kind == rooms.USER and rest:
+        return user(rest)
+    if kind == rooms.ROLE and 0 < len(rest) <= rooms.MAX_ROLE:
+        return rooms.role_room(rest)
+    if kind == rooms.CHANNEL and rest:
+        return names.room(names.channel(rest))
+    if kind == rooms.ASSET and rest and catalog is not None:
+        asset = catalog.get(rest)
+        if asset is None:
+            raise GatewayError(ErrorCode.UNKNOWN_ASSET, f"unknown asset {rest[:64]!r}")
+        return rooms.asset_room(asset.name)
+    raise GatewayError(ErrorCode.BAD_REQUEST, f"room must be {expected}")
 
 
-def is_private(room: str) -> bool:
-    """Durable rooms: the event log carries their events (keyed state's `state:` rooms too)."""
-    return room.startswith(("user:", "role:", "channel:", "state:"))
+def address(fields: Mapping[str, Any], catalog: Catalog | None = None) -> tuple[str, str]:
+    """(event, room) of a publication's `event` and `user` or `room` fields (see `room` for `catalog`)."""
+    event = event_name(fields.get("event"))
+    if ("user" in fields) == ("room" in fields):
+        raise GatewayError(ErrorCode.BAD_REQUEST, "give exactly one of user and room")
+    return event, user(fields["user"]) if "user" in fields else room(fields["room"], catalog)
+
+
+def publication(body: Any, catalog: Catalog) -> tuple[str, str, Any]:
+    """(event, room, data) of a `POST /api/v1/publish` body (JSON), else GatewayError."""
+    if not isinstance(body, dict):
+        raise GatewayError(ErrorCode.BAD_REQUEST, 'expected {"event", "room" or "user", "data"}')
+    unknown = set(body) - FIELDS
+    if unknown:
+        raise GatewayError(ErrorCode.BAD_REQUEST, f"unknown fields: {', '.join(sorted(unknown))[:200]}")
+    event, target = address(body, catalog)
+    return event, target, body.get("data")

@@ -1,1 +1,1 @@
-"""The price feed: catalog, sources (Redis or simulator), validation, ingest, and `realtime feed`."""
+"""The price feed: sources (Redis or simulator), the gate (`prices`), ingest, the delayed tiers, and `realtime feed`."""

@@ -18,49 +18,45 @@ import logging
 import time
 from collections import Counter
 
-from realtime.feed.numbering import LocalNumbering, Numbering
-from realtime.feed.prices import PriceBook, TickOutcome, TickRejected
+from realtime.feed.prices import PriceBook, TickRejected
+from realtime.feed.restarts import LocalRestarts, Restarts
 from realtime.feed.sources import PriceSource
 from realtime.metrics import Metrics
-from realtime.protocol import PRICE_STATUS, PriceStatus, PriceUpdate, tier_room
+from realtime.protocol import PRICE_STATUS, PriceStatus, PriceUpdate, TickOutcome
+from realtime.rooms import tier_room
 from realtime.send.fanout import Fanout
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 DROPPED = {outcome: f"feed: dropped {outcome.value} tick: %s" for outcome in TickOutcome}
 
 
 class Ingest:
     def __init__(self, source: PriceSource, book: PriceBook, fanout: Fanout, metrics: Metrics,
-                 numbering: Numbering | None = None) -> None:
+                 restarts: Restarts | None = None) -> None:
         self.source = source
         self.book = book
         self.fanout = fanout
         self.metrics = metrics
         self.counts: Counter[TickOutcome] = Counter()
         self.delays = [0, *book.tiers.tiers]  # the real-time room and every delayed tier's
-        self._band_dropped = 0
-        self.numbering = numbering or LocalNumbering()
+        self.restarts = restarts or LocalRestarts()
 
     async def run(self) -> None:
-        await self.numbering.load(self.book)
+        await self.restarts.load(self.book)
         async for raw in self.source.messages():
             try:
-                updates = self.book.accept_all(raw)
+                verdict = self.book.accept_all(raw)
             except TickRejected as rejected:
                 self._drop(rejected)
                 continue
-            finally:
-                if self.book.band_dropped != self._band_dropped:
-                    self.counts[TickOutcome.BAND] += self.book.band_dropped - self._band_dropped
-                    self._band_dropped = self.book.band_dropped
-            if self.book.restarted:
-                for asset, offset in self.book.restarted:
-                    self.numbering.save(asset, offset)
-                self.book.restarted.clear()
+            if verdict.band_dropped:
+                self.counts[TickOutcome.BAND] += verdict.band_dropped
+            if verdict.restart is not None:
+                self.restarts.save(*verdict.restart)
             if self.book.statuses.changes:
                 await self.send_statuses(self.book.statuses.drain())
-            for update in updates:
+            for update in verdict.updates:
                 self.counts[TickOutcome.OK] += 1
                 self.book.tiers.add(update)
                 await self.send(update)
@@ -80,20 +76,20 @@ class Ingest:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("fan-out of %s failed", update["asset"])
+            logger.exception("fan-out of %s failed", update["asset"])
             return 0
 
     async def send_statuses(self, changes: list[PriceStatus]) -> None:
         """`price:status` to the asset's room in every tier."""
         for change in changes:
-            log.info("feed: %s is %s", change["asset"], change["status"])
+            logger.info("feed: %s is %s", change["asset"], change["status"])
             for delay in self.delays:
                 try:
                     await self.fanout.send_event(tier_room(change["asset"], delay), PRICE_STATUS, change)
                 except asyncio.CancelledError:
                     raise
                 except Exception:
-                    log.exception("price:status of %s failed", change["asset"])
+                    logger.exception("price:status of %s failed", change["asset"])
 
     async def watch(self) -> None:
         """The background work besides the feed: staleness sweeps and the delayed tiers' timer."""
@@ -104,4 +100,4 @@ class Ingest:
     def _drop(self, rejected: TickRejected) -> None:
         self.counts[rejected.outcome] += 1
         # One message template per outcome, so each outcome has its own line in the repeat filter.
-        log.warning(DROPPED[rejected.outcome], rejected.reason)
+        logger.warning(DROPPED[rejected.outcome], rejected.reason)

@@ -1,37 +1,37 @@
 """Validating feed ticks and keeping the latest price of every asset.
 
 `PriceBook.accept_all` is the single gate between the feed and the clients:
-a message is parsed (`numbers`: integer or decimal-string prices, float
+a message is parsed (`parsing`: integer or decimal-string prices, float
 `ts`), checked against the asset's halt (`status`), numbered (`sequence`:
 the same `seq` on every pod, feed restarts recognised) and judged by the
 price band (`band`). What passes is stored as the snapshot new subscribers
 get and returned for fan-out, in order: usually one tick, none while the band
-holds one back, two when a held tick is confirmed. Anything else raises
-`TickRejected` with an outcome that ingest counts. A halt or resume message
-changes the asset's status and returns nothing.
+holds one back, two when a held tick is confirmed, inside the message's
+`Verdict` (with what ingest must count or share: a held tick the band dropped,
+a feed restart). Anything else raises `TickRejected` with an outcome that
+ingest counts. A halt or resume message changes the asset's status and lets
+nothing through.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from enum import StrEnum
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from realtime.feed import numbers
+from realtime.catalog import Catalog
+from realtime.feed import parsing
 from realtime.feed.band import Band
-from realtime.feed.catalog import Catalog
-from realtime.feed.numbers import MAX_SAFE_INTEGER, NumberRefused
+from realtime.feed.parsing import NumberRefused
 from realtime.feed.sequence import OutOfOrder, Sequencer
 from realtime.feed.status import Statuses
 from realtime.feed.tiers import Tiers
-from realtime.protocol import PriceStatus, PriceUpdate
+from realtime.protocol import PriceStatus, PriceUpdate, TickOutcome
 
-__all__ = ["MAX_SAFE_INTEGER", "PriceBook", "TickOutcome", "TickRejected"]
-
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 # A numbering this pod accepted this many ticks of may share its restarts with other pods.
 CONFIRMED = 2
@@ -39,14 +39,13 @@ CONFIRMED = 2
 HALT, OPEN = "halted", "open"
 
 
-class TickOutcome(StrEnum):
-    OK = "ok"
-    MALFORMED = "malformed"
-    UNKNOWN = "unknown"
-    CROSSED = "crossed"
-    STALE = "stale"
-    HALTED = "halted"
-    BAND = "band"
+@dataclass(slots=True)
+class Verdict:
+    """What the gate made of one feed message that it did not reject."""
+
+    updates: list[PriceUpdate] = field(default_factory=list)  # to send, in order
+    band_dropped: int = 0  # held ticks this message did not confirm
+    restart: tuple[str, int] | None = None  # (asset, new offset): a feed restart to share with other pods
 
 
 class TickRejected(Exception):
@@ -68,8 +67,6 @@ class PriceBook:
         self._bands: dict[str, Band[PriceUpdate]] = {asset.name: Band(band) for asset in catalog}
         self.statuses = Statuses({asset.name: asset.stale_after or stale_after for asset in catalog})
         self.tiers = Tiers(delays or [], {asset.name: asset.decimals for asset in catalog})
-        self.band_dropped = 0
-        self.restarted: list[tuple[str, int]] = []  # (asset, new offset) not yet shared with other pods
 
     def restart_counts(self) -> list[tuple[str, int]]:
         """Feed restarts recognised, per asset."""
@@ -95,16 +92,16 @@ class PriceBook:
 
     def accept(self, raw: bytes | str) -> PriceUpdate:
         """Validate one feed tick; return the last update it let through (TickRejected if none)."""
-        updates = self.accept_all(raw)
+        updates = self.accept_all(raw).updates
         if not updates:
             raise TickRejected(TickOutcome.BAND, "held back by the price band")
         return updates[-1]
 
-    def accept_all(self, raw: bytes | str) -> list[PriceUpdate]:
-        """Validate one feed message; return the updates it lets through, in order.
+    def accept_all(self, raw: bytes | str) -> Verdict:
+        """Validate one feed message; return the verdict: the updates it lets through, in order, and the rest.
 
-        Empty for a halt or resume, and while the band holds this tick back; a
-        held tick that the next one does not confirm is counted in `band_dropped`.
+        No updates for a halt or resume, and while the band holds this tick back;
+        a held tick that this one does not confirm is the verdict's `band_dropped`.
         """
         try:
             message = orjson.loads(raw)
@@ -120,13 +117,13 @@ class PriceBook:
             raise TickRejected(TickOutcome.UNKNOWN, f"unknown asset {name[:64]!r}")
         if "status" in message and "bid" not in message:
             self._control(asset.name, message["status"])
-            return []
+            return Verdict()
         now_ms = time.time_ns() // 1_000_000
         try:
-            bid = numbers.price(message.get("bid"), "bid", asset.decimals)
-            ask = numbers.price(message.get("ask"), "ask", asset.decimals)
-            ts = numbers.timestamp(message.get("ts"), now_ms)
-            seq = numbers.sequence(message.get("seq"))
+            bid = parsing.price(message.get("bid"), "bid", asset.decimals)
+            ask = parsing.price(message.get("ask"), "ask", asset.decimals)
+            ts = parsing.timestamp(message.get("ts"), now_ms)
+            seq = parsing.sequence(message.get("seq"))
         except NumberRefused as refused:
             raise TickRejected(TickOutcome.MALFORMED, f"{asset.name}: {refused}") from None
         if bid > ask:
@@ -141,30 +138,34 @@ class PriceBook:
             raise TickRejected(TickOutcome.STALE, f"{asset.name}: {stale}") from None
         confirmed = sequencer.accepted >= CONFIRMED
         sequencer.commit(seq, ts, wire, restart)
+        verdict = Verdict()
         if restart:
             # Shared with other pods only from a numbering two ticks had confirmed: a poisoned
             # seq that happened to be this pod's very first tick must not reach the pods that refused it.
             if confirmed:
-                self.restarted.append((asset.name, sequencer.offset))
-            log.warning("feed: %s numbering started again (publisher restart?): seq %s, ts %s; "
+                verdict.restart = (asset.name, sequencer.offset)
+            logger.warning("feed: %s numbering started again (publisher restart?): seq %s, ts %s; "
                         "wire seq goes on at %d", asset.name, seq, ts, wire)
         update: PriceUpdate = {"asset": asset.name, "bid": bid, "ask": ask, "decimals": asset.decimals,
                                "seq": wire, "ts": ts if ts is not None else now_ms}
-        accepted = self._judge(update) if self.band else [update]
-        for update in accepted:
+        if self.band:
+            self._judge(update, verdict)
+        else:
+            verdict.updates.append(update)
+        for update in verdict.updates:
             self._latest[asset.name] = update
             self.statuses.ticked(asset.name)
-        return accepted
+        return verdict
 
-    def _judge(self, update: PriceUpdate) -> list[PriceUpdate]:
-        """The price band's verdict: the ticks accepted now, in order (none while this one is held)."""
+    def _judge(self, update: PriceUpdate, verdict: Verdict) -> None:
+        """The price band's judgement into `verdict`: the ticks accepted now, in order (none while this is held)."""
         judgement = self._bands[update["asset"]].judge(update, update["bid"], update["ask"])
         if judgement.dropped is not None:
-            self.band_dropped += 1
+            verdict.band_dropped += 1
             held = judgement.dropped
-            log.warning("feed: dropped band tick: %s: bid %d ask %d seq %d was not confirmed",
+            logger.warning("feed: dropped band tick: %s: bid %d ask %d seq %d was not confirmed",
                         held["asset"], held["bid"], held["ask"], held["seq"])
-        return judgement.accepted
+        verdict.updates.extend(judgement.accepted)
 
     def _control(self, asset: str, status: Any) -> None:
         if status == HALT:

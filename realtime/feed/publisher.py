@@ -17,12 +17,12 @@ import logging
 
 import orjson
 
-from realtime.cluster.redis import REDIS_ERRORS, Backoff, Client, client
-from realtime.cluster.shards import is_cluster
+from realtime.backplane.connections import REDIS_ERRORS, Backoff, Client, client
+from realtime.backplane.shards import is_cluster
 from realtime.config import Settings
 from realtime.feed.simulator import RandomWalk
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 async def run_feed(settings: Settings, *, rate: float, count: int | None = None, per_asset: bool = False) -> int:
@@ -37,7 +37,7 @@ async def run_feed(settings: Settings, *, rate: float, count: int | None = None,
     loop = asyncio.get_running_loop()
     interval = 1.0 / rate if rate > 0 else 0.0
     published = 0
-    log.info("feed: %s ticks/s for %d assets on %s%s", rate, len(walk.assets), settings.price_channel,
+    logger.info("feed: %s ticks/s for %d assets on %s%s", rate, len(walk.assets), settings.price_channel,
              ":<ASSET>" if per_asset else "")
     try:
         deadline = loop.time()
@@ -47,11 +47,11 @@ async def run_feed(settings: Settings, *, rate: float, count: int | None = None,
                                sharded=sharded, one_by_one=is_cluster(settings.redis_url) and not per_asset)
                 published += len(walk.assets)
                 if backoff.attempts:
-                    log.info("feed: Redis is back")
+                    logger.info("feed: Redis is back")
                 backoff.reset()
             except REDIS_ERRORS as exc:
                 if backoff.attempts == 0:
-                    log.warning("feed: Redis unavailable (%s); retrying", exc.__class__.__name__)
+                    logger.warning("feed: Redis unavailable (%s); retrying", exc.__class__.__name__)
                 await asyncio.sleep(backoff.next_delay())
                 deadline = loop.time()
                 continue

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from realtime.feed.numbers import MAX_SAFE_INTEGER
+from realtime.feed.parsing import MAX_SAFE_INTEGER
 
 # Rejected ticks in a row, each above the one before, that make a new numbering.
 RESTART_RUN = 3

@@ -25,7 +25,7 @@ from typing import Protocol
 
 import orjson
 
-from realtime.cluster.redis import Subscription
+from realtime.backplane.connections import Subscription
 from realtime.config import Settings
 from realtime.feed.simulator import RandomWalk
 from realtime.metrics import RedisLink
@@ -158,10 +158,3 @@ class RedisSource:
             for release in self._held.values():
                 if release is not None:
                     release.cancel()
-
-
-def price_source(settings: Settings, forget: Callable[[str], None] = lambda asset: None) -> PriceSource:
-    """The simulator in embedded mode, else Redis; `forget(asset)` when this pod stops hearing an asset."""
-    if settings.embedded:
-        return SimulatedSource(settings)
-    return RedisSource(settings, forget)

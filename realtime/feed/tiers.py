@@ -25,9 +25,10 @@ import time
 from array import array
 from collections.abc import Awaitable, Callable, Iterator
 
-from realtime.protocol import PriceUpdate, tier_room
+from realtime.protocol import PriceUpdate
+from realtime.rooms import tier_room
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 # One record: (due second, bid, ask, seq, ts).
 FIELDS = 5
@@ -146,4 +147,4 @@ class Tiers:
                     except asyncio.CancelledError:
                         raise
                     except Exception:
-                        log.exception("delayed fan-out of %s failed", update["asset"])
+                        logger.exception("delayed fan-out of %s failed", update["asset"])

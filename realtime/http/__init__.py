@@ -1,1 +1,1 @@
-"""HTTP around the socket: health, the API, the price board, middlewares, errors, client addresses."""
+"""HTTP around the socket: health, the API, the price board, middlewares, errors."""

@@ -25,31 +25,23 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from realtime.catalog import Catalog
+from realtime.clients.auth import TokenVerifier
 from realtime.cluster.demand import Demand, DemandUnavailable
 from realtime.config import Settings
 from realtime.engine.server import SocketServer
 from realtime.events import validation
 from realtime.events.service import Events
-from realtime.events.validation import MAX_EVENT_NAME, RESERVED_EVENTS, RESERVED_PREFIXES, is_private
-from realtime.feed.catalog import Catalog
+from realtime.events.state.service import States
 from realtime.feed.prices import PriceBook
 from realtime.http.errors import error_response, http_exception_response, json_response
 from realtime.metrics import Metrics
-from realtime.protocol import (
-    AssetInfo,
-    ErrorCode,
-    GatewayError,
-    asset_room,
-    role_room,
-    user_room,
-)
-from realtime.sessions.auth import ANONYMOUS, Principal, TokenVerifier
-from realtime.state.service import States
+from realtime.principal import ANONYMOUS, Principal
+from realtime.protocol import AssetInfo, ErrorCode, GatewayError
+from realtime.rooms import is_private
 
 PREFIX = "/api/v1"
 SERVICE_ROLE = "service"
-MAX_ROOM_NAME = 300
-ROOM_KINDS = "room must be user:<sub>, role:<role>, channel:<name> or asset:<ASSET>"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -125,7 +117,7 @@ class Api:
     async def publish(self, request: web.Request) -> web.Response:
         self._service(request)
         body = await self._body(request)
-        event, room, data = self._publication(body)
+        event, room, data = validation.publication(body, self.catalog)
         if is_private(room):
             offset = await self.events.publish(room, event, data)
             return json_response({"ok": True, "event": event, "room": room, "offset": offset}, status=202)
@@ -148,7 +140,7 @@ class Api:
             raise GatewayError(ErrorCode.UNAVAILABLE, "the demand store (Redis) is unavailable") from None
         return json_response(report)
 
-    # Validation of a publish request.
+    # The body of a publish request (its fields: `realtime.events.validation`).
 
     async def _body(self, request: web.Request) -> Any:
         if request.content_length is not None and request.content_length > self.max_body:
@@ -168,43 +160,3 @@ class Api:
             return orjson.loads(b"".join(chunks))
         except orjson.JSONDecodeError:
             raise GatewayError(ErrorCode.BAD_REQUEST, "the body is not JSON") from None
-
-    def _publication(self, body: Any) -> tuple[str, str, Any]:
-        if not isinstance(body, dict):
-            raise GatewayError(ErrorCode.BAD_REQUEST, 'expected {"event", "room" or "user", "data"}')
-        unknown = set(body) - {"event", "room", "user", "data"}
-        if unknown:
-            raise GatewayError(ErrorCode.BAD_REQUEST, f"unknown fields: {', '.join(sorted(unknown))[:200]}")
-        event = body.get("event")
-        if not isinstance(event, str) or not 0 < len(event) <= MAX_EVENT_NAME:
-            raise GatewayError(ErrorCode.BAD_REQUEST, f"event must be a string of 1..{MAX_EVENT_NAME} characters")
-        if event in RESERVED_EVENTS or event.startswith(RESERVED_PREFIXES):
-            raise GatewayError(ErrorCode.FORBIDDEN, f"event {event!r} is reserved for the gateway")
-        if ("room" in body) == ("user" in body):
-            raise GatewayError(ErrorCode.BAD_REQUEST, "give exactly one of room and user")
-        room = self._room(body["room"]) if "room" in body else self._user_room(body["user"])
-        return event, room, body.get("data")
-
-    def _user_room(self, user: Any) -> str:
-        if not isinstance(user, str) or not 0 < len(user) <= 256:
-            raise GatewayError(ErrorCode.BAD_REQUEST, "user must be a string of 1..256 characters")
-        return user_room(user)
-
-    def _room(self, room: Any) -> str:
-        if not isinstance(room, str) or not 0 < len(room) <= MAX_ROOM_NAME:
-            raise GatewayError(ErrorCode.BAD_REQUEST, "room must be a string")
-        kind, _, name = room.partition(":")
-        if not name:
-            raise GatewayError(ErrorCode.BAD_REQUEST, ROOM_KINDS)
-        if kind == "user":
-            return self._user_room(name)
-        if kind == "role" and len(name) <= 64:
-            return role_room(name)
-        if kind == "channel":
-            return validation.private_room(room)
-        if kind == "asset":
-            asset = self.catalog.get(name)
-            if asset is None:
-                raise GatewayError(ErrorCode.UNKNOWN_ASSET, f"unknown asset {name[:64]!r}")
-            return asset_room(asset.name)
-        raise GatewayError(ErrorCode.BAD_REQUEST, ROOM_KINDS)

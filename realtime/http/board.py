@@ -22,11 +22,11 @@ from pathlib import Path
 
 from aiohttp import web
 
+from realtime.catalog import Catalog
+from realtime.clients.auth import TokenVerifier
 from realtime.config import ConfigError, Settings
-from realtime.feed.catalog import Catalog
-from realtime.sessions.auth import TokenVerifier
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 VENDOR_DIR = STATIC_DIR / "vendor"
@@ -79,7 +79,7 @@ class Board:
         self.verifier = verifier
         self.bundle = find_bundle(settings)
         if self.bundle is None:
-            log.warning("price board disabled: %s not found under %s; run scripts/setup (npm install) "
+            logger.warning("price board disabled: %s not found under %s; run scripts/setup (npm install) "
                         "or set REALTIME_CLIENT_BUNDLE_DIR", bundle_file(settings), BUNDLE_SUBDIR)
         config = {
             "assets": [{"name": asset.name, "decimals": asset.decimals} for asset in catalog],

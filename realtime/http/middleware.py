@@ -12,11 +12,11 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from realtime.clients.limits import AddressLimiter
 from realtime.engine.admission import Gate
 from realtime.engine.server import ENGINEIO_PATH, SocketServer
 from realtime.http.errors import error_response
 from realtime.protocol import ErrorCode, GatewayError
-from realtime.sessions.limits import AddressLimiter
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -1,1 +1,1 @@
-"""The send path: fan-out of a tick to this pod's subscribers and each connection's writer."""
+"""The one send path: an event encoded and framed once for a room's members (`delivery`); price fan-out (`fanout`)."""

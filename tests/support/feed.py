@@ -11,7 +11,7 @@ from typing import Any
 import redis.asyncio as aioredis
 import socketio
 
-from realtime.cluster.redis import client as redis_client
+from realtime.backplane.connections import client as redis_client
 from tests.support.gateway import Gateway
 
 BTC, ETH = "BTC_USDC_PERP", "ETH_USDC_PERP"

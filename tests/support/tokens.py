@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from realtime.sessions.auth import mint_token
+from realtime.clients.auth import mint_token
 
 SECRET = "test-secret-that-is-long-enough-for-hs256"
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -25,32 +24,15 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from realtime.channels import names
+from realtime.clients.tokens import VerifiedTokens
 from realtime.config import ConfigError, Settings, dev_secret
+from realtime.principal import Principal
 from realtime.protocol import ErrorCode, GatewayError
-from realtime.sessions.tokens import VerifiedTokens
 
 ROLE_NAME_MAX = 64
 MAX_CHANNEL_GRANTS = 1000
 # The curve each ECDSA algorithm signs with (RFC 7518 §3.4).
 EC_CURVES = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who is connected and what they may see. `sub is None` means anonymous."""
-
-    sub: str | None
-    roles: frozenset[str] = frozenset()
-    assets: frozenset[str] | None = None  # None: every catalog asset
-    exp: int | None = None
-    delay: int = 0  # seconds: prices this connection sees are at least this old (0 = real-time)
-    channels: tuple[str, ...] = ()  # the `channels` claim: channel names and `*` patterns (SPEC §10)
-
-    def may_see(self, asset: str) -> bool:
-        return self.assets is None or asset.upper() in self.assets
-
-
-ANONYMOUS = Principal(sub=None)
 
 
 def extract_token(environ: Mapping[str, Any], auth: Any) -> str | None:

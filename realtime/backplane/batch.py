@@ -13,7 +13,7 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from realtime.cluster.redis import Client, pipeline
+from realtime.backplane.connections import Client, pipeline
 
 # Pipelines in flight at once, well below redis-py's pool of 100 connections.
 IN_FLIGHT = 16
@@ -24,7 +24,7 @@ Queue = Callable[[Any], Any]  # adds commands to a pipeline (may return an await
 class Pipelined:
     def __init__(self, redis: Client, in_flight: int = IN_FLIGHT, scripts: Sequence[Any] = ()) -> None:
         self.redis = redis
-        self.scripts = scripts  # the registered scripts its calls run (see `cluster.redis.pipeline`)
+        self.scripts = scripts  # the registered scripts its calls run (see `backplane.connections.pipeline`)
         self._limit = asyncio.Semaphore(in_flight)
         self._pending: list[tuple[Queue, int, asyncio.Future[list[Any]]]] = []
         self._scheduled = False

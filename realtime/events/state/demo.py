@@ -13,14 +13,14 @@ import logging
 from decimal import Decimal
 from typing import Any
 
-from realtime.feed.catalog import Catalog
+from realtime.catalog import Catalog
+from realtime.events.state.ops import parse_ops
+from realtime.events.state.service import States
+from realtime.events.state.store import StateRef
 from realtime.feed.prices import PriceBook
 from realtime.protocol import GatewayError
-from realtime.state.ops import parse_ops
-from realtime.state.service import States
-from realtime.state.store import StateRef
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 CENTS = Decimal("0.01")
 
@@ -44,7 +44,7 @@ class DemoPortfolio:
                 try:
                     await self.states.store.write(self.ref, parse_ops(ops, self.states.limits))
                 except GatewayError as error:
-                    log.warning("demo portfolio: %s", error.message)
+                    logger.warning("demo portfolio: %s", error.message)
 
     def _ops(self) -> list[dict[str, Any]]:
         ops: list[dict[str, Any]] = []

@@ -9,7 +9,7 @@ alive (`Liveness`), logs one line when Redis goes and one when it returns,
 and counts reconnects for `/metrics`.
 
 `redis+cluster://host:port[,host:port...]` selects a Redis Cluster
-(`realtime.cluster.shards`): `client()` is then a `RedisCluster`, and a
+(`realtime.backplane.shards`): `client()` is then a `RedisCluster`, and a
 `Subscription`'s sharded channels use SSUBSCRIBE on the shard that owns them.
 """
 
@@ -27,13 +27,10 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
-# Re-exported: they lived here before liveness.py.
-from realtime.cluster.liveness import MISSED as MISSED
-from realtime.cluster.liveness import Liveness
-from realtime.cluster.liveness import RedisSilent as RedisSilent
-from realtime.cluster.shards import ShardedPubSub, cluster_client, is_cluster
+from realtime.backplane.liveness import Liveness
+from realtime.backplane.shards import ShardedPubSub, cluster_client, is_cluster
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 # What redis-py raises when Redis is down, hung or restarting (on a cluster also when no node
 # answers or a slot has no master: `RedisClusterException` is not a `RedisError`).
@@ -186,7 +183,7 @@ class Subscription:
                 await self._sync(pubsub)
                 if self.backoff.attempts:
                     self.reconnects += 1
-                    log.info("%s: subscribed to %s again", self.component, self._describe())
+                    logger.info("%s: subscribed to %s again", self.component, self._describe())
                 self.connected = True
                 self.backoff.reset()
                 syncer = asyncio.create_task(self._keep_in_sync(pubsub), name=f"{self.component} channels")
@@ -201,7 +198,7 @@ class Subscription:
                         yield message
             except REDIS_ERRORS as exc:
                 if self.connected or self.backoff.attempts == 0:
-                    log.warning("%s: Redis unavailable (%s); retrying, every %.1fs at most",
+                    logger.warning("%s: Redis unavailable (%s); retrying, every %.1fs at most",
                                 self.component, exc.__class__.__name__, self.backoff.cap)
             finally:
                 self.connected = False

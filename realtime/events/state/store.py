@@ -21,11 +21,12 @@ from typing import Any, Protocol
 
 import orjson
 
+from realtime.backplane.connections import Client, client, pipeline
 from realtime.channels import names
-from realtime.cluster.redis import Client, client, pipeline
 from realtime.events.log import APPEND_ENTRY, Keys
-from realtime.protocol import STATE_UPDATE, ErrorCode, GatewayError, user_room
-from realtime.state.ops import Change, Limits, Op, apply
+from realtime.events.state.ops import Change, Limits, Op, apply
+from realtime.protocol import STATE_UPDATE, ErrorCode, GatewayError
+from realtime.rooms import user_room
 
 VERSION = ""  # the hash field of the version: never a key (keys are not empty)
 # Writes of one state computed again when another pod wrote it between the read and the script.

@@ -18,15 +18,19 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from realtime.catalog import Catalog
+from realtime.clients.auth import TokenVerifier, extract_token
+from realtime.clients.expiry import Deadlines
+from realtime.clients.limits import EventLimiter, Verdict
 from realtime.cluster.presence import Presence, Slot
 from realtime.config import Settings
 from realtime.engine import inbound
 from realtime.engine.server import SocketServer
 from realtime.events.recovery import Condense, Recovery
-from realtime.feed.catalog import Catalog
 from realtime.feed.prices import PriceBook
 from realtime.logs import log_context
 from realtime.metrics import Metrics
+from realtime.principal import ANONYMOUS, Principal
 from realtime.protocol import (
     AUTH_EXPIRING,
     AUTH_REFRESH,
@@ -48,15 +52,10 @@ from realtime.protocol import (
     asset_names,
     error_body,
     refusal,
-    role_room,
-    tier_room,
-    user_room,
 )
-from realtime.sessions.auth import ANONYMOUS, Principal, TokenVerifier, extract_token
-from realtime.sessions.expiry import Deadlines
-from realtime.sessions.limits import EventLimiter, Verdict
+from realtime.rooms import role_room, tier_room, user_room
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 # A request may name at most this many assets (beyond any catalog we expect).
 MAX_ASSETS_PER_REQUEST = 1000
@@ -135,7 +134,7 @@ class Gateway:
         self.sio.on(event, self._acked(event, handler))
 
     def recover_rooms(self, vet: Vet, condense: Condense, recheck: Recheck) -> None:
-        """How recovered channel and state rooms are vetted, their replays condensed (`Admission`), and
+        """How recovered channel and state rooms are vetted, their replays condensed (`RoomJoin`), and
         how they follow a refreshed token."""
         self._vet = vet
         self._condense = condense
@@ -181,19 +180,19 @@ class Gateway:
             self._forget(sid)
             self.metrics.refused(error.code.value)
             with log_context(sid=sid):
-                log.debug("refused: %s", error.code.value)
+                logger.debug("refused: %s", error.code.value)
             raise refusal(error) from None
         except Exception:
             # python-socketio gives the client no reply for any other exception
             # and leaves the sid half-connected forever: always refuse with a code.
             with log_context(sid=sid):
-                log.exception("connect handler failed")
+                logger.exception("connect handler failed")
             self._forget(sid)
             self.metrics.refused(ErrorCode.INTERNAL.value)
             raise refusal(GatewayError(ErrorCode.INTERNAL, "internal error")) from None
         self.metrics.connected()
         with log_context(sid=sid, user=principal.sub):
-            log.debug("connected")
+            logger.debug("connected")
 
     def _authenticate(self, environ: dict[str, Any], auth: Any) -> Principal:
         token = extract_token(environ, auth)
@@ -208,7 +207,7 @@ class Gateway:
         if connection is not None:
             self.metrics.disconnected(reason)
             with log_context(sid=sid, user=connection.principal.sub):
-                log.debug("disconnected: %s", reason)
+                logger.debug("disconnected: %s", reason)
             if connection.principal.sub is not None:
                 await self.presence.leave(connection.principal.sub, sid)
 
@@ -234,7 +233,7 @@ class Gateway:
         await self.sio.emit(SESSION_CLOSED, error_body(error.code, error.message), to=sid, ignore_queue=True)
         await self.sio.end_session(sid, END_FLUSH_TIMEOUT)
         with log_context(sid=sid):
-            log.info("ended: %s", error.code.value)
+            logger.info("ended: %s", error.code.value)
 
     async def _warn_expiring(self, sid: str, exp: int) -> None:
         if sid in self.connections:
@@ -274,7 +273,7 @@ class Gateway:
                 try:
                     if connection is None:
                         raise GatewayError(ErrorCode.INTERNAL, "connection is not registered")
-                    self._admit(connection)
+                    self._spend(connection)
                     ack = await handler(connection, *args)
                     self.metrics.client_event(event, "ok")
                     return ack
@@ -282,14 +281,14 @@ class Gateway:
                     self.metrics.client_event(event, error.code.value)
                     return ack_error(error)
                 except Exception:
-                    log.exception("handler %s failed", handler.__name__)
+                    logger.exception("handler %s failed", handler.__name__)
                     self.metrics.client_event(event, ErrorCode.INTERNAL.value)
                     return ack_error(GatewayError(ErrorCode.INTERNAL, "internal error"))
 
         answer.__name__ = handler.__name__
         return answer
 
-    def _admit(self, conn: Connection) -> None:
+    def _spend(self, conn: Connection) -> None:
         """Spend one event from the connection's budget, or raise RATE_LIMITED (and end it on abuse)."""
         verdict = conn.limiter.check()
         if verdict is Verdict.ALLOW:

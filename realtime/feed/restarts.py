@@ -2,7 +2,8 @@
 
 Pods that watched a publisher restart all move their wire `seq` on by the
 same offset (`sequence`); a pod that starts later has not seen it. So every
-pod writes the offset it chose to the hash `<REALTIME_PRICE_CHANNEL>:seq-offsets`
+pod writes the offset it chose to the hash `<namespace>:seq-offsets`
+(`realtime.namespace`; without `REALTIME_NAMESPACE`, `<REALTIME_PRICE_CHANNEL>:seq-offsets`)
 (asset -> offset; all pods write the same value), and a starting pod reads
 the hash before it consumes the feed. The write happens in the background:
 a Redis that hangs never holds up ticks. Without Redis (embedded mode) there
@@ -15,14 +16,15 @@ import asyncio
 import logging
 from typing import Protocol
 
-from realtime.cluster.redis import REDIS_ERRORS, client
-from realtime.config import Settings
+from realtime.backplane.connections import REDIS_ERRORS, client
 from realtime.feed.prices import PriceBook
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
-class Numbering(Protocol):
+class Restarts(Protocol):
+    """Where pods share the `seq` offsets their feed restarts chose."""
+
     async def load(self, book: PriceBook) -> None:
         """Give `book` the offsets other pods chose before this one started."""
 
@@ -32,7 +34,7 @@ class Numbering(Protocol):
     async def aclose(self) -> None: ...
 
 
-class LocalNumbering:
+class LocalRestarts:
     """Embedded mode: this process is the only pod."""
 
     async def load(self, book: PriceBook) -> None:
@@ -45,7 +47,7 @@ class LocalNumbering:
         return None
 
 
-class RedisNumbering:
+class RedisRestarts:
     """The offsets in one Redis hash per price channel."""
 
     def __init__(self, url: str, key: str, timeout: float) -> None:
@@ -57,7 +59,7 @@ class RedisNumbering:
         try:
             stored = await self.redis.hgetall(self.key)
         except REDIS_ERRORS as exc:
-            log.warning("feed: cannot read seq offsets (%s); numbering from upstream seq", exc.__class__.__name__)
+            logger.warning("feed: cannot read seq offsets (%s); numbering from upstream seq", exc.__class__.__name__)
             return
         offsets: dict[str, int] = {}
         for field, value in stored.items():
@@ -67,7 +69,7 @@ class RedisNumbering:
                 continue
         book.adopt_offsets(offsets)
         if offsets:
-            log.info("feed: seq offsets from earlier feed restarts: %s", offsets)
+            logger.info("feed: seq offsets from earlier feed restarts: %s", offsets)
 
     def save(self, asset: str, offset: int) -> None:
         task = asyncio.create_task(self._write(asset, offset), name=f"seq-offset-{asset}")
@@ -78,15 +80,9 @@ class RedisNumbering:
         try:
             await self.redis.hset(self.key, asset, str(offset))
         except REDIS_ERRORS as exc:
-            log.warning("feed: cannot store the seq offset of %s (%s)", asset, exc.__class__.__name__)
+            logger.warning("feed: cannot store the seq offset of %s (%s)", asset, exc.__class__.__name__)
 
     async def aclose(self) -> None:
         for task in list(self._writes):
             task.cancel()
         await self.redis.aclose()
-
-
-def numbering(settings: Settings) -> Numbering:
-    if settings.embedded or settings.redis_url is None:
-        return LocalNumbering()
-    return RedisNumbering(settings.redis_url, f"{settings.price_channel}:seq-offsets", settings.redis_timeout)

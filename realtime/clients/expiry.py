@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 Notify = Callable[[str, int], Awaitable[None]]
 
@@ -75,4 +75,4 @@ class Deadlines:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("token deadline of %s failed", sid)
+            logger.exception("token deadline of %s failed", sid)

@@ -13,17 +13,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from realtime.backplane.connections import REDIS_ERRORS
 from realtime.channels import names
 from realtime.channels.access import ChannelAccess
-from realtime.cluster.redis import REDIS_ERRORS
+from realtime.clients.handlers import Connection, Gateway
 from realtime.engine.server import SocketServer
 from realtime.events.reader import LogReader
 from realtime.events.recovery import Recovery
+from realtime.events.state import ops
+from realtime.events.state.service import States
+from realtime.events.state.store import StateRef
 from realtime.protocol import STATE_SUBSCRIBE, STATE_UNSUBSCRIBE, ErrorCode, GatewayError, StateAck
-from realtime.sessions.handlers import Connection, Gateway
-from realtime.state import ops
-from realtime.state.service import States
-from realtime.state.store import StateRef
 
 
 class StateSubscriptions:

@@ -1,4 +1,4 @@
-"""`States`: the keyed state of one pod, put together from the settings, and how it meets recovery.
+"""`States`: the keyed state of one pod (its store: `realtime.backends`), and how it meets recovery.
 
 Writes come from the API (`POST /api/v1/state`) and the emitter; each
 accepted write is one `state:update` in the event log. A recovering
@@ -18,19 +18,17 @@ import logging
 import time
 from typing import Any
 
+from realtime.backplane.connections import REDIS_ERRORS
 from realtime.channels import names
-from realtime.cluster.redis import REDIS_ERRORS
 from realtime.config import Settings
 from realtime.events import offsets, validation
-from realtime.events.log import Entry, EventLog
-from realtime.events.memory import MemoryLog
+from realtime.events.log import Entry
+from realtime.events.state import ops
+from realtime.events.state.ops import Limits
+from realtime.events.state.store import StateRef, StateStore, parse_room
 from realtime.protocol import STATE_SNAPSHOT, ErrorCode, GatewayError
-from realtime.state import ops
-from realtime.state.memory import MemoryStates
-from realtime.state.ops import Limits
-from realtime.state.store import RedisStates, StateRef, StateStore, parse_room
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 
@@ -39,14 +37,8 @@ def limits(settings: Settings) -> Limits:
 
 
 class States:
-    def __init__(self, settings: Settings, log: EventLog, *, keep: float) -> None:
-        self.store: StateStore
-        if isinstance(log, MemoryLog):
-            self.store = MemoryStates(log, limits(settings))
-        else:
-            assert settings.redis_url is not None
-            self.store = RedisStates(settings.redis_url, settings.manager_channel, keep=keep,
-                                     timeout=settings.redis_timeout, limits=limits(settings))
+    def __init__(self, settings: Settings, store: StateStore, *, keep: float) -> None:
+        self.store = store  # memory or Redis: `realtime.backends`
         self.keep_ms = keep * 1000
         self.replay = settings.state_replay
         self.limits = limits(settings)
@@ -91,7 +83,7 @@ class States:
             return [[STATE_SNAPSHOT, await self.snapshot(ref)]]
         except REDIS_ERRORS as exc:
             # Joined without it: the next update's version gap tells the client to subscribe again.
-            log.warning("state: no snapshot of %s for a recovery (%s)", ref.name, exc.__class__.__name__)
+            logger.warning("state: no snapshot of %s for a recovery (%s)", ref.name, exc.__class__.__name__)
             return None
 
     async def close(self) -> None:

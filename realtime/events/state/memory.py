@@ -11,9 +11,9 @@ from typing import Any
 import orjson
 
 from realtime.events.memory import MemoryLog
+from realtime.events.state.ops import Limits, Op, apply
+from realtime.events.state.store import StateRef
 from realtime.protocol import STATE_UPDATE
-from realtime.state.ops import Limits, Op, apply
-from realtime.state.store import StateRef
 
 
 class MemoryStates:

@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
+from realtime.principal import Principal
 from realtime.protocol import ErrorCode, GatewayError
-
-if TYPE_CHECKING:
-    from realtime.sessions.auth import Principal
 
 MAX_ENTRIES = 16_384
 MAX_TOKEN_BYTES = 8 * 1024 * 1024

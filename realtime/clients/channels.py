@@ -17,8 +17,10 @@ from typing import Any
 
 from realtime.channels import names
 from realtime.channels.access import ChannelAccess
+from realtime.clients.handlers import Connection, Gateway
 from realtime.engine.server import SocketServer
 from realtime.events.recovery import Recovery
+from realtime.events.state.store import parse_room
 from realtime.protocol import (
     CHANNEL_CLOSED,
     CHANNEL_SUBSCRIBE,
@@ -27,10 +29,8 @@ from realtime.protocol import (
     ChannelClosed,
     ErrorCode,
     GatewayError,
-    user_room,
 )
-from realtime.sessions.handlers import Connection, Gateway
-from realtime.state.store import parse_room
+from realtime.rooms import user_room
 
 
 def requested(payload: Any) -> Any:

@@ -32,7 +32,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from realtime.cluster.liveness import Liveness
+from realtime.backplane.liveness import Liveness
 
 SCHEME = "redis+cluster"
 # Messages read from the shards but not yet taken by the consumer; beyond it the shard readers wait.

@@ -1,0 +1,1 @@
+"""The connected clients: authentication, token deadlines, limits, and the Socket.IO event handlers."""

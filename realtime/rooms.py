@@ -1,0 +1,61 @@
+"""Room names: the one grammar, used by the client handlers, the feed, the API and the event validation.
+
+A room is `<kind>:<name>` (SPEC §3): `asset:<ASSET>` (with `@<delay>` for a
+delayed tier, `asset:<ASSET>@<delay>`), `user:<sub>`, `role:<role>`, and
+(SPEC §10) `channel:<name>` and a keyed state's `state:<name>:<owner room>`. Clients
+never name rooms; back ends do (`POST /api/v1/publish`, the events stream,
+the emitter), and `realtime.events.validation` holds them to this grammar.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+ASSET, USER, ROLE, CHANNEL, STATE = "asset", "user", "role", "channel", "state"
+# Private rooms: their events are durable (the event log) and recoverable.
+PRIVATE = (USER, ROLE, CHANNEL, STATE)
+MAX_USER = 256  # characters of a user's `sub`
+MAX_ROLE = 64
+# Longer than any room a back end may name: "user:" + MAX_USER characters.
+MAX_ROOM = 300
+
+
+class Room(NamedTuple):
+    kind: str  # "" when the name has no `<kind>:`
+    name: str
+
+
+def parse(room: str) -> Room:
+    """`user:42` → Room("user", "42"); a name without a colon has kind ""."""
+    kind, sep, name = room.partition(":")
+    return Room(kind, name) if sep else Room("", room)
+
+
+def asset_room(asset: str) -> str:
+    return f"{ASSET}:{asset}"
+
+
+def tier_room(asset: str, delay: int) -> str:
+    """The room of an asset's ticks as a connection on `delay` (s) sees them: `asset:<A>` or `asset:<A>@<delay>`."""
+    return asset_room(asset) if not delay else f"{asset_room(asset)}@{delay}"
+
+
+def room_asset(room: str) -> str | None:
+    """The asset of a tier room (`asset:<A>` or `asset:<A>@<delay>`); None for any other room."""
+    kind, name = parse(room)
+    if kind != ASSET:
+        return None
+    return name.partition("@")[0] or None
+
+
+def user_room(sub: str) -> str:
+    return f"{USER}:{sub}"
+
+
+def role_room(role: str) -> str:
+    return f"{ROLE}:{role}"
+
+
+def is_private(room: str) -> bool:
+    """Whether `room` is a user's, a role's, a channel's or a keyed state's: its events go through the event log."""
+    return parse(room).kind in PRIVATE

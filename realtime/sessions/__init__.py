@@ -1,1 +1,0 @@
-"""Client sessions: authentication, token deadlines, limits, and the Socket.IO event handlers."""
