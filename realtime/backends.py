@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from realtime.books.control import ControlChannel, SimulatorRequests, SnapshotRequests
 from realtime.cluster.demand import EXPIRY_INTERVALS, DemandStore, MemoryDemandStore, RedisDemandStore
 from realtime.cluster.presence import MemoryPresence, Presence, RedisPresence
 from realtime.config import Settings
@@ -41,6 +42,7 @@ class Backends:
     router: StreamRouter | None  # Redis only: the events stream back ends append to
     presence: Presence
     demand: DemandStore
+    book_requests: SnapshotRequests  # how a broken order book asks the feed for a snapshot
     states: StateStore  # keyed state, written with the event log (in its process, or its Redis slot)
 
 
@@ -50,16 +52,18 @@ def backends(settings: Settings, *, forget: Callable[[str], None]) -> Backends:
     heartbeat = heartbeat_period(settings.recovery_window)
     cap = settings.max_connections_per_user
     if settings.embedded:
+        simulator = SimulatedSource(settings)
         memory_log = MemoryLog(keep=keep)
         return Backends(
             manager=MemoryManager(),
-            source=SimulatedSource(settings),
+            source=simulator,
             restarts=LocalRestarts(),
             log=memory_log,
             sessions=MemorySessions(window=settings.recovery_window, heartbeat=heartbeat),
             router=None,
             presence=MemoryPresence(cap, settings.instance_id),
             demand=MemoryDemandStore(),
+            book_requests=SimulatorRequests(simulator.ask),
             states=MemoryStates(memory_log, limits(settings)),
         )
     url = settings.redis_url
@@ -79,5 +83,6 @@ def backends(settings: Settings, *, forget: Callable[[str], None]) -> Backends:
         presence=RedisPresence(settings) if cap else MemoryPresence(cap, settings.instance_id),
         demand=RedisDemandStore(url, names.demand, ttl=EXPIRY_INTERVALS * settings.demand_interval,
                                 timeout=settings.redis_timeout),
+        book_requests=ControlChannel(settings),
         states=RedisStates(url, names.state, keep=keep, timeout=settings.redis_timeout, limits=limits(settings)),
     )
