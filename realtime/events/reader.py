@@ -45,6 +45,8 @@ READ_WAIT = 1.0
 # starts from (a client that got events through a pod that reads the log
 # ahead of this one); a made-up offset cannot hold a connection out longer.
 CATCH_UP = 5.0
+# Room joins served per loop iteration.
+JOIN_SLICE = 100
 
 
 @dataclass(slots=True)
@@ -177,21 +179,31 @@ class LogReader:
     async def _join_all(self, batch: list[RoomJoin]) -> None:
         # Nothing is delivered while this runs: `upto` is exactly what the rooms have had.
         upto = self.position
-        queries = [(room, join.after) for join in batch if join.after is not None
-                   for room in join.rooms]
+        # A connection that starts at `upto` (a fresh one, nothing logged since) has nothing to read.
+        behind = [join for join in batch if join.after is not None and upto is not None
+                  and offsets.key(join.after) < offsets.key(upto)]
+        queries = [(room, join.after) for join in behind if join.after is not None for room in join.rooms]
         found: list[list[Entry]] = []
         if queries and upto is not None:
             try:
                 found = await self.log.history(queries, upto)
             except HISTORY_ERRORS as exc:
-                self.replays_failed += len(batch)
+                self.replays_failed += len(behind)
                 logger.warning("events: %d connections joined without their replay: the log is unavailable (%s)",
-                            len(batch), exc.__class__.__name__)
+                               len(behind), exc.__class__.__name__)
         histories = iter(found)
-        for join in batch:
-            replay: list[list[Entry]] | None = None
-            if found and join.after is not None:
+        lagging = {id(join) for join in behind}
+        replaying = lagging if found else set()
+        for done, join in enumerate(batch):
+            if done and done % JOIN_SLICE == 0:
+                # Thousands of recoveries at once: let the loop breathe (nothing is delivered meanwhile).
+                await asyncio.sleep(0)
+            # Per room: its missed entries; None when they could not be read (`condense` then decides).
+            replay: list[list[Entry]] | None = [[] for _ in join.rooms]
+            if id(join) in replaying:
                 replay = [next(histories) for _ in join.rooms]
+            elif id(join) in lagging:
+                replay = None  # the log was unavailable
             try:
                 await self._join_one(join, replay)
             except Exception:
