@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 
 from realtime.events import offsets
-from realtime.events.log import MAX_REPLAY, Entry
+from realtime.events.log import PAGE_ENTRIES, Entry, Page
 from realtime.events.offsets import Offset
 from realtime.events.sessions import Session
 
@@ -21,6 +21,7 @@ from realtime.events.sessions import Session
 class MemoryLog:
     def __init__(self, *, keep: float) -> None:
         self.keep_ms = int(keep * 1000)
+        self.malformed = 0  # stays 0: only `append` writes this log
         self._log: deque[Entry] = deque()
         self._rooms: dict[str, deque[Entry]] = {}
         self._last = (0, 0)
@@ -62,13 +63,13 @@ class MemoryLog:
     async def reset(self) -> None:
         return None  # nothing to reconnect
 
-    async def read(self, after: Offset, wait: float) -> list[Entry]:
+    async def read(self, after: Offset, wait: float) -> tuple[list[Entry], Offset]:
         entries = self._after(after)
         if not entries:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._appended.wait(), wait)
             entries = self._after(after)
-        return entries
+        return entries, entries[-1].offset if entries else after
 
     def _after(self, after: Offset) -> list[Entry]:
         start = offsets.key(after)
@@ -80,17 +81,36 @@ class MemoryLog:
         newer.reverse()
         return newer
 
-    async def history(self, queries: Sequence[tuple[str, Offset]], upto: Offset) -> list[list[Entry]]:
+    async def history(self, queries: Sequence[tuple[str, Offset, int]], upto: Offset) -> list[Page]:
         end = offsets.key(upto)
-        results: list[list[Entry]] = []
-        for room, after in queries:
+        pages: list[Page] = []
+        for room, after, budget in queries:
             start = offsets.key(after)
-            found = [e for e in self._rooms.get(room, ()) if start < offsets.key(e.offset) <= end]
-            results.append(found[:MAX_REPLAY])
-        return results
+            found: list[Entry] = []
+            size = 0
+            more = False
+            for entry in self._rooms.get(room, ()):
+                key = offsets.key(entry.offset)
+                if key <= start:
+                    continue
+                if key > end:
+                    break
+                cost = size_of(entry)
+                if found and (size + cost > budget or len(found) >= PAGE_ENTRIES):
+                    more = True
+                    break
+                found.append(entry)
+                size += cost
+            pages.append(Page(found, more))
+        return pages
 
     async def close(self) -> None:
         pass
+
+
+def size_of(entry: Entry) -> int:
+    """What `entry` weighs against a page's budget: its size in a Redis room history."""
+    return len(entry.offset) + len(entry.event) + len(entry.data) + 4
 
 
 class MemorySessions:
