@@ -125,7 +125,7 @@ def _bench(args: argparse.Namespace) -> int:
         storm_clients=args.storm_clients, storm_concurrency=args.storm_concurrency,
         spread_assets=args.spread_assets, spread_pods=args.spread_pods, spread_rate=args.spread_rate,
         spread_seconds=args.spread_seconds, book_clients=args.book_clients, book_changes=args.book_changes,
-        book_levels=args.book_levels, book_seconds=args.book_seconds,
+        book_levels=args.book_levels, book_seconds=args.book_seconds, state_seconds=args.state_seconds,
         rates_clients=args.rates_clients, rates_per_client=args.rates_per_client,
         rates_tick_rate=args.rates_tick_rate, rates_max_rate=args.rates_max_rate,
         overload_rates=[int(r) for r in args.overload_rates],
@@ -213,7 +213,8 @@ def _add_bench(commands: Any) -> None:
                             "stock (REALTIME_FANOUT=stock), node (socket.io 4.8 + redis adapter, see --node-dir)")
     bench.add_argument("--scenario", type=_names(SCENARIOS), default=list(DEFAULT_SCENARIOS),
                        help="scenarios to run, comma-separated; assets: many assets over several pods, the single "
-                            "price channel against per-asset channels; recovery: fresh against recovering connects")
+                            "price channel against per-asset channels; recovery: fresh against recovering connects; "
+                            "state: keyed state's bytes on the wire, subscribe latency with the hook, Redis bytes")
     bench.add_argument("--url", default=None,
                        help="measure a gateway that is already running (http://host:port) instead of starting "
                             "targets; it needs --redis-url, --price-channel, --jwt-secret and --assets to match it")
@@ -246,6 +247,8 @@ def _add_bench(commands: Any) -> None:
     bench.add_argument("--book-levels", type=int, default=defaults.book_levels, help="books: price levels a side")
     bench.add_argument("--book-seconds", type=float, default=defaults.book_seconds,
                        help="books: seconds of books, then as long of quotes")
+    bench.add_argument("--state-seconds", type=float, default=defaults.state_seconds,
+                       help="state: seconds of portfolio changes (10 a second) per way of sending them")
     bench.add_argument("--step-seconds", type=float, default=defaults.step_seconds,
                        help="capacity: seconds of publishing per step")
     bench.add_argument("--latency-seconds", type=float, default=defaults.latency_seconds,

@@ -19,6 +19,11 @@ PRICE_UNSUBSCRIBE = "price:unsubscribe"
 AUTH_REFRESH = "auth:refresh"
 # Client -> server: change a connection's price rate live. Server -> client: the pod's overload cap changed.
 PRICE_RATE = "price:rate"
+# Channels and keyed state (SPEC §10).
+CHANNEL_SUBSCRIBE = "channel:subscribe"
+CHANNEL_UNSUBSCRIBE = "channel:unsubscribe"
+STATE_SUBSCRIBE = "state:subscribe"
+STATE_UNSUBSCRIBE = "state:unsubscribe"
 
 # Server -> client events.
 PRICE_UPDATE = "price:update"
@@ -27,6 +32,12 @@ PRICE_STATUS = "price:status"
 AUTH_EXPIRING = "auth:expiring"
 # Sent just before the server closes a connection for good (e.g. the user opened too many).
 SESSION_CLOSED = "session:closed"
+# A recovered channel subscription (or a channel's state) that is no longer allowed: not restored.
+CHANNEL_CLOSED = "channel:closed"
+# Keyed state: each change (through the event log, with its offset), and the whole state when a
+# recovery cannot replay the changes.
+STATE_UPDATE = "state:update"
+STATE_SNAPSHOT = "state:snapshot"
 
 # Connection state recovery (realtime.events): the CONNECT reply's data carries "pid"; socket.io-client's
 # CONNECT auth carries {"pid", "offset"} beside "token"; every private event (user and role rooms) ends
@@ -145,6 +156,40 @@ class UnsubscribeAck(TypedDict):
 class RefreshAck(TypedDict):
     ok: bool
     exp: int
+
+
+class ChannelAck(TypedDict):
+    """`channel:subscribe` / `channel:unsubscribe`."""
+
+    ok: bool
+    channel: str
+
+
+class ChannelClosed(TypedDict):
+    """`channel:closed`: a recovered subscription that is no longer allowed (`code` FORBIDDEN or UNAVAILABLE)."""
+
+    channel: str
+    code: str
+
+
+class StateAck(TypedDict):
+    """`state:subscribe` (and the `state:snapshot` event): `channel` only for a channel's state."""
+
+    ok: bool
+    name: str
+    channel: NotRequired[str]
+    version: int
+    items: dict[str, Any]
+
+
+class StateUpdate(TypedDict):
+    """`state:update`: applying `ops` (set, merge with the changed fields only, delete) to the state at
+    `version` - 1 gives it at `version`; the event's last argument is its offset."""
+
+    name: str
+    channel: NotRequired[str]
+    version: int
+    ops: list[dict[str, Any]]
 
 
 class ErrorAck(TypedDict):

@@ -3,7 +3,8 @@
 A room is `<kind>:<name>` (SPEC §3): `asset:<ASSET>` (with `@<delay>` for a
 delayed tier, `asset:<ASSET>@<delay>`, and `~<rate>` for a rate tier,
 `asset:<ASSET>~2` or `asset:<ASSET>@900~0.5`), `user:<sub>`, `role:<role>`, and
-`book:<ASSET>:<depth>` for an order book's top-`depth` view (SPEC §9). Clients
+`book:<ASSET>:<depth>` for an order book's top-`depth` view (SPEC §9), and (SPEC §10)
+`channel:<name>` and a keyed state's `state:<name>:<owner room>`. Clients
 never name rooms; back ends do (`POST /api/v1/publish`, the events stream,
 the emitter), and `realtime.events.validation` holds them to this grammar.
 """
@@ -12,9 +13,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-ASSET, USER, ROLE, BOOK = "asset", "user", "role", "book"
+ASSET, USER, ROLE, BOOK, CHANNEL, STATE = "asset", "user", "role", "book", "channel", "state"
 # Private rooms: their events are durable (the event log) and recoverable.
-PRIVATE = (USER, ROLE)
+PRIVATE = (USER, ROLE, CHANNEL, STATE)
 MAX_USER = 256  # characters of a user's `sub`
 MAX_ROLE = 64
 # Longer than any room a back end may name: "user:" + MAX_USER characters.
@@ -82,5 +83,5 @@ def role_room(role: str) -> str:
 
 
 def is_private(room: str) -> bool:
-    """Whether `room` is a user's or a role's: its events go through the event log."""
+    """Whether `room` is a user's, a role's, a channel's or a keyed state's: its events go through the event log."""
     return parse(room).kind in PRIVATE

@@ -25,23 +25,28 @@ from realtime.backends import backends
 from realtime.books.gauges import BookGauges
 from realtime.books.service import Books
 from realtime.catalog import Catalog
+from realtime.channels.access import channel_access
 from realtime.clients.auth import TokenVerifier
 from realtime.clients.books import BookHandlers
+from realtime.clients.channels import Channels
 from realtime.clients.handlers import Gateway
 from realtime.clients.limits import AddressLimiter
+from realtime.clients.state import StateSubscriptions
 from realtime.cluster.demand import Demand
 from realtime.config import Settings
 from realtime.engine import heads, versions
 from realtime.engine.proxies import address_of
 from realtime.engine.server import SocketServer
 from realtime.engine.writer import Writers
-from realtime.events.service import Events
+from realtime.events.service import Events, retention
+from realtime.events.state.demo import DemoPortfolio
+from realtime.events.state.service import States
 from realtime.feed.gauges import FeedGauges
 from realtime.feed.ingest import Ingest
 from realtime.feed.prices import PriceBook
 from realtime.http import health
 from realtime.http.api import PREFIX, Api
-from realtime.http.board import Board
+from realtime.http.board import DEV_TOKEN_SUBJECT, Board
 from realtime.http.middleware import handshake_limit, turn_away_while_draining
 from realtime.metrics import Metrics, State
 from realtime.rooms import room_asset, room_book, tier_room
@@ -90,6 +95,18 @@ class Server:
         BookHandlers(self.gateway, self.books)
         self.overload = Overload(self.rates, settings.overload_lag, on_change=self.gateway.rates.overload)
         self.metrics.registry.register(RateGauges(self.rates, self.overload))
+        # Channels and keyed state: their client events, and what a recovery restores of them.
+        self.access = channel_access(settings, self.verifier.key if isinstance(self.verifier.key, str) else None,
+                                     self.metrics.registry)
+        self.states = States(settings, self.backends.states, keep=retention(settings))
+        channels = Channels(self.gateway, self.sio, self.access, max_channels=settings.max_channels)
+        StateSubscriptions(self.gateway, self.sio, self.states, self.access, self.events.reader,
+                           max_states=settings.max_channels)
+        self.gateway.recover_rooms(channels.vet, self.states.condense)
+        self.gateway.extend(entitle=channels.recheck)
+        # Embedded dev mode: the board's user holds a demo portfolio marked to the simulated prices.
+        self.portfolio = (DemoPortfolio(self.states, self.book, self.catalog, DEV_TOKEN_SUBJECT)
+                          if settings.embedded and settings.dev_mode and settings.simulated_rate > 0 else None)
         # Per-asset price channels follow the asset rooms of this pod.
         self._watch_assets()
         self.demand = Demand(self.backends.demand, self.catalog, settings.instance_id,
@@ -119,7 +136,7 @@ class Server:
         self.app.add_routes(health.routes(self.health))
         self.app.add_routes(self.metrics.routes())
         self.app.add_subapp(PREFIX, Api(self.sio, settings, self.verifier, self.catalog, self.book, self.demand,
-                                        self.metrics, self.events).app())
+                                        self.metrics, self.events, self.states).app())
         self.app.add_routes(Board(settings, self.catalog, self.verifier).routes())
 
         self._runner: heads.AppRunner | None = None
@@ -135,6 +152,8 @@ class Server:
         self._tasks.append(asyncio.create_task(self.books.run(), name="books"))
         self._tasks.append(asyncio.create_task(self.backends.book_requests.run(), name="book-requests"))
         self._tasks.append(asyncio.create_task(self.overload.run(), name="overload"))
+        if self.portfolio is not None:
+            self._tasks.append(asyncio.create_task(self.portfolio.run(), name="demo-portfolio"))
         await self.presence.start()
 
         self._runner = heads.AppRunner(self.app, self.heads, handle_signals=False, access_log=None,
@@ -172,6 +191,8 @@ class Server:
         await self.sio.stop_manager()
         await self.sio.stop_admission()
         await self.events.stop()
+        await self.access.close()
+        await self.states.close()
         # Let the closing transports finish (aiohttp waits for their handlers, up
         # to the grace, then cancels them), then release the port.
         if self._runner is not None:

@@ -243,8 +243,8 @@ def details(results: dict[str, dict[str, Any]]) -> str:
             if name == "books":
                 parts.append(_books(target, result))
                 continue
-            if name == "recovery":
-                parts.append(f"{target} · recovery\n" + _table(["figure", "value"], [
+            if name in ("recovery", "state"):
+                parts.append(f"{target} · {name}\n" + _table(["figure", "value"], [
                     [key, str(value)] for key, value in result.items()]))
                 continue
             if name == "connections":

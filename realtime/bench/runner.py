@@ -18,6 +18,7 @@ from typing import Any
 from realtime.bench import rates, report, scenarios
 from realtime.bench.books import books
 from realtime.bench.fleet import Fleet
+from realtime.bench.keyed import keyed_state
 from realtime.bench.options import Options
 from realtime.bench.scenarios import Run
 from realtime.bench.spread import spread
@@ -131,6 +132,14 @@ async def run_bench(plan: Plan) -> dict[str, Any]:
                         fleet, plan.options, redis_url=redis_url, redis_pid=redis.pid if redis else None,
                         cpus=plan.server_cpus, generator_cpus=plan.generator_cpus, workdir=tmp,
                         node_dir=plan.node_dir)
+                continue
+            if scenario == "state":
+                # Its own gateway (with a subscribe hook of its own): only ours, only the gateway.
+                if plan.url is None and "gateway" in plan.targets:
+                    logger.info("bench: state against the gateway")
+                    document["results"].setdefault("gateway", {})["state"] = await keyed_state(
+                        redis_url=redis_url, cpus=plan.server_cpus, workdir=tmp, node_dir=plan.node_dir,
+                        seconds=plan.options.state_seconds)
                 continue
             for target in (["url"] if plan.url else plan.targets):
                 if scenario in GATEWAY_ONLY and target == "node":

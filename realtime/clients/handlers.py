@@ -27,7 +27,7 @@ from realtime.cluster.presence import Presence, Slot
 from realtime.config import Settings
 from realtime.engine import inbound
 from realtime.engine.server import SocketServer
-from realtime.events.recovery import Recovery
+from realtime.events.recovery import Condense, Recovery
 from realtime.events.sessions import parse_subscription
 from realtime.feed.prices import PriceBook
 from realtime.logs import log_context
@@ -40,6 +40,7 @@ from realtime.protocol import (
     PRICE_RATE,
     PRICE_SUBSCRIBE,
     PRICE_UNSUBSCRIBE,
+    PRICE_UPDATE,
     SESSION_CLOSED,
     ErrorAck,
     ErrorCode,
@@ -70,6 +71,9 @@ Handler = Callable[..., Awaitable[Any]]
 # What a module with events of its own (sessions.books) does on recovery and on a refreshed token.
 Rejoin = Callable[[Connection], Awaitable[None]]
 Entitle = Callable[[Connection, Principal], Awaitable[None]]
+# Recovery of channel and state rooms (clients.channels): keeps those of a connection's recovered rooms
+# it may still have, before it joins them.
+Vet = Callable[[Connection, list[str]], Awaitable[list[str]]]
 
 
 class Gateway:
@@ -104,6 +108,8 @@ class Gateway:
         self._ending: set[asyncio.Task[None]] = set()
         self._rejoins: list[Rejoin] = []
         self._entitles: list[Entitle] = []
+        self._vet: Vet | None = None
+        self._condense: Condense | None = None
 
         sio.on("connect", self.on_connect)
         sio.on("disconnect", self.on_disconnect)
@@ -120,13 +126,22 @@ class Gateway:
         """Answer `event` with `handler(conn, *args)`, acked and rate-limited like every event."""
         self.sio.on(event, self._acked(event, handler))
 
-    def extend(self, *, rejoin: Rejoin, entitle: Entitle) -> None:
+    def extend(self, *, rejoin: Rejoin | None = None, entitle: Entitle | None = None) -> None:
         """Also run `rejoin` when a connection recovers and `entitle` when its token is refreshed."""
-        self._rejoins.append(rejoin)
-        self._entitles.append(entitle)
+        if rejoin is not None:
+            self._rejoins.append(rejoin)
+        if entitle is not None:
+            self._entitles.append(entitle)
+
+    def recover_rooms(self, vet: Vet, condense: Condense) -> None:
+        """How recovered channel and state rooms are vetted before they are joined, and their replays
+        condensed (`RoomJoin`)."""
+        self._vet = vet
+        self._condense = condense
 
     def follow(self, conn: Connection) -> None:
-        """Record the connection's subscriptions (assets with their rates, and books) with its recoverable session."""
+        """Record the connection's subscriptions (assets with their rates, books, channels and states) with its
+        recoverable session."""
         self.rates.follow(conn)
 
     def close(self) -> None:
@@ -157,10 +172,15 @@ class Gateway:
             # Private rooms are joined through the event log's reader, after the CONNECT reply and any replay.
             rooms = [] if principal.sub is None else [user_room(principal.sub), *map(role_room, principal.roles)]
             conn = self.connections[sid]
-            for restored in await self.recovery.connect(sid, principal, auth, rooms, lambda: self._rejoin(conn)):
+            vet = self._vet
+            for restored in await self.recovery.connect(
+                    sid, principal, auth, rooms, lambda: self._rejoin(conn),
+                    vet=None if vet is None else lambda asked: vet(conn, asked), condense=self._condense):
                 if room_book(restored):
                     conn.books.add(restored)
                     continue
+                if ":" in restored:
+                    continue  # a channel's or a state's room: `vet` recorded it
                 # Recovery keeps each subscription's rate, within what the new token and the cap allow.
                 asset, rate = parse_subscription(restored)
                 conn.subscriptions.add(asset)
@@ -322,15 +342,18 @@ class Gateway:
                 "statuses": [self.book.status(a) for a in subscribed], "instance": self.instance_id,
                 "maxRate": rate}
 
-    async def _rejoin(self, conn: Connection) -> list[PriceUpdate]:
-        """Recovery: join the rooms of `conn`'s restored subscriptions; their latest prices, read after the joins."""
+    async def _rejoin(self, conn: Connection) -> list[list[Any]]:
+        """Recovery: join the rooms of `conn`'s restored subscriptions; their latest prices, read after the
+        joins, and the notices of what was not restored."""
         # The connection's tier (a `delay` claim): delayed rooms and delayed snapshots, never real-time ones.
         delay = conn.principal.delay
         for name in sorted(conn.subscriptions):
             await self.rates.join(conn, name)
         for rejoin in self._rejoins:
             await rejoin(conn)
-        return [p for p in (self.book.latest(name, delay) for name in sorted(conn.subscriptions)) if p is not None]
+        notices, conn.notices = conn.notices, []
+        prices = [p for p in (self.book.latest(name, delay) for name in sorted(conn.subscriptions)) if p is not None]
+        return [*notices, *([PRICE_UPDATE, price] for price in prices)]
 
     async def unsubscribe(self, conn: Connection, payload: Any = None, *_: Any) -> UnsubscribeAck:
         names = asset_names(payload, MAX_ASSETS_PER_REQUEST)

@@ -82,9 +82,10 @@ class Rates:
         await self.join(conn, asset)
 
     def follow(self, conn: Connection) -> None:
-        """Record the subscriptions, with their rates, and the books in the connection's recoverable session."""
+        """Record the subscriptions, with their rates, and the books, channels and states in the connection's
+        recoverable session."""
         self.recovery.follow(conn.sid, [*(subscription(a, conn.rates.get(a)) for a in sorted(conn.subscriptions)),
-                                        *sorted(conn.books)])
+                                        *sorted(conn.books), *sorted(conn.channels), *sorted(conn.states)])
 
     async def change_all(self, conn: Connection, payload: Any = None, *_: Any) -> RateAck:
         """`price:rate` `{"maxRate": N | null, "assets"?: [...]}`: a new grant for those subscriptions (or all)."""

@@ -42,11 +42,35 @@ logger = logging.getLogger(__name__)
 # The most history entries of one room in one page.
 PAGE_ENTRIES = 1000
 
+# Appends one entry to the log and to its room's history, trims both to the retention and returns the
+# offset. A Lua function shared by the scripts that append (this module's and keyed state's), so an
+# offset names the same event everywhere, whatever wrote it.
+# log, history, keep: keys; room, event, data: the entry; keep_ms: the caller's retention.
+APPEND_ENTRY = """
+local function append_entry(log, history, keepkey, room, event, data, keep_ms)
+  local keep = math.max(tonumber(keep_ms), tonumber(redis.call('GET', keepkey) or '0'))
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local oldest = math.max(0, now - keep)
+  local id = redis.call('XADD', log, 'MINID', '~', tostring(oldest), '*',
+                        'room', room, 'event', event, 'data', data)
+  redis.call('RPUSH', history, id .. '|' .. #event .. '|' .. event .. data)
+  while true do
+    local head = redis.call('LINDEX', history, 0)
+    local ms = head and tonumber(string.match(head, '^(%d+)-'))
+    if not ms or ms >= oldest then break end
+    redis.call('LPOP', history)
+  end
+  redis.call('PEXPIRE', history, keep)
+  return id
+end
+"""
+
 # KEYS: log, room history, last routed input id, retention (ms) the gateways asked for, the router's lease.
 # ARGV: room, event, data (JSON text), retention (ms) of the caller, input id or "", the router or "".
 # Returns the offset; false for an input id that is not above the last routed one; -1 for a router
 # that no longer holds the lease (a paused pod that woke up: it must not append out of order).
-APPEND = """
+APPEND = APPEND_ENTRY + """
 local function above(a, b)
   local ams, an = string.match(a, '^(%d+)-(%d+)$')
   local bms, bn = string.match(b, '^(%d+)-(%d+)$')
@@ -61,20 +85,7 @@ if input ~= '' then
   local last = redis.call('GET', KEYS[3])
   if last and not above(input, last) then return false end
 end
-local keep = math.max(tonumber(ARGV[4]), tonumber(redis.call('GET', KEYS[4]) or '0'))
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local oldest = math.max(0, now - keep)
-local id = redis.call('XADD', KEYS[1], 'MINID', '~', tostring(oldest), '*',
-                      'room', ARGV[1], 'event', ARGV[2], 'data', ARGV[3])
-redis.call('RPUSH', KEYS[2], id .. '|' .. #ARGV[2] .. '|' .. ARGV[2] .. ARGV[3])
-while true do
-  local head = redis.call('LINDEX', KEYS[2], 0)
-  local ms = head and tonumber(string.match(head, '^(%d+)-'))
-  if not ms or ms >= oldest then break end
-  redis.call('LPOP', KEYS[2])
-end
-redis.call('PEXPIRE', KEYS[2], keep)
+local id = append_entry(KEYS[1], KEYS[2], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 if input ~= '' then redis.call('SET', KEYS[3], input) end
 return id
 """
@@ -176,7 +187,7 @@ class Keys:
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
-        tag = "{" + prefix + "}"
+        tag = self._tag = "{" + prefix + "}"
         self.log = f"{tag}:log"
         self.routed = f"{tag}:routed"
         self.keep = f"{tag}:keep"
@@ -185,6 +196,10 @@ class Keys:
 
     def room(self, room: str) -> str:
         return self._room + room
+
+    def state(self, room: str) -> str:
+        """The hash of a keyed state (`room` = its `state:` room), in the log's slot: one script writes both."""
+        return f"{self._tag}:{room}"
 
 
 class RedisLog:

@@ -35,7 +35,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -46,7 +46,6 @@ from realtime.engine.writer import Writer
 from realtime.events import offsets
 from realtime.events.log import Entry, EventLog, Page
 from realtime.events.offsets import Offset
-from realtime.protocol import PRICE_UPDATE, PriceUpdate
 from realtime.send.delivery import send
 
 logger = logging.getLogger(__name__)
@@ -72,11 +71,16 @@ class RoomJoin:
     sid: str
     rooms: list[str]
     after: Offset | None  # None: join without replay
-    # Recovery: joins the rooms of the restored subscriptions, returns their latest prices (read after
-    # the joins). The gateway's handlers provide it: they own how an asset's room is named.
-    rejoin: Callable[[], Awaitable[list[PriceUpdate]]] | None = None
+    # Recovery: joins the rooms of the restored subscriptions and returns the events to send then, as
+    # packet arguments (the latest prices, channels no longer allowed), read after the joins. The
+    # gateway's handlers provide it: they own how an asset's room is named.
+    rejoin: Callable[[], Awaitable[list[list[Any]]]] | None = None
+    # Recovery: given a room, the client's offset and the room's missed entries (None: unreadable),
+    # the events to send instead of that replay (a state's snapshot), or None to replay it.
+    condense: Callable[[str, Offset, list[Entry] | None], Awaitable[list[list[Any]] | None]] | None = None
     since: float = 0.0  # loop time it was first deferred
     paced: bool = False  # a replay in parts: `after` is where the last part ended; due once the writer drained
+    condensed: set[str] = field(default_factory=set)  # rooms whose replay `condense` replaced
 
 
 class LogReader:
@@ -244,23 +248,40 @@ class LogReader:
                 self.replays_failed += len(behind)
                 logger.exception("events: %d connections joined without their replay", len(behind))
         pages = iter(found)
-        replaying = {id(join) for join in behind} if found else set()
+        lagging = {id(join) for join in behind}
+        replaying = lagging if found else set()
         for done, join in enumerate(batch):
             if done and done % JOIN_SLICE == 0:
                 # Thousands of recoveries at once: let the loop breathe (nothing is delivered meanwhile).
                 await asyncio.sleep(0)
             mine = [next(pages) for _ in join.rooms] if id(join) in replaying else None
+            unread = id(join) in lagging and not found  # the log was unavailable
             try:
-                await self._join_one(join, mine)
+                await self._join_one(join, mine, unread)
             except Exception:
                 # One connection's failure must not stop the joins of everyone after it.
                 logger.exception("events: join of %s failed", join.sid)
 
-    async def _join_one(self, join: RoomJoin, pages: list[Page] | None) -> None:
-        """Send `join` its replay's next part; after the last, join it to its rooms and rejoin its assets."""
+    async def _join_one(self, join: RoomJoin, pages: list[Page] | None, unread: bool = False) -> None:
+        """Send `join` its replay's next part (a room `condense` answers for gets that instead, once); after
+        the last, join it to its rooms and rejoin its assets."""
         if not self.sio.connected(join.sid):
             return  # gone while we read, or while its replay was paced
         writer = self.sio.writer_of(join.sid)
+        if join.condense is not None and join.after is not None and not join.paced:
+            for i, room in enumerate(join.rooms):
+                page = pages[i] if pages is not None else None
+                # None: incomplete (unreadable, or more than one part): the room's own rule decides.
+                missed = None if unread or (page is not None and page.more) else (page.entries if page else [])
+                instead = await join.condense(room, join.after, missed)
+                if instead is not None:
+                    join.condensed.add(room)
+                    for args in instead:
+                        if writer is not None:
+                            send(self.sio, [writer], args)
+        if pages is not None and join.condensed:
+            pages = [Page([], False) if room in join.condensed else page for room, page in zip(join.rooms, pages,
+                                                                                                strict=True)]
         if writer is not None and pages is not None:
             rest = self._replay(writer, pages)
             if rest is not None:
@@ -271,9 +292,14 @@ class LogReader:
             await self.sio.enter_room(join.sid, room)
         if join.rejoin is not None:
             # After the joins: a tick that comes later is sent after this snapshot.
-            for update in await join.rejoin():
+            for args in await join.rejoin():
                 if writer is not None:
-                    send(self.sio, [writer], [PRICE_UPDATE, update])
+                    send(self.sio, [writer], args)
+
+    def quiet(self) -> asyncio.Lock:
+        """Held, nothing is delivered: a snapshot read then and a room joined then meet the live events
+        without a gap (what follows has a later version, or one the client already has)."""
+        return self._delivering
 
     def _replay(self, writer: Writer, pages: list[Page]) -> Offset | None:
         """Send one part of a replay: the pages merged in log order, up to the first page's end that has

@@ -27,14 +27,18 @@ from realtime.backplane.connections import REDIS_ERRORS
 from realtime.catalog import Catalog
 from realtime.engine.server import SocketServer
 from realtime.events import offsets
-from realtime.events.log import EventLog
+from realtime.events.log import Entry, EventLog
+from realtime.events.offsets import Offset
 from realtime.events.reader import LogReader, RoomJoin
 from realtime.events.sessions import MAX_PID, Session, SessionStore, new_pid, parse_subscription, subscription
 from realtime.principal import Principal
-from realtime.protocol import AUTH_OFFSET, AUTH_PID, PriceUpdate
+from realtime.protocol import AUTH_OFFSET, AUTH_PID
 from realtime.rooms import book_room, room_book
 
 logger = logging.getLogger(__name__)
+
+
+Condense = Callable[[str, Offset, list[Entry] | None], Awaitable[list[list[Any]] | None]]
 
 
 class Outcome(StrEnum):
@@ -79,11 +83,15 @@ class Recovery:
         self._dirty = asyncio.Event()
 
     async def connect(self, sid: str, principal: Principal, auth: Any, rooms: list[str],
-                      rejoin: Callable[[], Awaitable[list[PriceUpdate]]]) -> list[str]:
-        """Prepare `sid`'s CONNECT reply and join; return the asset subscriptions it recovers.
+                      rejoin: Callable[[], Awaitable[list[list[Any]]]], *,
+                      vet: Callable[[list[str]], Awaitable[list[str]]] | None = None,
+                      condense: Condense | None = None) -> list[str]:
+        """Prepare `sid`'s CONNECT reply and join; return the subscriptions it recovers.
 
         `rejoin` joins the rooms of the connection's subscriptions (by then, the recovered ones) and
-        returns their latest prices; it runs after the replay.
+        returns the events to send then (their latest prices); it runs after the replay. `vet` keeps the
+        recovered rooms (channels, states: `:` in the name) the connection may still have; they are
+        replayed, through `condense` (see `RoomJoin`), and joined.
         """
         asked = _asked_pid(auth)
         if self.window <= 0 or principal.sub is None:
@@ -94,6 +102,7 @@ class Recovery:
         pid: str | None = None
         after: offsets.Offset | None = None
         restored: list[str] = []
+        kept: list[str] = []
         outcome: Outcome | None = None
         try:
             if asked is not None:
@@ -108,6 +117,10 @@ class Recovery:
                     client_offset = offsets.parse(auth.get(AUTH_OFFSET))
                     after = offsets.later(client_offset, session.basis) if client_offset else session.basis
                     restored = self._allowed(session.subscriptions, principal)
+                    asked_rooms = [name for name in session.subscriptions if ":" in name]
+                    if asked_rooms and vet is not None:
+                        kept = await vet(asked_rooms)
+                        restored += kept
                     self._follow[pid] = tuple(restored)  # the new token's rights, and a fresh TTL
                     self._dirty.set()
                     self._hold(sid, pid, Session(session.sub, tuple(restored), session.basis))
@@ -122,11 +135,13 @@ class Recovery:
             logger.warning("recovery: Redis unavailable (%s); connection accepted without a session",
                         exc.__class__.__name__)
             outcome = Outcome.UNAVAILABLE if asked is not None else None
-            pid, after, restored = None, None, []
+            pid, after, restored, kept = None, None, [], []
             self._let_go(sid)
         if outcome is not None:
             self.outcomes[outcome.value] += 1
-        self._prepare(sid, pid, RoomJoin(sid, rooms, after, rejoin if restored else None))
+        recovered = outcome is Outcome.RECOVERED
+        self._prepare(sid, pid, RoomJoin(sid, [*rooms, *kept], after, rejoin if recovered else None,
+                                         condense if recovered else None))
         return restored
 
     def _prepare(self, sid: str, pid: str | None, join: RoomJoin) -> None:

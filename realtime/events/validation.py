@@ -18,6 +18,7 @@ import orjson
 
 from realtime import rooms
 from realtime.catalog import Catalog
+from realtime.channels import names
 from realtime.protocol import ErrorCode, GatewayError
 
 # The largest `data` of an event, as JSON text, whichever way it comes in (`POST /api/v1/publish`, the
@@ -29,7 +30,7 @@ MAX_BODY_BYTES = MAX_DATA_BYTES + 1024
 MAX_EVENT_NAME = 64
 # Events a service may not emit: the gateway's own (a forged price or auth
 # event would be believed by every client) and socket.io-client's reserved names.
-RESERVED_PREFIXES = ("price:", "auth:", "session:")
+RESERVED_PREFIXES = ("price:", "auth:", "session:", "channel:", "state:")
 RESERVED_EVENTS = frozenset({"connect", "connect_error", "disconnect", "disconnecting",
                              "newListener", "removeListener"})
 # The fields of a publication (an API body, an events stream entry).
@@ -67,7 +68,7 @@ def user(sub: Any) -> str:
 
 def room(name: Any, catalog: Catalog | None = None) -> str:
     """`name` if a back end may publish to it: a private room, or with `catalog` an asset's (in catalog spelling)."""
-    expected = "user:<sub> or role:<role>" + (" or asset:<ASSET>" if catalog is not None else "")
+    expected = "user:<sub>, role:<role> or channel:<name>" + (" or asset:<ASSET>" if catalog is not None else "")
     if not isinstance(name, str) or not 0 < len(name) <= rooms.MAX_ROOM:
         raise GatewayError(ErrorCode.BAD_REQUEST, f"room must be a string: {expected}")
     kind, rest = rooms.parse(name)
@@ -75,6 +76,8 @@ def room(name: Any, catalog: Catalog | None = None) -> str:
         return user(rest)
     if kind == rooms.ROLE and 0 < len(rest) <= rooms.MAX_ROLE:
         return rooms.role_room(rest)
+    if kind == rooms.CHANNEL and rest:
+        return names.room(names.channel(rest))
     if kind == rooms.ASSET and rest and catalog is not None:
         asset = catalog.get(rest)
         if asset is None:

@@ -260,6 +260,53 @@
     renderBook();
   });
 
+  // The user's positions (keyed state): the snapshot of state:subscribe, then each state:update
+  // applied in version order; a gap means one was missed, and subscribing again repairs it.
+  const positionsEl = document.getElementById("positions");
+  const positions = { version: -1, items: {} };
+  function showPositions() {
+    positionsEl.hidden = Object.keys(positions.items).length === 0;
+    positionsEl.dataset.version = String(positions.version);
+    const body = positionsEl.querySelector("tbody");
+    body.replaceChildren(...Object.keys(positions.items).sort().map((key) => {
+      const p = positions.items[key];
+      const tr = document.createElement("tr");
+      tr.dataset.key = key;
+      for (const [field, cls] of [["asset", "asset"], ["side", ""], ["qty", "num"], ["entry", "num"],
+                                  ["price", "num"], ["profit", "num"]]) {
+        const td = document.createElement("td");
+        td.className = cls;
+        td.dataset.field = field;
+        td.textContent = p[field] ?? "";
+        if (field === "profit") td.classList.toggle("loss", String(p.profit).startsWith("-"));
+        tr.appendChild(td);
+      }
+      return tr;
+    }));
+  }
+  function takeSnapshot({ version, items }) {
+    positions.version = version;
+    positions.items = items;
+    showPositions();
+  }
+  function subscribePositions() {
+    socket.timeout(10000).emit("state:subscribe", { name: "positions" }, (err, ack) => {
+      if (!err && ack.ok) takeSnapshot(ack);
+    });
+  }
+  socket.on("state:snapshot", (snapshot) => { if (snapshot.name === "positions") takeSnapshot(snapshot); });
+  socket.on("state:update", ({ name, version, ops }) => {
+    if (name !== "positions" || version <= positions.version) return;
+    if (version !== positions.version + 1) return subscribePositions();
+    for (const op of ops) {
+      if (op.op === "delete") delete positions.items[op.key];
+      else if (op.op === "set") positions.items[op.key] = op.value;
+      else Object.assign(positions.items[op.key], op.changes);
+    }
+    positions.version = version;
+    showPositions();
+  });
+
   socket.on("connect", () => {
     if (!socket.recovered && selected) requestBook("book:subscribe");
     // Maybe another pod, or a restarted one: it numbers ticks afresh.
@@ -267,6 +314,7 @@
     setStatus("connected", "Live");
     showMeta();
     subscribe([...rows.values()].filter((row) => row.wanted).map((row) => row.name));
+    if (!socket.recovered) subscribePositions();
   });
   rateEl.addEventListener("change", () => {
     if (!socket.connected) return;
