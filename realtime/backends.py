@@ -1,8 +1,8 @@
 """Every swappable backend, chosen in one place by the URL in `REALTIME_REDIS_URL`.
 
 Unset or `memory://` (embedded mode, one pod): the manager, the price
-source (the simulator), the event log and its sessions, presence, demand and
-the restart offsets all live in this process. `redis://`, `rediss://` or
+source (the simulator), the event log and its sessions, keyed state, presence,
+demand and the restart offsets all live in this process. `redis://`, `rediss://` or
 `redis+cluster://`: each is shared through Redis, under the deployment's
 namespace (`realtime.namespace`), and the events stream gets its router.
 Each backend pair sits behind one small interface in its own package.
@@ -24,6 +24,9 @@ from realtime.events.recovery import heartbeat_period
 from realtime.events.router import StreamRouter
 from realtime.events.service import retention
 from realtime.events.sessions import RedisSessions, SessionStore
+from realtime.events.state.memory import MemoryStates
+from realtime.events.state.service import limits
+from realtime.events.state.store import RedisStates, StateStore
 from realtime.feed.restarts import LocalRestarts, RedisRestarts, Restarts
 from realtime.feed.sources import PriceSource, RedisSource, SimulatedSource
 from realtime.namespace import namespace
@@ -42,6 +45,7 @@ class Backends:
     demand: DemandStore
     market: MarketStore  # trade history and closed candles
     book_requests: SnapshotRequests  # how a broken order book asks the feed for a snapshot
+    states: StateStore  # keyed state, written with the event log (in its process, or its Redis slot)
 
 
 def backends(settings: Settings, *, forget: Callable[[str], None]) -> Backends:
@@ -51,17 +55,19 @@ def backends(settings: Settings, *, forget: Callable[[str], None]) -> Backends:
     cap = settings.max_connections_per_user
     if settings.embedded:
         simulator = SimulatedSource(settings)
+        memory_log = MemoryLog(keep=keep)
         return Backends(
             manager=MemoryManager(),
             source=simulator,
             restarts=LocalRestarts(),
-            log=MemoryLog(keep=keep),
+            log=memory_log,
             sessions=MemorySessions(window=settings.recovery_window, heartbeat=heartbeat),
             router=None,
             presence=MemoryPresence(cap, settings.instance_id),
             demand=MemoryDemandStore(),
             market=MemoryStore(),
             book_requests=SimulatorRequests(simulator.ask),
+            states=MemoryStates(memory_log, limits(settings)),
         )
     url = settings.redis_url
     assert url is not None
@@ -83,4 +89,5 @@ def backends(settings: Settings, *, forget: Callable[[str], None]) -> Backends:
         market=RedisStore(url, names.state, trades=settings.trades_history, candles=settings.candles_history,
                           timeout=settings.redis_timeout),
         book_requests=ControlChannel(settings),
+        states=RedisStates(url, names.state, keep=keep, timeout=settings.redis_timeout, limits=limits(settings)),
     )

@@ -21,7 +21,7 @@ ENV_PREFIX = "REALTIME_"
 # RFC 7518 §3.2: an HS256 key must be at least as long as the hash (256 bits).
 MIN_SECRET_BYTES = 32
 # Values never echoed in a configuration error.
-SECRET_FIELDS = frozenset({"jwt_secret"})
+SECRET_FIELDS = frozenset({"jwt_secret", "subscribe_hook_secret"})
 DEFAULT_ASSETS = "BTC_USDC_PERP:4,ETH_USDC_PERP:4,SOL_USDC_PERP:4"
 
 
@@ -262,6 +262,16 @@ class Settings(BaseSettings):
                     "REALTIME_MANAGER_CHANNEL, REALTIME_PRICE_CHANNEL and REALTIME_DEMAND_KEY)",
     )
 
+    # How fast a client is fed (SPEC §11, docs/rates.md).
+    max_rate: float | None = Field(
+        None, ge=0.1, le=1000, description="price updates per second per asset any connection gets at most "
+                                           "(unset: no cap; a token's maxRate claim and the request may lower it)",
+    )
+    overload_lag: float = Field(
+        100.0, ge=0, le=60_000, description="event-loop lag (ms) past which the pod lowers every connection's "
+                                            "price rate evenly until the lag recovers (0 = off)",
+    )
+
     # Order books (realtime.books).
     book_depths: Annotated[list[int], NoDecode] = Field(
         default_factory=lambda: [10, 20, 50], description="depths a client may ask `book:subscribe` for",
@@ -280,12 +290,45 @@ class Settings(BaseSettings):
                                           "`candles:subscribe` may ask for",
     )
 
+    # Channels and keyed state (SPEC §10; realtime.channels, realtime.events.state).
+    public_channels: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="channel namespaces anyone may subscribe to (e.g. announcements)",
+    )
+    max_channels: int = Field(
+        100, ge=1, le=10_000, description="channels one connection may subscribe to, and as many states",
+    )
+    subscribe_hook: str | None = Field(
+        None, description="URL the gateway POSTs {sub, roles, channel} to, to ask whether a user may subscribe",
+    )
+    subscribe_hook_secret: str | None = Field(
+        None, description="HS256 secret of the service JWT sent to the subscribe hook (default: REALTIME_JWT_SECRET)",
+    )
+    subscribe_hook_timeout: float = Field(2.0, gt=0, le=60, description="seconds the subscribe hook may take")
+    subscribe_hook_ttl: float = Field(
+        60.0, ge=0, le=86_400, description="seconds an answer of the subscribe hook without a ttl is cached",
+    )
+    subscribe_hook_cache: int = Field(
+        100_000, ge=0, le=10_000_000, description="answers of the subscribe hook kept (user and channel pairs)",
+    )
+    subscribe_hook_breaker: float = Field(
+        5.0, ge=0, le=3600, description="seconds the subscribe hook is not called after it failed (0 = always)",
+    )
+    state_max_keys: int = Field(1000, ge=1, le=1_000_000, description="keys one keyed state may hold")
+    state_max_value_bytes: int = Field(
+        4096, ge=16, le=1024 * 1024, description="JSON bytes of one value of a keyed state",
+    )
+    state_replay: int = Field(
+        1000, ge=0, le=5000,
+        description="missed updates of one state a recovery replays; past it the client gets state:snapshot",
+    )
+
     # Lifecycle and logs.
     shutdown_grace: float = Field(10.0, ge=0, le=600, description="seconds SIGTERM waits for clients to leave")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     log_format: Literal["text", "json"] = Field("text", description="log line format")
 
     @field_validator("jwt_algorithms", "cors_origins", "trusted_proxies", "delay_tiers", "book_depths",
+                     "public_channels",
                      mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
@@ -327,7 +370,24 @@ class Settings(BaseSettings):
                 raise ValueError("redis+cluster:// needs host:port[,host:port...]")
         return value
 
-    @field_validator("jwt_secret")
+    @field_validator("public_channels")
+    @classmethod
+    def _valid_namespaces(cls, value: list[str]) -> list[str]:
+        reserved = {"asset", "user", "role", "book", "channel"}
+        for namespace in value:
+            if namespace in reserved or not all(c.isalnum() or c in "_.-" for c in namespace):
+                raise ValueError(f"{namespace!r} is not a channel namespace one may open (A-Z a-z 0-9 _ . -, "
+                                 f"not {', '.join(sorted(reserved))})")
+        return value
+
+    @field_validator("subscribe_hook")
+    @classmethod
+    def _valid_hook(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("expected an http:// or https:// URL")
+        return value or None
+
+    @field_validator("jwt_secret", "subscribe_hook_secret")
     @classmethod
     def _long_secret(cls, value: str | None) -> str | None:
         if value is not None and len(value.encode()) < MIN_SECRET_BYTES:
@@ -355,6 +415,9 @@ class Settings(BaseSettings):
         if self.dev and self.has_key:
             raise ValueError("REALTIME_DEV: dev mode signs its own tokens and hands them out; "
                              "unset REALTIME_JWT_SECRET / REALTIME_JWT_PUBLIC_KEY_FILE, or REALTIME_DEV")
+        if self.subscribe_hook and not (self.subscribe_hook_secret or self.jwt_secret or self.dev_mode):
+            raise ValueError("REALTIME_SUBSCRIBE_HOOK: set REALTIME_SUBSCRIBE_HOOK_SECRET (or REALTIME_JWT_SECRET) "
+                             "to sign the service JWT the hook receives")
         if self.slow_consumer_max_bytes <= self.slow_consumer_bytes:
             raise ValueError("REALTIME_SLOW_CONSUMER_MAX_BYTES must be above REALTIME_SLOW_CONSUMER_BYTES")
         return self

@@ -1,9 +1,11 @@
 """Room names: the one grammar, used by the client handlers, the feed, the API and the event validation.
 
 A room is `<kind>:<name>` (SPEC §3): `asset:<ASSET>` (with `@<delay>` for a
-delayed tier, `asset:<ASSET>@<delay>`), `user:<sub>`, `role:<role>`, and
+delayed tier, `asset:<ASSET>@<delay>`, and `~<rate>` for a rate tier,
+`asset:<ASSET>~2` or `asset:<ASSET>@900~0.5`), `user:<sub>`, `role:<role>`, and
 `book:<ASSET>:<depth>` for an order book's top-`depth` view, `trades:<ASSET>` and
-`candles:<ASSET>:<interval>[@<delay>]` (SPEC §9). Clients
+`candles:<ASSET>:<interval>[@<delay>]` (SPEC §9), and (SPEC §10)
+`channel:<name>` and a keyed state's `state:<name>:<owner room>`. Clients
 never name rooms; back ends do (`POST /api/v1/publish`, the events stream,
 the emitter), and `realtime.events.validation` holds them to this grammar.
 """
@@ -12,9 +14,10 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-ASSET, USER, ROLE, BOOK, TRADES, CANDLES = "asset", "user", "role", "book", "trades", "candles"
+ASSET, USER, ROLE, BOOK, CHANNEL, STATE = "asset", "user", "role", "book", "channel", "state"
+TRADES, CANDLES = "trades", "candles"
 # Private rooms: their events are durable (the event log) and recoverable.
-PRIVATE = (USER, ROLE)
+PRIVATE = (USER, ROLE, CHANNEL, STATE)
 MAX_USER = 256  # characters of a user's `sub`
 MAX_ROLE = 64
 # Longer than any room a back end may name: "user:" + MAX_USER characters.
@@ -41,12 +44,22 @@ def tier_room(asset: str, delay: int) -> str:
     return asset_room(asset) if not delay else f"{asset_room(asset)}@{delay}"
 
 
+def rate_room(base: str, rate: float) -> str:
+    """The room of a tier room's ticks at most `rate` per second: `<base>~<rate>` (`asset:BTC~2`)."""
+    return f"{base}~{rate:g}"
+
+
 def room_asset(room: str) -> str | None:
-    """The asset of a tier room (`asset:<A>` or `asset:<A>@<delay>`); None for any other room."""
+    """The asset of a tier or rate room (`asset:<A>`, `asset:<A>@<delay>`, `…~<rate>`); None for any other room."""
     kind, name = parse(room)
     if kind != ASSET:
         return None
-    return name.partition("@")[0] or None
+    return name.partition("~")[0].partition("@")[0] or None
+
+
+def is_delayed(room: str) -> bool:
+    """Whether `room` is a delayed tier's (or one of its rate rooms)."""
+    return "@" in parse(room).name
 
 
 def book_room(asset: str, depth: int) -> str:
@@ -95,5 +108,5 @@ def role_room(role: str) -> str:
 
 
 def is_private(room: str) -> bool:
-    """Whether `room` is a user's or a role's: its events go through the event log."""
+    """Whether `room` is a user's, a role's, a channel's or a keyed state's: its events go through the event log."""
     return parse(room).kind in PRIVATE

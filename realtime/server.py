@@ -25,10 +25,13 @@ from realtime.backends import backends
 from realtime.books.gauges import BookGauges
 from realtime.books.service import Books
 from realtime.catalog import Catalog
+from realtime.channels.access import channel_access
 from realtime.clients.auth import TokenVerifier
 from realtime.clients.books import BookHandlers
+from realtime.clients.channels import Channels
 from realtime.clients.handlers import Gateway
 from realtime.clients.limits import AddressLimiter
+from realtime.clients.state import StateSubscriptions
 from realtime.clients.trades import TradeHandlers
 from realtime.cluster.demand import Demand
 from realtime.config import Settings
@@ -36,17 +39,21 @@ from realtime.engine import heads, versions
 from realtime.engine.proxies import address_of
 from realtime.engine.server import SocketServer
 from realtime.engine.writer import Writers
-from realtime.events.service import Events
+from realtime.events.service import Events, retention
+from realtime.events.state.demo import DemoPortfolio
+from realtime.events.state.service import States
 from realtime.feed.gauges import FeedGauges
 from realtime.feed.ingest import Ingest
 from realtime.feed.prices import PriceBook
 from realtime.http import health
 from realtime.http.api import PREFIX, Api
-from realtime.http.board import Board
+from realtime.http.board import DEV_TOKEN_SUBJECT, Board
 from realtime.http.middleware import handshake_limit, turn_away_while_draining
 from realtime.metrics import Metrics, State
 from realtime.rooms import room_asset, room_book, room_market, tier_room
 from realtime.send.fanout import fanout
+from realtime.send.overload import Overload, RateGauges
+from realtime.send.rates import RateTiers
 from realtime.trades.gauges import TradeGauges
 from realtime.trades.service import Market
 
@@ -77,12 +84,15 @@ class Server:
         self.books = Books(self.catalog, depths=settings.book_depths, interval_ms=settings.book_interval,
                            fanout=send, room_size=self.sio.room_size, ask=self.backends.book_requests.ask)
         self.metrics.registry.register(BookGauges(self.books))
+        # How fast each connection is fed: rate tiers, and the overload cap on all of them.
+        self.rates = RateTiers(self.sio)
         # Trades and candles ride the same feed; their history is shared through the store.
         self.market = Market(self.catalog, self.backends.market, send, self.sio.room_size,
                              keep_trades=settings.trades_history, keep_candles=settings.candles_history,
                              delays=settings.delay_tiers, hears=self.source.hears)
         self.metrics.registry.register(TradeGauges(self.market))
-        self.ingest = Ingest(self.source, self.book, send, self.metrics, self.restarts, self.books, self.market)
+        self.ingest = Ingest(self.source, self.book, send, self.metrics, self.rates, self.restarts, self.books,
+                             self.market)
         # Private events: the log, live delivery with offsets, sessions and recovery, the stream router.
         self.events = Events(settings, self.sio, self.catalog, log=self.backends.log,
                              sessions=self.backends.sessions, router=self.backends.router)
@@ -90,9 +100,23 @@ class Server:
         self.verifier = TokenVerifier(settings)
         self.presence = self.backends.presence
         self.gateway = Gateway(self.sio, settings, self.verifier, self.catalog, self.book, self.metrics,
-                               self.presence, self.events.recovery)
+                               self.presence, self.events.recovery, self.rates)
         BookHandlers(self.gateway, self.books)
         TradeHandlers(self.gateway, self.market)
+        self.overload = Overload(self.rates, settings.overload_lag, on_change=self.gateway.rates.overload)
+        self.metrics.registry.register(RateGauges(self.rates, self.overload))
+        # Channels and keyed state: their client events, and what a recovery restores of them.
+        self.access = channel_access(settings, self.verifier.key if isinstance(self.verifier.key, str) else None,
+                                     self.metrics.registry)
+        self.states = States(settings, self.backends.states, keep=retention(settings))
+        channels = Channels(self.gateway, self.sio, self.access, max_channels=settings.max_channels)
+        StateSubscriptions(self.gateway, self.sio, self.states, self.access, self.events.reader,
+                           max_states=settings.max_channels)
+        self.gateway.recover_rooms(channels.vet, self.states.condense)
+        self.gateway.extend(entitle=channels.recheck)
+        # Embedded dev mode: the board's user holds a demo portfolio marked to the simulated prices.
+        self.portfolio = (DemoPortfolio(self.states, self.book, self.catalog, DEV_TOKEN_SUBJECT)
+                          if settings.embedded and settings.dev_mode and settings.simulated_rate > 0 else None)
         # Per-asset price channels follow the asset rooms of this pod.
         self._watch_assets()
         self.demand = Demand(self.backends.demand, self.catalog, settings.instance_id,
@@ -122,7 +146,7 @@ class Server:
         self.app.add_routes(health.routes(self.health))
         self.app.add_routes(self.metrics.routes())
         self.app.add_subapp(PREFIX, Api(self.sio, settings, self.verifier, self.catalog, self.book, self.demand,
-                                        self.metrics, self.events).app())
+                                        self.metrics, self.events, self.states).app())
         self.app.add_routes(Board(settings, self.catalog, self.verifier).routes())
 
         self._runner: heads.AppRunner | None = None
@@ -139,6 +163,9 @@ class Server:
         self._tasks.append(asyncio.create_task(self.demand.run(), name="demand"))
         self._tasks.append(asyncio.create_task(self.books.run(), name="books"))
         self._tasks.append(asyncio.create_task(self.backends.book_requests.run(), name="book-requests"))
+        self._tasks.append(asyncio.create_task(self.overload.run(), name="overload"))
+        if self.portfolio is not None:
+            self._tasks.append(asyncio.create_task(self.portfolio.run(), name="demo-portfolio"))
         await self.presence.start()
 
         self._runner = heads.AppRunner(self.app, self.heads, handle_signals=False, access_log=None,
@@ -150,11 +177,6 @@ class Server:
                            backlog=LISTEN_BACKLOG)
         await site.start()
         self.port = self._runner.addresses[0][1]
-        # The cyclic GC, run every 700 allocations, was a third of fan-out CPU and
-        # set the latency tail: keep what start-up built out of its sight, and let
-        # the young generation grow (PERFORMANCE.md, finding 3).
-        gc.freeze()
-        gc.set_threshold(50_000, *gc.get_threshold()[1:])
         mode = "embedded (in-memory manager, simulated feed)" if self.settings.embedded else "redis"
         logger.info("instance %s listening on http://%s:%d, %s mode%s", self.settings.instance_id,
                  self.settings.host, self.port, mode,
@@ -181,6 +203,8 @@ class Server:
         await self.sio.stop_manager()
         await self.sio.stop_admission()
         await self.events.stop()
+        await self.access.close()
+        await self.states.close()
         # Let the closing transports finish (aiohttp waits for their handlers, up
         # to the grace, then cancels them), then release the port.
         if self._runner is not None:
@@ -226,8 +250,9 @@ class Server:
         self.sio.watch_rooms(occupied, vacated)
 
     def _local_subscribers(self) -> dict[str, int]:
-        """Subscribers per asset on this pod, real-time and delayed tiers together."""
-        rooms = {name: [tier_room(name, delay) for delay in {0, *self.settings.delay_tiers}]
+        """Subscribers per asset on this pod, real-time and delayed tiers and their rates together."""
+        rooms = {name: [room for delay in {0, *self.settings.delay_tiers}
+                        for room in (tier_room(name, delay), *self.rates.rooms(tier_room(name, delay)))]
                  for name in self.catalog.names}
         sizes = self.sio.room_sizes(room for names in rooms.values() for room in names)
         return {name: sum(sizes[room] for room in names) for name, names in rooms.items()}
@@ -271,6 +296,12 @@ class Server:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await self.start()
+        # The cyclic GC, run every 700 allocations, was a third of fan-out CPU and
+        # set the latency tail: keep what start-up built out of its sight, and let
+        # the young generation grow (PERFORMANCE.md, finding 3). The process's
+        # policy, so here and not in `start`, which tests run in their own process.
+        gc.freeze()
+        gc.set_threshold(50_000, *gc.get_threshold()[1:])
         await stop.wait()
         logger.info("signal received: draining %d connections", len(self.gateway.connections))
         await self.stop()

@@ -26,6 +26,7 @@ FLOORS = [
     "logs",
     "metrics",
     "backplane",  # the Redis plumbing: connections, shards, liveness, batching
+    "channels",  # who may subscribe to a channel: names, the access rules, the subscribe hook
     "engine",  # our layer over python-socketio / python-engineio, each connection's writer
     "send",  # one room's event, encoded and framed once, to every member
     "feed",  # where ticks come from, the gate they pass

@@ -41,6 +41,17 @@ class Storm:
 
     times: list[float]
     errors: dict[str, int]
+    recovered: int = 0  # clients the server answered with the pid they sent
+
+
+@dataclass
+class Counts:
+    """Per client (in `subjects` order) price updates, bytes read by all, private event latencies (µs, sorted)."""
+
+    counts: list[int]
+    subjects: list[str]
+    bytes: int
+    private_us: list[int]
 
 
 @dataclass
@@ -110,10 +121,11 @@ class Fleet:
 
     async def connect(self, *, host: str, port: int, path: str, secret: str, first: int, count: int,
                       assets: list[str], per_client: int, concurrency: int, timeout: float = 30,
-                      depths: list[int] | None = None) -> Connected:
+                      depths: list[int] | None = None, max_rate: float | None = None) -> Connected:
         """Open `count` more clients, spread over the workers; client numbers start at `first`.
 
-        With `depths`, each subscribes to its assets' books (see `loadgen.Worker.connect`) instead of quotes.
+        With `depths`, each subscribes to its assets' books (see `loadgen.Worker.connect`) instead of quotes;
+        with `max_rate`, to quotes at that `maxRate`.
         """
         share, extra = divmod(count, len(self.workers))
         commands = []
@@ -121,7 +133,7 @@ class Fleet:
             n = share + (1 if index < extra else 0)
             commands.append({"cmd": "connect", "args": {
                 "host": host, "port": port, "path": path, "secret": secret, "first": first, "count": n,
-                "assets": assets, "per_client": per_client, "timeout": timeout, "depths": depths,
+                "assets": assets, "per_client": per_client, "timeout": timeout, "depths": depths, "max_rate": max_rate,
                 "concurrency": max(1, concurrency // len(self.workers))}})
             first += n
         replies = await asyncio.gather(*(w.call(c, timeout + 60 + count / 100)
@@ -134,17 +146,21 @@ class Fleet:
         return Connected(connected=sum(r["connected"] for r in replies), errors=dict(errors),
                          elapsed=max(r["elapsed"] for r in replies), subscribers=subscribers)
 
-    async def storm(self, *, host: str, port: int, concurrency: int, timeout: float = 60) -> Storm:
-        """Every open client loses its transport at once and reconnects; when each was subscribed again."""
+    async def storm(self, *, host: str, port: int, concurrency: int, timeout: float = 60,
+                    recover: bool = False) -> Storm:
+        """Every open client loses its transport at once and reconnects; when each was subscribed again.
+
+        With `recover`, each sends the pid (and offset) of its last connection, as socket.io-client does.
+        """
         replies = await self._all({"cmd": "storm", "args": {
-            "host": host, "port": port, "timeout": timeout,
+            "host": host, "port": port, "timeout": timeout, "recover": recover,
             "concurrency": max(1, concurrency // len(self.workers))}}, timeout=timeout + 120)
         errors: Counter[str] = Counter()
         times: list[float] = []
         for reply in replies:
             errors.update(reply["errors"])
             times.extend(reply["times"])
-        return Storm(sorted(times), dict(errors))
+        return Storm(sorted(times), dict(errors), sum(reply["recovered"] for reply in replies))
 
     async def reset(self, since_us: int) -> None:
         """Count from now on only updates published at or after `since_us`."""
@@ -159,6 +175,19 @@ class Fleet:
             closed += reply["closed"]
             received_bytes += reply["bytes"]
         return Received(histogram, stray, closed, received_bytes)
+
+    async def counts(self) -> Counts:
+        """Per client, price updates since the last reset; bytes read; private events' latencies."""
+        counts: list[int] = []
+        subjects: list[str] = []
+        private: list[int] = []
+        total = 0
+        for reply in await self._all({"cmd": "counts"}):
+            counts.extend(reply["counts"])
+            subjects.extend(reply["subjects"])
+            private.extend(reply["private_us"])
+            total += reply["bytes"]
+        return Counts(counts, subjects, total, sorted(private))
 
     async def close_clients(self) -> None:
         await self._all({"cmd": "close"}, timeout=60)

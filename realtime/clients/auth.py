@@ -23,12 +23,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from realtime.channels import names
 from realtime.clients.tokens import VerifiedTokens
 from realtime.config import ConfigError, Settings, dev_secret
 from realtime.principal import Principal
-from realtime.protocol import ErrorCode, GatewayError
+from realtime.protocol import ErrorCode, GatewayError, parse_rate
 
 ROLE_NAME_MAX = 64
+MAX_CHANNEL_GRANTS = 1000
 # The curve each ECDSA algorithm signs with (RFC 7518 §3.4).
 EC_CURVES = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
 
@@ -163,6 +165,12 @@ def _principal(claims: dict[str, Any]) -> Principal:
     delay = claims.get("delay", 0)
     if not isinstance(delay, int) or isinstance(delay, bool) or not 0 <= delay <= 86_400:
         raise GatewayError(ErrorCode.AUTH_INVALID, "delay must be a whole number of seconds, 0..86400")
+    channels = claims.get("channels", [])
+    if (not isinstance(channels, list) or len(channels) > MAX_CHANNEL_GRANTS
+            or not all(map(names.valid_grant, channels))):
+        raise GatewayError(ErrorCode.AUTH_INVALID, f"channels must be a list of at most {MAX_CHANNEL_GRANTS} "
+                                                   "channel names or patterns ending in *")
+    max_rate = parse_rate(claims.get("maxRate"), ErrorCode.AUTH_INVALID)
     exp = claims["exp"]
     return Principal(
         sub=sub,
@@ -170,6 +178,8 @@ def _principal(claims: dict[str, Any]) -> Principal:
         assets=None if assets is None else frozenset(a.upper() for a in assets),
         exp=int(exp),
         delay=delay,
+        channels=tuple(channels),
+        max_rate=max_rate,
     )
 
 
@@ -184,14 +194,20 @@ def mint_token(
     issuer: str | None = None,
     audience: str | None = None,
     delay: int | None = None,
+    channels: Sequence[str] | None = None,
+    max_rate: float | None = None,
 ) -> str:
-    """Sign a development token: `sub`, `roles`, optional `assets` and `delay`, `exp` = now + ttl."""
+    """Sign a development token: `sub`, `roles`, optional `assets`, `delay` and `maxRate`, `exp` = now + ttl."""
     now = int(time.time())
     claims: dict[str, Any] = {"sub": sub, "roles": list(roles), "iat": now, "exp": now + ttl}
     if assets is not None:
         claims["assets"] = list(assets)
     if delay is not None:
         claims["delay"] = delay
+    if channels is not None:
+        claims["channels"] = list(channels)
+    if max_rate is not None:
+        claims["maxRate"] = max_rate
     if issuer:
         claims["iss"] = issuer
     if audience:

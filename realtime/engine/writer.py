@@ -23,10 +23,14 @@ sends still go through it in order. It adds:
 On the lean websocket engine (`realtime.engine.lean`) there is no consumer
 task: the connection is a `Stream` (`attach_stream`). A packet put while the
 stream is not paused by TCP flow control and nothing is queued becomes a
-frame held for this loop turn's one write (`Writers.defer`); otherwise it is
-queued, and `drain()` (on the transport's `resume_writing`) writes the queue
-out. The end-of-queue marker `None` ends the stream once what precedes it
-is written.
+frame held for this loop turn's one write (`Writers.defer`), up to
+`DIRECT_BUFFER_LIMIT` (then what is held is written at once, which may pause
+the stream); otherwise it is queued, and `drain()` (on the transport's
+`resume_writing`) writes the queue out. The end-of-queue marker `None` ends
+the stream once what precedes it is written. A PONG (`put_frame`) takes the
+packets' path and bounds; a close frame (`put_last`) is written only while
+nothing is queued. `drained` tells a sender that paces itself (a recovery
+replay) when the connection can take more.
 """
 
 from __future__ import annotations
@@ -179,9 +183,14 @@ class Writer:
         if self.cut:
             return  # nothing more is kept for a connection being cut
         stream = self._stream
-        if stream is not None and packet is not None and not self._live and not stream.paused:
-            self._hold(frame_of(packet))
-            return
+        if stream is not None and packet is not None and not self._live:
+            if self._pending_bytes >= DIRECT_BUFFER_LIMIT:
+                # A burst within one loop turn (a replay): hand what is held to the transport now, so that
+                # TCP flow control pauses the stream and the rest meets the byte bound in the queue.
+                self.flush()
+            if not stream.paused:
+                self._hold(frame_of(packet))
+                return
         self.flush()  # direct frames were sent earlier: they go first
         self._append(_Entry(packet, 0 if packet is None else packet_size(packet)))
         if stream is not None:
@@ -237,6 +246,18 @@ class Writer:
 
     # The send path.
 
+    @property
+    def drained(self) -> bool:
+        """Whether everything put so far has left for the socket, which keeps up: a paced sender may put more."""
+        if self.cut or self._live or self._pending:
+            return False
+        if self._stream is not None:
+            return not self._stream.paused
+        if self._transport is not None:
+            # A stock websocket: its writer task waits on the queue again, so it has sent what it took.
+            return bool(self._getters) and self._transport.get_write_buffer_size() <= DIRECT_BUFFER_LIMIT
+        return True  # polling: the last GET took everything
+
     def write_direct(self, frame: bytes) -> bool:
         """Hold `frame` for this loop turn's one write if the connection can take it now; else False.
 
@@ -285,7 +306,7 @@ class Writer:
                     transport.write(b"".join(chunks))
                 stream.end()
                 return
-            frame = frame_of(packet)
+            frame = packet if isinstance(packet, bytes) else frame_of(packet)
             chunks.append(frame)
             size += len(frame)
             if size >= DIRECT_BUFFER_LIMIT:  # one write per buffer's worth; it may pause the stream
@@ -303,6 +324,32 @@ class Writer:
         self._pending_bytes = 0
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(data)
+
+    def put_frame(self, frame: bytes) -> None:
+        """Lean engine: a ready-made frame (a PONG), in order with the packets and within the same bounds."""
+        stream = self._stream
+        if self.cut or stream is None:
+            return
+        if not self._live and not stream.paused:
+            if self._pending_bytes + len(frame) > DIRECT_BUFFER_LIMIT:
+                self.flush()  # may pause the stream
+            if not stream.paused:
+                self._hold(frame)
+                return
+        self.flush()
+        self._append(_Entry(frame, len(frame)))
+        self.drain()
+
+    def put_last(self, frame: bytes) -> bool:
+        """Lean engine: `frame` (a close frame) after this turn's frames, then nothing ever; False, and nothing
+        written, while packets are queued or the stream is paused (the client is not reading: abort it)."""
+        stream, transport = self._stream, self._transport
+        if self.cut or stream is None or transport is None or self._live or stream.paused:
+            return False
+        self.flush()
+        transport.write(frame)
+        self.cut = True  # nothing more is written or kept
+        return True
 
     def put_price(self, asset: str, packet: Any) -> None:
         """Queue a price tick; when behind, it replaces the queued tick of its asset."""

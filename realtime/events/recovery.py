@@ -27,14 +27,18 @@ from realtime.backplane.connections import REDIS_ERRORS
 from realtime.catalog import Catalog
 from realtime.engine.server import SocketServer
 from realtime.events import offsets
-from realtime.events.log import EventLog
+from realtime.events.log import Entry, EventLog
+from realtime.events.offsets import Offset
 from realtime.events.reader import LogReader, RoomJoin
-from realtime.events.sessions import MAX_PID, Session, SessionStore, new_pid
+from realtime.events.sessions import MAX_PID, Session, SessionStore, new_pid, parse_subscription, subscription
 from realtime.principal import Principal
-from realtime.protocol import AUTH_OFFSET, AUTH_PID, PriceUpdate
+from realtime.protocol import AUTH_OFFSET, AUTH_PID
 from realtime.rooms import book_room, room_book, room_market
 
 logger = logging.getLogger(__name__)
+
+
+Condense = Callable[[str, Offset, list[Entry] | None], Awaitable[list[list[Any]] | None]]
 
 
 class Outcome(StrEnum):
@@ -70,17 +74,24 @@ class Recovery:
         # sid -> (pid, session) of this pod's recoverable connections: the heartbeat writes a
         # session back whole when Redis lost it (a restart, a failover).
         self.here: dict[str, tuple[str, Session]] = {}
+        # pid -> how many of `here` hold it (one, but for a recovery that beat its old connection's
+        # disconnect): a disconnect asks it in O(1), and 10 000 of them at once do not hold the loop.
+        self._holders: dict[str, int] = {}
         # Session writes that may wait for the next flush (the newest wins).
         self._follow: dict[str, tuple[str, ...]] = {}
         self._release: set[str] = set()
         self._dirty = asyncio.Event()
 
     async def connect(self, sid: str, principal: Principal, auth: Any, rooms: list[str],
-                      rejoin: Callable[[], Awaitable[list[PriceUpdate]]]) -> list[str]:
-        """Prepare `sid`'s CONNECT reply and join; return the asset subscriptions it recovers.
+                      rejoin: Callable[[], Awaitable[list[list[Any]]]], *,
+                      vet: Callable[[list[str]], Awaitable[list[str]]] | None = None,
+                      condense: Condense | None = None) -> list[str]:
+        """Prepare `sid`'s CONNECT reply and join; return the subscriptions it recovers.
 
         `rejoin` joins the rooms of the connection's subscriptions (by then, the recovered ones) and
-        returns their latest prices; it runs after the replay.
+        returns the events to send then (their latest prices); it runs after the replay. `vet` keeps the
+        recovered rooms (channels, states: `:` in the name) the connection may still have; they are
+        replayed, through `condense` (see `RoomJoin`), and joined.
         """
         asked = _asked_pid(auth)
         if self.window <= 0 or principal.sub is None:
@@ -91,6 +102,7 @@ class Recovery:
         pid: str | None = None
         after: offsets.Offset | None = None
         restored: list[str] = []
+        kept: list[str] = []
         outcome: Outcome | None = None
         try:
             if asked is not None:
@@ -105,54 +117,64 @@ class Recovery:
                     client_offset = offsets.parse(auth.get(AUTH_OFFSET))
                     after = offsets.later(client_offset, session.basis) if client_offset else session.basis
                     restored = self._allowed(session.subscriptions, principal)
+                    asked_rooms = [name for name in session.subscriptions if ":" in name]
+                    if asked_rooms and vet is not None:
+                        kept = await vet(asked_rooms)
+                        restored += kept
                     self._follow[pid] = tuple(restored)  # the new token's rights, and a fresh TTL
                     self._dirty.set()
-                    self.here[sid] = (pid, Session(session.sub, tuple(restored), session.basis))
+                    self._hold(sid, pid, Session(session.sub, tuple(restored), session.basis))
             basis = self.reader.position
             if pid is None and basis is not None:
                 pid = new_pid()
                 fresh = Session(principal.sub, (), basis)
                 await self.sessions.create(pid, fresh)
-                self.here[sid] = (pid, fresh)
+                self._hold(sid, pid, fresh)
                 after = basis  # what is published before it joins its rooms reaches it too
         except REDIS_ERRORS as exc:
             logger.warning("recovery: Redis unavailable (%s); connection accepted without a session",
                         exc.__class__.__name__)
             outcome = Outcome.UNAVAILABLE if asked is not None else None
-            pid, after, restored = None, None, []
-            self.here.pop(sid, None)
+            pid, after, restored, kept = None, None, [], []
+            self._let_go(sid)
         if outcome is not None:
             self.outcomes[outcome.value] += 1
-        self._prepare(sid, pid, RoomJoin(sid, rooms, after, rejoin if restored else None))
+        recovered = outcome is Outcome.RECOVERED
+        self._prepare(sid, pid, RoomJoin(sid, [*rooms, *kept], after, rejoin if recovered else None,
+                                         condense if recovered else None))
         return restored
 
     def _prepare(self, sid: str, pid: str | None, join: RoomJoin) -> None:
         start: Callable[[], None] = lambda: self.reader.join(join)  # noqa: E731
         self.sio.prepare_connect_reply(sid, pid, start)
 
-    def _allowed(self, names: Iterable[str], principal: Principal) -> list[str]:
-        """The subscriptions (asset names, book rooms `book:<A>:<depth>`, trade and candle rooms) the new
-        token allows."""
-        allowed: list[str] = []
+    def _allowed(self, recorded: Iterable[str], principal: Principal) -> list[str]:
+        """The recorded subscriptions the new token allows: assets (each with its rate,
+        `sessions.subscription`), book rooms `book:<A>:<depth>`, and trade and candle rooms."""
+        allowed: dict[str, str] = {}
         books: list[str] = []
         markets: list[str] = []
-        for name in names:
-            book = room_book(name)
-            market = room_market(name)
-            asset = self.catalog.get(book[0] if book is not None else market[1] if market is not None else name)
+        for entry in recorded:
+            book = room_book(entry)
+            market = room_market(entry)
+            if market is not None:
+                asset = self.catalog.get(market[1])
+                # Trades are real-time only; the trade handlers check the interval.
+                if (asset is not None and principal.may_see(asset.name) and entry not in markets
+                        and not (market[0] == "trades" and principal.delay)):
+                    markets.append(entry)
+                continue
+            name, rate = (book[0], None) if book is not None else parse_subscription(entry)
+            asset = self.catalog.get(name)
             if asset is None or not principal.may_see(asset.name):
                 continue
-            if market is not None:
-                # Trades are real-time only; the trade handlers check the interval.
-                if not (market[0] == "trades" and principal.delay) and name not in markets:
-                    markets.append(name)
-            elif book is None:
+            if book is None:
                 if asset.name not in allowed:
-                    allowed.append(asset.name)
+                    allowed[asset.name] = subscription(asset.name, rate)
             elif not principal.delay and book_room(asset.name, book[1]) not in books:
                 books.append(book_room(asset.name, book[1]))  # books are real-time only
         cap = self.max_subscriptions
-        return allowed[:cap] + books[:cap] + markets[:cap]
+        return list(allowed.values())[:cap] + books[:cap] + markets[:cap]
 
     def follow(self, sid: str, subscriptions: Iterable[str]) -> None:
         """The connection's subscriptions changed: record them with its session (soon, in one batch)."""
@@ -166,10 +188,28 @@ class Recovery:
 
     def forget(self, sid: str) -> None:
         """The connection is gone: its session stays recoverable for exactly the window."""
-        found = self.here.pop(sid, None)
-        if found is not None and all(pid != found[0] for pid, _ in self.here.values()):
-            self._release.add(found[0])
+        pid = self._let_go(sid)
+        if pid is not None and pid not in self._holders:
+            self._release.add(pid)
             self._dirty.set()
+
+    def _hold(self, sid: str, pid: str, session: Session) -> None:
+        if self.here.get(sid, ("",))[0] != pid:
+            self._let_go(sid)
+            self._holders[pid] = self._holders.get(pid, 0) + 1
+        self.here[sid] = (pid, session)
+
+    def _let_go(self, sid: str) -> str | None:
+        """Take `sid` out of `here`; the pid it held."""
+        found = self.here.pop(sid, None)
+        if found is None:
+            return None
+        pid = found[0]
+        if self._holders[pid] <= 1:
+            del self._holders[pid]
+        else:
+            self._holders[pid] -= 1
+        return pid
 
     # Background work: the writes above, and the heartbeat.
 

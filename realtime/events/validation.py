@@ -3,9 +3,10 @@
 Room names follow the one grammar of `realtime.rooms`. A back end may name a
 private room (`user:<sub>`, `role:<role>`); the API also takes
 `asset:<ASSET>` (best effort, through the manager), checked against the
-catalog. Every refusal is a `GatewayError` (BAD_REQUEST, FORBIDDEN,
-UNKNOWN_ASSET) that the caller maps to its wire: an HTTP status, a skipped
-stream entry, an exception.
+catalog. An event's data is at most `MAX_DATA_BYTES` of JSON, whichever way
+it comes in. Every refusal is a `GatewayError` (BAD_REQUEST, FORBIDDEN,
+UNKNOWN_ASSET, PAYLOAD_TOO_LARGE) that the caller maps to its wire: an HTTP
+status, a skipped stream entry, an exception.
 """
 
 from __future__ import annotations
@@ -13,14 +14,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 from realtime import rooms
 from realtime.catalog import Catalog
+from realtime.channels import names
 from realtime.protocol import ErrorCode, GatewayError
 
+# The largest `data` of an event, as JSON text, whichever way it comes in (`POST /api/v1/publish`, the
+# emitter, the events stream); the log reader skips anything larger. A replay is paced in whole entries,
+# so this is also how far one of its parts may overshoot its budget.
+MAX_DATA_BYTES = 64 * 1024
+# A publish request's body: that data and the envelope around it (event, room).
+MAX_BODY_BYTES = MAX_DATA_BYTES + 1024
 MAX_EVENT_NAME = 64
 # Events a service may not emit: the gateway's own (a forged price or auth
 # event would be believed by every client) and socket.io-client's reserved names.
-RESERVED_PREFIXES = ("price:", "auth:", "session:")
+RESERVED_PREFIXES = ("price:", "auth:", "session:", "channel:", "state:")
 RESERVED_EVENTS = frozenset({"connect", "connect_error", "disconnect", "disconnecting",
                              "newListener", "removeListener"})
 # The fields of a publication (an API body, an events stream entry).
@@ -36,6 +46,19 @@ def event_name(event: Any) -> str:
     return event
 
 
+def data_text(data: Any) -> bytes:
+    """`data` as JSON text, if it is at most MAX_DATA_BYTES long, else GatewayError (PAYLOAD_TOO_LARGE)."""
+    return sized(orjson.dumps(data))
+
+
+def sized(text: bytes) -> bytes:
+    """`text` (an event's JSON data) if it is at most MAX_DATA_BYTES long, else GatewayError."""
+    if len(text) > MAX_DATA_BYTES:
+        raise GatewayError(ErrorCode.PAYLOAD_TOO_LARGE,
+                           f"data is {len(text)} bytes of JSON; at most {MAX_DATA_BYTES} are accepted")
+    return text
+
+
 def user(sub: Any) -> str:
     """The room of user `sub`."""
     if not isinstance(sub, str) or not 0 < len(sub) <= rooms.MAX_USER:
@@ -45,7 +68,7 @@ def user(sub: Any) -> str:
 
 def room(name: Any, catalog: Catalog | None = None) -> str:
     """`name` if a back end may publish to it: a private room, or with `catalog` an asset's (in catalog spelling)."""
-    expected = "user:<sub> or role:<role>" + (" or asset:<ASSET>" if catalog is not None else "")
+    expected = "user:<sub>, role:<role> or channel:<name>" + (" or asset:<ASSET>" if catalog is not None else "")
     if not isinstance(name, str) or not 0 < len(name) <= rooms.MAX_ROOM:
         raise GatewayError(ErrorCode.BAD_REQUEST, f"room must be a string: {expected}")
     kind, rest = rooms.parse(name)
@@ -53,6 +76,8 @@ def room(name: Any, catalog: Catalog | None = None) -> str:
         return user(rest)
     if kind == rooms.ROLE and 0 < len(rest) <= rooms.MAX_ROLE:
         return rooms.role_room(rest)
+    if kind == rooms.CHANNEL and rest:
+        return names.room(names.channel(rest))
     if kind == rooms.ASSET and rest and catalog is not None:
         asset = catalog.get(rest)
         if asset is None:

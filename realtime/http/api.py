@@ -32,6 +32,7 @@ from realtime.config import Settings
 from realtime.engine.server import SocketServer
 from realtime.events import validation
 from realtime.events.service import Events
+from realtime.events.state.service import States
 from realtime.feed.prices import PriceBook
 from realtime.http.errors import error_response, http_exception_response, json_response
 from realtime.metrics import Metrics
@@ -49,7 +50,7 @@ class Api:
     """The `/api/v1/` sub-application."""
 
     def __init__(self, sio: SocketServer, settings: Settings, verifier: TokenVerifier, catalog: Catalog,
-                 book: PriceBook, demand: Demand, metrics: Metrics, events: Events) -> None:
+                 book: PriceBook, demand: Demand, metrics: Metrics, events: Events, states: States) -> None:
         self.sio = sio
         self.settings = settings
         self.verifier = verifier
@@ -58,7 +59,8 @@ class Api:
         self.demand = demand
         self.metrics = metrics
         self.events = events
-        self.max_body = settings.max_message_bytes
+        self.states = states
+        self.max_body = validation.MAX_BODY_BYTES
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._errors])
@@ -66,6 +68,7 @@ class Api:
             web.get("/assets", self.assets, name="assets"),
             web.post("/publish", self.publish, name="publish"),
             web.get("/demand", self.demand_report, name="demand"),
+            web.post("/state", self.state, name="state"),
         ])
         return app
 
@@ -115,13 +118,20 @@ class Api:
         self._service(request)
         body = await self._body(request)
         event, room, data = validation.publication(body, self.catalog)
+        text = validation.data_text(data)  # the one size rule of every way in
         if is_private(room):
-            offset = await self.events.publish(room, event, data)
+            offset = await self.events.publish(room, event, text)
             return json_response({"ok": True, "event": event, "room": room, "offset": offset}, status=202)
         if not self.sio.manager_ready:
             raise GatewayError(ErrorCode.UNAVAILABLE, "Redis is unavailable; the event was not published")
         await self.sio.emit(event, data, to=room)
         return json_response({"ok": True, "event": event, "room": room}, status=202)
+
+    async def state(self, request: web.Request) -> web.Response:
+        """Keyed state (SPEC §10): 200 once the write is stored, with the state's new version."""
+        self._service(request)
+        ref, version = await self.states.write(await self._body(request))
+        return json_response({"ok": True, **ref.head(), "version": version})
 
     async def demand_report(self, request: web.Request) -> web.Response:
         self._service(request)

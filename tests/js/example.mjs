@@ -2,10 +2,12 @@
 //   node tests/js/example.mjs '{"url": "http://127.0.0.1:7070"}'
 // Everything between the README markers is the README's code block, verbatim
 // (tests/test_board.py checks that); above them, what the README leaves to the app.
-const GATEWAY_URL = JSON.parse(process.argv[2]).url;
-// The app's back end mints tokens; here the gateway's dev-mode route stands in for it.
-const getToken = async () => (await (await fetch(`${GATEWAY_URL}/board/token`)).json()).token;
+const plan = JSON.parse(process.argv[2]);
+const GATEWAY_URL = plan.url;
+// The app's back end mints tokens; here the gateway's dev-mode route stands in for it (or the test's token).
+const getToken = async () => plan.token ?? (await (await fetch(`${GATEWAY_URL}/board/token`)).json()).token;
 const render = (update) => process.stdout.write(JSON.stringify({ type: "render", update }) + "\n");
+const renderPositions = (items) => process.stdout.write(JSON.stringify({ type: "positions", items }) + "\n");
 const sorted = (side, best) => [...side].sort((a, b) => (Number(a[0]) - Number(b[0])) * best);
 const renderBook = (book) => process.stdout.write(JSON.stringify(
   { type: "book", seq: book.seq, bids: sorted(book.bids, -1), asks: sorted(book.asks, 1) }) + "\n");
@@ -33,12 +35,14 @@ socket.on("connect", async () => {
   // Recovered (same session, maybe on another pod): the private events missed, the subscriptions
   // and the latest price of each have been delivered already, before this handler runs.
   if (socket.recovered) return;
-  // Subscriptions belong to a session: subscribe again after every new one.
+  // Subscriptions belong to a session: subscribe again after every new one. A watchlist that needs
+  // fewer ticks asks {assets: [...], maxRate: 2}: at most 2 per second per asset, each the newest.
   const ack = await socket.timeout(5000).emitWithAck("price:subscribe", ["BTC_USDC_PERP", "ETH_USDC_PERP"]);
   if (!ack.ok) return console.error(ack.error.code, ack.error.message);
   ack.prices.forEach(onPrice); // a tick may have overtaken its snapshot: onPrice keeps the newest
   for (const { asset, code } of ack.rejected) console.warn(asset, code); // e.g. FORBIDDEN
   askBook("book:subscribe");
+  subscribePositions();
 });
 socket.on("price:update", onPrice);
 
@@ -68,6 +72,27 @@ socket.on("book:update", (update) => {
 
 // Private events: in publish order, exactly once, also across drops (the last argument is the offset).
 socket.on("order:update", (order) => console.log("order", order));
+
+// Keyed state: a snapshot, then only what changed, in version order (recovered across drops too).
+const positions = { version: -1, items: {} }; // key -> position
+function takePositions({ version, items }) {
+  Object.assign(positions, { version, items });
+  renderPositions(items);
+}
+const subscribePositions = () => socket.timeout(5000).emitWithAck("state:subscribe", { name: "positions" })
+  .then((ack) => ack.ok && takePositions(ack), () => {});
+socket.on("state:snapshot", (s) => s.name === "positions" && takePositions(s)); // a recovery past the window
+socket.on("state:update", ({ name, version, ops }) => {
+  if (name !== "positions" || version <= positions.version) return; // already in the snapshot
+  if (version !== positions.version + 1) return subscribePositions(); // missed one: start again
+  for (const op of ops) {
+    if (op.op === "set") positions.items[op.key] = op.value;
+    else if (op.op === "merge") Object.assign(positions.items[op.key], op.changes); // the changed fields
+    else delete positions.items[op.key];
+  }
+  positions.version = version;
+  renderPositions(positions.items);
+});
 
 socket.on("auth:expiring", async () => {
   const ack = await socket.timeout(5000).emitWithAck("auth:refresh", { token: await getToken() });
