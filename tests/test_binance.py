@@ -85,7 +85,7 @@ def test_frames_and_symbols_map_to_the_feed() -> None:
 
 async def test_binance_adapter_through_a_gap_and_a_disconnect(start_gateway: GatewayFactory,
                                                               redis_server: RedisServer) -> None:
-    gateway = redis_gateway(start_gateway, redis_server)
+    gateway = await redis_gateway(start_gateway, redis_server)
     channel = gateway.env["REALTIME_PRICE_CHANNEL"]
     exchange = ReplayedExchange(DATA / "binance" / "btcusdt.json")
     await exchange.start()

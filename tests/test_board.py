@@ -302,7 +302,7 @@ async def test_board_shows_the_selected_assets_book(start_gateway: InProcessFact
 async def test_board_shows_the_selected_assets_tape_and_chart(start_gateway: GatewayFactory) -> None:
     # Embedded mode: the simulator makes a trade with each tick. The first asset's tape and candle chart at
     # load, then another's after a click on its row; the chart is lightweight-charts, drawn on canvases.
-    gateway = start_gateway(jwt_secret=None, dev=True, simulated_rate=4)
+    gateway = await start_gateway(jwt_secret=None, dev=True, simulated_rate=4)
     ARTIFACTS.mkdir(exist_ok=True)
     plan = {"url": gateway.url + "/", "market": ["BTC_USDC_PERP", "ETH_USDC_PERP"],
             "screenshot": str(ARTIFACTS / "board.png")}

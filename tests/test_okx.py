@@ -59,7 +59,7 @@ def test_okx_instruments_and_trades_map_to_the_feed() -> None:
 
 async def test_okx_adapter_through_a_gap_and_a_disconnect(start_gateway: GatewayFactory,
                                                           redis_server: RedisServer) -> None:
-    gateway = redis_gateway(start_gateway, redis_server)
+    gateway = await redis_gateway(start_gateway, redis_server)
     channel = gateway.env["REALTIME_PRICE_CHANNEL"]
     exchange = ReplayedOkx(DATA / "okx" / "btc-usdt.json")
     await exchange.start()

@@ -108,7 +108,7 @@ async def test_trades_last_n_exact_and_live_once_each_in_order_on_both_pods(
         for session in (one, two):
             assert of_type(session, "trade") == [event_of(m) for m in after]
     # A pod started later answers the same, from the store.
-    late = start_gateway(redis_url=pods.redis.url, delay_tiers=f"0,{DELAY}",
+    late = await start_gateway(redis_url=pods.redis.url, delay_tiers=f"0,{DELAY}",
                          price_channel=pods.env["REALTIME_PRICE_CHANNEL"],
                          manager_channel=pods.env["REALTIME_MANAGER_CHANNEL"], instance_id="late")
     async with client(late.url, [["trades:subscribe", {"asset": BTC, "history": 100}]]) as three:
@@ -236,7 +236,7 @@ async def test_an_asset_without_trades_makes_candles_from_the_quote_mid(pods: Cl
 
 
 async def test_embedded_mode_simulates_trades_and_their_candles(start_gateway: GatewayFactory) -> None:
-    gateway = start_gateway(simulated_rate=5)
+    gateway = await start_gateway(simulated_rate=5)
     await on_every_pod([gateway.url], "realtime_trades_ingested_total", 10, outcome="ok")
     calls = [["trades:subscribe", {"asset": BTC, "history": 5}],
              ["candles:subscribe", {"asset": BTC, "interval": "1s", "history": 5}]]

@@ -19,7 +19,7 @@ async def test_trades_and_candles_on_a_redis_cluster(redis_cluster: RedisCluster
     suffix = str(free_port())
     settings: dict[str, Any] = {"redis_url": redis_cluster.url, "price_channel": f"prices-{suffix}",
                                 "price_channels": "per-asset", "manager_channel": f"socketio-{suffix}"}
-    pods = [start_gateway(instance_id=f"pod{i}-{suffix}", **settings) for i in range(2)]
+    pods = [await start_gateway(instance_id=f"pod{i}-{suffix}", **settings) for i in range(2)]
     urls = [pod.url for pod in pods]
 
     async def send(*messages: dict[str, Any]) -> None:
@@ -44,7 +44,7 @@ async def test_trades_and_candles_on_a_redis_cluster(redis_cluster: RedisCluster
             assert of_type(session, "trade") == [event_of(m) for m in trades]
         await on_every_pod(urls, "realtime_candles_closed_total", 2, interval="1s")
     expected = bars(trades, 1_000, "1s")
-    late = start_gateway(instance_id=f"late-{suffix}", **settings)
+    late = await start_gateway(instance_id=f"late-{suffix}", **settings)
     for url in [*urls, late.url]:
         async with client(url, calls) as session:
             trades_ack, candles_ack = acks(session)
