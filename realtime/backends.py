@@ -30,6 +30,7 @@ from realtime.events.state.store import RedisStates, StateStore
 from realtime.feed.restarts import LocalRestarts, RedisRestarts, Restarts
 from realtime.feed.sources import PriceSource, RedisSource, SimulatedSource
 from realtime.namespace import namespace
+from realtime.trades.store import MarketStore, MemoryStore, RedisStore
 
 
 @dataclass(slots=True)
@@ -42,6 +43,7 @@ class Backends:
     router: StreamRouter | None  # Redis only: the events stream back ends append to
     presence: Presence
     demand: DemandStore
+    market: MarketStore  # trade history and closed candles
     book_requests: SnapshotRequests  # how a broken order book asks the feed for a snapshot
     states: StateStore  # keyed state, written with the event log (in its process, or its Redis slot)
 
@@ -63,6 +65,7 @@ def backends(settings: Settings, *, forget: Callable[[str], None]) -> Backends:
             router=None,
             presence=MemoryPresence(cap, settings.instance_id),
             demand=MemoryDemandStore(),
+            market=MemoryStore(),
             book_requests=SimulatorRequests(simulator.ask),
             states=MemoryStates(memory_log, limits(settings)),
         )
@@ -83,6 +86,8 @@ def backends(settings: Settings, *, forget: Callable[[str], None]) -> Backends:
         presence=RedisPresence(settings) if cap else MemoryPresence(cap, settings.instance_id),
         demand=RedisDemandStore(url, names.demand, ttl=EXPIRY_INTERVALS * settings.demand_interval,
                                 timeout=settings.redis_timeout),
+        market=RedisStore(url, names.state, trades=settings.trades_history, candles=settings.candles_history,
+                          timeout=settings.redis_timeout),
         book_requests=ControlChannel(settings),
         states=RedisStates(url, names.state, keep=keep, timeout=settings.redis_timeout, limits=limits(settings)),
     )

@@ -57,6 +57,22 @@ def _feed(args: argparse.Namespace) -> int:
     from realtime.feed.publisher import run_feed
 
     _install_uvloop()
+    if args.source in ("binance", "okx"):
+        from realtime.catalog import Catalog
+        from realtime.feed.binance import symbols
+        from realtime.feed.okx import instruments
+        from realtime.feed.publisher import run_exchange_feed
+
+        try:
+            mapping = (symbols if args.source == "binance" else instruments)(Catalog(settings.catalog), args.symbols)
+        except ValueError as exc:
+            raise ConfigError("--symbols", str(exc)) from None
+        ws_url = args.ws_url or ("wss://stream.binance.com:9443" if args.source == "binance"
+                                 else "wss://ws.okx.com:8443/ws/v5/public")
+        asyncio.run(run_exchange_feed(settings, source=args.source, symbols=mapping, ws_url=ws_url,
+                                      rest_url=args.rest_url, trades=args.trades, per_asset=args.per_asset,
+                                      metrics_port=args.metrics_port))
+        return 0
     asyncio.run(run_feed(settings, rate=args.rate, count=args.count, per_asset=args.per_asset,
                          book_levels=args.book_levels))
     return 0
@@ -177,6 +193,19 @@ def build_parser() -> argparse.ArgumentParser:
     feed.add_argument("--book-levels", type=int, default=60,
                       help="price levels a side of each asset's simulated order book, moved with every tick and "
                            "snapshotted when a gateway asks on <price channel>:control (0 = no books; default: 60)")
+    feed.add_argument("--source", choices=["simulator", "binance", "okx"], default="simulator",
+                      help="simulator (default), binance or okx: the exchange's quote, book and trade streams "
+                           "normalised (docs/feed.md)")
+    feed.add_argument("--symbols", default=None,
+                      help="exchange symbol to catalog asset, SYMBOL=ASSET,... (default: each catalog asset's "
+                           "base + USDT: BTC_USDC_PERP <- BTCUSDT on binance, BTC-USDT on okx)")
+    feed.add_argument("--ws-url", default=None,
+                      help="the websocket URL (default: wss://stream.binance.com:9443, "
+                           "wss://ws.okx.com:8443/ws/v5/public)")
+    feed.add_argument("--rest-url", default="https://api.binance.com", help="binance: the REST base URL")
+    feed.add_argument("--trades", choices=["trade", "aggTrade"], default="trade", help="binance: the trade stream")
+    feed.add_argument("--metrics-port", type=int, default=None,
+                      help="binance, okx: serve /metrics (frames, reconnects, resyncs) on this port of 127.0.0.1")
     _add_settings_flags(feed, ["redis_url", "price_channel", "assets", "redis_timeout", "redis_retry_max",
                                "log_level", "log_format"])
     feed.set_defaults(run=_feed)

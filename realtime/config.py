@@ -281,6 +281,15 @@ class Settings(BaseSettings):
                                            "are conflated)",
     )
 
+    # Trades and candles (realtime.trades).
+    trades_history: int = Field(
+        100, ge=1, le=10_000, description="trades kept per asset: the most `trades:subscribe` may ask for",
+    )
+    candles_history: int = Field(
+        500, ge=1, le=10_000, description="closed candles kept per asset and interval: the most "
+                                          "`candles:subscribe` may ask for",
+    )
+
     # Channels and keyed state (SPEC §10; realtime.channels, realtime.events.state).
     public_channels: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="channel namespaces anyone may subscribe to (e.g. announcements)",

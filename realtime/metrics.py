@@ -40,6 +40,8 @@ from realtime.protocol import (
     BOOK_SNAPSHOT,
     BOOK_SUBSCRIBE,
     BOOK_UNSUBSCRIBE,
+    CANDLES_SUBSCRIBE,
+    CANDLES_UNSUBSCRIBE,
     CHANNEL_SUBSCRIBE,
     CHANNEL_UNSUBSCRIBE,
     PRICE_RATE,
@@ -47,13 +49,16 @@ from realtime.protocol import (
     PRICE_UNSUBSCRIBE,
     STATE_SUBSCRIBE,
     STATE_UNSUBSCRIBE,
+    TRADES_SUBSCRIBE,
+    TRADES_UNSUBSCRIBE,
     PriceUpdate,
     TickOutcome,
 )
 
 # Label values for client events: the events we answer, everything else is "other".
 KNOWN_EVENTS = frozenset({PRICE_SUBSCRIBE, PRICE_UNSUBSCRIBE, PRICE_RATE, AUTH_REFRESH, BOOK_SUBSCRIBE, BOOK_SNAPSHOT,
-                          BOOK_UNSUBSCRIBE, CHANNEL_SUBSCRIBE, CHANNEL_UNSUBSCRIBE, STATE_SUBSCRIBE, STATE_UNSUBSCRIBE})
+                          BOOK_UNSUBSCRIBE, CHANNEL_SUBSCRIBE, CHANNEL_UNSUBSCRIBE, STATE_SUBSCRIBE, STATE_UNSUBSCRIBE,
+                          TRADES_SUBSCRIBE, TRADES_UNSUBSCRIBE, CANDLES_SUBSCRIBE, CANDLES_UNSUBSCRIBE})
 OTHER = "other"
 # python-socketio's disconnect reasons; anything new upstream is counted as "other".
 DISCONNECT_REASONS = frozenset({"client disconnect", "server disconnect", "ping timeout",

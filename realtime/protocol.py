@@ -55,6 +55,15 @@ BOOK_RESYNC = "book:resync"
 # A feed message's `type`: untyped messages are quote ticks.
 FEED_BOOK = "book"
 
+# Trades and candles (SPEC §9): client -> server and server -> client.
+TRADES_SUBSCRIBE = "trades:subscribe"
+TRADES_UNSUBSCRIBE = "trades:unsubscribe"
+CANDLES_SUBSCRIBE = "candles:subscribe"
+CANDLES_UNSUBSCRIBE = "candles:unsubscribe"
+TRADE = "trade"
+CANDLE = "candle"
+FEED_TRADE = "trade"
+
 class ErrorCode(StrEnum):
     # Connect refusals.
     AUTH_REQUIRED = "AUTH_REQUIRED"
@@ -259,6 +268,45 @@ class BookStatus(TypedDict):
 
 class BookUnsubscribeAck(TypedDict):
     ok: bool
+
+
+class TradeEvent(TypedDict):
+    """`trade`: prices and quantities are the feed's decimal strings, `ts` in ms."""
+
+    asset: str
+    id: str
+    price: str
+    qty: str
+    side: str
+    ts: int
+
+
+class CandleEvent(TypedDict):
+    """`candle`: `t` the interval's start (ms); prices and `v` decimal strings; `n` trades (or ticks)."""
+
+    asset: str
+    interval: str
+    t: int
+    o: str
+    h: str
+    l: str  # noqa: E741
+    c: str
+    v: str
+    n: int
+    closed: bool
+
+
+class TradesAck(TypedDict):
+    ok: bool
+    asset: str
+    trades: list[TradeEvent]
+
+
+class CandlesAck(TypedDict):
+    ok: bool
+    asset: str
+    interval: str
+    candles: list[CandleEvent]
 
 
 class AssetInfo(TypedDict):

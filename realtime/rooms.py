@@ -3,7 +3,8 @@
 A room is `<kind>:<name>` (SPEC §3): `asset:<ASSET>` (with `@<delay>` for a
 delayed tier, `asset:<ASSET>@<delay>`, and `~<rate>` for a rate tier,
 `asset:<ASSET>~2` or `asset:<ASSET>@900~0.5`), `user:<sub>`, `role:<role>`, and
-`book:<ASSET>:<depth>` for an order book's top-`depth` view (SPEC §9), and (SPEC §10)
+`book:<ASSET>:<depth>` for an order book's top-`depth` view, `trades:<ASSET>` and
+`candles:<ASSET>:<interval>[@<delay>]` (SPEC §9), and (SPEC §10)
 `channel:<name>` and a keyed state's `state:<name>:<owner room>`. Clients
 never name rooms; back ends do (`POST /api/v1/publish`, the events stream,
 the emitter), and `realtime.events.validation` holds them to this grammar.
@@ -14,6 +15,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 ASSET, USER, ROLE, BOOK, CHANNEL, STATE = "asset", "user", "role", "book", "channel", "state"
+TRADES, CANDLES = "trades", "candles"
 # Private rooms: their events are durable (the event log) and recoverable.
 PRIVATE = (USER, ROLE, CHANNEL, STATE)
 MAX_USER = 256  # characters of a user's `sub`
@@ -72,6 +74,29 @@ def room_book(room: str) -> tuple[str, int] | None:
     if kind != BOOK or not asset or not depth.isdigit():
         return None
     return asset, int(depth)
+
+
+def trades_room(asset: str) -> str:
+    """The room of an asset's `trade` events: `trades:<A>` (also how a session records it)."""
+    return f"{TRADES}:{asset}"
+
+
+def candles_room(asset: str, interval: str, delay: int) -> str:
+    """The room of an asset's bars at `interval` as a connection on `delay` (s) sees them:
+    `candles:<A>:<interval>` or `candles:<A>:<interval>@<delay>`. A session records the real-time name."""
+    room = f"{CANDLES}:{asset}:{interval}"
+    return room if not delay else f"{room}@{delay}"
+
+
+def room_market(room: str) -> tuple[str, str, str | None] | None:
+    """("trades", asset, None) or ("candles", asset, interval) of a trade or (real-time) candle room."""
+    kind, name = parse(room)
+    if kind == TRADES and name:
+        return kind, name, None
+    asset, _, interval = name.rpartition(":")
+    if kind == CANDLES and asset and interval and "@" not in interval:
+        return kind, asset, interval
+    return None
 
 
 def user_room(sub: str) -> str:

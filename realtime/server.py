@@ -32,6 +32,7 @@ from realtime.clients.channels import Channels
 from realtime.clients.handlers import Gateway
 from realtime.clients.limits import AddressLimiter
 from realtime.clients.state import StateSubscriptions
+from realtime.clients.trades import TradeHandlers
 from realtime.cluster.demand import Demand
 from realtime.config import Settings
 from realtime.engine import heads, versions
@@ -49,10 +50,12 @@ from realtime.http.api import PREFIX, Api
 from realtime.http.board import DEV_TOKEN_SUBJECT, Board
 from realtime.http.middleware import handshake_limit, turn_away_while_draining
 from realtime.metrics import Metrics, State
-from realtime.rooms import room_asset, room_book, tier_room
+from realtime.rooms import room_asset, room_book, room_market, tier_room
 from realtime.send.fanout import fanout
 from realtime.send.overload import Overload, RateGauges
 from realtime.send.rates import RateTiers
+from realtime.trades.gauges import TradeGauges
+from realtime.trades.service import Market
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +86,13 @@ class Server:
         self.metrics.registry.register(BookGauges(self.books))
         # How fast each connection is fed: rate tiers, and the overload cap on all of them.
         self.rates = RateTiers(self.sio)
-        self.ingest = Ingest(self.source, self.book, send, self.metrics, self.rates, self.restarts, self.books)
+        # Trades and candles ride the same feed; their history is shared through the store.
+        self.market = Market(self.catalog, self.backends.market, send, self.sio.room_size,
+                             keep_trades=settings.trades_history, keep_candles=settings.candles_history,
+                             delays=settings.delay_tiers, hears=self.source.hears)
+        self.metrics.registry.register(TradeGauges(self.market))
+        self.ingest = Ingest(self.source, self.book, send, self.metrics, self.rates, self.restarts, self.books,
+                             self.market)
         # Private events: the log, live delivery with offsets, sessions and recovery, the stream router.
         self.events = Events(settings, self.sio, self.catalog, log=self.backends.log,
                              sessions=self.backends.sessions, router=self.backends.router)
@@ -93,6 +102,7 @@ class Server:
         self.gateway = Gateway(self.sio, settings, self.verifier, self.catalog, self.book, self.metrics,
                                self.presence, self.events.recovery, self.rates)
         BookHandlers(self.gateway, self.books)
+        TradeHandlers(self.gateway, self.market)
         self.overload = Overload(self.rates, settings.overload_lag, on_change=self.gateway.rates.overload)
         self.metrics.registry.register(RateGauges(self.rates, self.overload))
         # Channels and keyed state: their client events, and what a recovery restores of them.
@@ -146,7 +156,9 @@ class Server:
     async def start(self) -> None:
         self.sio.start_manager()
         self.events.start()
+        await self.market.load()
         self._tasks.append(asyncio.create_task(self.ingest.run(), name="ingest"))
+        self._tasks.append(asyncio.create_task(self.market.run(), name="trades"))
         self._tasks.append(asyncio.create_task(self.ingest.watch(), name="feed-timers"))
         self._tasks.append(asyncio.create_task(self.demand.run(), name="demand"))
         self._tasks.append(asyncio.create_task(self.books.run(), name="books"))
@@ -199,6 +211,7 @@ class Server:
             await self._runner.cleanup()
         await self.demand.close()
         await self.restarts.aclose()
+        await self.backends.market.aclose()
         await self.backends.book_requests.aclose()
         counts = ", ".join(f"{k.value}={v}" for k, v in sorted(self.ingest.counts.items()))
         logger.info("instance %s stopped in %.2fs; closed %d connections; feed ticks: %s", self.settings.instance_id,
@@ -215,7 +228,8 @@ class Server:
 
         def asset_of(room: str) -> str | None:
             book = room_book(room)
-            return book[0] if book is not None else room_asset(room)
+            market = room_market(room.partition("@")[0])
+            return book[0] if book is not None else market[1] if market is not None else room_asset(room)
 
         def occupied(room: str) -> None:
             asset = asset_of(room)

@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -296,3 +297,20 @@ async def test_board_shows_the_selected_assets_book(start_gateway: InProcessFact
         largest = max(float(qty) for _, qty, _ in levels)
         for _, qty, width in levels:
             assert abs(width - 100 * float(qty) / largest) < 0.1
+
+
+async def test_board_shows_the_selected_assets_tape_and_chart(start_gateway: GatewayFactory) -> None:
+    # Embedded mode: the simulator makes a trade with each tick. The first asset's tape and candle chart at
+    # load, then another's after a click on its row; the chart is lightweight-charts, drawn on canvases.
+    gateway = await start_gateway(jwt_secret=None, dev=True, simulated_rate=4)
+    ARTIFACTS.mkdir(exist_ok=True)
+    plan = {"url": gateway.url + "/", "market": ["BTC_USDC_PERP", "ETH_USDC_PERP"],
+            "screenshot": str(ARTIFACTS / "board.png")}
+    async with node_session("board.mjs", plan) as browser:
+        for asset in plan["market"]:
+            shown = await browser.until("market", timeout=60)
+            assert shown["asset"] == asset and shown["chart"] == "ready" and shown["canvases"] >= 1
+            assert len(shown["tape"]) >= 3 and all(row["side"] in ("buy", "sell") for row in shown["tape"])
+            ids = [int(row["id"]) for row in shown["tape"]]
+            assert ids == sorted(ids, reverse=True) and len(set(ids)) == len(ids)  # newest first, each once
+            assert all(Decimal(row["price"]) > 0 and Decimal(row["qty"]) > 0 for row in shown["tape"])

@@ -31,6 +31,7 @@ FLOORS = [
     "send",  # one room's event, encoded and framed once, to every member
     "feed",  # where ticks come from, the gate they pass
     "books",  # order books from the feed: exact, resynced, conflated per room
+    "trades",  # trades and candles from the feed: the tape, exact bars, the shared store
     "cluster",  # what pods share: presence, demand
     "events",  # private events: the log, its reader, recovery
     "clients",  # the connected clients: auth, limits, their events' handlers

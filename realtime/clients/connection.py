@@ -20,6 +20,7 @@ class Connection:
     subscriptions: set[str] = field(default_factory=set)
     rates: dict[str, float] = field(default_factory=dict)  # asset -> granted maxRate (absent: every tick)
     books: set[str] = field(default_factory=set)  # book rooms `book:<A>:<depth>` (sessions.books)
+    markets: set[str] = field(default_factory=set)  # `trades:<A>`, `candles:<A>:<interval>` (clients.trades)
     channels: set[str] = field(default_factory=set)  # rooms `channel:<name>` (clients.channels)
     states: set[str] = field(default_factory=set)  # rooms `state:<name>:<owner room>` (clients.state)
     notices: list[list[Any]] = field(default_factory=list)  # events for after a recovery's joins

@@ -58,7 +58,7 @@ from realtime.protocol import (
     refusal,
     subscribe_request,
 )
-from realtime.rooms import role_room, room_book, user_room
+from realtime.rooms import role_room, room_book, room_market, user_room
 from realtime.send.rates import RateTiers
 
 logger = logging.getLogger(__name__)
@@ -178,6 +178,9 @@ class Gateway:
                     vet=None if vet is None else lambda asked: vet(conn, asked), condense=self._condense):
                 if room_book(restored):
                     conn.books.add(restored)
+                    continue
+                if room_market(restored):
+                    conn.markets.add(restored)
                     continue
                 if ":" in restored:
                     continue  # a channel's or a state's room: `vet` recorded it

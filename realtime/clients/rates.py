@@ -82,10 +82,11 @@ class Rates:
         await self.join(conn, asset)
 
     def follow(self, conn: Connection) -> None:
-        """Record the subscriptions, with their rates, and the books, channels and states in the connection's
-        recoverable session."""
+        """Record the subscriptions, with their rates, and the books, trades, candles, channels and states in the
+        connection's recoverable session."""
         self.recovery.follow(conn.sid, [*(subscription(a, conn.rates.get(a)) for a in sorted(conn.subscriptions)),
-                                        *sorted(conn.books), *sorted(conn.channels), *sorted(conn.states)])
+                                        *sorted(conn.books), *sorted(conn.markets), *sorted(conn.channels),
+                                        *sorted(conn.states)])
 
     async def change_all(self, conn: Connection, payload: Any = None, *_: Any) -> RateAck:
         """`price:rate` `{"maxRate": N | null, "assets"?: [...]}`: a new grant for those subscriptions (or all)."""

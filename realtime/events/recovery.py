@@ -33,7 +33,7 @@ from realtime.events.reader import LogReader, RoomJoin
 from realtime.events.sessions import MAX_PID, Session, SessionStore, new_pid, parse_subscription, subscription
 from realtime.principal import Principal
 from realtime.protocol import AUTH_OFFSET, AUTH_PID
-from realtime.rooms import book_room, room_book
+from realtime.rooms import book_room, room_book, room_market
 
 logger = logging.getLogger(__name__)
 
@@ -150,11 +150,20 @@ class Recovery:
 
     def _allowed(self, recorded: Iterable[str], principal: Principal) -> list[str]:
         """The recorded subscriptions the new token allows: assets (each with its rate,
-        `sessions.subscription`), and book rooms `book:<A>:<depth>`."""
+        `sessions.subscription`), book rooms `book:<A>:<depth>`, and trade and candle rooms."""
         allowed: dict[str, str] = {}
         books: list[str] = []
+        markets: list[str] = []
         for entry in recorded:
             book = room_book(entry)
+            market = room_market(entry)
+            if market is not None:
+                asset = self.catalog.get(market[1])
+                # Trades are real-time only; the trade handlers check the interval.
+                if (asset is not None and principal.may_see(asset.name) and entry not in markets
+                        and not (market[0] == "trades" and principal.delay)):
+                    markets.append(entry)
+                continue
             name, rate = (book[0], None) if book is not None else parse_subscription(entry)
             asset = self.catalog.get(name)
             if asset is None or not principal.may_see(asset.name):
@@ -164,7 +173,8 @@ class Recovery:
                     allowed[asset.name] = subscription(asset.name, rate)
             elif not principal.delay and book_room(asset.name, book[1]) not in books:
                 books.append(book_room(asset.name, book[1]))  # books are real-time only
-        return list(allowed.values())[: self.max_subscriptions] + books[: self.max_subscriptions]
+        cap = self.max_subscriptions
+        return list(allowed.values())[:cap] + books[:cap] + markets[:cap]
 
     def follow(self, sid: str, subscriptions: Iterable[str]) -> None:
         """The connection's subscriptions changed: record them with its session (soon, in one batch)."""

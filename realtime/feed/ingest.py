@@ -37,8 +37,9 @@ from realtime.send.rates import RateTiers
 
 logger = logging.getLogger(__name__)
 
-# What every book message holds and no quote tick does (asset names are upper case).
+# What every book (trade) message holds and no quote tick does (asset names are upper case).
 BOOK_MARK = b'"book"'
+TRADE_MARK = b'"trade"'
 
 
 class BookFeed(Protocol):
@@ -47,12 +48,19 @@ class BookFeed(Protocol):
         ...
 
 
+class TradeFeed(BookFeed, Protocol):
+    def quote(self, update: PriceUpdate) -> None:
+        """A quote tick went out (an asset without trades builds its candles from the mid)."""
+        ...
+
+
 DROPPED = {outcome: f"feed: dropped {outcome.value} tick: %s" for outcome in TickOutcome}
 
 
 class Ingest:
     def __init__(self, source: PriceSource, book: PriceBook, fanout: Fanout, metrics: Metrics, rates: RateTiers,
-                 restarts: Restarts | None = None, books: BookFeed | None = None) -> None:
+                 restarts: Restarts | None = None, books: BookFeed | None = None,
+                 trades: TradeFeed | None = None) -> None:
         self.source = source
         self.book = book
         self.fanout = fanout
@@ -63,13 +71,17 @@ class Ingest:
         self.rates = rates
         self.realtime_rooms = {name: tier_room(name, 0) for name in book.catalog.names}
         self.books = books
+        self.trades = trades
 
     async def run(self) -> None:
         await self.restarts.load(self.book)
-        books = self.books
+        books, trades = self.books, self.trades
         # A cancel while a tick is sent must still close the source and its Redis connection.
         async with contextlib.aclosing(self.source.messages()) as messages:
             async for raw in messages:
+                if trades is not None and (TRADE_MARK in raw if isinstance(raw, bytes) else TRADE_MARK.decode() in raw):
+                    if await trades.accept(raw):
+                        continue
                 if books is not None and (BOOK_MARK in raw if isinstance(raw, bytes) else BOOK_MARK.decode() in raw):
                     if await books.accept(raw):
                         continue
@@ -88,6 +100,8 @@ class Ingest:
                     self.counts[TickOutcome.OK] += 1
                     self.book.tiers.add(update)
                     await self.send(update)
+                    if trades is not None:
+                        trades.quote(update)
 
     async def send(self, update: PriceUpdate, room: str | None = None) -> int:
         """Fan one tick of a tier room (the real-time one by default) out through its rate tiers; never raises."""

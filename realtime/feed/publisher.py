@@ -14,6 +14,10 @@ Each tick comes with a move of the asset's order book around it
 channel, after a snapshot at start. A gateway whose book broke asks for a
 snapshot on `<price channel>:control` (`{"type": "book:resync", "asset"}`);
 the feed answers at once with one, at most one per asset per `RESYNC_QUIET`.
+
+`run_exchange_feed` publishes an exchange's normalised streams instead
+(`realtime feed --source binance`, `feed.exchange`), and answers resync
+requests with the adapter's local book.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -52,7 +57,9 @@ async def run_feed(settings: Settings, *, rate: float, count: int | None = None,
              for asset in walk.assets} if book_levels > 0 else {}
     started: set[str] = set()  # assets whose book snapshot is out
     lock = asyncio.Lock()  # a snapshot and the moves around it go out in seq order
-    answering = asyncio.create_task(_answer_resyncs(settings, redis, books, channels, lock,
+    answering = asyncio.create_task(_answer_resyncs(settings, redis,
+                                                    lambda asset: books[asset].snapshot() if asset in books else None,
+                                                    channels, lock,
                                                     sharded=sharded, one_by_one=one_by_one))
     backoff = Backoff(cap=settings.redis_retry_max)
     loop = asyncio.get_running_loop()
@@ -96,9 +103,44 @@ async def run_feed(settings: Settings, *, rate: float, count: int | None = None,
     return published
 
 
-async def _answer_resyncs(settings: Settings, redis: Client, books: dict[str, BookWalk], channels: dict[str, str],
-                          lock: asyncio.Lock, *, sharded: bool, one_by_one: bool) -> None:
-    """Answer gateways' `book:resync` requests with a snapshot of the asset's book, until cancelled."""
+async def run_exchange_feed(settings: Settings, *, source: str, symbols: dict[str, str], ws_url: str,
+                            rest_url: str, trades: str = "trade", per_asset: bool = False,
+                            metrics_port: int | None = None) -> None:
+    """Publish an exchange's streams (`source` binance or okx) for `symbols` (exchange symbol -> asset)
+    until cancelled."""
+    from realtime.feed.exchange import Adapter, Binance, Counters, Okx, run_exchange
+
+    assert settings.redis_url is not None
+    redis = client(settings.redis_url, settings.redis_timeout)
+    sharded = per_asset and is_cluster(settings.redis_url)
+    one_by_one = is_cluster(settings.redis_url) and not per_asset
+    channels = {asset: f"{settings.price_channel}:{asset}" if per_asset else settings.price_channel
+                for asset in symbols.values()}
+    lock = asyncio.Lock()
+
+    async def publish(messages: list[tuple[str, bytes]]) -> None:
+        async with lock:
+            await _publish(redis, [(channels[asset], message) for asset, message in messages], sharded=sharded,
+                           one_by_one=one_by_one)
+
+    adapter: Adapter = (
+        Binance(symbols, ws_url=ws_url, rest_url=rest_url, publish=publish, counters=Counters(), trades=trades)
+        if source == "binance" else Okx(symbols, ws_url=ws_url, publish=publish, counters=Counters()))
+    answering = asyncio.create_task(_answer_resyncs(settings, redis, adapter.answer, channels, asyncio.Lock(),
+                                                    sharded=sharded, one_by_one=one_by_one))
+    logger.info("feed: %s %s -> %s", source, ",".join(f"{s}={a}" for s, a in symbols.items()), settings.price_channel)
+    try:
+        await run_exchange(adapter, metrics_port=metrics_port)
+    finally:
+        answering.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await answering
+        await redis.aclose()
+
+
+async def _answer_resyncs(settings: Settings, redis: Client, snapshot: Callable[[str], dict[str, Any] | None],
+                          channels: dict[str, str], lock: asyncio.Lock, *, sharded: bool, one_by_one: bool) -> None:
+    """Answer gateways' `book:resync` requests with `snapshot(asset)` (None: no book to give), until cancelled."""
     assert settings.redis_url is not None
     control = Subscription("feed control", settings.redis_url, [f"{settings.price_channel}:control"],
                            timeout=settings.redis_timeout, retry_max=settings.redis_retry_max)
@@ -106,15 +148,16 @@ async def _answer_resyncs(settings: Settings, redis: Client, books: dict[str, Bo
     answered: dict[str, float] = {}
     async for message in control.messages():
         asset = _resync_asset(message["data"])
-        book = books.get(asset or "")
-        if book is None or asset is None or loop.time() - answered.get(asset, float("-inf")) < RESYNC_QUIET:
+        if asset is None or asset not in channels or loop.time() - answered.get(asset, float("-inf")) < RESYNC_QUIET:
+            continue
+        book = snapshot(asset)
+        if book is None:
             continue
         answered[asset] = loop.time()
         try:
             async with lock:
-                await _publish(redis, [(channels[asset], orjson.dumps(book.snapshot()))],
-                               sharded=sharded, one_by_one=one_by_one)
-            logger.info("feed: answered a resync request for %s with a snapshot at seq %d", asset, book.seq)
+                await _publish(redis, [(channels[asset], orjson.dumps(book))], sharded=sharded, one_by_one=one_by_one)
+            logger.info("feed: answered a resync request for %s with a snapshot at seq %s", asset, book.get("seq"))
         except REDIS_ERRORS as exc:
             logger.warning("feed: could not answer a resync request for %s (%s)", asset, exc.__class__.__name__)
 

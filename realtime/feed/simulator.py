@@ -1,4 +1,4 @@
-"""A random-walk price simulator for the catalog.
+"""A random-walk price simulator for the catalog (quote ticks, and a trade with each).
 
 Used by the embedded feed of `realtime serve` and by `realtime feed`. Its `seq`
 starts from the wall clock in microseconds, so a restarted simulator keeps
@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterable
 
 from realtime.config import AssetSpec
+from realtime.feed.parsing import price_text
 from realtime.protocol import FeedTick
 
 # Plausible starting mid prices; unknown assets start at 100.
@@ -45,3 +46,11 @@ class RandomWalk:
             "ts": time.time_ns() // 1_000_000,
             "seq": self._seq,
         }
+
+    def trade(self, asset: AssetSpec, tick: FeedTick) -> dict[str, object]:
+        """A trade at the tick's bid (a sell) or ask (a buy), of a random size (SPEC §9 `type: trade`)."""
+        side = self._rng.choice(("buy", "sell"))
+        units = tick["ask"] if side == "buy" else tick["bid"]
+        qty = f"{self._rng.randint(1, 5000) / 1000:.3f}"
+        return {"type": "trade", "asset": asset.name, "id": str(tick["seq"]),
+                "price": price_text(units, asset.decimals), "qty": qty, "side": side, "ts": tick["ts"]}

@@ -50,6 +50,9 @@ class PriceSource(Protocol):
     def unwatch(self, asset: str) -> None:
         """`asset`'s last subscriber on this pod left."""
 
+    def hears(self, asset: str) -> bool:
+        """Whether this pod hears `asset`'s feed now (or asked for its channel)."""
+
     def messages(self) -> AsyncGenerator[bytes, None]: ...
 
 
@@ -59,7 +62,7 @@ BOOK_LEVELS = 60
 
 
 class SimulatedSource:
-    """Embedded mode: `rate` ticks per second per asset from a random walk, each with a book move around it.
+    """Embedded mode: `rate` ticks per second per asset from a random walk, each with a trade and a book move.
 
     Books start with a snapshot; `ask(asset)` (a book that needs one) gets another at the next tick.
     """
@@ -87,6 +90,9 @@ class SimulatedSource:
     def watch(self, asset: str) -> None:
         return None  # the simulator ticks every asset anyway
 
+    def hears(self, asset: str) -> bool:
+        return True
+
     def unwatch(self, asset: str) -> None:
         return None
 
@@ -101,6 +107,7 @@ class SimulatedSource:
             for asset in self.walk.assets:
                 tick = self.walk.tick(asset)
                 yield orjson.dumps(tick)
+                yield orjson.dumps(self.walk.trade(asset, tick))
                 book = self.books[asset.name]
                 move = book.move(tick["bid"], tick["ask"])
                 if first or asset.name in self._asked:
@@ -156,6 +163,9 @@ class RedisSource:
             return
         self._held[asset] = None
         self._apply()
+
+    def hears(self, asset: str) -> bool:
+        return self.hears_all or asset in self._held
 
     def unwatch(self, asset: str) -> None:
         if asset not in self._held:

@@ -37,7 +37,10 @@ TOKEN_URL = "/board/token"
 DEV_TOKEN_TTL = 900
 DEV_TOKEN_SUBJECT = "board"
 
-_ASSETS = {"board.js": "text/javascript", "board.css": "text/css"}
+_ASSETS = {"board.js": "text/javascript", "market.js": "text/javascript", "board.css": "text/css"}
+# The chart library (npm's lightweight-charts, vendored like the client bundle); without it the page has no chart.
+CHARTS_FILE = "lightweight-charts.standalone.production.js"
+CHARTS_SUBDIR = Path("node_modules", "lightweight-charts", "dist")
 _PAGE_HEADERS = {
     "Cache-Control": "no-cache",
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'",
@@ -71,6 +74,15 @@ def find_bundle(settings: Settings) -> Path | None:
     return None
 
 
+def find_charts() -> Path | None:
+    """The chart library: the package's copy, or a checkout's node_modules; None when neither has it."""
+    for folder in (VENDOR_DIR, STATIC_DIR.parents[2] / CHARTS_SUBDIR):
+        path = folder / CHARTS_FILE
+        if path.is_file():
+            return path
+    return None
+
+
 class Board:
     """Serves the price board page, its assets and the client bundle."""
 
@@ -78,6 +90,7 @@ class Board:
         self.dev_mode = settings.dev_mode
         self.verifier = verifier
         self.bundle = find_bundle(settings)
+        self.charts = find_charts()
         if self.bundle is None:
             logger.warning("price board disabled: %s not found under %s; run scripts/setup (npm install) "
                         "or set REALTIME_CLIENT_BUNDLE_DIR", bundle_file(settings), BUNDLE_SUBDIR)
@@ -95,6 +108,7 @@ class Board:
         routes = [
             web.get("/", self.index),
             web.get("/board/socket.io.js", self.client_bundle),
+            web.get("/board/charts.js", self.charts_bundle),
             web.get("/board/{name}", self.asset),
         ]
         if self.dev_mode:
@@ -122,6 +136,11 @@ class Board:
         # The build depends on REALTIME_SERIALIZER, so never let a cache keep the other one.
         return web.FileResponse(self.bundle, headers={"Cache-Control": "no-cache",
                                                       "Content-Type": "text/javascript"})
+
+    async def charts_bundle(self, request: web.Request) -> web.StreamResponse:
+        if self.charts is None:
+            raise web.HTTPNotFound(text="lightweight-charts is not installed: run scripts/setup\n")
+        return web.FileResponse(self.charts, headers={"Cache-Control": "no-cache", "Content-Type": "text/javascript"})
 
     async def token(self, request: web.Request) -> web.Response:
         token = self.verifier.mint(DEV_TOKEN_SUBJECT, ttl=DEV_TOKEN_TTL)

@@ -9,7 +9,8 @@
 // until it is live again after {"step": "revive"}, and prints {"type": "revived"}. With
 // "halt": "<ASSET>", it then waits until that row shows halted and prints {"type": "halted"}. With
 // "book": ["<ASSET>", ...], it prints the order book shown for each of them in turn ({"type": "book"}:
-// the first is selected at load, the others by clicking their row), after it moved at least once.
+// the first is selected at load, the others by clicking their row), after it moved at least once. With
+// "market": ["<ASSET>", ...], the same for the trade tape and candle chart ({"type": "market"}).
 import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
 
@@ -134,6 +135,27 @@ try {
                                  { timeout });
       out({ type: "book", ...(await shownBook()) });
       if (plan.screenshot && !index) await page.screenshot({ path: plan.screenshot.replace(/\.png$/, "-book.png") });
+    }
+  }
+
+  if (plan.market) {
+    // The selected asset's trade tape and candle chart: trades listed newest first, candles drawn on a canvas.
+    const shownMarket = () => page.evaluate(() => {
+      const market = document.getElementById("market");
+      return { asset: market.dataset.asset, chart: market.dataset.chart, trades: Number(market.dataset.trades),
+               candles: Number(market.dataset.candles), canvases: market.querySelectorAll(".chart canvas").length,
+               tape: [...market.querySelectorAll(".tape tbody tr")].map((tr) => ({
+                 id: tr.dataset.id, side: tr.className, price: tr.querySelector(".price").textContent,
+                 qty: tr.querySelector(".qty").textContent })) };
+    });
+    for (const [index, asset] of plan.market.entries()) {
+      if (index) await page.click(`tr[data-asset="${asset}"] .asset`);
+      await page.waitForFunction((name) => {
+        const market = document.getElementById("market");
+        return market.dataset.asset === name && Number(market.dataset.trades) >= 3 && Number(market.dataset.candles) >= 1;
+      }, asset, { timeout });
+      out({ type: "market", ...(await shownMarket()) });
+      if (plan.screenshot && !index) await page.screenshot({ path: plan.screenshot.replace(/\.png$/, "-market.png"), fullPage: true });
     }
   }
 

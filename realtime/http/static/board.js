@@ -246,11 +246,14 @@
     const previous = selected;
     selected = name;
     for (const row of rows.values()) row.tr.classList.toggle("selected", row.name === name);
+    document.dispatchEvent(new CustomEvent("board:select", { detail: name })); // the tape and chart follow
     if (!socket.connected) return;
     socket.timeout(10000).emit("book:unsubscribe", { asset: previous, depth: BOOK_DEPTH }, () => {});
     requestBook("book:subscribe");
   }
   if (selected) rows.get(selected).tr.classList.add("selected");
+  // market.js (the tape and the chart) shares this connection and the selection.
+  window.realtimeBoard = { socket, selected: () => selected, assets: config.assets };
 
   socket.on("book:update", onBookUpdate);
   socket.on("book:snapshot", keepBook); // a recovered session's books come back this way

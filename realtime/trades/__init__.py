@@ -1,0 +1,1 @@
+"""Trades and candles (SPEC §9): the feed's trades, their history, and the candles built from them."""
