@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from realtime.books.control import ControlChannel, SimulatorRequests, SnapshotRequests
 from realtime.cluster.demand import EXPIRY_INTERVALS, DemandStore, MemoryDemandStore, RedisDemandStore
 from realtime.cluster.presence import MemoryPresence, Presence, RedisPresence
 from realtime.config import Settings
@@ -42,6 +43,7 @@ class Backends:
     presence: Presence
     demand: DemandStore
     states: StateStore  # keyed state, written with the event log (in its process, or its Redis slot)
+    book_requests: SnapshotRequests  # how a broken order book asks the feed for a snapshot
 
 
 def backends(settings: Settings, *, forget: Callable[[str], None]) -> Backends:
@@ -51,9 +53,10 @@ def backends(settings: Settings, *, forget: Callable[[str], None]) -> Backends:
     cap = settings.max_connections_per_user
     if settings.embedded:
         memory_log = MemoryLog(keep=keep)
+        simulator = SimulatedSource(settings)
         return Backends(
             manager=MemoryManager(),
-            source=SimulatedSource(settings),
+            source=simulator,
             restarts=LocalRestarts(),
             log=memory_log,
             sessions=MemorySessions(window=settings.recovery_window, heartbeat=heartbeat),
@@ -61,6 +64,7 @@ def backends(settings: Settings, *, forget: Callable[[str], None]) -> Backends:
             presence=MemoryPresence(cap, settings.instance_id),
             demand=MemoryDemandStore(),
             states=MemoryStates(memory_log, limits(settings)),
+            book_requests=SimulatorRequests(simulator.ask),
         )
     url = settings.redis_url
     assert url is not None
@@ -80,4 +84,5 @@ def backends(settings: Settings, *, forget: Callable[[str], None]) -> Backends:
         demand=RedisDemandStore(url, names.demand, ttl=EXPIRY_INTERVALS * settings.demand_interval,
                                 timeout=settings.redis_timeout),
         states=RedisStates(url, names.state, keep=keep, timeout=settings.redis_timeout, limits=limits(settings)),
+        book_requests=ControlChannel(settings),
     )

@@ -57,7 +57,8 @@ def _feed(args: argparse.Namespace) -> int:
     from realtime.feed.publisher import run_feed
 
     _install_uvloop()
-    asyncio.run(run_feed(settings, rate=args.rate, count=args.count, per_asset=args.per_asset))
+    asyncio.run(run_feed(settings, rate=args.rate, count=args.count, per_asset=args.per_asset,
+                         book_levels=args.book_levels))
     return 0
 
 
@@ -122,7 +123,8 @@ def _bench(args: argparse.Namespace) -> int:
         connect_concurrency=args.connect_concurrency, recovery_clients=args.recovery_clients,
         storm_clients=args.storm_clients, storm_concurrency=args.storm_concurrency,
         spread_assets=args.spread_assets, spread_pods=args.spread_pods, spread_rate=args.spread_rate,
-        spread_seconds=args.spread_seconds, state_seconds=args.state_seconds,
+        spread_seconds=args.spread_seconds, state_seconds=args.state_seconds, book_clients=args.book_clients,
+        book_changes=args.book_changes, book_levels=args.book_levels, book_seconds=args.book_seconds,
         generator_cpus=len(args.generator_cpus or generator_cpus) or (os.cpu_count() or 1),
     )
     plan = runner.Plan(
@@ -168,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     feed.add_argument("--per-asset", action="store_true",
                       help="publish each asset on <price channel>:<ASSET> (SPUBLISH on a Redis Cluster) instead of "
                            "the price channel; gateways need REALTIME_PRICE_CHANNELS=per-asset or both")
+    feed.add_argument("--book-levels", type=int, default=60,
+                      help="price levels a side of each asset's simulated order book, moved with every tick and "
+                           "snapshotted when a gateway asks on <price channel>:control (0 = no books; default: 60)")
     _add_settings_flags(feed, ["redis_url", "price_channel", "assets", "redis_timeout", "redis_retry_max",
                                "log_level", "log_format"])
     feed.set_defaults(run=_feed)
@@ -231,6 +236,13 @@ def _add_bench(commands: Any) -> None:
                        help="assets: seconds of publishing per channel layout")
     bench.add_argument("--state-seconds", type=float, default=defaults.state_seconds,
                        help="state: seconds of portfolio changes (10 a second) per way of sending them")
+    bench.add_argument("--book-clients", type=int, default=defaults.book_clients,
+                       help="books: clients, each with 2 books (depth 10 or 20)")
+    bench.add_argument("--book-changes", type=float, default=defaults.book_changes,
+                       help="books: level changes per second per asset")
+    bench.add_argument("--book-levels", type=int, default=defaults.book_levels, help="books: price levels a side")
+    bench.add_argument("--book-seconds", type=float, default=defaults.book_seconds,
+                       help="books: seconds of books, then as long of quotes")
     bench.add_argument("--step-seconds", type=float, default=defaults.step_seconds,
                        help="capacity: seconds of publishing per step")
     bench.add_argument("--latency-seconds", type=float, default=defaults.latency_seconds,

@@ -294,13 +294,22 @@ class Settings(BaseSettings):
         description="missed updates of one state a recovery replays; past it the client gets state:snapshot",
     )
 
+    # Order books (realtime.books).
+    book_depths: Annotated[list[int], NoDecode] = Field(
+        default_factory=lambda: [10, 20, 50], description="depths a client may ask `book:subscribe` for",
+    )
+    book_interval: int = Field(
+        100, ge=10, le=10_000, description="ms between two `book:update` of one asset and depth (changes in between "
+                                           "are conflated)",
+    )
+
     # Lifecycle and logs.
     shutdown_grace: float = Field(10.0, ge=0, le=600, description="seconds SIGTERM waits for clients to leave")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     log_format: Literal["text", "json"] = Field("text", description="log line format")
 
     @field_validator("jwt_algorithms", "cors_origins", "trusted_proxies", "delay_tiers", "public_channels",
-                     mode="before")
+                     "book_depths", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
@@ -316,6 +325,13 @@ class Settings(BaseSettings):
     def _valid_tiers(cls, value: list[int]) -> list[int]:
         if any(not 0 <= delay <= 86_400 for delay in value):
             raise ValueError("each delay is 0..86400 seconds")
+        return sorted(set(value))
+
+    @field_validator("book_depths")
+    @classmethod
+    def _valid_depths(cls, value: list[int]) -> list[int]:
+        if not value or any(not 1 <= depth <= 1000 for depth in value):
+            raise ValueError("one or more depths, each 1..1000")
         return sorted(set(value))
 
     @field_validator("redis_url")

@@ -37,6 +37,9 @@ from prometheus_client.utils import floatToGoString
 from realtime import __version__
 from realtime.protocol import (
     AUTH_REFRESH,
+    BOOK_SNAPSHOT,
+    BOOK_SUBSCRIBE,
+    BOOK_UNSUBSCRIBE,
     CHANNEL_SUBSCRIBE,
     CHANNEL_UNSUBSCRIBE,
     PRICE_SUBSCRIBE,
@@ -49,7 +52,7 @@ from realtime.protocol import (
 
 # Label values for client events: the events we answer, everything else is "other".
 KNOWN_EVENTS = frozenset({PRICE_SUBSCRIBE, PRICE_UNSUBSCRIBE, AUTH_REFRESH, CHANNEL_SUBSCRIBE, CHANNEL_UNSUBSCRIBE,
-                          STATE_SUBSCRIBE, STATE_UNSUBSCRIBE})
+                          STATE_SUBSCRIBE, STATE_UNSUBSCRIBE, BOOK_SUBSCRIBE, BOOK_SNAPSHOT, BOOK_UNSUBSCRIBE})
 OTHER = "other"
 # python-socketio's disconnect reasons; anything new upstream is counted as "other".
 DISCONNECT_REASONS = frozenset({"client disconnect", "server disconnect", "ping timeout",

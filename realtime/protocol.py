@@ -43,6 +43,16 @@ STATE_SNAPSHOT = "state:snapshot"
 AUTH_PID = "pid"
 AUTH_OFFSET = "offset"
 
+# Order books (SPEC §9): client -> server, server -> client, and the feed's resync request.
+BOOK_SUBSCRIBE = "book:subscribe"
+BOOK_SNAPSHOT = "book:snapshot"
+BOOK_UNSUBSCRIBE = "book:unsubscribe"
+BOOK_UPDATE = "book:update"
+BOOK_STATUS = "book:status"
+BOOK_RESYNC = "book:resync"
+# A feed message's `type`: untyped messages are quote ticks.
+FEED_BOOK = "book"
+
 class ErrorCode(StrEnum):
     # Connect refusals.
     AUTH_REQUIRED = "AUTH_REQUIRED"
@@ -191,6 +201,46 @@ class FeedTick(TypedDict):
     ask: int
     ts: NotRequired[int]
     seq: NotRequired[int]
+
+
+class BookView(TypedDict):
+    """The `book:subscribe` / `book:snapshot` ack and the `book:snapshot` event of a recovery.
+
+    Levels are `[price, quantity]` decimal strings, best first; `status` says
+    whether updates flow (`live`) or the pod waits for the feed's snapshot.
+    """
+
+    ok: bool
+    asset: str
+    depth: int
+    seq: int
+    bids: list[list[str]]
+    asks: list[list[str]]
+    ts: int
+    status: str
+
+
+class BookUpdate(TypedDict):
+    """`book:update`: the levels of the top-`depth` view that changed since `prevSeq` (`"0"`: it left)."""
+
+    asset: str
+    depth: int
+    seq: int
+    prevSeq: int
+    bids: list[list[str]]
+    asks: list[list[str]]
+    ts: int
+
+
+class BookStatus(TypedDict):
+    """`book:status`: `live`, or `resyncing` while the pod waits for the feed's snapshot."""
+
+    asset: str
+    status: str
+
+
+class BookUnsubscribeAck(TypedDict):
+    ok: bool
 
 
 class AssetInfo(TypedDict):

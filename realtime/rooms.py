@@ -2,6 +2,7 @@
 
 A room is `<kind>:<name>` (SPEC §3): `asset:<ASSET>` (with `@<delay>` for a
 delayed tier, `asset:<ASSET>@<delay>`), `user:<sub>`, `role:<role>`, and
+`book:<ASSET>:<depth>` for an order book's top-`depth` view (SPEC §9), and
 (SPEC §10) `channel:<name>` and a keyed state's `state:<name>:<owner room>`. Clients
 never name rooms; back ends do (`POST /api/v1/publish`, the events stream,
 the emitter), and `realtime.events.validation` holds them to this grammar.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-ASSET, USER, ROLE, CHANNEL, STATE = "asset", "user", "role", "channel", "state"
+ASSET, USER, ROLE, CHANNEL, STATE, BOOK = "asset", "user", "role", "channel", "state", "book"
 # Private rooms: their events are durable (the event log) and recoverable.
 PRIVATE = (USER, ROLE, CHANNEL, STATE)
 MAX_USER = 256  # characters of a user's `sub`
@@ -46,6 +47,20 @@ def room_asset(room: str) -> str | None:
     if kind != ASSET:
         return None
     return name.partition("@")[0] or None
+
+
+def book_room(asset: str, depth: int) -> str:
+    """The room of an asset's top-`depth` book view: `book:<A>:<depth>` (also how a session records it)."""
+    return f"{BOOK}:{asset}:{depth}"
+
+
+def room_book(room: str) -> tuple[str, int] | None:
+    """(asset, depth) of a book room; None for any other room."""
+    kind, name = parse(room)
+    asset, _, depth = name.rpartition(":")
+    if kind != BOOK or not asset or not depth.isdigit():
+        return None
+    return asset, int(depth)
 
 
 def user_room(sub: str) -> str:

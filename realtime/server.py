@@ -22,9 +22,12 @@ from collections import Counter
 from aiohttp import web
 
 from realtime.backends import backends
+from realtime.books.gauges import BookGauges
+from realtime.books.service import Books
 from realtime.catalog import Catalog
 from realtime.channels.access import channel_access
 from realtime.clients.auth import TokenVerifier
+from realtime.clients.books import BookHandlers
 from realtime.clients.channels import Channels
 from realtime.clients.handlers import Gateway
 from realtime.clients.limits import AddressLimiter
@@ -46,7 +49,7 @@ from realtime.http.api import PREFIX, Api
 from realtime.http.board import DEV_TOKEN_SUBJECT, Board
 from realtime.http.middleware import handshake_limit, turn_away_while_draining
 from realtime.metrics import Metrics, State
-from realtime.rooms import room_asset, tier_room
+from realtime.rooms import room_asset, room_book, tier_room
 from realtime.send.fanout import fanout
 
 logger = logging.getLogger(__name__)
@@ -60,7 +63,7 @@ class Server:
         self.settings = settings
         self.metrics = Metrics(settings.instance_id)
         # Every swappable part, chosen by REALTIME_REDIS_URL (memory:// or Redis).
-        self.backends = backends(settings, forget=lambda asset: self.book.forget(asset))
+        self.backends = backends(settings, forget=self._forget)
         # The Socket.IO layer and the send path.
         self.writers = Writers(settings.slow_consumer_bytes, settings.slow_consumer_max_bytes)
         self.sio = SocketServer(settings, self.writers, self.backends.manager)
@@ -71,8 +74,12 @@ class Server:
         self.metrics.registry.register(FeedGauges(self.book))
         self.source = self.backends.source
         self.restarts = self.backends.restarts
-        self.ingest = Ingest(self.source, self.book, fanout(self.sio, settings.fanout), self.metrics,
-                             self.restarts)
+        send = fanout(self.sio, settings.fanout)
+        # Order books ride the same feed; a broken one asks the feed (or the simulator) for a snapshot.
+        self.books = Books(self.catalog, depths=settings.book_depths, interval_ms=settings.book_interval,
+                           fanout=send, room_size=self.sio.room_size, ask=self.backends.book_requests.ask)
+        self.metrics.registry.register(BookGauges(self.books))
+        self.ingest = Ingest(self.source, self.book, send, self.metrics, self.restarts, self.books)
         # Private events: the log, live delivery with offsets, sessions and recovery, the stream router.
         self.events = Events(settings, self.sio, self.catalog, log=self.backends.log,
                              sessions=self.backends.sessions, router=self.backends.router)
@@ -93,6 +100,7 @@ class Server:
         # Embedded dev mode: the board's user holds a demo portfolio marked to the simulated prices.
         self.portfolio = (DemoPortfolio(self.states, self.book, self.catalog, DEV_TOKEN_SUBJECT)
                           if settings.embedded and settings.dev_mode and settings.simulated_rate > 0 else None)
+        BookHandlers(self.gateway, self.books)
         # Per-asset price channels follow the asset rooms of this pod.
         self._watch_assets()
         self.demand = Demand(self.backends.demand, self.catalog, settings.instance_id,
@@ -137,6 +145,8 @@ class Server:
         self._tasks.append(asyncio.create_task(self.demand.run(), name="demand"))
         if self.portfolio is not None:
             self._tasks.append(asyncio.create_task(self.portfolio.run(), name="demo-portfolio"))
+        self._tasks.append(asyncio.create_task(self.books.run(), name="books"))
+        self._tasks.append(asyncio.create_task(self.backends.book_requests.run(), name="book-requests"))
         await self.presence.start()
 
         self._runner = heads.AppRunner(self.app, self.heads, handle_signals=False, access_log=None,
@@ -187,23 +197,35 @@ class Server:
             await self._runner.cleanup()
         await self.demand.close()
         await self.restarts.aclose()
+        await self.backends.book_requests.aclose()
         counts = ", ".join(f"{k.value}={v}" for k, v in sorted(self.ingest.counts.items()))
         logger.info("instance %s stopped in %.2fs; closed %d connections; feed ticks: %s", self.settings.instance_id,
                  time.monotonic() - started, connections, counts or "none")
 
+    def _forget(self, asset: str) -> None:
+        """The source let go of `asset`'s channel: its latest price and its book are no longer followed."""
+        self.book.forget(asset)
+        self.books.forget(asset)
+
     def _watch_assets(self) -> None:
-        """Tell the price source which assets this pod needs: any tier room of the asset has a member."""
+        """Tell the price source which assets this pod needs: any tier or book room of the asset has a member."""
         rooms: Counter[str] = Counter()
 
+        def asset_of(room: str) -> str | None:
+            book = room_book(room)
+            return book[0] if book is not None else room_asset(room)
+
         def occupied(room: str) -> None:
-            asset = room_asset(room)
+            asset = asset_of(room)
+            if asset is not None and room_book(room) is not None:
+                self.books.wanted(asset)
             if asset is not None:
                 rooms[asset] += 1
                 if rooms[asset] == 1:
                     self.source.watch(asset)
 
         def vacated(room: str) -> None:
-            asset = room_asset(room)
+            asset = asset_of(room)
             if asset is not None and rooms[asset] > 0:
                 rooms[asset] -= 1
                 if rooms[asset] == 0:

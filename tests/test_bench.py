@@ -115,3 +115,20 @@ async def test_tiny_recovery_scenario(tmp_path: Path) -> None:
     assert result["fresh"]["connects_per_s"] > 0 and result["recovering"]["connects_per_s"] > 0
     assert result["redis_bytes_per_session"] > 0 and result["redis_bytes_per_event_log"] > 0
     assert "connects/s fresh / recovering" in stdout
+
+
+async def test_tiny_books_scenario(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    code, stdout, stderr = await bench("--target", "gateway,node", "--scenario", "books", "--book-clients", "20",
+                                       "--book-changes", "200", "--book-seconds", "1", "--json", str(out))
+    assert code == 0, stderr[-3000:]
+    results = json.loads(out.read_text())["results"]
+    assert set(results) == {"gateway"}  # Node's reference server has no books
+    result = results["gateway"]["books"]
+    assert result["connected"] == 20 and result["connect_errors"] == {}
+    for kind in ("books", "quotes"):
+        step = result[kind]
+        # 20 clients × 2 books or quotes, each about 10 updates/s: deliveries were counted, with their age.
+        assert step["deliveries_per_s"] > 0 and step["bytes_per_client_per_s"] > 0, step
+        assert 0 <= step["p50_ms"] <= step["p99_ms"], step
+    assert "gateway · books (20/20 clients" in stdout

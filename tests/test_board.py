@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import itertools
 import re
 import subprocess
 import sys
@@ -24,6 +26,7 @@ from tests.support import (
     publish,
     ticking,
 )
+from tests.support.books import BookFeed, Exchange
 
 ARTIFACTS = ROOT / "test-artifacts"
 # The test catalog (tests.support.ASSETS): name -> decimals, and a price level for each.
@@ -225,3 +228,47 @@ def test_missing_client_bundle_stops_start_up_with_one_line(tmp_path: Any) -> No
     assert process.stderr.strip().splitlines() == [
         f"realtime: configuration error: REALTIME_CLIENT_BUNDLE_DIR (--client-bundle-dir): {tmp_path}/socket.io.min.js "
         "does not exist; point it at node_modules/socket.io-client/dist"]
+
+
+async def test_board_shows_the_selected_assets_book(start_gateway: GatewayFactory, redis_server: RedisServer) -> None:
+    # The first asset's book at load, then another's after a click on its row: best levels first, each with
+    # a size bar, exactly the feed's top 10 at the seq shown.
+    suffix = str(free_port())
+    gateway = start_gateway(redis_url=redis_server.url, price_channel=f"prices-{suffix}",
+                            manager_channel=f"socketio-{suffix}", jwt_secret=None, dev=True)
+    feeds = {"BTC_USDC_PERP": BookFeed("BTC_USDC_PERP", seed=41),
+             "ETH_USDC_PERP": BookFeed("ETH_USDC_PERP", seed=42, mid=36_000_000, step=1_000)}
+
+    async def send(messages: list[dict[str, Any]]) -> None:
+        await publish(redis_server.url, f"prices-{suffix}", *messages)
+
+    exchange = Exchange(send, feeds)
+
+    def moves(n: int) -> list[dict[str, Any]]:
+        return [*every_asset(n), *(feed.delta(2) for feed in feeds.values())]
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    plan = {"url": gateway.url + "/", "book": list(feeds), "screenshot": str(ARTIFACTS / "board.png")}
+    async with exchange.answering(redis_server.url, f"prices-{suffix}"), \
+            node_session("board.mjs", plan) as browser:
+        await exchange.send(lambda: [feed.snapshot() for feed in feeds.values()])
+
+        async def tick() -> None:
+            for n in itertools.count(1):
+                await exchange.send(functools.partial(moves, n))
+                await asyncio.sleep(0.15)  # pacing the feed
+
+        ticker = asyncio.create_task(tick())
+        try:
+            shown = [await browser.until("book", timeout=60) for _ in feeds]
+        finally:
+            ticker.cancel()
+    for line, asset in zip(shown, feeds, strict=True):
+        assert line["asset"] == asset and line["status"] == "live"
+        bids, asks = feeds[asset].view(line["seq"], 10)
+        assert [[price, qty] for price, qty, _ in line["bids"]] == bids
+        assert [[price, qty] for price, qty, _ in line["asks"]] == asks
+        levels = line["bids"] + line["asks"]
+        largest = max(float(qty) for _, qty, _ in levels)
+        for _, qty, width in levels:
+            assert abs(width - 100 * float(qty) / largest) < 0.1

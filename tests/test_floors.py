@@ -30,6 +30,7 @@ FLOORS = [
     "engine",  # our layer over python-socketio / python-engineio, each connection's writer
     "send",  # one room's event, encoded and framed once, to every member
     "feed",  # where ticks come from, the gate they pass
+    "books",  # order books from the feed: exact, resynced, conflated per room
     "cluster",  # what pods share: presence, demand
     "events",  # private events: the log, its reader, recovery
     "clients",  # the connected clients: auth, limits, their events' handlers

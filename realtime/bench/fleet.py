@@ -50,6 +50,7 @@ class Received:
     histogram: Histogram
     stray: int
     closed: int
+    bytes: int = 0  # received on the clients' sockets
 
 
 class Worker:
@@ -108,15 +109,19 @@ class Fleet:
         return list(await asyncio.gather(*(w.call(command, timeout) for w in self.workers)))
 
     async def connect(self, *, host: str, port: int, path: str, secret: str, first: int, count: int,
-                      assets: list[str], per_client: int, concurrency: int, timeout: float = 30) -> Connected:
-        """Open `count` more clients, spread over the workers; client numbers start at `first`."""
+                      assets: list[str], per_client: int, concurrency: int, timeout: float = 30,
+                      depths: list[int] | None = None) -> Connected:
+        """Open `count` more clients, spread over the workers; client numbers start at `first`.
+
+        With `depths`, each subscribes to its assets' books (see `loadgen.Worker.connect`) instead of quotes.
+        """
         share, extra = divmod(count, len(self.workers))
         commands = []
         for index in range(len(self.workers)):
             n = share + (1 if index < extra else 0)
             commands.append({"cmd": "connect", "args": {
                 "host": host, "port": port, "path": path, "secret": secret, "first": first, "count": n,
-                "assets": assets, "per_client": per_client, "timeout": timeout,
+                "assets": assets, "per_client": per_client, "timeout": timeout, "depths": depths,
                 "concurrency": max(1, concurrency // len(self.workers))}})
             first += n
         replies = await asyncio.gather(*(w.call(c, timeout + 60 + count / 100)
@@ -147,12 +152,13 @@ class Fleet:
 
     async def received(self) -> Received:
         histogram = Histogram()
-        stray = closed = 0
+        stray = closed = received_bytes = 0
         for reply in await self._all({"cmd": "stats"}):
             histogram.merge(reply["hist"], reply["received"], reply["max_us"])
             stray += reply["stray"]
             closed += reply["closed"]
-        return Received(histogram, stray, closed)
+            received_bytes += reply["bytes"]
+        return Received(histogram, stray, closed, received_bytes)
 
     async def close_clients(self) -> None:
         await self._all({"cmd": "close"}, timeout=60)

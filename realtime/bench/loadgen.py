@@ -4,8 +4,10 @@ Run as `python -m realtime.bench.loadgen`; it takes one JSON command per line
 on stdin and answers one JSON line on stdout (see `Worker.handle`). Each
 client speaks the real protocol — HTTP upgrade, Engine.IO open, Socket.IO
 CONNECT with `{"token": ...}`, `price:subscribe` with an ack, pong to every
-ping — but parses no more than it must: for a `price:update` it only finds
-`"seq":` (the ticker's publish time in µs) and records the latency. A
+ping — but parses no more than it must: for a `price:update` (or a
+`book:update`, whose `seq` is the newest change's) it only finds `"seq":`
+(the ticker's publish time in µs) and records the latency. Clients may
+subscribe to books instead (`book:subscribe`, one event per asset). A
 python-socketio client would be the bottleneck long before the server.
 """
 
@@ -26,6 +28,7 @@ from realtime.bench.latency import Histogram
 from realtime.clients.auth import mint_token
 
 PRICE_UPDATE = b'42["price:update"'
+BOOK_UPDATE = b'42["book:update"'
 SEQ = re.compile(rb'"seq":(\d+)')
 # RFC 6455 wants client frames masked; an all-zero key leaves the payload as it is.
 ZERO_MASK = b"\x00\x00\x00\x00"
@@ -52,22 +55,25 @@ class Tally:
         self.histogram = Histogram()
         self.stray = 0
         self.closed = 0
+        self.bytes = 0  # received on the sockets, frames and all
 
     def reset(self, since_us: int) -> None:
         self.since_us = since_us
         self.histogram = Histogram()
         self.stray = 0
+        self.bytes = 0
 
 
 class Client(asyncio.Protocol):
     """One websocket connection through handshake, CONNECT and subscribe, then counting."""
 
-    def __init__(self, tally: Tally, upgrade: bytes, connect: bytes, subscribe: bytes) -> None:
+    def __init__(self, tally: Tally, upgrade: bytes, connect: bytes, subscribes: list[bytes]) -> None:
         self.tally = tally
-        self.plan = (upgrade, connect, subscribe)  # to connect again as the same client (the storm)
+        self.plan = (upgrade, connect, subscribes)  # to connect again as the same client (the storm)
         self.upgrade = upgrade
         self.connect = client_frame(connect)
-        self.subscribe = client_frame(subscribe)
+        self.subscribes = b"".join(client_frame(subscribe) for subscribe in subscribes)
+        self.acks_wanted = len(subscribes)
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.transport: asyncio.Transport | None = None
         self.handshaking = True
@@ -87,6 +93,7 @@ class Client(asyncio.Protocol):
             self.ready.set_exception(ConnectionError(code))
 
     def data_received(self, data: bytes) -> None:
+        self.tally.bytes += len(data)
         if self.buffer:
             data = self.buffer + data
             self.buffer = b""
@@ -125,7 +132,7 @@ class Client(asyncio.Protocol):
             end = start + length
             if end > size:
                 break
-            if data.startswith(PRICE_UPDATE, start):
+            if data.startswith(PRICE_UPDATE, start) or data.startswith(BOOK_UPDATE, start):
                 match = SEQ.search(data, start, end)
                 if match is not None:
                     sent_us = int(match[1])
@@ -154,11 +161,12 @@ class Client(asyncio.Protocol):
             transport.write(PONG)
         elif packet.startswith(b"0{"):  # Engine.IO open: send the Socket.IO CONNECT with the token
             transport.write(self.connect)
-        elif packet.startswith(b"40"):  # CONNECT accepted: subscribe, ack id 0
-            transport.write(self.subscribe)
-        elif packet.startswith(b"430"):
+        elif packet.startswith(b"40"):  # CONNECT accepted: subscribe, ack ids from 0
+            transport.write(self.subscribes)
+        elif packet.startswith(b"43"):
             if b'"ok":true' in packet:
-                if not self.ready.done():
+                self.acks_wanted -= 1
+                if self.acks_wanted == 0 and not self.ready.done():
                     self.ready.set_result(None)
             else:
                 self._fail("SUBSCRIBE_REFUSED")
@@ -184,7 +192,8 @@ class Worker:
         if kind == "stats":
             histogram = self.tally.histogram
             return {"received": histogram.count, "max_us": histogram.max_us, "hist": histogram.sparse(),
-                    "stray": self.tally.stray, "closed": self.tally.closed, "open": len(self.clients)}
+                    "stray": self.tally.stray, "closed": self.tally.closed, "open": len(self.clients),
+                    "bytes": self.tally.bytes}
         if kind == "storm":
             return await self.storm(**command["args"])
         if kind == "close":
@@ -197,27 +206,36 @@ class Worker:
         return {"error": f"unknown command {kind!r}"}
 
     async def connect(self, *, host: str, port: int, path: str, secret: str, first: int, count: int,
-                      assets: list[str], per_client: int, concurrency: int, timeout: float) -> dict[str, Any]:
-        """Open `count` clients numbered from `first`; client i subscribes to `per_client` assets from i."""
+                      assets: list[str], per_client: int, concurrency: int, timeout: float,
+                      depths: list[int] | None = None) -> dict[str, Any]:
+        """Open `count` clients numbered from `first`; client i subscribes to `per_client` assets from i.
+
+        With `depths`, to those assets' books instead (asset i + j at depth `depths[(i + j) % len(depths)]`).
+        """
         loop = asyncio.get_running_loop()
         upgrade = (f"GET {path}?EIO=4&transport=websocket HTTP/1.1\r\nHost: {host}:{port}\r\n"
                    "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: cmVhbHRpbWUtYmVuY2gtMQ==\r\n"
                    "Sec-WebSocket-Version: 13\r\n\r\n").encode()
         # Tokens are minted before the clock starts: the connect rate is the server's.
-        plans: list[tuple[bytes, bytes, list[str]]] = []
+        plans: list[tuple[bytes, list[bytes], list[str]]] = []
         for i in range(first, first + count):
             chosen = [assets[(i + j) % len(assets)] for j in range(per_client)]
             token = mint_token(secret, f"bench-{i}", ttl=24 * 3600)
-            plans.append((orjson.dumps({"token": token}), orjson.dumps(["price:subscribe", chosen]), chosen))
+            if depths:
+                subscribes = [b"42%d" % j + orjson.dumps(["book:subscribe", {
+                    "asset": asset, "depth": depths[(i + j) % len(depths)]}]) for j, asset in enumerate(chosen)]
+            else:
+                subscribes = [b"420" + orjson.dumps(["price:subscribe", chosen])]
+            plans.append((orjson.dumps({"token": token}), subscribes, chosen))
         errors: Counter[str] = Counter()
         subscribers: Counter[str] = Counter()
         gate = asyncio.Semaphore(concurrency)
 
-        async def open_one(connect: bytes, subscribe: bytes, chosen: list[str]) -> None:
+        async def open_one(connect: bytes, subscribes: list[bytes], chosen: list[str]) -> None:
             async with gate:
                 try:
                     _, client = await asyncio.wait_for(loop.create_connection(
-                        lambda: Client(self.tally, upgrade, b"40" + connect, b"420" + subscribe), host, port),
+                        lambda: Client(self.tally, upgrade, b"40" + connect, subscribes), host, port),
                         timeout)
                     await asyncio.wait_for(client.ready, timeout)
                 except (OSError, ConnectionError, TimeoutError) as exc:
@@ -248,12 +266,12 @@ class Worker:
         times: list[float] = []
         gate = asyncio.Semaphore(concurrency)
 
-        async def again(upgrade: bytes, connect: bytes, subscribe: bytes) -> None:
+        async def again(upgrade: bytes, connect: bytes, subscribes: list[bytes]) -> None:
             async with gate:
                 made: list[Client] = []
 
                 def make() -> Client:
-                    made.append(Client(self.tally, upgrade, connect, subscribe))
+                    made.append(Client(self.tally, upgrade, connect, subscribes))
                     return made[0]
 
                 try:

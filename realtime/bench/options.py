@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 TARGETS = ("gateway", "stock", "node")
-SCENARIOS = ("capacity", "latency", "connections", "assets", "recovery", "state")
+SCENARIOS = ("capacity", "latency", "connections", "assets", "recovery", "state", "books")
 # What a bench run without --scenario runs (`assets` starts several pods of its own, `recovery` drops every
-# connection it makes: ask for them).
+# connection it makes, `books` is the gateway's alone: ask for them).
 DEFAULT_SCENARIOS = ("capacity", "latency", "connections")
 # What only the bench needs; installed by the `bench` extra.
 REQUIRES = ("psutil",)
@@ -45,3 +45,9 @@ class Options:
     spread_seconds: float = 10.0
     # The `state` scenario (keyed state and channels): seconds of portfolio changes, 10 a second.
     state_seconds: float = 10.0
+    # The `books` scenario: clients with 2 books each; level changes per second per asset, over this many levels.
+    book_clients: int = 2000
+    book_changes: float = 5000.0
+    book_levels: int = 50
+    book_per_message: int = 25
+    book_seconds: float = 10.0

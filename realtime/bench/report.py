@@ -167,6 +167,9 @@ def details(results: dict[str, dict[str, Any]]) -> str:
             if name == "assets":
                 parts.append(_spread(target, result))
                 continue
+            if name == "books":
+                parts.append(_books(target, result))
+                continue
             if name in ("recovery", "state"):
                 parts.append(f"{target} · {name}\n" + _table(["figure", "value"], [
                     [key, str(value)] for key, value in result.items()]))
@@ -213,6 +216,22 @@ def _spread(target: str, result: dict[str, Any]) -> str:
             + _table(["channels", "pod", "assets watched", "received from Redis/s", "CPU %",
                       "CPU µs/received (above idle)"],
                      rows))
+
+
+def _books(target: str, result: dict[str, Any]) -> str:
+    """The `books` scenario: the same clients with 2 books each, then with the same 2 assets' quotes."""
+    rows = []
+    for kind, label in (("books", f"2 books (depth {' or '.join(map(str, result['depths']))}), "
+                                  f"{_num(result['books']['changes_per_s_per_asset'])} level changes/s per asset"),
+                        ("quotes", f"2 quotes, {result['quotes']['ticks_per_s_per_asset']:g} ticks/s per asset")):
+        step = result[kind]
+        rows.append([label, _num(step["deliveries_per_s"]), f"{_ms(step['p50_ms'])} / {_ms(step['p99_ms'])}",
+                     _ms(step["server_cpu_pct"]), _ms(step["server_wait_pct"]), _ms(step["server_us_per_delivery"]),
+                     _num(step["bytes_per_client_per_s"])])
+    return (f"{target} · books ({result['connected']}/{result['clients']} clients, {result['assets']} assets, "
+            f"{result['levels']} levels a side, {result['seconds']:g} s each)\n"
+            + _table(["each client holds", "deliveries/s", "p50 / p99 age ms", "server CPU %",
+                      "server waited for CPU %", "server µs/delivery", "bytes/client/s"], rows))
 
 
 def contention(results: dict[str, dict[str, Any]]) -> list[str]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from realtime.bench import report, scenarios
+from realtime.bench.books import books
 from realtime.bench.fleet import Fleet
 from realtime.bench.keyed import keyed_state
 from realtime.bench.options import Options
@@ -40,8 +41,10 @@ logger = logging.getLogger(__name__)
 Scenario = Callable[[Run], Coroutine[Any, Any, dict[str, Any]]]
 SCENARIO_FUNCTIONS: dict[str, Scenario] = {
     "capacity": scenarios.capacity, "latency": scenarios.latency, "connections": scenarios.connections,
-    "recovery": scenarios.recovery,
+    "recovery": scenarios.recovery, "books": books,
 }
+# Scenarios only this gateway can run (Node's reference server has no order books).
+GATEWAY_ONLY = frozenset({"books"})
 
 
 @dataclass
@@ -127,6 +130,8 @@ async def run_bench(plan: Plan) -> dict[str, Any]:
                         seconds=plan.options.state_seconds)
                 continue
             for target in (["url"] if plan.url else plan.targets):
+                if scenario in GATEWAY_ONLY and target == "node":
+                    continue
                 logger.info("bench: %s against %s", scenario, target)
                 if plan.url is not None:
                     assert plan.settings is not None

@@ -49,8 +49,8 @@ class Channels:
         self.access = access
         self.recovery = recovery
         self.max_channels = max_channels
-        gateway.on(CHANNEL_SUBSCRIBE, self.subscribe)
-        gateway.on(CHANNEL_UNSUBSCRIBE, self.unsubscribe)
+        gateway.handle(CHANNEL_SUBSCRIBE, self.subscribe)
+        gateway.handle(CHANNEL_UNSUBSCRIBE, self.unsubscribe)
 
     async def subscribe(self, conn: Connection, payload: Any = None, *_: Any) -> ChannelAck:
         channel = names.channel(requested(payload))

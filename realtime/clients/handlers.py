@@ -53,7 +53,7 @@ from realtime.protocol import (
     error_body,
     refusal,
 )
-from realtime.rooms import role_room, tier_room, user_room
+from realtime.rooms import role_room, room_book, tier_room, user_room
 
 logger = logging.getLogger(__name__)
 
@@ -74,17 +74,21 @@ class Connection:
     channels: set[str] = field(default_factory=set)  # rooms `channel:<name>`
     states: set[str] = field(default_factory=set)  # rooms `state:<name>:<owner room>`
     notices: list[list[Any]] = field(default_factory=list)  # events for after a recovery's joins
+    books: set[str] = field(default_factory=set)  # book rooms `book:<A>:<depth>` (sessions.books)
     ending: bool = False
 
     def recoverable(self) -> list[str]:
-        """What its session records: asset names, then channel and state rooms."""
-        return [*sorted(self.subscriptions), *sorted(self.channels), *sorted(self.states)]
+        """What its session records: asset names, then book, channel and state rooms."""
+        return [*sorted(self.subscriptions), *sorted(self.books), *sorted(self.channels), *sorted(self.states)]
 
 
 Handler = Callable[..., Awaitable[Any]]
 # Recovery of rooms beyond assets: keeps those of a connection's recovered rooms it may still have.
 Vet = Callable[[Connection, list[str]], Awaitable[list[str]]]
 Recheck = Callable[[Connection], Awaitable[None]]
+# What a module with events of its own (sessions.books) does on recovery and on a refreshed token.
+Rejoin = Callable[[Connection], Awaitable[None]]
+Entitle = Callable[[Connection, Principal], Awaitable[None]]
 
 
 class Gateway:
@@ -118,6 +122,8 @@ class Gateway:
         self._vet: Vet | None = None
         self._condense: Condense | None = None
         self._recheck: Recheck | None = None
+        self._rejoins: list[Rejoin] = []
+        self._entitles: list[Entitle] = []
 
         sio.on("connect", self.on_connect)
         sio.on("disconnect", self.on_disconnect)
@@ -129,8 +135,8 @@ class Gateway:
         sio.on("*", self.on_unknown_event)
         sio.guard_inbound()
 
-    def on(self, event: str, handler: Handler) -> None:
-        """Answer client event `event` with `handler(connection, *args)` (its ack, or GatewayError)."""
+    def handle(self, event: str, handler: Handler) -> None:
+        """Answer `event` with `handler(conn, *args)`, acked and rate-limited like every event."""
         self.sio.on(event, self._acked(event, handler))
 
     def recover_rooms(self, vet: Vet, condense: Condense, recheck: Recheck) -> None:
@@ -139,6 +145,15 @@ class Gateway:
         self._vet = vet
         self._condense = condense
         self._recheck = recheck
+
+    def extend(self, *, rejoin: Rejoin, entitle: Entitle) -> None:
+        """Also run `rejoin` when a connection recovers and `entitle` when its token is refreshed."""
+        self._rejoins.append(rejoin)
+        self._entitles.append(entitle)
+
+    def follow(self, conn: Connection) -> None:
+        """Record the connection's subscriptions (assets, books, channels, states) with its recoverable session."""
+        self.recovery.follow(conn.sid, conn.recoverable())
 
     def close(self) -> None:
         """Cancel every token timer and every ending still flushing (server shutdown)."""
@@ -172,6 +187,7 @@ class Gateway:
             restored = await self.recovery.connect(
                 sid, principal, auth, rooms, lambda: self._rejoin(conn),
                 vet=None if vet is None else lambda asked: vet(conn, asked), condense=self._condense)
+            conn.books.update(name for name in restored if room_book(name))
             conn.subscriptions.update(name for name in restored if ":" not in name)
             if principal.sub is not None:
                 for slot in await self.presence.admit(principal.sub, sid):
@@ -321,7 +337,7 @@ class Gateway:
         # joined rooms is then never newer than the ack's baseline.
         delay = conn.principal.delay
         prices: list[PriceUpdate] = [p for p in (self.book.latest(a, delay) for a in subscribed) if p is not None]
-        self.recovery.follow(conn.sid, conn.recoverable())
+        self.follow(conn)
         return {"ok": True, "subscribed": subscribed, "rejected": rejected, "prices": prices,
                 "statuses": [self.book.status(a) for a in subscribed], "instance": self.instance_id}
 
@@ -332,6 +348,8 @@ class Gateway:
         delay = conn.principal.delay
         for name in sorted(conn.subscriptions):
             await self.sio.enter_room(conn.sid, tier_room(name, delay))
+        for rejoin in self._rejoins:
+            await rejoin(conn)
         notices, conn.notices = conn.notices, []
         prices = [p for p in (self.book.latest(name, delay) for name in sorted(conn.subscriptions)) if p is not None]
         return [*notices, *([PRICE_UPDATE, price] for price in prices)]
@@ -347,7 +365,7 @@ class Gateway:
                 conn.subscriptions.discard(asset.name)
                 await self.sio.leave_room(conn.sid, tier_room(asset.name, conn.principal.delay))
             unsubscribed.append(asset.name)
-        self.recovery.follow(conn.sid, conn.recoverable())
+        self.follow(conn)
         return {"ok": True, "unsubscribed": unsubscribed}
 
     async def refresh(self, conn: Connection, payload: Any = None, *_: Any) -> RefreshAck:
@@ -374,7 +392,9 @@ class Gateway:
         for asset in [a for a in conn.subscriptions if not principal.may_see(a)]:
             conn.subscriptions.discard(asset)
             await self.sio.leave_room(conn.sid, tier_room(asset, conn.principal.delay))
-        self.recovery.follow(conn.sid, conn.recoverable())
+        for entitle in self._entitles:
+            await entitle(conn, principal)
+        self.follow(conn)
         conn.principal = principal
 
     async def invalid_event(self, conn: Connection, *_: Any) -> ErrorAck:

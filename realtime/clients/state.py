@@ -35,8 +35,8 @@ class StateSubscriptions:
         self.reader = reader
         self.recovery = recovery
         self.max_states = max_states
-        gateway.on(STATE_SUBSCRIBE, self.subscribe)
-        gateway.on(STATE_UNSUBSCRIBE, self.unsubscribe)
+        gateway.handle(STATE_SUBSCRIBE, self.subscribe)
+        gateway.handle(STATE_UNSUBSCRIBE, self.unsubscribe)
 
     async def _ref(self, conn: Connection, payload: Any, *, check: bool) -> StateRef:
         if not isinstance(payload, dict) or not set(payload) <= {"name", "channel"} or "name" not in payload:

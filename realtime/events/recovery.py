@@ -5,8 +5,9 @@ whose auth carries a `pid` (socket.io-client adds `{pid, offset}` beside the
 app's token, which is verified as for any connect) recovers when the session
 exists, is within the window and belongs to the token's `sub`: the same pid
 in the reply, every private event after the client's offset (or after the
-session's basis when it sent none), the asset subscriptions the new token
-still allows, then the latest price of each. Anything else gets a new
+session's basis when it sent none), the asset and book subscriptions the
+new token still allows, then the latest price of each (and a `book:snapshot`
+of each book, `sessions.books`). Anything else gets a new
 session with a new pid and nothing of the old one. The session is written
 before the CONNECT reply; with Redis down the connection is accepted
 without a pid.
@@ -32,6 +33,7 @@ from realtime.events.reader import LogReader, RoomJoin
 from realtime.events.sessions import MAX_PID, Session, SessionStore, new_pid
 from realtime.principal import Principal
 from realtime.protocol import AUTH_OFFSET, AUTH_PID
+from realtime.rooms import book_room, room_book
 
 logger = logging.getLogger(__name__)
 
@@ -144,12 +146,20 @@ class Recovery:
         self.sio.prepare_connect_reply(sid, pid, start)
 
     def _allowed(self, names: Iterable[str], principal: Principal) -> list[str]:
+        """The subscriptions (asset names, and book rooms `book:<A>:<depth>`) the new token allows."""
         allowed: list[str] = []
+        books: list[str] = []
         for name in names:
-            asset = self.catalog.get(name)
-            if asset is not None and principal.may_see(asset.name) and asset.name not in allowed:
-                allowed.append(asset.name)
-        return allowed[: self.max_subscriptions]
+            book = room_book(name)
+            asset = self.catalog.get(book[0] if book is not None else name)
+            if asset is None or not principal.may_see(asset.name):
+                continue
+            if book is None:
+                if asset.name not in allowed:
+                    allowed.append(asset.name)
+            elif not principal.delay and book_room(asset.name, book[1]) not in books:
+                books.append(book_room(asset.name, book[1]))  # books are real-time only
+        return allowed[: self.max_subscriptions] + books[: self.max_subscriptions]
 
     def follow(self, sid: str, subscriptions: Iterable[str]) -> None:
         """The connection's subscriptions changed: record them with its session (soon, in one batch)."""

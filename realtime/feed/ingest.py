@@ -9,6 +9,10 @@ An accepted tick goes to the real-time room at once and into every delayed
 tier's history (`tiers`), whose timer sends it when it comes of age. Status
 changes (`status`) go to the asset's rooms of every tier before the tick that
 caused them.
+
+Book messages (`{"type": "book", ...}`) share the channel and go to the
+books (`realtime.books`); a quote tick never holds the string `"book"`, so
+it pays one substring test.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from typing import Protocol
 
 from realtime.feed.prices import PriceBook, TickRejected
 from realtime.feed.restarts import LocalRestarts, Restarts
@@ -28,12 +33,22 @@ from realtime.send.fanout import Fanout
 
 logger = logging.getLogger(__name__)
 
+# What every book message holds and no quote tick does (asset names are upper case).
+BOOK_MARK = b'"book"'
+
+
+class BookFeed(Protocol):
+    async def accept(self, raw: bytes | str) -> bool:
+        """Take a book message (True), or leave it to the quote path (False)."""
+        ...
+
+
 DROPPED = {outcome: f"feed: dropped {outcome.value} tick: %s" for outcome in TickOutcome}
 
 
 class Ingest:
     def __init__(self, source: PriceSource, book: PriceBook, fanout: Fanout, metrics: Metrics,
-                 restarts: Restarts | None = None) -> None:
+                 restarts: Restarts | None = None, books: BookFeed | None = None) -> None:
         self.source = source
         self.book = book
         self.fanout = fanout
@@ -41,10 +56,15 @@ class Ingest:
         self.counts: Counter[TickOutcome] = Counter()
         self.delays = [0, *book.tiers.tiers]  # the real-time room and every delayed tier's
         self.restarts = restarts or LocalRestarts()
+        self.books = books
 
     async def run(self) -> None:
         await self.restarts.load(self.book)
+        books = self.books
         async for raw in self.source.messages():
+            if books is not None and (BOOK_MARK in raw if isinstance(raw, bytes) else BOOK_MARK.decode() in raw):
+                if await books.accept(raw):
+                    continue
             try:
                 verdict = self.book.accept_all(raw)
             except TickRejected as rejected:

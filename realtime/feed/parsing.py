@@ -51,6 +51,14 @@ def price(value: object, field: str, decimals: int) -> int:
     return units
 
 
+def price_text(units: int, decimals: int) -> str:
+    """`units` as a decimal string with exactly `decimals` decimals: 958501000, 4 -> "95850.1000"."""
+    if not decimals:
+        return str(units)
+    whole, fraction = divmod(units, 10**decimals)
+    return f"{whole}.{fraction:0{decimals}d}"
+
+
 def sequence(value: object) -> int | None:
     """The upstream `seq`, if any: an integer in 0..2**52."""
     if value is None:

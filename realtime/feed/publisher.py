@@ -8,31 +8,52 @@ not queued: only the newest price matters).
 With `per_asset` (`realtime feed --per-asset`) each asset goes to its own
 channel `<price channel>:<ASSET>`; on a Redis Cluster with SPUBLISH, so each
 tick is handled by the one shard that owns its channel.
+
+Each tick comes with a move of the asset's order book around it
+(`feed.bookwalk`, `book_levels` levels a side; 0 = no books), on the same
+channel, after a snapshot at start. A gateway whose book broke asks for a
+snapshot on `<price channel>:control` (`{"type": "book:resync", "asset"}`);
+the feed answers at once with one, at most one per asset per `RESYNC_QUIET`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from typing import Any
 
 import orjson
 
-from realtime.backplane.connections import REDIS_ERRORS, Backoff, Client, client
+from realtime.backplane.connections import REDIS_ERRORS, Backoff, Client, Subscription, client
 from realtime.backplane.shards import is_cluster
 from realtime.config import Settings
+from realtime.feed.bookwalk import BookWalk
 from realtime.feed.simulator import RandomWalk
+from realtime.protocol import BOOK_RESYNC
 
 logger = logging.getLogger(__name__)
 
+# Seconds within which one asset's resync requests share one snapshot (every pod asks when the feed skips).
+RESYNC_QUIET = 0.1
 
-async def run_feed(settings: Settings, *, rate: float, count: int | None = None, per_asset: bool = False) -> int:
-    """Publish `rate` ticks per second per asset until cancelled or `count` ticks are out."""
+
+async def run_feed(settings: Settings, *, rate: float, count: int | None = None, per_asset: bool = False,
+                   book_levels: int = 60) -> int:
+    """Publish `rate` ticks (and book moves) per second per asset until cancelled or `count` ticks are out."""
     assert settings.redis_url is not None
     walk = RandomWalk(settings.catalog)
     redis = client(settings.redis_url, settings.redis_timeout)
     sharded = per_asset and is_cluster(settings.redis_url)
+    one_by_one = is_cluster(settings.redis_url) and not per_asset
     channels = {asset.name: f"{settings.price_channel}:{asset.name}" if per_asset else settings.price_channel
                 for asset in walk.assets}
+    books = {asset.name: BookWalk(asset.name, asset.decimals, levels=book_levels)
+             for asset in walk.assets} if book_levels > 0 else {}
+    started: set[str] = set()  # assets whose book snapshot is out
+    lock = asyncio.Lock()  # a snapshot and the moves around it go out in seq order
+    answering = asyncio.create_task(_answer_resyncs(settings, redis, books, channels, lock,
+                                                    sharded=sharded, one_by_one=one_by_one))
     backoff = Backoff(cap=settings.redis_retry_max)
     loop = asyncio.get_running_loop()
     interval = 1.0 / rate if rate > 0 else 0.0
@@ -43,8 +64,18 @@ async def run_feed(settings: Settings, *, rate: float, count: int | None = None,
         deadline = loop.time()
         while count is None or published < count:
             try:
-                await _publish(redis, [(channels[asset.name], orjson.dumps(walk.tick(asset))) for asset in walk.assets],
-                               sharded=sharded, one_by_one=is_cluster(settings.redis_url) and not per_asset)
+                messages: list[tuple[str, bytes]] = []
+                async with lock:
+                    for asset in walk.assets:
+                        tick = walk.tick(asset)
+                        messages.append((channels[asset.name], orjson.dumps(tick)))
+                        book = books.get(asset.name)
+                        if book is not None:
+                            move = book.move(tick["bid"], tick["ask"])
+                            message = move if asset.name in started else book.snapshot()
+                            started.add(asset.name)
+                            messages.append((channels[asset.name], orjson.dumps(message)))
+                    await _publish(redis, messages, sharded=sharded, one_by_one=one_by_one)
                 published += len(walk.assets)
                 if backoff.attempts:
                     logger.info("feed: Redis is back")
@@ -58,8 +89,46 @@ async def run_feed(settings: Settings, *, rate: float, count: int | None = None,
             deadline += interval
             await asyncio.sleep(max(0.0, deadline - loop.time()))
     finally:
+        answering.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await answering
         await redis.aclose()
     return published
+
+
+async def _answer_resyncs(settings: Settings, redis: Client, books: dict[str, BookWalk], channels: dict[str, str],
+                          lock: asyncio.Lock, *, sharded: bool, one_by_one: bool) -> None:
+    """Answer gateways' `book:resync` requests with a snapshot of the asset's book, until cancelled."""
+    assert settings.redis_url is not None
+    control = Subscription("feed control", settings.redis_url, [f"{settings.price_channel}:control"],
+                           timeout=settings.redis_timeout, retry_max=settings.redis_retry_max)
+    loop = asyncio.get_running_loop()
+    answered: dict[str, float] = {}
+    async for message in control.messages():
+        asset = _resync_asset(message["data"])
+        book = books.get(asset or "")
+        if book is None or asset is None or loop.time() - answered.get(asset, float("-inf")) < RESYNC_QUIET:
+            continue
+        answered[asset] = loop.time()
+        try:
+            async with lock:
+                await _publish(redis, [(channels[asset], orjson.dumps(book.snapshot()))],
+                               sharded=sharded, one_by_one=one_by_one)
+            logger.info("feed: answered a resync request for %s with a snapshot at seq %d", asset, book.seq)
+        except REDIS_ERRORS as exc:
+            logger.warning("feed: could not answer a resync request for %s (%s)", asset, exc.__class__.__name__)
+
+
+def _resync_asset(raw: Any) -> str | None:
+    """The asset of a `{"type": "book:resync", "asset"}` request; None for anything else."""
+    try:
+        request = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(request, dict) or request.get("type") != BOOK_RESYNC or not isinstance(request.get("asset"), str):
+        return None
+    asset: str = request["asset"]
+    return asset
 
 
 async def _publish(redis: Client, messages: list[tuple[str, bytes]], *, sharded: bool, one_by_one: bool) -> None:

@@ -27,6 +27,7 @@ import orjson
 
 from realtime.backplane.connections import Subscription
 from realtime.config import Settings
+from realtime.feed.bookwalk import BookWalk
 from realtime.feed.simulator import RandomWalk
 from realtime.metrics import RedisLink
 
@@ -51,12 +52,26 @@ class PriceSource(Protocol):
     def messages(self) -> AsyncIterator[bytes]: ...
 
 
+# Price levels a side of each simulated book: deeper than the deepest usual view (REALTIME_BOOK_DEPTHS),
+# so random deletions rarely leave it short.
+BOOK_LEVELS = 60
+
+
 class SimulatedSource:
-    """Embedded mode: `rate` ticks per second per asset from a random walk."""
+    """Embedded mode: `rate` ticks per second per asset from a random walk, each with a book move around it.
+
+    Books start with a snapshot; `ask(asset)` (a book that needs one) gets another at the next tick.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.walk = RandomWalk(settings.catalog)
         self.rate = settings.simulated_rate
+        self.books = {asset.name: BookWalk(asset.name, asset.decimals, levels=BOOK_LEVELS)
+                      for asset in self.walk.assets}
+        self._asked: set[str] = set()
+
+    def ask(self, asset: str) -> None:
+        self._asked.add(asset)
 
     @property
     def connected(self) -> bool:
@@ -80,9 +95,19 @@ class SimulatedSource:
         interval = 1.0 / self.rate
         loop = asyncio.get_running_loop()
         deadline = loop.time()
+        first = True
         while True:
             for asset in self.walk.assets:
-                yield orjson.dumps(self.walk.tick(asset))
+                tick = self.walk.tick(asset)
+                yield orjson.dumps(tick)
+                book = self.books[asset.name]
+                move = book.move(tick["bid"], tick["ask"])
+                if first or asset.name in self._asked:
+                    self._asked.discard(asset.name)
+                    yield orjson.dumps(book.snapshot())
+                else:
+                    yield orjson.dumps(move)
+            first = False
             deadline += interval
             await asyncio.sleep(max(0.0, deadline - loop.time()))
 

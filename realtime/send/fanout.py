@@ -15,7 +15,8 @@ Redis PUBLISH per tick). Two implementations sit behind `Fanout`, chosen by
   the baseline the benchmark compares against.
 
 Delayed tiers (`feed.tiers`) send through the same path to their own rooms,
-and `price:status` changes through `send_event` (queued, never collapsed).
+and `price:status` changes and book updates (`realtime.books`, one room per
+asset and depth) through `send_event` (queued, never collapsed).
 """
 
 from __future__ import annotations

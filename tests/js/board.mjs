@@ -5,7 +5,9 @@
 // prints {"type": "holding"} and stays until {"step": "release"}. With "stale": "<ASSET>",
 // it waits until that row shows stale, prints {"type": "stale"} (and a screenshot), then
 // until it is live again after {"step": "revive"}, and prints {"type": "revived"}. With
-// "halt": "<ASSET>", it then waits until that row shows halted and prints {"type": "halted"}.
+// "halt": "<ASSET>", it then waits until that row shows halted and prints {"type": "halted"}. With
+// "book": ["<ASSET>", ...], it prints the order book shown for each of them in turn ({"type": "book"}:
+// the first is selected at load, the others by clicking their row), after it moved at least once.
 import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
 
@@ -89,6 +91,27 @@ try {
     await page.click(`tr[data-asset="${paused}"] .toggle`);
     await advanced(await seqs(), [paused]);
     out({ type: "resumed", asset: paused, ...(await snapshot()) });
+  }
+
+  if (plan.book) {
+    // The selected asset's order book: levels best first, a size bar each.
+    const shownBook = () => page.evaluate(() => {
+      const book = document.getElementById("book");
+      const levels = (side) => [...book.querySelectorAll(`.${side} tr.level`)].map((tr) => [
+        tr.querySelector(".price").textContent, tr.querySelector(".qty").textContent,
+        Number.parseFloat(tr.querySelector(".bar").style.width)]);
+      return { asset: book.dataset.asset, seq: Number(book.dataset.seq), status: book.dataset.status,
+               bids: levels("bids"), asks: levels("asks") };
+    });
+    for (const [index, asset] of plan.book.entries()) {
+      if (index) await page.click(`tr[data-asset="${asset}"] .asset`);
+      await page.waitForSelector(`#book[data-asset="${asset}"][data-status="live"] tr.level`, { timeout });
+      const first = await shownBook();
+      await page.waitForFunction((seq) => Number(document.getElementById("book").dataset.seq) > seq, first.seq,
+                                 { timeout });
+      out({ type: "book", ...(await shownBook()) });
+      if (plan.screenshot && !index) await page.screenshot({ path: plan.screenshot.replace(/\.png$/, "-book.png") });
+    }
   }
 
   if (plan.stale) {

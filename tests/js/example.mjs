@@ -8,6 +8,9 @@ const GATEWAY_URL = plan.url;
 const getToken = async () => plan.token ?? (await (await fetch(`${GATEWAY_URL}/board/token`)).json()).token;
 const render = (update) => process.stdout.write(JSON.stringify({ type: "render", update }) + "\n");
 const renderPositions = (items) => process.stdout.write(JSON.stringify({ type: "positions", items }) + "\n");
+const sorted = (side, best) => [...side].sort((a, b) => (Number(a[0]) - Number(b[0])) * best);
+const renderBook = (book) => process.stdout.write(JSON.stringify(
+  { type: "book", seq: book.seq, bids: sorted(book.bids, -1), asks: sorted(book.asks, 1) }) + "\n");
 
 // README begin
 import { io } from "socket.io-client";
@@ -38,8 +41,33 @@ socket.on("connect", async () => {
   ack.prices.forEach(onPrice); // a tick may have overtaken its snapshot: onPrice keeps the newest
   for (const { asset, code } of ack.rejected) console.warn(asset, code); // e.g. FORBIDDEN
   subscribePositions();
+  askBook("book:subscribe");
 });
 socket.on("price:update", onPrice);
+
+// An order book: the ack is the top-10 view; each update holds only the levels that changed ("0": gone).
+const BOOK = { asset: "BTC_USDC_PERP", depth: 10 };
+let book = null; // { seq, bids: Map(price -> qty), asks: Map }: decimal strings, as on the wire
+const keepBook = (view) => (book = view.ok ? { seq: view.seq, bids: new Map(view.bids), asks: new Map(view.asks) } : null);
+// A callback, not `await emitWithAck`: the first update may come in the same read as the ack.
+const askBook = (event) => socket.timeout(5000).emit(event, BOOK, (err, view) => keepBook(err ? {} : view));
+socket.on("book:snapshot", keepBook); // a recovered session's books come back first, before any update
+
+socket.on("book:update", (update) => {
+  if (!book) return; // waiting for a snapshot
+  if (update.prevSeq !== book.seq) { // missed one: start again from a snapshot
+    book = null;
+    return askBook("book:snapshot");
+  }
+  for (const side of ["bids", "asks"]) {
+    for (const [price, qty] of update[side]) {
+      if (qty === "0") book[side].delete(price);
+      else book[side].set(price, qty);
+    }
+  }
+  book.seq = update.seq;
+  renderBook(book); // sort by Number(price) to draw it: bids high to low, asks low to high
+});
 
 // Private events: in publish order, exactly once, also across drops (the last argument is the offset).
 socket.on("order:update", (order) => console.log("order", order));

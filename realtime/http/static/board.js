@@ -2,7 +2,9 @@
 // socket.io-client package) and nothing else. Reads like a frontend should:
 // a token function for every (re)connect, subscribe on connect, keep the
 // highest seq per asset, refresh the token on auth:expiring, and show an
-// asset the gateway calls stale or halted (price:status) unmistakably.
+// asset the gateway calls stale or halted (price:status) unmistakably. Below
+// the prices, the selected asset's order book, kept as the README shows:
+// the ack's view, then each update's changed levels, a snapshot on a gap.
 "use strict";
 
 (() => {
@@ -31,6 +33,7 @@
     const toggle = tr.querySelector(".toggle");
     toggle.textContent = "Live";
     toggle.addEventListener("click", () => setWanted(row, !row.wanted));
+    tr.querySelector(".asset").addEventListener("click", () => selectBook(name));
     tbody.appendChild(tr);
     rows.set(name, row);
   }
@@ -213,7 +216,89 @@
     showPositions();
   });
 
+  // The order book of one asset: { asset, seq, bids: Map(price -> qty), asks } or null while none is held.
+  const BOOK_DEPTH = 10;
+  const bookEl = document.getElementById("book");
+  let selected = config.assets.length ? config.assets[0].name : null;
+  let book = null;
+
+  function keepBook(view) {
+    if (!view.ok || view.asset !== selected) return;
+    book = { asset: view.asset, seq: view.seq, bids: new Map(view.bids), asks: new Map(view.asks) };
+    bookEl.dataset.status = view.status;
+    renderBook();
+  }
+
+  // The ack by callback, not await: the first update may come in the same read as the ack.
+  function requestBook(event) {
+    book = null;
+    socket.timeout(10000).emit(event, { asset: selected, depth: BOOK_DEPTH }, (err, view) => {
+      if (!err) keepBook(view);
+    });
+  }
+
+  function onBookUpdate(update) {
+    if (!book || update.asset !== book.asset) return;
+    if (update.prevSeq !== book.seq) return void requestBook("book:snapshot"); // missed one
+    for (const side of ["bids", "asks"]) {
+      for (const [price, qty] of update[side]) {
+        if (qty === "0") book[side].delete(price); else book[side].set(price, qty);
+      }
+    }
+    book.seq = update.seq;
+    renderBook();
+  }
+
+  function renderBook() {
+    bookEl.dataset.asset = book ? book.asset : "";
+    bookEl.dataset.seq = String(book ? book.seq : 0);
+    bookEl.querySelector(".book-asset").textContent = book ? `${book.asset.replace(/_/g, " ")} book` : "Order book";
+    bookEl.querySelector(".book-state").textContent = bookEl.dataset.status === "live" ? "" : "· resyncing";
+    const levels = (side, best) => [...(book ? book[side] : [])]
+      .sort((a, b) => (Number(a[0]) - Number(b[0])) * best);
+    const bids = levels("bids", -1);
+    const asks = levels("asks", 1);
+    const largest = Math.max(0, ...[...bids, ...asks].map(([, qty]) => Number(qty)));
+    const fill = (side, rows) => {
+      const body = bookEl.querySelector(`.${side} tbody`);
+      body.replaceChildren(...rows.map(([price, qty]) => {
+        const tr = document.createElement("tr");
+        tr.className = "level";
+        const width = largest > 0 ? (100 * Number(qty)) / largest : 0;
+        const cells = [`<td class="num price">${price}</td>`, `<td class="num qty">${qty}</td>`];
+        tr.innerHTML = (side === "bids" ? cells.reverse() : cells).join("");
+        const bar = document.createElement("span");
+        bar.className = "bar";
+        bar.style.width = `${width.toFixed(1)}%`;
+        tr.querySelector(".qty").appendChild(bar);
+        return tr;
+      }));
+    };
+    fill("bids", bids);
+    fill("asks", asks);
+  }
+
+  function selectBook(name) {
+    if (name === selected) return;
+    const previous = selected;
+    selected = name;
+    for (const row of rows.values()) row.tr.classList.toggle("selected", row.name === name);
+    if (!socket.connected) return;
+    socket.timeout(10000).emit("book:unsubscribe", { asset: previous, depth: BOOK_DEPTH }, () => {});
+    requestBook("book:subscribe");
+  }
+  if (selected) rows.get(selected).tr.classList.add("selected");
+
+  socket.on("book:update", onBookUpdate);
+  socket.on("book:snapshot", keepBook); // a recovered session's books come back this way
+  socket.on("book:status", ({ asset, status }) => {
+    if (asset !== selected) return;
+    bookEl.dataset.status = status;
+    renderBook();
+  });
+
   socket.on("connect", () => {
+    if (!socket.recovered && selected) requestBook("book:subscribe");
     // Maybe another pod, or a restarted one: it numbers ticks afresh.
     for (const row of rows.values()) row.seq = 0;
     setStatus("connected", "Live");

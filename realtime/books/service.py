@@ -1,0 +1,258 @@
+"""Every catalog asset's order book on this pod: feed messages in, conflated room updates out.
+
+The resync state machine, per asset: a book is `live` while each update's
+`prevSeq` is its `seq`. An update that does not follow (or any update before
+the first snapshot) is dropped and the book stops: its rooms get
+`book:status` `resyncing`, no update goes out, and the feed is asked for a
+snapshot (`ask`, again at most once per `RETRY` while none comes). The
+snapshot replaces the book, the rooms get `live`, and their next update
+carries how their view changed across the gap, so clients stay exact without
+doing anything. Every decision depends only on the feed's messages: pods
+that heard the same feed hold the same book at a given `seq`.
+
+Conflation: a change reaches the rooms at once when the asset's last update
+went out at least `interval` ago, else when it is due; each room gets one
+framed `book:update` per send (`Room.advance`), through the fan-out's
+frame-once broadcast. Nothing runs for a book whose rooms are empty here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import orjson
+
+from realtime.books.book import OrderBook
+from realtime.books.messages import BookMessage, BookOutcome, BookRefused, Prices, parse
+from realtime.books.rooms import Room
+from realtime.catalog import Catalog
+from realtime.protocol import (
+    BOOK_STATUS,
+    BOOK_UPDATE,
+    FEED_BOOK,
+    BookStatus,
+    BookUpdate,
+    BookView,
+)
+from realtime.rooms import book_room
+from realtime.send.fanout import Fanout
+
+logger = logging.getLogger(__name__)
+
+# Seconds between two snapshot requests for one asset while none comes.
+RETRY = 1.0
+LIVE, RESYNCING = "live", "resyncing"
+DROPPED = {outcome: f"books: dropped {outcome.value} message: %s" for outcome in BookOutcome}
+
+
+@dataclass(slots=True)
+class Market:
+    """One asset's book, its rooms on this pod and its resync state."""
+
+    asset: str
+    book: OrderBook
+    rooms: dict[int, str]  # depth -> room name
+    live: bool = False
+    views: dict[int, Room] = field(default_factory=dict)  # depth -> what that room was last sent
+    touched: set[int] = field(default_factory=set)  # levels changed since the last send (bids negative)
+    sent_at: float = float("-inf")  # loop time of the last send
+    asked_at: float = float("-inf")  # loop time of the last snapshot request
+    asked: bool = False  # a snapshot was asked for since the book was last live
+
+
+class Books:
+    def __init__(self, catalog: Catalog, *, depths: list[int], interval_ms: int, fanout: Fanout,
+                 room_size: Callable[[str], int], ask: Callable[[str], None]) -> None:
+        self.catalog = catalog
+        self.depths = depths
+        self.interval = interval_ms / 1000
+        self.fanout = fanout
+        self.room_size = room_size
+        self.ask = ask
+        self.markets = {asset.name: Market(asset.name, OrderBook(asset.decimals),
+                                           {depth: book_room(asset.name, depth) for depth in depths})
+                        for asset in catalog}
+        # Counters /metrics reads (books.gauges).
+        self.outcomes: Counter[BookOutcome] = Counter()
+        self.resyncs: Counter[str] = Counter()  # asset -> books live again after a gap
+        self.updates: Counter[tuple[str, int]] = Counter()  # (asset, depth) -> book:update sent
+        self.conflated: Counter[str] = Counter()  # asset -> level changes merged into a later one
+        self._prices = Prices()
+        self._due: dict[str, float] = {}  # asset -> loop time its pending send is due
+        self._wake = asyncio.Event()
+
+    # The feed.
+
+    async def accept(self, raw: bytes | str) -> bool:
+        """Take one feed message if it is a book's (True), else leave it to the quote path (False)."""
+        try:
+            message = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return False
+        if not isinstance(message, dict) or message.get("type") != FEED_BOOK:
+            return False
+        try:
+            await self._accept(parse(message, self.catalog, self._prices))
+            self.outcomes[BookOutcome.OK] += 1
+        except BookRefused as refused:
+            self.outcomes[refused.outcome] += 1
+            # One template per outcome: the log's repeat filter bounds each.
+            logger.warning(DROPPED[refused.outcome], refused.reason)
+        return True
+
+    async def _accept(self, message: BookMessage) -> None:
+        market = self.markets[message.asset]
+        book = market.book
+        if market.live and message.seq <= book.seq:
+            raise BookRefused(BookOutcome.STALE, f"{message.asset}: seq {message.seq} is not above {book.seq}")
+        if message.snapshot:
+            book.apply(message.bids, message.asks, message.seq, message.ts, replace=True)
+            market.touched.clear()
+            if not market.live:
+                market.live = True
+                if market.asked:
+                    self.resyncs[market.asset] += 1
+                    logger.info("books: %s is live again at seq %d", market.asset, book.seq)
+                market.asked = False
+                await self._status(market)
+            await self._changed(market)
+            return
+        if not market.live or message.prev_seq != book.seq:
+            if market.live:
+                market.live = False
+                logger.warning("books: %s missed an update (prevSeq %s, book at %d): resyncing",
+                            market.asset, message.prev_seq, book.seq)
+                await self._status(market)
+            self._ask(market)
+            raise BookRefused(BookOutcome.GAP, f"{message.asset}: prevSeq {message.prev_seq} does not follow "
+                                               f"{book.seq or 'no snapshot'}")
+        if self._watched(market):
+            touched = market.touched
+            before = len(touched)
+            touched.update(-price - 1 for price, _ in message.bids)
+            touched.update(price for price, _ in message.asks)
+            merged = before + len(message.bids) + len(message.asks) - len(touched)
+            if merged:
+                self.conflated[market.asset] += merged
+        book.apply(message.bids, message.asks, message.seq, message.ts)
+        await self._changed(market)
+
+    def _ask(self, market: Market) -> None:
+        now = asyncio.get_running_loop().time()
+        if now - market.asked_at >= RETRY:
+            market.asked_at = now
+            market.asked = True
+            self.ask(market.asset)
+
+    def wanted(self, asset: str) -> None:
+        """A room of `asset` has its first member here: a book that has none asks for its snapshot now."""
+        market = self.markets.get(asset)
+        if market is not None and not market.live:
+            self._ask(market)
+
+    def forget(self, asset: str) -> None:
+        """This pod stopped hearing `asset` (its channel let go): the book waits for a snapshot again."""
+        market = self.markets.get(asset)
+        if market is not None:
+            market.book.clear()
+            market.live = False
+            market.views.clear()
+            market.touched.clear()
+            self._due.pop(asset, None)
+
+    # Clients.
+
+    def view(self, asset: str, depth: int, *, fresh: bool) -> BookView:
+        """What a connection joining (or in) the room of `asset` at `depth` holds: the room's last view.
+
+        `fresh`: nobody on this pod is in that room, so it starts from the book as it is now.
+        """
+        market = self.markets[asset]
+        room = market.views.get(depth)
+        if room is None or fresh:
+            room = market.views[depth] = Room(depth)
+            room.reset(market.book)
+        bids, asks = room.view(market.book.decimals)
+        return {"ok": True, "asset": asset, "depth": depth, "seq": room.seq, "bids": bids, "asks": asks,
+                "ts": room.ts, "status": LIVE if market.live else RESYNCING}
+
+    def status(self, asset: str) -> str:
+        return LIVE if self.markets[asset].live else RESYNCING
+
+    # Sending.
+
+    def _watched(self, market: Market) -> bool:
+        room_size = self.room_size
+        return any(room_size(room) for room in market.rooms.values())
+
+    async def _changed(self, market: Market) -> None:
+        """The book moved: send now if the last send is an interval old, else when it is."""
+        if market.asset in self._due:
+            return
+        if not self._watched(market):
+            market.touched.clear()
+            return
+        loop = asyncio.get_running_loop()
+        due = market.sent_at + self.interval
+        if loop.time() >= due:
+            await self._send(market)
+        else:
+            self._due[market.asset] = due
+            self._wake.set()
+
+    async def _send(self, market: Market) -> None:
+        market.sent_at = asyncio.get_running_loop().time()
+        market.touched.clear()
+        if not market.live:
+            return
+        book = market.book
+        for depth, name in market.rooms.items():
+            room = market.views.get(depth)
+            if room is None or not self.room_size(name):
+                continue
+            prev_seq = room.seq
+            changes = room.advance(book)
+            if changes is None:
+                continue
+            update: BookUpdate = {"asset": market.asset, "depth": depth, "seq": book.seq, "prevSeq": prev_seq,
+                                  "bids": changes[0], "asks": changes[1], "ts": book.ts}
+            self.updates[market.asset, depth] += 1
+            await self._deliver(name, BOOK_UPDATE, update)
+
+    async def _status(self, market: Market) -> None:
+        status: BookStatus = {"asset": market.asset, "status": LIVE if market.live else RESYNCING}
+        for name in market.rooms.values():
+            if self.room_size(name):
+                await self._deliver(name, BOOK_STATUS, status)
+
+    async def _deliver(self, room: str, event: str, data: object) -> None:
+        try:
+            await self.fanout.send_event(room, event, data)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("books: %s to %s failed", event, room)
+
+    async def run(self) -> None:
+        """Send the conflated updates as they come due, until cancelled."""
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._due:
+                await self._wake.wait()
+                self._wake.clear()
+                continue
+            now = loop.time()
+            soonest = min(self._due.values())
+            if soonest > now:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), soonest - now)
+                self._wake.clear()
+                continue
+            for asset in [asset for asset, due in self._due.items() if due <= now]:
+                del self._due[asset]
+                await self._send(self.markets[asset])
