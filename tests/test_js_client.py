@@ -20,11 +20,12 @@ import subprocess
 from collections.abc import AsyncIterator
 from typing import Any
 
-from tests.support import BTC, ETH, ROOT, ClusterFactory, NodeSession, feed, node_session, of, token
+from tests.support import BTC, ETH, ROOT, ClusterFactory, GatewayFactory, NodeSession, feed, node_session, of, token
 from tests.support.books import BookFeed, Exchange, check_lines, holds, read_until
 from tests.support.channels import write_state
 
 PACKAGE = ROOT / "clients" / "js"
+ARTIFACTS = ROOT / "test-artifacts"
 BOOKS = [{"asset": BTC, "depth": 10}, {"asset": ETH, "depth": 20}]
 KEYS = [f"p{i}" for i in range(8)]
 
@@ -205,3 +206,42 @@ async def test_the_helpers_equal_the_gateway_on_two_pods_through_a_drop_and_a_fe
         assert statuses[0] == "live" and statuses[-1] == "live", statuses
         assert "resyncing" in statuses  # the feed's gap (and the drop) showed
     assert not of(sessions[0].lines, "gap")  # the gateway bridged the feed's gap: no client saw one
+
+
+DOC = ROOT / "docs" / "js-client.md"
+PRELUDE = """\
+const plan = JSON.parse(process.argv[2]);
+const GATEWAY_URL = plan.url;
+const getToken = async () => plan.token;
+const render = (type, data) => process.stdout.write(JSON.stringify({ type, data }) + "\\n");
+"""
+
+
+async def test_the_docs_ten_line_app_runs(start_gateway: GatewayFactory) -> None:
+    # The app of docs/js-client.md, verbatim, on the embedded simulator (prices and a moving book) with
+    # positions written by the back end.
+    text = DOC.read_text()
+    app = text[text.index("// app begin\n"):text.index("// app end\n")]
+    assert len([line for line in app.splitlines()[1:] if line.strip()]) <= 12
+    ARTIFACTS.mkdir(exist_ok=True)
+    script = ARTIFACTS / "js-client-app.mjs"  # under the checkout, so node finds its node_modules
+    script.write_text(PRELUDE + app)
+    gateway = start_gateway(simulated_rate=10)
+    async with node_session(str(script), {"url": gateway.url, "token": token("alice")}) as app_run:
+        ops = [{"op": "set", "key": "1", "value": {"qty": "1.0"}}, {"op": "merge", "key": "1", "changes": {"pnl": "2"}}]
+        status, _ = await write_state(gateway.url, {"user": "alice", "name": "positions", "ops": ops})
+        assert status == 200
+
+        def seen(lines: list[dict[str, Any]]) -> bool:
+            kinds = {line["type"] for line in lines}
+            return {"price", "book", "position"} <= kinds and len(of(lines, "book")) >= 5
+        try:
+            await read_until(app_run, seen)
+        except TimeoutError:
+            raise AssertionError(f"the app printed {[line['type'] for line in app_run.lines]}") from None
+    books = [line["data"] for line in of(app_run.lines, "book")]
+    assert all(len(view["bids"]) == len(view["asks"]) == 10 for view in books)
+    assert [b["seq"] for b in books] == sorted(b["seq"] for b in books)
+    positions = [line["data"] for line in of(app_run.lines, "position")]
+    assert positions[-1] == {"key": "1", "value": {"qty": "1.0", "pnl": "2"}, "version": 1}
+    assert {line["data"]["asset"] for line in of(app_run.lines, "price")} == {BTC, ETH}

@@ -70,14 +70,19 @@ export class Prices extends Emitter<PricesEvents> {
     this.clearListeners();
   }
 
-  private subscribe(): void {
+  private subscribe(withRate = this.options.maxRate !== undefined): void {
     // A fresh session (maybe another pod, numbering afresh): the old baseline means nothing there.
     this.latest.clear();
     const { maxRate } = this.options;
-    const request = maxRate === undefined ? this.assets : { assets: this.assets, maxRate };
+    const request = withRate && maxRate !== undefined ? { assets: this.assets, maxRate } : this.assets;
     // The ack by callback: a tick may come in the same read and must not find the map half-set.
     this.socket.timeout(ACK_TIMEOUT).emit("price:subscribe", request, (err, ack) => {
       if (err) return this.emit("error", { code: "UNAVAILABLE", message: `price:subscribe: ${err.message}` });
+      if (!ack.ok && withRate && ack.error.code === "BAD_REQUEST") {
+        // A gateway without rate control (before SPEC §11) takes only the list form: every tick, then.
+        this.emit("error", { code: "BAD_REQUEST", message: `maxRate refused (${ack.error.message}); subscribed without it` });
+        return this.subscribe(false);
+      }
       if (!ack.ok) return this.emit("error", ack.error);
       this.maxRate = ack.maxRate;
       for (const name of ack.subscribed) this.names.add(name);

@@ -83,3 +83,20 @@ test("prices: a tick that overtook its snapshot is kept; statuses follow price:s
   assert.deepEqual(socket.requests[0], ["price:subscribe", ["BTC_USDC_PERP"]]);
   assert.equal(helper.maxRate, null);
 });
+
+test("prices: a gateway that refuses maxRate (before SPEC §11) is subscribed with the list form, and says so", () => {
+  const socket = new ScriptedSocket((event, payload) => (Array.isArray(payload)
+    ? { ok: true, subscribed: payload, rejected: [], prices: [], statuses: [], instance: "p" }
+    : { ok: false, error: { code: "BAD_REQUEST", message: "expected an asset name or a list of asset names" } }));
+  const helper = prices(socket, ["BTC_USDC_PERP"], { maxRate: 4 });
+  const errors = [];
+  helper.on("error", (e) => errors.push(e.code));
+  socket.connect();
+  socket.drain();
+  assert.deepEqual(socket.requests.map(([, payload]) => payload),
+    [{ assets: ["BTC_USDC_PERP"], maxRate: 4 }, ["BTC_USDC_PERP"]]);
+  assert.deepEqual(errors, ["BAD_REQUEST"]);
+  assert.equal(helper.maxRate, undefined);
+  socket.fire("price:update", { asset: "BTC_USDC_PERP", bid: 1, ask: 2, decimals: 0, seq: 1, ts: 0 });
+  assert.equal(helper.get("BTC_USDC_PERP").seq, 1);
+});
