@@ -13,8 +13,11 @@ in the feed.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import copy
+import json
+import os
 import random
 import subprocess
 from collections.abc import AsyncIterator
@@ -26,7 +29,7 @@ from tests.support.channels import write_state
 
 PACKAGE = ROOT / "clients" / "js"
 ARTIFACTS = ROOT / "test-artifacts"
-BOOKS = [{"asset": BTC, "depth": 10}, {"asset": ETH, "depth": 20}]
+BOOKS: list[dict[str, Any]] = [{"asset": BTC, "depth": 10}, {"asset": ETH, "depth": 20}]
 KEYS = [f"p{i}" for i in range(8)]
 
 
@@ -134,6 +137,24 @@ def settled(books: dict[str, BookFeed], backend: Backend, ticks: Ticks) -> Any:
     return done
 
 
+def recorded_all(books: dict[str, BookFeed], backend: Backend, ticks: Ticks) -> Any:
+    """A `read_until` condition for the recorder: it saw the newest book, state and price."""
+    def done(lines: list[dict[str, Any]]) -> bool:
+        held: dict[Any, int] = {}
+        for line in lines:
+            if line["type"] != "record" or line["kind"] not in ("event", "ack"):
+                continue
+            payload = line["ack"] if line["kind"] == "ack" else line["args"][0]
+            if isinstance(payload, dict) and "seq" in payload:
+                held[payload["asset"], payload.get("depth")] = payload["seq"]
+            elif isinstance(payload, dict) and "version" in payload:
+                held["state"] = payload["version"]
+        return (all(held.get((b["asset"], b["depth"])) == books[b["asset"]].seq for b in BOOKS)
+                and held.get("state") == backend.version
+                and all(held.get((asset, None)) == ticks.seq for asset in (BTC, ETH)))
+    return done
+
+
 def check(session: NodeSession, books: dict[str, BookFeed], backend: Backend, ticks: Ticks) -> None:
     """Every view each helper emitted equals the server's at its seq / version."""
     assert check_lines(session.lines, books) == 0  # the helper prints whole views ("view" lines) only
@@ -147,6 +168,30 @@ def check(session: NodeSession, books: dict[str, BookFeed], backend: Backend, ti
         sent = ticks.sent[line["asset"], line["seq"]]
         assert (line["bid"], line["ask"]) == (sent["bid"], sent["ask"]), line
     assert not of(session.lines, "error"), of(session.lines, "error")
+
+
+RECORDED_PLAN: dict[str, Any] = {"token": token("alice"), "prices": [BTC, ETH], "books": BOOKS,
+                                 "states": [{"name": "positions"}]}
+
+
+def recording(recorder: NodeSession, books: dict[str, BookFeed], backend: Backend) -> dict[str, Any]:
+    """The recorder's stream, with the reference views at each book seq and the state at each version it holds
+    (clients/js/test/replay.test.mjs reads this)."""
+    stream = [{k: v for k, v in line.items() if k != "type"} for line in recorder.lines if line["type"] == "record"]
+    seqs: dict[str, set[int]] = {f"{b['asset']}:{b['depth']}": set() for b in BOOKS}
+    versions: set[int] = set()
+    for entry in stream:
+        payload = entry["ack"] if entry["kind"] == "ack" else (entry.get("args") or [None])[0]
+        if not isinstance(payload, dict):
+            continue
+        if "depth" in payload and "seq" in payload:
+            seqs[f"{payload['asset']}:{payload['depth']}"].add(payload["seq"])
+        if "version" in payload:
+            versions.add(payload["version"])
+    views = {key: {seq: list(books[key.split(":")[0]].view(seq, int(key.split(":")[1]))) for seq in sorted(held)}
+             for key, held in seqs.items()}
+    return {"plan": {k: v for k, v in RECORDED_PLAN.items() if k != "token"}, "books": views,
+            "states": {v: backend.versions[v] for v in sorted(versions)}, "stream": stream}
 
 
 @contextlib.asynccontextmanager
@@ -176,8 +221,11 @@ async def test_the_helpers_equal_the_gateway_on_two_pods_through_a_drop_and_a_fe
         await exchange.send(lambda: [f.snapshot() for f in books.values()])
         await ticks.send(pod, 1)
         await backend.write(3)
-        # One client on a pod, one through nginx (its reconnect may land on the other pod).
-        async with helpers([cluster.pods[1].url, cluster.url]) as sessions:
+        # One client on a pod, one through nginx (its reconnect may land on the other pod), and a recorder of
+        # what a socket.io-client sees through nginx, replayed through the helpers afterwards.
+        async with helpers([cluster.pods[1].url, cluster.url]) as sessions, \
+                node_session("record.mjs", {"url": cluster.url, **RECORDED_PLAN}) as recorder:
+            await recorder.until("ready")
             async def round_of_changes(batches: int) -> None:
                 for _ in range(batches):
                     await exchange.burst(1, per_batch=8, every=0.01)
@@ -189,7 +237,8 @@ async def test_the_helpers_equal_the_gateway_on_two_pods_through_a_drop_and_a_fe
             await round_of_changes(6)
             # A dropped transport: the client recovers (same session) and misses nothing.
             dropped = sessions[1]
-            await dropped.send({"cmd": "drop"})
+            for session in (dropped, recorder):
+                await session.send({"cmd": "drop"})
             await dropped.until("disconnect")
             await exchange.burst(2, every=0.05)
             await backend.write(4)
@@ -200,12 +249,21 @@ async def test_the_helpers_equal_the_gateway_on_two_pods_through_a_drop_and_a_fe
             # A gap in the feed: every pod resyncs its book; the helpers follow without a gap of their own.
             await exchange.send(lambda: [btc.missed(), btc.touch_top()][1:])
             await round_of_changes(4)
+            await read_until(recorder, recorded_all(books, backend, ticks))
     for session in sessions:
         check(session, books, backend, ticks)
         statuses = [line["status"] for line in of(session.lines, "book-status") if line["asset"] == BTC]
         assert statuses[0] == "live" and statuses[-1] == "live", statuses
         assert "resyncing" in statuses  # the feed's gap (and the drop) showed
     assert not of(sessions[0].lines, "gap")  # the gateway bridged the feed's gap: no client saw one
+    # What the recorder saw, replayed through the helpers (as it came, and with updates lost at random).
+    ARTIFACTS.mkdir(exist_ok=True)
+    recorded = ARTIFACTS / "js-client-recorded.json"
+    recorded.write_text(json.dumps(recording(recorder, books, backend)))
+    done = await asyncio.to_thread(
+        subprocess.run, ["node", "--test", str(PACKAGE / "test" / "replay.test.mjs")], cwd=PACKAGE,
+        capture_output=True, text=True, timeout=300, env={**os.environ, "RECORDED": str(recorded)})
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
 
 
 DOC = ROOT / "docs" / "js-client.md"
