@@ -53,7 +53,7 @@ export class Book extends Emitter<BookEvents> {
     const onUpdate = (update: BookUpdate) => this.mine(update) && this.update(update);
     const onSnapshot = (view: BookView) => this.mine(view) && this.adopt(view);
     const onStatus = ({ asset, status }: { asset: string; status: BookStatusValue }) => {
-      if (asset !== this.asset) return;
+      if (asset.toUpperCase() !== this.asset.toUpperCase()) return;
       this.gatewayStatus = status;
       this.refresh();
     };
