@@ -72,7 +72,8 @@ def _token(args: argparse.Namespace) -> int:
     assets = None if args.assets is None else [a.strip() for a in args.assets.split(",") if a.strip()]
     algorithm = settings.jwt_algorithms[0] if settings.jwt_algorithms else "HS256"
     print(mint_token(settings.jwt_secret, args.sub, roles=roles, assets=assets, ttl=args.ttl, algorithm=algorithm,
-                     issuer=settings.jwt_issuer, audience=settings.jwt_audience, delay=args.delay))
+                     issuer=settings.jwt_issuer, audience=settings.jwt_audience, delay=args.delay,
+                     max_rate=args.max_rate))
     return 0
 
 
@@ -125,6 +126,9 @@ def _bench(args: argparse.Namespace) -> int:
         spread_assets=args.spread_assets, spread_pods=args.spread_pods, spread_rate=args.spread_rate,
         spread_seconds=args.spread_seconds, state_seconds=args.state_seconds, book_clients=args.book_clients,
         book_changes=args.book_changes, book_levels=args.book_levels, book_seconds=args.book_seconds,
+        rates_clients=args.rates_clients, rates_per_client=args.rates_per_client,
+        rates_tick_rate=args.rates_tick_rate, rates_max_rate=args.rates_max_rate,
+        overload_rates=[int(r) for r in args.overload_rates],
         generator_cpus=len(args.generator_cpus or generator_cpus) or (os.cpu_count() or 1),
     )
     plan = runner.Plan(
@@ -185,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", type=int, default=3600, help="seconds until exp (default: 3600)")
     token.add_argument("--delay", type=int, default=None,
                        help="delayed-data tier in seconds, one of REALTIME_DELAY_TIERS (default: real-time)")
+    token.add_argument("--max-rate", type=float, default=None,
+                       help="claim maxRate: at most this many price updates per second per asset (default: none)")
     _add_settings_flags(token, ["jwt_secret", "jwt_algorithms", "jwt_issuer", "jwt_audience"])
     token.set_defaults(run=_token)
     _add_bench(commands)
@@ -262,6 +268,16 @@ def _add_bench(commands: Any) -> None:
                        help="CPUs the server is pinned to (default: the first)")
     bench.add_argument("--generator-cpus", type=_cpus, default=None,
                        help="CPUs for the load generator, ticker and Redis (default: the others)")
+    bench.add_argument("--rates-clients", type=int, default=defaults.rates_clients,
+                       help="rates: clients, all unthrottled then half at --rates-max-rate")
+    bench.add_argument("--rates-per-client", type=int, default=defaults.rates_per_client,
+                       help="rates: assets per client")
+    bench.add_argument("--rates-tick-rate", type=float, default=defaults.rates_tick_rate,
+                       help="rates: ticks per second per asset")
+    bench.add_argument("--rates-max-rate", type=float, default=defaults.rates_max_rate,
+                       help="rates: the throttled half's maxRate")
+    bench.add_argument("--overload-rates", type=_numbers, default=defaults.overload_rates,
+                       help="overload: the ladder's offered deliveries per second, with overload mode on and off")
     bench.add_argument("--json", type=Path, default=None, help="also write the full report to this file")
     bench.add_argument("--node-dir", type=Path, default=None,
                        help="where the node target's server and npm packages are installed, with `npm ci` on "

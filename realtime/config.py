@@ -294,6 +294,16 @@ class Settings(BaseSettings):
         description="missed updates of one state a recovery replays; past it the client gets state:snapshot",
     )
 
+    # How fast a client is fed (SPEC §11, docs/rates.md).
+    max_rate: float | None = Field(
+        None, ge=0.1, le=1000, description="price updates per second per asset any connection gets at most "
+                                           "(unset: no cap; a token's maxRate claim and the request may lower it)",
+    )
+    overload_lag: float = Field(
+        100.0, ge=0, le=60_000, description="event-loop lag (ms) past which the pod lowers every connection's "
+                                            "price rate evenly until the lag recovers (0 = off)",
+    )
+
     # Order books (realtime.books).
     book_depths: Annotated[list[int], NoDecode] = Field(
         default_factory=lambda: [10, 20, 50], description="depths a client may ask `book:subscribe` for",

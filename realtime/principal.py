@@ -19,6 +19,7 @@ class Principal:
     exp: int | None = None
     delay: int = 0  # seconds: prices this connection sees are at least this old (0 = real-time)
     channels: tuple[str, ...] = ()  # the `channels` claim: channel names and `*` patterns (SPEC §10)
+    max_rate: float | None = None  # price updates per second per asset this token may get (None: every tick)
 
     def may_see(self, asset: str) -> bool:
         return self.assets is None or asset.upper() in self.assets

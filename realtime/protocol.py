@@ -22,6 +22,8 @@ CHANNEL_SUBSCRIBE = "channel:subscribe"
 CHANNEL_UNSUBSCRIBE = "channel:unsubscribe"
 STATE_SUBSCRIBE = "state:subscribe"
 STATE_UNSUBSCRIBE = "state:unsubscribe"
+# Client -> server: change a connection's price rate live. Server -> client: the pod's overload cap changed.
+PRICE_RATE = "price:rate"
 
 # Server -> client events.
 PRICE_UPDATE = "price:update"
@@ -128,6 +130,22 @@ class SubscribeAck(TypedDict):
     prices: list[PriceUpdate]
     statuses: list[PriceStatus]
     instance: str
+    maxRate: float | None  # the granted rate of these subscriptions; None: every tick
+
+
+class RateAck(TypedDict):
+    """`price:rate` answered: the grant now in force for `assets` (null: every tick)."""
+
+    ok: bool
+    maxRate: float | None
+    assets: list[str]
+
+
+class RateNotice(TypedDict):
+    """`price:rate` from the server: under overload the pod sends at most `maxRate` per asset (null: it ended)."""
+
+    maxRate: float | None
+    overload: bool
 
 
 class UnsubscribeAck(TypedDict):
@@ -277,6 +295,10 @@ def refusal(error: GatewayError) -> socketio.exceptions.ConnectionRefusedError:
     return socketio.exceptions.ConnectionRefusedError(error.code.value, error_body(error.code, error.message))
 
 
+# A request may name at most this many assets (beyond any catalog we expect).
+MAX_ASSETS_PER_REQUEST = 1000
+
+
 def asset_names(payload: Any, limit: int) -> list[str]:
     """Validate a subscribe/unsubscribe payload: a name or a list of names.
 
@@ -296,3 +318,37 @@ def asset_names(payload: Any, limit: int) -> list[str]:
             raise GatewayError(ErrorCode.BAD_REQUEST, "asset names are non-empty strings of at most 64 characters")
         names.append(item)
     return names
+
+
+# `maxRate`: price updates per second per asset (SPEC §11).
+MIN_RATE = 0.1
+MAX_RATE = 1000.0
+
+
+def parse_rate(value: Any, code: ErrorCode = ErrorCode.BAD_REQUEST) -> float | None:
+    """A `maxRate` value: a number MIN_RATE..MAX_RATE, or None (no limit). Raises GatewayError(code) otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not MIN_RATE <= value <= MAX_RATE:
+        raise GatewayError(code, f"maxRate is a number of updates per second, {MIN_RATE:g}..{MAX_RATE:g}, "
+                                 "or null for every tick")
+    return round(float(value), 3)
+
+
+def grant_rate(*limits: float | None) -> float | None:
+    """The least of the limits that are set (the request, the token's claim, the server's cap); None if none is."""
+    present = [limit for limit in limits if limit is not None]
+    return min(present) if present else None
+
+
+def subscribe_request(payload: Any, limit: int) -> tuple[list[str], float | None]:
+    """A `price:subscribe` payload: a name, a list of names, or `{"assets": [...], "maxRate": N}`.
+
+    Returns the names and the requested rate (None: no limit asked). Raises BAD_REQUEST for anything else.
+    """
+    if not isinstance(payload, dict):
+        return asset_names(payload, limit), None
+    unknown = set(payload) - {"assets", "maxRate"}
+    if unknown or "assets" not in payload:
+        raise GatewayError(ErrorCode.BAD_REQUEST, 'expected {"assets": [...], "maxRate": N}')
+    return asset_names(payload["assets"], limit), parse_rate(payload.get("maxRate"))

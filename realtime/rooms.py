@@ -1,7 +1,8 @@
 """Room names: the one grammar, used by the client handlers, the feed, the API and the event validation.
 
 A room is `<kind>:<name>` (SPEC §3): `asset:<ASSET>` (with `@<delay>` for a
-delayed tier, `asset:<ASSET>@<delay>`), `user:<sub>`, `role:<role>`, and
+delayed tier, `asset:<ASSET>@<delay>`, and `~<rate>` for a rate tier,
+`asset:<ASSET>~2` or `asset:<ASSET>@900~0.5`), `user:<sub>`, `role:<role>`,
 `book:<ASSET>:<depth>` for an order book's top-`depth` view (SPEC §9), and
 (SPEC §10) `channel:<name>` and a keyed state's `state:<name>:<owner room>`. Clients
 never name rooms; back ends do (`POST /api/v1/publish`, the events stream,
@@ -41,12 +42,22 @@ def tier_room(asset: str, delay: int) -> str:
     return asset_room(asset) if not delay else f"{asset_room(asset)}@{delay}"
 
 
+def rate_room(base: str, rate: float) -> str:
+    """The room of a tier room's ticks at most `rate` per second: `<base>~<rate>` (`asset:BTC~2`)."""
+    return f"{base}~{rate:g}"
+
+
 def room_asset(room: str) -> str | None:
-    """The asset of a tier room (`asset:<A>` or `asset:<A>@<delay>`); None for any other room."""
+    """The asset of a tier or rate room (`asset:<A>`, `asset:<A>@<delay>`, `…~<rate>`); None for any other room."""
     kind, name = parse(room)
     if kind != ASSET:
         return None
-    return name.partition("@")[0] or None
+    return name.partition("~")[0].partition("@")[0] or None
+
+
+def is_delayed(room: str) -> bool:
+    """Whether `room` is a delayed tier's (or one of its rate rooms)."""
+    return "@" in parse(room).name
 
 
 def book_room(asset: str, depth: int) -> str:

@@ -51,6 +51,8 @@ from realtime.http.middleware import handshake_limit, turn_away_while_draining
 from realtime.metrics import Metrics, State
 from realtime.rooms import room_asset, room_book, tier_room
 from realtime.send.fanout import fanout
+from realtime.send.overload import Overload, RateGauges
+from realtime.send.rates import RateTiers
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +81,9 @@ class Server:
         self.books = Books(self.catalog, depths=settings.book_depths, interval_ms=settings.book_interval,
                            fanout=send, room_size=self.sio.room_size, ask=self.backends.book_requests.ask)
         self.metrics.registry.register(BookGauges(self.books))
-        self.ingest = Ingest(self.source, self.book, send, self.metrics, self.restarts, self.books)
+        # How fast each connection is fed: rate tiers, and the overload cap on all of them.
+        self.rates = RateTiers(self.sio)
+        self.ingest = Ingest(self.source, self.book, send, self.metrics, self.rates, self.restarts, self.books)
         # Private events: the log, live delivery with offsets, sessions and recovery, the stream router.
         self.events = Events(settings, self.sio, self.catalog, log=self.backends.log,
                              sessions=self.backends.sessions, router=self.backends.router)
@@ -87,7 +91,7 @@ class Server:
         self.verifier = TokenVerifier(settings)
         self.presence = self.backends.presence
         self.gateway = Gateway(self.sio, settings, self.verifier, self.catalog, self.book, self.metrics,
-                               self.presence, self.events.recovery)
+                               self.presence, self.events.recovery, self.rates)
         # Channels and keyed state: their client events, and what a recovery restores of them.
         self.access = channel_access(settings, self.verifier.key if isinstance(self.verifier.key, str) else None,
                                      self.metrics.registry)
@@ -101,6 +105,8 @@ class Server:
         self.portfolio = (DemoPortfolio(self.states, self.book, self.catalog, DEV_TOKEN_SUBJECT)
                           if settings.embedded and settings.dev_mode and settings.simulated_rate > 0 else None)
         BookHandlers(self.gateway, self.books)
+        self.overload = Overload(self.rates, settings.overload_lag, on_change=self.gateway.rates.overload)
+        self.metrics.registry.register(RateGauges(self.rates, self.overload))
         # Per-asset price channels follow the asset rooms of this pod.
         self._watch_assets()
         self.demand = Demand(self.backends.demand, self.catalog, settings.instance_id,
@@ -147,6 +153,7 @@ class Server:
             self._tasks.append(asyncio.create_task(self.portfolio.run(), name="demo-portfolio"))
         self._tasks.append(asyncio.create_task(self.books.run(), name="books"))
         self._tasks.append(asyncio.create_task(self.backends.book_requests.run(), name="book-requests"))
+        self._tasks.append(asyncio.create_task(self.overload.run(), name="overload"))
         await self.presence.start()
 
         self._runner = heads.AppRunner(self.app, self.heads, handle_signals=False, access_log=None,
@@ -234,8 +241,9 @@ class Server:
         self.sio.watch_rooms(occupied, vacated)
 
     def _local_subscribers(self) -> dict[str, int]:
-        """Subscribers per asset on this pod, real-time and delayed tiers together."""
-        rooms = {name: [tier_room(name, delay) for delay in {0, *self.settings.delay_tiers}]
+        """Subscribers per asset on this pod, real-time and delayed tiers and their rates together."""
+        rooms = {name: [room for delay in {0, *self.settings.delay_tiers}
+                        for room in (tier_room(name, delay), *self.rates.rooms(tier_room(name, delay)))]
                  for name in self.catalog.names}
         sizes = self.sio.room_sizes(room for names in rooms.values() for room in names)
         return {name: sum(sizes[room] for room in names) for name, names in rooms.items()}

@@ -24,6 +24,7 @@ from tests.support import (
     http_json,
     node_session,
     publish,
+    redis_gateway,
     ticking,
 )
 from tests.support.books import BookFeed, Exchange
@@ -103,6 +104,23 @@ async def test_board_in_chromium(start_gateway: GatewayFactory, redis_server: Re
     errors = [line for line in browser.lines if line["type"] == "pageerror"]
     assert errors == []
     assert (ARTIFACTS / f"board-{serializer}.png").stat().st_size > 10_000
+
+
+async def test_board_rate_selector_asks_for_a_max_rate(start_gateway: GatewayFactory,
+                                                       redis_server: RedisServer) -> None:
+    # Issue 23: the selector's maxRate is granted (shown on it) and rows then move at most that often.
+    gateway = redis_gateway(start_gateway, redis_server, jwt_secret=None, dev=True)
+    plan = {"url": gateway.url + "/", "rate": 1, "rateMs": 4000}
+    async with ticking(gateway, every_asset, 0.05), node_session("board.mjs", plan) as browser:
+        rated = await browser.until("rated", timeout=60)
+        await browser.until("unrated")
+        await browser.until("done")
+    assert rated["granted"] == 1
+    for asset, changes in rated["changes"].items():
+        # 4 s at 1 per second (the first may go at once), against ~20 ticks per second published.
+        assert 1 <= changes <= 4 + 2, (asset, rated)
+        assert rated["end"][asset] - rated["start"][asset] > changes  # seq jumped: newer ticks were skipped
+    assert [line for line in browser.lines if line["type"] == "pageerror"] == []
 
 
 async def test_board_shows_a_stale_row_and_a_halted_one(start_gateway: GatewayFactory,

@@ -122,3 +122,64 @@ async def test_past_the_hard_bound_the_connection_is_cut() -> None:
             raise AssertionError("get() did not end the session")
         await eventually(lambda: readable(peer))
         assert peer.recv(100) == b""  # the transport was aborted
+
+
+class Stream:
+    """The lean engine's connection as the Writer sees it: paused or not by TCP flow control."""
+
+    def __init__(self) -> None:
+        self.paused = False
+        self.ended = False
+
+    def end(self) -> None:
+        self.ended = True
+
+
+@contextlib.asynccontextmanager
+async def stream_writer(limit: int = 8192) -> AsyncIterator[tuple[Writer, Stream, asyncio.Transport, socket.socket]]:
+    """A Writer on a lean stream, writing to one end of a real socket pair."""
+    writer = Writers(1024, limit)()
+    ours, theirs = socket.socketpair()
+    sink, _ = await asyncio.get_running_loop().create_unix_connection(asyncio.Protocol, sock=ours)
+    stream = Stream()
+    writer.attach_stream("sid1", sink, stream)
+    try:
+        yield writer, stream, sink, theirs
+    finally:
+        sink.close()
+        theirs.close()
+
+
+async def test_control_frames_go_in_order_and_count_against_the_bound() -> None:
+    pong = bytes((0x8A, 3)) + b"abc"
+    async with stream_writer(limit=8192) as (writer, stream, sink, peer):
+        writer.put_nowait(message("first"))
+        writer.put_frame(pong)
+        await eventually(lambda: readable(peer))
+        assert peer.recv(100) == websocket_frame("4first") + pong  # one write, in order
+        # While the client does not read, PONGs are queued like packets, and past the bound the connection is cut.
+        stream.paused = True
+        for _ in range(8192 // len(pong)):
+            writer.put_frame(pong)
+        assert writer.qsize() == 8192 // len(pong) and not writer.cut
+        writer.put_frame(pong)
+        writer.put_frame(pong)
+        assert writer.cut and sink.is_closing()
+        assert writer.writers.cut == 1
+
+
+async def test_the_last_frame_is_written_only_when_nothing_is_queued() -> None:
+    close = bytes((0x88, 2)) + (1009).to_bytes(2, "big")
+    async with stream_writer() as (writer, stream, _, peer):
+        stream.paused = True
+        writer.put_nowait(message("queued"))
+        assert not writer.put_last(close)  # the caller aborts: the client is not reading
+        stream.paused = False
+        writer.drain()
+        writer.put_frame(bytes((0x8A, 0)))
+        assert writer.put_last(close)
+        writer.put_nowait(message("after"))  # nothing more, ever
+        writer.put_frame(bytes((0x8A, 0)))
+        await eventually(lambda: readable(peer))
+        await asyncio.sleep(0.05)  # anything written after the close frame would be here by now
+        assert peer.recv(100) == websocket_frame("4queued") + bytes((0x8A, 0)) + close

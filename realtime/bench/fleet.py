@@ -44,6 +44,16 @@ class Storm:
 
 
 @dataclass
+class Counts:
+    """Per client (in `subjects` order) price updates, bytes read by all, private event latencies (µs, sorted)."""
+
+    counts: list[int]
+    subjects: list[str]
+    bytes: int
+    private_us: list[int]
+
+
+@dataclass
 class Received:
     """What all workers received since the last `start`."""
 
@@ -110,10 +120,11 @@ class Fleet:
 
     async def connect(self, *, host: str, port: int, path: str, secret: str, first: int, count: int,
                       assets: list[str], per_client: int, concurrency: int, timeout: float = 30,
-                      depths: list[int] | None = None) -> Connected:
+                      depths: list[int] | None = None, max_rate: float | None = None) -> Connected:
         """Open `count` more clients, spread over the workers; client numbers start at `first`.
 
-        With `depths`, each subscribes to its assets' books (see `loadgen.Worker.connect`) instead of quotes.
+        With `depths`, each subscribes to its assets' books (see `loadgen.Worker.connect`) instead of quotes;
+        with `max_rate`, to quotes at that `maxRate`.
         """
         share, extra = divmod(count, len(self.workers))
         commands = []
@@ -121,7 +132,7 @@ class Fleet:
             n = share + (1 if index < extra else 0)
             commands.append({"cmd": "connect", "args": {
                 "host": host, "port": port, "path": path, "secret": secret, "first": first, "count": n,
-                "assets": assets, "per_client": per_client, "timeout": timeout, "depths": depths,
+                "assets": assets, "per_client": per_client, "timeout": timeout, "depths": depths, "max_rate": max_rate,
                 "concurrency": max(1, concurrency // len(self.workers))}})
             first += n
         replies = await asyncio.gather(*(w.call(c, timeout + 60 + count / 100)
@@ -159,6 +170,19 @@ class Fleet:
             closed += reply["closed"]
             received_bytes += reply["bytes"]
         return Received(histogram, stray, closed, received_bytes)
+
+    async def counts(self) -> Counts:
+        """Per client, price updates since the last reset; bytes read; private events' latencies."""
+        counts: list[int] = []
+        subjects: list[str] = []
+        private: list[int] = []
+        total = 0
+        for reply in await self._all({"cmd": "counts"}):
+            counts.extend(reply["counts"])
+            subjects.extend(reply["subjects"])
+            private.extend(reply["private_us"])
+            total += reply["bytes"]
+        return Counts(counts, subjects, total, sorted(private))
 
     async def close_clients(self) -> None:
         await self._all({"cmd": "close"}, timeout=60)

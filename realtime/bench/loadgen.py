@@ -30,6 +30,9 @@ from realtime.clients.auth import mint_token
 PRICE_UPDATE = b'42["price:update"'
 BOOK_UPDATE = b'42["book:update"'
 SEQ = re.compile(rb'"seq":(\d+)')
+# A private event the rates bench publishes to a client's user room, stamped with its publish time in µs.
+PRIVATE = b'42["bench:private"'
+SENT = re.compile(rb'"sent":(\d+)')
 # RFC 6455 wants client frames masked; an all-zero key leaves the payload as it is.
 ZERO_MASK = b"\x00\x00\x00\x00"
 PONG = b"\x81\x81" + ZERO_MASK + b"3"
@@ -55,20 +58,24 @@ class Tally:
         self.histogram = Histogram()
         self.stray = 0
         self.closed = 0
-        self.bytes = 0  # received on the sockets, frames and all
+        self.bytes = 0  # received on the sockets, frames and all: the server's bytes out to them
+        self.private: list[int] = []  # private events' latencies, µs
 
     def reset(self, since_us: int) -> None:
         self.since_us = since_us
         self.histogram = Histogram()
         self.stray = 0
         self.bytes = 0
+        self.private = []
 
 
 class Client(asyncio.Protocol):
     """One websocket connection through handshake, CONNECT and subscribe, then counting."""
 
-    def __init__(self, tally: Tally, upgrade: bytes, connect: bytes, subscribes: list[bytes]) -> None:
+    def __init__(self, tally: Tally, upgrade: bytes, connect: bytes, subscribes: list[bytes],
+                 subject: str = "") -> None:
         self.tally = tally
+        self.subject = subject
         self.plan = (upgrade, connect, subscribes)  # to connect again as the same client (the storm)
         self.upgrade = upgrade
         self.connect = client_frame(connect)
@@ -78,6 +85,7 @@ class Client(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.handshaking = True
         self.buffer = b""
+        self.count = 0  # price updates counted since the tally's start
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
@@ -150,6 +158,7 @@ class Client(asyncio.Protocol):
         if pos < size:
             self.buffer = data[pos:]
         if latencies:
+            self.count += len(latencies)
             self.tally.histogram.extend(latencies)
         self.tally.stray += stray
 
@@ -159,6 +168,10 @@ class Client(asyncio.Protocol):
         assert transport is not None
         if packet == b"2":
             transport.write(PONG)
+        elif packet.startswith(PRIVATE):
+            match = SENT.search(packet)
+            if match is not None:
+                self.tally.private.append(time.time_ns() // 1000 - int(match[1]))
         elif packet.startswith(b"0{"):  # Engine.IO open: send the Socket.IO CONNECT with the token
             transport.write(self.connect)
         elif packet.startswith(b"40"):  # CONNECT accepted: subscribe, ack ids from 0
@@ -188,7 +201,12 @@ class Worker:
             return await self.connect(**command["args"])
         if kind == "start":
             self.tally.reset(int(command["since_us"]))
+            for client in self.clients:
+                client.count = 0
             return {"ok": True}
+        if kind == "counts":  # per client, in order: the spread of delivered rates; bytes; private latencies
+            return {"counts": [client.count for client in self.clients], "bytes": self.tally.bytes,
+                    "private_us": self.tally.private, "subjects": [client.subject for client in self.clients]}
         if kind == "stats":
             histogram = self.tally.histogram
             return {"received": histogram.count, "max_us": histogram.max_us, "hist": histogram.sparse(),
@@ -207,17 +225,18 @@ class Worker:
 
     async def connect(self, *, host: str, port: int, path: str, secret: str, first: int, count: int,
                       assets: list[str], per_client: int, concurrency: int, timeout: float,
-                      depths: list[int] | None = None) -> dict[str, Any]:
+                      depths: list[int] | None = None, max_rate: float | None = None) -> dict[str, Any]:
         """Open `count` clients numbered from `first`; client i subscribes to `per_client` assets from i.
 
         With `depths`, to those assets' books instead (asset i + j at depth `depths[(i + j) % len(depths)]`).
+        With `max_rate`, quotes at most that many updates per second per asset.
         """
         loop = asyncio.get_running_loop()
         upgrade = (f"GET {path}?EIO=4&transport=websocket HTTP/1.1\r\nHost: {host}:{port}\r\n"
                    "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: cmVhbHRpbWUtYmVuY2gtMQ==\r\n"
                    "Sec-WebSocket-Version: 13\r\n\r\n").encode()
         # Tokens are minted before the clock starts: the connect rate is the server's.
-        plans: list[tuple[bytes, list[bytes], list[str]]] = []
+        plans: list[tuple[bytes, list[bytes], list[str], str]] = []
         for i in range(first, first + count):
             chosen = [assets[(i + j) % len(assets)] for j in range(per_client)]
             token = mint_token(secret, f"bench-{i}", ttl=24 * 3600)
@@ -225,17 +244,18 @@ class Worker:
                 subscribes = [b"42%d" % j + orjson.dumps(["book:subscribe", {
                     "asset": asset, "depth": depths[(i + j) % len(depths)]}]) for j, asset in enumerate(chosen)]
             else:
-                subscribes = [b"420" + orjson.dumps(["price:subscribe", chosen])]
-            plans.append((orjson.dumps({"token": token}), subscribes, chosen))
+                payload: Any = chosen if max_rate is None else {"assets": chosen, "maxRate": max_rate}
+                subscribes = [b"420" + orjson.dumps(["price:subscribe", payload])]
+            plans.append((orjson.dumps({"token": token}), subscribes, chosen, f"bench-{i}"))
         errors: Counter[str] = Counter()
         subscribers: Counter[str] = Counter()
         gate = asyncio.Semaphore(concurrency)
 
-        async def open_one(connect: bytes, subscribes: list[bytes], chosen: list[str]) -> None:
+        async def open_one(connect: bytes, subscribes: list[bytes], chosen: list[str], subject: str) -> None:
             async with gate:
                 try:
                     _, client = await asyncio.wait_for(loop.create_connection(
-                        lambda: Client(self.tally, upgrade, b"40" + connect, subscribes), host, port),
+                        lambda: Client(self.tally, upgrade, b"40" + connect, subscribes, subject), host, port),
                         timeout)
                     await asyncio.wait_for(client.ready, timeout)
                 except (OSError, ConnectionError, TimeoutError) as exc:

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 TARGETS = ("gateway", "stock", "node")
-SCENARIOS = ("capacity", "latency", "connections", "assets", "recovery", "state", "books")
-# What a bench run without --scenario runs (`assets` starts several pods of its own, `recovery` drops every
-# connection it makes, `books` is the gateway's alone: ask for them).
+SCENARIOS = ("capacity", "latency", "connections", "assets", "recovery", "state", "books", "rates", "overload")
+# What a bench run without --scenario runs (`assets` and `overload` start pods of their own, `recovery` drops
+# every connection it makes, `books` is the gateway's alone, `rates` is issue 23's: ask for them).
 DEFAULT_SCENARIOS = ("capacity", "latency", "connections")
 # What only the bench needs; installed by the `bench` extra.
 REQUIRES = ("psutil",)
@@ -51,3 +51,10 @@ class Options:
     book_levels: int = 50
     book_per_message: int = 25
     book_seconds: float = 10.0
+    # The `rates` scenario (issue 23): clients on assets at a tick rate, all unthrottled then half at maxRate.
+    rates_clients: int = 2000
+    rates_per_client: int = 10
+    rates_tick_rate: float = 100.0
+    rates_max_rate: float = 2.0
+    # The `overload` scenario: the fan-out ladder (offered deliveries/s) with overload mode on and off.
+    overload_rates: list[int] = field(default_factory=lambda: [50_000, 100_000, 200_000, 300_000, 450_000])

@@ -167,6 +167,12 @@ def details(results: dict[str, dict[str, Any]]) -> str:
             if name == "assets":
                 parts.append(_spread(target, result))
                 continue
+            if name == "rates":
+                parts.append(_rates(target, result))
+                continue
+            if name == "overload":
+                parts.append(_overload(target, result))
+                continue
             if name == "books":
                 parts.append(_books(target, result))
                 continue
@@ -216,6 +222,38 @@ def _spread(target: str, result: dict[str, Any]) -> str:
             + _table(["channels", "pod", "assets watched", "received from Redis/s", "CPU %",
                       "CPU µs/received (above idle)"],
                      rows))
+
+
+def _rates(target: str, result: dict[str, Any]) -> str:
+    """The `rates` scenario: every client unthrottled against half of them at maxRate."""
+    rows = []
+    for name in ("unthrottled", "half_throttled"):
+        s = result[name]
+        rows.append([name, _num(s["deliveries_per_s"]), _ms(s["server_cpu_pct"]), _ms(s["server_wait_pct"]),
+                     _num(round(s["bytes_out_per_s"] / 1024)), _ms(s.get("unthrottled_updates_per_s_per_asset")),
+                     _ms(s.get("throttled_updates_per_s_per_asset")), _ms(s["p99_ms"])])
+    return (f"{target} · rates ({result['clients']} clients × {result['per_client']} of {result['assets']} assets, "
+            f"{result['tick_rate_per_asset']:g} ticks/s per asset, half at maxRate {result['max_rate']:g}: "
+            f"CPU × {result.get('cpu_ratio')}, bytes × {result.get('bytes_ratio')})\n"
+            + _table(["clients", "delivered/s", "server CPU %", "server waited %", "KiB out/s",
+                      "updates/s/asset unthrottled", "throttled", "p99 ms"], rows))
+
+
+def _overload(target: str, result: dict[str, Any]) -> str:
+    """The `overload` scenario: the ladder with overload mode on and off."""
+    rows = []
+    for mode in ("on", "off"):
+        run = result.get(mode)
+        for s in run["steps"] if run else []:
+            rows.append([mode, _num(s["offered_per_s"]), _num(s["deliveries_per_s"]), _ms(s["p99_ms"]),
+                         str(s["rate_cv"]), str(s["disconnects"]),
+                         f"{s['private_received']}/{s['private_sent']}", _ms(s["private_p99_ms"]),
+                         _ms(s["private_max_ms"]), _ms(s["server_cpu_pct"]), _ms(s["server_wait_pct"])])
+    episodes = {mode: result[mode]["overload_episodes"] for mode in ("on", "off") if mode in result}
+    return (f"{target} · overload ({result['clients']} clients × {result['assets']} assets; episodes {episodes})\n"
+            + _table(["overload mode", "offered/s", "delivered/s", "p99 tick age ms", "rate CV", "disconnects",
+                      "private received/sent", "private p99 ms", "private max ms", "server CPU %",
+                      "server waited %"], rows))
 
 
 def _books(target: str, result: dict[str, Any]) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from realtime.bench import report, scenarios
+from realtime.bench import rates, report, scenarios
 from realtime.bench.books import books
 from realtime.bench.fleet import Fleet
 from realtime.bench.keyed import keyed_state
@@ -39,12 +39,14 @@ from realtime.config import Settings
 logger = logging.getLogger(__name__)
 
 Scenario = Callable[[Run], Coroutine[Any, Any, dict[str, Any]]]
+# The scenarios but `overload` measure the fan-out with every tick delivered: overload mode would conflate.
+RAW_FANOUT = {"REALTIME_OVERLOAD_LAG": "0"}
 SCENARIO_FUNCTIONS: dict[str, Scenario] = {
     "capacity": scenarios.capacity, "latency": scenarios.latency, "connections": scenarios.connections,
-    "recovery": scenarios.recovery, "books": books,
+    "recovery": scenarios.recovery, "books": books, "rates": rates.rates,
 }
-# Scenarios only this gateway can run (Node's reference server has no order books).
-GATEWAY_ONLY = frozenset({"books"})
+# Scenarios only this gateway can run (Node's reference server has no order books and no maxRate).
+GATEWAY_ONLY = frozenset({"books", "rates"})
 
 
 @dataclass
@@ -92,6 +94,8 @@ async def run_bench(plan: Plan) -> dict[str, Any]:
     if {"gateway", "stock"} <= set(plan.targets) and not fanout_setting():
         notes.append("this gateway has no REALTIME_FANOUT yet: `gateway` and `stock` are the same stock send path")
     if any(t in ("gateway", "stock") for t in plan.targets) and plan.url is None:
+        notes.append("gateway targets run with overload mode off (REALTIME_OVERLOAD_LAG=0) except in the overload "
+                     "scenario: the other scenarios measure every tick delivered")
         notes.append("gateway targets run `realtime serve` with REALTIME_FANOUT=direct and REALTIME_ENGINE=lean "
                      "(gateway), or both stock (stock)")
 
@@ -112,6 +116,14 @@ async def run_bench(plan: Plan) -> dict[str, Any]:
             redis, redis_url = await start_redis(plan.generator_cpus, tmp)
         fleet = await Fleet.start(plan.workers, plan.generator_cpus)
         for scenario in plan.scenarios:
+            if scenario == "overload":
+                # Two pods of its own, overload mode on and off: only ours, only the gateway.
+                if plan.url is None and "gateway" in plan.targets:
+                    logger.info("bench: overload against gateway pods")
+                    document["results"].setdefault("gateway", {})["overload"] = await rates.overload(
+                        fleet, plan.options, redis_url=redis_url, redis_pid=redis.pid if redis else None,
+                        cpus=plan.server_cpus, workdir=tmp, node_dir=plan.node_dir, assets=plan.assets)
+                continue
             if scenario == "assets":
                 # Its own pods (several gateways sharing channels), so: only ours, only the gateway.
                 if plan.url is None and "gateway" in plan.targets:
@@ -139,7 +151,7 @@ async def run_bench(plan: Plan) -> dict[str, Any]:
                 else:
                     endpoint = await start_target(target, redis_url=redis_url, assets=bench_assets(plan.assets),
                                                   secret=secrets.token_urlsafe(32), cpus=plan.server_cpus,
-                                                  workdir=tmp, node_dir=plan.node_dir)
+                                                  workdir=tmp, node_dir=plan.node_dir, settings=RAW_FANOUT)
                 run = Run(endpoint, fleet, plan.options, redis.pid if redis else None)
                 try:
                     result = await SCENARIO_FUNCTIONS[scenario](run)

@@ -9,8 +9,10 @@ count what arrived and when. A step's figures are plain dicts (see
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import psutil
@@ -48,15 +50,15 @@ class Run:
         await self.fleet.close_clients()
         await self.ticker.close()
 
-    async def connect(self, count: int, per_client: int) -> dict[str, Any]:
-        """Open `count` more clients, each subscribed to `per_client` assets; return the connect figures."""
+    async def connect(self, count: int, per_client: int, max_rate: float | None = None) -> dict[str, Any]:
+        """Open `count` more clients, each subscribed to `per_client` assets (at `max_rate`); the connect figures."""
         if self.server is not None:
             self.server.start()
         self.fleet.cpu_start()
         outcome = await self.fleet.connect(
             host=self.endpoint.host, port=self.endpoint.port, path=self.endpoint.path, secret=self.endpoint.secret,
             first=self.clients, count=count, assets=self.endpoint.assets, per_client=per_client,
-            concurrency=self.options.connect_concurrency)
+            concurrency=self.options.connect_concurrency, max_rate=max_rate)
         server = self.server.stop() if self.server is not None else None
         workers = self.fleet.cpu_stop()
         self.clients += count
@@ -83,15 +85,23 @@ class Run:
             last = stray
             await asyncio.sleep(1.0)
 
-    async def step(self, ticks_per_second: float, seconds: float) -> dict[str, Any]:
-        """Publish for `seconds`, drain, and report what arrived."""
+    async def step(self, ticks_per_second: float, seconds: float,
+                   during: Callable[[], Coroutine[Any, Any, None]] | None = None) -> dict[str, Any]:
+        """Publish for `seconds` (with `during()` running alongside, if given), drain, and report what arrived."""
         await self.settle()
         await self.fleet.reset(time.time_ns() // 1000)
         windows = [w for w in (self.server, self.redis, self.bench) if w is not None]
         for window in windows:
             window.start()
         self.fleet.cpu_start()
-        published = await self.ticker.run(ticks_per_second, seconds)
+        beside = asyncio.create_task(during()) if during is not None else None
+        try:
+            published = await self.ticker.run(ticks_per_second, seconds)
+        finally:
+            if beside is not None:
+                beside.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await beside
         server = self.server.stop() if self.server is not None else None
         redis = self.redis.stop() if self.redis is not None else None
         bench = self.bench.stop()

@@ -27,7 +27,7 @@ from realtime.channels import names
 from realtime.clients.tokens import VerifiedTokens
 from realtime.config import ConfigError, Settings, dev_secret
 from realtime.principal import Principal
-from realtime.protocol import ErrorCode, GatewayError
+from realtime.protocol import ErrorCode, GatewayError, parse_rate
 
 ROLE_NAME_MAX = 64
 MAX_CHANNEL_GRANTS = 1000
@@ -170,6 +170,7 @@ def _principal(claims: dict[str, Any]) -> Principal:
             or not all(map(names.valid_grant, channels))):
         raise GatewayError(ErrorCode.AUTH_INVALID, f"channels must be a list of at most {MAX_CHANNEL_GRANTS} "
                                                    "channel names or patterns ending in *")
+    max_rate = parse_rate(claims.get("maxRate"), ErrorCode.AUTH_INVALID)
     exp = claims["exp"]
     return Principal(
         sub=sub,
@@ -178,6 +179,7 @@ def _principal(claims: dict[str, Any]) -> Principal:
         exp=int(exp),
         delay=delay,
         channels=tuple(channels),
+        max_rate=max_rate,
     )
 
 
@@ -193,8 +195,9 @@ def mint_token(
     audience: str | None = None,
     delay: int | None = None,
     channels: Sequence[str] | None = None,
+    max_rate: float | None = None,
 ) -> str:
-    """Sign a development token: `sub`, `roles`, optional `assets` and `delay`, `exp` = now + ttl."""
+    """Sign a development token: `sub`, `roles`, optional `assets`, `delay` and `maxRate`, `exp` = now + ttl."""
     now = int(time.time())
     claims: dict[str, Any] = {"sub": sub, "roles": list(roles), "iat": now, "exp": now + ttl}
     if assets is not None:
@@ -203,6 +206,8 @@ def mint_token(
         claims["delay"] = delay
     if channels is not None:
         claims["channels"] = list(channels)
+    if max_rate is not None:
+        claims["maxRate"] = max_rate
     if issuer:
         claims["iss"] = issuer
     if audience:

@@ -17,7 +17,8 @@ from __future__ import annotations
 from typing import Any
 
 from realtime.books.service import Books
-from realtime.clients.handlers import Connection, Gateway
+from realtime.clients.connection import Connection
+from realtime.clients.handlers import Gateway
 from realtime.engine.server import SocketServer
 from realtime.principal import Principal
 from realtime.protocol import (

@@ -1,4 +1,4 @@
-"""Socket.IO event handlers: connect, subscribe, unsubscribe, refresh, disconnect.
+"""Socket.IO event handlers: connect, subscribe, unsubscribe, refresh, disconnect (`price:rate`: `rates`).
 
 Each handler validates its payload, does its work and answers with an ack.
 Every failure is a `GatewayError` mapped to the wire here and nowhere else;
@@ -15,18 +15,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from realtime.catalog import Catalog
 from realtime.clients.auth import TokenVerifier, extract_token
+from realtime.clients.connection import Connection
 from realtime.clients.expiry import Deadlines
 from realtime.clients.limits import EventLimiter, Verdict
+from realtime.clients.rates import Rates
 from realtime.cluster.presence import Presence, Slot
 from realtime.config import Settings
 from realtime.engine import inbound
 from realtime.engine.server import SocketServer
 from realtime.events.recovery import Condense, Recovery
+from realtime.events.sessions import parse_subscription
 from realtime.feed.prices import PriceBook
 from realtime.logs import log_context
 from realtime.metrics import Metrics
@@ -34,6 +36,8 @@ from realtime.principal import ANONYMOUS, Principal
 from realtime.protocol import (
     AUTH_EXPIRING,
     AUTH_REFRESH,
+    MAX_ASSETS_PER_REQUEST,
+    PRICE_RATE,
     PRICE_SUBSCRIBE,
     PRICE_UNSUBSCRIBE,
     PRICE_UPDATE,
@@ -52,34 +56,15 @@ from realtime.protocol import (
     asset_names,
     error_body,
     refusal,
+    subscribe_request,
 )
-from realtime.rooms import role_room, room_book, tier_room, user_room
+from realtime.rooms import role_room, room_book, user_room
+from realtime.send.rates import RateTiers
 
 logger = logging.getLogger(__name__)
 
-# A request may name at most this many assets (beyond any catalog we expect).
-MAX_ASSETS_PER_REQUEST = 1000
 # How long an ended connection may take to flush its last packets.
 END_FLUSH_TIMEOUT = 5.0
-
-
-@dataclass(slots=True)
-class Connection:
-    """What the gateway knows about one connected client."""
-
-    sid: str
-    principal: Principal
-    limiter: EventLimiter
-    subscriptions: set[str] = field(default_factory=set)
-    channels: set[str] = field(default_factory=set)  # rooms `channel:<name>`
-    states: set[str] = field(default_factory=set)  # rooms `state:<name>:<owner room>`
-    notices: list[list[Any]] = field(default_factory=list)  # events for after a recovery's joins
-    books: set[str] = field(default_factory=set)  # book rooms `book:<A>:<depth>` (sessions.books)
-    ending: bool = False
-
-    def recoverable(self) -> list[str]:
-        """What its session records: asset names, then book, channel and state rooms."""
-        return [*sorted(self.subscriptions), *sorted(self.books), *sorted(self.channels), *sorted(self.states)]
 
 
 Handler = Callable[..., Awaitable[Any]]
@@ -104,8 +89,11 @@ class Gateway:
         metrics: Metrics,
         presence: Presence,
         recovery: Recovery,
+        rates: RateTiers,
     ) -> None:
         self.sio = sio
+        self.connections: dict[str, Connection] = {}
+        self.rates = Rates(sio, settings, rates, recovery, self.connections)
         self.metrics = metrics
         self.presence = presence
         self.recovery = recovery
@@ -114,7 +102,6 @@ class Gateway:
         self.catalog = catalog
         self.book = book
         self.instance_id = settings.instance_id
-        self.connections: dict[str, Connection] = {}
         self.accepting = True
         self.deadlines = Deadlines(notice=settings.auth_expiry_notice, leeway=settings.jwt_leeway,
                                    on_notice=self._warn_expiring, on_expiry=self._expire)
@@ -130,6 +117,7 @@ class Gateway:
         sio.on(PRICE_SUBSCRIBE, self._acked(PRICE_SUBSCRIBE, self.subscribe))
         sio.on(PRICE_UNSUBSCRIBE, self._acked(PRICE_UNSUBSCRIBE, self.unsubscribe))
         sio.on(AUTH_REFRESH, self._acked(AUTH_REFRESH, self.refresh))
+        sio.on(PRICE_RATE, self._acked(PRICE_RATE, self.rates.change_all))
         sio.on(inbound.INVALID_EVENT, self._acked(inbound.INVALID_EVENT, self.invalid_event))
         self._answer_unknown = self._acked("*", self.unknown_event)
         sio.on("*", self.on_unknown_event)
@@ -152,8 +140,9 @@ class Gateway:
         self._entitles.append(entitle)
 
     def follow(self, conn: Connection) -> None:
-        """Record the connection's subscriptions (assets, books, channels, states) with its recoverable session."""
-        self.recovery.follow(conn.sid, conn.recoverable())
+        """Record the connection's subscriptions (assets with their rates, books, channels, states) with its
+        recoverable session."""
+        self.rates.follow(conn)
 
     def close(self) -> None:
         """Cancel every token timer and every ending still flushing (server shutdown)."""
@@ -187,8 +176,16 @@ class Gateway:
             restored = await self.recovery.connect(
                 sid, principal, auth, rooms, lambda: self._rejoin(conn),
                 vet=None if vet is None else lambda asked: vet(conn, asked), condense=self._condense)
-            conn.books.update(name for name in restored if room_book(name))
-            conn.subscriptions.update(name for name in restored if ":" not in name)
+            for name in restored:
+                if room_book(name):
+                    conn.books.add(name)
+                    continue
+                if ":" in name:
+                    continue  # a channel or state room: `vet` kept it in conn.channels / conn.states
+                # Recovery keeps each subscription's rate, within what the new token and the cap allow.
+                asset, rate = parse_subscription(name)
+                conn.subscriptions.add(asset)
+                self.rates.set(conn, asset, self.rates.grant(principal, rate))
             if principal.sub is not None:
                 for slot in await self.presence.admit(principal.sub, sid):
                     await self._close_replaced(slot)
@@ -314,7 +311,8 @@ class Gateway:
         raise GatewayError(ErrorCode.RATE_LIMITED, "too many events; slow down")
 
     async def subscribe(self, conn: Connection, payload: Any = None, *_: Any) -> SubscribeAck:
-        names = asset_names(payload, MAX_ASSETS_PER_REQUEST)
+        names, requested = subscribe_request(payload, MAX_ASSETS_PER_REQUEST)
+        rate = self.rates.grant(conn.principal, requested)
         subscribed: list[str] = []
         rejected: list[Rejection] = []
         for name in names:
@@ -330,7 +328,10 @@ class Gateway:
                     rejected.append({"asset": asset.name, "code": ErrorCode.TOO_MANY_SUBSCRIPTIONS.value})
                     continue
                 conn.subscriptions.add(asset.name)
-                await self.sio.enter_room(conn.sid, tier_room(asset.name, conn.principal.delay))
+                self.rates.set(conn, asset.name, rate)
+                await self.rates.join(conn, asset.name)
+            else:
+                await self.rates.change(conn, asset.name, rate)
             if asset.name not in subscribed:
                 subscribed.append(asset.name)
         # Read the snapshot after the last await: a tick that arrived while we
@@ -339,7 +340,8 @@ class Gateway:
         prices: list[PriceUpdate] = [p for p in (self.book.latest(a, delay) for a in subscribed) if p is not None]
         self.follow(conn)
         return {"ok": True, "subscribed": subscribed, "rejected": rejected, "prices": prices,
-                "statuses": [self.book.status(a) for a in subscribed], "instance": self.instance_id}
+                "statuses": [self.book.status(a) for a in subscribed], "instance": self.instance_id,
+                "maxRate": rate}
 
     async def _rejoin(self, conn: Connection) -> list[list[Any]]:
         """Recovery: join the rooms of `conn`'s restored subscriptions; their latest prices, read after the
@@ -347,7 +349,7 @@ class Gateway:
         # The connection's tier (a `delay` claim): delayed rooms and delayed snapshots, never real-time ones.
         delay = conn.principal.delay
         for name in sorted(conn.subscriptions):
-            await self.sio.enter_room(conn.sid, tier_room(name, delay))
+            await self.rates.join(conn, name)
         for rejoin in self._rejoins:
             await rejoin(conn)
         notices, conn.notices = conn.notices, []
@@ -363,7 +365,8 @@ class Gateway:
                 continue
             if asset.name in conn.subscriptions:
                 conn.subscriptions.discard(asset.name)
-                await self.sio.leave_room(conn.sid, tier_room(asset.name, conn.principal.delay))
+                await self.sio.leave_room(conn.sid, self.rates.room(conn, asset.name))
+                conn.rates.pop(asset.name, None)
             unsubscribed.append(asset.name)
         self.follow(conn)
         return {"ok": True, "unsubscribed": unsubscribed}
@@ -391,11 +394,18 @@ class Gateway:
             await self.sio.enter_room(conn.sid, role_room(role))
         for asset in [a for a in conn.subscriptions if not principal.may_see(a)]:
             conn.subscriptions.discard(asset)
-            await self.sio.leave_room(conn.sid, tier_room(asset, conn.principal.delay))
+            await self.sio.leave_room(conn.sid, self.rates.room(conn, asset))
+            conn.rates.pop(asset, None)
         for entitle in self._entitles:
             await entitle(conn, principal)
-        self.follow(conn)
         conn.principal = principal
+        # A lower maxRate claim lowers the grants at once; a higher one waits for the next request.
+        for asset in list(conn.subscriptions):
+            granted = conn.rates.get(asset)
+            capped = self.rates.grant(principal, granted)
+            if capped != granted:
+                await self.rates.change(conn, asset, capped)
+        self.follow(conn)
 
     async def invalid_event(self, conn: Connection, *_: Any) -> ErrorAck:
         raise GatewayError(ErrorCode.BAD_REQUEST, "an event name is a string other than connect, disconnect or *")

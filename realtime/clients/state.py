@@ -16,7 +16,8 @@ from typing import Any
 from realtime.backplane.connections import REDIS_ERRORS
 from realtime.channels import names
 from realtime.channels.access import ChannelAccess
-from realtime.clients.handlers import Connection, Gateway
+from realtime.clients.connection import Connection
+from realtime.clients.handlers import Gateway
 from realtime.engine.server import SocketServer
 from realtime.events.reader import LogReader
 from realtime.events.recovery import Recovery

@@ -74,12 +74,10 @@ class LeanEngine:
         As python-engineio's reader loop does, a connection's messages are
         handled one after the other (a CONNECT is done before the next
         message starts), by one task that lives while messages keep coming.
-        Past `INBOX_LIMIT` waiting messages the socket stops being read.
+        Past `INBOX_LIMIT` waiting messages the socket stops being read (`WebSocketSession.readable`).
         """
         if session.inbox is not None:
             session.inbox.append(data)
-            if len(session.inbox) >= INBOX_LIMIT and session.transport is not None:
-                session.transport.pause_reading()
             return
         session.inbox = []
         self.spawn(self._handle(session, data))
@@ -98,9 +96,8 @@ class LeanEngine:
                 if not inbox:
                     break
                 data = inbox.pop(0)
-                if len(inbox) == INBOX_LIMIT - 1 and session.transport is not None \
-                        and not session.transport.is_closing():
-                    session.transport.resume_reading()
+                if len(inbox) == INBOX_LIMIT - 1:
+                    session.read()
         finally:
             session.inbox = None
 

@@ -3,6 +3,12 @@
 See `realtime.engine.lean` for the engine that makes these; a session parses
 frames in `data_received` (no task per connection), writes only through its
 `Writer`, and is pinged by the engine's one `Heartbeat`.
+
+Reading follows writing: while the transport's write buffer is full, while
+`INBOX_LIMIT` messages wait for their handler, and for one loop turn after
+`EVENTS_PER_TURN` messages, the socket is not read and what was read is not
+parsed. So a client that sends without reading (pings, say) is only answered
+as fast as it reads, and one connection's burst cannot hold the loop.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from aiohttp import web
 from engineio import packet as eio_packet
@@ -29,8 +35,10 @@ KEPT_ENVIRON = ("REMOTE_ADDR", "QUERY_STRING", "HTTP_AUTHORIZATION")
 MessageHandler = Callable[[str, Any], Awaitable[Any]]
 # Messages of one connection waiting for the one being handled, past which its socket is not read.
 INBOX_LIMIT = 64
-# Seconds a closing websocket waits for the client's close frame.
+# Seconds a closing websocket waits for the client's close frame, or for a paused writer to drain.
 CLOSE_TIMEOUT = 5.0
+# Messages and control frames handled in one go before the loop gets a turn (~1-2 µs each).
+EVENTS_PER_TURN = 256
 
 
 class Hijacked(web.StreamResponse):
@@ -58,8 +66,8 @@ class Engine(Protocol):
 class WebSocketSession(asyncio.Protocol):
     """One lean websocket connection: the socket's protocol and the Engine.IO socket of its sid."""
 
-    __slots__ = ("_awaiting_pong", "_buffer", "_ending", "_fragments", "_paused", "_receive", "_session", "beat",
-                 "closed", "closing", "engine", "inbox", "queue", "sid", "transport")
+    __slots__ = ("_awaiting_pong", "_dropping", "_ending", "_paused", "_reader", "_receive", "_session", "_yielding",
+                 "beat", "closed", "closing", "engine", "inbox", "queue", "sid", "transport")
     # As python-engineio's sockets say of a websocket session.
     connected = True
     upgraded = True
@@ -75,9 +83,10 @@ class WebSocketSession(asyncio.Protocol):
         self.closed = False
         self._awaiting_pong = False
         self._paused = False
-        self._buffer: bytes | None = None  # an incomplete frame
+        self._yielding = False  # parsing waits for the next loop turn
+        self._reader: frames.Reader | None = None  # while something is partly received
+        self._dropping = False  # what the client sends is dropped unread
         self._ending: asyncio.TimerHandle | None = None  # our close frame is sent: waiting for the client's
-        self._fragments: list[frames.Frame] | None = None  # a fragmented message so far
         self._receive: Any = None
         self._session: dict[str, Any] | None = None
         # None while no message is being handled; else the messages waiting for it, in order.
@@ -135,6 +144,9 @@ class WebSocketSession(asyncio.Protocol):
         self.closed = True
         eio.sockets.pop(self.sid, None)
         self.queue.put_nowait(None)  # ends the websocket after what is queued
+        if self._paused:
+            # A client that does not read would hold its socket (and what is queued for it) for ever.
+            asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self._expire)
 
     # The writer's `Stream`.
 
@@ -150,7 +162,17 @@ class WebSocketSession(asyncio.Protocol):
         # RFC 6455's closing handshake: the socket is closed once the client answers (or CLOSE_TIMEOUT
         # passes). Closing it at once, with client data still unread, resets the connection, and the
         # client may lose the frames we sent last (session:closed, the CLOSE packet).
-        self._ending = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, transport.close)
+        self._ending = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self._expire)
+
+    def _expire(self) -> None:
+        """CLOSE_TIMEOUT after the end: close the socket, or abort it if what we sent is still not read."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if transport.get_write_buffer_size():
+            transport.abort()
+        else:
+            transport.close()
 
     # asyncio's protocol.
 
@@ -161,18 +183,20 @@ class WebSocketSession(asyncio.Protocol):
         transport.set_protocol(self)
         self.queue.attach_stream(self.sid, transport, self)
         self.queue.drain()  # anything sent while the Socket.IO layer accepted the session goes after the OPEN
-        if not transport.is_reading():
-            transport.resume_reading()
         self.engine.heartbeat.start(self)
         if tail:
             self.data_received(tail)
+        else:
+            self.read()
 
     def pause_writing(self) -> None:
         self._paused = True
+        self.read()  # stops reading
 
     def resume_writing(self) -> None:
         self._paused = False
         self.queue.drain()
+        self.read()
 
     def eof_received(self) -> bool | None:
         return None  # close
@@ -181,7 +205,8 @@ class WebSocketSession(asyncio.Protocol):
         if self._ending is not None:
             self._ending.cancel()
         self.engine.heartbeat.stop(self)
-        self._buffer = self._fragments = None
+        self._reader = None  # what was read goes
+        self._dropping = True
         if self.closed or self.closing:
             self.engine.eio.sockets.pop(self.sid, None)
             return
@@ -190,76 +215,86 @@ class WebSocketSession(asyncio.Protocol):
                                      reason=reason.TRANSPORT_CLOSE if exc is None else reason.TRANSPORT_ERROR))
 
     def data_received(self, data: bytes) -> None:
-        if self._buffer:
-            data = self._buffer + data
-            self._buffer = None
-        if self._ending is not None:
-            self._closing(data)
+        if self._dropping:
             return
-        try:
-            received, used = frames.parse(data, self.engine.max_message)
-            for frame in received:
-                if self.transport is None or self.transport.is_closing():
-                    return
-                self._frame(frame)
-        except frames.ProtocolError as error:
-            self._fail(error.code)
-            return
-        if used < len(data):
-            self._buffer = data[used:]
+        if self._reader is None:
+            self._reader = frames.Reader(self.engine.max_message)
+        self._reader.feed(data)
+        self.read()
 
-    def _closing(self, data: bytes) -> None:
-        """After our close frame: everything is dropped until the client's close frame."""
-        assert self.transport is not None
-        try:
-            received, used = frames.parse(data, self.engine.max_message)
-        except frames.ProtocolError:
-            self.transport.close()
+    # Reading.
+
+    def readable(self) -> bool:
+        """Whether what the client sent may be parsed now (see the module's docstring)."""
+        inbox = self.inbox
+        return not (self._paused or self._yielding or (inbox is not None and len(inbox) >= INBOX_LIMIT))
+
+    def read(self) -> None:
+        """Handle what was read while `readable()`, then read the socket or not, as `readable()` says."""
+        transport = self.transport
+        if transport is None:
             return
-        if any(frame.opcode == frames.CLOSE for frame in received):
-            self.transport.close()
-        elif used < len(data):
-            self._buffer = data[used:]
+        budget = EVENTS_PER_TURN
+        while self.readable() and not transport.is_closing() and self._reader is not None:
+            try:
+                message = self._reader.next()
+            except frames.ProtocolError as error:
+                self._reader = None
+                if self._ending is None:
+                    self._fail(error.code)
+                else:
+                    self._dropping = True  # waiting for the client's close frame: the rest is dropped unread
+                return
+            if message is None:
+                if self._reader.idle:
+                    self._reader = None  # most connections, most of the time: ~100 bytes each
+                break
+            self._handle(message)
+            budget -= 1
+            if not budget:
+                self._yielding = True
+                asyncio.get_running_loop().call_soon(self._next_turn)
+                break
+        if transport.is_closing():
+            return
+        if self.readable():
+            if not transport.is_reading():
+                transport.resume_reading()
+        elif transport.is_reading():
+            transport.pause_reading()
+
+    def _next_turn(self) -> None:
+        self._yielding = False
+        self.read()
 
     # Frames and Engine.IO packets.
 
-    def _frame(self, frame: frames.Frame) -> None:
-        opcode = frame.opcode
+    def _handle(self, message: frames.Message) -> None:
+        opcode, data = message
+        if self.closed or self._ending is not None:
+            # The session is over (our close frame may be sent): everything is dropped until the client's.
+            if opcode == frames.CLOSE:
+                assert self.transport is not None
+                self.transport.close()
+            return
         if opcode == frames.PING:
-            assert self.transport is not None
-            self.transport.write(frames.control_frame(frames.PONG, frame.payload))
-            return
-        if opcode == frames.PONG:
-            return
-        if opcode == frames.CLOSE:
-            self._fail(frames.NORMAL)
-            return
-        if opcode == frames.CONTINUATION:
-            if self._fragments is None:
-                raise frames.ProtocolError(frames.PROTOCOL_ERROR, "continuation without a message")
-            self._fragments.append(frame)
-            if sum(len(f.payload) for f in self._fragments) > self.engine.max_message:
-                raise frames.ProtocolError(frames.TOO_BIG, "message too big")
-            if not frame.fin:
-                return
-            fragments, self._fragments = self._fragments, None
-            self._message(fragments[0].opcode, b"".join(f.payload for f in fragments))
-            return
-        if self._fragments is not None:
-            raise frames.ProtocolError(frames.PROTOCOL_ERROR, "a new message inside a fragmented one")
-        if not frame.fin:
-            self._fragments = [frame]
-            return
-        self._message(opcode, frame.payload)
+            self.queue.put_frame(frames.control_frame(frames.PONG, cast(bytes, data)))
+        elif opcode == frames.CLOSE:
+            # The client's close: answered with its code, and the socket closed (RFC 6455 §5.5.1).
+            transport = self.transport
+            assert transport is not None
+            if self.queue.put_last(frames.close_frame(frames.close_code(cast(bytes, data)) or frames.NORMAL)):
+                transport.close()
+            else:
+                transport.abort()
+        elif opcode != frames.PONG:
+            self._message(opcode, data)
 
-    def _message(self, opcode: int, payload: bytes) -> None:
-        if opcode == frames.BINARY:
-            self.engine.dispatch(self, payload)
+    def _message(self, opcode: int, data: str | bytes) -> None:
+        if isinstance(data, bytes):
+            self.engine.dispatch(self, data)
             return
-        try:
-            text = payload.decode()
-        except UnicodeDecodeError:
-            raise frames.ProtocolError(frames.INVALID_DATA, "text is not UTF-8") from None
+        text = data
         kind = text[:1]
         if kind == "4":
             self.engine.dispatch(self, text[1:])
@@ -274,10 +309,24 @@ class WebSocketSession(asyncio.Protocol):
         # PING, OPEN, UPGRADE, NOOP and empty messages are not a client's to send: dropped.
 
     def _fail(self, code: int) -> None:
+        """Fail the websocket (RFC 6455 §7.1.7): our close frame with `code` and a FIN, then what the client
+        still sends is dropped unread until its EOF or CLOSE_TIMEOUT. Aborted at once if the client is not
+        reading (what we sent is still queued).
+
+        Closing the socket at once would reset it while the client's data is unread, and the client would
+        likely lose the close frame that says why; after a protocol error its stream cannot be parsed on.
+        """
         transport = self.transport
-        if transport is not None and not transport.is_closing():
-            transport.write(frames.close_frame(code))
-            transport.close()
+        if transport is None or transport.is_closing():
+            return
+        if not self.queue.put_last(frames.close_frame(code)):
+            transport.abort()
+            return
+        self._reader = None
+        self._dropping = True
+        if transport.can_write_eof():
+            transport.write_eof()
+        self._ending = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self._expire)
 
     # The heartbeat's `Beating`.
 

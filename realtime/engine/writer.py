@@ -26,7 +26,8 @@ stream is not paused by TCP flow control and nothing is queued becomes a
 frame held for this loop turn's one write (`Writers.defer`); otherwise it is
 queued, and `drain()` (on the transport's `resume_writing`) writes the queue
 out. The end-of-queue marker `None` ends the stream once what precedes it
-is written.
+is written. A PONG (`put_frame`) takes the packets' path and bounds; a close
+frame (`put_last`) is written only while nothing is queued.
 """
 
 from __future__ import annotations
@@ -285,7 +286,7 @@ class Writer:
                     transport.write(b"".join(chunks))
                 stream.end()
                 return
-            frame = frame_of(packet)
+            frame = packet if isinstance(packet, bytes) else frame_of(packet)
             chunks.append(frame)
             size += len(frame)
             if size >= DIRECT_BUFFER_LIMIT:  # one write per buffer's worth; it may pause the stream
@@ -303,6 +304,32 @@ class Writer:
         self._pending_bytes = 0
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(data)
+
+    def put_frame(self, frame: bytes) -> None:
+        """Lean engine: a ready-made frame (a PONG), in order with the packets and within the same bounds."""
+        stream = self._stream
+        if self.cut or stream is None:
+            return
+        if not self._live and not stream.paused:
+            if self._pending_bytes + len(frame) > DIRECT_BUFFER_LIMIT:
+                self.flush()  # may pause the stream
+            if not stream.paused:
+                self._hold(frame)
+                return
+        self.flush()
+        self._append(_Entry(frame, len(frame)))
+        self.drain()
+
+    def put_last(self, frame: bytes) -> bool:
+        """Lean engine: `frame` (a close frame) after this turn's frames, then nothing ever; False, and nothing
+        written, while packets are queued or the stream is paused (the client is not reading: abort it)."""
+        stream, transport = self._stream, self._transport
+        if self.cut or stream is None or transport is None or self._live or stream.paused:
+            return False
+        self.flush()
+        transport.write(frame)
+        self.cut = True  # nothing more is written or kept
+        return True
 
     def put_price(self, asset: str, packet: Any) -> None:
         """Queue a price tick; when behind, it replaces the queued tick of its asset."""

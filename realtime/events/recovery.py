@@ -30,7 +30,7 @@ from realtime.events import offsets
 from realtime.events.log import Entry, EventLog
 from realtime.events.offsets import Offset
 from realtime.events.reader import LogReader, RoomJoin
-from realtime.events.sessions import MAX_PID, Session, SessionStore, new_pid
+from realtime.events.sessions import MAX_PID, Session, SessionStore, new_pid, parse_subscription, subscription
 from realtime.principal import Principal
 from realtime.protocol import AUTH_OFFSET, AUTH_PID
 from realtime.rooms import book_room, room_book
@@ -145,21 +145,23 @@ class Recovery:
         start: Callable[[], None] = lambda: self.reader.join(join)  # noqa: E731
         self.sio.prepare_connect_reply(sid, pid, start)
 
-    def _allowed(self, names: Iterable[str], principal: Principal) -> list[str]:
-        """The subscriptions (asset names, and book rooms `book:<A>:<depth>`) the new token allows."""
-        allowed: list[str] = []
+    def _allowed(self, recorded: Iterable[str], principal: Principal) -> list[str]:
+        """The recorded subscriptions the new token allows: assets (each with its rate,
+        `sessions.subscription`), and book rooms `book:<A>:<depth>`."""
+        allowed: dict[str, str] = {}
         books: list[str] = []
-        for name in names:
-            book = room_book(name)
-            asset = self.catalog.get(book[0] if book is not None else name)
+        for entry in recorded:
+            book = room_book(entry)
+            name, rate = (book[0], None) if book is not None else parse_subscription(entry)
+            asset = self.catalog.get(name)
             if asset is None or not principal.may_see(asset.name):
                 continue
             if book is None:
                 if asset.name not in allowed:
-                    allowed.append(asset.name)
+                    allowed[asset.name] = subscription(asset.name, rate)
             elif not principal.delay and book_room(asset.name, book[1]) not in books:
                 books.append(book_room(asset.name, book[1]))  # books are real-time only
-        return allowed[: self.max_subscriptions] + books[: self.max_subscriptions]
+        return list(allowed.values())[: self.max_subscriptions] + books[: self.max_subscriptions]
 
     def follow(self, sid: str, subscriptions: Iterable[str]) -> None:
         """The connection's subscriptions changed: record them with its session (soon, in one batch)."""

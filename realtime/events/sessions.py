@@ -24,6 +24,7 @@ from realtime.backplane.batch import Pipelined
 from realtime.backplane.connections import Client, client, pipeline
 from realtime.events import offsets
 from realtime.events.offsets import Offset
+from realtime.protocol import MAX_RATE, MIN_RATE
 
 # Heartbeat of one session: a fresh TTL, and the whole session written again only if Redis lost it
 # (an existing one is left alone: a pod still holding a half-open connection of a session that
@@ -40,6 +41,25 @@ return 1
 # 128 random bits, url-safe.
 PID_BYTES = 16
 MAX_PID = 64
+
+
+# A recorded subscription: the asset's name, with `~<rate>` when it was granted a maxRate.
+RATE_MARK = "~"
+
+
+def subscription(asset: str, rate: float | None) -> str:
+    """A subscription as a session records it: `BTC_USDC_PERP` or `BTC_USDC_PERP~2`."""
+    return asset if rate is None else f"{asset}{RATE_MARK}{rate:g}"
+
+
+def parse_subscription(recorded: str) -> tuple[str, float | None]:
+    """(asset, rate) of a recorded subscription; a damaged rate counts as none (the cap still applies)."""
+    asset, _, rate = recorded.partition(RATE_MARK)
+    try:
+        value = float(rate) if rate else None
+    except ValueError:
+        value = None
+    return asset, value if value is None or MIN_RATE <= value <= MAX_RATE else None
 
 
 def new_pid() -> str:

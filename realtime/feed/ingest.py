@@ -6,9 +6,11 @@ window with the number held back, so a broken upstream cannot flood the logs.
 Nothing a message contains stops the loop.
 
 An accepted tick goes to the real-time room at once and into every delayed
-tier's history (`tiers`), whose timer sends it when it comes of age. Status
-changes (`status`) go to the asset's rooms of every tier before the tick that
-caused them.
+tier's history (`tiers`), whose timer sends it when it comes of age. Every
+tier room's tick passes its rate tiers (`send.rates`): at once to the rooms
+whose interval has passed, later to the others, and under overload to the
+tier room itself at the pod's cap. Status changes (`status`) go to the
+asset's rooms of every tier and rate before the tick that caused them.
 
 Book messages (`{"type": "book", ...}`) share the channel and go to the
 books (`realtime.books`); a quote tick never holds the string `"book"`, so
@@ -28,8 +30,9 @@ from realtime.feed.restarts import LocalRestarts, Restarts
 from realtime.feed.sources import PriceSource
 from realtime.metrics import Metrics
 from realtime.protocol import PRICE_STATUS, PriceStatus, PriceUpdate, TickOutcome
-from realtime.rooms import tier_room
+from realtime.rooms import is_delayed, tier_room
 from realtime.send.fanout import Fanout
+from realtime.send.rates import RateTiers
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +50,7 @@ DROPPED = {outcome: f"feed: dropped {outcome.value} tick: %s" for outcome in Tic
 
 
 class Ingest:
-    def __init__(self, source: PriceSource, book: PriceBook, fanout: Fanout, metrics: Metrics,
+    def __init__(self, source: PriceSource, book: PriceBook, fanout: Fanout, metrics: Metrics, rates: RateTiers,
                  restarts: Restarts | None = None, books: BookFeed | None = None) -> None:
         self.source = source
         self.book = book
@@ -56,6 +59,8 @@ class Ingest:
         self.counts: Counter[TickOutcome] = Counter()
         self.delays = [0, *book.tiers.tiers]  # the real-time room and every delayed tier's
         self.restarts = restarts or LocalRestarts()
+        self.rates = rates
+        self.realtime_rooms = {name: tier_room(name, 0) for name in book.catalog.names}
         self.books = books
 
     async def run(self) -> None:
@@ -82,15 +87,23 @@ class Ingest:
                 await self.send(update)
 
     async def send(self, update: PriceUpdate, room: str | None = None) -> int:
-        """Fan one tick out to its room (the real-time one by default); never raises.
+        """Fan one tick of a tier room (the real-time one by default) out through its rate tiers; never raises."""
+        base = room or self.realtime_rooms[update["asset"]]
+        recipients = 0
+        for target in self.rates.offer(update, base, asyncio.get_running_loop().time()):
+            recipients += await self.send_room(update, target)
+        return recipients
 
-        Only real-time ticks are measured: a delayed tick's age is its delay.
+    async def send_room(self, update: PriceUpdate, room: str) -> int:
+        """Fan one tick out to one room now; never raises.
+
+        Only real-time rooms are measured: a delayed tick's age is its delay.
         """
         try:
-            if room is not None:
+            if is_delayed(room):
                 return await self.fanout.send_price(update, room)
             started = time.perf_counter()
-            recipients = await self.fanout.send_price(update)
+            recipients = await self.fanout.send_price(update, room)
             self.metrics.tick_sent(update, recipients, time.perf_counter() - started)
             return recipients
         except asyncio.CancelledError:
@@ -104,18 +117,21 @@ class Ingest:
         for change in changes:
             logger.info("feed: %s is %s", change["asset"], change["status"])
             for delay in self.delays:
-                try:
-                    await self.fanout.send_event(tier_room(change["asset"], delay), PRICE_STATUS, change)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    logger.exception("price:status of %s failed", change["asset"])
+                base = tier_room(change["asset"], delay)
+                for room in (base, *self.rates.rooms(base)):
+                    try:
+                        await self.fanout.send_event(room, PRICE_STATUS, change)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:
+                        logger.exception("price:status of %s failed", change["asset"])
 
     async def watch(self) -> None:
         """The background work besides the feed: staleness sweeps and the delayed tiers' timer."""
         async with asyncio.TaskGroup() as group:
             group.create_task(self.book.statuses.watch(self.send_statuses))
             group.create_task(self.book.tiers.run(self.send))
+            group.create_task(self.rates.run(self.send_room))
 
     def _drop(self, rejected: TickRejected) -> None:
         self.counts[rejected.outcome] += 1

@@ -1,5 +1,7 @@
 // Drive the price board in Debian's chromium with playwright-core; print one JSON line per step.
 //   node tests/js/board.mjs '{"url": "...", "screenshot": "test-artifacts/board.png", "restart": true}'
+// With "rate": N, it picks that maxRate in the selector, counts row changes for "rateMs" and prints
+// {"type": "rated", "granted", "changes": {asset: n}}, then goes back to every tick ({"type": "unrated"}).
 // With "restart", it prints {"type": "restart"} and waits for {"step": "stopped"} then
 // {"step": "started"} on stdin while the test restarts the gateway; with "hold", it
 // prints {"type": "holding"} and stays until {"step": "release"}. With "stale": "<ASSET>",
@@ -91,6 +93,27 @@ try {
     await page.click(`tr[data-asset="${paused}"] .toggle`);
     await advanced(await seqs(), [paused]);
     out({ type: "resumed", asset: paused, ...(await snapshot()) });
+  }
+
+  if (plan.rate) {
+    // Pick a rate: the gateway grants it (shown on the selector) and the rows move at most that often.
+    await page.selectOption("#rate", String(plan.rate));
+    await page.waitForFunction((rate) => document.getElementById("rate").dataset.granted === rate,
+                               String(plan.rate), { timeout });
+    const start = await seqs();
+    const changes = Object.fromEntries(Object.keys(start).map((asset) => [asset, 0]));
+    const last = { ...start };
+    const until = Date.now() + (plan.rateMs ?? 3000);
+    while (Date.now() < until) {
+      const now = await seqs();
+      for (const asset of Object.keys(now)) if (now[asset] !== last[asset]) { changes[asset] += 1; last[asset] = now[asset]; }
+      await page.waitForTimeout(20);
+    }
+    out({ type: "rated", granted: Number(await page.$eval("#rate", (el) => el.dataset.granted)), changes,
+          start, end: last });
+    await page.selectOption("#rate", "");
+    await page.waitForFunction(() => document.getElementById("rate").dataset.granted === "", null, { timeout });
+    out({ type: "unrated" });
   }
 
   if (plan.book) {

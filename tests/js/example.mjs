@@ -35,7 +35,8 @@ socket.on("connect", async () => {
   // Recovered (same session, maybe on another pod): the private events missed, the subscriptions
   // and the latest price of each have been delivered already, before this handler runs.
   if (socket.recovered) return;
-  // Subscriptions belong to a session: subscribe again after every new one.
+  // Subscriptions belong to a session: subscribe again after every new one. A watchlist that needs
+  // fewer ticks asks {assets: [...], maxRate: 2}: at most 2 per second per asset, each the newest.
   const ack = await socket.timeout(5000).emitWithAck("price:subscribe", ["BTC_USDC_PERP", "ETH_USDC_PERP"]);
   if (!ack.ok) return console.error(ack.error.code, ack.error.message);
   ack.prices.forEach(onPrice); // a tick may have overtaken its snapshot: onPrice keeps the newest

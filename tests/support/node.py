@@ -49,9 +49,15 @@ class NodeClients:
     async def start(self) -> None:
         self.process = await asyncio.create_subprocess_exec(
             "node", str(JS_DIR / self.script), *self.args, cwd=ROOT,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
         )
         self._reader = asyncio.create_task(self._read())
+
+    async def send(self, message: dict[str, Any]) -> None:
+        """One JSON line on the script's stdin (a command, for the scripts that read them)."""
+        assert self.process is not None and self.process.stdin is not None
+        self.process.stdin.write(json.dumps(message).encode() + b"\n")
+        await self.process.stdin.drain()
 
     async def _read(self) -> None:
         assert self.process is not None and self.process.stdout is not None

@@ -5,6 +5,8 @@
 // asset the gateway calls stale or halted (price:status) unmistakably. Below
 // the prices, the selected asset's order book, kept as the README shows:
 // the ack's view, then each update's changed levels, a snapshot on a gap.
+// The rate selector asks for at most that many updates per second per asset
+// (maxRate), on subscribe and live with price:rate; the grant is shown on it.
 "use strict";
 
 (() => {
@@ -13,6 +15,13 @@
   const noticeEl = document.getElementById("notice");
   const metaEl = document.getElementById("meta");
   const tbody = document.querySelector("#board tbody");
+  const rateEl = document.getElementById("rate");
+  const maxRate = () => (rateEl.value ? Number(rateEl.value) : null);
+  // The gateway's answer: the grant (the least of the request, the token's claim and the server's cap).
+  function showGrant(granted) {
+    rateEl.dataset.granted = granted === null ? "" : String(granted);
+    rateEl.title = granted === null ? "every tick" : `at most ${granted} per second per asset`;
+  }
 
   // One entry per catalog asset: its row, whether the user wants it, the highest seq seen.
   const rows = new Map();
@@ -142,7 +151,7 @@
 
   function subscribe(names) {
     if (!names.length || !socket.connected) return;
-    socket.timeout(10000).emit("price:subscribe", names, (err, ack) => {
+    socket.timeout(10000).emit("price:subscribe", { assets: names, maxRate: maxRate() }, (err, ack) => {
       if (err || !ack.ok) {
         setStatus("connected", "Live", `price:subscribe failed: ${err ? err.message : ack.error.code}`);
         return;
@@ -152,6 +161,7 @@
         if (row) row.tr.querySelector(".age").textContent = code;
       }
       if (ack.instance) statusEl.dataset.instance = ack.instance;
+      showGrant(ack.maxRate);
       showMeta();
       for (const update of ack.prices) apply(update);
       for (const status of ack.statuses || []) showAssetStatus(status);
@@ -305,6 +315,18 @@
     showMeta();
     subscribe([...rows.values()].filter((row) => row.wanted).map((row) => row.name));
     if (!socket.recovered) subscribePositions();
+  });
+  rateEl.addEventListener("change", () => {
+    if (!socket.connected) return;
+    socket.timeout(10000).emit("price:rate", { maxRate: maxRate() }, (err, ack) => {
+      if (err || !ack.ok) setStatus("connected", "Live", `price:rate failed: ${err ? err.message : ack.error.code}`);
+      else showGrant(ack.maxRate);
+    });
+  });
+  // The gateway under overload caps every asset's rate for a while, and says so.
+  socket.on("price:rate", ({ maxRate: cap, overload }) => {
+    statusEl.dataset.overload = String(overload);
+    setStatus("connected", "Live", cap !== null ? `the gateway is busy: at most ${cap} updates per second` : "");
   });
   socket.on("price:update", apply);
   socket.on("price:status", showAssetStatus);

@@ -1,0 +1,32 @@
+"""What the gateway knows about one connected client: who, its event budget, its subscriptions, rates, books,
+channels and states."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from realtime.clients.limits import EventLimiter
+from realtime.events.sessions import subscription
+from realtime.principal import Principal
+
+
+@dataclass(slots=True)
+class Connection:
+    """One connected client."""
+
+    sid: str
+    principal: Principal
+    limiter: EventLimiter
+    subscriptions: set[str] = field(default_factory=set)
+    rates: dict[str, float] = field(default_factory=dict)  # asset -> granted maxRate (absent: every tick)
+    books: set[str] = field(default_factory=set)  # book rooms `book:<A>:<depth>` (sessions.books)
+    channels: set[str] = field(default_factory=set)  # rooms `channel:<name>`
+    states: set[str] = field(default_factory=set)  # rooms `state:<name>:<owner room>`
+    notices: list[list[Any]] = field(default_factory=list)  # events for after a recovery's joins
+    ending: bool = False
+
+    def recoverable(self) -> list[str]:
+        """What its session records: assets with their rates, then book, channel and state rooms."""
+        return [*(subscription(a, self.rates.get(a)) for a in sorted(self.subscriptions)), *sorted(self.books),
+                *sorted(self.channels), *sorted(self.states)]

@@ -1,0 +1,136 @@
+"""Overload: when the event loop falls behind, send fewer price ticks, evenly, instead of queueing.
+
+The lag is how late a short sleep wakes up: every callback the loop has in
+hand runs before it. Past `REALTIME_OVERLOAD_LAG` ms in a window the pod caps
+every asset's price updates at a rate of `LEVELS` (the first one, then one
+step lower per window that still lags), through the rate tiers
+(`realtime.send.rates`): every connection of an asset gets the same ticks,
+the newest of each interval, so the rate falls evenly. Private events do not
+go through the tiers and are never held. After `CALM_WINDOWS` windows under
+half the threshold the cap rises one step, and past the top the overload
+ends. Start and end are logged and exported; `on_change` tells the clients
+the cap that applies to them (`price:rate`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from realtime.send.rates import RateTiers
+
+logger = logging.getLogger(__name__)
+
+# The caps, ticks per second per asset, from the first one to the lowest.
+LEVELS = (10.0, 5.0, 2.0, 1.0, 0.5, 0.2)
+SAMPLE = 0.05  # seconds between two lag samples
+WINDOW = 10  # samples per decision (0.5 s)
+CALM_WINDOWS = 4  # windows under half the threshold before the cap rises a step (2 s)
+
+
+class Overload:
+    """Measures the loop's lag and sets the rate tiers' ceiling from it."""
+
+    def __init__(self, rates: RateTiers, threshold_ms: float,
+                 on_change: Callable[[float | None], None] = lambda ceiling: None) -> None:
+        self.rates = rates
+        self.threshold = threshold_ms / 1000
+        self.on_change = on_change
+        self.lag = 0.0  # the worst lag of the last window, seconds
+        self.level = -1  # index in LEVELS; -1: no overload
+        self.episodes = 0
+        self.seconds = 0.0  # time spent overloaded, ended episodes
+        self._since: float | None = None  # monotonic start of the current episode
+
+    def total_seconds(self) -> float:
+        """Time spent in overload, the current episode included."""
+        since = self._since
+        return self.seconds + (time.monotonic() - since if since is not None else 0.0)
+
+    @property
+    def ceiling(self) -> float | None:
+        return None if self.level < 0 else LEVELS[self.level]
+
+    def decide(self, lag: float) -> None:
+        """One window's verdict from its worst lag (the calm count lives in `run`)."""
+        self.lag = lag
+        if lag > self.threshold and self.level < len(LEVELS) - 1:
+            self._set(self.level + 1)
+
+    def calm(self) -> None:
+        """Enough calm windows: one step up, and out of overload past the top."""
+        if self.level >= 0:
+            self._set(self.level - 1)
+
+    def _set(self, level: int) -> None:
+        was = self.level
+        self.level = level
+        self.rates.ceiling = self.ceiling
+        if was < 0:
+            self.episodes += 1
+            self._since = time.monotonic()
+            logger.warning("overload: event-loop lag %.0f ms is past REALTIME_OVERLOAD_LAG=%.0f ms; price updates "
+                           "capped at %g per second per asset", self.lag * 1000, self.threshold * 1000, self.ceiling)
+        elif level < 0:
+            lasted = time.monotonic() - (self._since or time.monotonic())
+            self.seconds += lasted
+            self._since = None
+            logger.warning("overload ended after %.1f s: event-loop lag %.0f ms; price updates at full rate",
+                           lasted, self.lag * 1000)
+        else:
+            logger.info("overload: price updates capped at %g per second per asset (lag %.0f ms)",
+                        self.ceiling, self.lag * 1000)
+        self.on_change(self.ceiling)
+
+    async def run(self) -> None:
+        """Sample the lag and decide, until cancelled; does nothing when the threshold is 0 (off)."""
+        if self.threshold <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        calm = 0
+        while True:
+            worst = 0.0
+            for _ in range(WINDOW):
+                started = loop.time()
+                await asyncio.sleep(SAMPLE)
+                worst = max(worst, loop.time() - started - SAMPLE)
+            self.decide(worst)
+            if self.level >= 0 and worst < self.threshold / 2:
+                calm += 1
+                if calm >= CALM_WINDOWS:
+                    calm = 0
+                    self.calm()
+            else:
+                calm = 0
+
+
+class RateGauges(Collector):
+    """What `/metrics` shows of the rate tiers and the overload, read at scrape time."""
+
+    def __init__(self, rates: RateTiers, overload: Overload) -> None:
+        self.rates = rates
+        self.overload = overload
+
+    def collect(self) -> Iterator[Metric]:
+        overload = self.overload
+        yield GaugeMetricFamily("realtime_event_loop_lag_seconds", "worst event-loop lag of the last half second",
+                                value=overload.lag)
+        yield GaugeMetricFamily("realtime_overload", "1 while the pod caps price updates for overload",
+                                value=1 if overload.level >= 0 else 0)
+        yield GaugeMetricFamily("realtime_overload_max_rate", "price updates per second per asset under the "
+                                "overload cap (0: no cap)", value=overload.ceiling or 0)
+        yield CounterMetricFamily("realtime_overload_episodes", "times the pod entered overload",
+                                  value=overload.episodes)
+        yield CounterMetricFamily("realtime_overload_seconds", "time spent in overload",
+                                  value=overload.total_seconds())
+        yield GaugeMetricFamily("realtime_rate_tiers", "rate tiers (a room's ticks at a rate) on this pod",
+                                value=sum(1 for tier in self.rates.tiers() if tier.rate is not None))
+        yield CounterMetricFamily("realtime_price_ticks_held", "ticks a rate tier held for its next interval",
+                                  value=self.rates.held)
+        yield CounterMetricFamily("realtime_price_ticks_conflated", "held ticks replaced by a newer one "
+                                  "before their release (latest value wins)", value=self.rates.replaced)
