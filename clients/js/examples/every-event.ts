@@ -16,6 +16,7 @@ socket.on("connect_error", (err) => {
 });
 socket.on("price:update", ({ asset, bid, ask, decimals, seq, ts }) => console.log(asset, bid / 10 ** decimals, ask, seq, ts));
 socket.on("price:status", ({ asset, status, since }) => console.log(asset, status === "halted", since));
+socket.on("price:rate", ({ maxRate, overload }) => console.log(overload ? maxRate : "full rate"));
 socket.on("auth:expiring", ({ exp }) => {
   socket.emit("auth:refresh", { token: "new" }, (ack) => console.log(ack.ok ? ack.exp : ack.error.code));
 });
@@ -45,7 +46,8 @@ socket.emit("price:subscribe", ["BTC_USDC_PERP"], (ack) => {
 socket.emit("price:subscribe", { assets: ["BTC_USDC_PERP"], maxRate: 2 }, () => undefined);
 socket.emit("price:subscribe", "ETH_USDC_PERP", () => undefined);
 socket.emit("price:unsubscribe", ["BTC_USDC_PERP"], (ack) => console.log(ack.ok && ack.unsubscribed));
-socket.emit("price:rate", { maxRate: 1 }, (ack) => console.log(ack.ok && ack.maxRate));
+socket.emit("price:rate", { maxRate: 1, assets: ["BTC_USDC_PERP"] }, (ack) => console.log(ack.ok && ack.maxRate, ack.ok && ack.assets));
+socket.emit("price:rate", { maxRate: null }, () => undefined);
 socket.timeout(5000).emit("book:subscribe", { asset: "BTC_USDC_PERP", depth: 10 }, (err, ack: Ack<BookView>) => {
   if (!err && ack.ok) console.log(ack.bids, ack.asks, ack.status);
 });

@@ -12,6 +12,10 @@ socket.emit("price:subscrib", ["BTC_USDC_PERP"], noop);
 socket.emit("price:subscribe", [42], noop);
 // @ts-expect-error maxRate is a number
 socket.emit("price:subscribe", { assets: ["BTC_USDC_PERP"], maxRate: "2" }, noop);
+// @ts-expect-error price:rate takes {maxRate}
+socket.emit("price:rate", 2, noop);
+// @ts-expect-error the server's price:rate notice has no assets
+socket.on("price:rate", ({ assets }) => assets);
 // @ts-expect-error a book request needs its depth
 socket.emit("book:subscribe", { asset: "BTC_USDC_PERP" }, noop);
 // @ts-expect-error depth is a number

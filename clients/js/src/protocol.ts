@@ -66,7 +66,7 @@ export interface Rejection {
 }
 
 /** `price:subscribe`: a name, a list, or (§11) `{assets, maxRate}` (at most maxRate updates a second, ≥ 0.1). */
-export type PriceSubscribeRequest = string | string[] | { assets: string[]; maxRate?: number };
+export type PriceSubscribeRequest = string | string[] | { assets: string[]; maxRate?: number | null };
 
 export interface PriceSubscribeOk {
   ok: true;
@@ -75,7 +75,7 @@ export interface PriceSubscribeOk {
   prices: PriceUpdate[];
   statuses: PriceStatus[];
   instance: string;
-  /** §11: the granted rate (null = every tick); absent from gateways without rate control. */
+  /** §11: the granted rate (null = every tick); absent from gateways before rate control. */
   maxRate?: number | null;
 }
 
@@ -84,14 +84,22 @@ export interface PriceUnsubscribeOk {
   unsubscribed: string[];
 }
 
-/** §11 `price:rate`: change the connection's rate live. */
+/** §11 `price:rate`: change the rate of these subscriptions (or all) live; null: every tick. */
 export interface PriceRateRequest {
   maxRate: number | null;
+  assets?: string[];
 }
 
 export interface PriceRateOk {
   ok: true;
   maxRate: number | null;
+  assets: string[];
+}
+
+/** §11 `price:rate` from the server: under overload the pod sends at most `maxRate` per asset (null: it ended). */
+export interface RateNotice {
+  maxRate: number | null;
+  overload: boolean;
 }
 
 export interface RefreshRequest {
@@ -264,6 +272,7 @@ export interface StateUpdate {
 export interface ProtocolServerEvents {
   "price:update": (update: PriceUpdate) => void;
   "price:status": (status: PriceStatus) => void;
+  "price:rate": (notice: RateNotice) => void;
   "auth:expiring": (notice: AuthExpiring) => void;
   "session:closed": (reason: SessionClosed) => void;
   "book:update": (update: BookUpdate) => void;
