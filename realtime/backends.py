@@ -42,8 +42,8 @@ class Backends:
     router: StreamRouter | None  # Redis only: the events stream back ends append to
     presence: Presence
     demand: DemandStore
-    states: StateStore  # keyed state, written with the event log (in its process, or its Redis slot)
     book_requests: SnapshotRequests  # how a broken order book asks the feed for a snapshot
+    states: StateStore  # keyed state, written with the event log (in its process, or its Redis slot)
 
 
 def backends(settings: Settings, *, forget: Callable[[str], None]) -> Backends:
@@ -52,8 +52,8 @@ def backends(settings: Settings, *, forget: Callable[[str], None]) -> Backends:
     heartbeat = heartbeat_period(settings.recovery_window)
     cap = settings.max_connections_per_user
     if settings.embedded:
-        memory_log = MemoryLog(keep=keep)
         simulator = SimulatedSource(settings)
+        memory_log = MemoryLog(keep=keep)
         return Backends(
             manager=MemoryManager(),
             source=simulator,
@@ -63,8 +63,8 @@ def backends(settings: Settings, *, forget: Callable[[str], None]) -> Backends:
             router=None,
             presence=MemoryPresence(cap, settings.instance_id),
             demand=MemoryDemandStore(),
-            states=MemoryStates(memory_log, limits(settings)),
             book_requests=SimulatorRequests(simulator.ask),
+            states=MemoryStates(memory_log, limits(settings)),
         )
     url = settings.redis_url
     assert url is not None
@@ -83,6 +83,6 @@ def backends(settings: Settings, *, forget: Callable[[str], None]) -> Backends:
         presence=RedisPresence(settings) if cap else MemoryPresence(cap, settings.instance_id),
         demand=RedisDemandStore(url, names.demand, ttl=EXPIRY_INTERVALS * settings.demand_interval,
                                 timeout=settings.redis_timeout),
-        states=RedisStates(url, names.state, keep=keep, timeout=settings.redis_timeout, limits=limits(settings)),
         book_requests=ControlChannel(settings),
+        states=RedisStates(url, names.state, keep=keep, timeout=settings.redis_timeout, limits=limits(settings)),
     )

@@ -124,8 +124,8 @@ def _bench(args: argparse.Namespace) -> int:
         connect_concurrency=args.connect_concurrency, recovery_clients=args.recovery_clients,
         storm_clients=args.storm_clients, storm_concurrency=args.storm_concurrency,
         spread_assets=args.spread_assets, spread_pods=args.spread_pods, spread_rate=args.spread_rate,
-        spread_seconds=args.spread_seconds, state_seconds=args.state_seconds, book_clients=args.book_clients,
-        book_changes=args.book_changes, book_levels=args.book_levels, book_seconds=args.book_seconds,
+        spread_seconds=args.spread_seconds, book_clients=args.book_clients, book_changes=args.book_changes,
+        book_levels=args.book_levels, book_seconds=args.book_seconds, state_seconds=args.state_seconds,
         rates_clients=args.rates_clients, rates_per_client=args.rates_per_client,
         rates_tick_rate=args.rates_tick_rate, rates_max_rate=args.rates_max_rate,
         overload_rates=[int(r) for r in args.overload_rates],
@@ -240,8 +240,6 @@ def _add_bench(commands: Any) -> None:
                        help="assets: ticks per second over all assets")
     bench.add_argument("--spread-seconds", type=float, default=defaults.spread_seconds,
                        help="assets: seconds of publishing per channel layout")
-    bench.add_argument("--state-seconds", type=float, default=defaults.state_seconds,
-                       help="state: seconds of portfolio changes (10 a second) per way of sending them")
     bench.add_argument("--book-clients", type=int, default=defaults.book_clients,
                        help="books: clients, each with 2 books (depth 10 or 20)")
     bench.add_argument("--book-changes", type=float, default=defaults.book_changes,
@@ -249,6 +247,8 @@ def _add_bench(commands: Any) -> None:
     bench.add_argument("--book-levels", type=int, default=defaults.book_levels, help="books: price levels a side")
     bench.add_argument("--book-seconds", type=float, default=defaults.book_seconds,
                        help="books: seconds of books, then as long of quotes")
+    bench.add_argument("--state-seconds", type=float, default=defaults.state_seconds,
+                       help="state: seconds of portfolio changes (10 a second) per way of sending them")
     bench.add_argument("--step-seconds", type=float, default=defaults.step_seconds,
                        help="capacity: seconds of publishing per step")
     bench.add_argument("--latency-seconds", type=float, default=defaults.latency_seconds,

@@ -262,6 +262,25 @@ class Settings(BaseSettings):
                     "REALTIME_MANAGER_CHANNEL, REALTIME_PRICE_CHANNEL and REALTIME_DEMAND_KEY)",
     )
 
+    # How fast a client is fed (SPEC §11, docs/rates.md).
+    max_rate: float | None = Field(
+        None, ge=0.1, le=1000, description="price updates per second per asset any connection gets at most "
+                                           "(unset: no cap; a token's maxRate claim and the request may lower it)",
+    )
+    overload_lag: float = Field(
+        100.0, ge=0, le=60_000, description="event-loop lag (ms) past which the pod lowers every connection's "
+                                            "price rate evenly until the lag recovers (0 = off)",
+    )
+
+    # Order books (realtime.books).
+    book_depths: Annotated[list[int], NoDecode] = Field(
+        default_factory=lambda: [10, 20, 50], description="depths a client may ask `book:subscribe` for",
+    )
+    book_interval: int = Field(
+        100, ge=10, le=10_000, description="ms between two `book:update` of one asset and depth (changes in between "
+                                           "are conflated)",
+    )
+
     # Channels and keyed state (SPEC §10; realtime.channels, realtime.events.state).
     public_channels: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="channel namespaces anyone may subscribe to (e.g. announcements)",
@@ -294,32 +313,14 @@ class Settings(BaseSettings):
         description="missed updates of one state a recovery replays; past it the client gets state:snapshot",
     )
 
-    # How fast a client is fed (SPEC §11, docs/rates.md).
-    max_rate: float | None = Field(
-        None, ge=0.1, le=1000, description="price updates per second per asset any connection gets at most "
-                                           "(unset: no cap; a token's maxRate claim and the request may lower it)",
-    )
-    overload_lag: float = Field(
-        100.0, ge=0, le=60_000, description="event-loop lag (ms) past which the pod lowers every connection's "
-                                            "price rate evenly until the lag recovers (0 = off)",
-    )
-
-    # Order books (realtime.books).
-    book_depths: Annotated[list[int], NoDecode] = Field(
-        default_factory=lambda: [10, 20, 50], description="depths a client may ask `book:subscribe` for",
-    )
-    book_interval: int = Field(
-        100, ge=10, le=10_000, description="ms between two `book:update` of one asset and depth (changes in between "
-                                           "are conflated)",
-    )
-
     # Lifecycle and logs.
     shutdown_grace: float = Field(10.0, ge=0, le=600, description="seconds SIGTERM waits for clients to leave")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     log_format: Literal["text", "json"] = Field("text", description="log line format")
 
-    @field_validator("jwt_algorithms", "cors_origins", "trusted_proxies", "delay_tiers", "public_channels",
-                     "book_depths", mode="before")
+    @field_validator("jwt_algorithms", "cors_origins", "trusted_proxies", "delay_tiers", "book_depths",
+                     "public_channels",
+                     mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)

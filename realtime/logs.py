@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 
@@ -133,14 +133,21 @@ class TextFormatter(logging.Formatter):
         return redact(line)
 
 
-def configure(settings: Settings) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+NOISY = ("socketio", "engineio", "aiohttp.access")  # python-socketio and python-engineio log every packet at INFO
+
+
+def handler(settings: Settings, stream: TextIO) -> logging.Handler:
+    """The gateway's log handler: its format, the connection's fields, repeats held back."""
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter(settings.instance_id) if settings.log_format == "json" else TextFormatter())
     handler.addFilter(ContextFilter())
     handler.addFilter(RepeatFilter())
+    return handler
+
+
+def configure(settings: Settings) -> None:
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [handler(settings, sys.stderr)]
     root.setLevel(settings.log_level.upper())
-    # python-socketio and python-engineio log every packet at INFO.
-    for noisy in ("socketio", "engineio", "aiohttp.access"):
+    for noisy in NOISY:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -52,9 +52,8 @@ from realtime.protocol import (
 )
 
 # Label values for client events: the events we answer, everything else is "other".
-KNOWN_EVENTS = frozenset({PRICE_SUBSCRIBE, PRICE_UNSUBSCRIBE, PRICE_RATE, AUTH_REFRESH, CHANNEL_SUBSCRIBE,
-                          CHANNEL_UNSUBSCRIBE, STATE_SUBSCRIBE, STATE_UNSUBSCRIBE, BOOK_SUBSCRIBE, BOOK_SNAPSHOT,
-                          BOOK_UNSUBSCRIBE})
+KNOWN_EVENTS = frozenset({PRICE_SUBSCRIBE, PRICE_UNSUBSCRIBE, PRICE_RATE, AUTH_REFRESH, BOOK_SUBSCRIBE, BOOK_SNAPSHOT,
+                          BOOK_UNSUBSCRIBE, CHANNEL_SUBSCRIBE, CHANNEL_UNSUBSCRIBE, STATE_SUBSCRIBE, STATE_UNSUBSCRIBE})
 OTHER = "other"
 # python-socketio's disconnect reasons; anything new upstream is counted as "other".
 DISCONNECT_REASONS = frozenset({"client disconnect", "server disconnect", "ping timeout",

@@ -17,13 +17,13 @@ import socketio
 PRICE_SUBSCRIBE = "price:subscribe"
 PRICE_UNSUBSCRIBE = "price:unsubscribe"
 AUTH_REFRESH = "auth:refresh"
+# Client -> server: change a connection's price rate live. Server -> client: the pod's overload cap changed.
+PRICE_RATE = "price:rate"
 # Channels and keyed state (SPEC §10).
 CHANNEL_SUBSCRIBE = "channel:subscribe"
 CHANNEL_UNSUBSCRIBE = "channel:unsubscribe"
 STATE_SUBSCRIBE = "state:subscribe"
 STATE_UNSUBSCRIBE = "state:unsubscribe"
-# Client -> server: change a connection's price rate live. Server -> client: the pod's overload cap changed.
-PRICE_RATE = "price:rate"
 
 # Server -> client events.
 PRICE_UPDATE = "price:update"

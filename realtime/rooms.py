@@ -2,9 +2,9 @@
 
 A room is `<kind>:<name>` (SPEC §3): `asset:<ASSET>` (with `@<delay>` for a
 delayed tier, `asset:<ASSET>@<delay>`, and `~<rate>` for a rate tier,
-`asset:<ASSET>~2` or `asset:<ASSET>@900~0.5`), `user:<sub>`, `role:<role>`,
-`book:<ASSET>:<depth>` for an order book's top-`depth` view (SPEC §9), and
-(SPEC §10) `channel:<name>` and a keyed state's `state:<name>:<owner room>`. Clients
+`asset:<ASSET>~2` or `asset:<ASSET>@900~0.5`), `user:<sub>`, `role:<role>`, and
+`book:<ASSET>:<depth>` for an order book's top-`depth` view (SPEC §9), and (SPEC §10)
+`channel:<name>` and a keyed state's `state:<name>:<owner room>`. Clients
 never name rooms; back ends do (`POST /api/v1/publish`, the events stream,
 the emitter), and `realtime.events.validation` holds them to this grammar.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-ASSET, USER, ROLE, CHANNEL, STATE, BOOK = "asset", "user", "role", "channel", "state", "book"
+ASSET, USER, ROLE, BOOK, CHANNEL, STATE = "asset", "user", "role", "book", "channel", "state"
 # Private rooms: their events are durable (the event log) and recoverable.
 PRIVATE = (USER, ROLE, CHANNEL, STATE)
 MAX_USER = 256  # characters of a user's `sub`

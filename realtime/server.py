@@ -92,21 +92,21 @@ class Server:
         self.presence = self.backends.presence
         self.gateway = Gateway(self.sio, settings, self.verifier, self.catalog, self.book, self.metrics,
                                self.presence, self.events.recovery, self.rates)
+        BookHandlers(self.gateway, self.books)
+        self.overload = Overload(self.rates, settings.overload_lag, on_change=self.gateway.rates.overload)
+        self.metrics.registry.register(RateGauges(self.rates, self.overload))
         # Channels and keyed state: their client events, and what a recovery restores of them.
         self.access = channel_access(settings, self.verifier.key if isinstance(self.verifier.key, str) else None,
                                      self.metrics.registry)
         self.states = States(settings, self.backends.states, keep=retention(settings))
-        channels = Channels(self.gateway, self.sio, self.access, self.events.recovery,
-                            max_channels=settings.max_channels)
+        channels = Channels(self.gateway, self.sio, self.access, max_channels=settings.max_channels)
         StateSubscriptions(self.gateway, self.sio, self.states, self.access, self.events.reader,
-                           self.events.recovery, max_states=settings.max_channels)
-        self.gateway.recover_rooms(channels.vet, self.states.condense, channels.recheck)
+                           max_states=settings.max_channels)
+        self.gateway.recover_rooms(channels.vet, self.states.condense)
+        self.gateway.extend(entitle=channels.recheck)
         # Embedded dev mode: the board's user holds a demo portfolio marked to the simulated prices.
         self.portfolio = (DemoPortfolio(self.states, self.book, self.catalog, DEV_TOKEN_SUBJECT)
                           if settings.embedded and settings.dev_mode and settings.simulated_rate > 0 else None)
-        BookHandlers(self.gateway, self.books)
-        self.overload = Overload(self.rates, settings.overload_lag, on_change=self.gateway.rates.overload)
-        self.metrics.registry.register(RateGauges(self.rates, self.overload))
         # Per-asset price channels follow the asset rooms of this pod.
         self._watch_assets()
         self.demand = Demand(self.backends.demand, self.catalog, settings.instance_id,
@@ -149,11 +149,11 @@ class Server:
         self._tasks.append(asyncio.create_task(self.ingest.run(), name="ingest"))
         self._tasks.append(asyncio.create_task(self.ingest.watch(), name="feed-timers"))
         self._tasks.append(asyncio.create_task(self.demand.run(), name="demand"))
-        if self.portfolio is not None:
-            self._tasks.append(asyncio.create_task(self.portfolio.run(), name="demo-portfolio"))
         self._tasks.append(asyncio.create_task(self.books.run(), name="books"))
         self._tasks.append(asyncio.create_task(self.backends.book_requests.run(), name="book-requests"))
         self._tasks.append(asyncio.create_task(self.overload.run(), name="overload"))
+        if self.portfolio is not None:
+            self._tasks.append(asyncio.create_task(self.portfolio.run(), name="demo-portfolio"))
         await self.presence.start()
 
         self._runner = heads.AppRunner(self.app, self.heads, handle_signals=False, access_log=None,
@@ -165,11 +165,6 @@ class Server:
                            backlog=LISTEN_BACKLOG)
         await site.start()
         self.port = self._runner.addresses[0][1]
-        # The cyclic GC, run every 700 allocations, was a third of fan-out CPU and
-        # set the latency tail: keep what start-up built out of its sight, and let
-        # the young generation grow (PERFORMANCE.md, finding 3).
-        gc.freeze()
-        gc.set_threshold(50_000, *gc.get_threshold()[1:])
         mode = "embedded (in-memory manager, simulated feed)" if self.settings.embedded else "redis"
         logger.info("instance %s listening on http://%s:%d, %s mode%s", self.settings.instance_id,
                  self.settings.host, self.port, mode,
@@ -287,6 +282,12 @@ class Server:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await self.start()
+        # The cyclic GC, run every 700 allocations, was a third of fan-out CPU and
+        # set the latency tail: keep what start-up built out of its sight, and let
+        # the young generation grow (PERFORMANCE.md, finding 3). The process's
+        # policy, so here and not in `start`, which tests run in their own process.
+        gc.freeze()
+        gc.set_threshold(50_000, *gc.get_threshold()[1:])
         await stop.wait()
         logger.info("signal received: draining %d connections", len(self.gateway.connections))
         await self.stop()

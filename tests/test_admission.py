@@ -15,13 +15,15 @@ import signal
 from collections.abc import AsyncIterator
 
 import aiohttp
+import pytest
 import redis.asyncio as aioredis
 import socketio
 
 from tests.support import (
     ClusterFactory,
     Gateway,
-    GatewayFactory,
+    InProcessFactory,
+    InProcessGateway,
     RedisServer,
     connected,
     eventually,
@@ -36,12 +38,12 @@ from tests.support import (
 BTC = "BTC_USDC_PERP"
 
 
-def ws_url(gateway: Gateway, query: str = "") -> str:
+def ws_url(gateway: InProcessGateway, query: str = "") -> str:
     return gateway.url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket" + query
 
 
 @contextlib.asynccontextmanager
-async def engine_session(gateway: Gateway) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
+async def engine_session(gateway: InProcessGateway) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
     """A raw Engine.IO websocket session, OPEN read, no Socket.IO CONNECT yet."""
     async with aiohttp.ClientSession() as http, http.ws_connect(ws_url(gateway)) as ws:
         assert (await ws.receive_str(timeout=10)).startswith("0")
@@ -68,7 +70,7 @@ async def until_closed(ws: aiohttp.ClientWebSocketResponse, timeout: float = 10)
     return seen
 
 
-async def sessions(gateway: Gateway) -> float:
+async def sessions(gateway: InProcessGateway) -> float:
     """Engine.IO sessions the pod holds (`realtime_connections`, every transport)."""
     samples = await scrape(gateway.url)
     return sum(value for (name, _), value in samples.items() if name == "realtime_connections")
@@ -76,8 +78,8 @@ async def sessions(gateway: Gateway) -> float:
 
 # 1. Limiter bypass.
 
-async def test_limiter_bypass_an_empty_or_valueless_sid_is_counted(start_gateway: GatewayFactory) -> None:
-    gateway = start_gateway(connect_rate=0.01, connect_burst=3)
+async def test_limiter_bypass_an_empty_or_valueless_sid_is_counted(start_gateway: InProcessFactory) -> None:
+    gateway = await start_gateway(connect_rate=0.01, connect_burst=3)
     polling = gateway.url + "/socket.io/?EIO=4&transport=polling"
     async with aiohttp.ClientSession() as http:
         # Each of these opens a new session (python-engineio drops blank values): each is counted.
@@ -101,8 +103,8 @@ async def test_limiter_bypass_an_empty_or_valueless_sid_is_counted(start_gateway
 
 # 2. Sessions that never authenticate.
 
-async def test_sessions_that_never_authenticate_are_closed_and_counted(start_gateway: GatewayFactory) -> None:
-    gateway = start_gateway(connect_timeout=1, max_connections=3, connect_rate=0)
+async def test_sessions_that_never_authenticate_are_closed_and_counted(start_gateway: InProcessFactory) -> None:
+    gateway = await start_gateway(connect_timeout=1, max_connections=3, connect_rate=0)
     polling = gateway.url + "/socket.io/?EIO=4&transport=polling"
     async with connected(gateway.url, auth={"token": token("alice")}) as alice, \
             engine_session(gateway) as silent, aiohttp.ClientSession() as http:
@@ -131,14 +133,14 @@ async def _gone(http: aiohttp.ClientSession, polling: str, sid: str) -> bool:
         return response.status == 400
 
 
-async def _counted(gateway: Gateway, name: str, expected: float) -> bool:
+async def _counted(gateway: InProcessGateway, name: str, expected: float) -> bool:
     return sample(await scrape(gateway.url), name) == expected
 
 
 # 3. CONNECT floods.
 
-async def test_connect_floods_close_the_session(start_gateway: GatewayFactory) -> None:
-    gateway = start_gateway(connect_rate=0)
+async def test_connect_floods_close_the_session(start_gateway: InProcessFactory) -> None:
+    gateway = await start_gateway(connect_rate=0)
     async with engine_session(gateway) as ws:
         for _ in range(3):
             await ws.send_str("40" + json.dumps({"token": "not-a-jwt"}))
@@ -151,8 +153,8 @@ async def test_connect_floods_close_the_session(start_gateway: GatewayFactory) -
 
 
 async def test_connect_floods_disconnect_and_connect_do_not_reset_the_event_budget(
-        start_gateway: GatewayFactory) -> None:
-    gateway = start_gateway(connect_rate=0, event_rate=0.001, event_burst=2)
+        start_gateway: InProcessFactory) -> None:
+    gateway = await start_gateway(connect_rate=0, event_rate=0.001, event_burst=2)
     subscribe = '["price:subscribe",["BTC_USDC_PERP"]]'
     async with engine_session(gateway) as ws:
         await ws.send_str("40" + json.dumps({"token": token("mallory")}))
@@ -174,8 +176,8 @@ async def test_connect_floods_disconnect_and_connect_do_not_reset_the_event_budg
 
 # 4. Binary packets.
 
-async def test_binary_packets_close_the_transport(start_gateway: GatewayFactory) -> None:
-    gateway = start_gateway(connect_rate=0)
+async def test_binary_packets_close_the_transport(start_gateway: InProcessFactory) -> None:
+    gateway = await start_gateway(connect_rate=0)
     async with connected(gateway.url, auth={"token": token("bob")}) as bystander:
         # After CONNECT: a packet announcing an attachment (here a billion of them), then the attachments.
         async with engine_session(gateway) as ws:
@@ -204,8 +206,8 @@ async def test_binary_packets_close_the_transport(start_gateway: GatewayFactory)
 
 # 7. Bursts are not abuse (the gateway's default limits).
 
-async def test_bursts_are_not_abuse(start_gateway: GatewayFactory) -> None:
-    gateway = start_gateway()
+async def test_bursts_are_not_abuse(start_gateway: InProcessFactory) -> None:
+    gateway = await start_gateway()
     rows = [BTC, "ETH_USDC_PERP", "SOL_USDC_PERP"] * 66 + [BTC, BTC]
     lines = await run_node("burst.mjs", json.dumps({"url": gateway.url, "token": token("trader"), "rows": rows}))
     burst = next(line for line in lines if line["type"] == "burst")
@@ -222,6 +224,7 @@ async def test_bursts_are_not_abuse(start_gateway: GatewayFactory) -> None:
 
 # 8. Drain refusals are final -> retried elsewhere.
 
+@pytest.mark.slow
 async def test_drain_refusals_are_retried_on_another_pod(start_cluster: ClusterFactory, own_redis: RedisServer
                                                          ) -> None:
     # Per-user presence on Redis: a draining pod gives its slots up first, which takes up to
@@ -254,6 +257,7 @@ async def _draining(pod: Gateway) -> bool:
 
 # 9. Per-user cap races.
 
+@pytest.mark.slow
 async def test_per_user_cap_races_leave_at_most_the_cap(start_cluster: ClusterFactory) -> None:
     cap = 3
     cluster = start_cluster(2, max_connections_per_user=cap, connect_rate=0)

@@ -14,6 +14,8 @@ import redis.asyncio as aioredis
 from tests.support import (
     Gateway,
     GatewayFactory,
+    InProcessFactory,
+    InProcessGateway,
     RedisServer,
     connected,
     eventually,
@@ -33,18 +35,31 @@ def bearer(value: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {value}"}
 
 
-@pytest.fixture
-def pods(start_gateway: GatewayFactory, redis_server: RedisServer) -> tuple[Gateway, Gateway]:
-    """Two gateways sharing Redis channels and a demand key of their own."""
+def pod_settings(redis_server: RedisServer) -> dict[str, Any]:
+    """Settings for two gateways sharing Redis channels and a demand key of their own."""
     suffix = str(free_port())
-    settings = {"redis_url": redis_server.url, "price_channel": f"prices-{suffix}",
-                "manager_channel": f"socketio-{suffix}", "demand_key": f"demand-{suffix}", "demand_interval": 0.5}
-    return start_gateway(instance_id="pod-a", **settings), start_gateway(instance_id="pod-b", **settings)
+    return {"redis_url": redis_server.url, "price_channel": f"prices-{suffix}",
+            "manager_channel": f"socketio-{suffix}", "demand_key": f"demand-{suffix}", "demand_interval": 0.5}
+
+
+@pytest.fixture
+async def pods(start_gateway: InProcessFactory, redis_server: RedisServer
+               ) -> tuple[InProcessGateway, InProcessGateway]:
+    """Two in-process gateways sharing Redis channels and a demand key of their own."""
+    settings = pod_settings(redis_server)
+    return await start_gateway(instance_id="pod-a", **settings), await start_gateway(instance_id="pod-b", **settings)
+
+
+@pytest.fixture
+def process_pods(start_process: GatewayFactory, redis_server: RedisServer) -> tuple[Gateway, Gateway]:
+    """The same as `realtime serve` processes: one is killed without a word."""
+    settings = pod_settings(redis_server)
+    return start_process(instance_id="pod-a", **settings), start_process(instance_id="pod-b", **settings)
 
 
 # GET /api/v1/assets
 
-async def test_assets_lists_catalog_with_latest_tick(gateway: Gateway) -> None:
+async def test_assets_lists_catalog_with_latest_tick(gateway: InProcessGateway) -> None:
     status, body = await http_json(gateway.url + "/api/v1/assets")
     assert status == 401 and body["error"]["code"] == "AUTH_REQUIRED"
 
@@ -70,15 +85,15 @@ async def test_assets_lists_catalog_with_latest_tick(gateway: Gateway) -> None:
     assert status == 401 and body["error"]["code"] == "AUTH_INVALID"
 
 
-async def test_assets_are_public_when_anonymous_is_allowed(start_gateway: GatewayFactory) -> None:
-    gateway = start_gateway(allow_anonymous=True)
+async def test_assets_are_public_when_anonymous_is_allowed(start_gateway: InProcessFactory) -> None:
+    gateway = await start_gateway(allow_anonymous=True)
     status, body = await http_json(gateway.url + "/api/v1/assets")
     assert status == 200 and [a["name"] for a in body["assets"]] == [BTC, ETH, SOL]
 
 
 # POST /api/v1/publish
 
-async def test_publish_reaches_users_on_every_pod(pods: tuple[Gateway, Gateway]) -> None:
+async def test_publish_reaches_users_on_every_pod(pods: tuple[InProcessGateway, InProcessGateway]) -> None:
     a, b = pods
     async with connected(b.url, auth={"token": token("42", roles=["risk"])}) as user, \
             connected(a.url, auth={"token": token("7")}) as other:
@@ -137,7 +152,7 @@ BAD_BODIES: list[tuple[Any, int, str]] = [
 ]
 
 
-async def test_publish_rejects_bad_requests(gateway: Gateway) -> None:
+async def test_publish_rejects_bad_requests(gateway: InProcessGateway) -> None:
     for headers, status, code in BAD_CREDENTIALS:
         got, answer = await http_json(gateway.url + "/api/v1/publish", "POST",
                                       json={"event": "x", "user": "42"}, headers=headers)
@@ -149,7 +164,7 @@ async def test_publish_rejects_bad_requests(gateway: Gateway) -> None:
         assert isinstance(answer["error"]["message"], str) and answer["error"]["message"]
 
 
-async def test_publish_bounds_a_chunked_body_and_keeps_serving(gateway: Gateway) -> None:
+async def test_publish_bounds_a_chunked_body_and_keeps_serving(gateway: InProcessGateway) -> None:
     async def chunks() -> AsyncIterator[bytes]:
         yield b'{"event": "x", "user": "42", "data": "'
         for _ in range(100):
@@ -169,9 +184,9 @@ async def test_publish_bounds_a_chunked_body_and_keeps_serving(gateway: Gateway)
     assert status == 202
 
 
-async def test_publish_while_redis_is_down_is_unavailable(start_gateway: GatewayFactory,
+async def test_publish_while_redis_is_down_is_unavailable(start_gateway: InProcessFactory,
                                                           own_redis: RedisServer) -> None:
-    gateway = start_gateway(redis_url=own_redis.url)
+    gateway = await start_gateway(redis_url=own_redis.url)
     own_redis.stop()
     await eventually(lambda: not gateway.ready(), timeout=30)
     status, body = await http_json(gateway.url + "/api/v1/publish", "POST", json={"event": "x", "user": "42"},
@@ -180,14 +195,14 @@ async def test_publish_while_redis_is_down_is_unavailable(start_gateway: Gateway
     status, body = await http_json(gateway.url + "/api/v1/demand", headers=SERVICE)
     assert status == 503 and body["error"]["code"] == "UNAVAILABLE"
     own_redis.start()
-    gateway.wait_ready(60)
+    await gateway.wait_ready(60)
 
 
 # GET /api/v1/demand and the Redis key and message.
 
-async def test_demand_sums_live_pods_and_forgets_dead_ones(pods: tuple[Gateway, Gateway],
+async def test_demand_sums_live_pods_and_forgets_dead_ones(process_pods: tuple[Gateway, Gateway],
                                                            redis_server: RedisServer) -> None:
-    a, b = pods
+    a, b = process_pods
     key = a.env["REALTIME_DEMAND_KEY"]
     status, body = await http_json(a.url + "/api/v1/demand", headers=bearer(token("alice")))
     assert status == 403 and body["error"]["code"] == "FORBIDDEN"
@@ -248,8 +263,8 @@ async def _next_message(pubsub: Any, accept: Any, timeout: float = 20) -> dict[s
     return await asyncio.wait_for(wait(), timeout)
 
 
-async def test_demand_and_publish_in_embedded_mode(start_gateway: GatewayFactory) -> None:
-    gateway = start_gateway(demand_interval=0.2)
+async def test_demand_and_publish_in_embedded_mode(start_gateway: InProcessFactory) -> None:
+    gateway = await start_gateway(demand_interval=0.2)
     async with connected(gateway.url, auth={"token": token("alice")}) as client:
         await client.call("price:subscribe", [SOL])
         status, body = await http_json(gateway.url + "/api/v1/publish", "POST", headers=SERVICE,

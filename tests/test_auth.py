@@ -23,8 +23,8 @@ from realtime.config import ConfigError, Settings
 from realtime.protocol import GatewayError
 from tests.support import (
     ROOT,
-    Gateway,
-    GatewayFactory,
+    InProcessFactory,
+    InProcessGateway,
     connect_error,
     connected,
     eventually,
@@ -166,8 +166,8 @@ def test_key_and_algorithm_mismatches_stop_start_up(tmp_path: Path) -> None:
 
 # Every placement on a live RS256 gateway.
 
-def rs256_gateway(start_gateway: GatewayFactory, tmp_path: Path) -> Gateway:
-    return start_gateway(jwt_secret=None, jwt_public_key_file=key_file(tmp_path, RSA_KEY), connect_rate=0)
+async def rs256_gateway(start_gateway: InProcessFactory, tmp_path: Path) -> InProcessGateway:
+    return await start_gateway(jwt_secret=None, jwt_public_key_file=key_file(tmp_path, RSA_KEY), connect_rate=0)
 
 
 def placements(candidate: str) -> list[dict[str, Any]]:
@@ -175,8 +175,8 @@ def placements(candidate: str) -> list[dict[str, Any]]:
             {"headers": {"Authorization": f"Bearer {candidate}"}}]
 
 
-async def test_every_placement_on_a_live_rs256_gateway(start_gateway: GatewayFactory, tmp_path: Path) -> None:
-    gateway = rs256_gateway(start_gateway, tmp_path)
+async def test_every_placement_on_a_live_rs256_gateway(start_gateway: InProcessFactory, tmp_path: Path) -> None:
+    gateway = await rs256_gateway(start_gateway, tmp_path)
     good = jwt.encode(claims(sub="carol"), RSA_KEY, algorithm="RS256")
     for placement in placements(good):
         async with connected(gateway.url, **placement) as client:
@@ -191,8 +191,8 @@ async def test_every_placement_on_a_live_rs256_gateway(start_gateway: GatewayFac
     assert huge["message"] == "token is larger than 4096 bytes"
 
 
-async def test_tokens_beyond_the_http_line_limit_get_400(start_gateway: GatewayFactory, tmp_path: Path) -> None:
-    gateway = rs256_gateway(start_gateway, tmp_path)
+async def test_tokens_beyond_the_http_line_limit_get_400(start_gateway: InProcessFactory, tmp_path: Path) -> None:
+    gateway = await rs256_gateway(start_gateway, tmp_path)
     enormous = "e" * 20_000
     status, _ = await http_json(gateway.url + f"/socket.io/?EIO=4&transport=polling&token={enormous}")
     assert status == 400
@@ -205,8 +205,8 @@ async def test_tokens_beyond_the_http_line_limit_get_400(start_gateway: GatewayF
 
 # The lifecycle: auth:expiring, then session:closed and a disconnect; auth:refresh moves the deadline.
 
-async def test_expiring_then_ended_with_the_reason_first(start_gateway: GatewayFactory) -> None:
-    gateway = start_gateway(jwt_leeway=0, auth_expiry_notice=2)
+async def test_expiring_then_ended_with_the_reason_first(start_gateway: InProcessFactory) -> None:
+    gateway = await start_gateway(jwt_leeway=0, auth_expiry_notice=2)
     short = token("alice", ttl=4)
     exp = jwt.decode(short, options={"verify_signature": False})["exp"]
     plan = {"url": gateway.url, "auth": {"token": token("bob", ttl=4)}, "transports": ["polling"], "stay": True}
@@ -224,8 +224,8 @@ async def test_expiring_then_ended_with_the_reason_first(start_gateway: GatewayF
     await eventually(lambda: _no_connections(gateway), timeout=10)
 
 
-async def test_refresh_moves_the_deadline_both_ways(start_gateway: GatewayFactory) -> None:
-    gateway = start_gateway(jwt_leeway=0, auth_expiry_notice=1)
+async def test_refresh_moves_the_deadline_both_ways(start_gateway: InProcessFactory) -> None:
+    gateway = await start_gateway(jwt_leeway=0, auth_expiry_notice=1)
     short = token("alice", ttl=3)
     old_exp = jwt.decode(short, options={"verify_signature": False})["exp"]
     async with connected(gateway.url, auth={"token": short}) as client:
@@ -243,6 +243,6 @@ async def test_refresh_moves_the_deadline_both_ways(start_gateway: GatewayFactor
         assert client.received("auth:expiring")[-1] == {"exp": ack["exp"]}
 
 
-async def _no_connections(gateway: Gateway) -> bool:
+async def _no_connections(gateway: InProcessGateway) -> bool:
     _, body = await http_json(gateway.url + "/health")
     return bool(body["connections"] == 0)

@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from realtime.bench import report
 from tests.support import ROOT
 
 
@@ -37,6 +40,7 @@ def check_steps(steps: list[dict[str, Any]]) -> None:
         assert step["generator_cpu_pct"] > 0 and isinstance(step["generator_saturated"], bool)
 
 
+@pytest.mark.slow
 async def test_tiny_run_reports_every_scenario_for_gateway_and_node(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     code, stdout, stderr = await bench(
@@ -67,13 +71,46 @@ async def test_tiny_run_reports_every_scenario_for_gateway_and_node(tmp_path: Pa
         assert storm["clients"] == storm["resubscribed"] == 30 and storm["errors"] == {}, storm
         assert 0 < storm["seconds_to_99_pct"] <= storm["seconds_to_100_pct"], storm
         assert storm["server_peak_rss_mb"] >= storm["server_rss_mb_before"] > 0, storm
+        assert storm["server_us_per_client"] > 0 and storm["server_wait_pct"] is not None, storm
+        assert all(lv["connect"]["server_us_per_connect"] > 0 for lv in levels)
+        recovering = results["connections"]["recovering_storm"]
+        if target == "node":
+            assert "skipped" in recovering  # no connection state recovery there
+        else:
+            # Each client sent the pid of its last connection and was answered with it.
+            assert recovering["clients"] == recovering["recovered"] == recovering["resubscribed"] == 30, recovering
+            assert recovering["errors"] == {} and 0 < recovering["seconds_to_100_pct"], recovering
     # The table names every target and headline row.
-    assert "| one core for the server, same load | gateway | node |" in stdout
+    assert ("| one core for the server, same load | gateway | node |" in stdout
+            or "| one core for the server, same load | gateway | node (starved: invalid) |" in stdout)
     for row in ("fan-out ceiling", "p50 / p99 publish→receive", "RSS per idle subscribed connection",
-                "connects/s", "reconnect storm of 30"):
+                "connects/s", "server CPU per connect", "reconnect storm of 30", "recovering storm of 30"):
         assert row in stdout
+    # Ratios are taken against node only when it was not starved of CPU; otherwise the column says so.
+    judged = document["reference"]
+    assert judged["target"] == "node" and isinstance(judged["valid"], bool)
+    assert ("node (starved: invalid)" in stdout) == (not judged["valid"])
+    assert ("× node" in stdout) == judged["valid"]
 
 
+def test_a_starved_reference_gives_no_ratio() -> None:
+    def connections(rate: float, wait: float) -> dict[str, Any]:
+        connect = {"connected": 100, "seconds": 100 / rate, "connects_per_s": rate, "errors": {},
+                   "server_wait_pct": wait, "server_us_per_connect": 500.0}
+        return {"baseline_rss_mb": 50.0, "storm": None, "recovering_storm": None,
+                "levels": [{"connections": 100, "connect": connect, "server_rss_mb": 51.0,
+                            "rss_per_connection_kb": 10.0}]}
+
+    for wait, valid in ((3.0, True), (40.0, False)):
+        results = {"gateway": {"connections": connections(1000, 2.0)}, "node": {"connections": connections(500, wait)}}
+        assert report.judge_reference(results) == {"target": "node", "max_wait_pct": wait, "valid": valid}
+        table = report.summary(results)
+        assert ("2.00× node" in table) == valid
+        assert ("node (starved: invalid)" in table) == (not valid)
+        assert any("comparison is invalid" in line for line in report.contention(results)) == (not valid)
+
+
+@pytest.mark.slow
 async def test_assets_scenario_pods_hear_their_slice_with_per_asset_channels(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     code, stdout, stderr = await bench(

@@ -15,8 +15,9 @@ import pytest
 
 from tests.support import (
     ROOT,
-    Gateway,
     GatewayFactory,
+    InProcessFactory,
+    InProcessGateway,
     RedisServer,
     eventually,
     free_port,
@@ -24,7 +25,7 @@ from tests.support import (
     http_json,
     node_session,
     publish,
-    redis_gateway,
+    served_on_redis,
     ticking,
 )
 from tests.support.books import BookFeed, Exchange
@@ -63,12 +64,13 @@ def check_rows(line: dict[str, Any]) -> None:
         assert row["age"].endswith(" s"), row
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("serializer", ["json", "msgpack"])
-async def test_board_in_chromium(start_gateway: GatewayFactory, redis_server: RedisServer, serializer: str) -> None:
+async def test_board_in_chromium(start_process: GatewayFactory, redis_server: RedisServer, serializer: str) -> None:
     # Dev mode (no JWT key, asked for with Redis): the page gets its tokens from the dev token route,
     # and a restarted gateway has a new secret, so reconnecting needs a fresh one.
     suffix = str(free_port())
-    gateway = start_gateway(redis_url=redis_server.url, price_channel=f"prices-{suffix}",
+    gateway = start_process(redis_url=redis_server.url, price_channel=f"prices-{suffix}",
                             manager_channel=f"socketio-{suffix}", jwt_secret=None, dev=True,
                             serializer=serializer)
     ARTIFACTS.mkdir(exist_ok=True)
@@ -106,10 +108,11 @@ async def test_board_in_chromium(start_gateway: GatewayFactory, redis_server: Re
     assert (ARTIFACTS / f"board-{serializer}.png").stat().st_size > 10_000
 
 
-async def test_board_rate_selector_asks_for_a_max_rate(start_gateway: GatewayFactory,
+@pytest.mark.slow
+async def test_board_rate_selector_asks_for_a_max_rate(start_gateway: InProcessFactory,
                                                        redis_server: RedisServer) -> None:
     # Issue 23: the selector's maxRate is granted (shown on it) and rows then move at most that often.
-    gateway = redis_gateway(start_gateway, redis_server, jwt_secret=None, dev=True)
+    gateway = await served_on_redis(start_gateway, redis_server, jwt_secret=None, dev=True)
     plan = {"url": gateway.url + "/", "rate": 1, "rateMs": 4000}
     async with ticking(gateway, every_asset, 0.05), node_session("board.mjs", plan) as browser:
         rated = await browser.until("rated", timeout=60)
@@ -123,13 +126,14 @@ async def test_board_rate_selector_asks_for_a_max_rate(start_gateway: GatewayFac
     assert [line for line in browser.lines if line["type"] == "pageerror"] == []
 
 
-async def test_board_shows_a_stale_row_and_a_halted_one(start_gateway: GatewayFactory,
+@pytest.mark.slow
+async def test_board_shows_a_stale_row_and_a_halted_one(start_gateway: InProcessFactory,
                                                         redis_server: RedisServer) -> None:
     # SOL's catalog entry makes it stale after 1 s without a tick; the feed stops sending it, then resumes.
     suffix = str(free_port())
-    gateway = start_gateway(redis_url=redis_server.url, price_channel=f"prices-{suffix}",
-                            manager_channel=f"socketio-{suffix}", jwt_secret=None, dev=True,
-                            assets="BTC_USDC_PERP:4,ETH_USDC_PERP:4,SOL_USDC_PERP:2:1")
+    gateway = await start_gateway(redis_url=redis_server.url, price_channel=f"prices-{suffix}",
+                                  manager_channel=f"socketio-{suffix}", jwt_secret=None, dev=True,
+                                  assets="BTC_USDC_PERP:4,ETH_USDC_PERP:4,SOL_USDC_PERP:2:1")
     sol_quiet = False
 
     def batch(seq: int) -> list[dict[str, Any]]:
@@ -171,12 +175,12 @@ def readme_example() -> str:
     return match.group(1)
 
 
-async def test_readme_javascript_example(start_gateway: GatewayFactory, redis_server: RedisServer) -> None:
+async def test_readme_javascript_example(start_process: GatewayFactory, redis_server: RedisServer) -> None:
     script = (ROOT / "tests" / "js" / "example.mjs").read_text()
     assert readme_example() == script.split("// README begin\n", 1)[1].split("// README end\n", 1)[0]
 
     suffix = str(free_port())
-    gateway = start_gateway(redis_url=redis_server.url, price_channel=f"prices-{suffix}",
+    gateway = start_process(redis_url=redis_server.url, price_channel=f"prices-{suffix}",
                             manager_channel=f"socketio-{suffix}", jwt_secret=None, dev=True)
     async with ticking(gateway, every_asset, 0.15), node_session("example.mjs", {"url": gateway.url}) as client:
         seen = [(await client.until("render"))["update"] for _ in range(6)]
@@ -195,7 +199,7 @@ async def test_readme_javascript_example(start_gateway: GatewayFactory, redis_se
         assert seqs == sorted(set(seqs))
 
 
-async def refreshes(gateway: Gateway) -> int:
+async def refreshes(gateway: InProcessGateway) -> int:
     """Successful `auth:refresh` acks, from the gateway's own metrics."""
     _, text = await http_json(gateway.url + "/metrics")
     found = re.search(r'^realtime_client_events_total\{(?=[^}]*code="ok")(?=[^}]*event="auth:refresh")[^}]*\} (\S+)$',
@@ -203,10 +207,11 @@ async def refreshes(gateway: Gateway) -> int:
     return int(float(found.group(1))) if found else 0
 
 
-async def test_clients_refresh_their_tokens_on_auth_expiring(start_gateway: GatewayFactory) -> None:
+@pytest.mark.slow
+async def test_clients_refresh_their_tokens_on_auth_expiring(start_gateway: InProcessFactory) -> None:
     # Dev tokens live 900 s (+10 s leeway): with a 907 s notice, `auth:expiring`
     # comes 3 s after every connect or refresh, and clients that refresh stay.
-    gateway = start_gateway(jwt_secret=None, auth_expiry_notice=907, simulated_rate=5)
+    gateway = await start_gateway(jwt_secret=None, auth_expiry_notice=907, simulated_rate=5)
     # One client at a time, so each must refresh for the count to rise.
     async with node_session("example.mjs", {"url": gateway.url}) as example:
         await example.until("render")
@@ -225,11 +230,11 @@ async def _at_least(count: Any, minimum: int) -> bool:
     return bool(await count >= minimum)
 
 
-async def test_dev_token_route_only_without_a_jwt_key(start_gateway: GatewayFactory) -> None:
-    dev = start_gateway(jwt_secret=None)
+async def test_dev_token_route_only_without_a_jwt_key(start_gateway: InProcessFactory) -> None:
+    dev = await start_gateway(jwt_secret=None)
     status, body = await http_json(dev.url + "/board/token")
     assert status == 200 and body["token"].count(".") == 2
-    keyed = start_gateway()
+    keyed = await start_gateway()
     status, _ = await http_json(keyed.url + "/board/token")
     assert status == 404
     status, page = await http_json(keyed.url + "/")
@@ -248,12 +253,13 @@ def test_missing_client_bundle_stops_start_up_with_one_line(tmp_path: Any) -> No
         "does not exist; point it at node_modules/socket.io-client/dist"]
 
 
-async def test_board_shows_the_selected_assets_book(start_gateway: GatewayFactory, redis_server: RedisServer) -> None:
+@pytest.mark.slow
+async def test_board_shows_the_selected_assets_book(start_gateway: InProcessFactory, redis_server: RedisServer) -> None:
     # The first asset's book at load, then another's after a click on its row: best levels first, each with
     # a size bar, exactly the feed's top 10 at the seq shown.
     suffix = str(free_port())
-    gateway = start_gateway(redis_url=redis_server.url, price_channel=f"prices-{suffix}",
-                            manager_channel=f"socketio-{suffix}", jwt_secret=None, dev=True)
+    gateway = await start_gateway(redis_url=redis_server.url, price_channel=f"prices-{suffix}",
+                                  manager_channel=f"socketio-{suffix}", jwt_secret=None, dev=True)
     feeds = {"BTC_USDC_PERP": BookFeed("BTC_USDC_PERP", seed=41),
              "ETH_USDC_PERP": BookFeed("ETH_USDC_PERP", seed=42, mid=36_000_000, step=1_000)}
 

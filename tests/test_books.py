@@ -29,7 +29,7 @@ from tests.support import (
     ROOT,
     ClusterFactory,
     Gateway,
-    GatewayFactory,
+    InProcessFactory,
     NodeSession,
     RedisServer,
     connected,
@@ -37,9 +37,9 @@ from tests.support import (
     node_session,
     of,
     publish,
-    redis_gateway,
     sample,
     scrape,
+    served_on_redis,
     token,
 )
 from tests.support.books import BookFeed, Exchange, check_lines, holds, read_until
@@ -269,8 +269,8 @@ def plausible(line: dict[str, Any]) -> bool:
     return bids == sorted(bids, reverse=True) and asks == sorted(asks) and bool(bids) and bids[0] < asks[0]
 
 
-async def test_the_embedded_simulator_moves_a_book_around_the_quote(start_gateway: GatewayFactory) -> None:
-    gateway = start_gateway(simulated_rate=10)
+async def test_the_embedded_simulator_moves_a_book_around_the_quote(start_gateway: InProcessFactory) -> None:
+    gateway = await start_gateway(simulated_rate=10)
     async with clients([gateway.url], token=token("alice"), books=BOOKS, calls=[["price:subscribe", [BTC]]]
                        ) as [session]:
         await read_until(session, lambda lines: len(of(lines, "book")) >= 10)
@@ -287,9 +287,9 @@ async def test_the_embedded_simulator_moves_a_book_around_the_quote(start_gatewa
     assert not of(session.lines, "gap")
 
 
-async def test_realtime_feed_publishes_books_and_answers_resync_requests(start_gateway: GatewayFactory,
+async def test_realtime_feed_publishes_books_and_answers_resync_requests(start_gateway: InProcessFactory,
                                                                          redis_server: RedisServer) -> None:
-    gateway = redis_gateway(start_gateway, redis_server)
+    gateway = await served_on_redis(start_gateway, redis_server)
     channel = gateway.env["REALTIME_PRICE_CHANNEL"]
     feed = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "realtime", "feed", "--rate", "20", "--assets", ASSETS,
@@ -320,10 +320,10 @@ async def test_realtime_feed_publishes_books_and_answers_resync_requests(start_g
         await listener.aclose()
 
 
-async def test_the_readme_example_keeps_a_book(start_gateway: GatewayFactory, redis_server: RedisServer) -> None:
+async def test_the_readme_example_keeps_a_book(start_gateway: InProcessFactory, redis_server: RedisServer) -> None:
     # tests/js/example.mjs is the README's code (tests/test_board.py checks): the book it renders after each
     # update is the feed's top 10, also across a gap the gateway bridges.
-    gateway = redis_gateway(start_gateway, redis_server, jwt_secret=None, dev=True)
+    gateway = await served_on_redis(start_gateway, redis_server, jwt_secret=None, dev=True)
     books = feeds()
     exchange = exchange_of(gateway, books)
     async with exchange.answering(redis_server.url, gateway.env["REALTIME_PRICE_CHANNEL"]), \
@@ -347,9 +347,9 @@ async def _subscribed(gateway: Gateway) -> bool:
     return sample(samples, "realtime_client_events_total", event="book:subscribe", code="ok") >= 1
 
 
-async def test_a_refreshed_token_that_drops_an_asset_leaves_its_books(start_gateway: GatewayFactory,
+async def test_a_refreshed_token_that_drops_an_asset_leaves_its_books(start_gateway: InProcessFactory,
                                                                        redis_server: RedisServer) -> None:
-    gateway = redis_gateway(start_gateway, redis_server)
+    gateway = await served_on_redis(start_gateway, redis_server)
     books = feeds()
     exchange = exchange_of(gateway, books)
     await exchange.send(lambda: [feed.snapshot() for feed in books.values()])

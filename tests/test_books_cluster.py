@@ -17,10 +17,10 @@ from tests.support import (
     BTC,
     ETH,
     Gateway,
-    GatewayFactory,
     Nginx,
     NodeSession,
     free_port,
+    launch,
     node_session,
     of,
     sample,
@@ -29,6 +29,8 @@ from tests.support import (
 )
 from tests.support.books import BookFeed, Exchange, check_lines, holds, read_until
 from tests.support.redis_cluster import RedisClusterNodes, redis_cluster
+
+pytestmark = pytest.mark.slow  # a Redis Cluster, and pods behind nginx
 
 __all__ = ["redis_cluster"]  # fixtures
 
@@ -54,15 +56,18 @@ class Pods:
 
 
 @pytest.fixture
-def pods(redis_cluster: RedisClusterNodes, start_gateway: GatewayFactory, tmp_path: Path) -> Iterator[Pods]:
+def pods(redis_cluster: RedisClusterNodes, tmp_path: Path) -> Iterator[Pods]:
+    """Two `realtime serve` pods behind nginx, on the default engine (like `start_cluster`)."""
     suffix = str(free_port())
-    gateways = [start_gateway(redis_url=redis_cluster.url, price_channel=f"prices-{suffix}",
-                              price_channels="per-asset", manager_channel=f"socketio-{suffix}",
-                              instance_id=f"pod{i}-{suffix}") for i in range(2)]
+    gateways = [launch(tmp_path, redis_url=redis_cluster.url, price_channel=f"prices-{suffix}",
+                       price_channels="per-asset", manager_channel=f"socketio-{suffix}",
+                       instance_id=f"pod{i}-{suffix}") for i in range(2)]
     nginx = Nginx([g.port for g in gateways], tmp_path / f"nginx-{suffix}")
     nginx.start()
     yield Pods(redis_cluster, gateways, nginx)
     nginx.stop()
+    for gateway in gateways:
+        gateway.stop()
 
 
 def feeds() -> dict[str, BookFeed]:

@@ -35,11 +35,12 @@ def backend(request: pytest.FixtureRequest, redis_server: RedisServer) -> str | 
     return nodes.url
 
 
-async def test_channels_and_state_on_every_backend(backend: str | None, start_gateway: GatewayFactory,
+@pytest.mark.slow  # pods behind nginx, and a Redis Cluster
+async def test_channels_and_state_on_every_backend(backend: str | None, start_process: GatewayFactory,
                                                   tmp_path: Path) -> None:
     suffix = free_port()
     manager = f"socketio-{suffix}"
-    pods = [start_gateway(redis_url=backend, price_channel=f"prices-{suffix}", manager_channel=manager,
+    pods = [start_process(redis_url=backend, price_channel=f"prices-{suffix}", manager_channel=manager,
                           instance_id=f"pod{i}-{suffix}") for i in range(1 if backend is None else 2)]
     nginx = Nginx([pod.port for pod in pods], tmp_path / "nginx") if backend is not None else None
     if nginx is not None:

@@ -6,6 +6,7 @@ import asyncio
 from collections import Counter, defaultdict
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 
 from tests.support import (
@@ -20,6 +21,8 @@ from tests.support import (
     publish,
     token,
 )
+
+pytestmark = pytest.mark.slow  # pods behind nginx
 
 
 async def test_clients_spread_and_receive_everything_exactly_once(start_cluster: ClusterFactory) -> None:

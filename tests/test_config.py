@@ -12,9 +12,9 @@ from realtime.config import ConfigError, Settings, load_settings, parse_assets, 
 from tests.support import ROOT, free_port, gateway_env
 
 
-def test_every_setting_is_in_the_readme_table() -> None:
-    readme = (ROOT / "README.md").read_text()
-    table = readme[readme.index("## Configuration"):readme.index("## Protocol in brief")]
+def test_every_setting_is_in_the_configuration_page() -> None:
+    page = (ROOT / "docs" / "configuration.md").read_text()
+    table = page[:page.index("## Commands")]
     missing = [name for name in Settings.model_fields if f"`REALTIME_{name.upper()}`" not in table]
     assert missing == []
 

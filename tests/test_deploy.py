@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 import yaml
 from aiohttp import web
 
@@ -82,7 +83,8 @@ async def test_image_command_and_healthcheck(tmp_path: Path, redis_server: Redis
     assert await run(healthcheck, gateway.env) != 0
 
 
-async def test_compose_feed_publishes_to_the_gateways(start_gateway: GatewayFactory, redis_server: RedisServer) -> None:
+async def test_compose_feed_publishes_to_the_gateways(start_process: GatewayFactory,
+                                                      redis_server: RedisServer) -> None:
     compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
     services = compose["services"]
     assert {"redis", "gateway", "nginx", "feed"} <= set(services)
@@ -94,7 +96,7 @@ async def test_compose_feed_publishes_to_the_gateways(start_gateway: GatewayFact
     grace = float(env["REALTIME_SHUTDOWN_GRACE"])
     assert float(services["gateway"]["stop_grace_period"].removesuffix("s")) > grace
 
-    gateway = start_gateway(redis_url=redis_server.url, price_channel=f"prices-{free_port()}")
+    gateway = start_process(redis_url=redis_server.url, price_channel=f"prices-{free_port()}")
     async with connected(gateway.url, auth={"token": token("alice")}) as client:
         await client.call("price:subscribe", ["BTC_USDC_PERP"])
         feed = [str(BIN / services["feed"]["command"][0]), *services["feed"]["command"][1:], "--count", "30"]
@@ -233,8 +235,8 @@ def ingress_matches(ingress: dict[str, Any], path: str) -> bool:
 
 def test_ingress_does_not_publish_internal_routes() -> None:
     ingress = manifests()["Ingress"]
-    readme = (ROOT / "README.md").read_text()
-    http = readme[readme.index("## HTTP\n"):readme.index("## Metrics")]
+    protocol = (ROOT / "docs" / "protocol.md").read_text()
+    http = protocol[protocol.index("## HTTP\n"):protocol.index("## HTTP API")]
     routes = set(re.findall(r"^\| `(?:GET|POST) (/\S*)` \|", http, re.MULTILINE))
     public = {"/api/v1/assets"}
     internal = routes - public
@@ -245,10 +247,12 @@ def test_ingress_does_not_publish_internal_routes() -> None:
         assert ingress_matches(ingress, path), path
 
 
-async def test_nginx_publishes_only_what_the_ingress_does(gateway: Gateway, tmp_path: Path) -> None:
+@pytest.mark.slow
+async def test_nginx_publishes_only_what_the_ingress_does(process_gateway: Gateway, tmp_path: Path) -> None:
     # docker/nginx.conf's public server block (compose publishes it on 8080) routes what the Ingress does.
-    readme = (ROOT / "README.md").read_text()
-    http = readme[readme.index("## HTTP\n"):readme.index("## Metrics")]
+    gateway = process_gateway
+    protocol = (ROOT / "docs" / "protocol.md").read_text()
+    http = protocol[protocol.index("## HTTP\n"):protocol.index("## HTTP API")]
     routes = {(method, path) for method, path in re.findall(r"^\| `(GET|POST) (/\S*)` \|", http, re.MULTILINE)}
     ingress = manifests()["Ingress"]
     internal = {(method, path) for method, path in routes if not ingress_matches(ingress, path)}
@@ -348,13 +352,14 @@ def limit_bytes(quantity: str) -> int:
     return int(number) * units.get(unit or "", 1)
 
 
-async def test_max_connections_fit_the_memory_limit(gateway: Gateway) -> None:
+async def test_max_connections_fit_the_memory_limit(process_gateway: Gateway) -> None:
+    gateway = process_gateway  # a process's resident memory
     resources = container()["resources"]
     limit = limit_bytes(resources["limits"]["memory"])
     assert limit_bytes(resources["requests"]["memory"]) == limit
-    # Memory per idle subscribed connection, as measured by the bench (README, Performance).
-    readme = (ROOT / "README.md").read_text()
-    figure = re.search(r"RSS per idle subscribed connection[^|]*\| ([\d.]+) KB", readme)
+    # Memory per idle subscribed connection, as measured by the bench (docs/performance.md).
+    performance = (ROOT / "docs" / "performance.md").read_text()
+    figure = re.search(r"RSS per idle subscribed connection[^|]*\| ([\d.]+) KB", performance)
     assert figure is not None
     per_connection = max(float(figure.group(1)), 32.0) * 1000
     # The process itself: a real gateway on Redis with one client.

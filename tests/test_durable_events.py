@@ -19,7 +19,8 @@ from tests.support import (
     BTC,
     ClusterFactory,
     Gateway,
-    GatewayFactory,
+    InProcessFactory,
+    InProcessGateway,
     RedisServer,
     backend_emit,
     connected,
@@ -42,6 +43,7 @@ from tests.support.recovery import (
 )
 
 
+@pytest.mark.slow
 async def test_stream_entries_reach_an_offline_user_in_order(start_cluster: ClusterFactory) -> None:
     cluster = start_cluster(3)
     redis = aioredis.Redis.from_url(cluster.redis.url)
@@ -89,6 +91,7 @@ def _routed(pods: list[Gateway], n: int) -> Any:
     return routed
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fate", ["killed", "woken"])
 async def test_a_router_stopped_while_holding_entries_is_taken_over(start_cluster: ClusterFactory, fate: str) -> None:
     """A router stopped mid-routing, then killed (or woken up after another took over): exactly once, in order."""
@@ -152,9 +155,9 @@ async def test_a_router_stopped_while_holding_entries_is_taken_over(start_cluste
         await redis.aclose()
 
 
-async def test_publish_answers_503_within_the_timeout_while_redis_is_hung(start_gateway: GatewayFactory,
+async def test_publish_answers_503_within_the_timeout_while_redis_is_hung(start_gateway: InProcessFactory,
                                                                           own_redis: RedisServer) -> None:
-    gateway = start_gateway(redis_url=own_redis.url, redis_timeout=1)
+    gateway = await start_gateway(redis_url=own_redis.url, redis_timeout=1)
     assert own_redis.process is not None
     own_redis.process.send_signal(signal.SIGSTOP)
     try:
@@ -169,7 +172,7 @@ async def test_publish_answers_503_within_the_timeout_while_redis_is_hung(start_
     assert await publish_event(gateway.url, "42", "x", None)
 
 
-async def test_the_python_emitter_stores_and_delivers(gateway: Gateway) -> None:
+async def test_the_python_emitter_stores_and_delivers(gateway: InProcessGateway) -> None:
     url, channel = gateway.env["REALTIME_REDIS_URL"], gateway.env["REALTIME_MANAGER_CHANNEL"]
     async with connected(gateway.url, auth={"token": token("42")}) as user:
         async with Emitter(url, channel=channel) as emitter:
@@ -181,7 +184,7 @@ async def test_the_python_emitter_stores_and_delivers(gateway: Gateway) -> None:
         assert offsets.key(first) < offsets.key(second)
 
 
-async def test_a_string_final_best_effort_emit_gets_a_null(gateway: Gateway) -> None:
+async def test_a_string_final_best_effort_emit_gets_a_null(gateway: InProcessGateway) -> None:
     url, channel = gateway.env["REALTIME_REDIS_URL"], gateway.env["REALTIME_MANAGER_CHANNEL"]
     async with connected(gateway.url, auth={"token": token("42")}) as user:
         await backend_emit(url, channel, "notice", "plain text", room="user:42")
@@ -191,8 +194,8 @@ async def test_a_string_final_best_effort_emit_gets_a_null(gateway: Gateway) -> 
 
 
 async def test_connected_clients_get_what_was_stored_while_the_reader_was_cut_off(
-        start_gateway: GatewayFactory, own_redis: RedisServer) -> None:
-    gateway = start_gateway(redis_url=own_redis.url, redis_timeout=0.5, manager_channel="socketio")
+        start_gateway: InProcessFactory, own_redis: RedisServer) -> None:
+    gateway = await start_gateway(redis_url=own_redis.url, redis_timeout=0.5, manager_channel="socketio")
     assert own_redis.process is not None
     async with client(gateway.url) as session:
         await until(session, count("connect"))
@@ -217,9 +220,9 @@ async def test_connected_clients_get_what_was_stored_while_the_reader_was_cut_of
         assert count("disconnect")(session.lines) == 0
 
 
-async def test_with_redis_down_a_connect_is_accepted_without_a_pid(start_gateway: GatewayFactory,
+async def test_with_redis_down_a_connect_is_accepted_without_a_pid(start_gateway: InProcessFactory,
                                                                    own_redis: RedisServer) -> None:
-    gateway = start_gateway(redis_url=own_redis.url, redis_timeout=0.5)
+    gateway = await start_gateway(redis_url=own_redis.url, redis_timeout=0.5)
     async with client(gateway.url) as session:
         await until(session, count("connect"))
         pid = session.lines[0]["pid"]
@@ -239,10 +242,10 @@ async def test_with_redis_down_a_connect_is_accepted_without_a_pid(start_gateway
     assert sample(samples, "realtime_recoveries_total", outcome="unavailable") == 1
 
 
-async def test_the_heartbeat_writes_back_sessions_redis_lost(start_gateway: GatewayFactory,
+async def test_the_heartbeat_writes_back_sessions_redis_lost(start_gateway: InProcessFactory,
                                                              own_redis: RedisServer) -> None:
     # A 4 s window: the heartbeat runs every second.
-    gateway = start_gateway(redis_url=own_redis.url, manager_channel="socketio", recovery_window=4)
+    gateway = await start_gateway(redis_url=own_redis.url, manager_channel="socketio", recovery_window=4)
     redis = aioredis.Redis.from_url(own_redis.url)
     try:
         async with client(gateway.url, subscribe=[BTC]) as session:

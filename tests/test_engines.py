@@ -15,30 +15,24 @@ from typing import Any
 import pytest
 
 from tests.support import (
-    Gateway,
-    GatewayFactory,
+    InProcessFactory,
+    InProcessGateway,
     NodeSession,
     RedisServer,
     backend_emit,
     connected,
     eventually,
-    free_port,
     http_json,
     node_session,
     sample,
     scrape,
+    served_on_redis,
     ticking,
     token,
 )
 
 BTC = "BTC_USDC_PERP"
 ENGINES = pytest.mark.parametrize("engine", ["lean", "stock"])
-
-
-def redis_gateway(start_gateway: GatewayFactory, redis_server: RedisServer, **settings: Any) -> Gateway:
-    suffix = str(free_port())
-    return start_gateway(redis_url=redis_server.url, price_channel=f"prices-{suffix}",
-                         manager_channel=f"socketio-{suffix}", **settings)
 
 
 def ticks(n: int) -> list[dict[str, Any]]:
@@ -52,16 +46,16 @@ async def updates(client: NodeSession, count: int) -> list[int]:
     return seqs
 
 
-async def session(gateway: Gateway, user: str, **plan: Any) -> AsyncIterator[NodeSession]:
+async def session(gateway: InProcessGateway, user: str, **plan: Any) -> AsyncIterator[NodeSession]:
     async with node_session("engine.mjs", {"url": gateway.url, "auth": {"token": token(user)}, **plan}) as client:
         yield client
 
 
 @ENGINES
 @pytest.mark.parametrize("serializer", ["json", "msgpack"])
-async def test_every_transport_and_the_upgrade(start_gateway: GatewayFactory, redis_server: RedisServer,
+async def test_every_transport_and_the_upgrade(start_gateway: InProcessFactory, redis_server: RedisServer,
                                                engine: str, serializer: str) -> None:
-    gateway = redis_gateway(start_gateway, redis_server, engine=engine, serializer=serializer)
+    gateway = await served_on_redis(start_gateway, redis_server, engine=engine, serializer=serializer)
     msgpack = serializer == "msgpack"
     plans = {"websocket": ["websocket"], "polling": ["polling"], "upgrade": ["polling", "websocket"]}
     async with node_session("engine.mjs", {"url": gateway.url, "auth": {"token": token("ws")}, "msgpack": msgpack,
@@ -83,9 +77,9 @@ async def test_every_transport_and_the_upgrade(start_gateway: GatewayFactory, re
 
 
 @ENGINES
-async def test_a_client_that_stops_answering_pings_is_dropped_after_one_ping(start_gateway: GatewayFactory,
+async def test_a_client_that_stops_answering_pings_is_dropped_after_one_ping(start_gateway: InProcessFactory,
                                                                             engine: str) -> None:
-    gateway = start_gateway(engine=engine, ping_interval=0.5, ping_timeout=0.5)
+    gateway = await start_gateway(engine=engine, ping_interval=0.5, ping_timeout=0.5)
     async with node_session("engine.mjs", {"url": gateway.url, "auth": {"token": token("silent")},
                                            "silent": True}) as silent, \
             connected(gateway.url, auth={"token": token("alive")}) as alive:
@@ -102,11 +96,11 @@ async def test_a_client_that_stops_answering_pings_is_dropped_after_one_ping(sta
 
 
 @ENGINES
-async def test_a_client_that_stops_reading_is_cut_and_others_are_served(start_gateway: GatewayFactory,
+async def test_a_client_that_stops_reading_is_cut_and_others_are_served(start_gateway: InProcessFactory,
                                                                        redis_server: RedisServer,
                                                                        engine: str) -> None:
-    gateway = redis_gateway(start_gateway, redis_server, engine=engine, slow_consumer_bytes=16 * 1024,
-                            slow_consumer_max_bytes=256 * 1024)
+    gateway = await served_on_redis(start_gateway, redis_server, engine=engine, slow_consumer_bytes=16 * 1024,
+                                    slow_consumer_max_bytes=256 * 1024)
     async with node_session("engine.mjs", {"url": gateway.url, "auth": {"token": token("slow")}, "subscribe": [BTC],
                                            "stall": True}) as slow, \
             connected(gateway.url, auth={"token": token("fast")}) as fast:
@@ -132,6 +126,6 @@ async def test_a_client_that_stops_reading_is_cut_and_others_are_served(start_ga
         await eventually(lambda: _connections(gateway, 1), timeout=10)
 
 
-async def _connections(gateway: Gateway, count: int) -> bool:
+async def _connections(gateway: InProcessGateway, count: int) -> bool:
     _, health = await http_json(gateway.url + "/health")
     return bool(health["connections"] == count)

@@ -8,7 +8,7 @@ import pytest
 
 from realtime.engine.manager import offset_safe
 from realtime.events import offsets
-from realtime.events.log import RedisLog
+from realtime.events.log import Page, RedisLog
 from realtime.events.memory import MemoryLog, MemorySessions
 from realtime.events.router import Malformed, parse_entry
 from realtime.events.sessions import Session, new_pid
@@ -40,10 +40,11 @@ async def test_the_memory_log_keeps_order_history_and_dedupes_sources() -> None:
     third = await log.append("user:a", "e", b"3")
     assert first is not None and second is not None and third is not None
     assert offsets.key(first) < offsets.key(second) < offsets.key(third)
-    assert [e.data for e in await log.read(offsets.ZERO, 0)] == [b"1", b"2", b"3"]
-    assert [e.data for e in await log.read(first, 0)] == [b"2", b"3"]
-    [history] = await log.history([("user:a", first)], third)
-    assert [e.data for e in history] == [b"3"]
+    assert [e.data for e in (await log.read(offsets.ZERO, 0))[0]] == [b"1", b"2", b"3"]
+    assert [e.data for e in (await log.read(first, 0))[0]] == [b"2", b"3"]
+    assert await log.read(third, 0) == ([], third)
+    [history] = await log.history([("user:a", first, 2**20)], third)
+    assert [e.data for e in history.entries] == [b"3"] and not history.more
     assert await log.append("user:a", "e", b"x", source="5-0") is not None
     assert await log.append("user:a", "e", b"x", source="5-0") is None
     assert await log.append("user:a", "e", b"x", source="4-9") is None
@@ -54,7 +55,8 @@ async def test_a_memory_log_read_waits_for_the_next_append() -> None:
     reading = asyncio.create_task(log.read(offsets.ZERO, 5))
     await asyncio.sleep(0)
     await log.append("user:a", "e", b"1")
-    assert [e.data for e in await asyncio.wait_for(reading, 5)] == [b"1"]
+    entries, last = await asyncio.wait_for(reading, 5)
+    assert [e.data for e in entries] == [b"1"] and last == entries[0].offset
 
 
 async def test_memory_log_trims_by_time() -> None:
@@ -62,8 +64,8 @@ async def test_memory_log_trims_by_time() -> None:
     await log.append("user:a", "e", b"1")
     await asyncio.sleep(0.01)
     await log.append("user:b", "e", b"2")
-    assert [e.data for e in await log.read(offsets.ZERO, 0)] == [b"2"]
-    assert await log.history([("user:a", offsets.ZERO)], await log.last()) == [[]]
+    assert [e.data for e in (await log.read(offsets.ZERO, 0))[0]] == [b"2"]
+    assert await log.history([("user:a", offsets.ZERO, 2**20)], await log.last()) == [Page([], False)]
 
 
 async def test_memory_sessions_expire_and_follow() -> None:
@@ -94,7 +96,7 @@ def test_stream_entries_are_parsed_or_refused() -> None:
             parse_entry(bad)
 
 
-async def test_redis_history_reads_back_in_chunks_to_the_offset(redis_server: RedisServer) -> None:
+async def test_redis_history_reads_pages_from_the_offset(redis_server: RedisServer) -> None:
     log = RedisLog(redis_server.url, f"history-{free_port()}", keep=60, timeout=2)
     try:
         appended: list[tuple[str, str]] = []
@@ -106,13 +108,43 @@ async def test_redis_history_reads_back_in_chunks_to_the_offset(redis_server: Re
         a = [offset for room, offset in appended if room == "user:a"]
         b = [offset for room, offset in appended if room == "role:b"]
         upto = appended[-2][1]
-        found_a, found_b, found_none = await log.history([("user:a", a[9]), ("role:b", b[-5]), ("user:c", "0-0")],
-                                                         upto)
-        assert [e.offset for e in found_a] == [o for o in a[10:] if offsets.key(o) <= offsets.key(upto)]
-        assert [e.offset for e in found_b] == [o for o in b[-4:] if offsets.key(o) <= offsets.key(upto)]
-        assert found_none == []
-        assert found_a[0].event == "e|v\u00e9nt" and found_a[0].room == "user:a"
-        assert found_a[0].data == b'{"n": %d}' % (appended.index(("user:a", a[10])))
+        found_a, found_b, found_none = await log.history(
+            [("user:a", a[9], 2**20), ("role:b", b[-5], 2**20), ("user:c", "0-0", 2**20)], upto)
+        assert [e.offset for e in found_a.entries] == [o for o in a[10:] if offsets.key(o) <= offsets.key(upto)]
+        assert [e.offset for e in found_b.entries] == [o for o in b[-4:] if offsets.key(o) <= offsets.key(upto)]
+        assert found_none == Page([], False) and not found_a.more and not found_b.more
+        assert found_a.entries[0].event == "e|v\u00e9nt" and found_a.entries[0].room == "user:a"
+        assert found_a.entries[0].data == b'{"n": %d}' % (appended.index(("user:a", a[10])))
         assert await log.last() == appended[-1][1]
+
+        # Pages: the oldest entries after the offset that fit the budget (at least one), then the next
+        # page from where that one ended, until the last, which says there is no more.
+        walked: list[str] = []
+        after = a[0]
+        while True:
+            [page] = await log.history([("user:a", after, 300)], upto)
+            assert page.entries and sum(len(e.data) + len(e.offset) + 20 for e in page.entries) < 600
+            walked += [e.offset for e in page.entries]
+            after = page.entries[-1].offset
+            if not page.more:
+                break
+        assert walked == [o for o in a[1:] if offsets.key(o) <= offsets.key(upto)]
+        [single] = await log.history([("user:a", a[0], 1)], upto)
+        assert [e.offset for e in single.entries] == [a[1]] and single.more
     finally:
         await log.close()
+
+
+async def test_the_memory_log_reads_pages_from_the_offset() -> None:
+    log = MemoryLog(keep=60)
+    appended = [await log.append("user:a", "e", b'{"n": %d}' % n) for n in range(50)]
+    walked: list[str | None] = []
+    after = offsets.ZERO
+    while True:
+        [page] = await log.history([("user:a", after, 100)], await log.last())
+        assert 0 < len(page.entries) <= 4
+        walked += [e.offset for e in page.entries]
+        after = page.entries[-1].offset
+        if not page.more:
+            break
+    assert walked == appended

@@ -17,23 +17,23 @@ import pytest
 from tests.support import (
     BTC,
     ETH,
-    GatewayFactory,
+    InProcessFactory,
     RawClient,
     RedisServer,
     backend,
     connected,
     publish_ticks,
-    redis_gateway,
     run_node,
     seqs,
+    served_on_redis,
     token,
 )
 
 
-async def test_order_against_acks_pings_and_private_events(start_gateway: GatewayFactory,
+async def test_order_against_acks_pings_and_private_events(start_gateway: InProcessFactory,
                                                            redis_server: RedisServer) -> None:
     # event_rate=0: the subscribes below flood on purpose (100/s), to interleave acks with ticks.
-    gateway = redis_gateway(start_gateway, redis_server, ping_interval=0.5, event_rate=0)
+    gateway = await served_on_redis(start_gateway, redis_server, ping_interval=0.5, event_rate=0)
     client = await RawClient.connect(gateway.url, {"token": token("alice")})
     # It asked for permessage-deflate: shared frames need it refused (REALTIME_WEBSOCKET_COMPRESSION=false).
     assert "permessage-deflate" not in client.handshake.lower()
@@ -89,11 +89,11 @@ async def test_order_against_acks_pings_and_private_events(start_gateway: Gatewa
         assert snapshot == 0 or snapshot in before
 
 
-async def test_polling_and_upgrading_clients_get_every_tick_in_order(start_gateway: GatewayFactory,
+async def test_polling_and_upgrading_clients_get_every_tick_in_order(start_gateway: InProcessFactory,
                                                                      redis_server: RedisServer) -> None:
     # A generous bound: nothing is collapsed, so every tick must arrive.
-    gateway = redis_gateway(start_gateway, redis_server, slow_consumer_bytes=8 * 2**20,
-                            slow_consumer_max_bytes=64 * 2**20)
+    gateway = await served_on_redis(start_gateway, redis_server, slow_consumer_bytes=8 * 2**20,
+                                    slow_consumer_max_bytes=64 * 2**20)
     async with connected(gateway.url, auth={"token": token("alice")}, transports=["polling"]) as polling, \
             connected(gateway.url, auth={"token": token("bob")}) as websocket:
         for client in (polling, websocket):
@@ -117,10 +117,10 @@ async def test_polling_and_upgrading_clients_get_every_tick_in_order(start_gatew
     ("msgpack", "direct", "websocket"), ("msgpack", "direct", "polling"),
     ("json", "stock", "websocket"),
 ])
-async def test_serializers_binary_attachments_and_stock_fanout(start_gateway: GatewayFactory,
+async def test_serializers_binary_attachments_and_stock_fanout(start_gateway: InProcessFactory,
                                                                redis_server: RedisServer,
                                                                serializer: str, fanout: str, transport: str) -> None:
-    gateway = redis_gateway(start_gateway, redis_server, serializer=serializer, fanout=fanout)
+    gateway = await served_on_redis(start_gateway, redis_server, serializer=serializer, fanout=fanout)
     blob = bytes(range(256)) * 4
     client_serializer = "msgpack" if serializer == "msgpack" else "default"
     async with connected(gateway.url, auth={"token": token("alice")}, serializer=client_serializer,
@@ -137,11 +137,11 @@ async def test_serializers_binary_attachments_and_stock_fanout(start_gateway: Ga
     assert client.received("portfolio:update") == [{"statement": blob}]
 
 
-async def test_ticks_during_an_upgrade_arrive_once_and_in_order(start_gateway: GatewayFactory,
+async def test_ticks_during_an_upgrade_arrive_once_and_in_order(start_gateway: InProcessFactory,
                                                                 redis_server: RedisServer) -> None:
     """Engine.IO's upgrade by hand: polling, probe, a pause while ticks flow, then UPGRADE."""
-    gateway = redis_gateway(start_gateway, redis_server, slow_consumer_bytes=8 * 2**20,
-                            slow_consumer_max_bytes=64 * 2**20)
+    gateway = await served_on_redis(start_gateway, redis_server, slow_consumer_bytes=8 * 2**20,
+                                    slow_consumer_max_bytes=64 * 2**20)
     endpoint = gateway.url + "/socket.io/?EIO=4&transport=polling"
     received: list[int] = []
 

@@ -12,8 +12,8 @@ import time
 from typing import Any
 
 from tests.support import (
-    Gateway,
-    GatewayFactory,
+    InProcessFactory,
+    InProcessGateway,
     Recorder,
     RedisServer,
     connected,
@@ -46,7 +46,7 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-async def test_feed_restarts_freeze_prices(gateway: Gateway) -> None:
+async def test_feed_restarts_freeze_prices(gateway: InProcessGateway) -> None:
     """Item 5: the publisher restarts and counts from 1 again (with a newer ts): prices go on at once."""
     ts = now_ms()
     async with connected(gateway.url, auth={"token": token("alice")}) as client:
@@ -62,12 +62,12 @@ async def test_feed_restarts_freeze_prices(gateway: Gateway) -> None:
     assert "BTC_USDC_PERP numbering started again" in gateway.logs()
 
 
-async def test_feed_restarts_reach_the_readme_javascript_client(start_gateway: GatewayFactory,
+async def test_feed_restarts_reach_the_readme_javascript_client(start_gateway: InProcessFactory,
                                                                redis_server: RedisServer) -> None:
     """Item 5 with node socket.io-client running the README's example, which drops ticks at or below its highest seq."""
     suffix = str(free_port())
-    gateway = start_gateway(redis_url=redis_server.url, price_channel=f"prices-{suffix}",
-                            manager_channel=f"socketio-{suffix}", jwt_secret=None, dev=True)
+    gateway = await start_gateway(redis_url=redis_server.url, price_channel=f"prices-{suffix}",
+                                  manager_channel=f"socketio-{suffix}", jwt_secret=None, dev=True)
     ts = now_ms()
     async with node_session("example.mjs", {"url": gateway.url}) as client:
         await feed(gateway, quote(100, seq=70, ts=ts))
@@ -77,7 +77,7 @@ async def test_feed_restarts_reach_the_readme_javascript_client(start_gateway: G
     assert [(u["bid"], u["seq"]) for u in rendered] == [(201, 71), (202, 72)]
 
 
-async def test_feed_restarts_without_ts_resume_within_a_few_ticks(gateway: Gateway) -> None:
+async def test_feed_restarts_without_ts_resume_within_a_few_ticks(gateway: InProcessGateway) -> None:
     """Item 5, a publisher that sends no ts: a short run of rising ticks below the last is a restart."""
     async with connected(gateway.url, auth={"token": token("alice")}) as client:
         await client.call("price:subscribe", [BTC])
@@ -87,7 +87,7 @@ async def test_feed_restarts_without_ts_resume_within_a_few_ticks(gateway: Gatew
     assert sample(await scrape(gateway.url), "realtime_feed_restarts_total", asset=BTC) == 1
 
 
-async def test_one_poisoned_seq_near_2_53_cannot_silence_an_asset(gateway: Gateway) -> None:
+async def test_one_poisoned_seq_near_2_53_cannot_silence_an_asset(gateway: InProcessGateway) -> None:
     """Item 5: no single message silences an asset, on the gateway or on a client."""
     ts = now_ms()
     async with connected(gateway.url, auth={"token": token("alice")}) as client:
@@ -100,7 +100,7 @@ async def test_one_poisoned_seq_near_2_53_cannot_silence_an_asset(gateway: Gatew
         assert all(u["seq"] < 2**32 for u in client.received("price:update"))
 
 
-async def test_one_poisoned_seq_first_on_a_pod_cannot_silence_an_asset(gateway: Gateway) -> None:
+async def test_one_poisoned_seq_first_on_a_pod_cannot_silence_an_asset(gateway: InProcessGateway) -> None:
     """Item 5: a huge seq as the very first tick is believed, and the next ones still flow above it."""
     ts = now_ms()
     async with connected(gateway.url, auth={"token": token("alice")}) as client:
@@ -111,7 +111,7 @@ async def test_one_poisoned_seq_first_on_a_pod_cannot_silence_an_asset(gateway: 
         assert max(u["seq"] for u in client.received("price:update")) < 2**53
 
 
-async def test_timestamps_as_real_feeds_send_them(gateway: Gateway) -> None:
+async def test_timestamps_as_real_feeds_send_them(gateway: InProcessGateway) -> None:
     """Item 6: a float ts is normalised to integer ms; only non-numeric, negative or absurd ts is refused."""
     async with connected(gateway.url, auth={"token": token("alice")}) as client:
         await client.call("price:subscribe", [BTC])
@@ -124,12 +124,12 @@ async def test_timestamps_as_real_feeds_send_them(gateway: Gateway) -> None:
     assert sample(await scrape(gateway.url), "realtime_feed_messages_total", outcome="malformed") == 4
 
 
-async def test_two_pods_number_a_restarted_feed_alike(start_gateway: GatewayFactory,
+async def test_two_pods_number_a_restarted_feed_alike(start_gateway: InProcessFactory,
                                                      redis_server: RedisServer) -> None:
     """Issue 11's note with item 5: every pod gives a tick the same seq, across a publisher restart."""
     suffix = str(free_port())
     channels = {"price_channel": f"prices-{suffix}", "manager_channel": f"socketio-{suffix}"}
-    pods = [start_gateway(redis_url=redis_server.url, instance_id=f"pod{i}", **channels) for i in range(2)]
+    pods = [await start_gateway(redis_url=redis_server.url, instance_id=f"pod{i}", **channels) for i in range(2)]
     ts = now_ms()
     async with connected(pods[0].url, auth={"token": token("a")}) as a, \
             connected(pods[1].url, auth={"token": token("b")}) as b:
@@ -147,7 +147,7 @@ async def test_two_pods_number_a_restarted_feed_alike(start_gateway: GatewayFact
         assert seqs == sorted(set(seqs)) and [bid for _, bid in ticks[0]] == [140, 141, 201, 202, 303, 304]
 
         # A pod started after the restart (a deploy) numbers like the pods that saw it.
-        late = start_gateway(redis_url=redis_server.url, instance_id="pod-late", **channels)
+        late = await start_gateway(redis_url=redis_server.url, instance_id="pod-late", **channels)
         async with connected(late.url, auth={"token": token("c")}) as c:
             await c.call("price:subscribe", [BTC])
             await feed(pods[0], quote(500, seq=5, ts=ts + 900))

@@ -15,7 +15,8 @@ import socketio
 
 from tests.support import (
     Gateway,
-    GatewayFactory,
+    InProcessFactory,
+    InProcessGateway,
     RedisServer,
     connect_error,
     connected,
@@ -38,7 +39,7 @@ def tick(asset: str = BTC, bid: int = 100, ask: int = 101, **extra: Any) -> dict
 # Connect: where the token may be, and every refusal code.
 
 @pytest.mark.parametrize("transport", ["websocket", "polling"])
-async def test_token_in_auth_query_or_header(gateway: Gateway, transport: str) -> None:
+async def test_token_in_auth_query_or_header(gateway: InProcessGateway, transport: str) -> None:
     placements: list[dict[str, Any]] = [
         {"auth": {"token": token("alice")}},
         {"query": f"token={token('alice')}"},
@@ -50,8 +51,8 @@ async def test_token_in_auth_query_or_header(gateway: Gateway, transport: str) -
             assert ack["ok"] is True and ack["subscribed"] == [BTC]
 
 
-async def test_refusal_codes(start_gateway: GatewayFactory) -> None:
-    gateway = start_gateway()
+async def test_refusal_codes(start_gateway: InProcessFactory) -> None:
+    gateway = await start_gateway()
     assert (await connect_error(gateway.url))["code"] == "AUTH_REQUIRED"
     for bad in ["garbage", token("alice", secret="another-secret-of-sufficient-length!"), "a.b.c"]:
         assert (await connect_error(gateway.url, auth={"token": bad}))["code"] == "AUTH_INVALID"
@@ -63,10 +64,10 @@ async def test_refusal_codes(start_gateway: GatewayFactory) -> None:
     await eventually(lambda: _connections(gateway, 0))
 
 
-async def test_a_full_pod_refuses_at_the_handshake_and_the_client_may_retry(start_gateway: GatewayFactory) -> None:
+async def test_a_full_pod_refuses_at_the_handshake_and_the_client_may_retry(start_gateway: InProcessFactory) -> None:
     # REALTIME_MAX_CONNECTIONS counts Engine.IO sessions (issue 12): past it the handshake gets 503,
     # a transport error socket.io-client retries (nginx passes it to the next pod), never a final connect_error.
-    gateway = start_gateway(max_connections=1)
+    gateway = await start_gateway(max_connections=1)
     async with connected(gateway.url, auth={"token": token("alice")}):
         status, body = await http_json(gateway.url + "/socket.io/?EIO=4&transport=polling")
         assert status == 503 and body["error"]["code"] == "UNAVAILABLE"
@@ -87,16 +88,16 @@ async def test_a_full_pod_refuses_at_the_handshake_and_the_client_may_retry(star
         assert client.client.connected
 
 
-async def test_anonymous_only_when_allowed(start_gateway: GatewayFactory) -> None:
-    closed = start_gateway()
+async def test_anonymous_only_when_allowed(start_gateway: InProcessFactory) -> None:
+    closed = await start_gateway()
     assert (await connect_error(closed.url))["code"] == "AUTH_REQUIRED"
-    open_ = start_gateway(allow_anonymous=True)
+    open_ = await start_gateway(allow_anonymous=True)
     async with connected(open_.url) as client:
         ack = await client.call("price:subscribe", BTC)
         assert ack["subscribed"] == [BTC]
 
 
-async def test_js_client_connect_error_shape(gateway: Gateway) -> None:
+async def test_js_client_connect_error_shape(gateway: InProcessGateway) -> None:
     lines = await run_node("client.mjs", json.dumps({"url": gateway.url, "auth": {"token": "nope"}}))
     assert lines == [{"type": "connect_error", "message": "AUTH_INVALID",
                       "data": {"code": "AUTH_INVALID", "message": lines[0]["data"]["message"]}}]
@@ -106,7 +107,7 @@ async def test_js_client_connect_error_shape(gateway: Gateway) -> None:
 
 # Subscribe and unsubscribe.
 
-async def test_subscribe_ack_shape_and_snapshot(gateway: Gateway) -> None:
+async def test_subscribe_ack_shape_and_snapshot(gateway: InProcessGateway) -> None:
     await feed(gateway, tick(BTC, 958500000, 967500000, seq=7, ts=1763700000123))
     await eventually(lambda: _has_price(gateway, BTC))
     async with connected(gateway.url, auth={"token": token("alice")}) as client:
@@ -119,8 +120,8 @@ async def test_subscribe_ack_shape_and_snapshot(gateway: Gateway) -> None:
     assert ack["instance"]
 
 
-async def test_assets_claim_and_subscription_cap(start_gateway: GatewayFactory, redis_server: RedisServer) -> None:
-    gateway = start_gateway(redis_url=redis_server.url, max_subscriptions=2)
+async def test_assets_claim_and_subscription_cap(start_gateway: InProcessFactory, redis_server: RedisServer) -> None:
+    gateway = await start_gateway(redis_url=redis_server.url, max_subscriptions=2)
     async with connected(gateway.url, auth={"token": token("alice", assets=[BTC, ETH, "sol_usdc_perp"])}) as client:
         ack = await client.call("price:subscribe", [BTC, ETH, SOL])
         assert ack["subscribed"] == [BTC, ETH]
@@ -131,7 +132,7 @@ async def test_assets_claim_and_subscription_cap(start_gateway: GatewayFactory, 
         assert ack["rejected"] == [{"asset": ETH, "code": "FORBIDDEN"}]
 
 
-async def test_unsubscribe_stops_updates(gateway: Gateway) -> None:
+async def test_unsubscribe_stops_updates(gateway: InProcessGateway) -> None:
     async with connected(gateway.url, auth={"token": token("alice")}) as client:
         await client.call("price:subscribe", [BTC, ETH])
         ack = await client.call("price:unsubscribe", ["btc_usdc_perp", "DOGE"])
@@ -150,7 +151,7 @@ GARBAGE: list[tuple[Any, ...]] = [
 
 
 @pytest.mark.parametrize("event", ["price:subscribe", "price:unsubscribe", "auth:refresh"])
-async def test_garbage_payloads_get_bad_request(gateway: Gateway, event: str) -> None:
+async def test_garbage_payloads_get_bad_request(gateway: InProcessGateway, event: str) -> None:
     async with connected(gateway.url, auth={"token": token("alice")}) as client:
         for args in GARBAGE:
             if event != "auth:refresh" and args and isinstance(args[0], str) and args[0] == BTC:
@@ -168,7 +169,8 @@ async def test_garbage_payloads_get_bad_request(gateway: Gateway, event: str) ->
 
 # Ticks from the feed.
 
-async def test_bad_feed_messages_are_dropped_then_good_one_flows(gateway: Gateway) -> None:
+async def test_bad_feed_messages_are_dropped_then_good_one_flows(process_gateway: Gateway) -> None:
+    gateway = process_gateway  # the process must outlive every bad message
     async with connected(gateway.url, auth={"token": token("alice")}) as client:
         await client.call("price:subscribe", [BTC])
         await feed(
@@ -187,7 +189,7 @@ async def test_bad_feed_messages_are_dropped_then_good_one_flows(gateway: Gatewa
     assert gateway.process is not None and gateway.process.poll() is None
 
 
-async def test_pod_numbers_ticks_without_seq_and_stamps_ts(gateway: Gateway) -> None:
+async def test_pod_numbers_ticks_without_seq_and_stamps_ts(gateway: InProcessGateway) -> None:
     async with connected(gateway.url, auth={"token": token("alice")}) as client:
         await client.call("price:subscribe", [SOL])
         before = int(time.time() * 1000)
@@ -198,7 +200,7 @@ async def test_pod_numbers_ticks_without_seq_and_stamps_ts(gateway: Gateway) -> 
     assert all(u["decimals"] == 2 and u["ts"] >= before for u in updates)
 
 
-async def test_assets_are_isolated(gateway: Gateway) -> None:
+async def test_assets_are_isolated(gateway: InProcessGateway) -> None:
     token_a, token_b = token("alice"), token("bob")
     async with connected(gateway.url, auth={"token": token_a}) as a, \
             connected(gateway.url, auth={"token": token_b}, transports=["polling"]) as b:
@@ -212,7 +214,7 @@ async def test_assets_are_isolated(gateway: Gateway) -> None:
         assert [u["asset"] for u in b.received("price:update")] == [ETH]
 
 
-async def test_js_client_receives_updates(gateway: Gateway) -> None:
+async def test_js_client_receives_updates(gateway: InProcessGateway) -> None:
     for transports in (["websocket"], ["polling"]):
         plan = {"url": gateway.url, "auth": {"token": token("carol")}, "subscribe": ["eth_usdc_perp"],
                 "updates": 3, "transports": transports}
@@ -236,21 +238,21 @@ asyncio.run(main())
 """
 
 
-async def emit_from_backend(gateway: Gateway, room: str) -> None:
+async def emit_from_backend(gateway: InProcessGateway, room: str) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-c", BACKEND, gateway.env["REALTIME_REDIS_URL"], gateway.env["REALTIME_MANAGER_CHANNEL"], room)
     assert await process.wait() == 0
 
 
 @contextlib.asynccontextmanager
-async def users(gateway: Gateway, *specs: tuple[str, list[str]]) -> AsyncIterator[list[Any]]:
+async def users(gateway: InProcessGateway, *specs: tuple[str, list[str]]) -> AsyncIterator[list[Any]]:
     async with contextlib.AsyncExitStack() as stack:
         clients = [await stack.enter_async_context(connected(gateway.url, auth={"token": token(sub, roles=roles)}))
                    for sub, roles in specs]
         yield clients
 
 
-async def test_write_only_emit_reaches_exactly_the_users_connections(gateway: Gateway) -> None:
+async def test_write_only_emit_reaches_exactly_the_users_connections(gateway: InProcessGateway) -> None:
     async with users(gateway, ("bob", []), ("bob", ["risk"]), ("alice", ["risk"])) as (bob1, bob2, alice):
         await emit_from_backend(gateway, "user:bob")
         await bob1.wait_for("order:update")
@@ -264,7 +266,7 @@ async def test_write_only_emit_reaches_exactly_the_users_connections(gateway: Ga
         assert len(alice.received("order:update")) == 1
 
 
-async def test_rooms_are_not_accepted_from_clients(gateway: Gateway) -> None:
+async def test_rooms_are_not_accepted_from_clients(gateway: InProcessGateway) -> None:
     async with users(gateway, ("mallory", []), ("bob", [])) as (mallory, bob):
         ack = await mallory.call("price:subscribe", ["user:bob", "asset:BTC_USDC_PERP", "role:admin"])
         assert ack["subscribed"] == []
@@ -277,8 +279,8 @@ async def test_rooms_are_not_accepted_from_clients(gateway: Gateway) -> None:
 
 # Token refresh.
 
-async def test_auth_refresh(start_gateway: GatewayFactory, redis_server: RedisServer) -> None:
-    gateway = start_gateway(redis_url=redis_server.url)
+async def test_auth_refresh(start_gateway: InProcessFactory, redis_server: RedisServer) -> None:
+    gateway = await start_gateway(redis_url=redis_server.url)
     async with connected(gateway.url, auth={"token": token("alice", roles=["risk"])}) as client:
         await client.call("price:subscribe", [BTC, ETH])
         fresh = token("alice", assets=[ETH], ttl=7200)
@@ -297,7 +299,7 @@ async def test_auth_refresh(start_gateway: GatewayFactory, redis_server: RedisSe
 
 # HTTP probes.
 
-async def test_health_and_ready(gateway: Gateway) -> None:
+async def test_health_and_ready(gateway: InProcessGateway) -> None:
     status, body = await http_json(gateway.url + "/health")
     assert status == 200 and body["status"] == "ok" and body["redis"] == "up" and body["instance"]
     async with connected(gateway.url, auth={"token": token("alice")}):
@@ -306,17 +308,17 @@ async def test_health_and_ready(gateway: Gateway) -> None:
     assert status == 200 and body["ready"] is True
 
 
-async def _sessions(gateway: Gateway, expected: int) -> bool:
+async def _sessions(gateway: InProcessGateway, expected: int) -> bool:
     samples = await scrape(gateway.url)
     return sum(value for (name, _), value in samples.items() if name == "realtime_connections") == expected
 
 
-async def _connections(gateway: Gateway, expected: int) -> bool:
+async def _connections(gateway: InProcessGateway, expected: int) -> bool:
     _, body = await http_json(gateway.url + "/health")
     return bool(body["connections"] == expected)
 
 
-async def _has_price(gateway: Gateway, asset: str) -> bool:
+async def _has_price(gateway: InProcessGateway, asset: str) -> bool:
     """The gateway has taken in a tick of `asset` (its REST view shows a latest price)."""
     _, body = await http_json(gateway.url + "/api/v1/assets", headers={"Authorization": f"Bearer {token('alice')}"})
     return any(entry["name"] == asset and entry["price"] is not None for entry in body["assets"])

@@ -9,7 +9,7 @@ import aiohttp
 import socketio
 
 from realtime.clients.limits import AddressLimiter, EventLimiter, TokenBucket, Verdict
-from tests.support import GatewayFactory, connected, eventually, sample, scrape, token
+from tests.support import InProcessFactory, connected, eventually, sample, scrape, token
 
 BTC = "BTC_USDC_PERP"
 
@@ -68,8 +68,8 @@ def test_address_table_stays_bounded_under_a_flood_of_addresses() -> None:
 
 # On a live gateway.
 
-async def test_event_flood_is_refused_then_cut_and_others_keep_being_served(start_gateway: GatewayFactory) -> None:
-    gateway = start_gateway(event_rate=0.1, event_burst=5, event_abuse_limit=10, event_abuse_window=1)
+async def test_event_flood_is_refused_then_cut_and_others_keep_being_served(start_gateway: InProcessFactory) -> None:
+    gateway = await start_gateway(event_rate=0.1, event_burst=5, event_abuse_limit=10, event_abuse_window=1)
     async with connected(gateway.url, auth={"token": token("bob")}) as bystander, \
             connected(gateway.url, auth={"token": token("mallory")}) as flooder:
         acks = [await flooder.call("price:subscribe", [BTC]) for _ in range(6)]
@@ -96,8 +96,8 @@ async def test_event_flood_is_refused_then_cut_and_others_keep_being_served(star
     assert sample(samples, "realtime_sessions_ended_total", code="RATE_LIMITED") == 1
 
 
-async def test_connection_rate_per_address_is_refused_at_the_handshake(start_gateway: GatewayFactory) -> None:
-    gateway = start_gateway(connect_rate=0.01, connect_burst=3)
+async def test_connection_rate_per_address_is_refused_at_the_handshake(start_gateway: InProcessFactory) -> None:
+    gateway = await start_gateway(connect_rate=0.01, connect_burst=3)
     handshake = gateway.url + "/socket.io/?EIO=4&transport=polling"
     async with aiohttp.ClientSession() as http:
         # Polling then upgrade: only the handshake counts, not the upgrade or the polls.
@@ -128,8 +128,8 @@ async def test_connection_rate_per_address_is_refused_at_the_handshake(start_gat
     assert sample(await scrape(gateway.url), "realtime_connect_rate_limited_total") == 2
 
 
-async def test_oversized_message_cuts_only_that_client(start_gateway: GatewayFactory) -> None:
-    gateway = start_gateway(max_message_bytes=16384)
+async def test_oversized_message_cuts_only_that_client(start_gateway: InProcessFactory) -> None:
+    gateway = await start_gateway(max_message_bytes=16384)
     async with connected(gateway.url, auth={"token": token("bob")}) as bystander:
         for transports in (["websocket"], ["polling"]):
             async with connected(gateway.url, auth={"token": token("mallory")}, transports=transports) as big:
@@ -143,8 +143,8 @@ async def test_oversized_message_cuts_only_that_client(start_gateway: GatewayFac
         assert (await newcomer.call("price:subscribe", [BTC]))["ok"] is True
 
 
-async def test_default_message_bound_is_64_kib(start_gateway: GatewayFactory) -> None:
-    gateway = start_gateway()
+async def test_default_message_bound_is_64_kib(start_gateway: InProcessFactory) -> None:
+    gateway = await start_gateway()
     async with connected(gateway.url, auth={"token": token("mallory")}) as big:
         ack = await big.call("price:subscribe", ["x" * 60_000])
         assert ack["error"]["code"] == "BAD_REQUEST"

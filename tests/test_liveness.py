@@ -8,8 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 from tests.support import (
-    Gateway,
-    GatewayFactory,
+    InProcessFactory,
+    InProcessGateway,
     RedisServer,
     connected,
     eventually,
@@ -28,19 +28,19 @@ def tick(asset: str = BTC, bid: int = 100, ask: int = 101, **extra: Any) -> dict
     return {"asset": asset, "bid": bid, "ask": ask, **extra}
 
 
-def start(start_gateway: GatewayFactory, redis: RedisServer, **settings: Any) -> Gateway:
+async def start(start_gateway: InProcessFactory, redis: RedisServer, **settings: Any) -> InProcessGateway:
     suffix = str(free_port())
-    return start_gateway(redis_url=redis.url, price_channel=f"prices-{suffix}", manager_channel=f"socketio-{suffix}",
-                         **settings)
+    return await start_gateway(redis_url=redis.url, price_channel=f"prices-{suffix}",
+                               manager_channel=f"socketio-{suffix}", **settings)
 
 
 def bearer(jwt: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {jwt}"}
 
 
-async def test_an_asset_goes_stale_and_live_again(start_gateway: GatewayFactory, redis_server: RedisServer) -> None:
+async def test_an_asset_goes_stale_and_live_again(start_gateway: InProcessFactory, redis_server: RedisServer) -> None:
     # BTC goes stale after 1 s (REALTIME_STALE_AFTER), ETH after 30 s (its catalog override).
-    gateway = start(start_gateway, redis_server, stale_after=1,
+    gateway = await start(start_gateway, redis_server, stale_after=1,
                     assets="BTC_USDC_PERP:4,ETH_USDC_PERP:4:30,SOL_USDC_PERP:2")
     async with connected(gateway.url, auth={"token": token("alice")}) as client:
         ack = await client.call("price:subscribe", [BTC, ETH])
@@ -67,8 +67,8 @@ async def test_an_asset_goes_stale_and_live_again(start_gateway: GatewayFactory,
         assert ETH not in {s["asset"] for s in client.received("price:status")[2:]}
 
 
-async def test_halted_and_open(start_gateway: GatewayFactory, redis_server: RedisServer) -> None:
-    gateway = start(start_gateway, redis_server)
+async def test_halted_and_open(start_gateway: InProcessFactory, redis_server: RedisServer) -> None:
+    gateway = await start(start_gateway, redis_server)
     async with connected(gateway.url, auth={"token": token("alice")}) as client:
         await client.call("price:subscribe", [BTC])
         await feed(gateway, tick(BTC, seq=1))
@@ -91,8 +91,8 @@ async def test_halted_and_open(start_gateway: GatewayFactory, redis_server: Redi
         assert client.received("price:status")[-1]["status"] == "live"
 
 
-async def test_status_in_the_http_api_and_metrics(start_gateway: GatewayFactory, redis_server: RedisServer) -> None:
-    gateway = start(start_gateway, redis_server)
+async def test_status_in_the_http_api_and_metrics(start_gateway: InProcessFactory, redis_server: RedisServer) -> None:
+    gateway = await start(start_gateway, redis_server)
     await feed(gateway, tick(BTC, seq=1), {"asset": ETH, "status": "halted"})
 
     async def btc_live() -> bool:
@@ -113,5 +113,5 @@ async def test_status_in_the_http_api_and_metrics(start_gateway: GatewayFactory,
     assert (("realtime_last_tick_age_seconds", frozenset({("asset", SOL)})) not in samples)
 
 
-async def _sampled(gateway: Gateway, name: str, **labels: str) -> bool:
+async def _sampled(gateway: InProcessGateway, name: str, **labels: str) -> bool:
     return sample(await scrape(gateway.url), name, **labels) > 0

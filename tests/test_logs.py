@@ -112,10 +112,10 @@ def test_dropped_ticks_get_a_line_per_outcome_and_a_count(capture: tuple[logging
     ]
 
 
-async def test_gateway_logs_json_with_context_and_no_token(start_gateway: GatewayFactory,
+async def test_gateway_logs_json_with_context_and_no_token(start_process: GatewayFactory,
                                                            redis_server: Any) -> None:
     suffix = str(free_port())
-    gateway = start_gateway(redis_url=redis_server.url, price_channel=f"prices-{suffix}",
+    gateway = start_process(redis_url=redis_server.url, price_channel=f"prices-{suffix}",
                             manager_channel=f"socketio-{suffix}", log_format="json", log_level="debug",
                             instance_id="pod-logs")
     secret = token("alice")

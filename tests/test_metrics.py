@@ -9,8 +9,8 @@ from realtime.metrics import DISCONNECT_REASONS, Buckets, Metrics
 from realtime.protocol import PriceUpdate
 from tests.support import (
     ROOT,
-    Gateway,
-    GatewayFactory,
+    InProcessFactory,
+    InProcessGateway,
     RedisServer,
     connect_error,
     connected,
@@ -26,11 +26,12 @@ BTC, ETH = "BTC_USDC_PERP", "ETH_USDC_PERP"
 TICKS = 5
 
 
-async def test_counters_follow_the_traffic(start_gateway: GatewayFactory, redis_server: RedisServer) -> None:
+async def test_counters_follow_the_traffic(start_gateway: InProcessFactory, redis_server: RedisServer) -> None:
     suffix = str(free_port())
     channel = f"prices-{suffix}"
-    gateway = start_gateway(redis_url=redis_server.url, price_channel=channel, manager_channel=f"socketio-{suffix}",
-                            demand_key=f"demand-{suffix}", demand_interval=0.5)
+    gateway = await start_gateway(redis_url=redis_server.url, price_channel=channel,
+                                  manager_channel=f"socketio-{suffix}", demand_key=f"demand-{suffix}",
+                                  demand_interval=0.5)
     before = await scrape(gateway.url)
     assert sample(before, "realtime_connects_total") == 0
     assert sample(before, "realtime_redis_up", component="feed") == 1
@@ -100,10 +101,10 @@ async def test_counters_follow_the_traffic(start_gateway: GatewayFactory, redis_
                     and sample(samples, "realtime_subscribers", asset=BTC) == 2)
         await eventually(disconnect_counted, timeout=20)
 
-    # The README documents every family the gateway exports.
-    readme = (ROOT / "README.md").read_text()
+    # The metrics page documents every family the gateway exports.
+    page = (ROOT / "docs" / "metrics.md").read_text()
     families = {_family(name) for name, _ in await scrape(gateway.url) if name.startswith("realtime_")}
-    assert families and {f for f in families if f"`{f}`" not in readme and f"`{f}_total`" not in readme} == set()
+    assert families and {f for f in families if f"`{f}`" not in page and f"`{f}_total`" not in page} == set()
 
 
 def _family(sample_name: str) -> str:
@@ -113,8 +114,8 @@ def _family(sample_name: str) -> str:
     return sample_name
 
 
-async def test_redis_state_and_reconnects(start_gateway: GatewayFactory, own_redis: RedisServer) -> None:
-    gateway = start_gateway(redis_url=own_redis.url, redis_retry_max=0.5)
+async def test_redis_state_and_reconnects(start_gateway: InProcessFactory, own_redis: RedisServer) -> None:
+    gateway = await start_gateway(redis_url=own_redis.url, redis_retry_max=0.5)
     own_redis.stop()
 
     async def down() -> bool:
@@ -133,8 +134,8 @@ async def test_redis_state_and_reconnects(start_gateway: GatewayFactory, own_red
     await eventually(back, timeout=60)
 
 
-async def test_embedded_mode_exports_no_redis_series(start_gateway: GatewayFactory) -> None:
-    gateway: Gateway = start_gateway(simulated_rate=50, allow_anonymous=True)
+async def test_embedded_mode_exports_no_redis_series(start_gateway: InProcessFactory) -> None:
+    gateway: InProcessGateway = await start_gateway(simulated_rate=50, allow_anonymous=True)
     async with connected(gateway.url) as client:
         await client.call("price:subscribe", [BTC])
         await client.wait_for("price:update", 3, timeout=20)

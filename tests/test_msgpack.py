@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from tests.support import (
-    Gateway,
-    GatewayFactory,
+    InProcessFactory,
+    InProcessGateway,
     RedisServer,
     free_port,
     node_session,
@@ -25,10 +25,10 @@ ETH = "ETH_USDC_PERP"
 
 
 @pytest.fixture
-def msgpack_gateway(start_gateway: GatewayFactory, redis_server: RedisServer) -> Gateway:
+async def msgpack_gateway(start_gateway: InProcessFactory, redis_server: RedisServer) -> InProcessGateway:
     suffix = str(free_port())
-    return start_gateway(redis_url=redis_server.url, serializer="msgpack", price_channel=f"prices-{suffix}",
-                         manager_channel=f"socketio-{suffix}")
+    return await start_gateway(redis_url=redis_server.url, serializer="msgpack", price_channel=f"prices-{suffix}",
+                               manager_channel=f"socketio-{suffix}")
 
 
 def bursts(asset: str) -> Callable[[int], list[dict[str, Any]]]:
@@ -38,13 +38,13 @@ def bursts(asset: str) -> Callable[[int], list[dict[str, Any]]]:
 
 
 @pytest.mark.parametrize("fanout", ["direct", "stock"])
-async def test_websocket_and_polling_clients_share_a_room(start_gateway: GatewayFactory, redis_server: RedisServer,
+async def test_websocket_and_polling_clients_share_a_room(start_gateway: InProcessFactory, redis_server: RedisServer,
                                                           fanout: str) -> None:
     # One room, both transports: every msgpack packet is binary, and the tick
     # packet is shared by all recipients, whichever fan-out sends it.
     suffix = str(free_port())
-    msgpack_gateway = start_gateway(redis_url=redis_server.url, serializer="msgpack", fanout=fanout,
-                                    price_channel=f"prices-{suffix}", manager_channel=f"socketio-{suffix}")
+    msgpack_gateway = await start_gateway(redis_url=redis_server.url, serializer="msgpack", fanout=fanout,
+                                          price_channel=f"prices-{suffix}", manager_channel=f"socketio-{suffix}")
 
     def plan(transport: str) -> str:
         return json.dumps({"url": msgpack_gateway.url, "auth": {"token": token(f"user-{transport}")},
@@ -70,7 +70,7 @@ async def test_websocket_and_polling_clients_share_a_room(start_gateway: Gateway
     assert "Traceback" not in msgpack_gateway.logs()
 
 
-async def test_refusal_reaches_msgpack_client(msgpack_gateway: Gateway) -> None:
+async def test_refusal_reaches_msgpack_client(msgpack_gateway: InProcessGateway) -> None:
     lines = await run_node("client.mjs", json.dumps({"url": msgpack_gateway.url, "auth": {"token": "nope"},
                                                      "msgpack": True}))
     assert lines[0]["type"] == "connect_error" and lines[0]["message"] == "AUTH_INVALID"
@@ -78,7 +78,7 @@ async def test_refusal_reaches_msgpack_client(msgpack_gateway: Gateway) -> None:
 
 
 @pytest.mark.parametrize("transport", ["websocket", "polling"])
-async def test_server_disconnect_stops_msgpack_client(msgpack_gateway: Gateway, transport: str) -> None:
+async def test_server_disconnect_stops_msgpack_client(msgpack_gateway: InProcessGateway, transport: str) -> None:
     plan = {"url": msgpack_gateway.url, "auth": {"token": token("dave")}, "transports": [transport]}
     async with node_session("disconnect.mjs", plan) as node:
         connected = await node.until("connect")

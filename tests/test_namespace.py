@@ -6,7 +6,16 @@ import redis.asyncio as aioredis
 
 from realtime.config import load_settings
 from realtime.namespace import namespace
-from tests.support import BTC, GatewayFactory, RedisServer, connected, eventually, feed, http_json, token
+from tests.support import (
+    BTC,
+    InProcessFactory,
+    RedisServer,
+    connected,
+    eventually,
+    feed,
+    http_json,
+    token,
+)
 
 SERVICE = {"Authorization": f"Bearer {token('billing', roles=['service'])}"}
 
@@ -27,10 +36,10 @@ def test_a_namespace_prefixes_every_name_and_explicit_older_knobs_still_win() ->
     assert (chosen.state, chosen.manager_channel, chosen.demand) == ("blue", "mc", "dk")
 
 
-async def test_a_gateway_writes_only_under_its_namespace(start_gateway: GatewayFactory, own_redis: RedisServer
+async def test_a_gateway_writes_only_under_its_namespace(start_gateway: InProcessFactory, own_redis: RedisServer
                                                          ) -> None:
-    gateway = start_gateway(redis_url=own_redis.url, namespace="blue", price_channel="prices",
-                            max_connections_per_user=5, demand_interval=0.2)
+    gateway = await start_gateway(redis_url=own_redis.url, namespace="blue", price_channel="prices",
+                                  max_connections_per_user=5, demand_interval=0.2)
     redis = aioredis.Redis.from_url(own_redis.url)
     try:
         async with connected(gateway.url, auth={"token": token("alice")}) as alice:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from realtime.cluster.presence import MemoryPresence, Slot
-from tests.support import GatewayFactory, connected, eventually, token
+from tests.support import InProcessFactory, connected, eventually, token
 
 
 async def test_memory_presence_names_the_oldest_past_the_cap() -> None:
@@ -25,8 +25,8 @@ async def test_no_cap_counts_nothing() -> None:
     assert [await presence.admit("alice", f"a{i}") for i in range(100)] == [[]] * 100
 
 
-async def test_embedded_gateway_closes_the_oldest_with_a_reason(start_gateway: GatewayFactory) -> None:
-    gateway = start_gateway(max_connections_per_user=1)
+async def test_embedded_gateway_closes_the_oldest_with_a_reason(start_gateway: InProcessFactory) -> None:
+    gateway = await start_gateway(max_connections_per_user=1)
     async with connected(gateway.url, auth={"token": token("alice")}) as old:
         async with connected(gateway.url, auth={"token": token("alice")}, transports=["polling"]) as new:
             reason = await old.wait_for("session:closed", timeout=10)

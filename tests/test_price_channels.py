@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 
 from tests.support import (
     ROOT,
-    GatewayFactory,
+    InProcessFactory,
     RedisServer,
     connected,
     eventually,
@@ -40,10 +40,10 @@ def tick(asset: str, seq: int) -> dict[str, Any]:
 
 
 async def test_a_pod_listens_to_watched_assets_and_lets_go_after_the_linger(
-        start_gateway: GatewayFactory, redis_server: RedisServer) -> None:
+        start_gateway: InProcessFactory, redis_server: RedisServer) -> None:
     channel = f"prices-{free_port()}"
-    gateway = start_gateway(redis_url=redis_server.url, price_channel=channel, price_channels="per-asset",
-                            price_linger=1, manager_channel=f"socketio-{free_port()}")
+    gateway = await start_gateway(redis_url=redis_server.url, price_channel=channel, price_channels="per-asset",
+                                  price_linger=1, manager_channel=f"socketio-{free_port()}")
     btc, eth, sol = (f"{channel}:{asset}" for asset in (BTC, ETH, SOL))
     # Nobody watches anything: no price channel at all, not even the single one.
     assert await numsub(redis_server.url, channel, btc, eth, sol) == {channel: 0, btc: 0, eth: 0, sol: 0}
@@ -91,10 +91,10 @@ async def test_a_pod_listens_to_watched_assets_and_lets_go_after_the_linger(
         await eventually(demand, timeout=10)
 
 
-async def test_both_channels_deliver_each_tick_once(start_gateway: GatewayFactory, redis_server: RedisServer) -> None:
+async def test_both_channels_deliver_each_tick_once(start_gateway: InProcessFactory, redis_server: RedisServer) -> None:
     channel = f"prices-{free_port()}"
-    gateway = start_gateway(redis_url=redis_server.url, price_channel=channel, price_channels="both",
-                            manager_channel=f"socketio-{free_port()}")
+    gateway = await start_gateway(redis_url=redis_server.url, price_channel=channel, price_channels="both",
+                                  manager_channel=f"socketio-{free_port()}")
     async with connected(gateway.url, auth={"token": token("alice")}) as alice:
         await alice.call("price:subscribe", [BTC])
 
@@ -110,10 +110,10 @@ async def test_both_channels_deliver_each_tick_once(start_gateway: GatewayFactor
         assert [u["seq"] for u in alice.received("price:update")] == list(range(1, 11))
 
 
-async def test_realtime_feed_per_asset(start_gateway: GatewayFactory, redis_server: RedisServer) -> None:
+async def test_realtime_feed_per_asset(start_gateway: InProcessFactory, redis_server: RedisServer) -> None:
     channel = f"prices-{free_port()}"
-    gateway = start_gateway(redis_url=redis_server.url, price_channel=channel, price_channels="per-asset",
-                            manager_channel=f"socketio-{free_port()}")
+    gateway = await start_gateway(redis_url=redis_server.url, price_channel=channel, price_channels="per-asset",
+                                  manager_channel=f"socketio-{free_port()}")
     async with connected(gateway.url, auth={"token": token("alice")}) as alice:
         await alice.call("price:subscribe", [ETH])
 
@@ -140,12 +140,12 @@ async def channels_held(gateway_url: str) -> tuple[list[str], dict[str, str]]:
     return health["price_channels"], held
 
 
-async def test_by_default_a_pod_hears_a_feed_of_either_layout(start_gateway: GatewayFactory,
+async def test_by_default_a_pod_hears_a_feed_of_either_layout(start_gateway: InProcessFactory,
                                                               redis_server: RedisServer) -> None:
     # Issue #18, finding 9: no REALTIME_PRICE_CHANNELS set, and ticks arrive whichever layout the feed uses.
     channel = f"prices-{free_port()}"
-    gateway = start_gateway(redis_url=redis_server.url, price_channel=channel,
-                            manager_channel=f"socketio-{free_port()}")
+    gateway = await start_gateway(redis_url=redis_server.url, price_channel=channel,
+                                  manager_channel=f"socketio-{free_port()}")
     btc = f"{channel}:{BTC}"
     assert (await channels_held(gateway.url)) == ([channel], {channel: "single"})
     async with connected(gateway.url, auth={"token": token("alice")}) as alice:
@@ -168,11 +168,11 @@ async def test_by_default_a_pod_hears_a_feed_of_either_layout(start_gateway: Gat
 
 
 async def test_by_default_an_asset_heard_per_asset_only_is_forgotten_when_let_go(
-        start_gateway: GatewayFactory, redis_server: RedisServer) -> None:
+        start_gateway: InProcessFactory, redis_server: RedisServer) -> None:
     # With a per-asset feed, the single channel carries nothing: letting an asset go makes its price unknown here.
     channel = f"prices-{free_port()}"
-    gateway = start_gateway(redis_url=redis_server.url, price_channel=channel, price_linger=0,
-                            manager_channel=f"socketio-{free_port()}")
+    gateway = await start_gateway(redis_url=redis_server.url, price_channel=channel, price_linger=0,
+                                  manager_channel=f"socketio-{free_port()}")
     btc = f"{channel}:{BTC}"
     async with connected(gateway.url, auth={"token": token("alice")}) as alice:
         await alice.call("price:subscribe", [BTC])

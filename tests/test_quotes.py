@@ -7,8 +7,8 @@ import time
 from typing import Any
 
 from tests.support import (
-    Gateway,
-    GatewayFactory,
+    InProcessFactory,
+    InProcessGateway,
     RedisServer,
     connected,
     eventually,
@@ -22,18 +22,18 @@ from tests.support import (
 BTC, SOL = "BTC_USDC_PERP", "SOL_USDC_PERP"
 
 
-def start(start_gateway: GatewayFactory, redis: RedisServer, **settings: Any) -> Gateway:
+async def start(start_gateway: InProcessFactory, redis: RedisServer, **settings: Any) -> InProcessGateway:
     suffix = str(free_port())
-    return start_gateway(redis_url=redis.url, price_channel=f"prices-{suffix}", manager_channel=f"socketio-{suffix}",
-                         **settings)
+    return await start_gateway(redis_url=redis.url, price_channel=f"prices-{suffix}",
+                               manager_channel=f"socketio-{suffix}", **settings)
 
 
 def quote(bid: int, seq: int) -> dict[str, Any]:
     return {"asset": BTC, "bid": bid, "ask": bid + 2, "seq": seq}
 
 
-async def test_a_spike_is_held_and_dropped(start_gateway: GatewayFactory, redis_server: RedisServer) -> None:
-    gateway = start(start_gateway, redis_server, price_band=0.1)
+async def test_a_spike_is_held_and_dropped(start_gateway: InProcessFactory, redis_server: RedisServer) -> None:
+    gateway = await start(start_gateway, redis_server, price_band=0.1)
     async with connected(gateway.url, auth={"token": token("alice")}) as client:
         await client.call("price:subscribe", [BTC])
         # 1000 -> 2000 (+100 %) is held; 1010 is not within 10 % of it: the spike is dropped, 1010 flows.
@@ -46,8 +46,9 @@ async def test_a_spike_is_held_and_dropped(start_gateway: GatewayFactory, redis_
     assert re.search(r"dropped band tick: BTC_USDC_PERP: bid 2000 ask 2002 seq 2 was not confirmed", gateway.logs())
 
 
-async def test_a_spike_confirmed_is_accepted_in_order(start_gateway: GatewayFactory, redis_server: RedisServer) -> None:
-    gateway = start(start_gateway, redis_server, price_band=0.1)
+async def test_a_spike_confirmed_is_accepted_in_order(start_gateway: InProcessFactory,
+                                                      redis_server: RedisServer) -> None:
+    gateway = await start(start_gateway, redis_server, price_band=0.1)
     async with connected(gateway.url, auth={"token": token("alice")}) as client:
         await client.call("price:subscribe", [BTC])
         await feed(gateway, quote(1000, 1), quote(1500, 2))
@@ -61,7 +62,7 @@ async def test_a_spike_confirmed_is_accepted_in_order(start_gateway: GatewayFact
     assert sample(await scrape(gateway.url), "realtime_feed_messages_total", outcome="band") == 0
 
 
-async def test_decimal_string_prices_are_exact_to_the_last_digit(gateway: Gateway) -> None:
+async def test_decimal_string_prices_are_exact_to_the_last_digit(gateway: InProcessGateway) -> None:
     async with connected(gateway.url, auth={"token": token("alice")}) as client:
         await client.call("price:subscribe", [BTC, SOL])
         await feed(gateway,
@@ -75,11 +76,11 @@ async def test_decimal_string_prices_are_exact_to_the_last_digit(gateway: Gatewa
     assert "SOL_USDC_PERP: bid '239.991' has more than the asset's 2 decimals" in gateway.logs()
 
 
-async def _band_counted(gateway: Gateway) -> bool:
+async def _band_counted(gateway: InProcessGateway) -> bool:
     return sample(await scrape(gateway.url), "realtime_feed_messages_total", outcome="band") == 1
 
 
-async def test_an_out_of_order_ts_is_dropped_as_stale(gateway: Gateway) -> None:
+async def test_an_out_of_order_ts_is_dropped_as_stale(gateway: InProcessGateway) -> None:
     now = time.time_ns() // 1_000_000
     async with connected(gateway.url, auth={"token": token("alice")}) as client:
         await client.call("price:subscribe", [BTC])

@@ -26,14 +26,14 @@ from tests.support import (
     BTC,
     ETH,
     Gateway,
-    GatewayFactory,
+    InProcessFactory,
     NodeClients,
     RedisServer,
     eventually,
     http_json,
-    redis_gateway,
     sample,
     scrape,
+    served_on_redis,
     token,
 )
 from tests.support.recovery import client as recovery_client
@@ -127,9 +127,9 @@ class Feed:
 
 # Grants.
 
-async def test_the_grant_is_the_least_of_the_request_the_claim_and_the_cap(start_gateway: GatewayFactory,
+async def test_the_grant_is_the_least_of_the_request_the_claim_and_the_cap(start_gateway: InProcessFactory,
                                                                           redis_server: RedisServer) -> None:
-    capped = redis_gateway(start_gateway, redis_server, max_rate=5)
+    capped = await served_on_redis(start_gateway, redis_server, max_rate=5)
     async with clients(
         capped,
         (token("a"), [BTC]),  # the list form asks for no limit: the cap
@@ -143,7 +143,7 @@ async def test_the_grant_is_the_least_of_the_request_the_claim_and_the_cap(start
         assert granted == {0: 5, 1: 2, 2: 3, 3: 1, 4: 5, 5: 5}
         assert all(ack["ok"] and ack["subscribed"] == [BTC] for ack in acks(node).values())
 
-    uncapped = redis_gateway(start_gateway, redis_server)
+    uncapped = await served_on_redis(start_gateway, redis_server)
     async with clients(
         uncapped,
         (token("a"), [BTC, ETH]),
@@ -293,8 +293,8 @@ def test_a_session_records_each_subscription_with_its_rate() -> None:
 # Overload.
 
 async def test_a_pod_past_its_ceiling_stays_responsive_degrades_evenly_and_delivers_every_private_event(
-        start_gateway: GatewayFactory, redis_server: RedisServer) -> None:
-    gateway = redis_gateway(start_gateway, redis_server, overload_lag=30, connect_rate=0)
+        start_gateway: InProcessFactory, redis_server: RedisServer) -> None:
+    gateway = await served_on_redis(start_gateway, redis_server, overload_lag=30, connect_rate=0)
     assets = [BTC, ETH, "SOL_USDC_PERP"]
     users = 200
     specs = [(token(f"u{n}"), assets) for n in range(users)]

@@ -11,6 +11,7 @@ import asyncio
 import signal
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 
 from realtime.events import offsets
@@ -18,8 +19,8 @@ from realtime.events.emitter import Emitter
 from tests.support import (
     BTC,
     ClusterFactory,
-    Gateway,
-    GatewayFactory,
+    InProcessFactory,
+    InProcessGateway,
     RawClient,
     RedisServer,
     eventually,
@@ -43,10 +44,10 @@ from tests.support.recovery import (
 )
 
 
-async def test_recovers_on_the_same_pod(start_gateway: GatewayFactory, redis_server: RedisServer) -> None:
+async def test_recovers_on_the_same_pod(start_gateway: InProcessFactory, redis_server: RedisServer) -> None:
     suffix = free_port()
-    gateway = start_gateway(redis_url=redis_server.url, price_channel=f"prices-{suffix}",
-                            manager_channel=f"socketio-{suffix}")
+    gateway = await start_gateway(redis_url=redis_server.url, price_channel=f"prices-{suffix}",
+                                  manager_channel=f"socketio-{suffix}")
     for seq, how in ((0, "abrupt"), (10, "clean")):
         async with client(gateway.url, subscribe=[BTC]) as session:
             await start(session)
@@ -54,23 +55,23 @@ async def test_recovers_on_the_same_pod(start_gateway: GatewayFactory, redis_ser
     assert sample(await scrape(gateway.url), "realtime_recoveries_total", outcome="recovered") == 2
 
 
-async def test_recovers_with_msgpack(start_gateway: GatewayFactory, redis_server: RedisServer) -> None:
+async def test_recovers_with_msgpack(start_gateway: InProcessFactory, redis_server: RedisServer) -> None:
     suffix = free_port()
-    gateway = start_gateway(redis_url=redis_server.url, price_channel=f"prices-{suffix}",
-                            manager_channel=f"socketio-{suffix}", serializer="msgpack")
+    gateway = await start_gateway(redis_url=redis_server.url, price_channel=f"prices-{suffix}",
+                                  manager_channel=f"socketio-{suffix}", serializer="msgpack")
     async with client(gateway.url, subscribe=[BTC], msgpack=True) as session:
         await start(session)
         await recovered_after_drop(session, gateway.url, gateway, how="abrupt", seq=30)
 
 
-async def test_recovers_over_polling(gateway: Gateway) -> None:
+async def test_recovers_over_polling(gateway: InProcessGateway) -> None:
     async with client(gateway.url, subscribe=[BTC], transports=["polling"]) as session:
         await start(session)
         await recovered_after_drop(session, gateway.url, gateway, how="clean", seq=20)
 
 
-async def test_recovers_in_embedded_mode(start_gateway: GatewayFactory) -> None:
-    gateway = start_gateway(redis_url=None, simulated_rate=0)
+async def test_recovers_in_embedded_mode(start_gateway: InProcessFactory) -> None:
+    gateway = await start_gateway(redis_url=None, simulated_rate=0)
     async with client(gateway.url) as session:
         await until(session, count("connect"))
         await publish_event(gateway.url, "alice", "order:update", {"n": 1})
@@ -84,10 +85,12 @@ async def test_recovers_in_embedded_mode(start_gateway: GatewayFactory) -> None:
         check(session.lines, [1, 2])
 
 
+@pytest.mark.slow
 async def test_recovers_on_another_pod_after_sigkill(start_cluster: ClusterFactory) -> None:
     await _other_pod(start_cluster, signal.SIGKILL)
 
 
+@pytest.mark.slow
 async def test_recovers_on_another_pod_after_a_sigterm_drain(start_cluster: ClusterFactory) -> None:
     await _other_pod(start_cluster, signal.SIGTERM)
 
@@ -117,7 +120,7 @@ async def _other_pod(start_cluster: ClusterFactory, sig: int) -> None:
         assert count("connect")(session.lines) == 2
 
 
-async def test_a_client_that_had_received_nothing_recovers(gateway: Gateway) -> None:
+async def test_a_client_that_had_received_nothing_recovers(gateway: InProcessGateway) -> None:
     async with client(gateway.url, subscribe=[BTC]) as session:
         await start(session)
         await session.send({"cmd": "drop", "hold": True})
@@ -130,7 +133,7 @@ async def test_a_client_that_had_received_nothing_recovers(gateway: Gateway) -> 
         check(session.lines, [1])
 
 
-async def test_a_quiet_connection_recovers_after_12000_events_to_other_users(gateway: Gateway) -> None:
+async def test_a_quiet_connection_recovers_after_12000_events_to_other_users(gateway: InProcessGateway) -> None:
     async with client(gateway.url, subscribe=[BTC]) as session:
         await start(session)
         await publish_event(gateway.url, "alice", "order:update", {"n": 1})
@@ -151,7 +154,7 @@ async def test_a_quiet_connection_recovers_after_12000_events_to_other_users(gat
         check(session.lines, [1, 2, 3])
 
 
-async def test_two_drops_in_a_row(gateway: Gateway) -> None:
+async def test_two_drops_in_a_row(gateway: InProcessGateway) -> None:
     async with client(gateway.url, subscribe=[BTC]) as session:
         await start(session)
         n = 0
@@ -171,7 +174,7 @@ async def test_two_drops_in_a_row(gateway: Gateway) -> None:
         assert len({line["pid"] for line in session.lines if line["type"] == "connect"}) == 1
 
 
-async def test_another_users_pid_gets_a_fresh_session(gateway: Gateway) -> None:
+async def test_another_users_pid_gets_a_fresh_session(gateway: InProcessGateway) -> None:
     async with client(gateway.url, subscribe=[BTC]) as session:
         await start(session)
         await publish_event(gateway.url, "alice", "order:update", {"n": 1})
@@ -192,12 +195,12 @@ async def test_another_users_pid_gets_a_fresh_session(gateway: Gateway) -> None:
     assert sample(await scrape(gateway.url), "realtime_recoveries_total", outcome="foreign") == 1
 
 
-async def test_beyond_the_window_the_session_is_fresh(start_gateway: GatewayFactory,
+async def test_beyond_the_window_the_session_is_fresh(start_gateway: InProcessFactory,
                                                       redis_server: RedisServer) -> None:
     suffix = free_port()
     channel = f"socketio-{suffix}"
-    gateway = start_gateway(redis_url=redis_server.url, price_channel=f"prices-{suffix}", manager_channel=channel,
-                            recovery_window=3)
+    gateway = await start_gateway(redis_url=redis_server.url, price_channel=f"prices-{suffix}", manager_channel=channel,
+                                  recovery_window=3)
     redis = aioredis.Redis.from_url(redis_server.url)
     try:
         async with client(gateway.url, subscribe=[BTC]) as session:
@@ -225,7 +228,7 @@ def _gone(redis: aioredis.Redis, key: str) -> Any:
     return gone
 
 
-async def test_recovers_while_the_server_still_holds_the_old_connection(gateway: Gateway) -> None:
+async def test_recovers_while_the_server_still_holds_the_old_connection(gateway: InProcessGateway) -> None:
     """A half-open connection the server has not noticed yet: "missed" is everything after the offset."""
     auth = {"token": token("alice")}
     old = await RawClient.connect(gateway.url, auth)

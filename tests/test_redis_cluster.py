@@ -24,7 +24,7 @@ from realtime.backplane.connections import Subscription, client
 from tests.support import (
     ROOT,
     Gateway,
-    GatewayFactory,
+    InProcessFactory,
     Nginx,
     NodeClients,
     Recorder,
@@ -32,6 +32,7 @@ from tests.support import (
     eventually,
     free_port,
     http_json,
+    launch,
     sample,
     scrape,
     token,
@@ -40,6 +41,8 @@ from tests.support.recovery import client as recovery_client
 from tests.support.recovery import recovered_after_drop
 from tests.support.recovery import start as recovery_start
 from tests.support.redis_cluster import RedisClusterNodes, own_redis_cluster, redis_cluster
+
+pytestmark = pytest.mark.slow  # a six-node Redis Cluster, and pods behind nginx
 
 __all__ = ["own_redis_cluster", "redis_cluster"]  # fixtures
 
@@ -73,24 +76,26 @@ class Pods:
 
 
 @pytest.fixture
-def start_pods(start_gateway: GatewayFactory, tmp_path: Path) -> AsyncIterator[Callable[..., Pods]]:
-    started: list[Nginx] = []
+def start_pods(tmp_path: Path) -> AsyncIterator[Callable[..., Pods]]:
+    """Three `realtime serve` pods on the cluster behind nginx, on the default engine (like `start_cluster`)."""
+    started: list[Nginx | Gateway] = []
 
     def start(nodes: RedisClusterNodes, **settings: Any) -> Pods:
         suffix = str(free_port())
-        gateways = [start_gateway(redis_url=nodes.url, price_channel=f"prices-{suffix}", price_channels="per-asset",
-                                  price_linger=1, manager_channel=f"socketio-{suffix}", redis_retry_max=1,
-                                  demand_key=f"demand-{suffix}", demand_interval=0.5,
-                                  max_connections_per_user=5,  # presence in Redis: its admit script on the cluster
-                                  instance_id=f"pod{i}-{suffix}", **settings) for i in range(3)]
+        gateways = [launch(tmp_path, redis_url=nodes.url, price_channel=f"prices-{suffix}", price_channels="per-asset",
+                           price_linger=1, manager_channel=f"socketio-{suffix}", redis_retry_max=1,
+                           demand_key=f"demand-{suffix}", demand_interval=0.5,
+                           max_connections_per_user=5,  # presence in Redis: its admit script on the cluster
+                           instance_id=f"pod{i}-{suffix}", **settings) for i in range(3)]
+        started.extend(gateways)
         nginx = Nginx([g.port for g in gateways], tmp_path / f"nginx-{suffix}")
         nginx.start()
         started.append(nginx)
         return Pods(nodes, gateways, nginx)
 
     yield start  # type: ignore[misc]
-    for nginx in started:
-        nginx.stop()
+    for part in reversed(started):
+        part.stop()
 
 
 def ticks(asset: str, seqs: range) -> list[dict[str, Any]]:
@@ -333,12 +338,13 @@ async def test_the_client_factory_runs_the_recovery_stores_commands_on_a_cluster
 
 
 @pytest.mark.parametrize("per_asset", [True, False])
-async def test_realtime_feed_on_a_cluster(redis_cluster: RedisClusterNodes, start_gateway: GatewayFactory,
+async def test_realtime_feed_on_a_cluster(redis_cluster: RedisClusterNodes, start_gateway: InProcessFactory,
                                           per_asset: bool) -> None:
     """Per-asset: SPUBLISH to sharded channels. Single: PUBLISH, which the cluster broadcasts to every node."""
     suffix = free_port()
-    gateway = start_gateway(redis_url=redis_cluster.url, price_channel=f"prices-{suffix}",
-                            price_channels="per-asset" if per_asset else "single", manager_channel=f"socketio-{suffix}")
+    gateway = await start_gateway(redis_url=redis_cluster.url, price_channel=f"prices-{suffix}",
+                                  price_channels="per-asset" if per_asset else "single",
+                                  manager_channel=f"socketio-{suffix}")
     async with connected(gateway.url, auth={"token": token("alice")}) as alice:
         await alice.call("price:subscribe", [SOL])
         if per_asset:
@@ -358,11 +364,12 @@ async def test_realtime_feed_on_a_cluster(redis_cluster: RedisClusterNodes, star
 
 @pytest.mark.parametrize("per_asset", [True, False])
 async def test_by_default_a_pod_on_a_cluster_hears_a_feed_of_either_layout(
-        redis_cluster: RedisClusterNodes, start_gateway: GatewayFactory, per_asset: bool) -> None:
+        redis_cluster: RedisClusterNodes, start_gateway: InProcessFactory, per_asset: bool) -> None:
     """Issue #18, finding 9: REALTIME_PRICE_CHANNELS left alone, the feed SPUBLISHes per asset (or PUBLISHes)."""
     suffix = free_port()
     channel, sharded = f"prices-{suffix}", f"prices-{suffix}:{SOL}"
-    gateway = start_gateway(redis_url=redis_cluster.url, price_channel=channel, manager_channel=f"socketio-{suffix}")
+    gateway = await start_gateway(redis_url=redis_cluster.url, price_channel=channel,
+                                  manager_channel=f"socketio-{suffix}")
     async with connected(gateway.url, auth={"token": token("alice")}) as alice:
         await alice.call("price:subscribe", [SOL])
         await eventually(lambda: int(redis_cluster.command(
@@ -389,12 +396,12 @@ async def test_by_default_a_pod_on_a_cluster_hears_a_feed_of_either_layout(
         assert seqs == sorted(set(seqs))
 
 
-async def test_recovery_on_a_cluster(redis_cluster: RedisClusterNodes, start_gateway: GatewayFactory) -> None:
+async def test_recovery_on_a_cluster(redis_cluster: RedisClusterNodes, start_gateway: InProcessFactory) -> None:
     # The event log, room histories and sessions on a cluster: a dropped client recovers every private event it
     # missed, once and in order, and the latest price (the single price channel is classic pub/sub there).
     suffix = free_port()
-    gateway = start_gateway(redis_url=redis_cluster.url, price_channel=f"prices-{suffix}",
-                            manager_channel=f"socketio-{suffix}")
+    gateway = await start_gateway(redis_url=redis_cluster.url, price_channel=f"prices-{suffix}",
+                                  manager_channel=f"socketio-{suffix}")
     for seq, how in ((0, "abrupt"), (10, "clean")):
         async with recovery_client(gateway.url, subscribe=[BTC]) as session:
             await recovery_start(session)

@@ -18,6 +18,7 @@ from tests.support import (
     BTC,
     Gateway,
     GatewayFactory,
+    InProcessFactory,
     Recorder,
     RedisServer,
     backend_emit,
@@ -30,10 +31,10 @@ from tests.support import (
 )
 
 
-async def test_pods_ride_out_a_redis_outage(start_gateway: GatewayFactory, own_redis: RedisServer) -> None:
+async def test_pods_ride_out_a_redis_outage(start_process: GatewayFactory, own_redis: RedisServer) -> None:
     suffix = str(free_port())
     channels = {"price_channel": f"prices-{suffix}", "manager_channel": f"socketio-{suffix}"}
-    pods = [start_gateway(redis_url=own_redis.url, **channels) for _ in range(2)]
+    pods = [start_process(redis_url=own_redis.url, **channels) for _ in range(2)]
     async with connected(pods[0].url, auth={"token": token("alice")}) as alice, \
             connected(pods[1].url, auth={"token": token("bob")}, transports=["polling"]) as bob:
         for client in (alice, bob):
@@ -125,11 +126,11 @@ async def test_emits_while_redis_is_down_are_dropped_quietly(caplog: pytest.LogC
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
-async def test_a_hung_redis_is_noticed_and_survived(start_gateway: GatewayFactory, own_redis: RedisServer) -> None:
+async def test_a_hung_redis_is_noticed_and_survived(start_gateway: InProcessFactory, own_redis: RedisServer) -> None:
     suffix = str(free_port())
     channel = f"prices-{suffix}"
-    pod = start_gateway(redis_url=own_redis.url, price_channel=channel, manager_channel=f"socketio-{suffix}",
-                        redis_timeout=1, max_connections_per_user=5)
+    pod = await start_gateway(redis_url=own_redis.url, price_channel=channel, manager_channel=f"socketio-{suffix}",
+                              redis_timeout=1, max_connections_per_user=5)
     assert own_redis.process is not None
     async with connected(pod.url, auth={"token": token("alice")}) as alice:
         await alice.call("price:subscribe", [BTC])

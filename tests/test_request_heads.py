@@ -12,9 +12,19 @@ import re
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from realtime.engine.heads import RESERVE
-from tests.support import GatewayFactory, Nginx, connected, eventually, sample, scrape, token
+from tests.support import (
+    GatewayFactory,
+    InProcessFactory,
+    Nginx,
+    connected,
+    eventually,
+    sample,
+    scrape,
+    token,
+)
 
 BTC = "BTC_USDC_PERP"
 HEAD = (b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: gateway\r\nUpgrade: websocket\r\n"
@@ -61,9 +71,9 @@ async def health_while(port: int, attack: asyncio.Future[object]) -> list[int]:
 
 
 async def test_slow_request_heads_are_cut_at_the_deadline_and_the_pod_keeps_serving(
-        start_gateway: GatewayFactory) -> None:
+        start_gateway: InProcessFactory) -> None:
     timeout = 2.0
-    gateway = start_gateway(header_timeout=timeout)
+    gateway = await start_gateway(header_timeout=timeout)
     attack = asyncio.gather(*(slow_head(gateway.port, timeout + MARGIN + 4) for _ in range(200)))
     health = asyncio.create_task(health_while(gateway.port, attack))
     # While 200 heads drip in, a real client connects and is served.
@@ -80,10 +90,10 @@ async def test_slow_request_heads_are_cut_at_the_deadline_and_the_pod_keeps_serv
     assert sample(await scrape(gateway.url), "realtime_request_heads_timed_out_total") == 200
 
 
-async def test_an_idle_keep_alive_connection_is_not_a_slow_head(start_gateway: GatewayFactory) -> None:
+async def test_an_idle_keep_alive_connection_is_not_a_slow_head(start_gateway: InProcessFactory) -> None:
     # The deadline runs from a head's first byte; between requests a keep-alive connection may idle (nginx pools them).
     timeout = 1.0
-    gateway = start_gateway(header_timeout=timeout)
+    gateway = await start_gateway(header_timeout=timeout)
     reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
     try:
         for _ in range(2):
@@ -101,9 +111,9 @@ async def test_an_idle_keep_alive_connection_is_not_a_slow_head(start_gateway: G
         writer.close()
 
 
-async def test_connections_sending_a_head_count_toward_the_pod_cap(start_gateway: GatewayFactory) -> None:
+async def test_connections_sending_a_head_count_toward_the_pod_cap(start_gateway: InProcessFactory) -> None:
     cap = RESERVE + 16
-    gateway = start_gateway(header_timeout=30, max_connections=cap, connect_rate=0)
+    gateway = await start_gateway(header_timeout=30, max_connections=cap, connect_rate=0)
     held = [await asyncio.open_connection("127.0.0.1", gateway.port) for _ in range(cap)]
     for _, writer in held:
         writer.write(b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\n")
@@ -133,9 +143,9 @@ async def test_connections_sending_a_head_count_toward_the_pod_cap(start_gateway
 
 
 async def test_the_handshake_gate_counts_heads_and_a_full_pod_still_answers_probes(
-        start_gateway: GatewayFactory) -> None:
+        start_gateway: InProcessFactory) -> None:
     cap = RESERVE + 16
-    gateway = start_gateway(header_timeout=30, max_connections=cap, connect_rate=0, connect_timeout=60)
+    gateway = await start_gateway(header_timeout=30, max_connections=cap, connect_rate=0, connect_timeout=60)
     handshake = f"{gateway.url}/socket.io/?EIO=4&transport=polling"
     async with aiohttp.ClientSession() as http:
         # Sessions up to the cap less a few; then slow heads fill it.
@@ -166,9 +176,10 @@ async def test_the_handshake_gate_counts_heads_and_a_full_pod_still_answers_prob
         await eventually(admitted, timeout=10)
 
 
-async def test_nginx_cuts_slow_request_heads(start_gateway: GatewayFactory, tmp_path: Path) -> None:
+@pytest.mark.slow
+async def test_nginx_cuts_slow_request_heads(start_process: GatewayFactory, tmp_path: Path) -> None:
     # docker/nginx.conf sets client_header_timeout 5s (nginx's default: 60 s); the pod behind it never sees them.
-    gateway = start_gateway()
+    gateway = start_process()
     nginx = Nginx([gateway.port], tmp_path / "nginx")
     nginx.start()
     try:

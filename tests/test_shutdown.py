@@ -8,7 +8,11 @@ import re
 import signal
 from collections import Counter
 
+import pytest
+
 from tests.support import BTC, ClusterFactory, Gateway, eventually, http_json, node_clients, of, publish, token
+
+pytestmark = pytest.mark.slow  # pods behind nginx
 
 
 async def test_sigterm_moves_clients_to_other_pods_with_subscriptions(start_cluster: ClusterFactory) -> None:

@@ -13,6 +13,7 @@ from tests.support import (
     BTC,
     ETH,
     GatewayFactory,
+    InProcessFactory,
     RawClient,
     RedisServer,
     backend,
@@ -24,6 +25,7 @@ from tests.support import (
     sample,
     scrape,
     seqs,
+    served_on_redis,
     tcp_send_buffer_max,
     token,
 )
@@ -32,11 +34,11 @@ from tests.support.recovery import publish_event
 CHUNK = 64 * 1024  # bytes of one private event
 
 
-async def test_stalled_reader_gets_newest_prices_and_every_private_event(start_gateway: GatewayFactory,
+async def test_stalled_reader_gets_newest_prices_and_every_private_event(start_gateway: InProcessFactory,
                                                                          redis_server: RedisServer) -> None:
     # A low collapse bound and a high cut bound: this client is behind, not cut.
-    gateway = redis_gateway(start_gateway, redis_server, slow_consumer_bytes=16 * 1024,
-                            slow_consumer_max_bytes=64 * 2**20)
+    gateway = await served_on_redis(start_gateway, redis_server, slow_consumer_bytes=16 * 1024,
+                                    slow_consumer_max_bytes=64 * 2**20)
     slow = await RawClient.connect(gateway.url, {"token": token("alice")}, receive_buffer=4096)
     await slow.call("price:subscribe", [BTC, ETH])
     fill = (tcp_send_buffer_max() + 2 * 2**20) // CHUNK
@@ -83,9 +85,10 @@ def _last(updates: list[dict[str, int]]) -> dict[str, int]:
     return {update["asset"]: update["seq"] for update in updates}
 
 
-async def test_stalled_reader_is_cut_and_others_keep_every_tick(start_gateway: GatewayFactory,
+async def test_stalled_reader_is_cut_and_others_keep_every_tick(start_process: GatewayFactory,
                                                                 redis_server: RedisServer) -> None:
-    gateway = redis_gateway(start_gateway, redis_server, slow_consumer_max_bytes=2**20)
+    # A process: its resident memory is the measure.
+    gateway = redis_gateway(start_process, redis_server, slow_consumer_max_bytes=2**20)
     assert gateway.process is not None
     slow = await RawClient.connect(gateway.url, {"token": token("slow")}, receive_buffer=4096)
     await slow.call("price:subscribe", [BTC])

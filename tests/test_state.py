@@ -15,15 +15,17 @@ import copy
 import random
 from typing import Any
 
+import pytest
+
 from tests.support import (
     ROOT,
     ClusterFactory,
-    GatewayFactory,
+    InProcessFactory,
     RedisServer,
     connected,
     http_json,
     node_session,
-    redis_gateway,
+    served_on_redis,
     token,
 )
 from tests.support.channels import ChannelClient, channel_client, write_state
@@ -204,8 +206,8 @@ async def test_past_the_window_a_recovery_gets_a_snapshot(start_cluster: Cluster
         assert alice.events("state:snapshot") == [[{"name": "orders", "version": 2, "items": {"a": 1, "b": 2}}]]
 
 
-async def test_refused_writes_change_nothing(start_gateway: GatewayFactory, redis_server: RedisServer) -> None:
-    gateway = redis_gateway(start_gateway, redis_server, state_max_keys=3, state_max_value_bytes=64,
+async def test_refused_writes_change_nothing(start_gateway: InProcessFactory, redis_server: RedisServer) -> None:
+    gateway = await served_on_redis(start_gateway, redis_server, state_max_keys=3, state_max_value_bytes=64,
                             max_message_bytes=2048)
     url = gateway.url
     good = {"user": "alice", "name": "positions", "ops": [{"op": "set", "key": "a", "value": {"qty": 1}},
@@ -238,9 +240,10 @@ async def test_refused_writes_change_nothing(start_gateway: GatewayFactory, redi
         assert ack == {"ok": True, "name": "positions", "version": 1, "items": {"a": {"qty": 1}, "n": 5}}
 
 
-async def test_the_board_shows_the_demo_positions_as_the_server_keeps_them(start_gateway: GatewayFactory) -> None:
+@pytest.mark.slow  # chromium
+async def test_the_board_shows_the_demo_positions_as_the_server_keeps_them(start_gateway: InProcessFactory) -> None:
     # Embedded dev mode: the simulator's prices mark the board user's demo portfolio once a second.
-    gateway = start_gateway(jwt_secret=None, simulated_rate=5)
+    gateway = await start_gateway(jwt_secret=None, simulated_rate=5)
     ARTIFACTS.mkdir(exist_ok=True)
     plan = {"url": gateway.url + "/", "screenshot": str(ARTIFACTS / "board-positions.png")}
     async with node_session("positions.mjs", plan) as browser:
@@ -262,9 +265,9 @@ async def test_the_board_shows_the_demo_positions_as_the_server_keeps_them(start
     assert table["version"] >= 3
 
 
-async def test_the_readme_example_keeps_a_positions_table(start_gateway: GatewayFactory) -> None:
+async def test_the_readme_example_keeps_a_positions_table(start_gateway: InProcessFactory) -> None:
     # tests/js/example.mjs is the README's code (test_board checks they are the same).
-    gateway = start_gateway()
+    gateway = await start_gateway()
     user = "alice"
     async with node_session("example.mjs", {"url": gateway.url, "token": token(user)}) as example:
         assert (await example.until("positions"))["items"] == {}

@@ -11,8 +11,8 @@ import time
 from typing import Any
 
 from tests.support import (
-    Gateway,
-    GatewayFactory,
+    InProcessFactory,
+    InProcessGateway,
     RedisServer,
     connect_error,
     connected,
@@ -29,10 +29,10 @@ BTC, ETH = "BTC_USDC_PERP", "ETH_USDC_PERP"
 DELAY = 3
 
 
-def start(start_gateway: GatewayFactory, redis: RedisServer, **settings: Any) -> Gateway:
+async def start(start_gateway: InProcessFactory, redis: RedisServer, **settings: Any) -> InProcessGateway:
     suffix = str(free_port())
-    return start_gateway(redis_url=redis.url, price_channel=f"prices-{suffix}", manager_channel=f"socketio-{suffix}",
-                         **settings)
+    return await start_gateway(redis_url=redis.url, price_channel=f"prices-{suffix}",
+                               manager_channel=f"socketio-{suffix}", **settings)
 
 
 def now_ms() -> int:
@@ -45,9 +45,9 @@ def every_10th_of_a_second(n: int) -> list[dict[str, Any]]:
     return [{"asset": asset, "bid": 1000 + n, "ask": 1001 + n, "seq": n, "ts": ts} for asset in (BTC, ETH)]
 
 
-async def test_a_delayed_client_never_gets_a_tick_younger_than_its_delay(start_gateway: GatewayFactory,
+async def test_a_delayed_client_never_gets_a_tick_younger_than_its_delay(start_gateway: InProcessFactory,
                                                                         redis_server: RedisServer) -> None:
-    gateway = start(start_gateway, redis_server, delay_tiers="0,3")
+    gateway = await start(start_gateway, redis_server, delay_tiers="0,3")
     arrivals: list[tuple[int, dict[str, Any]]] = []
     async with connected(gateway.url, auth={"token": token("realtime")}) as live, \
             connected(gateway.url, auth={"token": token("delayed", delay=DELAY)}) as late:
@@ -76,9 +76,9 @@ async def test_a_delayed_client_never_gets_a_tick_younger_than_its_delay(start_g
     assert snapshot["asset"] == BTC and now_ms() - snapshot["ts"] >= DELAY * 1000
 
 
-async def test_the_http_api_answers_a_delayed_token_with_delayed_prices(start_gateway: GatewayFactory,
+async def test_the_http_api_answers_a_delayed_token_with_delayed_prices(start_gateway: InProcessFactory,
                                                                        redis_server: RedisServer) -> None:
-    gateway = start(start_gateway, redis_server, delay_tiers="0,3")
+    gateway = await start(start_gateway, redis_server, delay_tiers="0,3")
     delayed = {"Authorization": f"Bearer {token('late', delay=DELAY)}"}
     async with ticking(gateway, every_10th_of_a_second, 0.2):
         async def released() -> bool:
@@ -97,9 +97,9 @@ async def test_the_http_api_answers_a_delayed_token_with_delayed_prices(start_ga
     assert 1 <= sample(samples, "realtime_delayed_history_ticks", delay="3", asset=BTC) <= DELAY + 2
 
 
-async def test_a_delay_the_gateway_does_not_offer_is_refused_at_connect(start_gateway: GatewayFactory,
+async def test_a_delay_the_gateway_does_not_offer_is_refused_at_connect(start_gateway: InProcessFactory,
                                                                        redis_server: RedisServer) -> None:
-    gateway = start(start_gateway, redis_server, delay_tiers="0,3")
+    gateway = await start(start_gateway, redis_server, delay_tiers="0,3")
     refused = await connect_error(gateway.url, auth={"token": token("mallory", delay=5)})
     assert refused == {"code": "AUTH_INVALID",
                        "message": "the token asks for a 5 s delay; this gateway offers delays (s) of 0, 3"}

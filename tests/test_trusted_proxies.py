@@ -4,7 +4,7 @@ Every client here is a real HTTP client on its own loopback address (127.0.0.2,
 127.0.0.3, ...: Linux routes all of 127/8 to lo), talking to the project's nginx
 (docker/nginx.conf) or to the gateway directly. nginx connects to the gateway
 from 127.0.0.1, the only proxy the gateway trusts, as ingress-nginx's pods
-would be in a cluster (README, Security: trusted proxies).
+would be in a cluster (docs/security.md; docs/scaling.md, Trusted proxies).
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import aiohttp
+import pytest
 
-from tests.support import ClusterFactory, GatewayFactory, connected, token
+from tests.support import ClusterFactory, InProcessFactory, connected, token
 
 BURST = 3
 LIMITS = {"connect_rate": 0.01, "connect_burst": BURST}
@@ -34,6 +35,7 @@ async def handshake(http: aiohttp.ClientSession, url: str, forwarded_for: str | 
         return response.status
 
 
+@pytest.mark.slow
 async def test_clients_behind_nginx_get_their_own_connect_budgets(start_cluster: ClusterFactory) -> None:
     # nginx (127.0.0.1) is trusted, and so is an outer load balancer (127.0.0.4)
     # that forwards for clients it names, as a cloud LB in front of ingress-nginx.
@@ -53,6 +55,7 @@ async def test_clients_behind_nginx_get_their_own_connect_budgets(start_cluster:
         assert await handshake(balancer, cluster.url, "198.51.100.9") == 200
 
 
+@pytest.mark.slow
 async def test_a_client_cannot_spoof_its_address_through_nginx(start_cluster: ClusterFactory) -> None:
     cluster = start_cluster(pods=1, trusted_proxies="127.0.0.1,127.0.0.4", **LIMITS)
     # A fresh made-up address each time, a trusted one, a list, garbage: nginx
@@ -65,9 +68,9 @@ async def test_a_client_cannot_spoof_its_address_through_nginx(start_cluster: Cl
         assert await handshake(honest, cluster.url) == 200
 
 
-async def test_a_direct_client_is_keyed_on_its_peer_address(start_gateway: GatewayFactory) -> None:
+async def test_a_direct_client_is_keyed_on_its_peer_address(start_gateway: InProcessFactory) -> None:
     # Not through a trusted proxy: X-Forwarded-For is not read at all.
-    gateway = start_gateway(trusted_proxies="127.0.0.1", **LIMITS)
+    gateway = await start_gateway(trusted_proxies="127.0.0.1", **LIMITS)
     spoofed = [f"198.51.100.{i}" for i in range(BURST + 2)]
     async with client_at("127.0.0.2") as direct:
         statuses = [await handshake(direct, gateway.url, value) for value in spoofed]

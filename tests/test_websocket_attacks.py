@@ -165,8 +165,8 @@ def report(name: str, attack: Attack, times: list[float], growth: int) -> str:
 
 @ENGINES
 async def test_empty_continuation_frames_are_closed_with_1009_and_the_pod_answers(
-        start_gateway: GatewayFactory, engine: str) -> None:
-    gateway = start_gateway(engine=engine)
+        start_process: GatewayFactory, engine: str) -> None:
+    gateway = start_process(engine=engine)
     sock = upgraded(gateway.port)
     # 150 KB on the wire: 25 000 empty continuation frames after an unfinished TEXT frame.
     chunk = frame(TEXT, b"4", fin=False) + frame(CONTINUATION, fin=False) * 25_000
@@ -187,10 +187,10 @@ async def test_empty_continuation_frames_are_closed_with_1009_and_the_pod_answer
 
 
 @ENGINES
-async def test_a_ping_flood_that_never_reads_is_bounded_and_cut(start_gateway: GatewayFactory, engine: str) -> None:
+async def test_a_ping_flood_that_never_reads_is_bounded_and_cut(start_process: GatewayFactory, engine: str) -> None:
     # Pings every second, answered within one: a client that reads nothing is dropped after ~2 s, and its
     # socket cut CLOSE_TIMEOUT (5 s) later at most, whatever is still queued for it.
-    gateway = start_gateway(engine=engine, ping_interval=1, ping_timeout=1)
+    gateway = start_process(engine=engine, ping_interval=1, ping_timeout=1)
     sock = upgraded(gateway.port, receive_buffer=4096)
     chunk = frame(PING, b"p" * 125) * 500  # 65 KB a send, each ping asking for a 127-byte PONG
 
@@ -209,8 +209,8 @@ async def test_a_ping_flood_that_never_reads_is_bounded_and_cut(start_gateway: G
 
 
 @ENGINES
-async def test_a_frame_over_the_bound_is_refused_from_its_header(start_gateway: GatewayFactory, engine: str) -> None:
-    gateway = start_gateway(engine=engine)
+async def test_a_frame_over_the_bound_is_refused_from_its_header(start_process: GatewayFactory, engine: str) -> None:
+    gateway = start_process(engine=engine)
     sock = upgraded(gateway.port)
     head = bytes((0x81, 0xFF)) + (16 << 20).to_bytes(8, "big") + os.urandom(4)
 
@@ -231,10 +231,10 @@ async def test_a_frame_over_the_bound_is_refused_from_its_header(start_gateway: 
 
 
 @ENGINES
-async def test_a_flood_of_tiny_messages_leaves_the_pod_answering(start_gateway: GatewayFactory,
+async def test_a_flood_of_tiny_messages_leaves_the_pod_answering(start_process: GatewayFactory,
                                                                  engine: str) -> None:
     # Engine.IO NOOPs ("6"), which the server drops: as cheap a whole message as a client can send.
-    gateway = start_gateway(engine=engine)
+    gateway = start_process(engine=engine)
     sock = upgraded(gateway.port)
     chunk = frame(TEXT, b"6") * 10_000
 
@@ -254,9 +254,9 @@ async def test_a_flood_of_tiny_messages_leaves_the_pod_answering(start_gateway: 
 
 @ENGINES
 async def test_a_client_that_stops_reading_then_reads_gets_every_pong_in_order(
-        start_gateway: GatewayFactory, engine: str) -> None:
+        start_process: GatewayFactory, engine: str) -> None:
     # Reading stops while the answers cannot be written, and starts again as they drain: nothing is lost.
-    gateway = start_gateway(engine=engine)
+    gateway = start_process(engine=engine)
     probe = await Probe.open(gateway.url, {"token": token("reader")}, receive_buffer=4096)
     try:
         count = 2 * tcp_send_buffer_max() // 100  # pongs: twice what the server's socket may buffer

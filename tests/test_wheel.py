@@ -20,6 +20,8 @@ import pytest
 
 from tests.support import ROOT, Gateway, free_port, gateway_env, http_json
 
+pytestmark = pytest.mark.slow  # builds and installs the wheel
+
 DIST = ROOT / "node_modules" / "socket.io-client" / "dist"
 # Installing the wheel's dependencies into an empty venv (from pip's cache when warm).
 INSTALL_TIMEOUT = 300

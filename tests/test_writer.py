@@ -124,6 +124,67 @@ async def test_past_the_hard_bound_the_connection_is_cut() -> None:
         assert peer.recv(100) == b""  # the transport was aborted
 
 
+class LeanStream(asyncio.Protocol):
+    """The writer's `Stream` as the lean engine's connection is: paused by the transport's flow control."""
+
+    def __init__(self) -> None:
+        self.paused = False
+        self.writer: Writer | None = None
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        if self.writer is not None:
+            self.writer.drain()
+
+    def end(self) -> None:
+        pass
+
+
+async def test_a_burst_in_one_loop_turn_on_the_lean_engine_meets_the_hard_bound() -> None:
+    # A peer that reads nothing, and one loop turn that sends 32 MiB: past the kernel's buffers the
+    # transport pauses the stream, the rest is queued, and past the bound the connection is cut.
+    # Held for one write instead, it would all sit in the transport.
+    bound = 2**20
+    writer = Writers(1024, bound)()
+    ours, theirs = socket.socketpair()
+    theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stream = LeanStream()
+    transport, _ = await asyncio.get_running_loop().create_unix_connection(lambda: stream, sock=ours)
+    transport.set_write_buffer_limits(high=64 * 1024)
+    stream.writer = writer
+    writer.attach_stream("sid1", transport, stream)  # type: ignore[arg-type]
+    try:
+        held = 0
+        for n in range(512):
+            writer.put_nowait(message(f"{n:04}" + "x" * 65536))
+            held = max(held, transport.get_write_buffer_size())
+        assert writer.cut and writer.writers.cut == 1
+        assert held < bound + 4 * 65536, held
+        assert not writer.drained
+    finally:
+        transport.close()
+        theirs.close()
+
+
+async def test_drained_says_when_a_paced_sender_may_send_more() -> None:
+    writer = Writers(1024, 2**20)()
+    assert writer.drained  # nothing queued, no socket yet (polling: the last GET took everything)
+    writer.put_nowait(message("a"))
+    assert not writer.drained
+    writer.get_nowait()
+    assert writer.drained
+    async with websocket_writer(limit=2**20) as (ws, _peer):
+        assert not ws.drained  # a stock websocket: drained once its writer task waits again
+        getter = await idle(ws)
+        assert ws.drained
+        ws.put_nowait(message("b"))
+        assert not ws.drained
+        assert (await getter).data == "b"
+
+
 class Stream:
     """The lean engine's connection as the Writer sees it: paused or not by TCP flow control."""
 

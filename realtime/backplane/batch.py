@@ -3,7 +3,10 @@
 A reconnect storm after a pod dies makes thousands of session reads and
 writes at once. One round trip per call would need a connection each
 (redis-py's pool refuses past 100) and a round trip each; here the calls of
-one loop turn go out as one pipeline, with a bounded number in flight.
+one loop turn go out as one pipeline, with a bounded number in flight. While
+that many are in flight, new calls wait together for the next one: the more
+load, the larger the batch, and the fewer pipelines (each costs tens of
+microseconds of client CPU besides its commands).
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ class Pipelined:
     def __init__(self, redis: Client, in_flight: int = IN_FLIGHT, scripts: Sequence[Any] = ()) -> None:
         self.redis = redis
         self.scripts = scripts  # the registered scripts its calls run (see `backplane.connections.pipeline`)
-        self._limit = asyncio.Semaphore(in_flight)
+        self.in_flight = in_flight
+        self._running = 0
         self._pending: list[tuple[Queue, int, asyncio.Future[list[Any]]]] = []
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -40,29 +44,45 @@ class Pipelined:
             loop.call_soon(self._start)
         return await future
 
+    async def aclose(self) -> None:
+        """End the pipelines still in flight (a stop while Redis hangs), so none outlives its client."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
     def _start(self) -> None:
         self._scheduled = False
+        if self._running >= self.in_flight or not self._pending:
+            return  # the next pipeline to return starts the calls waiting
         batch, self._pending = self._pending, []
+        self._running += 1
         task = asyncio.create_task(self._run(batch))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._running -= 1
+        if self._pending and not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._start)
 
     async def _run(self, batch: list[tuple[Queue, int, asyncio.Future[list[Any]]]]) -> None:
-        async with self._limit:
-            try:
-                pipe = pipeline(self.redis, self.scripts)
+        try:
+            # Reset however it ends (a timeout, a stop), so its connection goes back to the pool.
+            async with pipeline(self.redis, self.scripts) as pipe:
                 for queue, _, _ in batch:
                     added = queue(pipe)
                     if inspect.isawaitable(added):
                         await added
                 results = await pipe.execute(raise_on_error=False)
-            except BaseException as exc:
-                for _, _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                if not isinstance(exc, Exception):
-                    raise
-                return
+        except BaseException as exc:
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
         at = 0
         for _, replies, future in batch:
             chunk = results[at:at + replies]

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -171,7 +171,7 @@ class Subscription:
         self._wanted = set(channels)
         self._changed.set()
 
-    async def messages(self) -> AsyncIterator[dict[str, Any]]:
+    async def messages(self) -> AsyncGenerator[dict[str, Any], None]:
         """Each published message as redis-py gives it (`type`, `channel`, `data`)."""
         while True:
             pubsub, redis = self._open()
@@ -213,6 +213,11 @@ class Subscription:
                 if redis is not None:
                     with contextlib.suppress(*REDIS_ERRORS):
                         await redis.aclose()
+            # A cancel that arrived while the syncer was reaped was swallowed with the syncer's own:
+            # this task is still being cancelled (the manager stopping while Redis is away), so end.
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise asyncio.CancelledError
             await asyncio.sleep(self.backoff.next_delay())
 
     def _open(self) -> tuple[PubSub | ShardedPubSub, aioredis.Redis | None]:

@@ -41,6 +41,7 @@ class Storm:
 
     times: list[float]
     errors: dict[str, int]
+    recovered: int = 0  # clients the server answered with the pid they sent
 
 
 @dataclass
@@ -145,17 +146,21 @@ class Fleet:
         return Connected(connected=sum(r["connected"] for r in replies), errors=dict(errors),
                          elapsed=max(r["elapsed"] for r in replies), subscribers=subscribers)
 
-    async def storm(self, *, host: str, port: int, concurrency: int, timeout: float = 60) -> Storm:
-        """Every open client loses its transport at once and reconnects; when each was subscribed again."""
+    async def storm(self, *, host: str, port: int, concurrency: int, timeout: float = 60,
+                    recover: bool = False) -> Storm:
+        """Every open client loses its transport at once and reconnects; when each was subscribed again.
+
+        With `recover`, each sends the pid (and offset) of its last connection, as socket.io-client does.
+        """
         replies = await self._all({"cmd": "storm", "args": {
-            "host": host, "port": port, "timeout": timeout,
+            "host": host, "port": port, "timeout": timeout, "recover": recover,
             "concurrency": max(1, concurrency // len(self.workers))}}, timeout=timeout + 120)
         errors: Counter[str] = Counter()
         times: list[float] = []
         for reply in replies:
             errors.update(reply["errors"])
             times.extend(reply["times"])
-        return Storm(sorted(times), dict(errors))
+        return Storm(sorted(times), dict(errors), sum(reply["recovered"] for reply in replies))
 
     async def reset(self, since_us: int) -> None:
         """Count from now on only updates published at or after `since_us`."""

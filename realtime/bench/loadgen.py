@@ -9,6 +9,12 @@ ping — but parses no more than it must: for a `price:update` (or a
 (the ticker's publish time in µs) and records the latency. Clients may
 subscribe to books instead (`book:subscribe`, one event per asset). A
 python-socketio client would be the bottleneck long before the server.
+
+Like socket.io-client, a client keeps the `pid` of its CONNECT reply and the
+last argument of any other event when it is a string (its offset); in a
+recovering storm it sends them beside its token, and it is back once the
+server answers with the same pid and sends the latest price of its assets
+(a client that is not recovered subscribes again, as an app would).
 """
 
 from __future__ import annotations
@@ -72,19 +78,28 @@ class Tally:
 class Client(asyncio.Protocol):
     """One websocket connection through handshake, CONNECT and subscribe, then counting."""
 
-    def __init__(self, tally: Tally, upgrade: bytes, connect: bytes, subscribes: list[bytes],
-                 subject: str = "") -> None:
+    def __init__(self, tally: Tally, upgrade: bytes, auth: dict[str, Any], subscribes: list[bytes],
+                 subject: str = "", *, recover: tuple[str, str | None] | None = None) -> None:
         self.tally = tally
         self.subject = subject
-        self.plan = (upgrade, connect, subscribes)  # to connect again as the same client (the storm)
+        self.plan = (upgrade, auth, subscribes, subject)  # to connect again as the same client (the storm)
         self.upgrade = upgrade
-        self.connect = client_frame(connect)
+        # The CONNECT: the token, and in a recovering storm the pid and offset socket.io-client adds.
+        self.asked_pid = recover[0] if recover else None
+        if recover is not None:
+            pid, offset = recover
+            auth = {"pid": pid, **({"offset": offset} if offset is not None else {}), **auth}
+        self.connect = client_frame(b"40" + orjson.dumps(auth))
         self.subscribes = b"".join(client_frame(subscribe) for subscribe in subscribes)
         self.acks_wanted = len(subscribes)
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.transport: asyncio.Transport | None = None
         self.handshaking = True
         self.buffer = b""
+        self.pid: str | None = None  # of the last CONNECT reply
+        self.offset: str | None = None  # the last argument of the last private event, when a string
+        self.recovered = False
+        self.awaiting_price = False  # recovered: back once the latest price of its assets arrives
         self.count = 0  # price updates counted since the tally's start
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -141,6 +156,10 @@ class Client(asyncio.Protocol):
             if end > size:
                 break
             if data.startswith(PRICE_UPDATE, start) or data.startswith(BOOK_UPDATE, start):
+                if self.awaiting_price:
+                    self.awaiting_price = False
+                    if not self.ready.done():
+                        self.ready.set_result(None)
                 match = SEQ.search(data, start, end)
                 if match is not None:
                     sent_us = int(match[1])
@@ -174,8 +193,19 @@ class Client(asyncio.Protocol):
                 self.tally.private.append(time.time_ns() // 1000 - int(match[1]))
         elif packet.startswith(b"0{"):  # Engine.IO open: send the Socket.IO CONNECT with the token
             transport.write(self.connect)
-        elif packet.startswith(b"40"):  # CONNECT accepted: subscribe, ack ids from 0
-            transport.write(self.subscribes)
+        elif packet.startswith(b"40"):  # CONNECT accepted: subscribe (ack ids from 0) unless recovered
+            reply = orjson.loads(packet[2:]) if len(packet) > 2 else {}
+            self.pid = reply.get("pid") if isinstance(reply, dict) else None
+            if self.asked_pid is not None and self.pid == self.asked_pid:
+                self.recovered = True
+                self.awaiting_price = True  # its subscriptions come back with their latest prices
+            else:
+                transport.write(self.subscribes)
+        elif packet.startswith(b"42["):  # another event: its last argument may be an offset
+            with contextlib.suppress(orjson.JSONDecodeError):
+                args = orjson.loads(packet[2:])
+                if self.pid is not None and isinstance(args, list) and isinstance(args[-1], str):
+                    self.offset = args[-1]
         elif packet.startswith(b"43"):
             if b'"ok":true' in packet:
                 self.acks_wanted -= 1
@@ -236,7 +266,7 @@ class Worker:
                    "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: cmVhbHRpbWUtYmVuY2gtMQ==\r\n"
                    "Sec-WebSocket-Version: 13\r\n\r\n").encode()
         # Tokens are minted before the clock starts: the connect rate is the server's.
-        plans: list[tuple[bytes, list[bytes], list[str], str]] = []
+        plans: list[tuple[dict[str, Any], list[bytes], list[str], str]] = []
         for i in range(first, first + count):
             chosen = [assets[(i + j) % len(assets)] for j in range(per_client)]
             token = mint_token(secret, f"bench-{i}", ttl=24 * 3600)
@@ -246,16 +276,16 @@ class Worker:
             else:
                 payload: Any = chosen if max_rate is None else {"assets": chosen, "maxRate": max_rate}
                 subscribes = [b"420" + orjson.dumps(["price:subscribe", payload])]
-            plans.append((orjson.dumps({"token": token}), subscribes, chosen, f"bench-{i}"))
+            plans.append(({"token": token}, subscribes, chosen, f"bench-{i}"))
         errors: Counter[str] = Counter()
         subscribers: Counter[str] = Counter()
         gate = asyncio.Semaphore(concurrency)
 
-        async def open_one(connect: bytes, subscribes: list[bytes], chosen: list[str], subject: str) -> None:
+        async def open_one(auth: dict[str, Any], subscribes: list[bytes], chosen: list[str], subject: str) -> None:
             async with gate:
                 try:
                     _, client = await asyncio.wait_for(loop.create_connection(
-                        lambda: Client(self.tally, upgrade, b"40" + connect, subscribes, subject), host, port),
+                        lambda: Client(self.tally, upgrade, auth, subscribes, subject), host, port),
                         timeout)
                     await asyncio.wait_for(client.ready, timeout)
                 except (OSError, ConnectionError, TimeoutError) as exc:
@@ -270,13 +300,17 @@ class Worker:
         return {"connected": count - sum(errors.values()), "errors": dict(errors), "elapsed": elapsed,
                 "subscribers": dict(subscribers)}
 
-    async def storm(self, *, host: str, port: int, concurrency: int, timeout: float) -> dict[str, Any]:
+    async def storm(self, *, host: str, port: int, concurrency: int, timeout: float,
+                    recover: bool = False) -> dict[str, Any]:
         """Every client loses its transport at once and connects again (same token, same subscription).
 
-        Returns, for each client, the seconds from the loss until its subscribe ack, sorted.
+        With `recover`, each sends the pid and offset it had (connection state recovery). Returns, for
+        each client, the seconds from the loss until it was subscribed again (its subscribe ack, or
+        when recovered its restored subscription's latest price), sorted, and how many recovered.
         """
         loop = asyncio.get_running_loop()
-        plans = [client.plan for client in self.clients]
+        plans = [(*client.plan, (client.pid, client.offset) if recover and client.pid else None)
+                 for client in self.clients]
         started = time.monotonic()
         for client in self.clients:
             if client.transport is not None:
@@ -286,12 +320,16 @@ class Worker:
         times: list[float] = []
         gate = asyncio.Semaphore(concurrency)
 
-        async def again(upgrade: bytes, connect: bytes, subscribes: list[bytes]) -> None:
+        recovered = 0
+
+        async def again(upgrade: bytes, auth: dict[str, Any], subscribes: list[bytes], subject: str,
+                        resume: tuple[str, str | None] | None) -> None:
+            nonlocal recovered
             async with gate:
                 made: list[Client] = []
 
                 def make() -> Client:
-                    made.append(Client(self.tally, upgrade, connect, subscribes))
+                    made.append(Client(self.tally, upgrade, auth, subscribes, subject, recover=resume))
                     return made[0]
 
                 try:
@@ -304,10 +342,11 @@ class Worker:
                             failed.transport.close()
                     return
                 times.append(time.monotonic() - started)
+                recovered += client.recovered
                 self.clients.append(client)
 
         await asyncio.gather(*(again(*plan) for plan in plans))
-        return {"times": sorted(times), "errors": dict(errors)}
+        return {"times": sorted(times), "errors": dict(errors), "recovered": recovered}
 
 
 async def serve(worker: Worker) -> None:

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 TARGETS = ("gateway", "stock", "node")
-SCENARIOS = ("capacity", "latency", "connections", "assets", "recovery", "state", "books", "rates", "overload")
+SCENARIOS = ("capacity", "latency", "connections", "assets", "recovery", "books", "rates", "overload", "state")
 # What a bench run without --scenario runs (`assets` and `overload` start pods of their own, `recovery` drops
-# every connection it makes, `books` is the gateway's alone, `rates` is issue 23's: ask for them).
+# every connection it makes, `books` and `state` are the gateway's alone, `rates` is issue 23's: ask for them).
 DEFAULT_SCENARIOS = ("capacity", "latency", "connections")
 # What only the bench needs; installed by the `bench` extra.
 REQUIRES = ("psutil",)
@@ -43,8 +43,6 @@ class Options:
     spread_pods: int = 4
     spread_rate: float = 5000.0
     spread_seconds: float = 10.0
-    # The `state` scenario (keyed state and channels): seconds of portfolio changes, 10 a second.
-    state_seconds: float = 10.0
     # The `books` scenario: clients with 2 books each; level changes per second per asset, over this many levels.
     book_clients: int = 2000
     book_changes: float = 5000.0
@@ -58,3 +56,5 @@ class Options:
     rates_max_rate: float = 2.0
     # The `overload` scenario: the fan-out ladder (offered deliveries/s) with overload mode on and off.
     overload_rates: list[int] = field(default_factory=lambda: [50_000, 100_000, 200_000, 300_000, 450_000])
+    # The `state` scenario (keyed state and channels): seconds of portfolio changes, 10 a second.
+    state_seconds: float = 10.0

@@ -54,6 +54,40 @@ def machine(node_dir: Path) -> dict[str, Any]:
     }
 
 
+# A server that waited for a CPU longer than this share of a measurement window was starved.
+STARVED_WAIT_PCT = 10.0
+# The target every ratio is taken against.
+REFERENCE = "node"
+
+
+def _waits(scenarios: dict[str, Any]) -> list[float]:
+    """Every run-queue wait (% of a window) measured for one target's server."""
+    waits = [s["server_wait_pct"] for r in scenarios.values() if isinstance(r, dict) for s in r.get("steps", [])
+             if s.get("server_wait_pct") is not None]
+    connections = scenarios.get("connections", {})
+    waits += [lv["connect"]["server_wait_pct"] for lv in connections.get("levels", [])
+              if lv["connect"].get("server_wait_pct") is not None]
+    for key in ("storm", "recovering_storm"):
+        storm = connections.get(key) or {}
+        if storm.get("server_wait_pct") is not None:
+            waits.append(storm["server_wait_pct"])
+    return waits
+
+
+def judge_reference(results: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """Whether the reference target's figures can be compared with: None when it did not run.
+
+    A reference that waited for its CPU (other work on its core) measured
+    the machine, not itself: no ratio is taken against it.
+    """
+    if REFERENCE not in results:
+        return None
+    waits = _waits(results[REFERENCE])
+    worst = max(waits, default=None)
+    return {"target": REFERENCE, "max_wait_pct": worst,
+            "valid": worst is not None and worst <= STARVED_WAIT_PCT}
+
+
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
@@ -84,7 +118,9 @@ def _latency_cell(step: dict[str, Any]) -> str:
 def summary(results: dict[str, dict[str, Any]]) -> str:
     """The comparison table: one row per headline figure, one column per target."""
     targets = list(results)
-    node = results.get("node", {})
+    judged = judge_reference(results)
+    # Ratios only against a reference that was not starved.
+    node = results.get(REFERENCE, {}) if judged and judged["valid"] else {}
     rows: list[list[str]] = []
     capacity = {t: r["capacity"] for t, r in results.items() if "capacity" in r}
     if capacity:
@@ -110,7 +146,8 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
                      else None for t in targets}
             rows.append([f"server CPU per delivery at {_num(first['steps'][0]['offered_per_s'])}/s"]
                         + [("-" if costs[t] is None else f"{costs[t]:.1f} µs")
-                           + ("" if t == "node" else _ratio(costs[t], costs.get("node"), lower_is_better=True))
+                           + ("" if t == "node" else _ratio(costs[t], costs.get("node") if node else None,
+                                                            lower_is_better=True))
                            for t in targets])
     conns = {t: r["connections"] for t, r in results.items() if "connections" in r}
     if conns:
@@ -119,7 +156,7 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
             return levels[-1] if levels else None
 
         tops = {t: top(t) for t in targets}
-        node_top = tops.get("node")
+        node_top = top(REFERENCE) if node and REFERENCE in conns else None
         reference_rss = node_top["rss_per_connection_kb"] if node_top else None
         count = max((lv["connections"] for lv in tops.values() if lv), default=0)
         rows.append([f"RSS per idle subscribed connection at {_num(count)}"]
@@ -129,7 +166,13 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
                        for t, lv in tops.items()])
         rates = {t: _connect_rate(conns[t]["levels"]) if t in conns else None for t in targets}
         rows.append(["connects/s (connect + CONNECT + subscribe ack)"]
-                    + [_num(rates[t]) + ("" if t == "node" else _ratio(rates[t], rates.get("node")))
+                    + [_num(rates[t]) + ("" if t == "node" else _ratio(rates[t], rates.get("node") if node else None))
+                       for t in targets])
+        costs = {t: _connect_cost(conns[t]["levels"]) if t in conns else None for t in targets}
+        rows.append(["server CPU per connect"]
+                    + [("-" if costs[t] is None else f"{costs[t]:.0f} µs")
+                       + ("" if t == "node" else _ratio(costs[t], costs.get("node") if node else None,
+                                                        lower_is_better=True))
                        for t in targets])
         storms = {t: conns[t].get("storm") if t in conns else None for t in targets}
         first_storm = next((s for s in storms.values() if s), None)
@@ -137,7 +180,15 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
             rows.append([f"reconnect storm of {_num(first_storm['clients'])}: s to 99 % / 100 % subscribed, "
                          "peak RSS"]
                         + [(f"{_ms(s['seconds_to_99_pct'])} / {_ms(s['seconds_to_100_pct'])} s, "
-                            f"{_ms(s['server_peak_rss_mb'])} MB") if s else "" for s in storms.values()])
+                            f"{_ms(s['server_peak_rss_mb'])} MB{_storm_cost(s)}") if s else ""
+                           for s in storms.values()])
+        recovering = {t: conns[t].get("recovering_storm") if t in conns else None for t in targets}
+        if any(r and "clients" in r for r in recovering.values()):
+            rows.append([f"recovering storm of {_num(first_storm['clients']) if first_storm else '-'} (pid sent): "
+                         "s to 99 % / 100 % back, recovered"]
+                        + [(f"{_ms(r['seconds_to_99_pct'])} / {_ms(r['seconds_to_100_pct'])} s, "
+                            f"{_num(r['recovered'])} recovered{_storm_cost(r)}") if r and "clients" in r
+                           else ("-" if r else "") for r in recovering.values()])
     recovery = {t: r["recovery"] for t, r in results.items() if "recovery" in r and "fresh" in r["recovery"]}
     if recovery:
         rows.append(["connects/s fresh / recovering (pid, replay of one event)"]
@@ -150,7 +201,23 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
                        if t in recovery else "" for t in targets])
     if not rows:
         return ""  # e.g. only the assets scenario ran: its own table says it all
-    return _table(["one core for the server, same load", *targets], rows)
+    header = [f"{t} (starved: invalid)" if t == REFERENCE and judged and not judged["valid"] else t
+              for t in targets]
+    return _table(["one core for the server, same load", *header], rows)
+
+
+def _storm_cost(storm: dict[str, Any]) -> str:
+    us = storm.get("server_us_per_client")
+    return "" if us is None else f", {us:.0f} µs CPU per client"
+
+
+def _connect_cost(levels: list[dict[str, Any]]) -> float | None:
+    """Server CPU µs per connect over every level (older reports have no such figure)."""
+    spent = [(lv["connect"].get("server_us_per_connect"), lv["connect"]["connected"]) for lv in levels]
+    if not spent or any(us is None for us, _ in spent):
+        return None
+    count = sum(n for _, n in spent)
+    return sum(us * n for us, n in spent) / count if count else None
 
 
 def _connect_rate(levels: list[dict[str, Any]]) -> float | None:
@@ -276,13 +343,14 @@ def contention(results: dict[str, dict[str, Any]]) -> list[str]:
     """Warnings for targets whose server waited for a CPU: the machine was busy with other work."""
     warnings = []
     for target, scenarios in results.items():
-        waits = [s["server_wait_pct"] for r in scenarios.values() for s in r.get("steps", [])
-                 if s.get("server_wait_pct") is not None]
-        waits += [lv["connect"]["server_wait_pct"] for lv in scenarios.get("connections", {}).get("levels", [])
-                  if lv["connect"].get("server_wait_pct") is not None]
-        if waits and max(waits) > 10:
+        waits = _waits(scenarios)
+        if waits and max(waits) > STARVED_WAIT_PCT:
             warnings.append(f"{target}: the server waited for a CPU up to {max(waits):.0f} % of a window "
                             "(other processes on its core): its figures are pessimistic")
+    judged = judge_reference(results)
+    if judged is not None and not judged["valid"] and len(results) > 1:
+        warnings.append(f"{REFERENCE} was starved of CPU (waited up to {judged['max_wait_pct']} % of a window): "
+                        "the comparison is invalid and no ratio is given; run it again on a quieter machine")
     return warnings
 
 

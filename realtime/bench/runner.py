@@ -165,6 +165,7 @@ async def run_bench(plan: Plan) -> dict[str, Any]:
         if redis is not None:
             redis.stop()
     document["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    document["reference"] = report.judge_reference(document["results"])
     if plan.json_path is not None:
         import json
 

@@ -69,6 +69,9 @@ class Run:
                 "connects_per_s": round(outcome.connected / outcome.elapsed, 1) if outcome.elapsed else None,
                 "server_cpu_pct": _pct(server.cpu_pct if server else None),
                 "server_wait_pct": _pct(server.wait_pct if server else None),
+                # CPU per connect holds up on a busy machine, where the rate does not.
+                "server_us_per_connect": _per(server.cpu_pct if server else None, outcome.elapsed,
+                                              outcome.connected),
                 # Includes minting the tokens, which happens before the connect clock starts.
                 "worker_cpu_pct": [_pct(w.cpu_pct) for w in workers],
                 "worker_wait_pct": [_pct(w.wait_pct) for w in workers]}
@@ -156,6 +159,11 @@ def _pct(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
 
+def _per(cpu_pct: float | None, seconds: float, count: int) -> float | None:
+    """Microseconds of CPU per item, from a CPU share over `seconds`."""
+    return None if cpu_pct is None or not count else round(cpu_pct / 100 * seconds / count * 1e6, 1)
+
+
 def passed(step: dict[str, Any]) -> bool:
     pct, p99 = step["delivered_pct"], step["p99_ms"]
     return pct is not None and p99 is not None and pct >= PASS_DELIVERED_PCT and p99 <= PASS_P99_MS
@@ -206,6 +214,7 @@ async def connections(run: Run) -> dict[str, Any]:
     baseline = server.rss() if server is not None else None
     levels = []
     storm: dict[str, Any] | None = None
+    recovering: dict[str, Any] | None = None
     for level in sorted(run.options.connections):
         if level <= run.open:
             continue
@@ -219,16 +228,29 @@ async def connections(run: Run) -> dict[str, Any]:
                        "server_rss_mb": round(rss / 2**20, 1) if rss is not None else None,
                        "rss_per_connection_kb": per_connection})
         if storm is None and 0 < run.options.storm_clients <= run.open:
-            storm = await reconnect_storm(run)
+            # Every asset gets a latest price: what a recovered client is sent with its subscriptions back.
+            await run.ticker.prime()
+            await asyncio.sleep(1.0)
+            storm = await reconnect_storm(run, recover=False)
+            if run.endpoint.name == "node":
+                # The node target runs without connection state recovery (it needs the streams adapter).
+                recovering = {"skipped": "the node target has no connection state recovery"}
+            else:
+                await asyncio.sleep(2.0)  # let the server finish with the storm's disconnects
+                recovering = await reconnect_storm(run, recover=True)
     return {"baseline_rss_mb": round(baseline / 2**20, 1) if baseline is not None else None, "levels": levels,
-            "storm": storm}
+            "storm": storm, "recovering_storm": recovering}
 
 
-async def reconnect_storm(run: Run) -> dict[str, Any]:
+async def reconnect_storm(run: Run, *, recover: bool) -> dict[str, Any]:
     """Every open client loses its transport at once and reconnects with its token and subscription.
 
-    Reports the seconds until 99 % and 100 % were subscribed again, and the
-    server's peak RSS meanwhile (sampled every 20 ms).
+    With `recover` each sends the pid (and offset) of its last connection, as
+    socket.io-client does, and is back when the server has restored its
+    subscription (the latest price arrives); otherwise when its subscribe is
+    acked. Reports the seconds until 99 % and 100 % were back, how many
+    recovered, the server's CPU and its wait for a CPU (a starved server's
+    storm is not its own figure), and its peak RSS (sampled every 20 ms).
     """
     server = run.server
     peak = before = server.rss() if server is not None else 0
@@ -241,11 +263,16 @@ async def reconnect_storm(run: Run) -> dict[str, Any]:
             await asyncio.sleep(0.02)
 
     sampler = asyncio.create_task(sample_peak())
+    if server is not None:
+        server.start()
+    started = time.monotonic()
     try:
         outcome = await run.fleet.storm(host=run.endpoint.host, port=run.endpoint.port,
-                                        concurrency=run.options.storm_concurrency)
+                                        concurrency=run.options.storm_concurrency, recover=recover)
     finally:
         sampler.cancel()
+    usage = server.stop() if server is not None else None
+    usage_seconds = time.monotonic() - started
     times = outcome.times
     run.open = len(times)
 
@@ -253,8 +280,12 @@ async def reconnect_storm(run: Run) -> dict[str, Any]:
         needed = max(1, int(clients * share + 0.999999))
         return round(times[needed - 1], 3) if len(times) >= needed else None
 
-    return {"clients": clients, "resubscribed": len(times), "errors": outcome.errors,
+    return {"clients": clients, "resubscribed": len(times), "recovered": outcome.recovered, "errors": outcome.errors,
             "seconds_to_99_pct": until(0.99), "seconds_to_100_pct": until(1.0),
+            "server_cpu_pct": _pct(usage.cpu_pct if usage else None),
+            "server_wait_pct": _pct(usage.wait_pct if usage else None),
+            # Of the whole storm (the old connections' disconnects too) per client back.
+            "server_us_per_client": _per(usage.cpu_pct if usage else None, usage_seconds, len(times)),
             "server_rss_mb_before": round(before / 2**20, 1) if server is not None else None,
             "server_peak_rss_mb": round(peak / 2**20, 1) if server is not None else None}
 

@@ -45,6 +45,17 @@ class Ticker:
         bid = 1_000_000 + now_us % 1000
         return asset, orjson.dumps({"asset": asset, "bid": bid, "ask": bid + 10, "seq": now_us, "ts": now_us // 1000})
 
+    async def prime(self) -> None:
+        """One tick of every asset, so each has a latest price (a recovered client is sent it)."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for _ in self.assets:
+                asset, message = self._tick()
+                if self.sharded:
+                    pipe.spublish(self.channels[asset], message)
+                else:
+                    pipe.publish(self.channels[asset], message)
+            await pipe.execute()
+
     async def run(self, ticks_per_second: float, duration: float) -> Counter[str]:
         """Publish evenly for `duration` seconds; return how many ticks went out per asset."""
         published: Counter[str] = Counter()

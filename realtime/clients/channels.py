@@ -20,8 +20,8 @@ from realtime.channels.access import ChannelAccess
 from realtime.clients.connection import Connection
 from realtime.clients.handlers import Gateway
 from realtime.engine.server import SocketServer
-from realtime.events.recovery import Recovery
 from realtime.events.state.store import parse_room
+from realtime.principal import Principal
 from realtime.protocol import (
     CHANNEL_CLOSED,
     CHANNEL_SUBSCRIBE,
@@ -44,11 +44,11 @@ def requested(payload: Any) -> Any:
 
 
 class Channels:
-    def __init__(self, gateway: Gateway, sio: SocketServer, access: ChannelAccess, recovery: Recovery, *,
+    def __init__(self, gateway: Gateway, sio: SocketServer, access: ChannelAccess, *,
                  max_channels: int) -> None:
+        self.gateway = gateway
         self.sio = sio
         self.access = access
-        self.recovery = recovery
         self.max_channels = max_channels
         gateway.handle(CHANNEL_SUBSCRIBE, self.subscribe)
         gateway.handle(CHANNEL_UNSUBSCRIBE, self.unsubscribe)
@@ -63,7 +63,7 @@ class Channels:
         if room not in conn.channels and self.sio.connected(conn.sid):
             conn.channels.add(room)
             await self.sio.enter_room(conn.sid, room)
-            self.recovery.follow(conn.sid, conn.recoverable())
+            self.gateway.follow(conn)
         return {"ok": True, "channel": channel}
 
     async def unsubscribe(self, conn: Connection, payload: Any = None, *_: Any) -> ChannelAck:
@@ -72,14 +72,14 @@ class Channels:
         if room in conn.channels:
             conn.channels.discard(room)
             await self.sio.leave_room(conn.sid, room)
-            self.recovery.follow(conn.sid, conn.recoverable())
+            self.gateway.follow(conn)
         return {"ok": True, "channel": channel}
 
     async def vet(self, conn: Connection, rooms: list[str]) -> list[str]:
         """Recovery: the channel and state rooms of `rooms` that `conn` may still have; `channel:closed`
         (in `conn.notices`) for each channel no longer allowed."""
         kept, owners = self._owners(conn, rooms)
-        verdicts = await self._verdicts(conn, owners.values())
+        verdicts = await self._verdicts(conn.principal, owners.values())
         for channel, code in verdicts.items():
             if code is not None:
                 notice: ChannelClosed = {"channel": channel, "code": code}
@@ -91,11 +91,11 @@ class Channels:
         conn.states.update(states)
         return [*channels, *states]
 
-    async def recheck(self, conn: Connection) -> None:
-        """After `auth:refresh`: leave the channels (and their states) the new token is refused, each with
-        `channel:closed`. A hook that cannot answer now closes nothing."""
+    async def recheck(self, conn: Connection, principal: Principal) -> None:
+        """After `auth:refresh` with `principal`: leave the channels (and their states) it is refused, each
+        with `channel:closed`. A hook that cannot answer now closes nothing."""
         _, owners = self._owners(conn, [*conn.channels, *conn.states])
-        verdicts = await self._verdicts(conn, owners.values())
+        verdicts = await self._verdicts(principal, owners.values())
         for channel, code in verdicts.items():
             if code != ErrorCode.FORBIDDEN.value:
                 continue
@@ -105,7 +105,6 @@ class Channels:
                 await self.sio.leave_room(conn.sid, room)
             notice: ChannelClosed = {"channel": channel, "code": code}
             await self.sio.emit(CHANNEL_CLOSED, notice, to=conn.sid, ignore_queue=True)
-        self.recovery.follow(conn.sid, conn.recoverable())
 
     def _owners(self, conn: Connection, rooms: list[str]) -> tuple[list[str], dict[str, str]]:
         """(the user's own state rooms of `rooms`, each channel or channel-state room -> its channel)."""
@@ -125,14 +124,14 @@ class Channels:
                 owners[room] = channel
         return own, owners
 
-    async def _verdicts(self, conn: Connection, channels: Iterable[str]) -> dict[str, str | None]:
+    async def _verdicts(self, principal: Principal, channels: Iterable[str]) -> dict[str, str | None]:
         wanted = list(dict.fromkeys(channels))
-        return dict(zip(wanted, await asyncio.gather(*(self._verdict(conn, c) for c in wanted)), strict=True))
+        return dict(zip(wanted, await asyncio.gather(*(self._verdict(principal, c) for c in wanted)), strict=True))
 
-    async def _verdict(self, conn: Connection, channel: str) -> str | None:
-        """None if `conn` may have `channel`, else the code of the refusal."""
+    async def _verdict(self, principal: Principal, channel: str) -> str | None:
+        """None if `principal` may have `channel`, else the code of the refusal."""
         try:
-            await self.access.check(conn.principal, channel)
+            await self.access.check(principal, channel)
         except GatewayError as error:
             return error.code.value
         return None

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from realtime.clients.limits import EventLimiter
-from realtime.events.sessions import subscription
 from realtime.principal import Principal
 
 
@@ -21,12 +20,7 @@ class Connection:
     subscriptions: set[str] = field(default_factory=set)
     rates: dict[str, float] = field(default_factory=dict)  # asset -> granted maxRate (absent: every tick)
     books: set[str] = field(default_factory=set)  # book rooms `book:<A>:<depth>` (sessions.books)
-    channels: set[str] = field(default_factory=set)  # rooms `channel:<name>`
-    states: set[str] = field(default_factory=set)  # rooms `state:<name>:<owner room>`
+    channels: set[str] = field(default_factory=set)  # rooms `channel:<name>` (clients.channels)
+    states: set[str] = field(default_factory=set)  # rooms `state:<name>:<owner room>` (clients.state)
     notices: list[list[Any]] = field(default_factory=list)  # events for after a recovery's joins
     ending: bool = False
-
-    def recoverable(self) -> list[str]:
-        """What its session records: assets with their rates, then book, channel and state rooms."""
-        return [*(subscription(a, self.rates.get(a)) for a in sorted(self.subscriptions)), *sorted(self.books),
-                *sorted(self.channels), *sorted(self.states)]

@@ -68,12 +68,12 @@ END_FLUSH_TIMEOUT = 5.0
 
 
 Handler = Callable[..., Awaitable[Any]]
-# Recovery of rooms beyond assets: keeps those of a connection's recovered rooms it may still have.
-Vet = Callable[[Connection, list[str]], Awaitable[list[str]]]
-Recheck = Callable[[Connection], Awaitable[None]]
 # What a module with events of its own (sessions.books) does on recovery and on a refreshed token.
 Rejoin = Callable[[Connection], Awaitable[None]]
 Entitle = Callable[[Connection, Principal], Awaitable[None]]
+# Recovery of channel and state rooms (clients.channels): keeps those of a connection's recovered rooms
+# it may still have, before it joins them.
+Vet = Callable[[Connection, list[str]], Awaitable[list[str]]]
 
 
 class Gateway:
@@ -106,11 +106,10 @@ class Gateway:
         self.deadlines = Deadlines(notice=settings.auth_expiry_notice, leeway=settings.jwt_leeway,
                                    on_notice=self._warn_expiring, on_expiry=self._expire)
         self._ending: set[asyncio.Task[None]] = set()
-        self._vet: Vet | None = None
-        self._condense: Condense | None = None
-        self._recheck: Recheck | None = None
         self._rejoins: list[Rejoin] = []
         self._entitles: list[Entitle] = []
+        self._vet: Vet | None = None
+        self._condense: Condense | None = None
 
         sio.on("connect", self.on_connect)
         sio.on("disconnect", self.on_disconnect)
@@ -127,20 +126,21 @@ class Gateway:
         """Answer `event` with `handler(conn, *args)`, acked and rate-limited like every event."""
         self.sio.on(event, self._acked(event, handler))
 
-    def recover_rooms(self, vet: Vet, condense: Condense, recheck: Recheck) -> None:
-        """How recovered channel and state rooms are vetted, their replays condensed (`RoomJoin`), and
-        how they follow a refreshed token."""
+    def extend(self, *, rejoin: Rejoin | None = None, entitle: Entitle | None = None) -> None:
+        """Also run `rejoin` when a connection recovers and `entitle` when its token is refreshed."""
+        if rejoin is not None:
+            self._rejoins.append(rejoin)
+        if entitle is not None:
+            self._entitles.append(entitle)
+
+    def recover_rooms(self, vet: Vet, condense: Condense) -> None:
+        """How recovered channel and state rooms are vetted before they are joined, and their replays
+        condensed (`RoomJoin`)."""
         self._vet = vet
         self._condense = condense
-        self._recheck = recheck
-
-    def extend(self, *, rejoin: Rejoin, entitle: Entitle) -> None:
-        """Also run `rejoin` when a connection recovers and `entitle` when its token is refreshed."""
-        self._rejoins.append(rejoin)
-        self._entitles.append(entitle)
 
     def follow(self, conn: Connection) -> None:
-        """Record the connection's subscriptions (assets with their rates, books, channels, states) with its
+        """Record the connection's subscriptions (assets with their rates, books, channels and states) with its
         recoverable session."""
         self.rates.follow(conn)
 
@@ -173,17 +173,16 @@ class Gateway:
             rooms = [] if principal.sub is None else [user_room(principal.sub), *map(role_room, principal.roles)]
             conn = self.connections[sid]
             vet = self._vet
-            restored = await self.recovery.connect(
-                sid, principal, auth, rooms, lambda: self._rejoin(conn),
-                vet=None if vet is None else lambda asked: vet(conn, asked), condense=self._condense)
-            for name in restored:
-                if room_book(name):
-                    conn.books.add(name)
+            for restored in await self.recovery.connect(
+                    sid, principal, auth, rooms, lambda: self._rejoin(conn),
+                    vet=None if vet is None else lambda asked: vet(conn, asked), condense=self._condense):
+                if room_book(restored):
+                    conn.books.add(restored)
                     continue
-                if ":" in name:
-                    continue  # a channel or state room: `vet` kept it in conn.channels / conn.states
+                if ":" in restored:
+                    continue  # a channel's or a state's room: `vet` recorded it
                 # Recovery keeps each subscription's rate, within what the new token and the cap allow.
-                asset, rate = parse_subscription(name)
+                asset, rate = parse_subscription(restored)
                 conn.subscriptions.add(asset)
                 self.rates.set(conn, asset, self.rates.grant(principal, rate))
             if principal.sub is not None:
@@ -380,8 +379,6 @@ class Gateway:
         if principal.delay != conn.principal.delay:
             raise GatewayError(ErrorCode.FORBIDDEN, "the new token is for another delay tier; reconnect with it")
         await self._apply_entitlements(conn, principal)
-        if self._recheck is not None:
-            await self._recheck(conn)
         assert principal.exp is not None
         self.deadlines.set(conn.sid, principal.exp)
         return {"ok": True, "exp": principal.exp}

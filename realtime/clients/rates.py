@@ -21,6 +21,7 @@ from realtime.clients.connection import Connection
 from realtime.config import Settings
 from realtime.engine.server import SocketServer
 from realtime.events.recovery import Recovery
+from realtime.events.sessions import subscription
 from realtime.principal import Principal
 from realtime.protocol import (
     MAX_ASSETS_PER_REQUEST,
@@ -81,9 +82,10 @@ class Rates:
         await self.join(conn, asset)
 
     def follow(self, conn: Connection) -> None:
-        """Record the subscriptions, with their rates, books, channels and states in the connection's recoverable
-        session."""
-        self.recovery.follow(conn.sid, conn.recoverable())
+        """Record the subscriptions, with their rates, and the books, channels and states in the connection's
+        recoverable session."""
+        self.recovery.follow(conn.sid, [*(subscription(a, conn.rates.get(a)) for a in sorted(conn.subscriptions)),
+                                        *sorted(conn.books), *sorted(conn.channels), *sorted(conn.states)])
 
     async def change_all(self, conn: Connection, payload: Any = None, *_: Any) -> RateAck:
         """`price:rate` `{"maxRate": N | null, "assets"?: [...]}`: a new grant for those subscriptions (or all)."""

@@ -20,7 +20,6 @@ from realtime.clients.connection import Connection
 from realtime.clients.handlers import Gateway
 from realtime.engine.server import SocketServer
 from realtime.events.reader import LogReader
-from realtime.events.recovery import Recovery
 from realtime.events.state import ops
 from realtime.events.state.service import States
 from realtime.events.state.store import StateRef
@@ -29,12 +28,12 @@ from realtime.protocol import STATE_SUBSCRIBE, STATE_UNSUBSCRIBE, ErrorCode, Gat
 
 class StateSubscriptions:
     def __init__(self, gateway: Gateway, sio: SocketServer, states: States, access: ChannelAccess,
-                 reader: LogReader, recovery: Recovery, *, max_states: int) -> None:
+                 reader: LogReader, *, max_states: int) -> None:
+        self.gateway = gateway
         self.sio = sio
         self.states = states
         self.access = access
         self.reader = reader
-        self.recovery = recovery
         self.max_states = max_states
         gateway.handle(STATE_SUBSCRIBE, self.subscribe)
         gateway.handle(STATE_UNSUBSCRIBE, self.unsubscribe)
@@ -64,7 +63,7 @@ class StateSubscriptions:
             if ref.room not in conn.states and self.sio.connected(conn.sid):
                 conn.states.add(ref.room)
                 await self.sio.enter_room(conn.sid, ref.room)
-        self.recovery.follow(conn.sid, conn.recoverable())
+        self.gateway.follow(conn)
         ack: StateAck = {"ok": True, **snapshot}  # type: ignore[typeddict-item]
         return ack
 
@@ -73,5 +72,5 @@ class StateSubscriptions:
         if ref.room in conn.states:
             conn.states.discard(ref.room)
             await self.sio.leave_room(conn.sid, ref.room)
-            self.recovery.follow(conn.sid, conn.recoverable())
+            self.gateway.follow(conn)
         return {"ok": True, **ref.head()}

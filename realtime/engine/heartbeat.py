@@ -40,7 +40,10 @@ class Heartbeat:
         self.timeout = timeout
         self._pings: deque[tuple[float, Beating, int]] = deque()
         self._timeouts: deque[tuple[float, Beating, int]] = deque()
-        self._timer: asyncio.TimerHandle | None = None
+        # uvloop answers a `call_at` less than a millisecond ahead with a plain Handle (no `when()`):
+        # the deadline the timer was armed for is kept here.
+        self._timer: asyncio.Handle | None = None
+        self._when = 0.0
         self.timed_out = 0  # connections dropped for not answering a ping
 
     def __len__(self) -> int:
@@ -72,10 +75,11 @@ class Heartbeat:
     def _arm(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
         """Make the timer fire by `deadline` (plus the slack)."""
         if self._timer is not None:
-            if self._timer.when() <= deadline + SLACK:
+            if self._when <= deadline + SLACK:
                 return
             self._timer.cancel()
-        self._timer = loop.call_at(deadline + SLACK, self._run)
+        self._when = deadline + SLACK
+        self._timer = loop.call_at(self._when, self._run)
 
     def _run(self) -> None:
         self._timer = None

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -42,6 +43,11 @@ from realtime.engine.websocket import INBOX_LIMIT, KEPT_ENVIRON, Hijacked, Messa
 from realtime.engine.writer import websocket_frame
 
 logger = logging.getLogger(__name__)
+# Lost sessions closed per loop iteration: 10 000 transports lost at once (a reconnect storm, a
+# partition, ping timeouts together) would otherwise run 10 000 disconnect handlers in one iteration
+# and hold the loop for a second, while the clients coming back wait to be accepted.
+CLOSE_SLICE = 100
+
 
 class LeanEngine:
     """Accepts websocket sessions for python-engineio's server and owns their shared parts."""
@@ -52,12 +58,31 @@ class LeanEngine:
         self.max_message = max_message
         self.heartbeat = Heartbeat(eio.ping_interval + eio.ping_interval_grace_period, eio.ping_timeout)
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._lost: deque[tuple[WebSocketSession, Any]] = deque()
+        self._closing = False
 
     def spawn(self, coroutine: Awaitable[Any]) -> None:
         """Run `coroutine` in a task held until it ends; its failure is logged."""
         task = asyncio.ensure_future(self._logged(coroutine))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def lost(self, session: WebSocketSession, reason: Any) -> None:
+        """Close `session` (its transport is gone or it stopped answering) soon, a slice at a time."""
+        self._lost.append((session, reason))
+        if not self._closing:
+            self._closing = True
+            self.spawn(self._close_lost())
+
+    async def _close_lost(self) -> None:
+        try:
+            while self._lost:
+                for _ in range(min(CLOSE_SLICE, len(self._lost))):
+                    session, reason = self._lost.popleft()
+                    self.spawn(session.close(wait=False, abort=True, reason=reason))
+                await asyncio.sleep(0)  # this slice's closes run before the next is started
+        finally:
+            self._closing = False
 
     @staticmethod
     async def _logged(coroutine: Awaitable[Any]) -> None:

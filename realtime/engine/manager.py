@@ -38,6 +38,7 @@ loop for ~40 s.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -162,6 +163,12 @@ class RedisManager(IndexedRooms, RoomEvents, socketio.AsyncRedisManager):  # typ
     def messages(self) -> tuple[int, int] | None:
         return self.received, self.published
 
+    async def close(self) -> None:
+        """Close the publishing connection; the listener's closes with its task."""
+        redis: Client | None = getattr(self, "redis", None)
+        if redis is not None:
+            await redis.aclose()
+
     def _redis_connect(self) -> None:
         # Publishing only: the listener has its own connection (`Subscription`).
         self.redis: Client = client(self.redis_url, self.timeout)
@@ -169,11 +176,12 @@ class RedisManager(IndexedRooms, RoomEvents, socketio.AsyncRedisManager):  # typ
 
     async def _redis_listen_with_retries(self) -> AsyncIterator[Any]:
         # Replaces the stock loop (1 s doubling to 60 s, an error line per attempt).
-        async for message in self.subscription.messages():
-            self.received += 1
-            if message["type"] == "smessage":
-                message["type"] = "message"  # what python-socketio's `_listen` looks for
-            yield message
+        async with contextlib.aclosing(self.subscription.messages()) as messages:
+            async for message in messages:
+                self.received += 1
+                if message["type"] == "smessage":
+                    message["type"] = "message"  # what python-socketio's `_listen` looks for
+                yield message
 
     async def _resumed(self) -> None:
         if self._dropped_this_outage:
@@ -238,3 +246,6 @@ class MemoryManager(IndexedRooms, RoomEvents, socketio.AsyncManager):  # type: i
 
     def messages(self) -> tuple[int, int] | None:
         return None
+
+    async def close(self) -> None:
+        pass

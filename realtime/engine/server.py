@@ -135,6 +135,7 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.manager.close()
 
     @property
     def manager_ready(self) -> bool:

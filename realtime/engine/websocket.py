@@ -62,6 +62,8 @@ class Engine(Protocol):
 
     def dispatch(self, session: WebSocketSession, data: str | bytes) -> None: ...
 
+    def lost(self, session: WebSocketSession, reason: Any) -> None: ...
+
 
 class WebSocketSession(asyncio.Protocol):
     """One lean websocket connection: the socket's protocol and the Engine.IO socket of its sid."""
@@ -211,8 +213,7 @@ class WebSocketSession(asyncio.Protocol):
             self.engine.eio.sockets.pop(self.sid, None)
             return
         reason = self.engine.eio.reason
-        self.engine.spawn(self.close(wait=False, abort=True,
-                                     reason=reason.TRANSPORT_CLOSE if exc is None else reason.TRANSPORT_ERROR))
+        self.engine.lost(self, reason.TRANSPORT_CLOSE if exc is None else reason.TRANSPORT_ERROR)
 
     def data_received(self, data: bytes) -> None:
         if self._dropping:
@@ -335,4 +336,4 @@ class WebSocketSession(asyncio.Protocol):
         self.queue.put_nowait(PING)
 
     def ping_timed_out(self) -> None:
-        self.engine.spawn(self.close(wait=False, abort=True, reason=self.engine.eio.reason.PING_TIMEOUT))
+        self.engine.lost(self, self.engine.eio.reason.PING_TIMEOUT)

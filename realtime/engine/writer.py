@@ -23,11 +23,14 @@ sends still go through it in order. It adds:
 On the lean websocket engine (`realtime.engine.lean`) there is no consumer
 task: the connection is a `Stream` (`attach_stream`). A packet put while the
 stream is not paused by TCP flow control and nothing is queued becomes a
-frame held for this loop turn's one write (`Writers.defer`); otherwise it is
-queued, and `drain()` (on the transport's `resume_writing`) writes the queue
-out. The end-of-queue marker `None` ends the stream once what precedes it
-is written. A PONG (`put_frame`) takes the packets' path and bounds; a close
-frame (`put_last`) is written only while nothing is queued.
+frame held for this loop turn's one write (`Writers.defer`), up to
+`DIRECT_BUFFER_LIMIT` (then what is held is written at once, which may pause
+the stream); otherwise it is queued, and `drain()` (on the transport's
+`resume_writing`) writes the queue out. The end-of-queue marker `None` ends
+the stream once what precedes it is written. A PONG (`put_frame`) takes the
+packets' path and bounds; a close frame (`put_last`) is written only while
+nothing is queued. `drained` tells a sender that paces itself (a recovery
+replay) when the connection can take more.
 """
 
 from __future__ import annotations
@@ -180,9 +183,14 @@ class Writer:
         if self.cut:
             return  # nothing more is kept for a connection being cut
         stream = self._stream
-        if stream is not None and packet is not None and not self._live and not stream.paused:
-            self._hold(frame_of(packet))
-            return
+        if stream is not None and packet is not None and not self._live:
+            if self._pending_bytes >= DIRECT_BUFFER_LIMIT:
+                # A burst within one loop turn (a replay): hand what is held to the transport now, so that
+                # TCP flow control pauses the stream and the rest meets the byte bound in the queue.
+                self.flush()
+            if not stream.paused:
+                self._hold(frame_of(packet))
+                return
         self.flush()  # direct frames were sent earlier: they go first
         self._append(_Entry(packet, 0 if packet is None else packet_size(packet)))
         if stream is not None:
@@ -237,6 +245,18 @@ class Writer:
         return self._live
 
     # The send path.
+
+    @property
+    def drained(self) -> bool:
+        """Whether everything put so far has left for the socket, which keeps up: a paced sender may put more."""
+        if self.cut or self._live or self._pending:
+            return False
+        if self._stream is not None:
+            return not self._stream.paused
+        if self._transport is not None:
+            # A stock websocket: its writer task waits on the queue again, so it has sent what it took.
+            return bool(self._getters) and self._transport.get_write_buffer_size() <= DIRECT_BUFFER_LIMIT
+        return True  # polling: the last GET took everything
 
     def write_direct(self, frame: bytes) -> bool:
         """Hold `frame` for this loop turn's one write if the connection can take it now; else False.

@@ -21,8 +21,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import orjson
-
 from realtime.channels import names
 from realtime.events import validation
 from realtime.events.log import RedisLog
@@ -46,15 +44,17 @@ class Emitter:
     async def emit(self, event: str, data: Any = None, *, user: str | None = None, room: str | None = None) -> Offset:
         """Store `event` for `user` (or `room`: `user:<sub>` / `role:<role>`); return its offset.
 
-        Raises `realtime.protocol.GatewayError` for an invalid event or room,
-        and redis-py's errors or TimeoutError when Redis is down or hung.
+        Raises `realtime.protocol.GatewayError` for an invalid event or room, or `data` larger than
+        `validation.MAX_DATA_BYTES` as JSON (PAYLOAD_TOO_LARGE), and redis-py's errors or TimeoutError
+        when Redis is down or hung.
         """
         validation.event_name(event)
         if (user is None) == (room is None):
             raise ValueError("give exactly one of user and room")
         target = validation.user(user) if user is not None else validation.room(room)
+        text = validation.data_text(data)
         async with asyncio.timeout(self.timeout):
-            offset = await self.log.append(target, event, orjson.dumps(data))
+            offset = await self.log.append(target, event, text)
         assert offset is not None  # only a routed stream entry can be a duplicate
         return offset
 

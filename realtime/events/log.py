@@ -15,26 +15,32 @@ entry), not a Stream: a Stream preallocates its first 4 KB node, so each of
 ~180 bytes (measured with MEMORY USAGE). Both are trimmed by time, never by
 count: a quiet room keeps its history for the whole window however busy the
 others are, and a room with no new event expires by itself. Recovery reads
-a room's list backwards from its end, in growing chunks, until it reaches
-the client's offset.
+a room's history one page at a time (`PAGE`: a binary search for the
+client's offset, then the oldest entries after it, up to a byte budget), so
+neither the pod nor the client ever holds more of a backlog than one page.
+
+Only the append script writes these keys; an entry of the log that is not
+what it writes (a back end that XADDs to the wrong stream) is skipped,
+counted in `malformed` and logged, never fatal.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from realtime.backplane.batch import Pipelined
-from realtime.backplane.connections import REDIS_ERRORS, Client, client
-from realtime.events import offsets
+from realtime.backplane.connections import REDIS_ERRORS, Client, client, pipeline
+from realtime.events import offsets, validation
 from realtime.events.offsets import Offset
 
-# The most history entries one room replays to one connection.
-MAX_REPLAY = 10_000
-# Entries of the first backwards read of a room's history; each further read is 4 times larger.
-FIRST_CHUNK = 32
+logger = logging.getLogger(__name__)
+
+# The most history entries of one room in one page.
+PAGE_ENTRIES = 1000
 
 # Appends one entry to the log and to its room's history, trims both to the retention and returns the
 # offset. A Lua function shared by the scripts that append (this module's and keyed state's), so an
@@ -85,6 +91,46 @@ return id
 """
 
 
+# KEYS: a room's history. ARGV: after (ms, n), upto (ms, n), budget (bytes), most entries.
+# Returns 1 when entries of (after, upto] remain past those returned, else 0; then the oldest entries of
+# (after, upto], as many as fit in the budget (at least one).
+PAGE = """
+local function offset(raw)
+  local ms, n = string.match(raw, '^(%d+)-(%d+)|')
+  if not ms then return -1, -1 end
+  return tonumber(ms), tonumber(n)
+end
+local function above(raw, ms, n)
+  local rms, rn = offset(raw)
+  if rms ~= ms then return rms > ms end
+  return rn > n
+end
+local after_ms, after_n = tonumber(ARGV[1]), tonumber(ARGV[2])
+local upto_ms, upto_n = tonumber(ARGV[3]), tonumber(ARGV[4])
+local budget, most = tonumber(ARGV[5]), tonumber(ARGV[6])
+local lo, hi = 0, redis.call('LLEN', KEYS[1])
+while lo < hi do
+  local mid = math.floor((lo + hi) / 2)
+  if above(redis.call('LINDEX', KEYS[1], mid), after_ms, after_n) then hi = mid else lo = mid + 1 end
+end
+local page, count, size = {0}, 0, 0
+while true do
+  local raws = redis.call('LRANGE', KEYS[1], lo, lo + 63)
+  if #raws == 0 then return page end
+  for _, raw in ipairs(raws) do
+    if above(raw, upto_ms, upto_n) then return page end
+    if count > 0 and (size + #raw > budget or count >= most) then
+      page[1] = 1
+      return page
+    end
+    count, size = count + 1, size + #raw
+    page[count + 1] = raw
+  end
+  lo = lo + #raws
+end
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
     """One private event of the log."""
@@ -95,8 +141,18 @@ class Entry:
     data: bytes  # JSON text
 
 
+@dataclass(frozen=True, slots=True)
+class Page:
+    """The oldest entries of a room's history after an offset, as many as a budget allows."""
+
+    entries: list[Entry]
+    more: bool  # entries up to the page's end offset remain after the last one
+
+
 class EventLog(Protocol):
     """Where private events are stored, in one order, for the window."""
+
+    malformed: int  # entries read and skipped: not what the append script writes
 
     async def append(self, room: str, event: str, data: bytes, *, source: str | None = None) -> Offset | None:
         """Store one event; its offset, or None when `source` (an input id) was already appended."""
@@ -110,12 +166,14 @@ class EventLog(Protocol):
         """The newest offset of the log (`0-0` when it is empty)."""
         ...
 
-    async def read(self, after: Offset, wait: float) -> list[Entry]:
-        """Entries after `after`, in order, waiting up to `wait` seconds for the first."""
+    async def read(self, after: Offset, wait: float) -> tuple[list[Entry], Offset]:
+        """Entries after `after`, in order, waiting up to `wait` seconds for the first; and the offset to
+        read after next (the last entry read, a skipped one included)."""
         ...
 
-    async def history(self, queries: Sequence[tuple[str, Offset]], upto: Offset) -> list[list[Entry]]:
-        """For each (room, after): the room's entries in (after, upto], in order (one round trip for all)."""
+    async def history(self, queries: Sequence[tuple[str, Offset, int]], upto: Offset) -> list[Page]:
+        """For each (room, after, budget): the oldest of the room's entries in (after, upto], in order, up to
+        `budget` bytes (at least one entry); one round trip for all."""
         ...
 
     async def reset(self) -> None:
@@ -152,11 +210,13 @@ class RedisLog:
         self.keep_ms = int(keep * 1000)
         self.url = url
         self.timeout = timeout
+        self.malformed = 0
         self._connect()
 
     def _connect(self) -> None:
         self.redis: Client = client(self.url, self.timeout)
         self._append = self.redis.register_script(APPEND)
+        self._page = self.redis.register_script(PAGE)
         self._pipelined = Pipelined(self.redis, scripts=[self._append])
 
     async def reset(self) -> None:
@@ -193,52 +253,68 @@ class RedisLog:
         newest: Any = await self.redis.xrevrange(self.keys.log, count=1)
         return _text(newest[0][0]) if newest else offsets.ZERO
 
-    async def read(self, after: Offset, wait: float) -> list[Entry]:
+    async def read(self, after: Offset, wait: float) -> tuple[list[Entry], Offset]:
         # Block for less than the socket timeout, which would take the wait for a hung Redis.
         block = max(1, int(min(wait, self.timeout / 2) * 1000))
         reply: Any = await self.redis.xread({self.keys.log: after}, count=1000, block=block)
         if not reply:
-            return []
-        return [Entry(_text(entry_id), _text(fields[b"room"]), _text(fields[b"event"]), fields[b"data"])
-                for entry_id, fields in reply[0][1]]
+            return [], after
+        entries = []
+        for entry_id, fields in reply[0][1]:
+            entry = self._checked(lambda: _log_entry(entry_id, fields))  # noqa: B023 (called at once)
+            if entry is not None:
+                entries.append(entry)
+        return entries, _text(reply[0][1][-1][0])
 
-    async def history(self, queries: Sequence[tuple[str, Offset]], upto: Offset) -> list[list[Entry]]:
-        # Backwards from each list's end, every query in one pipeline per round, until a chunk
-        # reaches the query's offset (or the list's start, or MAX_REPLAY). Appends between rounds
-        # shift the negative indexes towards the end: chunks may overlap (deduplicated), never skip.
-        found: list[dict[Offset, Entry]] = [{} for _ in queries]
-        read = [0] * len(queries)
-        chunk = FIRST_CHUNK
-        todo = list(range(len(queries)))
-        while todo:
-            pipe = self.redis.pipeline(transaction=False)
-            for i in todo:
-                pipe.lrange(self.keys.room(queries[i][0]), -(read[i] + chunk), -(read[i] + 1))
-            replies: list[Any] = await pipe.execute()
-            more = []
-            for i, reply in zip(todo, replies, strict=True):
-                room, after = queries[i]
-                entries = [_entry(room, raw) for raw in reply]
-                found[i].update((entry.offset, entry) for entry in entries)
-                read[i] += len(reply)
-                if (len(reply) == chunk and read[i] < MAX_REPLAY
-                        and offsets.key(entries[0].offset) > offsets.key(after)):
-                    more.append(i)
-            todo, chunk = more, chunk * 4
-        start_end = [(offsets.key(after), offsets.key(upto)) for _, after in queries]
-        return [sorted((e for e in entries.values() if start < offsets.key(e.offset) <= end),
-                       key=lambda e: offsets.key(e.offset))[-MAX_REPLAY:]
-                for entries, (start, end) in zip(found, start_end, strict=True)]
+    async def history(self, queries: Sequence[tuple[str, Offset, int]], upto: Offset) -> list[Page]:
+        pipe = pipeline(self.redis, [self._page])
+        end = offsets.key(upto)
+        for room, after, budget in queries:
+            start = offsets.key(after)
+            await self._page(keys=[self.keys.room(room)], args=[*start, *end, budget, PAGE_ENTRIES], client=pipe)
+        replies: list[Any] = await pipe.execute()
+        pages = []
+        for (room, _, _), reply in zip(queries, replies, strict=True):
+            entries = []
+            for raw in reply[1:]:
+                entry = self._checked(lambda: _room_entry(room, raw))  # noqa: B023 (called at once)
+                if entry is not None:
+                    entries.append(entry)
+            pages.append(Page(entries, bool(reply[0])))
+        return pages
+
+    def _checked(self, parse: Callable[[], Entry]) -> Entry | None:
+        """`parse()`, or None (counted and logged) for an entry the append script did not write."""
+        try:
+            return parse()
+        except (KeyError, ValueError, TypeError) as exc:  # UnicodeDecodeError is a ValueError
+            self.malformed += 1
+            logger.warning("events: a malformed entry of the log was skipped (%s: %s)", exc.__class__.__name__, exc)
+            return None
 
     async def close(self) -> None:
+        await self._pipelined.aclose()
         await self.redis.aclose()
 
 
-def _entry(room: str, raw: bytes) -> Entry:
+def _log_entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
+    """An entry of the log stream: fields `room`, `event`, `data`."""
+    return _sized(Entry(_text(entry_id), fields[b"room"].decode(), fields[b"event"].decode(), fields[b"data"]))
+
+
+def _room_entry(room: str, raw: bytes) -> Entry:
     """A room history entry: `<offset>|<len(event)>|<event><data>`."""
     offset, length, rest = raw.split(b"|", 2)
     size = int(length)
-    return Entry(offset.decode(), room, rest[:size].decode(), rest[size:])
+    return _sized(Entry(offset.decode(), room, rest[:size].decode(), rest[size:]))
+
+
+def _sized(entry: Entry) -> Entry:
+    if not offsets.parse(entry.offset) or not isinstance(entry.data, bytes):
+        raise ValueError("not an entry of the append script")
+    if len(entry.data) > validation.MAX_DATA_BYTES:
+        raise ValueError(f"data larger than {validation.MAX_DATA_BYTES} bytes")
+    return entry
 
 
 def _text(value: bytes | str) -> str:

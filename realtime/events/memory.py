@@ -10,17 +10,19 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from realtime.events import offsets
-from realtime.events.log import MAX_REPLAY, Entry
+from realtime.events.log import PAGE_ENTRIES, Entry, Page
 from realtime.events.offsets import Offset
 from realtime.events.sessions import Session
 
 
 class MemoryLog:
-    def __init__(self, *, keep: float) -> None:
+    def __init__(self, *, keep: float, clock: Callable[[], float] = time.time) -> None:
         self.keep_ms = int(keep * 1000)
+        self.malformed = 0  # stays 0: only `append` writes this log
+        self.clock = clock  # wall-clock seconds, as Redis stamps stream entries
         self._log: deque[Entry] = deque()
         self._rooms: dict[str, deque[Entry]] = {}
         self._last = (0, 0)
@@ -32,7 +34,7 @@ class MemoryLog:
             if self._source is not None and offsets.key(source) <= self._source:
                 return None
             self._source = offsets.key(source)
-        now = int(time.time() * 1000)
+        now = int(self.clock() * 1000)
         ms, n = self._last
         self._last = (now, 0) if now > ms else (ms, n + 1)
         entry = Entry(f"{self._last[0]}-{self._last[1]}", room, event, data)
@@ -62,13 +64,13 @@ class MemoryLog:
     async def reset(self) -> None:
         return None  # nothing to reconnect
 
-    async def read(self, after: Offset, wait: float) -> list[Entry]:
+    async def read(self, after: Offset, wait: float) -> tuple[list[Entry], Offset]:
         entries = self._after(after)
         if not entries:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._appended.wait(), wait)
             entries = self._after(after)
-        return entries
+        return entries, entries[-1].offset if entries else after
 
     def _after(self, after: Offset) -> list[Entry]:
         start = offsets.key(after)
@@ -80,36 +82,56 @@ class MemoryLog:
         newer.reverse()
         return newer
 
-    async def history(self, queries: Sequence[tuple[str, Offset]], upto: Offset) -> list[list[Entry]]:
+    async def history(self, queries: Sequence[tuple[str, Offset, int]], upto: Offset) -> list[Page]:
         end = offsets.key(upto)
-        results: list[list[Entry]] = []
-        for room, after in queries:
+        pages: list[Page] = []
+        for room, after, budget in queries:
             start = offsets.key(after)
-            found = [e for e in self._rooms.get(room, ()) if start < offsets.key(e.offset) <= end]
-            results.append(found[:MAX_REPLAY])
-        return results
+            found: list[Entry] = []
+            size = 0
+            more = False
+            for entry in self._rooms.get(room, ()):
+                key = offsets.key(entry.offset)
+                if key <= start:
+                    continue
+                if key > end:
+                    break
+                cost = size_of(entry)
+                if found and (size + cost > budget or len(found) >= PAGE_ENTRIES):
+                    more = True
+                    break
+                found.append(entry)
+                size += cost
+            pages.append(Page(found, more))
+        return pages
 
     async def close(self) -> None:
         pass
 
 
+def size_of(entry: Entry) -> int:
+    """What `entry` weighs against a page's budget: its size in a Redis room history."""
+    return len(entry.offset) + len(entry.event) + len(entry.data) + 4
+
+
 class MemorySessions:
-    def __init__(self, *, window: float, heartbeat: float) -> None:
+    def __init__(self, *, window: float, heartbeat: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock  # seconds, for the expiries Redis keeps as TTLs
         self.window = window
         self.ttl = window + heartbeat
         self._sessions: dict[str, tuple[Session, float]] = {}
 
     async def create(self, pid: str, session: Session) -> None:
-        self._sessions[pid] = (session, time.monotonic() + self.ttl)
+        self._sessions[pid] = (session, self.clock() + self.ttl)
 
     async def load(self, pid: str) -> Session | None:
         found = self._sessions.get(pid)
-        if found is None or found[1] < time.monotonic():
+        if found is None or found[1] < self.clock():
             return None
         return found[0]
 
     async def update(self, follow: Mapping[str, Sequence[str]], release: Iterable[str]) -> None:
-        now = time.monotonic()
+        now = self.clock()
         for pid, subscriptions in follow.items():
             found = self._sessions.get(pid)
             if found is not None:
@@ -121,7 +143,7 @@ class MemorySessions:
                 self._sessions[pid] = (found[0], now + self.window)
 
     async def refresh(self, sessions: Mapping[str, Session]) -> None:
-        now = time.monotonic()
+        now = self.clock()
         # Forget expired sessions here, so memory stays bounded without a timer per session.
         for pid in [pid for pid, (_, expires) in self._sessions.items() if expires < now]:
             del self._sessions[pid]

@@ -18,8 +18,10 @@ up may still read entries before it notices: the append script refuses them
 (it checks the lease, which shares the log's hash tag), so it cannot append
 out of order, and the current router, which checks after each read whether
 another consumer holds entries below its own, claims and routes them first.
-An entry is acknowledged only after the script returned. Malformed entries
-are acknowledged, counted and logged, never fatal.
+An entry is acknowledged only after the script returned. Malformed entries,
+and entries whose `data` is larger than the API accepts
+(`validation.MAX_DATA_BYTES`), are acknowledged, counted and logged, never
+stored, never fatal.
 """
 
 from __future__ import annotations
@@ -61,11 +63,16 @@ return 0
 class Outcome(StrEnum):
     ROUTED = "routed"
     MALFORMED = "malformed"
+    TOO_LARGE = "too_large"
     DUPLICATE = "duplicate"
 
 
 class Malformed(ValueError):
-    pass
+    outcome = Outcome.MALFORMED
+
+
+class TooLarge(Malformed):
+    outcome = Outcome.TOO_LARGE
 
 
 class StreamRouter:
@@ -148,7 +155,7 @@ class StreamRouter:
         pipe = pipeline(self.redis, [self.log.append_script])
         settled: list[Any] = []  # malformed or deleted: acknowledged whatever happens
         appending: list[Any] = []
-        malformed = 0
+        refused = {Outcome.MALFORMED: 0, Outcome.TOO_LARGE: 0}
         for entry_id, fields in entries:
             if fields is None:
                 settled.append(entry_id)  # deleted from the stream while pending
@@ -156,9 +163,10 @@ class StreamRouter:
             try:
                 room, event, data = parse_entry(fields)
             except Malformed as exc:
-                malformed += 1
+                refused[exc.outcome] += 1
                 settled.append(entry_id)
-                logger.warning("router: malformed entry %s in %s: %s", _text(entry_id), self.stream, exc)
+                logger.warning("router: %s entry %s in %s dropped: %s", exc.outcome.value.replace("_", " "),
+                               _text(entry_id), self.stream, exc)
                 continue
             appending.append(entry_id)
             await self.log.queue_append(pipe, room, event, data, source=_text(entry_id), router=self.consumer)
@@ -170,7 +178,8 @@ class StreamRouter:
             await self.redis.xack(self.stream, self.group, *settled)
         self.entries[Outcome.ROUTED.value] += len(results) - duplicates - fenced
         self.entries[Outcome.DUPLICATE.value] += duplicates
-        self.entries[Outcome.MALFORMED.value] += malformed
+        for outcome, count in refused.items():
+            self.entries[outcome.value] += count
         if fenced:
             # Another pod routes now; it claims what this one read and could not append.
             logger.warning("router: lost the lease of %s while routing; %d entries left to the new router",
@@ -201,7 +210,10 @@ def parse_entry(fields: dict[bytes, bytes]) -> tuple[str, str, bytes]:
         data = orjson.dumps(orjson.loads(texts.get("data", "null")))
     except orjson.JSONDecodeError:
         raise Malformed("data is not JSON") from None
-    return room, event, data
+    try:
+        return room, event, validation.sized(data)
+    except GatewayError as error:
+        raise TooLarge(error.message) from None
 
 
 def _text(value: bytes | str) -> str:

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
-
-import orjson
 
 from realtime.backplane.connections import REDIS_ERRORS
 from realtime.catalog import Catalog
@@ -46,8 +43,10 @@ class Events:
         self.sessions = sessions
         self.router = router
         self.local = router is None  # memory://: nothing is shared, nothing to reconnect to
+        # A replay goes in parts of a quarter of the slow-consumer bound: room for live traffic beside it.
         self.reader = LogReader(self.log, sio, with_offsets=settings.recovery_window > 0,
-                                retry_max=settings.redis_retry_max)
+                                retry_max=settings.redis_retry_max,
+                                part_bytes=settings.slow_consumer_max_bytes // 4)
         self.recovery = Recovery(sio, self.log, self.sessions, self.reader, catalog,
                                  window=settings.recovery_window, max_subscriptions=settings.max_subscriptions)
         self._tasks: list[asyncio.Task[None]] = []
@@ -74,11 +73,12 @@ class Events:
         await self.sessions.close()
         await self.log.close()
 
-    async def publish(self, room: str, event: str, data: Any) -> Offset:
-        """Store a private event for delivery and recovery; its offset. UNAVAILABLE unless it is stored."""
+    async def publish(self, room: str, event: str, data: bytes) -> Offset:
+        """Store a private event (`data`: JSON text, checked by `validation`) for delivery and recovery;
+        its offset. UNAVAILABLE unless it is stored."""
         try:
             async with asyncio.timeout(self.settings.redis_timeout):
-                offset = await self.log.append(room, event, orjson.dumps(data))
+                offset = await self.log.append(room, event, data)
         except REDIS_ERRORS:
             raise GatewayError(ErrorCode.UNAVAILABLE, "Redis is unavailable; the event was not stored") from None
         assert offset is not None
@@ -103,6 +103,10 @@ class Events:
              lambda: reader.replayed),
             ("realtime_events_replays_failed", "connections that joined their rooms without their replay "
              "because Redis was unavailable", lambda: reader.replays_failed),
+            ("realtime_events_malformed", "entries of the event log skipped: not what the gateway writes "
+             "(missing fields, data not JSON or too large)", lambda: reader.malformed + self.log.malformed),
+            ("realtime_events_reader_failures", "times the event log reader failed (not a Redis outage) and "
+             "started again", lambda: reader.failures),
         ]
 
     def labelled_counters(self) -> list[LabelledCounter]:

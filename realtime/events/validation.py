@@ -3,9 +3,10 @@
 Room names follow the one grammar of `realtime.rooms`. A back end may name a
 private room (`user:<sub>`, `role:<role>`); the API also takes
 `asset:<ASSET>` (best effort, through the manager), checked against the
-catalog. Every refusal is a `GatewayError` (BAD_REQUEST, FORBIDDEN,
-UNKNOWN_ASSET) that the caller maps to its wire: an HTTP status, a skipped
-stream entry, an exception.
+catalog. An event's data is at most `MAX_DATA_BYTES` of JSON, whichever way
+it comes in. Every refusal is a `GatewayError` (BAD_REQUEST, FORBIDDEN,
+UNKNOWN_ASSET, PAYLOAD_TOO_LARGE) that the caller maps to its wire: an HTTP
+status, a skipped stream entry, an exception.
 """
 
 from __future__ import annotations
@@ -13,11 +14,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 from realtime import rooms
 from realtime.catalog import Catalog
 from realtime.channels import names
 from realtime.protocol import ErrorCode, GatewayError
 
+# The largest `data` of an event, as JSON text, whichever way it comes in (`POST /api/v1/publish`, the
+# emitter, the events stream); the log reader skips anything larger. A replay is paced in whole entries,
+# so this is also how far one of its parts may overshoot its budget.
+MAX_DATA_BYTES = 64 * 1024
+# A publish request's body: that data and the envelope around it (event, room).
+MAX_BODY_BYTES = MAX_DATA_BYTES + 1024
 MAX_EVENT_NAME = 64
 # Events a service may not emit: the gateway's own (a forged price or auth
 # event would be believed by every client) and socket.io-client's reserved names.
@@ -35,6 +44,19 @@ def event_name(event: Any) -> str:
     if event in RESERVED_EVENTS or event.startswith(RESERVED_PREFIXES):
         raise GatewayError(ErrorCode.FORBIDDEN, f"event {event!r} is reserved for the gateway")
     return event
+
+
+def data_text(data: Any) -> bytes:
+    """`data` as JSON text, if it is at most MAX_DATA_BYTES long, else GatewayError (PAYLOAD_TOO_LARGE)."""
+    return sized(orjson.dumps(data))
+
+
+def sized(text: bytes) -> bytes:
+    """`text` (an event's JSON data) if it is at most MAX_DATA_BYTES long, else GatewayError."""
+    if len(text) > MAX_DATA_BYTES:
+        raise GatewayError(ErrorCode.PAYLOAD_TOO_LARGE,
+                           f"data is {len(text)} bytes of JSON; at most {MAX_DATA_BYTES} are accepted")
+    return text
 
 
 def user(sub: Any) -> str:

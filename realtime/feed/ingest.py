@@ -20,6 +20,7 @@ it pays one substring test.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -66,25 +67,27 @@ class Ingest:
     async def run(self) -> None:
         await self.restarts.load(self.book)
         books = self.books
-        async for raw in self.source.messages():
-            if books is not None and (BOOK_MARK in raw if isinstance(raw, bytes) else BOOK_MARK.decode() in raw):
-                if await books.accept(raw):
+        # A cancel while a tick is sent must still close the source and its Redis connection.
+        async with contextlib.aclosing(self.source.messages()) as messages:
+            async for raw in messages:
+                if books is not None and (BOOK_MARK in raw if isinstance(raw, bytes) else BOOK_MARK.decode() in raw):
+                    if await books.accept(raw):
+                        continue
+                try:
+                    verdict = self.book.accept_all(raw)
+                except TickRejected as rejected:
+                    self._drop(rejected)
                     continue
-            try:
-                verdict = self.book.accept_all(raw)
-            except TickRejected as rejected:
-                self._drop(rejected)
-                continue
-            if verdict.band_dropped:
-                self.counts[TickOutcome.BAND] += verdict.band_dropped
-            if verdict.restart is not None:
-                self.restarts.save(*verdict.restart)
-            if self.book.statuses.changes:
-                await self.send_statuses(self.book.statuses.drain())
-            for update in verdict.updates:
-                self.counts[TickOutcome.OK] += 1
-                self.book.tiers.add(update)
-                await self.send(update)
+                if verdict.band_dropped:
+                    self.counts[TickOutcome.BAND] += verdict.band_dropped
+                if verdict.restart is not None:
+                    self.restarts.save(*verdict.restart)
+                if self.book.statuses.changes:
+                    await self.send_statuses(self.book.statuses.drain())
+                for update in verdict.updates:
+                    self.counts[TickOutcome.OK] += 1
+                    self.book.tiers.add(update)
+                    await self.send(update)
 
     async def send(self, update: PriceUpdate, room: str | None = None) -> int:
         """Fan one tick of a tier room (the real-time one by default) out through its rate tiers; never raises."""

@@ -20,7 +20,8 @@ Cluster they are sharded channels (SSUBSCRIBE, each on its own shard).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import contextlib
+from collections.abc import AsyncGenerator, Callable
 from typing import Protocol
 
 import orjson
@@ -49,7 +50,7 @@ class PriceSource(Protocol):
     def unwatch(self, asset: str) -> None:
         """`asset`'s last subscriber on this pod left."""
 
-    def messages(self) -> AsyncIterator[bytes]: ...
+    def messages(self) -> AsyncGenerator[bytes, None]: ...
 
 
 # Price levels a side of each simulated book: deeper than the deepest usual view (REALTIME_BOOK_DEPTHS),
@@ -89,7 +90,7 @@ class SimulatedSource:
     def unwatch(self, asset: str) -> None:
         return None
 
-    async def messages(self) -> AsyncIterator[bytes]:
+    async def messages(self) -> AsyncGenerator[bytes, None]:
         if self.rate <= 0:
             await asyncio.Event().wait()  # simulation off: a source that never ticks
         interval = 1.0 / self.rate
@@ -173,12 +174,14 @@ class RedisSource:
     def _apply(self) -> None:
         self.subscription.want(f"{self.channel}:{asset}" for asset in self._held)
 
-    async def messages(self) -> AsyncIterator[bytes]:
+    async def messages(self) -> AsyncGenerator[bytes, None]:
         try:
-            async for message in self.subscription.messages():
-                if not self.hears_all and message["channel"] == self._single:
-                    self.hears_all = True
-                yield message["data"]
+            # Closed with this generator, not left to the garbage collector with its Redis connection.
+            async with contextlib.aclosing(self.subscription.messages()) as messages:
+                async for message in messages:
+                    if not self.hears_all and message["channel"] == self._single:
+                        self.hears_all = True
+                    yield message["data"]
         finally:
             for release in self._held.values():
                 if release is not None:

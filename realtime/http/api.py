@@ -60,7 +60,7 @@ class Api:
         self.metrics = metrics
         self.events = events
         self.states = states
-        self.max_body = settings.max_message_bytes
+        self.max_body = validation.MAX_BODY_BYTES
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._errors])
@@ -118,8 +118,9 @@ class Api:
         self._service(request)
         body = await self._body(request)
         event, room, data = validation.publication(body, self.catalog)
+        text = validation.data_text(data)  # the one size rule of every way in
         if is_private(room):
-            offset = await self.events.publish(room, event, data)
+            offset = await self.events.publish(room, event, text)
             return json_response({"ok": True, "event": event, "room": room, "offset": offset}, status=202)
         if not self.sio.manager_ready:
             raise GatewayError(ErrorCode.UNAVAILABLE, "Redis is unavailable; the event was not published")

@@ -41,8 +41,8 @@ socket.on("connect", async () => {
   if (!ack.ok) return console.error(ack.error.code, ack.error.message);
   ack.prices.forEach(onPrice); // a tick may have overtaken its snapshot: onPrice keeps the newest
   for (const { asset, code } of ack.rejected) console.warn(asset, code); // e.g. FORBIDDEN
-  subscribePositions();
   askBook("book:subscribe");
+  subscribePositions();
 });
 socket.on("price:update", onPrice);
 

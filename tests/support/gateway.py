@@ -99,12 +99,12 @@ def gateway_env(port: int, **settings: Any) -> dict[str, str]:
         "REALTIME_SIMULATED_RATE": "0",
         # Test prices jump by 100 % (bid 1, 2, 3, ...): the band's own tests turn it on.
         "REALTIME_PRICE_BAND": "0",
+        # Tests count every tick: a pause of this shared machine's loop must not turn on overload mode's
+        # conflation (as in the bench); the overload tests turn it on.
+        "REALTIME_OVERLOAD_LAG": "0",
         "REALTIME_SHUTDOWN_GRACE": "3",
         "PYTHONUNBUFFERED": "1",
     })
-    # The whole suite runs on either websocket engine: `REALTIME_TEST_ENGINE=stock scripts/test`.
-    if os.environ.get("REALTIME_TEST_ENGINE"):
-        env["REALTIME_ENGINE"] = os.environ["REALTIME_TEST_ENGINE"]
     for key, value in settings.items():
         name = "REALTIME_" + key.upper()
         if value is None:

@@ -179,53 +179,6 @@
     else socket.timeout(10000).emit("price:unsubscribe", [row.name], () => {});
   }
 
-  // The user's positions (keyed state): the snapshot of state:subscribe, then each state:update
-  // applied in version order; a gap means one was missed, and subscribing again repairs it.
-  const positionsEl = document.getElementById("positions");
-  const positions = { version: -1, items: {} };
-  function showPositions() {
-    positionsEl.hidden = Object.keys(positions.items).length === 0;
-    positionsEl.dataset.version = String(positions.version);
-    const body = positionsEl.querySelector("tbody");
-    body.replaceChildren(...Object.keys(positions.items).sort().map((key) => {
-      const p = positions.items[key];
-      const tr = document.createElement("tr");
-      tr.dataset.key = key;
-      for (const [field, cls] of [["asset", "asset"], ["side", ""], ["qty", "num"], ["entry", "num"],
-                                  ["price", "num"], ["profit", "num"]]) {
-        const td = document.createElement("td");
-        td.className = cls;
-        td.dataset.field = field;
-        td.textContent = p[field] ?? "";
-        if (field === "profit") td.classList.toggle("loss", String(p.profit).startsWith("-"));
-        tr.appendChild(td);
-      }
-      return tr;
-    }));
-  }
-  function takeSnapshot({ version, items }) {
-    positions.version = version;
-    positions.items = items;
-    showPositions();
-  }
-  function subscribePositions() {
-    socket.timeout(10000).emit("state:subscribe", { name: "positions" }, (err, ack) => {
-      if (!err && ack.ok) takeSnapshot(ack);
-    });
-  }
-  socket.on("state:snapshot", (snapshot) => { if (snapshot.name === "positions") takeSnapshot(snapshot); });
-  socket.on("state:update", ({ name, version, ops }) => {
-    if (name !== "positions" || version <= positions.version) return;
-    if (version !== positions.version + 1) return subscribePositions();
-    for (const op of ops) {
-      if (op.op === "delete") delete positions.items[op.key];
-      else if (op.op === "set") positions.items[op.key] = op.value;
-      else Object.assign(positions.items[op.key], op.changes);
-    }
-    positions.version = version;
-    showPositions();
-  });
-
   // The order book of one asset: { asset, seq, bids: Map(price -> qty), asks } or null while none is held.
   const BOOK_DEPTH = 10;
   const bookEl = document.getElementById("book");
@@ -305,6 +258,53 @@
     if (asset !== selected) return;
     bookEl.dataset.status = status;
     renderBook();
+  });
+
+  // The user's positions (keyed state): the snapshot of state:subscribe, then each state:update
+  // applied in version order; a gap means one was missed, and subscribing again repairs it.
+  const positionsEl = document.getElementById("positions");
+  const positions = { version: -1, items: {} };
+  function showPositions() {
+    positionsEl.hidden = Object.keys(positions.items).length === 0;
+    positionsEl.dataset.version = String(positions.version);
+    const body = positionsEl.querySelector("tbody");
+    body.replaceChildren(...Object.keys(positions.items).sort().map((key) => {
+      const p = positions.items[key];
+      const tr = document.createElement("tr");
+      tr.dataset.key = key;
+      for (const [field, cls] of [["asset", "asset"], ["side", ""], ["qty", "num"], ["entry", "num"],
+                                  ["price", "num"], ["profit", "num"]]) {
+        const td = document.createElement("td");
+        td.className = cls;
+        td.dataset.field = field;
+        td.textContent = p[field] ?? "";
+        if (field === "profit") td.classList.toggle("loss", String(p.profit).startsWith("-"));
+        tr.appendChild(td);
+      }
+      return tr;
+    }));
+  }
+  function takeSnapshot({ version, items }) {
+    positions.version = version;
+    positions.items = items;
+    showPositions();
+  }
+  function subscribePositions() {
+    socket.timeout(10000).emit("state:subscribe", { name: "positions" }, (err, ack) => {
+      if (!err && ack.ok) takeSnapshot(ack);
+    });
+  }
+  socket.on("state:snapshot", (snapshot) => { if (snapshot.name === "positions") takeSnapshot(snapshot); });
+  socket.on("state:update", ({ name, version, ops }) => {
+    if (name !== "positions" || version <= positions.version) return;
+    if (version !== positions.version + 1) return subscribePositions();
+    for (const op of ops) {
+      if (op.op === "delete") delete positions.items[op.key];
+      else if (op.op === "set") positions.items[op.key] = op.value;
+      else Object.assign(positions.items[op.key], op.changes);
+    }
+    positions.version = version;
+    showPositions();
   });
 
   socket.on("connect", () => {
