@@ -23,7 +23,7 @@ import subprocess
 from collections.abc import AsyncIterator
 from typing import Any
 
-from tests.support import BTC, ETH, ROOT, ClusterFactory, GatewayFactory, NodeSession, feed, node_session, of, token
+from tests.support import BTC, ETH, ROOT, ClusterFactory, InProcessFactory, NodeSession, feed, node_session, of, token
 from tests.support.books import BookFeed, Exchange, check_lines, holds, read_until
 from tests.support.channels import write_state
 
@@ -275,7 +275,7 @@ const render = (type, data) => process.stdout.write(JSON.stringify({ type, data 
 """
 
 
-async def test_the_docs_ten_line_app_runs(start_gateway: GatewayFactory) -> None:
+async def test_the_docs_ten_line_app_runs(start_gateway: InProcessFactory) -> None:
     # The app of docs/js-client.md, verbatim, on the embedded simulator (prices and a moving book) with
     # positions written by the back end.
     text = DOC.read_text()
@@ -284,7 +284,7 @@ async def test_the_docs_ten_line_app_runs(start_gateway: GatewayFactory) -> None
     ARTIFACTS.mkdir(exist_ok=True)
     script = ARTIFACTS / "js-client-app.mjs"  # under the checkout, so node finds its node_modules
     script.write_text(PRELUDE + app)
-    gateway = start_gateway(simulated_rate=10)
+    gateway = await start_gateway(simulated_rate=10)
     async with node_session(str(script), {"url": gateway.url, "token": token("alice")}) as app_run:
         ops = [{"op": "set", "key": "1", "value": {"qty": "1.0"}}, {"op": "merge", "key": "1", "changes": {"pnl": "2"}}]
         status, _ = await write_state(gateway.url, {"user": "alice", "name": "positions", "ops": ops})
