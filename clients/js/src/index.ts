@@ -1,0 +1,9 @@
+// @realtime/client: the gateway's protocol as types, and helpers that keep prices, books and keyed state right.
+export * from "./protocol.js";
+export { Prices, prices } from "./prices.js";
+export type { PricesEvents, PricesOptions } from "./prices.js";
+export { Book, book } from "./book.js";
+export type { BookEvents, BookHelperStatus, BookSnapshot } from "./book.js";
+export { State, state, applyOp } from "./state.js";
+export type { StateEvents, StateHelperStatus, StateOptions } from "./state.js";
+export { compareDecimal } from "./listeners.js";
