@@ -54,7 +54,8 @@ async def _receive_client_packet(socket: AsyncSocket, pkt: eio_packet.Packet) ->
 def binary_packet_test(packet_class: Any) -> Callable[[Any], bool]:
     """Whether an Engine.IO message (str or bytes) holds a binary Socket.IO packet, for this serializer."""
     if issubclass(packet_class, sio_packet.Packet) and packet_class.uses_binary_events:
-        # JSON (msgpack packets carry no attachments): binary packets are text starting with their type digit; their attachments are bytes.
+        # JSON (msgpack has no attachments): binary packets are text starting with their type digit;
+        # their attachments are bytes.
         return lambda data: isinstance(data, bytes) or data[:1] in ("5", "6")
 
     def decoded(data: Any) -> bool:
