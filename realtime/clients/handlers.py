@@ -206,8 +206,9 @@ class Gateway:
             self.metrics.refused(ErrorCode.INTERNAL.value)
             raise refusal(GatewayError(ErrorCode.INTERNAL, "internal error")) from None
         self.metrics.connected()
-        with log_context(sid=sid, user=principal.sub):
-            logger.debug("connected")
+        if logger.isEnabledFor(logging.DEBUG):  # a context per connect costs more than the line it logs
+            with log_context(sid=sid, user=principal.sub):
+                logger.debug("connected")
 
     def _authenticate(self, environ: dict[str, Any], auth: Any) -> Principal:
         token = extract_token(environ, auth)
@@ -221,8 +222,9 @@ class Gateway:
         connection = self._forget(sid)
         if connection is not None:
             self.metrics.disconnected(reason)
-            with log_context(sid=sid, user=connection.principal.sub):
-                logger.debug("disconnected: %s", reason)
+            if logger.isEnabledFor(logging.DEBUG):
+                with log_context(sid=sid, user=connection.principal.sub):
+                    logger.debug("disconnected: %s", reason)
             if connection.principal.sub is not None:
                 await self.presence.leave(connection.principal.sub, sid)
 
