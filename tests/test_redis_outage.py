@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 
 from realtime.config import Settings
 from realtime.engine.manager import RedisManager
+from realtime.events.sessions import RedisSessions, Session
 from tests.support import (
     BTC,
     Gateway,
@@ -152,3 +153,27 @@ async def test_a_hung_redis_is_noticed_and_survived(start_gateway: InProcessFact
             await _cancel(feed)
         await eventually(lambda: _state(pod, 200, "up"), timeout=15)
         assert alice.client.connected
+
+
+async def test_session_calls_to_a_hung_redis_give_up_and_leave_no_late_reply(own_redis: RedisServer) -> None:
+    # The sessions' client bounds each pipeline as a whole, not each reply (backplane.batch).
+    sessions = RedisSessions(own_redis.url, f"hung-{free_port()}", window=60, heartbeat=15, timeout=0.5)
+    assert own_redis.process is not None
+    try:
+        await sessions.create("before", Session("alice", ("BTC",), "1-0"))
+        own_redis.process.send_signal(signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(TimeoutError):
+                await sessions.create("during", Session("bob", (), "2-0"))
+            with pytest.raises(TimeoutError):
+                await sessions.refresh({"before": Session("alice", ("BTC",), "1-0")})
+            assert time.monotonic() - started < 3
+        finally:
+            own_redis.process.send_signal(signal.SIGCONT)
+        # The cut pipelines' connections were dropped: every later call reads its own replies.
+        await sessions.create("after", Session("carol", ("ETH",), "3-0"))
+        assert await sessions.load("after") == Session("carol", ("ETH",), "3-0")
+        assert await sessions.load("before") == Session("alice", ("BTC",), "1-0")
+    finally:
+        await sessions.close()

@@ -25,8 +25,13 @@ Queue = Callable[[Any], Any]  # adds commands to a pipeline (may return an await
 
 
 class Pipelined:
-    def __init__(self, redis: Client, in_flight: int = IN_FLIGHT, scripts: Sequence[Any] = ()) -> None:
+    def __init__(self, redis: Client, in_flight: int = IN_FLIGHT, scripts: Sequence[Any] = (),
+                 timeout: float | None = None) -> None:
         self.redis = redis
+        # Each pipeline as a whole gives up after `timeout` seconds (for a client whose reads are not
+        # bounded one by one, `connections.client(bounded_reads=False)`); a pipeline cut short closes
+        # its connection (redis-py drops one interrupted mid-reply), so no late reply is read by another.
+        self.timeout = timeout
         self.scripts = scripts  # the registered scripts its calls run (see `backplane.connections.pipeline`)
         self.in_flight = in_flight
         self._running = 0
@@ -70,7 +75,7 @@ class Pipelined:
     async def _run(self, batch: list[tuple[Queue, int, asyncio.Future[list[Any]]]]) -> None:
         try:
             # Reset however it ends (a timeout, a stop), so its connection goes back to the pool.
-            async with pipeline(self.redis, self.scripts) as pipe:
+            async with asyncio.timeout(self.timeout), pipeline(self.redis, self.scripts) as pipe:
                 for queue, _, _ in batch:
                     added = queue(pipe)
                     if inspect.isawaitable(added):

@@ -13,6 +13,7 @@ see `realtime.namespace`; its own hash tag: one key, one slot) with `sub`, `subs
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -103,12 +104,14 @@ class RedisSessions:
         self.prefix = prefix
         self.window_ms = int(window * 1000)
         self.ttl_ms = int((window + heartbeat) * 1000)
-        self.redis: Client = client(url, timeout)
+        self.timeout = timeout
+        # Every call is bounded as a whole (a pipeline, the heartbeat), not reply by reply.
+        self.redis: Client = client(url, timeout, bounded_reads=False)
         # A reconnect storm's session reads and writes share pipelines. A pipeline of one session
         # costs ~4× the client CPU per session of one of sixteen: with few in flight, the connects that
         # arrive during a round trip share the next one (a connect waits at most one more round trip).
         self._keep = self.redis.register_script(KEEP)
-        self._pipelined = Pipelined(self.redis, in_flight=SESSION_PIPELINES, scripts=[self._keep])
+        self._pipelined = Pipelined(self.redis, in_flight=SESSION_PIPELINES, scripts=[self._keep], timeout=timeout)
 
     def key(self, pid: str) -> str:
         return f"{self.prefix}:session:{{{pid}}}"
@@ -144,7 +147,9 @@ class RedisSessions:
         await self._pipelined.call(queue, 2 * len(follow) + len(released))
 
     async def refresh(self, sessions: Mapping[str, Session]) -> None:
-        async with pipeline(self.redis, [self._keep]) as pipe:
+        # The timeout once more per 10 000 sessions: a pod's whole heartbeat is one pipeline.
+        bound = self.timeout * (1 + len(sessions) // 10_000)
+        async with asyncio.timeout(bound), pipeline(self.redis, [self._keep]) as pipe:
             for pid, session in sessions.items():
                 fields = _fields(session)
                 await self._keep(keys=[self.key(pid)], client=pipe,
