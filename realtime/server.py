@@ -50,7 +50,7 @@ from realtime.http.api import PREFIX, Api
 from realtime.http.board import DEV_TOKEN_SUBJECT, Board
 from realtime.http.middleware import handshake_limit, turn_away_while_draining
 from realtime.metrics import Metrics, State
-from realtime.rooms import room_asset, room_book, room_market, tier_room
+from realtime.rooms import ASSET, BOOK, CANDLES, TRADES, room_asset, room_book, room_market, tier_room
 from realtime.send.fanout import fanout
 from realtime.send.overload import Overload, RateGauges
 from realtime.send.rates import RateTiers
@@ -58,6 +58,9 @@ from realtime.trades.gauges import TradeGauges
 from realtime.trades.service import Market
 
 logger = logging.getLogger(__name__)
+
+# The kinds of room whose members make this pod watch an asset (`_watch_assets`).
+WATCHED_KINDS = frozenset({ASSET, BOOK, TRADES, CANDLES})
 
 LISTEN_BACKLOG = 4096  # the kernel caps it at net.core.somaxconn
 
@@ -227,6 +230,8 @@ class Server:
         rooms: Counter[str] = Counter()
 
         def asset_of(room: str) -> str | None:
+            if room.partition(":")[0] not in WATCHED_KINDS:
+                return None  # a sid's, user's, role's, channel's or state's room: one check, not four parses
             book = room_book(room)
             market = room_market(room.partition("@")[0])
             return book[0] if book is not None else market[1] if market is not None else room_asset(room)

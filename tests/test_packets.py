@@ -62,3 +62,13 @@ def test_binary_payloads_are_still_binary_events_with_attachments() -> None:
     # Inbound, the JSON rule (type digit 5 or 6, attachments as bytes) applies to it; msgpack keeps its own.
     assert binary_packet_test(JsonPacket)("51-[\"x\"]") and not binary_packet_test(JsonPacket)("2[\"x\"]")
     assert not binary_packet_test(MsgpackPacket)("51-[\"x\"]")
+
+
+def test_binary_detection_agrees_with_python_socketio_on_every_shape() -> None:
+    shapes: list[Any] = [
+        ["x", {"a": [1, "b", None, 2.5]}], ["x", b"raw"], ["x", {"deep": [[{"b": bytearray(b"1")}]]}],
+        ["x", (b"in a tuple",)], ["x", {(1, 2): "tuple key"}], ["x", 2**70], ["x", {"m": memoryview(b"m")}],
+        {"a": "b"}, [], "text", b"bytes", None, 5, ["deep", DEEP], ["deep bytes", [[[[b"x"]]]] * 2],
+    ]
+    for data in shapes:
+        assert JsonPacket.data_is_binary(data) is sio_packet.Packet.data_is_binary(data), data

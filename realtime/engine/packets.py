@@ -20,9 +20,10 @@ by tests/test_msgpack.py (real node clients with socket.io-msgpack-parser):
 And one change for speed: `JsonPacket` (the default serializer) encodes with
 orjson, ~8× faster than the stdlib with python-socketio's `separators` (a
 connect's reply and its subscribe ack: ~8 µs of stdlib JSON), and answers
-"is any of it binary?" with a short-circuiting walk instead of python-socketio's
-`reduce` over lists. Decoding stays python-engineio's (its bound on integer
-sizes included).
+"is any of it binary?" by whether orjson can encode it (it refuses bytes
+anywhere; only then is the data walked, as python-socketio walks it: ~1 µs
+instead of ~11 µs for an ack with three prices). Decoding stays
+python-engineio's (its bound on integer sizes included).
 """
 
 from __future__ import annotations
@@ -59,12 +60,22 @@ class JsonPacket(sio_packet.Packet):  # type: ignore[misc]
 
     @classmethod
     def data_is_binary(cls, data: Any) -> bool:
+        if isinstance(data, (list, dict)):
+            try:
+                orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS)
+                return False  # orjson refuses bytes and bytearray wherever they are: there are none
+            except TypeError:
+                pass  # bytes somewhere, or something else orjson refuses: walk it as python-socketio does
+        return cls._walk(data)
+
+    @classmethod
+    def _walk(cls, data: Any) -> bool:
         if isinstance(data, (bytes, bytearray)):
             return True
         if isinstance(data, list):
-            return any(map(cls.data_is_binary, data))
+            return any(map(cls._walk, data))
         if isinstance(data, dict):
-            return any(map(cls.data_is_binary, data.values()))
+            return any(map(cls._walk, data.values()))
         return False
 
 
