@@ -140,6 +140,16 @@ def test_the_overrides_keep_upstream_signatures() -> None:
     assert "self.basic_leave_room(" in inspect.getsource(socketio.AsyncManager.basic_close_room)
     assert "self.basic_enter_room(" in inspect.getsource(socketio.AsyncManager.enter_room)
     assert "self.basic_leave_room(" in inspect.getsource(socketio.AsyncManager.leave_room)
+    # engine/manager.py Members: IndexedRooms._enter is python-socketio's basic_enter_room with a dict for
+    # the room; only the None room is read backwards (`_invm`), and a room is read forwards through `_fwdm`.
+    enter = inspect.getsource(socketio.AsyncManager.basic_enter_room)
+    assert "self.rooms[namespace][room] = bidict()" in enter and "self.is_sid_room(namespace, room)" in enter
+    assert "self.rooms[namespace][None]._invm[eio_sid]" in inspect.getsource(socketio.AsyncManager.sid_from_eio_sid)
+    participants = inspect.getsource(socketio.AsyncManager.get_participants)
+    assert participants.count("._fwdm") == 3
+    classes = {*socketio.AsyncManager.__mro__, *socketio.AsyncRedisManager.__mro__} - {object}
+    source = "\n".join(inspect.getsource(cls) for cls in classes)
+    assert source.count("_fwdm") == 3 and source.count("_invm") == 1
 
 
 def test_our_copy_of_the_engineio_handshake_matches_upstreams() -> None:
