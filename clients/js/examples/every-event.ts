@@ -65,6 +65,9 @@ socket.emit("state:unsubscribe", { name: "positions" }, (ack) => console.log(ack
 // The helpers on the same socket.
 const quotes = prices(socket, ["BTC_USDC_PERP"], { maxRate: 2 });
 quotes.on("price", (update) => console.log(update.bid, quotes.status(update.asset)));
+quotes.on("status", (asset, status, since) => console.log(asset, status, since ?? Date.now()));
+quotes.on("rate", (granted) => console.log(granted === null ? "every tick" : granted));
+quotes.setMaxRate(null);
 const btc = book(socket, "BTC_USDC_PERP", 10);
 btc.on("view", ({ seq, bids, asks }) => console.log(seq, bids[0], asks[0]));
 btc.on("status", (status) => console.log(status === "resyncing"));

@@ -100,3 +100,34 @@ test("prices: a gateway that refuses maxRate (before SPEC §11) is subscribed wi
   socket.fire("price:update", { asset: "BTC_USDC_PERP", bid: 1, ask: 2, decimals: 0, seq: 1, ts: 0 });
   assert.equal(helper.get("BTC_USDC_PERP").seq, 1);
 });
+
+test("prices: setMaxRate changes the rate live, reports the grant, and is asked again on a new session", () => {
+  const socket = new ScriptedSocket((event, payload) => (event === "price:rate"
+    ? { ok: true, maxRate: payload.maxRate === null ? null : Math.min(payload.maxRate, 5), assets: payload.assets }
+    : { ok: true, subscribed: ["BTC_USDC_PERP"], rejected: [], prices: [], statuses: [
+      { asset: "BTC_USDC_PERP", status: "stale", since: 7 }], instance: "p", maxRate: payload.maxRate ?? null }));
+  const helper = prices(socket, ["BTC_USDC_PERP"]);
+  const rates = [];
+  const statuses = [];
+  helper.on("rate", (granted) => rates.push(granted));
+  helper.on("status", (asset, status, since) => statuses.push([asset, status, since]));
+  socket.connect();
+  socket.drain();
+  helper.setMaxRate(10);
+  socket.drain();
+  assert.deepEqual(rates, [5]);
+  assert.equal(helper.maxRate, 5);
+  socket.disconnect();
+  socket.connect(false);
+  socket.drain();
+  helper.setMaxRate(null);
+  socket.drain();
+  assert.deepEqual(rates, [5, null]);
+  assert.deepEqual(socket.requests.map(([event, payload]) => [event, payload]), [
+    ["price:subscribe", ["BTC_USDC_PERP"]],
+    ["price:rate", { maxRate: 10, assets: ["BTC_USDC_PERP"] }],
+    ["price:subscribe", { assets: ["BTC_USDC_PERP"], maxRate: 10 }],
+    ["price:rate", { maxRate: null, assets: ["BTC_USDC_PERP"] }],
+  ]);
+  assert.deepEqual(statuses, [["BTC_USDC_PERP", "stale", 7]]);
+});
