@@ -78,6 +78,12 @@ export class Prices extends Emitter<PricesEvents> {
     });
   }
 
+  /** Subscribe again now, as after an unrecovered reconnect: a new baseline, and a `subscribed` event with the
+   * ack (its `instance` names the pod, which a recovered session on another pod does not otherwise say). */
+  refresh(): void {
+    if (this.socket.connected) this.subscribe();
+  }
+
   /** Stop listening and unsubscribe. */
   close(): void {
     for (const off of this.detach.splice(0)) off();

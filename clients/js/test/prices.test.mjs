@@ -131,3 +131,24 @@ test("prices: setMaxRate changes the rate live, reports the grant, and is asked 
   ]);
   assert.deepEqual(statuses, [["BTC_USDC_PERP", "stale", 7]]);
 });
+
+test("prices: refresh subscribes again on a recovered session and keeps only newer prices", () => {
+  let seq = 10;
+  const socket = new ScriptedSocket(() => ({ ok: true, subscribed: ["BTC_USDC_PERP"], rejected: [], statuses: [],
+    prices: [{ asset: "BTC_USDC_PERP", bid: seq, ask: seq + 1, decimals: 0, seq, ts: 0 }], instance: `pod-${seq}` }));
+  const helper = prices(socket, ["BTC_USDC_PERP"]);
+  const instances = [];
+  helper.on("subscribed", (ack) => instances.push(ack.instance));
+  socket.connect();
+  socket.drain();
+  socket.disconnect();
+  seq = 12;
+  socket.connect(true); // recovered: nothing asked
+  socket.drain();
+  assert.equal(socket.requests.length, 1);
+  helper.refresh();
+  socket.send("price:update", { asset: "BTC_USDC_PERP", bid: 1, ask: 2, decimals: 0, seq: 13, ts: 0 });
+  socket.drain();
+  assert.deepEqual(instances, ["pod-10", "pod-12"]);
+  assert.equal(helper.get("BTC_USDC_PERP").seq, 13);
+});
