@@ -393,7 +393,7 @@ async def test_the_docs_ten_line_app_runs(start_gateway: InProcessFactory) -> No
 
         def seen(lines: list[dict[str, Any]]) -> bool:
             kinds = {line["type"] for line in lines}
-            return {"price", "book", "position"} <= kinds and len(of(lines, "book")) >= 5
+            return {"price", "book", "position", "tape"} <= kinds and len(of(lines, "book")) >= 5
         try:
             await read_until(app_run, seen)
         except TimeoutError:
@@ -404,3 +404,6 @@ async def test_the_docs_ten_line_app_runs(start_gateway: InProcessFactory) -> No
     positions = [line["data"] for line in of(app_run.lines, "position")]
     assert positions[-1] == {"key": "1", "value": {"qty": "1.0", "pnl": "2"}, "version": 1}
     assert {line["data"]["asset"] for line in of(app_run.lines, "price")} == {BTC, ETH}
+    for tape in (line["data"] for line in of(app_run.lines, "tape")):  # the simulator numbers its trades
+        ids = [int(item["id"]) for item in tape]
+        assert 0 < len(ids) <= 30 and ids == sorted(set(ids)) and {item["asset"] for item in tape} == {BTC}, ids
