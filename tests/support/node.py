@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -112,7 +113,11 @@ class NodeSession:
         while True:
             raw = await asyncio.wait_for(self.process.stdout.readline(), timeout)
             if not raw:
-                stderr = await self.process.stderr.read() if self.process.stderr else b""
+                stderr = b""
+                if self.process.stderr is not None:
+                    # Bounded: a child the script started (chromium) may still hold the pipe open.
+                    with contextlib.suppress(TimeoutError):
+                        stderr = await asyncio.wait_for(self.process.stderr.read(), 5)
                 raise RuntimeError(f"node {self.script} ended: {stderr.decode(errors='replace')[-3000:]}")
             if raw.startswith(b"{"):
                 line: dict[str, Any] = json.loads(raw)
@@ -120,9 +125,18 @@ class NodeSession:
                 return line
 
     async def until(self, kind: str, timeout: float = 30) -> dict[str, Any]:
-        """Read lines until one of `type` `kind` arrives; fail on a `failed` line."""
+        """Read lines until one of `type` `kind` arrives within `timeout` s; fail on a `failed` line.
+
+        The deadline holds across lines: a script that keeps printing others (console errors of a
+        page that cannot connect) fails here with what it printed, instead of running out the test.
+        """
+        deadline = time.monotonic() + timeout
         while True:
-            line = await self.next(timeout)
+            try:
+                line = await self.next(max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                raise AssertionError(f"node {self.script}: no {kind!r} line in {timeout:.0f}s; "
+                                     f"the last lines: {self.lines[-5:]}") from None
             if line["type"] == "failed":
                 raise AssertionError(f"node {self.script}: {line}")
             if line["type"] == kind:
