@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 
 from realtime.config import ConfigError, load_settings
@@ -39,6 +40,8 @@ from tests.support import (
 from tests.support.recovery import client as recovery_client
 from tests.support.recovery import count, start, until
 from tests.support.recovery import prices as recovered_prices
+
+pytestmark = pytest.mark.timing  # bounds on how soon the pod answers and delivers
 
 SERVICE = {"Authorization": f"Bearer {token('billing', roles=['service'])}"}
 # Margin on top of a contractual bound: scheduling on a loaded, shared machine.
