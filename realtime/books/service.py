@@ -19,7 +19,6 @@ frame-once broadcast. Nothing runs for a book whose rooms are empty here.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -41,6 +40,7 @@ from realtime.protocol import (
 )
 from realtime.rooms import book_room
 from realtime.send.fanout import Fanout
+from realtime.waits import wait_set
 
 logger = logging.getLogger(__name__)
 
@@ -249,8 +249,7 @@ class Books:
             now = loop.time()
             soonest = min(self._due.values())
             if soonest > now:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), soonest - now)
+                await wait_set(self._wake, soonest - now)
                 self._wake.clear()
                 continue
             for asset in [asset for asset, due in self._due.items() if due <= now]:
