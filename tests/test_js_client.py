@@ -323,16 +323,20 @@ async def test_the_trades_and_candles_helpers_equal_the_gateway_on_two_pods_thro
     last, history = 50, 50
     plan = {"token": token("alice"), "trades": [{"asset": BTC, "last": last}],
             "candles": [{"asset": BTC, "interval": "1s", "history": history}]}
+    # A recorder of what a socket.io-client sees through nginx, replayed through the helpers afterwards.
+    record_plan = {"trades": [{"asset": BTC, "history": last}], "candles": plan["candles"]}
     # From the next second on, so the pods heard each bar whole (a bar no pod saw whole is never closed).
     await asyncio.sleep(1.05 - time.time() % 1.0)
     sent.extend(trade(n, time.time_ns() // 1_000_000) for n in range(30))  # history before the helpers start
     await feed(pod, *sent)
     async with node_session("companion.mjs", {"url": cluster.pods[1].url, **plan}) as steady, \
-            node_session("companion.mjs", {"url": cluster.url, **plan}) as dropped:
-        for session in (steady, dropped):
+            node_session("companion.mjs", {"url": cluster.url, **plan}) as dropped, \
+            node_session("record.mjs", {"url": cluster.url, "token": plan["token"], **record_plan}) as recorder:
+        for session in (steady, dropped, recorder):
             await session.until("ready")
         await trades_for(1.5)
-        await dropped.send({"cmd": "drop"})
+        for session in (dropped, recorder):
+            await session.send({"cmd": "drop"})
         await dropped.until("disconnect")
         await trades_for(0.4, every=0.03)  # missed by the dropped client (fewer than it keeps)
         await dropped.until("connect")
@@ -348,6 +352,9 @@ async def test_the_trades_and_candles_helpers_equal_the_gateway_on_two_pods_thro
                     and all(c["closed"] for c in views[-1]["candles"] if c["t"] < final))
         for session in (steady, dropped):
             await read_until(session, settled)
+        await read_until(recorder, lambda lines: any(
+            line["type"] == "record" and line.get("event") == "trade" and line["args"][0]["id"] == sent[-1]["id"]
+            for line in lines))
         # What a new subscriber is sent, on the other pod.
         calls = [["trades:subscribe", {"asset": BTC, "history": last}],
                  ["candles:subscribe", {"asset": BTC, "interval": "1s", "history": history}]]
@@ -365,6 +372,17 @@ async def test_the_trades_and_candles_helpers_equal_the_gateway_on_two_pods_thro
         assert ids == [m["id"] for m in sent[-len(ids):]] and len(ids) >= len(sent) - 30, ids
         assert not of(session.lines, "error"), of(session.lines, "error")
     assert len(of(dropped.lines, "connect")) == 2
+    # What the recorder saw, replayed through the helpers in node.
+    ARTIFACTS.mkdir(exist_ok=True)
+    recorded = ARTIFACTS / "js-client-trades-recorded.json"
+    stream = [{k: v for k, v in line.items() if k != "type"} for line in recorder.lines if line["type"] == "record"]
+    assert [entry["kind"] for entry in stream].count("connect") == 2
+    recorded.write_text(json.dumps({"plan": record_plan, "feed": [event_of(m) for m in sent],
+                                    "bars": [b for b in bars(sent, 1000, "1s") if b["t"] < final], "stream": stream}))
+    done = await asyncio.to_thread(
+        subprocess.run, ["node", "--test", str(PACKAGE / "test" / "trades-replay.test.mjs")], cwd=PACKAGE,
+        capture_output=True, text=True, timeout=300, env={**os.environ, "RECORDED_TRADES": str(recorded)})
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
 
 
 DOC = ROOT / "docs" / "js-client.md"
