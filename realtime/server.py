@@ -31,6 +31,7 @@ from realtime.clients.books import BookHandlers
 from realtime.clients.channels import Channels
 from realtime.clients.handlers import Gateway
 from realtime.clients.limits import AddressLimiter
+from realtime.clients.prices import PriceHandlers
 from realtime.clients.state import StateSubscriptions
 from realtime.clients.trades import TradeHandlers
 from realtime.cluster.demand import Demand
@@ -101,6 +102,7 @@ class Server:
         self.presence = self.backends.presence
         self.gateway = Gateway(self.sio, settings, self.verifier, self.catalog, self.book, self.metrics,
                                self.presence, self.events.recovery, self.rates)
+        PriceHandlers(self.gateway)
         BookHandlers(self.gateway, self.books)
         TradeHandlers(self.gateway, self.market)
         self.overload = Overload(self.rates, settings.overload_lag, on_change=self.gateway.rates.overload)
