@@ -11,11 +11,12 @@ import os
 import secrets
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from realtime.catalog import Asset, parse_assets
 
 ENV_PREFIX = "REALTIME_"
 # RFC 7518 §3.2: an HS256 key must be at least as long as the hash (256 bits).
@@ -34,51 +35,10 @@ class ConfigError(Exception):
         self.problem = problem
 
 
-@dataclass(frozen=True, slots=True)
-class AssetSpec:
-    name: str
-    decimals: int
-    stale_after: float | None = None  # seconds; None: REALTIME_STALE_AFTER
-
-
 def _split_csv(value: Any) -> Any:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
-
-
-def parse_assets(value: str) -> tuple[AssetSpec, ...]:
-    """Parse the catalog `NAME:DECIMALS[:STALE_AFTER],...`; names are stored upper-case."""
-    specs: list[AssetSpec] = []
-    seen: set[str] = set()
-    for item in _split_csv(value):
-        name, sep, decimals = item.partition(":")
-        decimals, _, stale = decimals.partition(":")
-        name = name.strip().upper()
-        if not sep or not name or not decimals.strip().isdigit():
-            raise ValueError(f"expected NAME:DECIMALS, got {item!r}")
-        if not all(c.isalnum() or c in "_-." for c in name) or len(name) > 64:
-            raise ValueError(f"asset name {name!r} may hold only letters, digits, '_', '-', '.'")
-        places = int(decimals)
-        if places > 18:
-            raise ValueError(f"decimals of {name} must be 0..18, got {places}")
-        if name in seen:
-            raise ValueError(f"asset {name} is listed twice")
-        seen.add(name)
-        specs.append(AssetSpec(name, places, _stale_after(name, stale) if stale else None))
-    if not specs:
-        raise ValueError("the catalog is empty")
-    return tuple(specs)
-
-
-def _stale_after(name: str, value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if not 0 < seconds <= 86_400:
-        raise ValueError(f"stale-after of {name} must be 0 < seconds <= 86400, got {value!r}")
-    return seconds
 
 
 class Settings(BaseSettings):
@@ -430,7 +390,7 @@ class Settings(BaseSettings):
         return self.redis_url is None or self.redis_url.startswith("memory://")
 
     @property
-    def catalog(self) -> tuple[AssetSpec, ...]:
+    def catalog(self) -> tuple[Asset, ...]:
         return parse_assets(self.assets)
 
     @property

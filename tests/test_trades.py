@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 
-from realtime.catalog import Catalog
-from realtime.config import parse_assets
+from realtime.catalog import Catalog, parse_assets
 from realtime.trades.candles import GRACE_MS, Series
 from realtime.trades.messages import TradeOutcome, TradeRefused, parse
 from tests.support import (
