@@ -18,6 +18,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "realtime"
 FLOORS = [
     "realtime",  # __init__: the version
     "catalog",  # which assets exist, and how REALTIME_ASSETS spells them
+    "values",  # what one setting's value may be: a comma list, a Redis URL, a secret
     "config",  # the one settings object
     "namespace",  # the names of every Redis key and channel the gateway owns
     "rooms",  # the grammar of room names
