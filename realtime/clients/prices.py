@@ -14,8 +14,8 @@ from typing import Any
 
 from realtime.clients.connection import Connection
 from realtime.clients.handlers import Gateway
+from realtime.clients.requests import MAX_ASSETS_PER_REQUEST, asset_names, subscribe_request
 from realtime.protocol import (
-    MAX_ASSETS_PER_REQUEST,
     PRICE_SUBSCRIBE,
     PRICE_UNSUBSCRIBE,
     ErrorCode,
@@ -23,8 +23,6 @@ from realtime.protocol import (
     Rejection,
     SubscribeAck,
     UnsubscribeAck,
-    asset_names,
-    subscribe_request,
 )
 
 
