@@ -185,11 +185,16 @@ class Settings(BaseSettings):
         description="peers whose X-Forwarded-For is believed",
     )
 
-    # HTTP request heads (realtime.engine.heads): slowloris connections are cut and counted.
+    # HTTP connections (realtime.engine.heads): slowloris heads are cut and counted, idle ones closed.
     header_timeout: float = Field(
         5.0, gt=0, le=300,
         description="seconds a connection has to send a whole HTTP request head (from the moment it opens, or from "
                     "the first byte of a later request); past it 408 and close",
+    )
+    keepalive_timeout: float = Field(
+        75.0, gt=0, le=3600,
+        description="seconds an idle HTTP keep-alive connection (between two requests) is kept open; above the "
+                    "proxy's own idle timeout (nginx's upstream keepalive_timeout: 60 s), so the proxy closes first",
     )
 
     # Demand signal: subscribers per asset across all pods.

@@ -170,8 +170,10 @@ class Server:
             self._tasks.append(asyncio.create_task(self.portfolio.run(), name="demo-portfolio"))
         await self.presence.start()
 
+        # aiohttp would keep an idle keep-alive connection for an hour (its default keepalive_timeout).
         self._runner = heads.AppRunner(self.app, self.heads, handle_signals=False, access_log=None,
-                                       shutdown_timeout=self.settings.shutdown_grace)
+                                       shutdown_timeout=self.settings.shutdown_grace,
+                                       keepalive_timeout=self.settings.keepalive_timeout)
         await self._runner.setup()
         # A reconnect storm opens thousands of connections at once: aiohttp's default backlog of 128
         # drops SYNs (clients wait out retransmits); Node listens with 511.
