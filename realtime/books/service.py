@@ -25,12 +25,11 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import orjson
-
 from realtime.books.book import OrderBook
 from realtime.books.messages import BookMessage, BookOutcome, BookRefused, Prices, parse
 from realtime.books.rooms import Room
 from realtime.catalog import Catalog
+from realtime.feed.ingest import typed_message
 from realtime.protocol import (
     BOOK_STATUS,
     BOOK_UPDATE,
@@ -90,11 +89,8 @@ class Books:
 
     async def accept(self, raw: bytes | str) -> bool:
         """Take one feed message if it is a book's (True), else leave it to the quote path (False)."""
-        try:
-            message = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return False
-        if not isinstance(message, dict) or message.get("type") != FEED_BOOK:
+        message = typed_message(raw, FEED_BOOK)
+        if message is None:
             return False
         try:
             await self._accept(parse(message, self.catalog, self._prices))

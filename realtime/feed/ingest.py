@@ -24,7 +24,9 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from typing import Protocol
+from typing import Any, Protocol
+
+import orjson
 
 from realtime.feed.prices import PriceBook, TickRejected
 from realtime.feed.restarts import LocalRestarts, Restarts
@@ -40,6 +42,15 @@ logger = logging.getLogger(__name__)
 # What every book (trade) message holds and no quote tick does (asset names are upper case).
 BOOK_MARK = b'"book"'
 TRADE_MARK = b'"trade"'
+
+
+def typed_message(raw: bytes | str, kind: str) -> dict[str, Any] | None:
+    """The feed message `{"type": kind, ...}`, decoded; None for any other (not JSON, not an object, another type)."""
+    try:
+        message = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return message if isinstance(message, dict) and message.get("type") == kind else None
 
 
 class BookFeed(Protocol):

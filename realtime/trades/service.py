@@ -26,9 +26,8 @@ from collections import Counter, deque
 from collections.abc import Callable
 from decimal import Decimal
 
-import orjson
-
 from realtime.catalog import Catalog
+from realtime.feed.ingest import typed_message
 from realtime.protocol import CANDLE, FEED_TRADE, TRADE, CandleEvent, PriceUpdate, TradeEvent
 from realtime.rooms import candles_room, trades_room
 from realtime.send.fanout import Fanout
@@ -115,11 +114,8 @@ class Market:
 
     async def accept(self, raw: bytes | str) -> bool:
         """Take one feed message if it is a trade (True), else leave it to the next reader (False)."""
-        try:
-            message = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return False
-        if not isinstance(message, dict) or message.get("type") != FEED_TRADE:
+        message = typed_message(raw, FEED_TRADE)
+        if message is None:
             return False
         try:
             trade = parse(message, self.catalog)
