@@ -39,7 +39,7 @@ from realtime.protocol import (
     BookView,
 )
 from realtime.rooms import book_room
-from realtime.send.fanout import Fanout
+from realtime.send.fanout import Fanout, deliver
 
 logger = logging.getLogger(__name__)
 
@@ -227,12 +227,7 @@ class Books:
                 await self._deliver(name, BOOK_STATUS, status)
 
     async def _deliver(self, room: str, event: str, data: object) -> None:
-        try:
-            await self.fanout.send_event(room, event, data)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("books: %s to %s failed", event, room)
+        await deliver(self.fanout, room, event, data, logger, "books")
 
     async def run(self) -> None:
         """Send the conflated updates as they come due, until cancelled."""

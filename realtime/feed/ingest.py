@@ -34,7 +34,7 @@ from realtime.feed.sources import PriceSource
 from realtime.metrics import Metrics
 from realtime.protocol import PRICE_STATUS, PriceStatus, PriceUpdate, TickOutcome
 from realtime.rooms import is_delayed, tier_room
-from realtime.send.fanout import Fanout
+from realtime.send.fanout import Fanout, deliver
 from realtime.send.rates import RateTiers
 
 logger = logging.getLogger(__name__)
@@ -147,12 +147,7 @@ class Ingest:
             for delay in self.delays:
                 base = tier_room(change["asset"], delay)
                 for room in (base, *self.rates.rooms(base)):
-                    try:
-                        await self.fanout.send_event(room, PRICE_STATUS, change)
-                    except asyncio.CancelledError:
-                        raise
-                    except Exception:
-                        logger.exception("price:status of %s failed", change["asset"])
+                    await deliver(self.fanout, room, PRICE_STATUS, change, logger, "feed")
 
     async def watch(self) -> None:
         """The background work besides the feed: staleness sweeps and the delayed tiers' timer."""

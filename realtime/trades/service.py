@@ -30,7 +30,7 @@ from realtime.catalog import Catalog
 from realtime.feed.ingest import typed_message
 from realtime.protocol import CANDLE, FEED_TRADE, TRADE, CandleEvent, PriceUpdate, TradeEvent
 from realtime.rooms import candles_room, trades_room
-from realtime.send.fanout import Fanout
+from realtime.send.fanout import Fanout, deliver
 from realtime.trades.candles import INTERVALS, Candle, Series
 from realtime.trades.messages import Trade, TradeOutcome, TradeRefused, parse
 from realtime.trades.store import MarketStore
@@ -177,12 +177,7 @@ class Market:
     # Sending.
 
     async def _deliver(self, room: str, event: str, data: object) -> None:
-        try:
-            await self.fanout.send_event(room, event, data)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("trades: %s to %s failed", event, room)
+        await deliver(self.fanout, room, event, data, logger, "trades")
 
     async def run(self) -> None:
         """Close bars through the store, and send open bars and the delayed tiers' bars, until cancelled."""
