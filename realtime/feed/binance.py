@@ -34,14 +34,19 @@ class FrameRefused(ValueError):
 
 def symbols(catalog: Catalog, spec: str | None) -> dict[str, str]:
     """Exchange symbol (upper case) -> catalog asset: `SYMBOL=ASSET,...`, or each asset's base + USDT."""
+    return exchange_names(catalog, spec, DEFAULT_QUOTE, "SYMBOL")
+
+
+def exchange_names(catalog: Catalog, spec: str | None, quote: str, what: str) -> dict[str, str]:
+    """An exchange's names (upper case) -> catalog assets: `NAME=ASSET,...`, or each asset's base + `quote`."""
     if not spec:
-        return {asset.name.split("_")[0] + DEFAULT_QUOTE: asset.name for asset in catalog}
+        return {asset.name.split("_")[0] + quote: asset.name for asset in catalog}
     mapping: dict[str, str] = {}
     for item in spec.split(","):
         symbol, sep, name = item.strip().partition("=")
         asset = catalog.get(name.strip())
         if not sep or not symbol.strip() or asset is None:
-            raise ValueError(f"{item.strip()!r} is not SYMBOL=ASSET with an asset of the catalog")
+            raise ValueError(f"{item.strip()!r} is not {what}=ASSET with an asset of the catalog")
         mapping[symbol.strip().upper()] = asset.name
     return mapping
 
