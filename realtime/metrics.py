@@ -8,7 +8,8 @@ counted here as they happen (`ClientStats`, `TickStats`), with labels from
 small fixed sets: never a user, a sid or a room. State and counters that
 other parts keep as attributes (ingest outcomes, Redis reconnects, rooms)
 are read by `StateCollector`; a package with metrics of its own has its
-collector beside it (`feed.gauges`, `books.gauges`, `channels.gauges`, ...).
+collector beside it (`engine.gauges`, `events.gauges`, `feed.gauges`,
+`books.gauges`, `trades.gauges`, `RateGauges`, `HookGauges`, `AddressGauges`).
 
 The price hot path pays two bucket look-ups per tick that reaches a client
 (`tick_sent`, kept as plain numbers in `TickStats`), never anything per
@@ -76,12 +77,6 @@ class RedisLink:
     reconnects: Callable[[], int]
 
 
-# A counter other parts keep as a plain attribute: (name, help, read).
-PlainCounter = tuple[str, str, Callable[[], int]]
-# A counter by one label other parts keep as a plain mapping: (name, help, label, read label value -> count).
-LabelledCounter = tuple[str, str, str, Callable[[], Mapping[str, int]]]
-
-
 @dataclass(frozen=True, slots=True)
 class State:
     """Where `StateCollector` reads what other parts keep as attributes."""
@@ -92,9 +87,6 @@ class State:
     feed: Mapping[TickOutcome, int]
     redis: tuple[RedisLink, ...] = ()
     manager_messages: Callable[[], tuple[int, int] | None] = lambda: None  # (in, out) through Redis
-    counters: tuple[PlainCounter, ...] = ()
-    labelled: tuple[LabelledCounter, ...] = ()
-    gauges: tuple[PlainCounter, ...] = ()  # (name, help, value) read at scrape time
     price_channels: Callable[[], Iterable[tuple[str, str]]] = lambda: ()  # (layout, channel) held now
 
 
@@ -157,15 +149,6 @@ class StateCollector(Collector):
             messages.add_metric(["out"], sent)
             yield messages
 
-        for name, documentation, value in state.counters:
-            yield CounterMetricFamily(name, documentation, value=value())
-        for name, documentation, label, values in state.labelled:
-            family = CounterMetricFamily(name, documentation, labels=[label])
-            for key, count in values().items():
-                family.add_metric([key], count)
-            yield family
-        for name, documentation, value in state.gauges:
-            yield GaugeMetricFamily(name, documentation, value=value())
 
 
 class Buckets:

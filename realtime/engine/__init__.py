@@ -15,5 +15,6 @@
 - `inbound`: guards on python-socketio's inbound dispatch;
 - `packets`: packet encoding fixes (msgpack, polling copies of binary packets);
 - `manager`: the client manager (in memory, or Redis with our reconnects);
-- `versions`: the pinned versions this package is checked against at start-up.
+- `versions`: the pinned versions this package is checked against at start-up;
+- `gauges`: what `/metrics` shows of the engine.
 """
