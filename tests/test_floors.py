@@ -17,6 +17,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "realtime"
 # Ground floor first. A top-level module is a floor of its own; a package is one floor.
 FLOORS = [
     "realtime",  # __init__: the version
+    "waits",  # waiting with a deadline without losing a cancel
     "catalog",  # which assets exist, and how REALTIME_ASSETS spells them
     "values",  # what one setting's value may be: a comma list, a Redis URL, a secret
     "config",  # the one settings object

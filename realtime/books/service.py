@@ -19,7 +19,6 @@ frame-once broadcast. Nothing runs for a book whose rooms are empty here.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -40,6 +39,7 @@ from realtime.protocol import (
 )
 from realtime.rooms import book_room
 from realtime.send.fanout import Fanout, deliver
+from realtime.waits import wait_set
 
 logger = logging.getLogger(__name__)
 
@@ -240,8 +240,7 @@ class Books:
             now = loop.time()
             soonest = min(self._due.values())
             if soonest > now:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), soonest - now)
+                await wait_set(self._wake, soonest - now)
                 self._wake.clear()
                 continue
             for asset in [asset for asset, due in self._due.items() if due <= now]:
