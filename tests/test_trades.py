@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 
-from realtime.catalog import Catalog
-from realtime.config import parse_assets
+from realtime.catalog import Catalog, parse_assets
 from realtime.trades.candles import GRACE_MS, Series
 from realtime.trades.messages import TradeOutcome, TradeRefused, parse
 from tests.support import (
@@ -67,7 +66,7 @@ def test_a_trade_is_validated() -> None:
     catalog = Catalog(parse_assets(ASSETS))
     parsed = parse({"type": "trade", "asset": BTC.lower(), "id": 7, "price": "95850.1", "qty": "0.010",
                     "side": "buy", "ts": 1}, catalog)
-    assert (parsed.asset, parsed.id, parsed.price, parsed.qty) == (BTC, "7", "95850.1", "0.010")
+    assert parsed == {"asset": BTC, "id": "7", "price": "95850.1", "qty": "0.010", "side": "buy", "ts": 1}
     for message, outcome in [
         ({"asset": "NOPE", "id": "1", "price": "1", "qty": "1", "side": "buy"}, TradeOutcome.UNKNOWN),
         ({"asset": BTC, "id": "1", "price": "1e3", "qty": "1", "side": "buy"}, TradeOutcome.MALFORMED),
@@ -237,7 +236,9 @@ async def test_an_asset_without_trades_makes_candles_from_the_quote_mid(pods: Cl
 
 async def test_embedded_mode_simulates_trades_and_their_candles(start_gateway: GatewayFactory) -> None:
     gateway = await start_gateway(simulated_rate=5)
-    await on_every_pod([gateway.url], "realtime_trades_ingested_total", 10, outcome="ok")
+    # The simulator makes one trade per asset per round, BTC's first: 15 trades of the three assets
+    # hold at least 5 of BTC's (10 held only 4 when the ack came between two rounds).
+    await on_every_pod([gateway.url], "realtime_trades_ingested_total", 15, outcome="ok")
     calls = [["trades:subscribe", {"asset": BTC, "history": 5}],
              ["candles:subscribe", {"asset": BTC, "interval": "1s", "history": 5}]]
     async with client(gateway.url, calls) as session:
