@@ -33,7 +33,8 @@ Both index each sid's rooms (`IndexedRooms`): python-socketio 5.18 finds a
 disconnecting sid's rooms by copying and scanning every room of the
 namespace, and every user has a room of their own, so 10 000 disconnects at
 once (a reconnect storm) cost 10 000 × 20 000 room checks and held the event
-loop for ~40 s.
+loop for ~40 s. And both keep every room but the connected sids' one as a
+plain dict (`PlainRooms`), not a `bidict`: a connect joins five rooms.
 """
 
 from __future__ import annotations
@@ -74,11 +75,32 @@ class Members(dict[Any, Any]):
         return self
 
 
-class IndexedRooms:
-    """python-socketio's rooms plus, per namespace, each sid's rooms; a disconnect visits only those.
+class PlainRooms:
+    """python-socketio's rooms, each room but the namespace's `None` room a `Members`.
 
-    Rooms other than the namespace's `None` room are `Members`.
+    Last before python-socketio's manager: `IndexedRooms` and `RoomEvents` see every join as before.
     """
+
+    rooms: dict[Any, dict[Any, Any]]
+
+    def basic_enter_room(self, sid: Any, namespace: Any, room: Any, eio_sid: Any = None) -> None:
+        if room is None:
+            super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)  # type: ignore[misc]
+            return
+        # python-socketio 5.18's basic_enter_room, with `Members` for the room.
+        if eio_sid is None and namespace not in self.rooms:
+            raise ValueError("sid is not connected to requested namespace")
+        if sid != room and self.is_sid_room(namespace, room):  # type: ignore[attr-defined]
+            raise ValueError("cannot enter a sid room")
+        rooms = self.rooms.setdefault(namespace, {})
+        members = rooms.get(room)
+        if members is None:
+            members = rooms[room] = Members()
+        members[sid] = rooms[None][sid] if eio_sid is None else eio_sid
+
+
+class IndexedRooms:
+    """python-socketio's rooms plus, per namespace, each sid's rooms; a disconnect visits only those."""
 
     rooms: dict[Any, dict[Any, Any]]
     callbacks: dict[Any, Any]
@@ -90,25 +112,10 @@ class IndexedRooms:
         self._rooms_of: dict[Any, dict[Any, list[Any]]] = {}
 
     def basic_enter_room(self, sid: Any, namespace: Any, room: Any, eio_sid: Any = None) -> None:
-        if room is None:
-            super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)  # type: ignore[misc]
-        else:
-            self._enter(sid, namespace, room, eio_sid)
+        super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)  # type: ignore[misc]
         rooms = self._rooms_of.setdefault(namespace, {}).setdefault(sid, [])
         if room not in rooms:
             rooms.append(room)
-
-    def _enter(self, sid: Any, namespace: Any, room: Any, eio_sid: Any) -> None:
-        # python-socketio 5.18's basic_enter_room, with `Members` for the room.
-        if eio_sid is None and namespace not in self.rooms:
-            raise ValueError("sid is not connected to requested namespace")
-        if sid != room and self.is_sid_room(namespace, room):  # type: ignore[attr-defined]
-            raise ValueError("cannot enter a sid room")
-        rooms = self.rooms.setdefault(namespace, {})
-        members = rooms.get(room)
-        if members is None:
-            members = rooms[room] = Members()
-        members[sid] = rooms[None][sid] if eio_sid is None else eio_sid
 
     def basic_leave_room(self, sid: Any, namespace: Any, room: Any) -> None:
         super().basic_leave_room(sid, namespace, room)  # type: ignore[misc]
@@ -166,7 +173,7 @@ class RoomEvents:
             self._vacated(room)
 
 
-class RedisManager(IndexedRooms, RoomEvents, socketio.AsyncRedisManager):  # type: ignore[misc]
+class RedisManager(IndexedRooms, RoomEvents, PlainRooms, socketio.AsyncRedisManager):  # type: ignore[misc]
     def __init__(self, settings: Settings) -> None:
         assert settings.redis_url is not None
         channel = namespace(settings).manager_channel
@@ -268,7 +275,7 @@ def offset_safe(data: Any) -> Any:
     return data
 
 
-class MemoryManager(IndexedRooms, RoomEvents, socketio.AsyncManager):  # type: ignore[misc]
+class MemoryManager(IndexedRooms, RoomEvents, PlainRooms, socketio.AsyncManager):  # type: ignore[misc]
     """Embedded mode: python-socketio's in-process manager; this process is the whole cluster."""
 
     listening = True
