@@ -20,7 +20,7 @@ import jwt
 import pytest
 
 from realtime.clients.auth import TokenVerifier
-from realtime.clients.signatures import HmacTokens
+from realtime.clients.signatures import MAX_HEADERS, HmacTokens
 from realtime.config import Settings
 from realtime.protocol import GatewayError
 
@@ -213,3 +213,14 @@ def test_the_verifier_gives_the_same_verdicts_with_and_without_the_fast_path() -
     assert verdicts == {name: verdict(slow, token) for name, token in tokens.items()}
     assert verdicts["plain"].sub == "alice"
     assert str(verdicts["expired beyond the leeway"]) == "AUTH_EXPIRED"
+
+
+def test_accepted_headers_are_remembered_within_a_bound_and_change_no_verdict() -> None:
+    fast = HmacTokens(SECRET, ["HS256"], leeway=LEEWAY, issuer=None, audience=None)
+    for n in range(MAX_HEADERS + 20):
+        token = signed({"alg": "HS256", "kid": f"key-{n}"}, body())
+        assert fast.claims(token) == pyjwt_claims(token, algorithms=["HS256"]) is not None
+        # The same header with a bad signature or a refused body: still deferred to pyjwt.
+        assert fast.claims(signed({"alg": "HS256", "kid": f"key-{n}"}, body(), secret=OTHER)) is None
+        assert fast.claims(signed({"alg": "HS256", "kid": f"key-{n}"}, body(exp=int(time.time()) - 60))) is None
+    assert len(fast._headers) == MAX_HEADERS

@@ -37,6 +37,8 @@ from jwt.algorithms import HMACAlgorithm
 
 DIGESTS: dict[str, Callable[..., Any]] = {"HS256": hashlib.sha256, "HS384": hashlib.sha384,
                                          "HS512": hashlib.sha512}
+# Accepted header segments remembered; past that many (a key rotation's worth), new ones are checked each time.
+MAX_HEADERS = 64
 # Unpadded base64url; a length of 1 mod 4 is never a valid encoding.
 SEGMENT = re.compile(r"[A-Za-z0-9_-]*")
 
@@ -52,6 +54,8 @@ class HmacTokens:
         self.issuer = issuer
         self.audience = audience
         self.clock = clock
+        # Header segments already accepted, with their digest (a few per issuer: by alg and kid).
+        self._headers: dict[str, Callable[..., Any]] = {}
         # pyjwt's own key checks, once: a secret it would refuse (or warn about) leaves every token to it.
         self.enabled = bool(self.digests) and _key_accepted(secret, self.digests)
 
@@ -63,23 +67,32 @@ class HmacTokens:
         if len(parts) != 3:
             return None
         header_part, payload_part, signature_part = parts
-        header = _json_object(_segment(header_part))
-        if header is None or "crit" in header or "b64" in header:
-            return None
-        alg = header.get("alg")
-        digest = self.digests.get(alg) if isinstance(alg, str) else None
-        if digest is None or ("kid" in header and not isinstance(header["kid"], str)):
+        digest = self._headers.get(header_part) or self._header(header_part)
+        if digest is None:
             return None
         signature = _segment(signature_part)
         if signature is None:
             return None
-        expected = hmac.new(self.key, f"{header_part}.{payload_part}".encode(), digest).digest()
+        expected = hmac.digest(self.key, f"{header_part}.{payload_part}".encode(), digest)
         if not hmac.compare_digest(expected, signature):
             return None
         payload = _json_object(_segment(payload_part))
         if payload is None or not self._valid(payload):
             return None
         return payload
+
+    def _header(self, part: str) -> Callable[..., Any] | None:
+        """The digest of an acceptable header segment (remembered: an issuer signs every token with the same)."""
+        header = _json_object(_segment(part))
+        if header is None or "crit" in header or "b64" in header:
+            return None
+        alg = header.get("alg")
+        digest = self.digests.get(alg) if isinstance(alg, str) else None
+        if digest is None or ("kid" in header and not isinstance(header["kid"], str)):
+            return None
+        if len(self._headers) < MAX_HEADERS:
+            self._headers[part] = digest
+        return digest
 
     def _valid(self, claims: dict[str, Any]) -> bool:
         if claims.get("exp") is None or not isinstance(claims.get("sub"), str):
