@@ -32,6 +32,7 @@ from redis.utils import HIREDIS_AVAILABLE
 
 from realtime.backplane.liveness import Liveness
 from realtime.backplane.shards import ShardedPubSub, cluster_client, is_cluster
+from realtime.waits import cancel
 
 logger = logging.getLogger(__name__)
 
@@ -244,16 +245,15 @@ class Subscription:
                 self.connected = False
                 self._active.clear()
                 self._sync_failure = None
-                if syncer is not None:
-                    syncer.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await syncer
-                with contextlib.suppress(*REDIS_ERRORS):
-                    await pubsub.aclose()
-                if redis is not None:
+                try:
+                    await cancel(syncer)
+                finally:
                     with contextlib.suppress(*REDIS_ERRORS):
-                        await redis.aclose()
-            # A cancel that arrived while the syncer was reaped was swallowed with the syncer's own:
+                        await pubsub.aclose()
+                    if redis is not None:
+                        with contextlib.suppress(*REDIS_ERRORS):
+                            await redis.aclose()
+            # A cancel lost while the connection closed (3.11's wait_for in redis-py, see realtime.waits):
             # this task is still being cancelled (the manager stopping while Redis is away), so end.
             current = asyncio.current_task()
             if current is not None and current.cancelling():
