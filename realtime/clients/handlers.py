@@ -336,6 +336,7 @@ class Gateway:
                 await self.rates.change(conn, asset.name, rate)
             if asset.name not in subscribed:
                 subscribed.append(asset.name)
+        await self.rates.rerate(conn)  # the books of these assets follow their new grants
         # Read the snapshot after the last await: a tick that arrived while we
         # joined rooms is then never newer than the ack's baseline.
         delay = conn.principal.delay
@@ -370,6 +371,7 @@ class Gateway:
                 await self.sio.leave_room(conn.sid, self.rates.room(conn, asset.name))
                 conn.rates.pop(asset.name, None)
             unsubscribed.append(asset.name)
+        await self.rates.rerate(conn)
         self.follow(conn)
         return {"ok": True, "unsubscribed": unsubscribed}
 
@@ -405,6 +407,7 @@ class Gateway:
             capped = self.rates.grant(principal, granted)
             if capped != granted:
                 await self.rates.change(conn, asset, capped)
+        await self.rates.rerate(conn)
         self.follow(conn)
 
     async def invalid_event(self, conn: Connection, *_: Any) -> ErrorAck:
