@@ -256,7 +256,7 @@
   window.realtimeBoard = { socket, selected: () => selected, assets: config.assets };
 
   socket.on("book:update", onBookUpdate);
-  socket.on("book:snapshot", keepBook); // a recovered session's books come back this way
+  socket.on("book:snapshot", keepBook); // a recovered session's books come back this way, and a book a rate change moved
   socket.on("book:status", ({ asset, status }) => {
     if (asset !== selected) return;
     bookEl.dataset.status = status;
