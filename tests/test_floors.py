@@ -17,6 +17,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "realtime"
 # Ground floor first. A top-level module is a floor of its own; a package is one floor.
 FLOORS = [
     "realtime",  # __init__: the version
+    "waits",  # waiting with a deadline without losing a cancel
     "config",  # the one settings object
     "namespace",  # the names of every Redis key and channel the gateway owns
     "rooms",  # the grammar of room names

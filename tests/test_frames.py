@@ -68,7 +68,7 @@ def test_frames_of_every_size_split_anywhere() -> None:
     (client_frame(b"a", opcode=frames.PING, fin=False), frames.PROTOCOL_ERROR),  # fragmented control frame
     (client_frame(b"x" * 200, opcode=frames.PING), frames.PROTOCOL_ERROR),  # long control frame
     (client_frame(b"x" * 2000), frames.TOO_BIG),
-])
+], ids=["unmasked", "rsv1", "reserved-opcode", "fragmented-control", "long-control", "too-big"])  # masks are random
 def test_broken_frames_get_their_close_code(data: bytes, code: int) -> None:
     reader = frames.Reader(1024)
     reader.feed(data)

@@ -22,11 +22,14 @@ import urllib.request
 from typing import Any
 
 import orjson
+import pytest
 
 from realtime.bench.recovery import Peer
 from realtime.bench.targets import Endpoint
 from realtime.events.emitter import Emitter
 from tests.support import SECRET, Gateway, GatewayFactory, RedisServer, eventually, free_port, token
+
+pytestmark = pytest.mark.timing  # bounds on how soon the pod answers and delivers
 
 STORM = 2000
 # Connections opening at once, first and in the storm.

@@ -455,7 +455,7 @@ async def test_7_1_1_a_message_then_a_close(probe: Probe) -> None:
 
 @pytest.mark.parametrize(("case", "after"), [
     ("7.1.2", frame(CLOSE, close_payload(1000))), ("7.1.3", frame(PING, b"after close")),
-    ("7.1.4", frame(TEXT, b'421["price:subscribe","7.1.4"]'))])
+    ("7.1.4", frame(TEXT, b'421["price:subscribe","7.1.4"]'))], ids=["7.1.2", "7.1.3", "7.1.4"])  # masks are random
 async def test_7_1_nothing_after_a_close_is_answered(probe: Probe, case: str, after: bytes) -> None:
     probe.write(frame(CLOSE, close_payload(1000)) + after)
     received = await probe.read()

@@ -41,6 +41,8 @@ from tests.support.probe import CONTINUATION, PING, PONG, TEXT, Probe, frame
 from tests.support.processes import rss_bytes
 from tests.support.wire import tcp_send_buffer_max
 
+pytestmark = pytest.mark.timing  # bounds on how soon the pod answers and delivers
+
 ENGINES = pytest.mark.parametrize("engine", ["lean", "stock"])
 HEALTH_BOUND = 0.3  # seconds; see the module's docstring
 # The documented per-connection bound at default settings (docs/websocket.md): under 6 MiB, most of it

@@ -25,7 +25,6 @@ still holds every level changed since its `prevSeq`, framed once per room.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -47,6 +46,7 @@ from realtime.protocol import (
 )
 from realtime.rooms import book_room, rate_room
 from realtime.send.fanout import Fanout
+from realtime.waits import wait_set
 
 logger = logging.getLogger(__name__)
 
@@ -312,8 +312,7 @@ class Books:
             now = loop.time()
             soonest = min(self._due.values())
             if soonest > now:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), soonest - now)
+                await wait_set(self._wake, soonest - now)
                 self._wake.clear()
                 continue
             for key in [key for key, due in self._due.items() if due <= now]:

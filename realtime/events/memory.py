@@ -7,7 +7,6 @@ a single process and the price board recover the same way a fleet does.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -16,6 +15,7 @@ from realtime.events import offsets
 from realtime.events.log import PAGE_ENTRIES, Entry, Page
 from realtime.events.offsets import Offset
 from realtime.events.sessions import Session
+from realtime.waits import wait_set
 
 
 class MemoryLog:
@@ -67,8 +67,7 @@ class MemoryLog:
     async def read(self, after: Offset, wait: float) -> tuple[list[Entry], Offset]:
         entries = self._after(after)
         if not entries:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._appended.wait(), wait)
+            await wait_set(self._appended, wait)
             entries = self._after(after)
         return entries, entries[-1].offset if entries else after
 

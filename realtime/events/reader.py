@@ -32,7 +32,6 @@ from its last offset after a backoff, `connected` (so `/ready`) false meanwhile.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from realtime.events import offsets
 from realtime.events.log import Entry, EventLog, Page
 from realtime.events.offsets import Offset
 from realtime.send.delivery import send
+from realtime.waits import wait_set
 
 logger = logging.getLogger(__name__)
 
@@ -189,8 +189,7 @@ class LogReader:
     async def serve(self) -> None:
         """Serve joins until cancelled."""
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._next_look())
+            await wait_set(self._wake, self._next_look())
             self._wake.clear()
             batch, self._joins = self._joins, []
             async with self._delivering:

@@ -16,7 +16,6 @@ without a pid.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
@@ -34,6 +33,7 @@ from realtime.events.sessions import MAX_PID, Session, SessionStore, new_pid, pa
 from realtime.principal import Principal
 from realtime.protocol import AUTH_OFFSET, AUTH_PID
 from realtime.rooms import book_room, room_book, room_market
+from realtime.waits import wait_set
 
 logger = logging.getLogger(__name__)
 
@@ -218,8 +218,7 @@ class Recovery:
         loop = asyncio.get_running_loop()
         next_beat = loop.time()
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dirty.wait(), max(0.0, next_beat - loop.time()))
+            await wait_set(self._dirty, max(0.0, next_beat - loop.time()))
             self._dirty.clear()
             try:
                 await self.flush()

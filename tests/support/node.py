@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import signal
+import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -13,17 +16,32 @@ from tests.support.processes import ROOT
 JS_DIR = ROOT / "tests" / "js"
 
 
+async def spawn(script: str, *args: str, stdin: int | None = None,
+                stderr: int = asyncio.subprocess.PIPE) -> asyncio.subprocess.Process:
+    """`node tests/js/<script> args...` in a process group of its own, so `kill` reaches what it starts."""
+    return await asyncio.create_subprocess_exec(
+        "node", str(JS_DIR / script), *args, cwd=ROOT, start_new_session=True,
+        stdin=stdin, stdout=asyncio.subprocess.PIPE, stderr=stderr)
+
+
+async def kill(process: asyncio.subprocess.Process) -> None:
+    """Kill a spawned script and everything it started (chromium and its helpers), then reap it.
+
+    Killing node alone leaves chromium holding node's pipes open, and asyncio's `wait()` waits for the
+    pipes as well as the exit: a test then hangs in its teardown.
+    """
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    await process.wait()
+
+
 async def run_node(script: str, *args: str, timeout: float = 30) -> list[dict[str, Any]]:
     """Run tests/js/<script> with node; return the JSON lines it printed."""
-    process = await asyncio.create_subprocess_exec(
-        "node", str(JS_DIR / script), *args, cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
+    process = await spawn(script, *args)
     try:
         stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
     except TimeoutError:
-        process.kill()
-        await process.wait()
+        await kill(process)
         raise
     if process.returncode != 0:
         raise RuntimeError(f"node {script} exited {process.returncode}: {stderr.decode()[-2000:]}")
@@ -47,10 +65,8 @@ class NodeClients:
         self._changed = asyncio.Event()
 
     async def start(self) -> None:
-        self.process = await asyncio.create_subprocess_exec(
-            "node", str(JS_DIR / self.script), *self.args, cwd=ROOT,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-        )
+        self.process = await spawn(self.script, *self.args, stdin=asyncio.subprocess.PIPE,
+                                   stderr=asyncio.subprocess.DEVNULL)
         self._reader = asyncio.create_task(self._read())
 
     async def send(self, message: dict[str, Any]) -> None:
@@ -78,9 +94,8 @@ class NodeClients:
         await asyncio.wait_for(until(), timeout)
 
     async def stop(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.kill()
-            await self.process.wait()
+        if self.process is not None:
+            await kill(self.process)
         if self._reader is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
@@ -112,7 +127,11 @@ class NodeSession:
         while True:
             raw = await asyncio.wait_for(self.process.stdout.readline(), timeout)
             if not raw:
-                stderr = await self.process.stderr.read() if self.process.stderr else b""
+                stderr = b""
+                if self.process.stderr is not None:
+                    # Bounded: a child the script started (chromium) may still hold the pipe open.
+                    with contextlib.suppress(TimeoutError):
+                        stderr = await asyncio.wait_for(self.process.stderr.read(), 5)
                 raise RuntimeError(f"node {self.script} ended: {stderr.decode(errors='replace')[-3000:]}")
             if raw.startswith(b"{"):
                 line: dict[str, Any] = json.loads(raw)
@@ -120,9 +139,18 @@ class NodeSession:
                 return line
 
     async def until(self, kind: str, timeout: float = 30) -> dict[str, Any]:
-        """Read lines until one of `type` `kind` arrives; fail on a `failed` line."""
+        """Read lines until one of `type` `kind` arrives within `timeout` s; fail on a `failed` line.
+
+        The deadline holds across lines: a script that keeps printing others (console errors of a
+        page that cannot connect) fails here with what it printed, instead of running out the test.
+        """
+        deadline = time.monotonic() + timeout
         while True:
-            line = await self.next(timeout)
+            try:
+                line = await self.next(max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                raise AssertionError(f"node {self.script}: no {kind!r} line in {timeout:.0f}s; "
+                                     f"the last lines: {self.lines[-5:]}") from None
             if line["type"] == "failed":
                 raise AssertionError(f"node {self.script}: {line}")
             if line["type"] == kind:
@@ -137,13 +165,8 @@ class NodeSession:
 @contextlib.asynccontextmanager
 async def node_session(script: str, plan: Mapping[str, Any]) -> AsyncIterator[NodeSession]:
     """Start `node tests/js/<script> '<plan as JSON>'`; kill it when the block ends."""
-    process = await asyncio.create_subprocess_exec(
-        "node", str(JS_DIR / script), json.dumps(plan), cwd=ROOT,
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
+    process = await spawn(script, json.dumps(plan), stdin=asyncio.subprocess.PIPE)
     try:
         yield NodeSession(process, script)
     finally:
-        if process.returncode is None:
-            process.kill()
-        await process.wait()
+        await kill(process)
