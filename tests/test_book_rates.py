@@ -18,6 +18,8 @@ import itertools
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
+
 from tests.support import (
     BTC,
     ETH,
@@ -32,6 +34,8 @@ from tests.support import (
     token,
 )
 from tests.support.books import BookFeed, Exchange, check_lines, holds
+
+pytestmark = pytest.mark.timing  # bounds on how often and how soon the pod delivers
 
 BOOKS = [{"asset": BTC, "depth": 10}, {"asset": ETH, "depth": 20}]
 PER_SECOND = 100  # deltas per second per asset
