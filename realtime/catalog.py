@@ -1,25 +1,60 @@
-"""The asset catalog: which assets exist, their decimals, their catalog spelling."""
+"""The asset catalog: which assets exist, their decimals, their catalog spelling.
+
+`REALTIME_ASSETS` spells it `NAME:DECIMALS[:STALE_AFTER],...` (`parse_assets`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from realtime.config import AssetSpec
-
 
 @dataclass(frozen=True, slots=True)
 class Asset:
     name: str
     decimals: int
-    stale_after: float | None = None  # None: REALTIME_STALE_AFTER
+    stale_after: float | None = None  # seconds; None: REALTIME_STALE_AFTER
+
+
+def parse_assets(value: str) -> tuple[Asset, ...]:
+    """Parse the catalog `NAME:DECIMALS[:STALE_AFTER],...`; names are stored upper-case."""
+    assets: list[Asset] = []
+    seen: set[str] = set()
+    for item in (part.strip() for part in value.split(",") if part.strip()):
+        name, sep, decimals = item.partition(":")
+        decimals, _, stale = decimals.partition(":")
+        name = name.strip().upper()
+        if not sep or not name or not decimals.strip().isdigit():
+            raise ValueError(f"expected NAME:DECIMALS, got {item!r}")
+        if not all(c.isalnum() or c in "_-." for c in name) or len(name) > 64:
+            raise ValueError(f"asset name {name!r} may hold only letters, digits, '_', '-', '.'")
+        places = int(decimals)
+        if places > 18:
+            raise ValueError(f"decimals of {name} must be 0..18, got {places}")
+        if name in seen:
+            raise ValueError(f"asset {name} is listed twice")
+        seen.add(name)
+        assets.append(Asset(name, places, _stale_after(name, stale) if stale else None))
+    if not assets:
+        raise ValueError("the catalog is empty")
+    return tuple(assets)
+
+
+def _stale_after(name: str, value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds <= 86_400:
+        raise ValueError(f"stale-after of {name} must be 0 < seconds <= 86400, got {value!r}")
+    return seconds
 
 
 class Catalog:
     """Assets by name; look-ups are case-insensitive and answer in catalog spelling."""
 
-    def __init__(self, specs: Iterable[AssetSpec]) -> None:
-        self._assets = {spec.name.upper(): Asset(spec.name, spec.decimals, spec.stale_after) for spec in specs}
+    def __init__(self, assets: Iterable[Asset]) -> None:
+        self._assets = {asset.name.upper(): asset for asset in assets}
 
     def get(self, name: str) -> Asset | None:
         return self._assets.get(name.upper())

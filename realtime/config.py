@@ -2,7 +2,8 @@
 
 Each field is also a `realtime serve` flag (`--redis-url` for `REALTIME_REDIS_URL`);
 flags win over the environment. A bad value stops start-up with one line that
-names the variable (see `load_settings`).
+names the variable (see `load_settings`). What one value may be is `realtime.values`;
+the rules between settings are here (`_consistent`).
 """
 
 from __future__ import annotations
@@ -11,15 +12,15 @@ import os
 import secrets
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from realtime import values
+from realtime.catalog import Asset, parse_assets
 
 ENV_PREFIX = "REALTIME_"
-# RFC 7518 §3.2: an HS256 key must be at least as long as the hash (256 bits).
-MIN_SECRET_BYTES = 32
 # Values never echoed in a configuration error.
 SECRET_FIELDS = frozenset({"jwt_secret", "subscribe_hook_secret"})
 DEFAULT_ASSETS = "BTC_USDC_PERP:4,ETH_USDC_PERP:4,SOL_USDC_PERP:4"
@@ -32,53 +33,6 @@ class ConfigError(Exception):
         super().__init__(f"{variable}: {problem}")
         self.variable = variable
         self.problem = problem
-
-
-@dataclass(frozen=True, slots=True)
-class AssetSpec:
-    name: str
-    decimals: int
-    stale_after: float | None = None  # seconds; None: REALTIME_STALE_AFTER
-
-
-def _split_csv(value: Any) -> Any:
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return value
-
-
-def parse_assets(value: str) -> tuple[AssetSpec, ...]:
-    """Parse the catalog `NAME:DECIMALS[:STALE_AFTER],...`; names are stored upper-case."""
-    specs: list[AssetSpec] = []
-    seen: set[str] = set()
-    for item in _split_csv(value):
-        name, sep, decimals = item.partition(":")
-        decimals, _, stale = decimals.partition(":")
-        name = name.strip().upper()
-        if not sep or not name or not decimals.strip().isdigit():
-            raise ValueError(f"expected NAME:DECIMALS, got {item!r}")
-        if not all(c.isalnum() or c in "_-." for c in name) or len(name) > 64:
-            raise ValueError(f"asset name {name!r} may hold only letters, digits, '_', '-', '.'")
-        places = int(decimals)
-        if places > 18:
-            raise ValueError(f"decimals of {name} must be 0..18, got {places}")
-        if name in seen:
-            raise ValueError(f"asset {name} is listed twice")
-        seen.add(name)
-        specs.append(AssetSpec(name, places, _stale_after(name, stale) if stale else None))
-    if not specs:
-        raise ValueError("the catalog is empty")
-    return tuple(specs)
-
-
-def _stale_after(name: str, value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if not 0 < seconds <= 86_400:
-        raise ValueError(f"stale-after of {name} must be 0 < seconds <= 86400, got {value!r}")
-    return seconds
 
 
 class Settings(BaseSettings):
@@ -97,7 +51,7 @@ class Settings(BaseSettings):
     )
 
     # Redis: unset means embedded mode (in-memory manager, simulated feed).
-    redis_url: str | None = Field(
+    redis_url: values.RedisUrl = Field(
         None, description="Redis for the manager and the feed; unset or memory:// = embedded mode"
     )
     manager_channel: str = Field("socketio", min_length=1, description="python-socketio manager channel")
@@ -113,12 +67,12 @@ class Settings(BaseSettings):
     redis_retry_max: float = Field(5.0, gt=0, le=300, description="longest backoff between Redis reconnects, seconds")
 
     # Catalog and the embedded simulated feed.
-    assets: str = Field(DEFAULT_ASSETS, description="catalog NAME:DECIMALS,...")
+    assets: values.Assets = Field(DEFAULT_ASSETS, description="catalog NAME:DECIMALS,...")
     stale_after: float = Field(
         10.0, gt=0, le=86_400, description="seconds without an accepted tick after which an asset is stale "
                                            "(per asset: NAME:DECIMALS:SECONDS in the catalog)",
     )
-    delay_tiers: Annotated[list[int], NoDecode] = Field(
+    delay_tiers: values.Delays = Field(
         default_factory=lambda: [0, 900],
         description="delays (s) a token's `delay` claim may ask for; other values are refused at connect",
     )
@@ -131,9 +85,11 @@ class Settings(BaseSettings):
     )
 
     # Authentication.
-    jwt_secret: str | None = Field(None, description=f"HS256 shared secret, at least {MIN_SECRET_BYTES} bytes")
+    jwt_secret: values.Secret = Field(
+        None, description=f"HS256 shared secret, at least {values.MIN_SECRET_BYTES} bytes"
+    )
     jwt_public_key_file: str | None = Field(None, description="PEM public key for RS256/ES256")
-    jwt_algorithms: Annotated[list[str], NoDecode] = Field(
+    jwt_algorithms: values.Algorithms = Field(
         default_factory=list,
         description="accepted JWT algorithms (default: HS256 with a secret, RS256,ES256 with a key)",
     )
@@ -151,7 +107,7 @@ class Settings(BaseSettings):
     )
 
     # Socket.IO / Engine.IO.
-    cors_origins: Annotated[list[str], NoDecode] = Field(
+    cors_origins: values.Strings = Field(
         default_factory=list, description="allowed origins, comma-separated ('*' = any; empty = same origin only)"
     )
     serializer: Literal["json", "msgpack"] = Field("json", description="Socket.IO packet serializer")
@@ -224,16 +180,21 @@ class Settings(BaseSettings):
     connect_attempts: int = Field(
         3, ge=1, le=100, description="CONNECT packets one Engine.IO session may send; past it the session is closed"
     )
-    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+    trusted_proxies: values.Strings = Field(
         default_factory=lambda: ["127.0.0.1", "::1"],
         description="peers whose X-Forwarded-For is believed",
     )
 
-    # HTTP request heads (realtime.engine.heads): slowloris connections are cut and counted.
+    # HTTP connections (realtime.engine.heads): slowloris heads are cut and counted, idle ones closed.
     header_timeout: float = Field(
         5.0, gt=0, le=300,
         description="seconds a connection has to send a whole HTTP request head (from the moment it opens, or from "
                     "the first byte of a later request); past it 408 and close",
+    )
+    keepalive_timeout: float = Field(
+        75.0, gt=0, le=3600,
+        description="seconds an idle HTTP keep-alive connection (between two requests) is kept open; above the "
+                    "proxy's own idle timeout (nginx's upstream keepalive_timeout: 60 s), so the proxy closes first",
     )
 
     # Demand signal: subscribers per asset across all pods.
@@ -273,7 +234,7 @@ class Settings(BaseSettings):
     )
 
     # Order books (realtime.books).
-    book_depths: Annotated[list[int], NoDecode] = Field(
+    book_depths: values.Depths = Field(
         default_factory=lambda: [10, 20, 50], description="depths a client may ask `book:subscribe` for",
     )
     book_interval: int = Field(
@@ -291,16 +252,16 @@ class Settings(BaseSettings):
     )
 
     # Channels and keyed state (SPEC §10; realtime.channels, realtime.events.state).
-    public_channels: Annotated[list[str], NoDecode] = Field(
+    public_channels: values.Namespaces = Field(
         default_factory=list, description="channel namespaces anyone may subscribe to (e.g. announcements)",
     )
     max_channels: int = Field(
         100, ge=1, le=10_000, description="channels one connection may subscribe to, and as many states",
     )
-    subscribe_hook: str | None = Field(
+    subscribe_hook: values.HttpUrl = Field(
         None, description="URL the gateway POSTs {sub, roles, channel} to, to ask whether a user may subscribe",
     )
-    subscribe_hook_secret: str | None = Field(
+    subscribe_hook_secret: values.Secret = Field(
         None, description="HS256 secret of the service JWT sent to the subscribe hook (default: REALTIME_JWT_SECRET)",
     )
     subscribe_hook_timeout: float = Field(2.0, gt=0, le=60, description="seconds the subscribe hook may take")
@@ -326,83 +287,6 @@ class Settings(BaseSettings):
     shutdown_grace: float = Field(10.0, ge=0, le=600, description="seconds SIGTERM waits for clients to leave")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     log_format: Literal["text", "json"] = Field("text", description="log line format")
-
-    @field_validator("jwt_algorithms", "cors_origins", "trusted_proxies", "delay_tiers", "book_depths",
-                     "public_channels",
-                     mode="before")
-    @classmethod
-    def _csv(cls, value: Any) -> Any:
-        return _split_csv(value)
-
-    @field_validator("assets")
-    @classmethod
-    def _valid_catalog(cls, value: str) -> str:
-        parse_assets(value)
-        return value
-
-    @field_validator("delay_tiers")
-    @classmethod
-    def _valid_tiers(cls, value: list[int]) -> list[int]:
-        if any(not 0 <= delay <= 86_400 for delay in value):
-            raise ValueError("each delay is 0..86400 seconds")
-        return sorted(set(value))
-
-    @field_validator("book_depths")
-    @classmethod
-    def _valid_depths(cls, value: list[int]) -> list[int]:
-        if not value or any(not 1 <= depth <= 1000 for depth in value):
-            raise ValueError("one or more depths, each 1..1000")
-        return sorted(set(value))
-
-    @field_validator("redis_url")
-    @classmethod
-    def _valid_redis_url(cls, value: str | None) -> str | None:
-        if value is None or value.strip() == "":
-            return None
-        scheme = value.split("://", 1)[0].lower() if "://" in value else ""
-        if scheme not in {"redis", "rediss", "unix", "memory", "redis+cluster"}:
-            raise ValueError("expected redis://, rediss://, unix://, redis+cluster://host:port[,host:port...] "
-                             "or memory://")
-        if scheme == "redis+cluster":
-            nodes = [node.strip().rpartition(":") for node in
-                     value.split("://", 1)[1].rpartition("@")[2].split("/", 1)[0].split(",")]
-            if not all(host and port.isdigit() for host, _, port in nodes):
-                raise ValueError("redis+cluster:// needs host:port[,host:port...]")
-        return value
-
-    @field_validator("public_channels")
-    @classmethod
-    def _valid_namespaces(cls, value: list[str]) -> list[str]:
-        reserved = {"asset", "user", "role", "book", "channel"}
-        for namespace in value:
-            if namespace in reserved or not all(c.isalnum() or c in "_.-" for c in namespace):
-                raise ValueError(f"{namespace!r} is not a channel namespace one may open (A-Z a-z 0-9 _ . -, "
-                                 f"not {', '.join(sorted(reserved))})")
-        return value
-
-    @field_validator("subscribe_hook")
-    @classmethod
-    def _valid_hook(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError("expected an http:// or https:// URL")
-        return value or None
-
-    @field_validator("jwt_secret", "subscribe_hook_secret")
-    @classmethod
-    def _long_secret(cls, value: str | None) -> str | None:
-        if value is not None and len(value.encode()) < MIN_SECRET_BYTES:
-            raise ValueError(f"an HS secret must be at least {MIN_SECRET_BYTES} bytes, got {len(value.encode())}; "
-                             "generate one with `openssl rand -base64 48`")
-        return value
-
-    @field_validator("jwt_algorithms")
-    @classmethod
-    def _known_algorithms(cls, value: list[str]) -> list[str]:
-        allowed = {"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512"}
-        for alg in value:
-            if alg not in allowed:
-                raise ValueError(f"{alg!r} is not accepted; choose from {', '.join(sorted(allowed))}")
-        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
@@ -430,7 +314,7 @@ class Settings(BaseSettings):
         return self.redis_url is None or self.redis_url.startswith("memory://")
 
     @property
-    def catalog(self) -> tuple[AssetSpec, ...]:
+    def catalog(self) -> tuple[Asset, ...]:
         return parse_assets(self.assets)
 
     @property

@@ -1,11 +1,15 @@
 """Prometheus metrics: one registry per `Server`, served at `GET /metrics`.
 
-Two kinds of metric live here. Events the gateway sees once (a connect, an
-acked client event, a fan-out tick) are counted as they happen, with labels
-from small fixed sets: never a user, a sid or a room. State and counters that
-other parts already keep as plain attributes (ingest outcomes, Redis
-reconnects, rooms) are read at scrape time by `StateCollector`, so those parts
-stay free of Prometheus calls and their hot paths pay nothing.
+One idiom for every metric of the gateway: a part keeps plain numbers (ints,
+`Tally`, `Buckets`) and a `Collector` class exports them at scrape time, so
+no part makes a Prometheus call and no hot path takes a lock. Events the
+gateway sees once (a connect, an acked client event, a fan-out tick) are
+counted here as they happen (`ClientStats`, `TickStats`), with labels from
+small fixed sets: never a user, a sid or a room. State and counters that
+other parts keep as attributes (ingest outcomes, Redis reconnects, rooms)
+are read by `StateCollector`; a package with metrics of its own has its
+collector beside it (`engine.gauges`, `events.gauges`, `feed.gauges`,
+`books.gauges`, `trades.gauges`, `RateGauges`, `HookGauges`, `AddressGauges`).
 
 The price hot path pays two bucket look-ups per tick that reaches a client
 (`tick_sent`, kept as plain numbers in `TickStats`), never anything per
@@ -16,22 +20,16 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    GCCollector,
-    PlatformCollector,
-    ProcessCollector,
-)
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
 from realtime import __version__
@@ -79,12 +77,6 @@ class RedisLink:
     reconnects: Callable[[], int]
 
 
-# A counter other parts keep as a plain attribute: (name, help, read).
-PlainCounter = tuple[str, str, Callable[[], int]]
-# A counter by one label other parts keep as a plain mapping: (name, help, label, read label value -> count).
-LabelledCounter = tuple[str, str, str, Callable[[], Mapping[str, int]]]
-
-
 @dataclass(frozen=True, slots=True)
 class State:
     """Where `StateCollector` reads what other parts keep as attributes."""
@@ -95,9 +87,6 @@ class State:
     feed: Mapping[TickOutcome, int]
     redis: tuple[RedisLink, ...] = ()
     manager_messages: Callable[[], tuple[int, int] | None] = lambda: None  # (in, out) through Redis
-    counters: tuple[PlainCounter, ...] = ()
-    labelled: tuple[LabelledCounter, ...] = ()
-    gauges: tuple[PlainCounter, ...] = ()  # (name, help, value) read at scrape time
     price_channels: Callable[[], Iterable[tuple[str, str]]] = lambda: ()  # (layout, channel) held now
 
 
@@ -160,15 +149,6 @@ class StateCollector(Collector):
             messages.add_metric(["out"], sent)
             yield messages
 
-        for name, documentation, value in state.counters:
-            yield CounterMetricFamily(name, documentation, value=value())
-        for name, documentation, label, values in state.labelled:
-            family = CounterMetricFamily(name, documentation, labels=[label])
-            for key, count in values().items():
-                family.add_metric([key], count)
-            yield family
-        for name, documentation, value in state.gauges:
-            yield GaugeMetricFamily(name, documentation, value=value())
 
 
 class Buckets:
@@ -198,6 +178,44 @@ class Buckets:
             running += count
             buckets.append((bound, running))
         return buckets
+
+
+class Tally:
+    """A counter as plain numbers per label values, with the time each series began.
+
+    Counting is a dict update; the owner's collector exports it at scrape time
+    (`family`) with the `_created` sample prometheus-client's `Counter` writes.
+    A series exists from its first count, or from the start when named here
+    (`Tally(())`: the one series of a counter without labels).
+    """
+
+    __slots__ = ("counts", "created")
+
+    def __init__(self, *series: tuple[str, ...]) -> None:
+        self.counts: dict[tuple[str, ...], float] = {}
+        self.created: dict[tuple[str, ...], float] = {}
+        for labels in series:
+            self.add(labels, 0)
+
+    def add(self, labels: tuple[str, ...] = (), amount: float = 1) -> None:
+        if labels not in self.counts:
+            self.counts[labels] = 0
+            self.created[labels] = time.time()
+        self.counts[labels] += amount
+
+    def family(self, name: str, documentation: str, labels: Sequence[str] = ()) -> CounterMetricFamily:
+        family = CounterMetricFamily(name, documentation, labels=labels)
+        for values, count in self.counts.items():
+            family.add_metric(values, count, created=self.created[values])
+        return family
+
+
+def histogram(name: str, documentation: str, buckets: Buckets, created: float) -> HistogramMetricFamily:
+    """`buckets` as a histogram without labels, with the `_created` sample of prometheus-client's `Histogram`."""
+    family = HistogramMetricFamily(name, documentation)
+    family.add_metric([], buckets.cumulative(), buckets.total)
+    family.samples.append(Sample(f"{name}_created", {}, created))
+    return family
 
 
 class TickStats(Collector):
@@ -234,6 +252,35 @@ class TickStats(Collector):
         yield latency
 
 
+class ClientStats(Collector):
+    """What the gateway counts as it happens: connects, disconnects, refusals, ended sessions, client events,
+    API requests; and its build."""
+
+    def __init__(self, instance_id: str) -> None:
+        self.instance_id = instance_id
+        self.connects = Tally(())
+        self.disconnects = Tally()  # by reason
+        self.refusals = Tally()  # by code
+        self.sessions_ended = Tally()  # by code
+        self.client_events = Tally()  # by event and code
+        self.api_requests = Tally()  # by route and status
+
+    def collect(self) -> Iterator[Metric]:
+        info = GaugeMetricFamily("realtime_build_info", "version and instance of this gateway",
+                                 labels=["version", "instance"])
+        info.add_metric([__version__, self.instance_id], 1)
+        yield info
+        yield self.connects.family("realtime_connects", "connections accepted")
+        yield self.disconnects.family("realtime_disconnects", "disconnections by reason", ["reason"])
+        yield self.refusals.family("realtime_connect_refusals", "connections refused, by error code", ["code"])
+        yield self.sessions_ended.family("realtime_sessions_ended", "connections the gateway ended, by reason code "
+                                         "(RATE_LIMITED: flooding, AUTH_EXPIRED: token not refreshed, ...)", ["code"])
+        yield self.client_events.family("realtime_client_events", "client events by name and ack code ('ok')",
+                                        ["event", "code"])
+        yield self.api_requests.family("realtime_api_requests", "HTTP API requests by route and status",
+                                       ["route", "status"])
+
+
 class Metrics:
     """The registry of one server and the events counted as they happen."""
 
@@ -242,24 +289,10 @@ class Metrics:
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
-        info = Gauge("realtime_build_info", "version and instance of this gateway", ["version", "instance"],
-                     registry=self.registry)
-        info.labels(__version__, instance_id).set(1)
-
-        self.connects = Counter("realtime_connects", "connections accepted", registry=self.registry)
-        self.disconnects = Counter("realtime_disconnects", "disconnections by reason", ["reason"],
-                                   registry=self.registry)
-        self.refusals = Counter("realtime_connect_refusals", "connections refused, by error code", ["code"],
-                                registry=self.registry)
-        self.sessions_ended = Counter("realtime_sessions_ended", "connections the gateway ended, by reason code "
-                                      "(RATE_LIMITED: flooding, AUTH_EXPIRED: token not refreshed, ...)",
-                                      ["code"], registry=self.registry)
-        self.client_events = Counter("realtime_client_events", "client events by name and ack code ('ok')",
-                                     ["event", "code"], registry=self.registry)
+        self.clients = ClientStats(instance_id)
+        self.registry.register(self.clients)
         self.ticks = TickStats()
         self.registry.register(self.ticks)
-        self.api_requests = Counter("realtime_api_requests", "HTTP API requests by route and status",
-                                    ["route", "status"], registry=self.registry)
 
     def watch(self, state: State) -> None:
         """Export `state` at every scrape."""
@@ -275,22 +308,22 @@ class Metrics:
     # Connections and client events.
 
     def connected(self) -> None:
-        self.connects.inc()
+        self.clients.connects.add()
 
     def refused(self, code: str) -> None:
-        self.refusals.labels(code).inc()
+        self.clients.refusals.add((code,))
 
     def disconnected(self, reason: Any) -> None:
-        self.disconnects.labels(reason if reason in DISCONNECT_REASONS else OTHER).inc()
+        self.clients.disconnects.add((reason if reason in DISCONNECT_REASONS else OTHER,))
 
     def session_ended(self, code: str) -> None:
-        self.sessions_ended.labels(code).inc()
+        self.clients.sessions_ended.add((code,))
 
     def client_event(self, event: str, code: str) -> None:
-        self.client_events.labels(event if event in KNOWN_EVENTS else OTHER, code).inc()
+        self.clients.client_events.add((event if event in KNOWN_EVENTS else OTHER, code))
 
     def api_request(self, route: str, status: int) -> None:
-        self.api_requests.labels(route, str(status)).inc()
+        self.clients.api_requests.add((route, str(status)))
 
     async def handle(self, request: web.Request) -> web.Response:
         """`GET /metrics`: Prometheus text, or OpenMetrics when the scraper asks for it."""

@@ -30,15 +30,18 @@ from realtime.clients.auth import TokenVerifier
 from realtime.clients.books import BookHandlers
 from realtime.clients.channels import Channels
 from realtime.clients.handlers import Gateway
-from realtime.clients.limits import AddressLimiter
+from realtime.clients.limits import AddressGauges, AddressLimiter
+from realtime.clients.prices import PriceHandlers
 from realtime.clients.state import StateSubscriptions
 from realtime.clients.trades import TradeHandlers
 from realtime.cluster.demand import Demand
 from realtime.config import Settings
 from realtime.engine import heads, versions
+from realtime.engine.gauges import EngineGauges
 from realtime.engine.proxies import address_of
 from realtime.engine.server import SocketServer
 from realtime.engine.writer import Writers
+from realtime.events.gauges import EventGauges
 from realtime.events.service import Events, retention
 from realtime.events.state.demo import DemoPortfolio
 from realtime.events.state.service import States
@@ -101,6 +104,7 @@ class Server:
         self.presence = self.backends.presence
         self.gateway = Gateway(self.sio, settings, self.verifier, self.catalog, self.book, self.metrics,
                                self.presence, self.events.recovery, self.rates)
+        PriceHandlers(self.gateway)
         BookHandlers(self.gateway, self.books)
         TradeHandlers(self.gateway, self.market)
         self.overload = Overload(self.rates, settings.overload_lag, on_change=self.gateway.rates.overload)
@@ -123,6 +127,8 @@ class Server:
                              local=self._local_subscribers, interval=settings.demand_interval)
         self.connect_limiter = AddressLimiter(settings.connect_rate, settings.connect_burst, settings.connect_addresses)
         self.metrics.watch(self._metric_state())
+        self.metrics.registry.register(AddressGauges(self.connect_limiter))
+        self.metrics.registry.register(EventGauges(self.events))
         self.health = health.HealthState(
             instance_id=settings.instance_id,
             started=time.monotonic(),
@@ -139,6 +145,7 @@ class Server:
         # Connections still sending a request head count toward the pod's cap with its sessions.
         self.heads = heads.Heads(settings.header_timeout,
                                  room=lambda: settings.max_connections - self.sio.session_count())
+        self.metrics.registry.register(EngineGauges(self.sio, self.writers, self.heads))
         self.sio.gate_sessions(handshake_limit(self.connect_limiter, address_of(settings.trusted_proxies),
                                                sessions=lambda: self.sio.session_count() + self.heads.pending,
                                                max_sessions=settings.max_connections))
@@ -168,8 +175,10 @@ class Server:
             self._tasks.append(asyncio.create_task(self.portfolio.run(), name="demo-portfolio"))
         await self.presence.start()
 
+        # aiohttp would keep an idle keep-alive connection for an hour (its default keepalive_timeout).
         self._runner = heads.AppRunner(self.app, self.heads, handle_signals=False, access_log=None,
-                                       shutdown_timeout=self.settings.shutdown_grace)
+                                       shutdown_timeout=self.settings.shutdown_grace,
+                                       keepalive_timeout=self.settings.keepalive_timeout)
         await self._runner.setup()
         # A reconnect storm opens thousands of connections at once: aiohttp's default backlog of 128
         # drops SYNs (clients wait out retransmits); Node listens with 511.
@@ -267,26 +276,6 @@ class Server:
             redis=(*self.source.links(), *self.sio.manager_links(), *self.events.links()),
             manager_messages=self.sio.manager_messages,
             price_channels=self.source.channels,
-            gauges=(("realtime_request_heads", "connections sending a request head now (slowloris shows here)",
-                     lambda: self.heads.pending),),
-            counters=(
-                ("realtime_slow_consumers_cut", "connections cut for not reading their messages",
-                 lambda: self.writers.cut),
-                ("realtime_price_ticks_collapsed", "queued price ticks replaced by a newer one of the same asset",
-                 lambda: self.writers.collapsed),
-                ("realtime_request_heads_timed_out",
-                 "connections answered 408 and closed for not sending a request head in time",
-                 lambda: self.heads.timed_out),
-                ("realtime_request_heads_refused",
-                 "connections closed at once with 503: the pod held its cap of sessions and connections sending a head",
-                 lambda: self.heads.refused),
-                ("realtime_connect_rate_limited", "new sessions refused with 429 by the per-address connection rate",
-                 lambda: self.connect_limiter.refused),
-                *self.sio.manager_counters(),
-                *self.sio.admission_counters(),
-                *self.events.counters(),
-            ),
-            labelled=tuple(self.events.labelled_counters()),
         )
 
     async def serve_forever(self) -> None:

@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from realtime.catalog import Catalog
-from realtime.config import parse_assets
+from realtime.catalog import Catalog, parse_assets
 from realtime.feed.binance import Depth, quote, symbols, trade
 from tests.support import (
     ASSETS,

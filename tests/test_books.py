@@ -20,8 +20,7 @@ import redis.asyncio as aioredis
 from realtime.books.book import OrderBook
 from realtime.books.messages import BookOutcome, BookRefused, parse
 from realtime.books.rooms import Room
-from realtime.catalog import Catalog
-from realtime.config import parse_assets
+from realtime.catalog import Catalog, parse_assets
 from tests.support import (
     ASSETS,
     BTC,

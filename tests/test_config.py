@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from realtime.config import ConfigError, Settings, load_settings, parse_assets, variable_name
+from realtime.catalog import parse_assets
+from realtime.config import ConfigError, Settings, load_settings, variable_name
 from tests.support import ROOT, free_port, gateway_env
 
 

@@ -18,12 +18,13 @@ PACKAGE = Path(__file__).resolve().parent.parent / "realtime"
 FLOORS = [
     "realtime",  # __init__: the version
     "waits",  # waiting with a deadline without losing a cancel
+    "catalog",  # which assets exist, and how REALTIME_ASSETS spells them
+    "values",  # what one setting's value may be: a comma list, a Redis URL, a secret
     "config",  # the one settings object
     "namespace",  # the names of every Redis key and channel the gateway owns
     "rooms",  # the grammar of room names
     "protocol",  # every name, payload and error code on the wire
     "principal",  # who is connected
-    "catalog",  # which assets exist
     "logs",
     "metrics",
     "backplane",  # the Redis plumbing: connections, shards, liveness, batching

@@ -17,19 +17,22 @@ from hypothesis import strategies as st
 from realtime.engine import frames
 from realtime.engine.heartbeat import Heartbeat
 from tests.support import eventually
+from tests.support.wire import frame
 
 
 def client_frame(payload: bytes, opcode: int = frames.TEXT, fin: bool = True, mask: bytes | None = None) -> bytes:
-    mask = os.urandom(4) if mask is None else mask
-    size = len(payload)
-    first = (0x80 if fin else 0) | opcode
-    if size < 126:
-        head = bytes((first, 0x80 | size))
-    elif size < 65536:
-        head = struct.pack("!BBH", first, 0xFE, size)
-    else:
-        head = struct.pack("!BBQ", first, 0xFF, size)
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return frame(opcode, payload, fin=fin, mask=mask)
+
+
+def test_the_tests_frame_encoder_writes_rfc_6455s_examples() -> None:
+    # RFC 6455 §5.7: "Hello" unmasked and masked, a 256-byte and a 64 KiB binary message; the raw clients'
+    # one encoder (tests/support/wire.py) is what every frame test sends.
+    assert frame(frames.TEXT, b"Hello", masked=False) == bytes.fromhex("810548656c6c6f")
+    assert frame(frames.TEXT, b"Hello", mask=bytes.fromhex("37fa213d")) == bytes.fromhex("818537fa213d7f9f4d5158")
+    assert frame(frames.BINARY, b"x" * 256, masked=False)[:4] == bytes.fromhex("827e0100")
+    assert frame(frames.BINARY, b"x" * 65536, masked=False)[:10] == bytes.fromhex("827f0000000000010000")
+    assert frame(frames.PING, b"", fin=False, rsv=4, length_form=127, mask=b"abcd") == (
+        bytes((0x49, 0xFF)) + bytes(8) + b"abcd")
 
 
 def test_the_101_answers_the_key_as_rfc_6455_says() -> None:
@@ -187,20 +190,7 @@ frame_parts = st.tuples(
 
 def any_frame(parts: tuple[int, bool, int, bool, bytes, int | None]) -> bytes:
     opcode, fin, rsv, masked, payload, form = parts
-    size = len(payload)
-    first = (0x80 if fin else 0) | rsv << 4 | opcode
-    mask_bit = 0x80 if masked else 0
-    form = form or (size if size < 126 else 126)
-    if form == 126:
-        head = struct.pack("!BBH", first, mask_bit | 126, size)
-    elif form == 127:
-        head = struct.pack("!BBQ", first, mask_bit | 127, size)
-    else:
-        head = bytes((first, mask_bit | size))
-    if not masked:
-        return head + payload
-    mask = os.urandom(4)
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return frame(opcode, payload, fin=fin, rsv=rsv, masked=masked, length_form=form)
 
 
 streams = st.one_of(

@@ -25,8 +25,7 @@ import socketio
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from realtime.catalog import Catalog
-from realtime.config import parse_assets
+from realtime.catalog import Catalog, parse_assets
 from realtime.feed.parsing import MAX_SAFE_INTEGER
 from realtime.feed.prices import PriceBook, TickRejected
 from tests.support import ASSETS, SECRET, Gateway, RedisServer, connected, free_port, launch, publish, token

@@ -10,8 +10,7 @@ import sys
 
 import pytest
 
-from realtime.catalog import Catalog
-from realtime.config import parse_assets
+from realtime.catalog import Catalog, parse_assets
 from realtime.feed.binance import FrameRefused
 from realtime.feed.okx import Sequence, instruments, trade
 from tests.support import (

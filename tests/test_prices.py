@@ -8,8 +8,7 @@ import time
 
 import pytest
 
-from realtime.catalog import Catalog
-from realtime.config import parse_assets
+from realtime.catalog import Catalog, parse_assets
 from realtime.feed import parsing
 from realtime.feed.parsing import MAX_SAFE_INTEGER, MAX_UPSTREAM_SEQ
 from realtime.feed.prices import PriceBook, TickRejected

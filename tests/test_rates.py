@@ -354,7 +354,11 @@ async def test_a_pod_past_its_ceiling_stays_responsive_degrades_evenly_and_deliv
         await node.wait_until(lambda lines: len([e for e in kind(lines, "event") if e["event"] == "order:update"])
                               == 20, timeout=20)
         # Back to full rate once the lag recovers.
-        await eventually(lambda: "overload ended" in gateway.logs(), timeout=30)
+        try:
+            await eventually(lambda: "overload ended" in gateway.logs(), timeout=30)
+        except AssertionError:
+            raise AssertionError("the overload did not end: " + " | ".join(
+                line for line in gateway.logs().splitlines() if "overload" in line)) from None
         await node.wait_until(lambda lines: any(e["event"] == "price:rate" and e["args"][0]["maxRate"] is None
                                                 for e in kind(lines, "event")), timeout=10)
 

@@ -1,4 +1,5 @@
-"""Slowloris: HTTP request heads sent a byte at a time are cut at REALTIME_HEADER_TIMEOUT and counted (issue #18, 4).
+"""Slowloris: HTTP request heads sent a byte at a time are cut at REALTIME_HEADER_TIMEOUT and counted (issue #18, 4);
+idle keep-alive connections are closed at REALTIME_KEEPALIVE_TIMEOUT (issue #19).
 
 Real processes only: `realtime serve`, raw TCP sockets that drip a websocket
 handshake one byte per second, real socket.io clients beside them, and the
@@ -109,6 +110,37 @@ async def test_an_idle_keep_alive_connection_is_not_a_slow_head(start_gateway: I
         assert answer.startswith(b"HTTP/1.1 408 ")
     finally:
         writer.close()
+
+
+async def test_an_idle_keep_alive_connection_is_closed_after_the_keepalive_timeout(
+        start_gateway: InProcessFactory) -> None:
+    # aiohttp alone would hold it an hour; REALTIME_KEEPALIVE_TIMEOUT closes it, while the clients of the socket
+    # (websocket and long-polling alike) are never idle in that sense and stay.
+    keepalive = 2.0
+    gateway = await start_gateway(keepalive_timeout=keepalive)
+    loop = asyncio.get_running_loop()
+    async with connected(gateway.url, auth={"token": token("alice")}) as websocket, \
+            connected(gateway.url, auth={"token": token("bob")}, transports=["polling"]) as polling:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+        try:
+            writer.write(b"GET /health HTTP/1.1\r\nHost: gateway\r\n\r\n")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 200 ") and b"Connection: close" not in head
+            length = int(re.search(rb"Content-Length: (\d+)", head, re.IGNORECASE)[1])  # type: ignore[index]
+            await reader.readexactly(length)
+            idle = loop.time()
+            # Still open half way through, closed (EOF, nothing more sent) once the timeout has passed.
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(reader.read(1), keepalive / 2)
+            assert await asyncio.wait_for(reader.read(), keepalive + MARGIN) == b""
+            assert loop.time() - idle >= keepalive - 0.1
+        finally:
+            writer.close()
+        # The socket.io clients were connected throughout, longer than the timeout, and are served.
+        assert websocket.client.connected and polling.client.connected
+        for client in (websocket, polling):
+            ack = await client.client.call("price:subscribe", [BTC], timeout=5)
+            assert ack["ok"] and ack["subscribed"] == [BTC]
 
 
 async def test_connections_sending_a_head_count_toward_the_pod_cap(start_gateway: InProcessFactory) -> None:

@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 
-from realtime.catalog import Catalog
-from realtime.config import parse_assets
+from realtime.catalog import Catalog, parse_assets
 from realtime.trades.candles import GRACE_MS, Series
 from realtime.trades.messages import TradeOutcome, TradeRefused, parse
 from tests.support import (
@@ -67,7 +66,7 @@ def test_a_trade_is_validated() -> None:
     catalog = Catalog(parse_assets(ASSETS))
     parsed = parse({"type": "trade", "asset": BTC.lower(), "id": 7, "price": "95850.1", "qty": "0.010",
                     "side": "buy", "ts": 1}, catalog)
-    assert (parsed.asset, parsed.id, parsed.price, parsed.qty) == (BTC, "7", "95850.1", "0.010")
+    assert parsed == {"asset": BTC, "id": "7", "price": "95850.1", "qty": "0.010", "side": "buy", "ts": 1}
     for message, outcome in [
         ({"asset": "NOPE", "id": "1", "price": "1", "qty": "1", "side": "buy"}, TradeOutcome.UNKNOWN),
         ({"asset": BTC, "id": "1", "price": "1e3", "qty": "1", "side": "buy"}, TradeOutcome.MALFORMED),

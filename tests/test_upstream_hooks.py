@@ -25,8 +25,9 @@ from socketio import packet as sio_packet
 from socketio.msgpack_packet import MsgPackPacket
 
 from realtime.engine import driver, versions
+from realtime.engine.frames import websocket_frame
 from realtime.engine.packets import EngineServer
-from realtime.engine.writer import Writer, Writers, websocket_frame
+from realtime.engine.writer import Writer, Writers
 from tests.support import eventually
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,7 +15,8 @@ from typing import Any
 
 from engineio import packet as eio_packet
 
-from realtime.engine.writer import Writer, Writers, websocket_frame
+from realtime.engine.frames import websocket_frame
+from realtime.engine.writer import Writer, Writers
 from tests.support import eventually
 
 

@@ -14,14 +14,13 @@ import json
 import time
 import tracemalloc
 
-from realtime.catalog import Catalog
-from realtime.config import AssetSpec
+from realtime.catalog import Asset, Catalog
 from realtime.feed.prices import PriceBook
 from realtime.protocol import PriceUpdate
 
 
 def measure(delay: int, assets: int, rate: int) -> dict[str, float]:
-    catalog = Catalog(AssetSpec(f"BENCH{i}_USD", 4) for i in range(assets))
+    catalog = Catalog(Asset(f"BENCH{i}_USD", 4) for i in range(assets))
     tracemalloc.start()
     before = tracemalloc.take_snapshot()
     book = PriceBook(catalog, delays=[delay])

@@ -30,12 +30,11 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import orjson
-
 from realtime.books.book import OrderBook
 from realtime.books.messages import BookMessage, BookOutcome, BookRefused, Prices, parse
 from realtime.books.rooms import Room
 from realtime.catalog import Catalog
+from realtime.feed.ingest import typed_message
 from realtime.protocol import (
     BOOK_STATUS,
     BOOK_UPDATE,
@@ -45,7 +44,7 @@ from realtime.protocol import (
     BookView,
 )
 from realtime.rooms import book_room, rate_room
-from realtime.send.fanout import Fanout
+from realtime.send.fanout import Fanout, deliver
 from realtime.waits import wait_set
 
 logger = logging.getLogger(__name__)
@@ -98,11 +97,8 @@ class Books:
 
     async def accept(self, raw: bytes | str) -> bool:
         """Take one feed message if it is a book's (True), else leave it to the quote path (False)."""
-        try:
-            message = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return False
-        if not isinstance(message, dict) or message.get("type") != FEED_BOOK:
+        message = typed_message(raw, FEED_BOOK)
+        if message is None:
             return False
         try:
             await self._accept(parse(message, self.catalog, self._prices))
@@ -294,12 +290,7 @@ class Books:
                     await self._deliver(name, BOOK_STATUS, status)
 
     async def _deliver(self, room: str, event: str, data: object) -> None:
-        try:
-            await self.fanout.send_event(room, event, data)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("books: %s to %s failed", event, room)
+        await deliver(self.fanout, room, event, data, logger, "books")
 
     async def run(self) -> None:
         """Send the conflated updates as they come due, until cancelled."""

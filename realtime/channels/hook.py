@@ -22,12 +22,15 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import aiohttp
 import orjson
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
 
+from realtime.metrics import Buckets, Tally, histogram
 from realtime.protocol import ErrorCode, GatewayError
 
 logger = logging.getLogger(__name__)
@@ -37,6 +40,7 @@ MAX_TTL = 86_400.0
 MAX_ANSWER_BYTES = 4096
 # Hook latency: a millisecond to the longest timeout.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+FAILURES = ("timeout", "error", "status", "malformed", "breaker")  # a failure's reason, the metric label
 
 
 class HookFailure(Exception):
@@ -60,19 +64,14 @@ class SubscribeHook:
         self._calls: dict[tuple[str, str], asyncio.Future[bool]] = {}
         self._closed_until = 0.0  # monotonic time before which the hook is not called
         self._session: aiohttp.ClientSession | None = None
-        self.calls = Counter("realtime_subscribe_hook_calls", "calls made to the subscribe hook", registry=registry)
-        self.answers = Counter("realtime_subscribe_hook_answers", "answers of the subscribe hook",
-                               ["answer"], registry=registry)
-        self.failures = Counter("realtime_subscribe_hook_failures", "subscribes the hook could not answer, by reason "
-                                "(breaker: not called, the hook failed recently)", ["reason"], registry=registry)
-        self.cache_hits = Counter("realtime_subscribe_hook_cache_hits", "subscribes answered from the hook's cache",
-                                  registry=registry)
-        self.latency = Histogram("realtime_subscribe_hook_seconds", "subscribe hook call latency",
-                                 buckets=LATENCY_BUCKETS, registry=registry)
-        for answer in ("allow", "deny"):
-            self.answers.labels(answer)
-        for reason in ("timeout", "error", "status", "malformed", "breaker"):
-            self.failures.labels(reason)
+        # For /metrics (HookGauges), as plain numbers.
+        self.calls = Tally(())
+        self.answers = Tally(("allow",), ("deny",))
+        self.failures = Tally(*((reason,) for reason in FAILURES))
+        self.cache_hits = Tally(())
+        self.latency = Buckets(LATENCY_BUCKETS)
+        self.started = time.time()
+        registry.register(HookGauges(self))
 
     async def allows(self, sub: str, roles: Iterable[str], channel: str) -> bool:
         """Whether the hook lets `sub` subscribe to `channel`; GatewayError UNAVAILABLE when it cannot say."""
@@ -82,13 +81,13 @@ class SubscribeHook:
         if cached is not None:
             if cached[1] > now:
                 self._cache.move_to_end(key)
-                self.cache_hits.inc()
+                self.cache_hits.add()
                 return cached[0]
             del self._cache[key]
         pending = self._calls.get(key)
         if pending is None:
             if now < self._closed_until:
-                self.failures.labels("breaker").inc()
+                self.failures.add(("breaker",))
                 raise GatewayError(ErrorCode.UNAVAILABLE, "the subscribe hook is failing; retry "
                                    f"in {self._closed_until - now:.0f} s")
             pending = asyncio.ensure_future(self._ask(sub, sorted(roles), channel))
@@ -105,19 +104,19 @@ class SubscribeHook:
             done.exception()  # retrieved: every subscriber that waited may have gone
 
     async def _ask(self, sub: str, roles: list[str], channel: str) -> bool:
-        self.calls.inc()
+        self.calls.add()
         started = time.monotonic()
         try:
             allow, ttl = await self._call({"sub": sub, "roles": roles, "channel": channel})
         except HookFailure as failure:
-            self.failures.labels(failure.reason).inc()
+            self.failures.add((failure.reason,))
             if self.breaker > 0:
                 self._closed_until = time.monotonic() + self.breaker
             logger.warning("subscribe hook failed (%s: %s); not called for %.0f s", failure.reason, failure,
                            self.breaker)
             raise
         self.latency.observe(time.monotonic() - started)
-        self.answers.labels("allow" if allow else "deny").inc()
+        self.answers.add(("allow" if allow else "deny",))
         self._closed_until = 0.0
         if ttl > 0:
             self._cache[(sub, channel)] = (allow, time.monotonic() + ttl)
@@ -159,3 +158,19 @@ class SubscribeHook:
             pending.cancel()
         if self._session is not None:
             await self._session.close()
+
+
+class HookGauges(Collector):
+    """What /metrics shows of the subscribe hook, read at scrape time."""
+
+    def __init__(self, hook: SubscribeHook) -> None:
+        self.hook = hook
+
+    def collect(self) -> Iterator[Metric]:
+        hook = self.hook
+        yield hook.calls.family("realtime_subscribe_hook_calls", "calls made to the subscribe hook")
+        yield hook.answers.family("realtime_subscribe_hook_answers", "answers of the subscribe hook", ["answer"])
+        yield hook.failures.family("realtime_subscribe_hook_failures", "subscribes the hook could not answer, by "
+                                   "reason (breaker: not called, the hook failed recently)", ["reason"])
+        yield hook.cache_hits.family("realtime_subscribe_hook_cache_hits", "subscribes answered from the hook's cache")
+        yield histogram("realtime_subscribe_hook_seconds", "subscribe hook call latency", hook.latency, hook.started)

@@ -24,10 +24,11 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from realtime.channels import names
+from realtime.clients.requests import parse_rate
 from realtime.clients.tokens import VerifiedTokens
 from realtime.config import ConfigError, Settings, dev_secret
 from realtime.principal import Principal
-from realtime.protocol import ErrorCode, GatewayError, parse_rate
+from realtime.protocol import ErrorCode, GatewayError
 
 ROLE_NAME_MAX = 64
 MAX_CHANNEL_GRANTS = 1000

@@ -1,4 +1,4 @@
-"""Socket.IO event handlers: connect, subscribe, unsubscribe, refresh, disconnect (`price:rate`: `rates`).
+"""Socket.IO event handlers: connect, refresh, disconnect (`price:*`: `prices`, `price:rate`: `rates`).
 
 Each handler validates its payload, does its work and answers with an ack.
 Every failure is a `GatewayError` mapped to the wire here and nowhere else;
@@ -36,27 +36,18 @@ from realtime.principal import ANONYMOUS, Principal
 from realtime.protocol import (
     AUTH_EXPIRING,
     AUTH_REFRESH,
-    MAX_ASSETS_PER_REQUEST,
     PRICE_RATE,
-    PRICE_SUBSCRIBE,
-    PRICE_UNSUBSCRIBE,
     PRICE_UPDATE,
     SESSION_CLOSED,
     ErrorAck,
     ErrorCode,
     ExpiringEvent,
     GatewayError,
-    PriceUpdate,
     RefreshAck,
-    Rejection,
     SessionClosed,
-    SubscribeAck,
-    UnsubscribeAck,
     ack_error,
-    asset_names,
     error_body,
     refusal,
-    subscribe_request,
 )
 from realtime.rooms import role_room, room_book, room_market, user_room
 from realtime.send.rates import RateTiers
@@ -113,8 +104,6 @@ class Gateway:
 
         sio.on("connect", self.on_connect)
         sio.on("disconnect", self.on_disconnect)
-        sio.on(PRICE_SUBSCRIBE, self._acked(PRICE_SUBSCRIBE, self.subscribe))
-        sio.on(PRICE_UNSUBSCRIBE, self._acked(PRICE_UNSUBSCRIBE, self.unsubscribe))
         sio.on(AUTH_REFRESH, self._acked(AUTH_REFRESH, self.refresh))
         sio.on(PRICE_RATE, self._acked(PRICE_RATE, self.rates.change_all))
         sio.on(inbound.INVALID_EVENT, self._acked(inbound.INVALID_EVENT, self.invalid_event))
@@ -312,40 +301,6 @@ class Gateway:
             self.end(conn, GatewayError(ErrorCode.RATE_LIMITED, "too many events for too long; connection closed"))
         raise GatewayError(ErrorCode.RATE_LIMITED, "too many events; slow down")
 
-    async def subscribe(self, conn: Connection, payload: Any = None, *_: Any) -> SubscribeAck:
-        names, requested = subscribe_request(payload, MAX_ASSETS_PER_REQUEST)
-        rate = self.rates.grant(conn.principal, requested)
-        subscribed: list[str] = []
-        rejected: list[Rejection] = []
-        for name in names:
-            asset = self.catalog.get(name)
-            if asset is None:
-                rejected.append({"asset": name, "code": ErrorCode.UNKNOWN_ASSET.value})
-                continue
-            if not conn.principal.may_see(asset.name):
-                rejected.append({"asset": asset.name, "code": ErrorCode.FORBIDDEN.value})
-                continue
-            if asset.name not in conn.subscriptions:
-                if len(conn.subscriptions) >= self.settings.max_subscriptions:
-                    rejected.append({"asset": asset.name, "code": ErrorCode.TOO_MANY_SUBSCRIPTIONS.value})
-                    continue
-                conn.subscriptions.add(asset.name)
-                self.rates.set(conn, asset.name, rate)
-                await self.rates.join(conn, asset.name)
-            else:
-                await self.rates.change(conn, asset.name, rate)
-            if asset.name not in subscribed:
-                subscribed.append(asset.name)
-        await self.rates.rerate(conn)  # the books of these assets follow their new grants
-        # Read the snapshot after the last await: a tick that arrived while we
-        # joined rooms is then never newer than the ack's baseline.
-        delay = conn.principal.delay
-        prices: list[PriceUpdate] = [p for p in (self.book.latest(a, delay) for a in subscribed) if p is not None]
-        self.follow(conn)
-        return {"ok": True, "subscribed": subscribed, "rejected": rejected, "prices": prices,
-                "statuses": [self.book.status(a) for a in subscribed], "instance": self.instance_id,
-                "maxRate": rate}
-
     async def _rejoin(self, conn: Connection) -> list[list[Any]]:
         """Recovery: join the rooms of `conn`'s restored subscriptions; their latest prices, read after the
         joins, and the notices of what was not restored."""
@@ -358,22 +313,6 @@ class Gateway:
         notices, conn.notices = conn.notices, []
         prices = [p for p in (self.book.latest(name, delay) for name in sorted(conn.subscriptions)) if p is not None]
         return [*notices, *([PRICE_UPDATE, price] for price in prices)]
-
-    async def unsubscribe(self, conn: Connection, payload: Any = None, *_: Any) -> UnsubscribeAck:
-        names = asset_names(payload, MAX_ASSETS_PER_REQUEST)
-        unsubscribed: list[str] = []
-        for name in names:
-            asset = self.catalog.get(name)
-            if asset is None or asset.name in unsubscribed:
-                continue
-            if asset.name in conn.subscriptions:
-                conn.subscriptions.discard(asset.name)
-                await self.sio.leave_room(conn.sid, self.rates.room(conn, asset.name))
-                conn.rates.pop(asset.name, None)
-            unsubscribed.append(asset.name)
-        await self.rates.rerate(conn)
-        self.follow(conn)
-        return {"ok": True, "unsubscribed": unsubscribed}
 
     async def refresh(self, conn: Connection, payload: Any = None, *_: Any) -> RefreshAck:
         if not isinstance(payload, dict) or not isinstance(payload.get("token"), str):

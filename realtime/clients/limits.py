@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from collections.abc import Iterator
 from enum import Enum
+
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 
 class TokenBucket:
@@ -134,3 +138,14 @@ def _address_key(address: str) -> str:
             return str(ip.ipv4_mapped)
         return str(ipaddress.ip_network(f"{ip}/64", strict=False))
     return str(ip)
+
+
+class AddressGauges(Collector):
+    """What /metrics shows of the per-address connection rate, read at scrape time."""
+
+    def __init__(self, limiter: AddressLimiter) -> None:
+        self.limiter = limiter
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily("realtime_connect_rate_limited", "new sessions refused with 429 by the per-address "
+                                  "connection rate", value=self.limiter.refused)

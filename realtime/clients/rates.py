@@ -22,22 +22,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from realtime.clients.connection import Connection
+from realtime.clients.requests import MAX_ASSETS_PER_REQUEST, asset_names, grant_rate, parse_rate
 from realtime.config import Settings
 from realtime.engine.server import SocketServer
 from realtime.events.recovery import Recovery
 from realtime.events.sessions import subscription
 from realtime.principal import Principal
-from realtime.protocol import (
-    MAX_ASSETS_PER_REQUEST,
-    PRICE_RATE,
-    ErrorCode,
-    GatewayError,
-    RateAck,
-    RateNotice,
-    asset_names,
-    grant_rate,
-    parse_rate,
-)
+from realtime.protocol import PRICE_RATE, ErrorCode, GatewayError, RateAck, RateNotice
 from realtime.rooms import rate_room, tier_room
 from realtime.send.delivery import send
 from realtime.send.rates import RateTiers

@@ -11,9 +11,10 @@
   defines them; `admission`: the handshake gate, the CONNECT deadline and
   attempts;
 - `lean`: the lean websocket engine, `websocket` (one lean connection),
-  `frames` (RFC 6455 parsing), `heartbeat` (one timer for every connection);
+  `frames` (RFC 6455: the frames we write, the client's we read), `heartbeat` (one timer for every connection);
 - `inbound`: guards on python-socketio's inbound dispatch;
 - `packets`: packet encoding fixes (msgpack, polling copies of binary packets);
 - `manager`: the client manager (in memory, or Redis with our reconnects);
-- `versions`: the pinned versions this package is checked against at start-up.
+- `versions`: the pinned versions this package is checked against at start-up;
+- `gauges`: what `/metrics` shows of the engine.
 """

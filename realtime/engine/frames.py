@@ -1,8 +1,8 @@
-"""RFC 6455 as the lean engine needs it: the opening handshake's answer and the client's messages.
+"""RFC 6455 as the gateway needs it: the opening handshake's answer, its frames, the client's messages.
 
-Server-to-client frames are built by `realtime.engine.writer.websocket_frame`
-(unmasked, no extensions). Here: the 101 answer, and `Reader`, which turns
-the client's bytes into messages and control frames (client frames are
+Server-to-client frames are unmasked, with no extensions (`websocket_frame`,
+`close_frame`); `Reader` turns the client's bytes into messages and control
+frames (client frames are
 always masked; no extensions are ever negotiated, so a set RSV bit is a
 protocol error).
 
@@ -35,6 +35,7 @@ VALID_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1
                                *range(3000, 5000)})
 # Fragments one message may have. Browsers and socket.io-client never fragment; this only stops a flood.
 MAX_FRAGMENTS = 1024
+_TEXT, _BINARY = 0x80 | TEXT, 0x80 | BINARY  # FIN + opcode
 
 
 class ProtocolError(Exception):
@@ -68,6 +69,22 @@ def switching_protocols(key: str) -> bytes:
     accept = base64.b64encode(hashlib.sha1(key.encode() + GUID).digest())
     return (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+
+
+def websocket_frame(payload: str | bytes) -> bytes:
+    """One unmasked RFC 6455 frame (server to client, no extensions)."""
+    if isinstance(payload, str):
+        data, first = payload.encode(), _TEXT
+    else:
+        data, first = payload, _BINARY
+    size = len(data)
+    if size < 126:
+        header = bytes((first, size))
+    elif size < 65536:
+        header = struct.pack("!BBH", first, 126, size)
+    else:
+        header = struct.pack("!BBQ", first, 127, size)
+    return header + data
 
 
 def close_frame(code: int) -> bytes:

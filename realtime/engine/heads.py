@@ -7,9 +7,10 @@ counted by no limit. Here (aiohttp's `RequestHandler`, made by our `Server`):
 
 - a connection has `REALTIME_HEADER_TIMEOUT` seconds to send its first
   request head from the moment it opens, and each later head from its first
-  byte (an idle keep-alive connection between requests stays aiohttp's
-  business: nginx keeps a pool of them). Past the deadline it is answered
-  408 and closed;
+  byte (an idle keep-alive connection between requests is aiohttp's
+  business: nginx keeps a pool of them, and aiohttp closes one idle for
+  `REALTIME_KEEPALIVE_TIMEOUT`). Past the deadline it is answered 408 and
+  closed;
 - the connections still sending a head count toward the pod's connection
   cap together with the Engine.IO sessions (`REALTIME_MAX_CONNECTIONS`): the
   handshake gate counts them, and past the cap a new connection is answered

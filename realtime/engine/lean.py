@@ -40,7 +40,6 @@ from engineio import packet as eio_packet
 from realtime.engine import frames
 from realtime.engine.heartbeat import Heartbeat
 from realtime.engine.websocket import INBOX_LIMIT, KEPT_ENVIRON, Hijacked, MessageHandler, WebSocketSession
-from realtime.engine.writer import websocket_frame
 
 logger = logging.getLogger(__name__)
 # Lost sessions closed per loop iteration: 10 000 transports lost at once (a reconnect storm, a
@@ -147,7 +146,7 @@ class LeanEngine:
             return Hijacked()
         # The 101 and the OPEN packet in one write.
         opening = eio_packet.Packet(eio_packet.OPEN, handshake(sid)).encode()
-        transport.write(frames.switching_protocols(key) + websocket_frame(opening))
+        transport.write(frames.switching_protocols(key) + frames.websocket_frame(opening))
         # aiohttp forgets the connection without closing it; the socket is ours from here.
         tail = protocol._message_tail
         protocol._message_tail = b""

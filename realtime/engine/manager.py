@@ -48,7 +48,7 @@ import socketio
 from realtime.backplane.connections import REDIS_ERRORS, Client, Subscription, client
 from realtime.backplane.shards import is_cluster
 from realtime.config import Settings
-from realtime.metrics import PlainCounter, RedisLink
+from realtime.metrics import RedisLink
 from realtime.namespace import namespace
 
 logger = logging.getLogger(__name__)
@@ -156,9 +156,9 @@ class RedisManager(IndexedRooms, RoomEvents, socketio.AsyncRedisManager):  # typ
     def links(self) -> list[RedisLink]:
         return [RedisLink("manager", lambda: self.listening, lambda: self.subscription.reconnects)]
 
-    def counters(self) -> list[PlainCounter]:
-        return [("realtime_manager_publish_dropped",
-                 "emits that reached only this pod's clients because Redis was down", lambda: self.publish_dropped)]
+    def dropped(self) -> int | None:
+        """Emits that reached only this pod's clients because Redis was down."""
+        return self.publish_dropped
 
     def messages(self) -> tuple[int, int] | None:
         return self.received, self.published
@@ -241,8 +241,8 @@ class MemoryManager(IndexedRooms, RoomEvents, socketio.AsyncManager):  # type: i
     def links(self) -> list[RedisLink]:
         return []
 
-    def counters(self) -> list[PlainCounter]:
-        return []
+    def dropped(self) -> int | None:
+        return None
 
     def messages(self) -> tuple[int, int] | None:
         return None

@@ -57,3 +57,13 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
 def packet_class(serializer: Literal["json", "msgpack"]) -> Any:
     """The `serializer` argument of `socketio.AsyncServer` for a `REALTIME_SERIALIZER` value."""
     return MsgpackPacket if serializer == "msgpack" else "default"
+
+
+def packet_size(packet: Any) -> int:
+    """About how many bytes an engine.io packet takes on the wire.
+
+    Not `packet.encode()`: it caches its first result, and a binary packet
+    must later be encoded as base64 for a polling client.
+    """
+    data = packet.data
+    return len(data) + 1 if isinstance(data, (str, bytes)) else 64

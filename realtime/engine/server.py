@@ -23,7 +23,7 @@ from realtime.engine.conformance import ConformingServer
 from realtime.engine.manager import MemoryManager, RedisManager
 from realtime.engine.packets import packet_class
 from realtime.engine.writer import Writer, Writers
-from realtime.metrics import PlainCounter, RedisLink
+from realtime.metrics import RedisLink
 from realtime.protocol import AUTH_PID
 
 NAMESPACE = "/"
@@ -107,17 +107,6 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
         await super().disconnect(sid, namespace, ignore_queue)
         self.admission.rearm(eio_sid)
 
-    def admission_counters(self) -> list[PlainCounter]:
-        admission = self.admission
-        return [
-            ("realtime_connect_timeouts", "Engine.IO sessions closed for want of a successful CONNECT in time",
-             lambda: admission.timed_out),
-            ("realtime_connect_floods", "Engine.IO sessions closed for sending too many CONNECT packets",
-             lambda: admission.flooded),
-            ("realtime_binary_packets", "Engine.IO sessions closed for sending a binary packet",
-             lambda: admission.binary),
-        ]
-
     async def stop_admission(self) -> None:
         await self.admission.stop()
 
@@ -146,9 +135,10 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
         links: list[RedisLink] = self.manager.links()
         return links
 
-    def manager_counters(self) -> list[PlainCounter]:
-        counters: list[PlainCounter] = self.manager.counters()
-        return counters
+    def manager_dropped(self) -> int | None:
+        """Emits that reached only this pod's clients because Redis was down; None in embedded mode."""
+        dropped: int | None = self.manager.dropped()
+        return dropped
 
     def manager_messages(self) -> tuple[int, int] | None:
         """Manager messages (in, out) through Redis; None in embedded mode."""

@@ -37,45 +37,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
+
+from realtime.engine.frames import websocket_frame
+from realtime.engine.packets import packet_size
 
 logger = logging.getLogger(__name__)
 
 # Direct writes stop while this much is already buffered in the transport: the
 # client is not keeping up, and the queue (with its bound) takes over.
 DIRECT_BUFFER_LIMIT = 64 * 1024
-
-_TEXT, _BINARY = 0x81, 0x82  # FIN + opcode
-
-
-def websocket_frame(payload: str | bytes) -> bytes:
-    """One unmasked RFC 6455 frame (server to client, no extensions)."""
-    if isinstance(payload, str):
-        data, first = payload.encode(), _TEXT
-    else:
-        data, first = payload, _BINARY
-    size = len(data)
-    if size < 126:
-        header = bytes((first, size))
-    elif size < 65536:
-        header = struct.pack("!BBH", first, 126, size)
-    else:
-        header = struct.pack("!BBQ", first, 127, size)
-    return header + data
-
-
-def packet_size(packet: Any) -> int:
-    """About how many bytes an engine.io packet takes on the wire.
-
-    Not `packet.encode()`: it caches its first result, and a binary packet
-    must later be encoded as base64 for a polling client.
-    """
-    data = packet.data
-    return len(data) + 1 if isinstance(data, (str, bytes)) else 64
-
 
 class Stream(Protocol):
     """A lean websocket connection as its writer sees it."""

@@ -19,7 +19,7 @@ from realtime.events.reader import LogReader
 from realtime.events.recovery import Recovery, heartbeat_period
 from realtime.events.router import StreamRouter
 from realtime.events.sessions import SessionStore
-from realtime.metrics import LabelledCounter, PlainCounter, RedisLink
+from realtime.metrics import RedisLink
 from realtime.protocol import ErrorCode, GatewayError
 
 # Beyond the window, history is kept for a client whose drop the server noticed
@@ -93,30 +93,3 @@ class Events:
         if self.local:
             return []
         return [RedisLink("events", lambda: self.reader.connected, lambda: self.reader.reconnects)]
-
-    def counters(self) -> list[PlainCounter]:
-        reader = self.reader
-        return [
-            ("realtime_events_delivered", "private events of the log delivered to this pod's rooms",
-             lambda: reader.delivered),
-            ("realtime_events_replayed", "private events replayed to connecting or recovering connections",
-             lambda: reader.replayed),
-            ("realtime_events_replays_failed", "connections that joined their rooms without their replay "
-             "because Redis was unavailable", lambda: reader.replays_failed),
-            ("realtime_events_malformed", "entries of the event log skipped: not what the gateway writes "
-             "(missing fields, data not JSON or too large)", lambda: reader.malformed + self.log.malformed),
-            ("realtime_events_reader_failures", "times the event log reader failed (not a Redis outage) and "
-             "started again", lambda: reader.failures),
-        ]
-
-    def labelled_counters(self) -> list[LabelledCounter]:
-        recovery = self.recovery
-        counters: list[LabelledCounter] = [
-            ("realtime_recoveries", "CONNECTs that asked to recover a session, by outcome", "outcome",
-             lambda: recovery.outcomes),
-        ]
-        router = self.router
-        if router is not None:
-            counters.append(("realtime_stream_entries", f"entries of the events stream ({router.stream}) by outcome",
-                             "outcome", lambda: router.entries))
-        return counters

@@ -23,6 +23,7 @@ from decimal import Decimal
 from typing import Any
 
 from realtime.catalog import Catalog
+from realtime.feed.parsing import plain
 
 # The quote currency a catalog asset's default Binance symbol is quoted in: BTC_USDC_PERP -> BTCUSDT.
 DEFAULT_QUOTE = "USDT"
@@ -34,14 +35,19 @@ class FrameRefused(ValueError):
 
 def symbols(catalog: Catalog, spec: str | None) -> dict[str, str]:
     """Exchange symbol (upper case) -> catalog asset: `SYMBOL=ASSET,...`, or each asset's base + USDT."""
+    return exchange_names(catalog, spec, DEFAULT_QUOTE, "SYMBOL")
+
+
+def exchange_names(catalog: Catalog, spec: str | None, quote: str, what: str) -> dict[str, str]:
+    """An exchange's names (upper case) -> catalog assets: `NAME=ASSET,...`, or each asset's base + `quote`."""
     if not spec:
-        return {asset.name.split("_")[0] + DEFAULT_QUOTE: asset.name for asset in catalog}
+        return {asset.name.split("_")[0] + quote: asset.name for asset in catalog}
     mapping: dict[str, str] = {}
     for item in spec.split(","):
         symbol, sep, name = item.strip().partition("=")
         asset = catalog.get(name.strip())
         if not sep or not symbol.strip() or asset is None:
-            raise ValueError(f"{item.strip()!r} is not SYMBOL=ASSET with an asset of the catalog")
+            raise ValueError(f"{item.strip()!r} is not {what}=ASSET with an asset of the catalog")
         mapping[symbol.strip().upper()] = asset.name
     return mapping
 
@@ -63,18 +69,10 @@ def trade(data: dict[str, Any], asset: str) -> dict[str, Any]:
     """A `trade` or `aggTrade` event as a feed trade."""
     try:
         trade_id = data["t"] if data.get("e") == "trade" else data["a"]
-        return {"type": "trade", "asset": asset, "id": str(trade_id), "price": _plain(data["p"]),
-                "qty": _plain(data["q"]), "side": "sell" if data["m"] else "buy", "ts": int(data["T"])}
+        return {"type": "trade", "asset": asset, "id": str(trade_id), "price": plain(data["p"]),
+                "qty": plain(data["q"]), "side": "sell" if data["m"] else "buy", "ts": int(data["T"])}
     except (KeyError, TypeError, ValueError) as exc:
         raise FrameRefused(f"{data.get('e')} without {exc}") from None
-
-
-def _plain(value: Any) -> str:
-    """Binance's fixed-point strings ("95850.12000000") without the padding zeros."""
-    text = str(value)
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text or "0"
 
 
 @dataclass(slots=True)
@@ -117,8 +115,8 @@ class Depth:
             raise FrameRefused(f"depth snapshot without {exc}") from None
         if self.buffer and last < _first_u(self.buffer[0]):
             return [], True  # older than the first buffered event: the documented answer is another one
-        self.bids = {_plain(p): _plain(q) for p, q in bids if Decimal(q) != 0}
-        self.asks = {_plain(p): _plain(q) for p, q in asks if Decimal(q) != 0}
+        self.bids = {plain(p): plain(q) for p, q in bids if Decimal(q) != 0}
+        self.asks = {plain(p): plain(q) for p, q in asks if Decimal(q) != 0}
         self.seq = last
         self.synced = True
         out = [self.message()]
@@ -140,8 +138,8 @@ class Depth:
                 "ts": now_ms()}
 
     def _apply(self, data: dict[str, Any]) -> dict[str, Any]:
-        bids = [[_plain(p), _plain(q)] for p, q in data.get("b", [])]
-        asks = [[_plain(p), _plain(q)] for p, q in data.get("a", [])]
+        bids = [[plain(p), plain(q)] for p, q in data.get("b", [])]
+        asks = [[plain(p), plain(q)] for p, q in data.get("a", [])]
         for side, levels in ((self.bids, bids), (self.asks, asks)):
             for price, qty in levels:
                 if Decimal(qty) == 0:

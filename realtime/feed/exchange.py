@@ -16,34 +16,43 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import aiohttp
 import orjson
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
 
 from realtime.backplane.connections import REDIS_ERRORS, Backoff
 from realtime.feed import okx
 from realtime.feed.binance import Depth, FrameRefused, quote, trade
+from realtime.metrics import Tally
 
 logger = logging.getLogger(__name__)
 
 Publish = Callable[[list[tuple[str, bytes]]], Awaitable[None]]  # [(asset, message)]
 
 
-class Counters:
-    """What `/metrics` of `realtime feed` shows, per source."""
+class Counters(Collector):
+    """What `/metrics` of `realtime feed` shows, per source: plain numbers, exported at scrape time."""
 
     def __init__(self) -> None:
+        self.frames = Tally()  # by source and kind
+        self.reconnects = Tally()  # by source
+        self.resyncs = Tally()  # by source and asset
         self.registry = CollectorRegistry()
-        self.frames = Counter("realtime_feed_frames", "exchange frames, by source and kind (refused: unusable)",
-                              ["source", "kind"], registry=self.registry)
-        self.reconnects = Counter("realtime_feed_reconnects", "exchange stream connections after the first",
-                                  ["source"], registry=self.registry)
-        self.resyncs = Counter("realtime_feed_resyncs", "depth gaps (or stale snapshots) that fetched a new "
-                               "snapshot, by source and asset", ["source", "asset"], registry=self.registry)
+        self.registry.register(self)
+
+    def collect(self) -> Iterator[Metric]:
+        yield self.frames.family("realtime_feed_frames", "exchange frames, by source and kind (refused: unusable)",
+                                 ["source", "kind"])
+        yield self.reconnects.family("realtime_feed_reconnects", "exchange stream connections after the first",
+                                     ["source"])
+        yield self.resyncs.family("realtime_feed_resyncs", "depth gaps (or stale snapshots) that fetched a new "
+                                  "snapshot, by source and asset", ["source", "asset"])
 
     async def serve(self, port: int) -> web.AppRunner:
         async def metrics(_: web.Request) -> web.Response:
@@ -87,7 +96,7 @@ class Adapter:
         attempt = 0
         while connections is None or attempt < connections:
             if attempt:
-                self.counters.reconnects.labels(self.source).inc()
+                self.counters.reconnects.add((self.source,))
             attempt += 1
             self.reset()
             try:
@@ -106,7 +115,7 @@ class Adapter:
             await asyncio.sleep(backoff.next_delay())
 
     def refused(self, exc: Exception) -> None:
-        self.counters.frames.labels(self.source, "refused").inc()
+        self.counters.frames.add((self.source, "refused"))
         logger.warning("feed: %s frame refused: %s", self.source, exc)
 
     async def send(self, asset: str, messages: list[dict[str, Any]]) -> None:
@@ -173,7 +182,7 @@ class Binance(Adapter):
         except (orjson.JSONDecodeError, FrameRefused) as exc:
             self.refused(exc)
             return
-        self.counters.frames.labels(self.source, str(kind)).inc()
+        self.counters.frames.add((self.source, str(kind)))
         await self.send(asset, messages)
 
     def _fetch(self, session: aiohttp.ClientSession, asset: str) -> None:
@@ -205,7 +214,7 @@ class Binance(Adapter):
     def _gaps(self, asset: str, before: int) -> None:
         gaps = self.books[asset].resyncs - before
         if gaps:
-            self.counters.resyncs.labels(self.source, asset).inc(gaps)
+            self.counters.resyncs.add((self.source, asset), gaps)
             logger.warning("feed: binance depth gap on %s; fetching a snapshot", asset)
 
     def answer(self, asset: str) -> dict[str, Any] | None:
@@ -263,7 +272,7 @@ class Okx(Adapter):
                     if message is not None:
                         messages.append(message)
                     if again:
-                        self.counters.resyncs.labels(self.source, asset).inc()
+                        self.counters.resyncs.add((self.source, asset))
                         logger.warning("feed: okx book gap on %s; subscribing again for a snapshot", asset)
                         for op in ("unsubscribe", "subscribe"):
                             await ws.send_str(orjson.dumps(okx.subscribe(op, ["books"], [inst])).decode())
@@ -272,7 +281,7 @@ class Okx(Adapter):
         except (orjson.JSONDecodeError, FrameRefused) as exc:
             self.refused(exc)
             return
-        self.counters.frames.labels(self.source, str(channel)).inc()
+        self.counters.frames.add((self.source, str(channel)))
         await self.send(asset, messages)
 
 

@@ -24,7 +24,9 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from typing import Protocol
+from typing import Any, Protocol
+
+import orjson
 
 from realtime.feed.prices import PriceBook, TickRejected
 from realtime.feed.restarts import LocalRestarts, Restarts
@@ -32,7 +34,7 @@ from realtime.feed.sources import PriceSource
 from realtime.metrics import Metrics
 from realtime.protocol import PRICE_STATUS, PriceStatus, PriceUpdate, TickOutcome
 from realtime.rooms import is_delayed, tier_room
-from realtime.send.fanout import Fanout
+from realtime.send.fanout import Fanout, deliver
 from realtime.send.rates import RateTiers
 
 logger = logging.getLogger(__name__)
@@ -40,6 +42,15 @@ logger = logging.getLogger(__name__)
 # What every book (trade) message holds and no quote tick does (asset names are upper case).
 BOOK_MARK = b'"book"'
 TRADE_MARK = b'"trade"'
+
+
+def typed_message(raw: bytes | str, kind: str) -> dict[str, Any] | None:
+    """The feed message `{"type": kind, ...}`, decoded; None for any other (not JSON, not an object, another type)."""
+    try:
+        message = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return message if isinstance(message, dict) and message.get("type") == kind else None
 
 
 class BookFeed(Protocol):
@@ -136,12 +147,7 @@ class Ingest:
             for delay in self.delays:
                 base = tier_room(change["asset"], delay)
                 for room in (base, *self.rates.rooms(base)):
-                    try:
-                        await self.fanout.send_event(room, PRICE_STATUS, change)
-                    except asyncio.CancelledError:
-                        raise
-                    except Exception:
-                        logger.exception("price:status of %s failed", change["asset"])
+                    await deliver(self.fanout, room, PRICE_STATUS, change, logger, "feed")
 
     async def watch(self) -> None:
         """The background work besides the feed: staleness sweeps and the delayed tiers' timer."""

@@ -19,23 +19,14 @@ from decimal import Decimal
 from typing import Any
 
 from realtime.catalog import Catalog
-from realtime.feed.binance import FrameRefused, now_ms
+from realtime.feed.binance import FrameRefused, exchange_names, now_ms
 
 DEFAULT_QUOTE = "-USDT"
 
 
 def instruments(catalog: Catalog, spec: str | None) -> dict[str, str]:
     """OKX instrument id (upper case) -> catalog asset: `INST=ASSET,...`, or each asset's base + -USDT."""
-    if not spec:
-        return {asset.name.split("_")[0] + DEFAULT_QUOTE: asset.name for asset in catalog}
-    mapping: dict[str, str] = {}
-    for item in spec.split(","):
-        inst, sep, name = item.strip().partition("=")
-        asset = catalog.get(name.strip())
-        if not sep or not inst.strip() or asset is None:
-            raise ValueError(f"{item.strip()!r} is not INSTRUMENT=ASSET with an asset of the catalog")
-        mapping[inst.strip().upper()] = asset.name
-    return mapping
+    return exchange_names(catalog, spec, DEFAULT_QUOTE, "INSTRUMENT")
 
 
 def subscribe(op: str, channels: list[str], inst_ids: list[str]) -> dict[str, Any]:

@@ -27,6 +27,14 @@ MAX_FUTURE_MS = 24 * 3600 * 1000
 DECIMAL = re.compile(r"(\d{1,20})(?:\.(\d{1,20}))?")
 
 
+def plain(value: object) -> str:
+    """A decimal as a string without padding zeros past its point: "95850.12000000" → "95850.12", "1.000" → "1"."""
+    text = str(value)
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text or "0"
+
+
 class NumberRefused(ValueError):
     """A feed number the gateway cannot use; the message says why."""
 

@@ -12,7 +12,7 @@ import random
 import time
 from collections.abc import Iterable
 
-from realtime.config import AssetSpec
+from realtime.catalog import Asset
 from realtime.feed.parsing import price_text
 from realtime.protocol import FeedTick
 
@@ -21,17 +21,17 @@ START_PRICES = {"BTC": 96_000.0, "ETH": 3_600.0, "SOL": 240.0}
 
 
 class RandomWalk:
-    def __init__(self, assets: Iterable[AssetSpec], *, seed: int | None = None) -> None:
+    def __init__(self, assets: Iterable[Asset], *, seed: int | None = None) -> None:
         self._rng = random.Random(seed)
         self._assets = list(assets)
         self._mid = {a.name: START_PRICES.get(a.name.split("_")[0], 100.0) for a in self._assets}
         self._seq = time.time_ns() // 1000
 
     @property
-    def assets(self) -> list[AssetSpec]:
+    def assets(self) -> list[Asset]:
         return self._assets
 
-    def tick(self, asset: AssetSpec) -> FeedTick:
+    def tick(self, asset: Asset) -> FeedTick:
         """Move one asset's mid price by a small random step and quote around it."""
         mid = self._mid[asset.name] * (1 + self._rng.gauss(0, 0.0005))
         self._mid[asset.name] = mid
@@ -47,7 +47,7 @@ class RandomWalk:
             "seq": self._seq,
         }
 
-    def trade(self, asset: AssetSpec, tick: FeedTick) -> dict[str, object]:
+    def trade(self, asset: Asset, tick: FeedTick) -> dict[str, object]:
         """A trade at the tick's bid (a sell) or ask (a buy), of a random size (SPEC §9 `type: trade`)."""
         side = self._rng.choice(("buy", "sell"))
         units = tick["ask"] if side == "buy" else tick["bid"]

@@ -12,8 +12,9 @@ from typing import Any
 
 from engineio import packet as eio_packet
 
+from realtime.engine.frames import websocket_frame
 from realtime.engine.server import SocketServer
-from realtime.engine.writer import Writer, websocket_frame
+from realtime.engine.writer import Writer
 
 
 def send(sio: SocketServer, writers: Sequence[Writer], args: Sequence[Any], *, collapse: str | None = None) -> int:

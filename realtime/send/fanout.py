@@ -21,6 +21,8 @@ asset and depth) through `send_event` (queued, never collapsed).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any, Protocol
 
 from realtime.engine.server import SocketServer
@@ -66,6 +68,16 @@ class DirectFanout:
 
     async def send_event(self, room: str, event: str, data: Any) -> int:
         return send(self.sio, self.sio.room_writers(room), [event, data])
+
+
+async def deliver(fanout: Fanout, room: str, event: str, data: Any, log: logging.Logger, what: str) -> None:
+    """`send_event` for a loop that must go on (the feed's, a timer's): a failure is logged, never raised."""
+    try:
+        await fanout.send_event(room, event, data)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("%s: %s to %s failed", what, event, room)
 
 
 def fanout(sio: SocketServer, kind: str) -> Fanout:

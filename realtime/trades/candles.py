@@ -19,6 +19,7 @@ from collections import deque
 from dataclasses import dataclass
 from decimal import Decimal
 
+from realtime.feed.parsing import plain
 from realtime.protocol import CandleEvent
 
 # Interval name -> length in ms (SPEC §9). Bars start at multiples of the length since the epoch (UTC).
@@ -31,10 +32,7 @@ ZERO = Decimal(0)
 
 def text(value: Decimal) -> str:
     """A decimal string without exponent or trailing zeros past the point."""
-    out = format(value, "f")
-    if "." in out:
-        out = out.rstrip("0").rstrip(".")
-    return out or "0"
+    return plain(format(value, "f"))
 
 
 @dataclass(slots=True)

@@ -1,4 +1,4 @@
-"""The feed's trade messages (SPEC §9), validated into `Trade`.
+"""The feed's trade messages (SPEC §9), validated into the `trade` event (`protocol.TradeEvent`).
 
 `{"type": "trade", "asset", "id", "price": "95850.1", "qty": "0.010", "side": "buy" | "sell", "ts"}`:
 prices and quantities are decimal strings, kept as sent (the tape shows
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -39,30 +38,8 @@ class TradeRefused(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
-class Trade:
-    asset: str
-    id: str
-    price: str
-    qty: str
-    side: str
-    ts: int
-
-    def event(self) -> TradeEvent:
-        return {"asset": self.asset, "id": self.id, "price": self.price, "qty": self.qty, "side": self.side,
-                "ts": self.ts}
-
-    @property
-    def price_value(self) -> Decimal:
-        return Decimal(self.price)
-
-    @property
-    def qty_value(self) -> Decimal:
-        return Decimal(self.qty)
-
-
-def parse(message: dict[str, Any], catalog: Catalog) -> Trade:
-    """Validate a decoded feed message of type `trade`."""
+def parse(message: dict[str, Any], catalog: Catalog) -> TradeEvent:
+    """Validate a decoded feed message of type `trade`: the `trade` event the tape keeps and clients get."""
     name = message.get("asset")
     if not isinstance(name, str):
         raise TradeRefused(TradeOutcome.MALFORMED, "asset must be a string")
@@ -90,4 +67,5 @@ def parse(message: dict[str, Any], catalog: Catalog) -> Trade:
         ts = parsing.timestamp(message.get("ts"), now_ms)
     except NumberRefused as refused:
         raise TradeRefused(TradeOutcome.MALFORMED, f"{asset.name}: {refused}") from None
-    return Trade(asset.name, trade_id, price, qty, str(side), ts if ts is not None else now_ms)
+    return {"asset": asset.name, "id": trade_id, "price": price, "qty": qty, "side": str(side),
+            "ts": ts if ts is not None else now_ms}

@@ -26,14 +26,13 @@ from collections import Counter, deque
 from collections.abc import Callable
 from decimal import Decimal
 
-import orjson
-
 from realtime.catalog import Catalog
+from realtime.feed.ingest import typed_message
 from realtime.protocol import CANDLE, FEED_TRADE, TRADE, CandleEvent, PriceUpdate, TradeEvent
 from realtime.rooms import candles_room, trades_room
-from realtime.send.fanout import Fanout
+from realtime.send.fanout import Fanout, deliver
 from realtime.trades.candles import INTERVALS, Candle, Series
-from realtime.trades.messages import Trade, TradeOutcome, TradeRefused, parse
+from realtime.trades.messages import TradeOutcome, TradeRefused, parse
 from realtime.trades.store import MarketStore
 
 logger = logging.getLogger(__name__)
@@ -115,37 +114,34 @@ class Market:
 
     async def accept(self, raw: bytes | str) -> bool:
         """Take one feed message if it is a trade (True), else leave it to the next reader (False)."""
-        try:
-            message = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return False
-        if not isinstance(message, dict) or message.get("type") != FEED_TRADE:
+        message = typed_message(raw, FEED_TRADE)
+        if message is None:
             return False
         try:
-            trade = parse(message, self.catalog)
-            event = trade.event()
-            if not self.tapes[trade.asset].add(event):
-                raise TradeRefused(TradeOutcome.DUPLICATE, f"{trade.asset}: trade {trade.id} was heard before")
+            event = parse(message, self.catalog)
+            if not self.tapes[event["asset"]].add(event):
+                raise TradeRefused(TradeOutcome.DUPLICATE, f"{event['asset']}: trade {event['id']} was heard before")
         except TradeRefused as refused:
             self.outcomes[refused.outcome] += 1
             logger.warning(DROPPED[refused.outcome], refused.reason)
             return True
         self.outcomes[TradeOutcome.OK] += 1
         self.store.append(event)
-        room = trades_room(trade.asset)
+        room = trades_room(event["asset"])
         if self.room_size(room):
             await self._deliver(room, TRADE, event)
-        self._candles(trade)
+        self._candles(event)
         return True
 
-    def _candles(self, trade: Trade) -> None:
-        if trade.asset not in self.traded:
-            self.traded.add(trade.asset)
-            logger.info("candles: %s has trades: its bars are built from them", trade.asset)
-        price, qty = trade.price_value, trade.qty_value
+    def _candles(self, trade: TradeEvent) -> None:
+        asset = trade["asset"]
+        if asset not in self.traded:
+            self.traded.add(asset)
+            logger.info("candles: %s has trades: its bars are built from them", asset)
+        price, qty = Decimal(trade["price"]), Decimal(trade["qty"])
         for interval in INTERVALS:
-            series = self.series[trade.asset, interval]
-            closed = series.add(price, qty, trade.ts)
+            series = self.series[asset, interval]
+            closed = series.add(price, qty, trade["ts"])
             if closed is not None:
                 self._closing.put_nowait((series, closed, now_ms()))
 
@@ -181,12 +177,7 @@ class Market:
     # Sending.
 
     async def _deliver(self, room: str, event: str, data: object) -> None:
-        try:
-            await self.fanout.send_event(room, event, data)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("trades: %s to %s failed", event, room)
+        await deliver(self.fanout, room, event, data, logger, "trades")
 
     async def run(self) -> None:
         """Close bars through the store, and send open bars and the delayed tiers' bars, until cancelled."""

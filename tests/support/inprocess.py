@@ -181,11 +181,23 @@ async def served_on_redis(start: InProcessFactory, redis_server: RedisServer, **
                        manager_channel=f"socketio-{suffix}", **settings)
 
 
+# Before pytest-timeout's 120 s: where every task of a test that runs that long waits (pytest-timeout
+# shows only threads, and the loop's thread is always in select()).
+WATCHDOG = 100.0
+
+
+def _dump_tasks() -> None:
+    waiting = "\n".join(_awaiting(task) for task in asyncio.all_tasks())
+    logger.error("the test still runs after %.0fs; its tasks wait here:\n%s", WATCHDOG, waiting)
+
+
 @contextlib.asynccontextmanager
 async def gateways(**defaults: Any) -> AsyncIterator[InProcessFactory]:
     """Start in-process gateways with REALTIME_* settings given as keywords (over `defaults`); all stop
     when the block ends."""
+    watchdog = asyncio.get_running_loop().call_later(WATCHDOG, _dump_tasks)
     async with contextlib.AsyncExitStack() as stack:
+        stack.callback(watchdog.cancel)
         async def start(**settings: Any) -> InProcessGateway:
             settings = {"instance_id": unique_instance(), **defaults, **settings}
             env = gateway_env(0, **settings)

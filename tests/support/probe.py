@@ -20,33 +20,16 @@ from typing import Any, NamedTuple
 
 import msgpack as msgpack_
 
-CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+from tests.support.wire import BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT, frame
+
+# The frame encoder and opcodes are wire's (the one encoder of the raw clients); a probe's tests take them from here.
+__all__ = ["BINARY", "CLOSE", "CONTINUATION", "PING", "PONG", "TEXT", "Probe", "Received", "close_payload", "frame"]
 
 
 class Received(NamedTuple):
     fin: bool
     opcode: int
     payload: bytes
-
-
-def frame(opcode: int, payload: bytes = b"", *, fin: bool = True, rsv: int = 0, masked: bool = True,
-          length_form: int | None = None) -> bytes:
-    """One client frame. `length_form` 126 or 127 forces the 16- or 64-bit length even for a short payload."""
-    size = len(payload)
-    first = (0x80 if fin else 0) | (rsv & 7) << 4 | opcode
-    mask_bit = 0x80 if masked else 0
-    form = length_form or (size if size < 126 else 126 if size < 65536 else 127)
-    if form == 126:
-        head = struct.pack("!BBH", first, mask_bit | 126, size)
-    elif form == 127:
-        head = struct.pack("!BBQ", first, mask_bit | 127, size)
-    else:
-        head = bytes((first, mask_bit | size))
-    if not masked:
-        return head + payload
-    mask = os.urandom(4)
-    key = (mask * (size // 4 + 1))[:size]
-    return head + mask + (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(size, "little")
 
 
 def close_payload(code: int, reason: bytes = b"") -> bytes:

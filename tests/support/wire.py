@@ -13,6 +13,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+
+
+def frame(opcode: int, payload: bytes = b"", *, fin: bool = True, rsv: int = 0, masked: bool = True,
+          length_form: int | None = None, mask: bytes | None = None) -> bytes:
+    """One client frame (RFC 6455 §5.2), well-formed or not: the one encoder of the tests' raw clients.
+
+    `length_form` 126 or 127 forces the 16- or 64-bit length even for a short
+    payload; `rsv` sets reserved bits; `mask` fixes the key (default: random).
+    """
+    size = len(payload)
+    first = (0x80 if fin else 0) | (rsv & 7) << 4 | opcode
+    mask_bit = 0x80 if masked else 0
+    form = length_form or (size if size < 126 else 126 if size < 65536 else 127)
+    if form == 126:
+        head = struct.pack("!BBH", first, mask_bit | 126, size)
+    elif form == 127:
+        head = struct.pack("!BBQ", first, mask_bit | 127, size)
+    else:
+        head = bytes((first, mask_bit | size))
+    if not masked:
+        return head + payload
+    key = os.urandom(4) if mask is None else mask
+    stream = (key * (size // 4 + 1))[:size]
+    return head + key + (int.from_bytes(payload, "little") ^ int.from_bytes(stream, "little")).to_bytes(size, "little")
+
 
 def tcp_send_buffer_max() -> int:
     """The most the kernel may buffer on the sending side of one TCP socket."""
@@ -71,16 +97,7 @@ class RawClient:
         return client
 
     def send_text(self, text: str) -> None:
-        payload = text.encode()
-        mask = os.urandom(4)
-        size = len(payload)
-        if size < 126:
-            header = bytes((0x81, 0x80 | size))
-        elif size < 65536:
-            header = struct.pack("!BBH", 0x81, 0xFE, size)
-        else:
-            header = struct.pack("!BBQ", 0x81, 0xFF, size)
-        self.writer.write(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+        self.writer.write(frame(TEXT, text.encode()))
 
     def emit(self, event: str, data: Any) -> int:
         """Send an event that asks for an ack; return the ack id."""
