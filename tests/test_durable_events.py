@@ -155,6 +155,7 @@ async def test_a_router_stopped_while_holding_entries_is_taken_over(start_cluste
         await redis.aclose()
 
 
+@pytest.mark.timing
 async def test_publish_answers_503_within_the_timeout_while_redis_is_hung(start_gateway: InProcessFactory,
                                                                           own_redis: RedisServer) -> None:
     gateway = await start_gateway(redis_url=own_redis.url, redis_timeout=1)

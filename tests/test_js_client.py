@@ -8,7 +8,9 @@ node against two real pods behind nginx: every book view a helper emits is
 the feed's top-`depth` view at that `seq`, every state it emits the state
 the back end wrote at that `version`, every price one the feed sent, through
 a burst, a dropped transport (recovered, maybe on the other pod) and a gap
-in the feed.
+in the feed; every tape the trades helper holds a run of the feed's trades
+and every candle the candles helper holds one the pods built, ending equal
+to what a new subscriber is sent.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ import json
 import os
 import random
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from tests.support import BTC, ETH, ROOT, ClusterFactory, InProcessFactory, NodeSession, feed, node_session, of, token
 from tests.support.books import BookFeed, Exchange, check_lines, holds, read_until
 from tests.support.channels import write_state
+from tests.support.trades import acks, bars, client, event_of, trade
 
 PACKAGE = ROOT / "clients" / "js"
 ARTIFACTS = ROOT / "test-artifacts"
@@ -268,6 +272,119 @@ async def test_the_helpers_equal_the_gateway_on_two_pods_through_a_drop_and_a_fe
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
 
 
+def tape_checks(lines: list[dict[str, Any]], sent: list[dict[str, Any]], last: int) -> list[dict[str, Any]]:
+    """Every tape a trades helper printed is a run of the feed, at most `last` long; its trade events go forward in
+    feed order, each once. The last tape."""
+    feed_order = [event_of(m) for m in sent]
+    where = {item["id"]: n for n, item in enumerate(feed_order)}
+    tapes = of(lines, "tape")
+    for line in tapes:
+        kept = line["trades"]
+        assert 0 < len(kept) <= last, line
+        first = where[kept[0]["id"]]
+        assert kept == feed_order[first:first + len(kept)], line
+    positions = [where[line["id"]] for line in of(lines, "new-trade")]
+    assert positions == sorted(set(positions)), positions
+    return tapes[-1]["trades"]
+
+
+def candle_checks(lines: list[dict[str, Any]], sent: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every candle a candles helper held is the bar of its second's first `n` trades, closed ones final and
+    `t` ascending. The last view."""
+    def bar(t: int, n: int, closed: bool) -> dict[str, Any]:
+        return {**bars([m for m in sent if m["ts"] - m["ts"] % 1000 == t][:n], 1000, "1s")[0], "closed": closed}
+    views = of(lines, "candles")
+    for line in views:
+        held = line["candles"]
+        assert [c["t"] for c in held] == sorted({c["t"] for c in held}), line
+        for candle in held:
+            assert candle == bar(candle["t"], candle["n"], candle["closed"]), candle
+            if candle["closed"]:
+                assert candle["n"] == len([m for m in sent if m["ts"] - m["ts"] % 1000 == candle["t"]]), candle
+    return list(views[-1]["candles"])
+
+
+async def test_the_trades_and_candles_helpers_equal_the_gateway_on_two_pods_through_a_drop(
+        start_cluster: ClusterFactory) -> None:
+    # Trades published as they happen (the feed's ts is now): one helper client on a pod, one through nginx whose
+    # transport drops while trades go on. The gateway replays no trade or candle after a reconnect: the helpers
+    # ask the history again and merge it (trades by id, candles by t).
+    cluster = start_cluster(pods=2)
+    pod = cluster.pods[0]
+    sent: list[dict[str, Any]] = []
+
+    async def trades_for(seconds: float, every: float = 0.1) -> None:
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            sent.append(trade(len(sent), time.time_ns() // 1_000_000))
+            await feed(pod, sent[-1])
+            await asyncio.sleep(every)  # pacing the feed
+
+    last, history = 50, 50
+    plan = {"token": token("alice"), "trades": [{"asset": BTC, "last": last}],
+            "candles": [{"asset": BTC, "interval": "1s", "history": history}]}
+    # A recorder of what a socket.io-client sees through nginx, replayed through the helpers afterwards.
+    record_plan = {"trades": [{"asset": BTC, "history": last}], "candles": plan["candles"]}
+    # From the next second on, so the pods heard each bar whole (a bar no pod saw whole is never closed).
+    await asyncio.sleep(1.05 - time.time() % 1.0)
+    sent.extend(trade(n, time.time_ns() // 1_000_000) for n in range(30))  # history before the helpers start
+    await feed(pod, *sent)
+    async with node_session("companion.mjs", {"url": cluster.pods[1].url, **plan}) as steady, \
+            node_session("companion.mjs", {"url": cluster.url, **plan}) as dropped, \
+            node_session("record.mjs", {"url": cluster.url, "token": plan["token"], **record_plan}) as recorder:
+        for session in (steady, dropped, recorder):
+            await session.until("ready")
+        await trades_for(1.5)
+        for session in (dropped, recorder):
+            await session.send({"cmd": "drop"})
+        await dropped.until("disconnect")
+        await trades_for(0.4, every=0.03)  # missed by the dropped client (fewer than it keeps)
+        await dropped.until("connect")
+        await trades_for(1.5)
+        # A trade of a later second closes the bars before it; wait until both helpers hold them closed.
+        await asyncio.sleep(1.05 - time.time() % 1.0)
+        await trades_for(0.01)
+        final = sent[-1]["ts"] - sent[-1]["ts"] % 1000
+
+        def settled(lines: list[dict[str, Any]]) -> bool:
+            tapes, views = of(lines, "tape"), of(lines, "candles")
+            return (bool(tapes) and tapes[-1]["trades"][-1]["id"] == sent[-1]["id"] and bool(views)
+                    and all(c["closed"] for c in views[-1]["candles"] if c["t"] < final))
+        for session in (steady, dropped):
+            await read_until(session, settled)
+        await read_until(recorder, lambda lines: any(
+            line["type"] == "record" and line.get("event") == "trade" and line["args"][0]["id"] == sent[-1]["id"]
+            for line in lines))
+        # What a new subscriber is sent, on the other pod.
+        calls = [["trades:subscribe", {"asset": BTC, "history": last}],
+                 ["candles:subscribe", {"asset": BTC, "interval": "1s", "history": history}]]
+        async with client(pod.url, calls) as new:
+            server_trades, server_candles = acks(new)
+    assert server_trades["ok"] and server_trades["trades"] == [event_of(m) for m in sent[-last:]]
+    server_closed = [c for c in server_candles["candles"] if c["closed"] and c["t"] < final]
+    assert len(server_closed) >= 4, server_candles
+    for session in (steady, dropped):
+        assert tape_checks(session.lines, sent, last) == server_trades["trades"]
+        closed = [c for c in candle_checks(session.lines, sent) if c["closed"] and c["t"] < final]
+        assert closed == server_closed
+        # Each trade once, in feed order, from the first the helper was sent to the last: none the drop lost.
+        ids = [line["id"] for line in of(session.lines, "new-trade")]
+        assert ids == [m["id"] for m in sent[-len(ids):]] and len(ids) >= len(sent) - 30, ids
+        assert not of(session.lines, "error"), of(session.lines, "error")
+    assert len(of(dropped.lines, "connect")) == 2
+    # What the recorder saw, replayed through the helpers in node.
+    ARTIFACTS.mkdir(exist_ok=True)
+    recorded = ARTIFACTS / "js-client-trades-recorded.json"
+    stream = [{k: v for k, v in line.items() if k != "type"} for line in recorder.lines if line["type"] == "record"]
+    assert [entry["kind"] for entry in stream].count("connect") == 2
+    recorded.write_text(json.dumps({"plan": record_plan, "feed": [event_of(m) for m in sent],
+                                    "bars": [b for b in bars(sent, 1000, "1s") if b["t"] < final], "stream": stream}))
+    done = await asyncio.to_thread(
+        subprocess.run, ["node", "--test", str(PACKAGE / "test" / "trades-replay.test.mjs")], cwd=PACKAGE,
+        capture_output=True, text=True, timeout=300, env={**os.environ, "RECORDED_TRADES": str(recorded)})
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+
+
 DOC = ROOT / "docs" / "js-client.md"
 PRELUDE = """\
 const plan = JSON.parse(process.argv[2]);
@@ -294,7 +411,7 @@ async def test_the_docs_ten_line_app_runs(start_gateway: InProcessFactory) -> No
 
         def seen(lines: list[dict[str, Any]]) -> bool:
             kinds = {line["type"] for line in lines}
-            return {"price", "book", "position"} <= kinds and len(of(lines, "book")) >= 5
+            return {"price", "book", "position", "tape"} <= kinds and len(of(lines, "book")) >= 5
         try:
             await read_until(app_run, seen)
         except TimeoutError:
@@ -305,3 +422,6 @@ async def test_the_docs_ten_line_app_runs(start_gateway: InProcessFactory) -> No
     positions = [line["data"] for line in of(app_run.lines, "position")]
     assert positions[-1] == {"key": "1", "value": {"qty": "1.0", "pnl": "2"}, "version": 1}
     assert {line["data"]["asset"] for line in of(app_run.lines, "price")} == {BTC, ETH}
+    for tape in (line["data"] for line in of(app_run.lines, "tape")):  # the simulator numbers its trades
+        ids = [int(item["id"]) for item in tape]
+        assert 0 < len(ids) <= 30 and ids == sorted(set(ids)) and {item["asset"] for item in tape} == {BTC}, ids

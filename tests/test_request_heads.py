@@ -27,6 +27,8 @@ from tests.support import (
     token,
 )
 
+pytestmark = pytest.mark.timing  # bounds on when a slow head is cut and how soon /health answers
+
 BTC = "BTC_USDC_PERP"
 HEAD = (b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: gateway\r\nUpgrade: websocket\r\n"
         b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")

@@ -236,7 +236,9 @@ async def test_an_asset_without_trades_makes_candles_from_the_quote_mid(pods: Cl
 
 async def test_embedded_mode_simulates_trades_and_their_candles(start_gateway: GatewayFactory) -> None:
     gateway = await start_gateway(simulated_rate=5)
-    await on_every_pod([gateway.url], "realtime_trades_ingested_total", 10, outcome="ok")
+    # The simulator makes one trade per asset per round, BTC's first: 15 trades of the three assets
+    # hold at least 5 of BTC's (10 held only 4 when the ack came between two rounds).
+    await on_every_pod([gateway.url], "realtime_trades_ingested_total", 15, outcome="ok")
     calls = [["trades:subscribe", {"asset": BTC, "history": 5}],
              ["candles:subscribe", {"asset": BTC, "interval": "1s", "history": 5}]]
     async with client(gateway.url, calls) as session:

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import venv
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from tests.support import ROOT, Gateway, free_port, gateway_env, http_json
 pytestmark = pytest.mark.slow  # builds and installs the wheel
 
 DIST = ROOT / "node_modules" / "socket.io-client" / "dist"
+CLIENT_DIST = ROOT / "clients" / "js" / "dist"  # @realtime/client's ES modules (tsc), which the board imports
 # Installing the wheel's dependencies into an empty venv (from pip's cache when warm).
 INSTALL_TIMEOUT = 300
 
@@ -158,6 +160,37 @@ async def test_installed_gateway_serves_the_board_from_any_directory(installed: 
         assert '<script src="/board/socket.io.js" defer></script>' in page and f'"serializer": "{serializer}"' in page
         status, body = await http_json(gateway.url + "/board/socket.io.js")
         assert status == 200 and body == (DIST / bundle).read_text()
+    finally:
+        assert gateway.stop() == 0
+    assert "price board disabled" not in gateway.logs()
+
+
+async def test_the_wheel_holds_the_typed_client_and_the_board_loads_it(installed: tuple[Path, Path],
+                                                                        tmp_path: Path) -> None:
+    # @realtime/client's ESM build is in the wheel (vendor/client/, every module tsc made) and the installed
+    # gateway serves it to the board, whose modules import the helpers from it.
+    bin_dir, wheel = installed
+    modules = sorted(path.name for path in CLIENT_DIST.glob("*.js"))
+    assert {"index.js", "prices.js", "book.js", "state.js", "trades.js", "candles.js"} <= set(modules)
+    with zipfile.ZipFile(wheel) as built:
+        shipped = {Path(name).name: built.read(name) for name in built.namelist()
+                   if name.startswith("realtime/http/static/vendor/client/")}
+    assert sorted(shipped) == modules
+    assert all(shipped[name] == (CLIENT_DIST / name).read_bytes() for name in modules)
+    env = elsewhere_env()
+    env["PATH"] = str(bin_dir)  # no npm, no node: nothing but the venv
+    gateway = serve_in(tmp_path, bin_dir, env)
+    try:
+        status, page = await http_json(gateway.url + "/")
+        assert status == 200 and '<script type="module" src="/board/board.js"></script>' in page
+        for script in ("board.js", "market.js"):
+            status, body = await http_json(gateway.url + f"/board/{script}")
+            assert status == 200 and 'from "/board/client/index.js"' in body
+        for name in modules:
+            status, body = await http_json(gateway.url + f"/board/client/{name}")
+            assert status == 200 and body == (CLIENT_DIST / name).read_text()
+        status, _ = await http_json(gateway.url + "/board/client/..%2Fboard.js")
+        assert status == 404
     finally:
         assert gateway.stop() == 0
     assert "price board disabled" not in gateway.logs()

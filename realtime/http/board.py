@@ -8,8 +8,14 @@ source checkout that was never built falls back to its `node_modules/`.
 Without a bundle the page answers 503 with what to do, and everything else
 keeps serving.
 
-Routes: `/` (the page), `/board/board.js|board.css`, `/board/socket.io.js`
-(the msgpack build of the client when `REALTIME_SERIALIZER=msgpack`), and in
+The page keeps its prices, book, positions, tape and chart with this
+repository's typed client, `@realtime/client` (clients/js): the build copies
+its ES modules into vendor/client/ the same way (a checkout serves its own
+clients/js/dist/, which scripts/setup rebuilds whenever the sources change).
+
+Routes: `/` (the page), `/board/board.js|market.js|board.css`, `/board/socket.io.js`
+(the msgpack build of the client when `REALTIME_SERIALIZER=msgpack`),
+`/board/charts.js`, `/board/client/<module>.js` (@realtime/client), and in
 dev mode only (no JWT key; embedded or REALTIME_DEV) `/board/token`, which mints a
 short-lived token signed with the per-process secret.
 """
@@ -41,6 +47,8 @@ _ASSETS = {"board.js": "text/javascript", "market.js": "text/javascript", "board
 # The chart library (npm's lightweight-charts, vendored like the client bundle); without it the page has no chart.
 CHARTS_FILE = "lightweight-charts.standalone.production.js"
 CHARTS_SUBDIR = Path("node_modules", "lightweight-charts", "dist")
+# @realtime/client's ES modules (tsc's output, importing one another by relative name).
+CLIENT_SUBDIR = Path("clients", "js", "dist")
 _PAGE_HEADERS = {
     "Cache-Control": "no-cache",
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'",
@@ -83,6 +91,15 @@ def find_charts() -> Path | None:
     return None
 
 
+def find_client_package() -> Path | None:
+    """The folder of @realtime/client's ES modules: a checkout's own build (scripts/setup keeps it current with
+    the sources, which the package's copy is only at install time), else the package's copy; None without one."""
+    for folder in (STATIC_DIR.parents[2] / CLIENT_SUBDIR, VENDOR_DIR / "client"):
+        if (folder / "index.js").is_file():
+            return folder
+    return None
+
+
 class Board:
     """Serves the price board page, its assets and the client bundle."""
 
@@ -91,9 +108,15 @@ class Board:
         self.verifier = verifier
         self.bundle = find_bundle(settings)
         self.charts = find_charts()
+        client = find_client_package()
+        # Only the modules the build made are served: the name never becomes a path of its own.
+        self.client_modules = {path.name: path for path in sorted(client.glob("*.js"))} if client else {}
         if self.bundle is None:
             logger.warning("price board disabled: %s not found under %s; run scripts/setup (npm install) "
                         "or set REALTIME_CLIENT_BUNDLE_DIR", bundle_file(settings), BUNDLE_SUBDIR)
+        elif client is None:
+            logger.warning("price board disabled: @realtime/client's build not found under %s; run scripts/setup "
+                           "(npm run build --workspace clients/js)", CLIENT_SUBDIR)
         config = {
             "assets": [{"name": asset.name, "decimals": asset.decimals} for asset in catalog],
             "serializer": settings.serializer,
@@ -109,6 +132,7 @@ class Board:
             web.get("/", self.index),
             web.get("/board/socket.io.js", self.client_bundle),
             web.get("/board/charts.js", self.charts_bundle),
+            web.get("/board/client/{name}", self.client_module),
             web.get("/board/{name}", self.asset),
         ]
         if self.dev_mode:
@@ -121,6 +145,11 @@ class Board:
                 status=503, content_type="text/plain",
                 text="The price board needs socket.io-client: run scripts/setup (it runs npm install) "
                      "or set REALTIME_CLIENT_BUNDLE_DIR to node_modules/socket.io-client/dist.\n")
+        if not self.client_modules:
+            return web.Response(
+                status=503, content_type="text/plain",
+                text="The price board needs @realtime/client's build: run scripts/setup "
+                     "(it runs npm run build --workspace clients/js).\n")
         return web.Response(text=self.page, content_type="text/html", headers=_PAGE_HEADERS)
 
     async def asset(self, request: web.Request) -> web.Response:
@@ -141,6 +170,12 @@ class Board:
         if self.charts is None:
             raise web.HTTPNotFound(text="lightweight-charts is not installed: run scripts/setup\n")
         return web.FileResponse(self.charts, headers={"Cache-Control": "no-cache", "Content-Type": "text/javascript"})
+
+    async def client_module(self, request: web.Request) -> web.StreamResponse:
+        path = self.client_modules.get(request.match_info["name"])
+        if path is None:
+            raise web.HTTPNotFound()
+        return web.FileResponse(path, headers={"Cache-Control": "no-cache", "Content-Type": "text/javascript"})
 
     async def token(self, request: web.Request) -> web.Response:
         token = self.verifier.mint(DEV_TOKEN_SUBJECT, ttl=DEV_TOKEN_TTL)

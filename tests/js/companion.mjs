@@ -1,16 +1,19 @@
-// The typed client package (clients/js, @realtime/client) against a real gateway: its prices, book and state
-// helpers on one socket.io-client socket, each printing its view whenever it changes.
+// The typed client package (clients/js, @realtime/client) against a real gateway: its prices, book, state,
+// trades and candles helpers on one socket.io-client socket, each printing its view whenever it changes.
 //   node tests/js/companion.mjs '{"url", "token", "prices": [...], "maxRate", "books": [{"asset", "depth"}],
-//                                 "states": [{"name", "channel"?}]}'
+//                                 "states": [{"name", "channel"?}], "trades": [{"asset", "last"}],
+//                                 "candles": [{"asset", "interval", "history"}]}'
 // Printed lines: {"type": "connect", "recovered"}, {"type": "ready"} once every helper holds a view,
 //   {"type": "view", "via": "helper", "asset", "depth", "seq", "bids", "asks"} (tests/support/books.py's shape),
 //   {"type": "book-status", "asset", "status"}, {"type": "gap", ...} (the helper asked book:snapshot),
 //   {"type": "price", ...price:update}, {"type": "price-status", "asset", "status"},
-//   {"type": "state", "name", "channel", "version", "items"}, {"type": "error", ...}, {"type": "disconnect"}.
+//   {"type": "state", "name", "channel", "version", "items"}, {"type": "tape", "asset", "trades"} (the kept
+//   trades), {"type": "new-trade", ...trade} (each trade event of the helper), {"type": "candles", "asset",
+//   "interval", "candles"}, {"type": "error", ...}, {"type": "disconnect"}.
 // stdin: {"cmd": "drop"} cuts the TCP connection (socket.io-client reconnects and recovers), {"cmd": "quit"}.
 import { createInterface } from "node:readline";
 import { io } from "socket.io-client";
-import { book, prices, state } from "@realtime/client";
+import { book, candles, prices, state, trades } from "@realtime/client";
 
 const plan = JSON.parse(process.argv[2]);
 const out = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
@@ -53,6 +56,25 @@ for (const { name, channel } of plan.states ?? []) {
     ready(`state:${name}:${channel}`);
   });
   kept.on("error", (error) => out({ type: "error", helper: "state", ...error }));
+}
+for (const { asset, last } of plan.trades ?? []) {
+  waiting.add(`trades:${asset}`);
+  const tape = trades(socket, asset, { last });
+  tape.on("trade", (trade) => out({ ...trade, type: "new-trade" }));
+  tape.on("view", (kept) => {
+    out({ type: "tape", asset, trades: kept });
+    ready(`trades:${asset}`);
+  });
+  tape.on("error", (error) => out({ type: "error", helper: "trades", ...error }));
+}
+for (const { asset, interval, history } of plan.candles ?? []) {
+  waiting.add(`candles:${asset}:${interval}`);
+  const chart = candles(socket, asset, interval, { history });
+  chart.on("view", (kept) => {
+    out({ type: "candles", asset, interval, candles: kept });
+    ready(`candles:${asset}:${interval}`);
+  });
+  chart.on("error", (error) => out({ type: "error", helper: "candles", ...error }));
 }
 
 socket.on("connect", () => out({ type: "connect", recovered: socket.recovered === true }));

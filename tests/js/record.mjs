@@ -1,6 +1,8 @@
-// Records what a socket.io-client sees of books, prices and keyed state, in the order it sees it, for the
-// package's replay test (clients/js/test/replay.test.mjs).
-//   node tests/js/record.mjs '{"url", "token", "prices": [...], "books": [{"asset", "depth"}], "states": [{"name"}]}'
+// Records what a socket.io-client sees of books, prices, keyed state, trades and candles, in the order it sees it,
+// for the package's replay tests (clients/js/test/replay.test.mjs, trades-replay.test.mjs).
+//   node tests/js/record.mjs '{"url", "token", "prices": [...], "books": [{"asset", "depth"}], "states": [{"name"}],
+//                              "trades": [{"asset", "history"}], "candles": [{"asset", "interval", "history"}]}'
+// Trades and candles are asked again on every connect, recovered too (the gateway replays neither), as the helpers do.
 // Prints {"type": "record", "kind": "connect" | "disconnect" | "event" | "ack", ...} lines and {"type": "ready"}
 // once every subscription is acked. stdin: {"cmd": "drop"} cuts the TCP connection (it reconnects and recovers).
 import { createInterface } from "node:readline";
@@ -23,8 +25,11 @@ const ask = (event, request) => new Promise((done) => socket.timeout(5000).emit(
 }));
 socket.on("connect", async () => {
   record({ kind: "connect", recovered: socket.recovered === true });
+  const market = [...(plan.trades ?? []).map((request) => ask("trades:subscribe", request)),
+    ...(plan.candles ?? []).map((request) => ask("candles:subscribe", request))];
   if (socket.recovered) return;
   await Promise.all([
+    ...market,
     ...(plan.prices?.length ? [ask("price:subscribe", plan.prices)] : []),
     ...(plan.books ?? []).map((book) => ask("book:subscribe", book)),
     ...(plan.states ?? []).map((state) => ask("state:subscribe", state)),

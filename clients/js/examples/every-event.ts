@@ -1,7 +1,7 @@
 // Type check (`npm run check`, tsc --noEmit): an app that uses every event of the protocol, typed.
 import { io } from "socket.io-client";
 import {
-  book, prices, state,
+  book, candles, prices, state, trades,
   type Ack, type BookView, type Candle, type ErrorCode, type PriceSubscribeOk, type RealtimeSocket, type Trade,
 } from "../src/index.js";
 
@@ -65,9 +65,18 @@ socket.emit("state:unsubscribe", { name: "positions" }, (ack) => console.log(ack
 // The helpers on the same socket.
 const quotes = prices(socket, ["BTC_USDC_PERP"], { maxRate: 2 });
 quotes.on("price", (update) => console.log(update.bid, quotes.status(update.asset)));
+quotes.on("status", (asset, status, since) => console.log(asset, status, since ?? Date.now()));
+quotes.on("rate", (granted) => console.log(granted === null ? "every tick" : granted));
+quotes.setMaxRate(null);
 const btc = book(socket, "BTC_USDC_PERP", 10);
 btc.on("view", ({ seq, bids, asks }) => console.log(seq, bids[0], asks[0]));
 btc.on("status", (status) => console.log(status === "resyncing"));
 const positions = state(socket, "positions");
 positions.on("change", (key, value, version) => console.log(key, value, version));
 state(socket, "positions", { channel: "bot:42" }).on("status", (status) => console.log(status));
+const tape = trades(socket, "BTC_USDC_PERP", { last: 30 });
+tape.on("trade", ({ id, price, qty, side }) => console.log(id, price, qty, side));
+tape.on("view", (kept) => console.log(kept.length, tape.trades[0]?.ts, tape.status));
+const chart = candles(socket, "BTC_USDC_PERP", "1m", { history: 200 });
+chart.on("candle", ({ t, c, closed }) => console.log(t, c, closed));
+chart.on("view", (bars) => console.log(bars.length, chart.candles[0]?.closed, chart.interval));

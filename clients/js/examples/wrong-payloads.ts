@@ -1,7 +1,7 @@
 // Type check (`npm run check`): each line below is a mistake the types catch. `@ts-expect-error` fails the
 // check if the next line compiles, so every one of these is proven to be refused.
 import { io } from "socket.io-client";
-import { book, prices, state, type BookView, type ErrorCode, type RealtimeSocket, type StateOp } from "../src/index.js";
+import { book, candles, prices, state, trades, type BookView, type ErrorCode, type RealtimeSocket, type StateOp } from "../src/index.js";
 
 const socket: RealtimeSocket = io("http://127.0.0.1:7070");
 const noop = () => undefined;
@@ -60,4 +60,14 @@ book(socket, "BTC_USDC_PERP", 10).on("update", noop);
 state(socket, "positions", { channel: 42 });
 // @ts-expect-error a change listener gets (key, value, version)
 state(socket, "positions").on("change", (key: number) => key);
+// @ts-expect-error trades() keeps `last` trades, a number
+trades(socket, "BTC_USDC_PERP", { last: "30" });
+// @ts-expect-error a trade listener gets a Trade, whose price is a decimal string
+trades(socket, "BTC_USDC_PERP").on("trade", (trade) => trade.price.toFixed(2));
+// @ts-expect-error candles() needs an interval
+candles(socket, "BTC_USDC_PERP");
+// @ts-expect-error no such candle interval
+candles(socket, "BTC_USDC_PERP", "2m");
+// @ts-expect-error a view is a list of candles
+candles(socket, "BTC_USDC_PERP", "1m").on("view", (bars: Record<string, number>) => bars);
 console.log(code, op, view);

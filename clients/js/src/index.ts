@@ -1,4 +1,4 @@
-// @realtime/client: the gateway's protocol as types, and helpers that keep prices, books and keyed state right.
+// @realtime/client: the gateway's protocol as types, and helpers that keep prices, books, keyed state, trades and candles right.
 export * from "./protocol.js";
 export { Prices, prices } from "./prices.js";
 export type { PricesEvents, PricesOptions } from "./prices.js";
@@ -7,3 +7,7 @@ export type { BookEvents, BookHelperStatus, BookSnapshot } from "./book.js";
 export { State, state, applyOp } from "./state.js";
 export type { StateEvents, StateHelperStatus, StateOptions } from "./state.js";
 export { compareDecimal } from "./listeners.js";
+export { Trades, trades } from "./trades.js";
+export type { TradesEvents, TradesHelperStatus, TradesOptions } from "./trades.js";
+export { Candles, candles } from "./candles.js";
+export type { CandlesEvents, CandlesHelperStatus, CandlesOptions } from "./candles.js";

@@ -1,5 +1,5 @@
 // prices(): the latest price of each asset from the subscribe ack and `price:update` (SPEC §2, §11).
-import type { ErrorBody, PriceStatusValue, PriceSubscribeOk, PriceUpdate, Rejection, RealtimeSocket } from "./protocol.js";
+import type { ErrorBody, PriceStatus, PriceStatusValue, PriceSubscribeOk, PriceUpdate, Rejection, RealtimeSocket } from "./protocol.js";
 import { Emitter } from "./listeners.js";
 
 export interface PricesOptions {
@@ -10,8 +10,10 @@ export interface PricesOptions {
 export interface PricesEvents {
   /** A newer price of `asset`. */
   price: (update: PriceUpdate) => void;
-  /** `asset` became live, stale or halted. */
-  status: (asset: string, status: PriceStatusValue) => void;
+  /** `asset` became live, stale or halted, at `since` (ms; the gateway's time, when it said). */
+  status: (asset: string, status: PriceStatusValue, since: number | undefined) => void;
+  /** The rate the gateway granted after `setMaxRate` (null: every tick). */
+  rate: (maxRate: number | null) => void;
   /** Each (re)subscription's outcome: what was subscribed, refused, and the granted rate. */
   subscribed: (ack: PriceSubscribeOk) => void;
   /** A refused subscription: the whole request (`ErrorBody`) or one asset (`Rejection`). */
@@ -31,12 +33,12 @@ export class Prices extends Emitter<PricesEvents> {
   /** The rate the gateway granted (null: every tick; undefined: not said). */
   maxRate: number | null | undefined;
 
-  constructor(private readonly socket: RealtimeSocket, assets: string[], private readonly options: PricesOptions = {}) {
+  constructor(private readonly socket: RealtimeSocket, assets: string[], private options: PricesOptions = {}) {
     super();
     this.assets = [...assets];
     this.names = new Set(assets);
     const onPrice = (update: PriceUpdate) => this.take(update);
-    const onStatus = ({ asset, status }: { asset: string; status: PriceStatusValue }) => this.setStatus(asset, status);
+    const onStatus = (status: PriceStatus) => this.setStatus(status);
     const onConnect = () => {
       // Recovered: the gateway restored the subscriptions and sent each latest price (same seq numbering).
       if (!socket.recovered) this.subscribe();
@@ -63,6 +65,25 @@ export class Prices extends Emitter<PricesEvents> {
     return this.statuses.get(asset);
   }
 
+  /** Change the rate of these subscriptions live (SPEC §11 `price:rate`; null: every tick), and ask it on every
+   * later (re)subscription. The grant comes as a `rate` event. */
+  setMaxRate(maxRate: number | null): void {
+    this.options = maxRate === null ? {} : { maxRate };
+    if (!this.socket.connected) return;
+    this.socket.timeout(ACK_TIMEOUT).emit("price:rate", { maxRate, assets: this.assets }, (err, ack) => {
+      if (err) return this.emit("error", { code: "UNAVAILABLE", message: `price:rate: ${err.message}` });
+      if (!ack.ok) return this.emit("error", ack.error);
+      this.maxRate = ack.maxRate;
+      this.emit("rate", ack.maxRate);
+    });
+  }
+
+  /** Subscribe again now, as after an unrecovered reconnect: a new baseline, and a `subscribed` event with the
+   * ack (its `instance` names the pod, which a recovered session on another pod does not otherwise say). */
+  refresh(): void {
+    if (this.socket.connected) this.subscribe();
+  }
+
   /** Stop listening and unsubscribe. */
   close(): void {
     for (const off of this.detach.splice(0)) off();
@@ -86,7 +107,7 @@ export class Prices extends Emitter<PricesEvents> {
       if (!ack.ok) return this.emit("error", ack.error);
       this.maxRate = ack.maxRate;
       for (const name of ack.subscribed) this.names.add(name);
-      for (const status of ack.statuses ?? []) this.setStatus(status.asset, status.status);
+      for (const status of ack.statuses ?? []) this.setStatus(status);
       for (const price of ack.prices) this.take(price); // a tick may have overtaken its snapshot
       for (const rejection of ack.rejected) this.emit("error", rejection);
       this.emit("subscribed", ack);
@@ -101,11 +122,11 @@ export class Prices extends Emitter<PricesEvents> {
     this.emit("price", update);
   }
 
-  private setStatus(asset: string, status: PriceStatusValue): void {
+  private setStatus({ asset, status, since }: PriceStatus): void {
     if (!this.names.has(asset)) return;
     if (this.statuses.get(asset) === status) return;
     this.statuses.set(asset, status);
-    this.emit("status", asset, status);
+    this.emit("status", asset, status, since);
   }
 }
 

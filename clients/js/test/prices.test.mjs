@@ -100,3 +100,55 @@ test("prices: a gateway that refuses maxRate (before SPEC §11) is subscribed wi
   socket.fire("price:update", { asset: "BTC_USDC_PERP", bid: 1, ask: 2, decimals: 0, seq: 1, ts: 0 });
   assert.equal(helper.get("BTC_USDC_PERP").seq, 1);
 });
+
+test("prices: setMaxRate changes the rate live, reports the grant, and is asked again on a new session", () => {
+  const socket = new ScriptedSocket((event, payload) => (event === "price:rate"
+    ? { ok: true, maxRate: payload.maxRate === null ? null : Math.min(payload.maxRate, 5), assets: payload.assets }
+    : { ok: true, subscribed: ["BTC_USDC_PERP"], rejected: [], prices: [], statuses: [
+      { asset: "BTC_USDC_PERP", status: "stale", since: 7 }], instance: "p", maxRate: payload.maxRate ?? null }));
+  const helper = prices(socket, ["BTC_USDC_PERP"]);
+  const rates = [];
+  const statuses = [];
+  helper.on("rate", (granted) => rates.push(granted));
+  helper.on("status", (asset, status, since) => statuses.push([asset, status, since]));
+  socket.connect();
+  socket.drain();
+  helper.setMaxRate(10);
+  socket.drain();
+  assert.deepEqual(rates, [5]);
+  assert.equal(helper.maxRate, 5);
+  socket.disconnect();
+  socket.connect(false);
+  socket.drain();
+  helper.setMaxRate(null);
+  socket.drain();
+  assert.deepEqual(rates, [5, null]);
+  assert.deepEqual(socket.requests.map(([event, payload]) => [event, payload]), [
+    ["price:subscribe", ["BTC_USDC_PERP"]],
+    ["price:rate", { maxRate: 10, assets: ["BTC_USDC_PERP"] }],
+    ["price:subscribe", { assets: ["BTC_USDC_PERP"], maxRate: 10 }],
+    ["price:rate", { maxRate: null, assets: ["BTC_USDC_PERP"] }],
+  ]);
+  assert.deepEqual(statuses, [["BTC_USDC_PERP", "stale", 7]]);
+});
+
+test("prices: refresh subscribes again on a recovered session and keeps only newer prices", () => {
+  let seq = 10;
+  const socket = new ScriptedSocket(() => ({ ok: true, subscribed: ["BTC_USDC_PERP"], rejected: [], statuses: [],
+    prices: [{ asset: "BTC_USDC_PERP", bid: seq, ask: seq + 1, decimals: 0, seq, ts: 0 }], instance: `pod-${seq}` }));
+  const helper = prices(socket, ["BTC_USDC_PERP"]);
+  const instances = [];
+  helper.on("subscribed", (ack) => instances.push(ack.instance));
+  socket.connect();
+  socket.drain();
+  socket.disconnect();
+  seq = 12;
+  socket.connect(true); // recovered: nothing asked
+  socket.drain();
+  assert.equal(socket.requests.length, 1);
+  helper.refresh();
+  socket.send("price:update", { asset: "BTC_USDC_PERP", bid: 1, ask: 2, decimals: 0, seq: 13, ts: 0 });
+  socket.drain();
+  assert.deepEqual(instances, ["pod-10", "pod-12"]);
+  assert.equal(helper.get("BTC_USDC_PERP").seq, 13);
+});

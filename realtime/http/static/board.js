@@ -1,15 +1,16 @@
 // The live price board: socket.io-client 4.x (served by the gateway from npm's
-// socket.io-client package) and nothing else. Reads like a frontend should:
-// a token function for every (re)connect, subscribe on connect, keep the
-// highest seq per asset, refresh the token on auth:expiring, and show an
-// asset the gateway calls stale or halted (price:status) unmistakably. Below
-// the prices, the selected asset's order book, kept as the README shows:
-// the ack's view, then each update's changed levels, a snapshot on a gap.
-// The rate selector asks for at most that many updates per second per asset
-// (maxRate), on subscribe and live with price:rate; the grant is shown on it.
-"use strict";
+// socket.io-client package) and this repository's @realtime/client (clients/js,
+// the ES modules the wheel ships under /board/client/). Reads like a frontend
+// should: a token function for every (re)connect, refresh the token on
+// auth:expiring, and let the helpers do the hard part: prices() keeps each row's
+// newest price (one helper per row, so a row can pause) and its status (an asset
+// the gateway calls stale or halted shows unmistakably), book() the selected
+// asset's exact top 10, state() the user's positions. The rate selector asks for
+// at most that many updates per second per asset (maxRate, live with
+// price:rate); the grant is shown on it. market.js adds the tape and the chart.
+import { book, prices, state } from "/board/client/index.js";
 
-(() => {
+{
   const config = JSON.parse(document.getElementById("board-config").textContent);
   const statusEl = document.getElementById("status");
   const noticeEl = document.getElementById("notice");
@@ -38,7 +39,7 @@
     const [base, ...rest] = name.split("_");
     tr.querySelector(".sym").textContent = base;
     tr.querySelector(".quote").textContent = rest.join(" ");
-    const row = { name, decimals, tr, wanted: true, seq: 0, received: 0, bid: null, ask: null };
+    const row = { name, decimals, tr, wanted: true, quotes: null, received: 0, bid: null, ask: null };
     const toggle = tr.querySelector(".toggle");
     toggle.textContent = "Live";
     toggle.addEventListener("click", () => setWanted(row, !row.wanted));
@@ -82,26 +83,15 @@
     showAge(row, row.received);
   }
 
-  // A tick counts only if its seq is above the highest seen on this connection:
-  // a tick may overtake the subscribe ack's snapshot, or repeat.
-  function apply(update) {
-    const row = rows.get(update.asset);
-    if (!row || !row.wanted || update.seq <= row.seq) return;
-    row.seq = update.seq;
-    render(row, update);
-  }
-
   // live, stale (the feed sent nothing for a while) or halted (by the exchange):
   // a stale or halted row's prices are not to be traded on, and look it.
   const BADGES = { stale: "Stale", halted: "Halted" };
-  function showAssetStatus({ asset, status, since }) {
-    const row = rows.get(asset);
-    if (!row) return;
+  function showAssetStatus(row, status, since) {
     row.tr.dataset.status = status;
     const badge = row.tr.querySelector(".badge");
     badge.hidden = !BADGES[status];
     badge.textContent = BADGES[status] || "";
-    badge.title = BADGES[status] ? `${BADGES[status]} since ${new Date(since).toLocaleTimeString()}` : "";
+    badge.title = BADGES[status] ? `${BADGES[status]} since ${new Date(since ?? Date.now()).toLocaleTimeString()}` : "";
   }
 
   function showAge(row, now) {
@@ -149,23 +139,23 @@
     },
   });
 
-  function subscribe(names) {
-    if (!names.length || !socket.connected) return;
-    socket.timeout(10000).emit("price:subscribe", { assets: names, maxRate: maxRate() }, (err, ack) => {
-      if (err || !ack.ok) {
-        setStatus("connected", "Live", `price:subscribe failed: ${err ? err.message : ack.error.code}`);
-        return;
-      }
-      for (const { asset, code } of ack.rejected) {
-        const row = rows.get(asset);
-        if (row) row.tr.querySelector(".age").textContent = code;
-      }
+  // One prices() helper per wanted row: it subscribes on every new session (with the chosen maxRate), keeps
+  // the newest price from the ack's baseline and each tick, and leaves the ones that came late or twice.
+  function follow(row) {
+    const quotes = prices(socket, [row.name], maxRate() === null ? {} : { maxRate: maxRate() });
+    quotes.on("price", (update) => render(row, update));
+    quotes.on("status", (_asset, status, since) => showAssetStatus(row, status, since));
+    quotes.on("subscribed", (ack) => {
       if (ack.instance) statusEl.dataset.instance = ack.instance;
-      showGrant(ack.maxRate);
+      showGrant(ack.maxRate ?? null);
       showMeta();
-      for (const update of ack.prices) apply(update);
-      for (const status of ack.statuses || []) showAssetStatus(status);
     });
+    quotes.on("rate", showGrant);
+    quotes.on("error", (error) => {
+      if ("asset" in error) row.tr.querySelector(".age").textContent = error.code; // this asset was refused
+      else setStatus("connected", "Live", `${error.message} (${error.code})`);
+    });
+    row.quotes = quotes;
   }
 
   function setWanted(row, wanted) {
@@ -174,53 +164,41 @@
     const toggle = row.tr.querySelector(".toggle");
     toggle.setAttribute("aria-pressed", String(wanted));
     toggle.textContent = wanted ? "Live" : "Paused";
-    if (!socket.connected) return;
-    if (wanted) subscribe([row.name]);
-    else socket.timeout(10000).emit("price:unsubscribe", [row.name], () => {});
+    if (wanted) follow(row);
+    else row.quotes.close(); // unsubscribes: the row stays at its last price
   }
 
-  // The order book of one asset: { asset, seq, bids: Map(price -> qty), asks } or null while none is held.
+  // The selected asset's order book, kept by book(): the ack's view, each update applied whole, a snapshot
+  // asked on a gap and taken after a recovery; the view it emits is always the server's top 10 at its seq.
   const BOOK_DEPTH = 10;
   const bookEl = document.getElementById("book");
   let selected = config.assets.length ? config.assets[0].name : null;
-  let book = null;
+  let bookHelper = null;
+  let shownBook = null; // the helper's last view
 
-  function keepBook(view) {
-    if (!view.ok || view.asset !== selected) return;
-    book = { asset: view.asset, seq: view.seq, bids: new Map(view.bids), asks: new Map(view.asks) };
-    bookEl.dataset.status = view.status;
-    renderBook();
-  }
-
-  // The ack by callback, not await: the first update may come in the same read as the ack.
-  function requestBook(event) {
-    book = null;
-    socket.timeout(10000).emit(event, { asset: selected, depth: BOOK_DEPTH }, (err, view) => {
-      if (!err) keepBook(view);
+  function followBook() {
+    shownBook = null;
+    bookHelper = book(socket, selected, BOOK_DEPTH);
+    bookHelper.on("view", (view) => {
+      shownBook = view;
+      renderBook();
     });
-  }
-
-  function onBookUpdate(update) {
-    if (!book || update.asset !== book.asset) return;
-    if (update.prevSeq !== book.seq) return void requestBook("book:snapshot"); // missed one
-    for (const side of ["bids", "asks"]) {
-      for (const [price, qty] of update[side]) {
-        if (qty === "0") book[side].delete(price); else book[side].set(price, qty);
-      }
-    }
-    book.seq = update.seq;
+    bookHelper.on("status", (status) => {
+      bookEl.dataset.status = status;
+      renderBook();
+    });
+    bookEl.dataset.status = bookHelper.status;
     renderBook();
   }
 
   function renderBook() {
-    bookEl.dataset.asset = book ? book.asset : "";
-    bookEl.dataset.seq = String(book ? book.seq : 0);
-    bookEl.querySelector(".book-asset").textContent = book ? `${book.asset.replace(/_/g, " ")} book` : "Order book";
+    const view = shownBook;
+    bookEl.dataset.asset = view ? view.asset : "";
+    bookEl.dataset.seq = String(view ? view.seq : 0);
+    bookEl.querySelector(".book-asset").textContent = view ? `${view.asset.replace(/_/g, " ")} book` : "Order book";
     bookEl.querySelector(".book-state").textContent = bookEl.dataset.status === "live" ? "" : "· resyncing";
-    const levels = (side, best) => [...(book ? book[side] : [])]
-      .sort((a, b) => (Number(a[0]) - Number(b[0])) * best);
-    const bids = levels("bids", -1);
-    const asks = levels("asks", 1);
+    const bids = view ? view.bids : []; // best first, ordered exactly (decimal strings, no floats)
+    const asks = view ? view.asks : [];
     const largest = Math.max(0, ...[...bids, ...asks].map(([, qty]) => Number(qty)));
     const fill = (side, rows) => {
       const body = bookEl.querySelector(`.${side} tbody`);
@@ -243,36 +221,27 @@
 
   function selectBook(name) {
     if (name === selected) return;
-    const previous = selected;
     selected = name;
     for (const row of rows.values()) row.tr.classList.toggle("selected", row.name === name);
     document.dispatchEvent(new CustomEvent("board:select", { detail: name })); // the tape and chart follow
-    if (!socket.connected) return;
-    socket.timeout(10000).emit("book:unsubscribe", { asset: previous, depth: BOOK_DEPTH }, () => {});
-    requestBook("book:subscribe");
+    bookHelper.close(); // unsubscribes the previous book
+    followBook();
   }
   if (selected) rows.get(selected).tr.classList.add("selected");
   // market.js (the tape and the chart) shares this connection and the selection.
   window.realtimeBoard = { socket, selected: () => selected, assets: config.assets };
 
-  socket.on("book:update", onBookUpdate);
-  socket.on("book:snapshot", keepBook); // a recovered session's books come back this way, and a book a rate change moved
-  socket.on("book:status", ({ asset, status }) => {
-    if (asset !== selected) return;
-    bookEl.dataset.status = status;
-    renderBook();
-  });
-
-  // The user's positions (keyed state): the snapshot of state:subscribe, then each state:update
-  // applied in version order; a gap means one was missed, and subscribing again repairs it.
+  // The user's positions (keyed state), kept by state(): the snapshot, then each state:update in version
+  // order; a version gap subscribes again, a recovery's state:snapshot replaces it.
   const positionsEl = document.getElementById("positions");
-  const positions = { version: -1, items: {} };
+  const positions = state(socket, "positions");
   function showPositions() {
-    positionsEl.hidden = Object.keys(positions.items).length === 0;
+    const items = positions.entries();
+    positionsEl.hidden = Object.keys(items).length === 0;
     positionsEl.dataset.version = String(positions.version);
     const body = positionsEl.querySelector("tbody");
-    body.replaceChildren(...Object.keys(positions.items).sort().map((key) => {
-      const p = positions.items[key];
+    body.replaceChildren(...Object.keys(items).sort().map((key) => {
+      const p = items[key];
       const tr = document.createElement("tr");
       tr.dataset.key = key;
       for (const [field, cls] of [["asset", "asset"], ["side", ""], ["qty", "num"], ["entry", "num"],
@@ -287,52 +256,26 @@
       return tr;
     }));
   }
-  function takeSnapshot({ version, items }) {
-    positions.version = version;
-    positions.items = items;
-    showPositions();
-  }
-  function subscribePositions() {
-    socket.timeout(10000).emit("state:subscribe", { name: "positions" }, (err, ack) => {
-      if (!err && ack.ok) takeSnapshot(ack);
-    });
-  }
-  socket.on("state:snapshot", (snapshot) => { if (snapshot.name === "positions") takeSnapshot(snapshot); });
-  socket.on("state:update", ({ name, version, ops }) => {
-    if (name !== "positions" || version <= positions.version) return;
-    if (version !== positions.version + 1) return subscribePositions();
-    for (const op of ops) {
-      if (op.op === "delete") delete positions.items[op.key];
-      else if (op.op === "set") positions.items[op.key] = op.value;
-      else Object.assign(positions.items[op.key], op.changes);
-    }
-    positions.version = version;
-    showPositions();
-  });
+  positions.on("version", showPositions);
 
+  for (const row of rows.values()) follow(row);
+  if (selected) followBook();
+
+  // The helpers subscribe again by themselves on a new session (maybe another pod, numbering afresh). A
+  // recovered one (maybe on another pod, or a restarted one) asks the prices again so the ack names its instance.
   socket.on("connect", () => {
-    if (!socket.recovered && selected) requestBook("book:subscribe");
-    // Maybe another pod, or a restarted one: it numbers ticks afresh.
-    for (const row of rows.values()) row.seq = 0;
     setStatus("connected", "Live");
     showMeta();
-    subscribe([...rows.values()].filter((row) => row.wanted).map((row) => row.name));
-    if (!socket.recovered) subscribePositions();
+    if (socket.recovered) for (const row of rows.values()) if (row.wanted) row.quotes.refresh();
   });
   rateEl.addEventListener("change", () => {
-    if (!socket.connected) return;
-    socket.timeout(10000).emit("price:rate", { maxRate: maxRate() }, (err, ack) => {
-      if (err || !ack.ok) setStatus("connected", "Live", `price:rate failed: ${err ? err.message : ack.error.code}`);
-      else showGrant(ack.maxRate);
-    });
+    for (const row of rows.values()) if (row.wanted) row.quotes.setMaxRate(maxRate());
   });
   // The gateway under overload caps every asset's rate for a while, and says so.
   socket.on("price:rate", ({ maxRate: cap, overload }) => {
     statusEl.dataset.overload = String(overload);
     setStatus("connected", "Live", cap !== null ? `the gateway is busy: at most ${cap} updates per second` : "");
   });
-  socket.on("price:update", apply);
-  socket.on("price:status", showAssetStatus);
   socket.on("auth:expiring", async () => {
     try {
       const token = await freshToken();
@@ -377,4 +320,4 @@
     statusEl.querySelector(".label").textContent = `Reconnecting… (attempt ${attempt})`;
   });
   socket.io.on("open", () => socket.io.engine.on("upgrade", showMeta));
-})();
+}

@@ -1,24 +1,23 @@
-// The selected asset's trade tape and candle chart, on the board's connection (board.js):
-// `trades:subscribe` for the last trades then each `trade`, `candles:subscribe` for the closed
-// candles and the open one, then each `candle` (which replaces the candle of its `t`). The chart is
-// lightweight-charts, served by the gateway from npm's package; without it the tape still runs.
-"use strict";
+// The selected asset's trade tape and candle chart, on the board's connection (board.js), kept by
+// @realtime/client: trades() holds the last trades (the ack's, then each trade once, in feed order, and what
+// a reconnect missed, asked again), candles() the chart's bars merged by `t` (the open one replaced, closed
+// ones final). The chart is lightweight-charts, served by the gateway from npm's package; without it the
+// tape still runs.
+import { candles, trades } from "/board/client/index.js";
 
-(() => {
+{
   const board = window.realtimeBoard;
-  if (!board) return;
-  const { socket } = board;
   const section = document.getElementById("market");
   const tapeBody = section.querySelector(".tape tbody");
   const intervalEl = section.querySelector(".interval");
   const TAPE_ROWS = 30;
-  let asset = board.selected();
-  let interval = intervalEl.value;
-  let trades = 0;
-  let candles = 0;
+  const CHART_BARS = 300;
+  let asset = board ? board.selected() : null;
+  let tape = null;
+  let chartBars = null;
 
   const charts = window.LightweightCharts;
-  const chart = charts ? charts.createChart(section.querySelector(".chart"), {
+  const chart = board && charts ? charts.createChart(section.querySelector(".chart"), {
     autoSize: true,
     layout: { background: { color: "transparent" }, textColor: "#8b93a7" },
     grid: { vertLines: { color: "rgba(139,147,167,0.12)" }, horzLines: { color: "rgba(139,147,167,0.12)" } },
@@ -31,12 +30,12 @@
 
   function show() {
     section.dataset.asset = asset || "";
-    section.dataset.trades = String(trades);
-    section.dataset.candles = String(candles);
+    section.dataset.trades = String(tape ? tape.trades.length : 0);
+    section.dataset.candles = String(chartBars ? chartBars.candles.length : 0);
     section.querySelector(".market-asset").textContent = asset ? `${asset.replace(/_/g, " ")} trades` : "Trades";
   }
 
-  function addTrade(trade) {
+  function row(trade) {
     const tr = document.createElement("tr");
     tr.className = trade.side;
     tr.dataset.id = trade.id;
@@ -44,70 +43,60 @@
     tr.querySelector(".time").textContent = new Date(trade.ts).toLocaleTimeString();
     tr.querySelector(".price").textContent = trade.price;
     tr.querySelector(".qty").textContent = trade.qty;
-    tapeBody.prepend(tr); // newest on top
-    while (tapeBody.children.length > TAPE_ROWS) tapeBody.lastElementChild.remove();
-    trades += 1;
+    return tr;
   }
 
-  function addCandle(candle) {
-    // A closed candle may come after the next one opened: the chart only takes the newest bar.
-    if (series) {
-      try { series.update(bar(candle)); } catch { /* older than the chart's last bar */ }
-    }
-    candles += 1;
-  }
-
-  function request() {
-    if (!asset || !socket.connected) return;
-    const wanted = asset;
-    socket.timeout(10000).emit("trades:subscribe", { asset, history: TAPE_ROWS }, (err, ack) => {
-      if (err || !ack.ok || wanted !== asset) return;
-      tapeBody.replaceChildren();
-      trades = 0;
-      ack.trades.forEach(addTrade);
-      show();
-    });
-    socket.timeout(10000).emit("candles:subscribe", { asset, interval, history: 300 }, (err, ack) => {
-      if (err || !ack.ok || wanted !== asset || ack.interval !== interval) return;
-      if (series) series.setData(ack.candles.map(bar));
-      candles = ack.candles.length;
-      show();
-    });
-  }
-
-  function leave() {
-    if (!asset || !socket.connected) return;
-    socket.timeout(10000).emit("trades:unsubscribe", { asset }, () => {});
-    socket.timeout(10000).emit("candles:unsubscribe", { asset, interval }, () => {});
-  }
-
-  socket.on("trade", (trade) => {
-    if (trade.asset !== asset) return;
-    addTrade(trade);
-    show();
-  });
-  socket.on("candle", (candle) => {
-    if (candle.asset !== asset || candle.interval !== interval) return;
-    addCandle(candle);
-    show();
-  });
-  socket.on("connect", () => { if (!socket.recovered) request(); });
-  document.addEventListener("board:select", (event) => {
-    leave();
-    asset = event.detail;
+  function followTape() {
     tapeBody.replaceChildren();
-    if (series) series.setData([]);
-    trades = candles = 0;
+    tape = null;
+    if (!asset) return show();
+    tape = trades(board.socket, asset, { last: TAPE_ROWS });
+    tape.on("view", (kept) => {
+      tapeBody.replaceChildren(...kept.map(row).reverse()); // newest on top
+      show();
+    });
     show();
-    request();
-  });
-  intervalEl.addEventListener("change", () => {
-    leave();
-    interval = intervalEl.value;
+  }
+
+  function followChart() {
     if (series) series.setData([]);
-    candles = 0;
-    request();
-  });
-  show();
-  if (socket.connected) request();
-})();
+    chartBars = null;
+    if (!asset) return show();
+    const kept = (chartBars = candles(board.socket, asset, intervalEl.value, { history: CHART_BARS }));
+    // lightweight-charts updates only its newest bar (or adds a newer one): anything else draws them all again.
+    let last = -1;
+    let redraw = false;
+    kept.on("status", (status) => (redraw ||= status === "live")); // an ack merged: its view follows
+    kept.on("candle", (candle) => {
+      if (candle.t >= last && series) {
+        series.update(bar(candle));
+        last = candle.t;
+      } else {
+        redraw = true; // an older bar closed after the next one opened
+      }
+    });
+    kept.on("view", (bars) => {
+      if (redraw && series) series.setData(bars.map(bar));
+      if (bars.length) last = Math.max(last, bars[bars.length - 1].t);
+      redraw = false;
+      show();
+    });
+    show();
+  }
+
+  if (board) {
+    document.addEventListener("board:select", (event) => {
+      if (tape) tape.close(); // unsubscribes
+      if (chartBars) chartBars.close();
+      asset = event.detail;
+      followTape();
+      followChart();
+    });
+    intervalEl.addEventListener("change", () => {
+      if (chartBars) chartBars.close();
+      followChart();
+    });
+    followTape();
+    followChart();
+  }
+}
