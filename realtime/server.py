@@ -12,7 +12,6 @@ recovering connection). Client events: `clients.handlers`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import signal
@@ -59,6 +58,7 @@ from realtime.send.overload import Overload, RateGauges
 from realtime.send.rates import RateTiers
 from realtime.trades.gauges import TradeGauges
 from realtime.trades.service import Market
+from realtime.waits import cancel
 
 logger = logging.getLogger(__name__)
 
@@ -204,11 +204,7 @@ class Server:
         await self.sio.close_transports(self.settings.shutdown_grace)
         self.gateway.close()
         # Stop background work.
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(*self._tasks)
         await self.sio.stop_manager()
         await self.sio.stop_admission()
         await self.events.stop()

@@ -1,15 +1,20 @@
-"""Waiting on an event with a deadline, without losing a cancel.
+"""Waiting with a deadline, and stopping tasks, without losing a cancel.
 
-Python 3.11's `asyncio.wait_for` returns normally when the awaited event
-is set in the same loop turn as the task is cancelled, and the cancel is
-gone (gh-86296, fixed in 3.12). A background loop that waits that way
-can then outlive its cancel and hang a pod's stop until it is killed.
-`asyncio.timeout` does not lose it.
+Python 3.11's `asyncio.wait_for` returns normally when what it awaits
+completes in the same loop turn as the task is cancelled, and the cancel
+is gone (gh-86296, fixed in 3.12). redis-py awaits its writes that way, so
+any task that talks to Redis can outlive one cancel: a stop that cancels it
+once and awaits it then waits forever (a pod killed at the end of its
+grace, a test hung in its teardown). `wait_set` waits without the race;
+`cancel` cancels again until the tasks have ended.
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
+
+RECANCEL = 0.05  # seconds between two cancels of a task that ran on
 
 
 async def wait_set(event: asyncio.Event, timeout: float | None) -> bool:
@@ -20,3 +25,15 @@ async def wait_set(event: asyncio.Event, timeout: float | None) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+async def cancel(*tasks: asyncio.Task[Any] | None) -> None:
+    """Cancel `tasks` and wait until every one has ended; an exception one raised is raised here."""
+    pending = {task for task in tasks if task is not None and not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=RECANCEL)
+    for ended in tasks:
+        if ended is not None and not ended.cancelled():
+            ended.result()

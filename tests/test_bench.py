@@ -72,7 +72,9 @@ async def test_tiny_run_reports_every_scenario_for_gateway_and_node(tmp_path: Pa
         assert 0 < storm["seconds_to_99_pct"] <= storm["seconds_to_100_pct"], storm
         assert storm["server_peak_rss_mb"] >= storm["server_rss_mb_before"] > 0, storm
         assert storm["server_us_per_client"] > 0 and storm["server_wait_pct"] is not None, storm
-        assert all(lv["connect"]["server_us_per_connect"] > 0 for lv in levels)
+        # CPU time is counted in 10 ms clock ticks: 10 connects may cost less than one, 30 do not.
+        assert all(lv["connect"]["server_us_per_connect"] >= 0 for lv in levels)
+        assert levels[-1]["connect"]["server_us_per_connect"] > 0
         recovering = results["connections"]["recovering_storm"]
         if target == "node":
             assert "skipped" in recovering  # no connection state recovery there

@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 
 from realtime.config import ConfigError, load_settings
 from realtime.events.sessions import parse_subscription, subscription
+from realtime.waits import cancel
 from tests.support import (
     BTC,
     ETH,
@@ -212,9 +213,7 @@ async def test_price_rate_changes_the_rate_live(gateway: Gateway) -> None:
             await asyncio.sleep(1.5)
             unthrottled = len(arrivals(node, 0, BTC)) - mark
         finally:
-            feeding.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await feeding
+            await cancel(feeding)
     assert faster == {"ok": True, "maxRate": 10, "assets": [BTC]}
     assert every == {"ok": True, "maxRate": None, "assets": [BTC]}
     assert 1 <= at_one <= 2 + 2
@@ -348,9 +347,7 @@ async def test_a_pod_past_its_ceiling_stays_responsive_degrades_evenly_and_deliv
                 await node.send({"report": True})
                 await node.wait_until(lambda lines: len(kind(lines, "report")) == 2)
         finally:
-            feeding.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await feeding
+            await cancel(feeding)
         await node.wait_until(lambda lines: len([e for e in kind(lines, "event") if e["event"] == "order:update"])
                               == 20, timeout=20)
         # Back to full rate once the lag recovers.

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from realtime.backplane.connections import Subscription, client
+from realtime.waits import cancel
 from tests.support import (
     ROOT,
     Gateway,
@@ -237,9 +238,7 @@ async def test_a_killed_master_is_survived(own_redis_cluster: RedisClusterNodes,
             await eventually(lambda: all(seqs(r, BTC) and seqs(r, BTC)[-1] >= mark + 20 for r in clients),
                              timeout=10)
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel(task)
         for recorder in clients:
             got = seqs(recorder, BTC)
             assert got == sorted(set(got)), "duplicates or reordering"
@@ -285,9 +284,7 @@ async def test_a_moved_slot_moves_the_subscription(own_redis_cluster: RedisClust
         assert subscription.reconnects >= 1  # more if a node still had the old slot map
         assert nodes.command(replica, "pubsub", "shardnumsub", "prices:BTC").split()[1] == "1"
     finally:
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
+        await cancel(reader)
         await redis.aclose()
 
 

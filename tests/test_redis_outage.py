@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 
 from realtime.config import Settings
 from realtime.engine.manager import RedisManager
+from realtime.waits import cancel
 from tests.support import (
     BTC,
     Gateway,
@@ -90,9 +91,7 @@ async def test_pods_ride_out_a_redis_outage(start_process: GatewayFactory, own_r
 
 async def _cancel(task: asyncio.Task[None]) -> None:
     """Cancel and wait, so the publisher closes its Redis connection before the test ends."""
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await cancel(task)
 
 
 async def _keep_publishing(url: str, channel: str, published: list[int]) -> None:

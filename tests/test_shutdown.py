@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import signal
 from collections import Counter
 
 import pytest
 
+from realtime.waits import cancel
 from tests.support import BTC, ClusterFactory, Gateway, eventually, http_json, node_clients, of, publish, token
 
 pytestmark = pytest.mark.slow  # pods behind nginx
@@ -73,9 +73,7 @@ async def test_sigterm_moves_clients_to_other_pods_with_subscriptions(start_clus
                   f"disconnect -> resubscribed on another pod: max {max(reconnect)} ms, "
                   f"median {sorted(reconnect)[len(reconnect) // 2]} ms")
     finally:
-        ticker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await ticker
+        await cancel(ticker)
 
 
 async def _not_ready(pod: Gateway) -> bool:

@@ -29,6 +29,7 @@ from redis.exceptions import RedisClusterException
 
 from realtime.backplane.liveness import Liveness
 from realtime.backplane.shards import ShardedPubSub, cluster_client, is_cluster
+from realtime.waits import cancel
 
 logger = logging.getLogger(__name__)
 
@@ -204,16 +205,15 @@ class Subscription:
                 self.connected = False
                 self._active.clear()
                 self._sync_failure = None
-                if syncer is not None:
-                    syncer.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await syncer
-                with contextlib.suppress(*REDIS_ERRORS):
-                    await pubsub.aclose()
-                if redis is not None:
+                try:
+                    await cancel(syncer)
+                finally:
                     with contextlib.suppress(*REDIS_ERRORS):
-                        await redis.aclose()
-            # A cancel that arrived while the syncer was reaped was swallowed with the syncer's own:
+                        await pubsub.aclose()
+                    if redis is not None:
+                        with contextlib.suppress(*REDIS_ERRORS):
+                            await redis.aclose()
+            # A cancel lost while the connection closed (3.11's wait_for in redis-py, see realtime.waits):
             # this task is still being cancelled (the manager stopping while Redis is away), so end.
             current = asyncio.current_task()
             if current is not None and current.cancelling():

@@ -32,6 +32,7 @@ from typing import Protocol
 from realtime.backplane.connections import REDIS_ERRORS, client
 from realtime.config import Settings
 from realtime.namespace import namespace
+from realtime.waits import cancel
 
 logger = logging.getLogger(__name__)
 
@@ -149,10 +150,7 @@ class RedisPresence:
 
     async def stop(self) -> None:
         self._stopped = True
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat
+        await cancel(self._heartbeat)
         # Free this pod's slots now rather than after the TTL; stale members are pruned lazily.
         with contextlib.suppress(*REDIS_ERRORS):
             await self.redis.delete(self._pod_key)

@@ -23,7 +23,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from aiohttp import web
 from engineio.async_socket import AsyncSocket
 
 from realtime.engine.packets import EngineServer
+from realtime.waits import cancel
 
 logger = logging.getLogger(__name__)
 
@@ -177,11 +177,8 @@ class Admission:
                 logger.exception("closing a session past its connect timeout failed")
 
     async def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-            self._sweeper = None
+        await cancel(self._sweeper)
+        self._sweeper = None
 
 
 class GatedEngineServer(EngineServer):

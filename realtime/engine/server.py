@@ -25,6 +25,7 @@ from realtime.engine.packets import packet_class
 from realtime.engine.writer import Writer, Writers
 from realtime.metrics import RedisLink
 from realtime.protocol import AUTH_PID
+from realtime.waits import cancel
 
 NAMESPACE = "/"
 # Where python-socketio serves Engine.IO (its default `socketio_path`).
@@ -121,9 +122,7 @@ class SocketServer(socketio.AsyncServer):  # type: ignore[misc]
     async def stop_manager(self) -> None:
         task = getattr(self.manager, "thread", None)
         if isinstance(task, asyncio.Task):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel(task)
         await self.manager.close()
 
     @property

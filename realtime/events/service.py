@@ -21,6 +21,7 @@ from realtime.events.router import StreamRouter
 from realtime.events.sessions import SessionStore
 from realtime.metrics import RedisLink
 from realtime.protocol import ErrorCode, GatewayError
+from realtime.waits import cancel
 
 # Beyond the window, history is kept for a client whose drop the server noticed
 # late (ping interval + timeout), a session's last heartbeat period, and clock skew.
@@ -63,11 +64,7 @@ class Events:
         with contextlib.suppress(TimeoutError, *REDIS_ERRORS):
             async with asyncio.timeout(self.settings.redis_timeout):
                 await self.recovery.flush()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(*self._tasks)
         if self.router is not None:
             await self.router.close()
         await self.sessions.close()

@@ -23,7 +23,6 @@ requests with the adapter's local book.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -36,6 +35,7 @@ from realtime.config import Settings
 from realtime.feed.bookwalk import BookWalk
 from realtime.feed.simulator import RandomWalk
 from realtime.protocol import BOOK_RESYNC
+from realtime.waits import cancel
 
 logger = logging.getLogger(__name__)
 
@@ -96,9 +96,7 @@ async def run_feed(settings: Settings, *, rate: float, count: int | None = None,
             deadline += interval
             await asyncio.sleep(max(0.0, deadline - loop.time()))
     finally:
-        answering.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await answering
+        await cancel(answering)
         await redis.aclose()
     return published
 
@@ -132,9 +130,7 @@ async def run_exchange_feed(settings: Settings, *, source: str, symbols: dict[st
     try:
         await run_exchange(adapter, metrics_port=metrics_port)
     finally:
-        answering.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await answering
+        await cancel(answering)
         await redis.aclose()
 
 

@@ -19,7 +19,6 @@ away costs the shared copy, never the live tape.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Protocol
 
@@ -27,6 +26,7 @@ import orjson
 
 from realtime.backplane.connections import REDIS_ERRORS, client
 from realtime.protocol import CandleEvent, TradeEvent
+from realtime.waits import cancel
 
 logger = logging.getLogger(__name__)
 
@@ -180,8 +180,5 @@ class RedisStore:
         return None if stored is None else orjson.loads(stored)
 
     async def aclose(self) -> None:
-        if self._writer is not None:
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
+        await cancel(self._writer)
         await self.redis.aclose()

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from realtime.backplane.connections import Subscription
+from realtime.waits import cancel
 from tests.support.node import NodeSession
 from tests.support.waiting import eventually
 
@@ -168,9 +169,7 @@ class Exchange:
             await eventually(lambda: subscription.connected, timeout=10)
             yield self
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel(task)
 
 
 async def read_until(session: NodeSession, done: Callable[[list[dict[str, Any]]], bool],

@@ -22,6 +22,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from realtime.waits import cancel
 from tests.support.processes import ROOT, free_port
 
 DATA = ROOT / "tests" / "data"
@@ -57,9 +58,7 @@ async def collected(url: str, channel: str) -> AsyncIterator[list[dict[str, Any]
     try:
         yield messages
     finally:
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
+        await cancel(reader)
         await pubsub.aclose()
         await redis.aclose()
 

@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 import socketio
 
 from realtime.backplane.connections import client as redis_client
+from realtime.waits import cancel
 from tests.support.gateway import Gateway
 
 BTC, ETH = "BTC_USDC_PERP", "ETH_USDC_PERP"
@@ -67,9 +68,7 @@ async def ticking(gateway: Gateway, batch: Callable[[int], list[dict[str, Any]]]
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel(task)
 
 
 def seqs(updates: list[Any], asset: str = BTC) -> list[int]:
