@@ -34,6 +34,16 @@ from tests.support import (
 )
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Groups for the parallel run (`--dist loadgroup`): a file's tests stay on one worker (some build and
+    read the same files), and every `timing` test runs on one worker, one at a time, so two tests that
+    time the pod never compete at the same raised priority."""
+    for item in items:
+        group = "timing" if item.get_closest_marker("timing") else item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(autouse=True)
 def _timing_first(request: pytest.FixtureRequest) -> Iterator[None]:
     """A test marked `timing` asserts how soon something happens: it (and every process or thread it starts,

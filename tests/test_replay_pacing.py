@@ -68,6 +68,7 @@ async def test_a_backlog_eight_times_the_bound_is_recovered_in_order(start_proce
     assert sample(metrics, "realtime_events_replayed_total") == backlog
 
 
+@pytest.mark.timing
 async def test_six_stalled_recoveries_of_one_pid_stay_within_the_bound(start_process: GatewayFactory,
                                                                        redis_server: RedisServer) -> None:
     bound = 2**20  # the default REALTIME_SLOW_CONSUMER_MAX_BYTES
