@@ -306,7 +306,9 @@ def _add_bench(commands: Any) -> None:
     bench.add_argument("--rates-max-rate", type=float, default=defaults.rates_max_rate,
                        help="rates: the throttled half's maxRate")
     bench.add_argument("--overload-rates", type=_numbers, default=defaults.overload_rates,
-                       help="overload: the ladder's offered deliveries per second, with overload mode on and off")
+                       help="overload: the ladder's offered deliveries per second, with overload mode off and on "
+                            "(default: the ceiling the pod with overload off finds on the --rates ladder, two failed "
+                            "steps in a row ending it, then 0.5, 1, 1.5 and 2 times it)")
     bench.add_argument("--json", type=Path, default=None, help="also write the full report to this file")
     bench.add_argument("--node-dir", type=Path, default=None,
                        help="where the node target's server and npm packages are installed, with `npm ci` on "

@@ -3,7 +3,8 @@
 A room is `<kind>:<name>` (SPEC §3): `asset:<ASSET>` (with `@<delay>` for a
 delayed tier, `asset:<ASSET>@<delay>`, and `~<rate>` for a rate tier,
 `asset:<ASSET>~2` or `asset:<ASSET>@900~0.5`), `user:<sub>`, `role:<role>`, and
-`book:<ASSET>:<depth>` for an order book's top-`depth` view, `trades:<ASSET>` and
+`book:<ASSET>:<depth>` for an order book's top-`depth` view (`~<rate>` for a
+rate room, `book:<ASSET>:10~2`; sessions record the book room), `trades:<ASSET>` and
 `candles:<ASSET>:<interval>[@<delay>]` (SPEC §9), and (SPEC §10)
 `channel:<name>` and a keyed state's `state:<name>:<owner room>`. Clients
 never name rooms; back ends do (`POST /api/v1/publish`, the events stream,

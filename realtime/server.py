@@ -237,13 +237,13 @@ class Server:
         def asset_of(room: str) -> str | None:
             if room.partition(":")[0] not in WATCHED_KINDS:
                 return None  # a sid's, user's, role's, channel's or state's room: one check, not four parses
-            book = room_book(room)
+            book = room_book(room.partition("~")[0])  # a book's rate rooms count as the book's
             market = room_market(room.partition("@")[0])
             return book[0] if book is not None else market[1] if market is not None else room_asset(room)
 
         def occupied(room: str) -> None:
             asset = asset_of(room)
-            if asset is not None and room_book(room) is not None:
+            if asset is not None and room_book(room.partition("~")[0]) is not None:
                 self.books.wanted(asset)
             if asset is not None:
                 rooms[asset] += 1

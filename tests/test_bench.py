@@ -171,3 +171,29 @@ async def test_tiny_books_scenario(tmp_path: Path) -> None:
         assert step["deliveries_per_s"] > 0 and step["bytes_per_client_per_s"] > 0, step
         assert 0 <= step["p50_ms"] <= step["p99_ms"], step
     assert "gateway · books (20/20 clients" in stdout
+
+
+@pytest.mark.slow
+async def test_tiny_rates_and_overload_scenarios(tmp_path: Path) -> None:
+    # Issue 23's two scenarios run end to end: the throttled half is throttled and cheaper in bytes, and the
+    # overload ladder without --overload-rates climbs to a ceiling first, then runs 0.5..2 times it both ways.
+    out = tmp_path / "bench.json"
+    code, stdout, stderr = await bench(
+        "--target", "gateway", "--scenario", "rates,overload", "--rates-clients", "20", "--rates-per-client", "1",
+        "--rates-tick-rate", "20", "--clients", "20", "--rates", "400,800", "--step-seconds", "1",
+        "--json", str(out), timeout=110)
+    assert code == 0, stderr[-3000:]
+    results = json.loads(out.read_text())["results"]["gateway"]
+    rates = results["rates"]
+    for name in ("unthrottled", "half_throttled"):
+        assert rates[name]["server_cpu_s_with_drain"] > 0 and rates[name]["bytes_out"] > 0, rates[name]
+    assert rates["half_throttled"]["throttled_updates_per_s_per_asset"] <= 2 + 1, rates["half_throttled"]
+    assert rates["bytes_ratio"] < 1 and rates["cpu_ratio"] > 0, rates
+    overload = results["overload"]
+    assert overload["ceiling_per_s"] > 0 and overload["ceiling_search"], overload
+    ladder = [round(overload["ceiling_per_s"] * share) for share in (0.5, 1.0, 1.5, 2.0)]
+    for mode in ("on", "off"):
+        steps = overload[mode]["steps"]
+        assert [step["offered_per_s"] for step in steps] == pytest.approx(ladder, rel=0.25), (mode, steps)
+        assert all(step["disconnects"] == 0 for step in steps), (mode, steps)
+    assert "gateway · rates (20 clients" in stdout and "ceiling" in stdout

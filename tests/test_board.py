@@ -198,6 +198,10 @@ async def test_readme_javascript_example(start_process: GatewayFactory, redis_se
     for asset in ("BTC_USDC_PERP", "ETH_USDC_PERP"):
         seqs = [u["seq"] for u in seen if u["asset"] == asset]
         assert seqs == sorted(set(seqs))
+        # The example's watchlist asks maxRate 2 of a feed ticking every 0.15 s: after the ack's snapshot,
+        # each rendered tick is the newest of its half second, never the next tick.
+        stamps = [u["ts"] for u in seen[:6] if u["asset"] == asset][1:]
+        assert all(b - a >= 300 for a, b in itertools.pairwise(stamps)), stamps
 
 
 async def refreshes(gateway: InProcessGateway) -> int:

@@ -54,7 +54,8 @@ class Options:
     rates_per_client: int = 10
     rates_tick_rate: float = 100.0
     rates_max_rate: float = 2.0
-    # The `overload` scenario: the fan-out ladder (offered deliveries/s) with overload mode on and off.
-    overload_rates: list[int] = field(default_factory=lambda: [50_000, 100_000, 200_000, 300_000, 450_000])
+    # The `overload` scenario: the fan-out ladder (offered deliveries/s) with overload mode off and on; empty:
+    # 0.5, 1, 1.5 and 2 times the ceiling the pod with overload off finds first.
+    overload_rates: list[int] = field(default_factory=list)
     # The `state` scenario (keyed state and channels): seconds of portfolio changes, 10 a second.
     state_seconds: float = 10.0

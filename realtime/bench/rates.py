@@ -5,10 +5,15 @@
   `maxRate` `rates_max_rate`. Server CPU and bytes out (what the clients
   read, frames and all) of each, and the delivered rate per client of each
   half.
+  Server CPU is compared over each step's publishing and its drain: a
+  server that cannot keep up delivers late, and that work counts too.
 - `overload`: the fan-out ladder (`overload_rates`, offered deliveries per
-  second) on a pod with overload mode on (REALTIME_OVERLOAD_LAG=100) and on
-  one with it off (0). Per step: p99 tick age, the spread of delivered rates
-  across clients (coefficient of variation), disconnects, and the latency of
+  second) on a pod with overload mode off (REALTIME_OVERLOAD_LAG=0) and on
+  one with it on (100). Without a ladder given, the pod with overload off
+  first finds its ceiling (the capacity ladder until two steps in a row
+  fail: the highest step with 99 % delivered and p99 under 250 ms), and both
+  pods then run 0.5, 1, 1.5 and 2 times it. Per step: p99 tick age, the spread of delivered rates across
+  clients (coefficient of variation), disconnects, and the latency of
   private events published to random clients meanwhile (10 per second,
   POST /api/v1/publish).
 """
@@ -30,12 +35,14 @@ import aiohttp
 
 from realtime.bench.fleet import Counts, Fleet
 from realtime.bench.options import Options
-from realtime.bench.scenarios import Run
+from realtime.bench.scenarios import Run, passed
 from realtime.bench.targets import Endpoint, bench_assets, start_target
 from realtime.clients.auth import mint_token
 
 PRIVATE_EVENT = "bench:private"
 PRIVATE_EVERY = 0.1  # seconds between two private events during a step
+# The ladder around the ceiling, when none is given: up to twice what the pod keeps up with.
+CEILING_LADDER = (0.5, 1.0, 1.5, 2.0)
 
 
 async def rates(run: Run) -> dict[str, Any]:
@@ -66,8 +73,9 @@ async def rates(run: Run) -> dict[str, Any]:
         run.open = 0
         run.subscribers.clear()
     full, half = results["unthrottled"], results["half_throttled"]
-    if full["server_cpu_pct"] and half["server_cpu_pct"] is not None:
-        results["cpu_ratio"] = round(half["server_cpu_pct"] / full["server_cpu_pct"], 3)
+    # The CPU of all the step's work, the drain included: a starved unthrottled run delivers late, not less.
+    if full["server_cpu_s_with_drain"] and half["server_cpu_s_with_drain"] is not None:
+        results["cpu_ratio"] = round(half["server_cpu_s_with_drain"] / full["server_cpu_s_with_drain"], 3)
     if full["bytes_out"]:
         results["bytes_ratio"] = round(half["bytes_out"] / full["bytes_out"], 3)
     return results
@@ -79,9 +87,11 @@ def _number(subject: str) -> int:
 
 async def overload(fleet: Fleet, options: Options, *, redis_url: str, redis_pid: int | None, cpus: Sequence[int],
                    workdir: Path, node_dir: Path, assets: int) -> dict[str, Any]:
-    """The fan-out ladder on a pod with overload mode on, then on one with it off."""
+    """The fan-out ladder on a pod with overload mode off (finding the ceiling first, if no ladder is given),
+    then on one with it on."""
     results: dict[str, Any] = {"clients": options.capacity_clients, "assets": assets}
-    for mode, lag in (("on", "100"), ("off", "0")):
+    ladder = list(options.overload_rates)
+    for mode, lag in (("off", "0"), ("on", "100")):
         secret = secrets.token_urlsafe(32)
         endpoint = await start_target("gateway", redis_url=redis_url, assets=bench_assets(assets), secret=secret,
                                       cpus=cpus, workdir=workdir, node_dir=node_dir,
@@ -89,9 +99,13 @@ async def overload(fleet: Fleet, options: Options, *, redis_url: str, redis_pid:
         run = Run(endpoint, fleet, options, redis_pid)
         try:
             connect = await run.connect(options.capacity_clients, len(endpoint.assets))
+            if not ladder:
+                ceiling, search = await _ceiling(run)
+                results["ceiling_per_s"], results["ceiling_search"] = ceiling, search
+                ladder = [round(ceiling * share) for share in CEILING_LADDER]
             steps = []
             closed = (await fleet.received()).closed  # the workers count every close since they started
-            for rate in options.overload_rates:
+            for rate in ladder:
                 if not run.open:
                     break
                 step = await _ladder_step(run, rate / run.open)
@@ -103,6 +117,26 @@ async def overload(fleet: Fleet, options: Options, *, redis_url: str, redis_pid:
             await run.close()
             endpoint.stop()
     return results
+
+
+async def _ceiling(run: Run) -> tuple[int, list[dict[str, Any]]]:
+    """The capacity ladder (`--rates`) until two steps in a row fail (on a shared machine one step may fail
+    for another process's burst): the highest passing step's deliveries per second (the first step's offer
+    if none passed), and the steps."""
+    steps: list[dict[str, Any]] = []
+    ceiling = 0
+    failed = 0
+    for rate in run.options.capacity_rates:
+        if not run.open or failed == 2:
+            break
+        step = await run.step(rate / run.open, run.options.step_seconds)
+        step["passed"] = passed(step)
+        steps.append({key: step[key] for key in ("offered_per_s", "deliveries_per_s", "delivered_pct", "p99_ms",
+                                                 "server_cpu_pct", "server_wait_pct", "passed")})
+        failed = 0 if step["passed"] else failed + 1
+        if step["passed"]:
+            ceiling = step["deliveries_per_s"]
+    return ceiling or round(run.options.capacity_rates[0]), steps
 
 
 async def _ladder_step(run: Run, ticks_per_second: float) -> dict[str, Any]:

@@ -297,13 +297,14 @@ def _rates(target: str, result: dict[str, Any]) -> str:
     for name in ("unthrottled", "half_throttled"):
         s = result[name]
         rows.append([name, _num(s["deliveries_per_s"]), _ms(s["server_cpu_pct"]), _ms(s["server_wait_pct"]),
-                     _num(round(s["bytes_out_per_s"] / 1024)), _ms(s.get("unthrottled_updates_per_s_per_asset")),
+                     _ms(s.get("server_cpu_s_with_drain")), _num(round(s["bytes_out_per_s"] / 1024)),
+                     _ms(s.get("unthrottled_updates_per_s_per_asset")),
                      _ms(s.get("throttled_updates_per_s_per_asset")), _ms(s["p99_ms"])])
     return (f"{target} · rates ({result['clients']} clients × {result['per_client']} of {result['assets']} assets, "
             f"{result['tick_rate_per_asset']:g} ticks/s per asset, half at maxRate {result['max_rate']:g}: "
             f"CPU × {result.get('cpu_ratio')}, bytes × {result.get('bytes_ratio')})\n"
-            + _table(["clients", "delivered/s", "server CPU %", "server waited %", "KiB out/s",
-                      "updates/s/asset unthrottled", "throttled", "p99 ms"], rows))
+            + _table(["clients", "delivered/s", "server CPU %", "server waited %", "server CPU s (with drain)",
+                      "KiB out/s", "updates/s/asset unthrottled", "throttled", "p99 ms"], rows))
 
 
 def _overload(target: str, result: dict[str, Any]) -> str:
@@ -317,7 +318,9 @@ def _overload(target: str, result: dict[str, Any]) -> str:
                          f"{s['private_received']}/{s['private_sent']}", _ms(s["private_p99_ms"]),
                          _ms(s["private_max_ms"]), _ms(s["server_cpu_pct"]), _ms(s["server_wait_pct"])])
     episodes = {mode: result[mode]["overload_episodes"] for mode in ("on", "off") if mode in result}
-    return (f"{target} · overload ({result['clients']} clients × {result['assets']} assets; episodes {episodes})\n"
+    ceiling = f"; ceiling {_num(result['ceiling_per_s'])}/s with overload off" if "ceiling_per_s" in result else ""
+    return (f"{target} · overload ({result['clients']} clients × {result['assets']} assets; episodes {episodes}"
+            f"{ceiling})\n"
             + _table(["overload mode", "offered/s", "delivered/s", "p99 tick age ms", "rate CV", "disconnects",
                       "private received/sent", "private p99 ms", "private max ms", "server CPU %",
                       "server waited %"], rows))

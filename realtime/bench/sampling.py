@@ -21,6 +21,7 @@ class Usage:
     cpu_pct: float
     wait_pct: float | None
     rss_bytes: int
+    cpu_s: float = 0.0  # CPU seconds in the window
 
 
 def run_queue_wait(pid: int) -> float | None:
@@ -38,7 +39,8 @@ def run_queue_wait(pid: int) -> float | None:
 
 
 class CpuWindow:
-    """CPU time of one process (all its threads) between `start()` and `stop()`."""
+    """CPU time of one process (all its threads) between `start()` and `stop()` (which may be called again
+    later: each call measures from the same start)."""
 
     def __init__(self, pid: int) -> None:
         self.process = psutil.Process(pid)
@@ -60,7 +62,7 @@ class CpuWindow:
         wall = max(1e-9, time.monotonic() - self._wall)
         wait = run_queue_wait(self.process.pid)
         waited = None if wait is None or self._wait is None else 100.0 * (wait - self._wait) / wall
-        return Usage(cpu_pct=100.0 * cpu / wall, wait_pct=waited, rss_bytes=self.rss())
+        return Usage(cpu_pct=100.0 * cpu / wall, wait_pct=waited, rss_bytes=self.rss(), cpu_s=cpu)
 
     def rss(self) -> int:
         return int(self.process.memory_info().rss)

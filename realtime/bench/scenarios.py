@@ -124,6 +124,8 @@ class Run:
                 break
 
         histogram = received.histogram
+        # The work of the step whatever the machine's other load: a starved server delivers in the drain.
+        drained = self.server.stop() if self.server is not None else None
         worker_cpu = [round(w.cpu_pct, 1) for w in workers]
         generator_cpu = sum(w.cpu_pct for w in workers) + bench.cpu_pct + (redis.cpu_pct if redis else 0.0)
         # A worker that ran or waited for a CPU nearly all the time was not keeping up.
@@ -143,6 +145,9 @@ class Run:
             # CPU time per delivery holds up on a busy machine, where latency and ceilings do not.
             "server_us_per_delivery": (round(server.cpu_pct / 100 * seconds / histogram.count * 1e6, 2)
                                        if server and histogram.count else None),
+            "server_cpu_s_with_drain": round(drained.cpu_s, 2) if drained else None,
+            "server_us_per_delivery_with_drain": (round(drained.cpu_s / histogram.count * 1e6, 2)
+                                                  if drained and histogram.count else None),
             "server_rss_mb": round(server.rss_bytes / 2**20, 1) if server else None,
             # Time the server was ready to run but had no CPU (other work on the machine).
             "server_wait_pct": _pct(server.wait_pct if server else None),

@@ -29,8 +29,8 @@ class BookGauges(Collector):
         conflated = CounterMetricFamily("realtime_book_levels_conflated", "level changes of the feed replaced by "
                                         "a later change of the same level before an update went out",
                                         labels=["asset"])
-        updates = CounterMetricFamily("realtime_book_updates", "book:update messages sent (one per room: each "
-                                      "reaches every subscriber of that asset and depth here)",
+        updates = CounterMetricFamily("realtime_book_updates", "book:update messages sent (one per room and send, "
+                                      "the book room or a rate room: each reaches every subscriber of it here)",
                                       labels=["asset", "depth"])
         for asset, market in books.markets.items():
             live.add_metric([asset], 1 if market.live else 0)

@@ -5,7 +5,7 @@ carries exactly the levels of the top-`depth` view that differ from it, with
 `"0"` for a level that left the view. A connection that joins gets that same
 view in its ack, so the next update (its `prevSeq` is the room's `seq`)
 applies to what it holds. A room nobody is in starts again from the book as
-it is (`reset`).
+it is (`reset`), or from the view of the room a connection moved from (`copy`).
 """
 
 from __future__ import annotations
@@ -31,6 +31,13 @@ class Room:
         self.asks = dict(book.asks.top(self.depth))
         self.seq = book.seq
         self.ts = book.ts
+
+    def copy(self) -> Room:
+        """Another room holding this room's view (a connection moved to a rate room nobody was in)."""
+        room = Room(self.depth)
+        room.bids, room.asks = dict(self.bids), dict(self.asks)
+        room.seq, room.ts = self.seq, self.ts
+        return room
 
     def advance(self, book: OrderBook) -> tuple[list[list[str]], list[list[str]]] | None:
         """The changed levels (bids, asks) from what was sent to the book's view now, and remember that view;

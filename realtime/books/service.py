@@ -14,6 +14,12 @@ Conflation: a change reaches the rooms at once when the asset's last update
 went out at least `interval` ago, else when it is due; each room gets one
 framed `book:update` per send (`Room.advance`), through the fan-out's
 frame-once broadcast. Nothing runs for a book whose rooms are empty here.
+
+Rates (SPEC §11): a connection granted `maxRate` r below one update per
+`interval` holds its books in rate rooms `book:<A>:<depth>~<r>`, with their
+own views and their own cadence of 1/r s: the same conflation, so an update
+still holds every level changed since its `prevSeq`, framed once per room.
+`move` carries a subscription from one rate to another without a gap.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from realtime.protocol import (
     BookUpdate,
     BookView,
 )
-from realtime.rooms import book_room
+from realtime.rooms import book_room, rate_room
 from realtime.send.fanout import Fanout, deliver
 from realtime.waits import wait_set
 
@@ -47,6 +53,8 @@ logger = logging.getLogger(__name__)
 RETRY = 1.0
 LIVE, RESYNCING = "live", "resyncing"
 DROPPED = {outcome: f"books: dropped {outcome.value} message: %s" for outcome in BookOutcome}
+# A book room's cadence: a rate below one update per interval, or None (every interval).
+Rate = float | None
 
 
 @dataclass(slots=True)
@@ -55,11 +63,11 @@ class Market:
 
     asset: str
     book: OrderBook
-    rooms: dict[int, str]  # depth -> room name
+    rooms: dict[Rate, dict[int, str]]  # cadence -> depth -> room name (None: the book rooms themselves)
     live: bool = False
-    views: dict[int, Room] = field(default_factory=dict)  # depth -> what that room was last sent
+    views: dict[tuple[int, Rate], Room] = field(default_factory=dict)  # what each room was last sent
     touched: set[int] = field(default_factory=set)  # levels changed since the last send (bids negative)
-    sent_at: float = float("-inf")  # loop time of the last send
+    sent_at: dict[Rate, float] = field(default_factory=dict)  # cadence -> loop time of its last send
     asked_at: float = float("-inf")  # loop time of the last snapshot request
     asked: bool = False  # a snapshot was asked for since the book was last live
 
@@ -74,7 +82,7 @@ class Books:
         self.room_size = room_size
         self.ask = ask
         self.markets = {asset.name: Market(asset.name, OrderBook(asset.decimals),
-                                           {depth: book_room(asset.name, depth) for depth in depths})
+                                           {None: {depth: book_room(asset.name, depth) for depth in depths}})
                         for asset in catalog}
         # Counters /metrics reads (books.gauges).
         self.outcomes: Counter[BookOutcome] = Counter()
@@ -82,7 +90,7 @@ class Books:
         self.updates: Counter[tuple[str, int]] = Counter()  # (asset, depth) -> book:update sent
         self.conflated: Counter[str] = Counter()  # asset -> level changes merged into a later one
         self._prices = Prices()
-        self._due: dict[str, float] = {}  # asset -> loop time its pending send is due
+        self._due: dict[tuple[str, Rate], float] = {}  # (asset, cadence) -> loop time its pending send is due
         self._wake = asyncio.Event()
 
     # The feed.
@@ -159,22 +167,62 @@ class Books:
             market.live = False
             market.views.clear()
             market.touched.clear()
-            self._due.pop(asset, None)
+            for rate in market.rooms:
+                self._due.pop((asset, rate), None)
 
     # Clients.
 
-    def view(self, asset: str, depth: int, *, fresh: bool) -> BookView:
-        """What a connection joining (or in) the room of `asset` at `depth` holds: the room's last view.
+    def rate(self, max_rate: float | None) -> Rate:
+        """The cadence of a connection granted `max_rate` (SPEC §11): None when that allows an update every
+        interval (the book rooms themselves), else `max_rate`: a room sends at most every max(interval, 1/r)."""
+        return None if max_rate is None or 1 / max_rate <= self.interval else max_rate
+
+    def room(self, asset: str, depth: int, rate: Rate) -> str:
+        """The name of the room of `asset`'s top-`depth` view at cadence `rate`."""
+        base = book_room(asset, depth)
+        return base if rate is None else rate_room(base, rate)
+
+    def view(self, asset: str, depth: int, rate: Rate = None, *, fresh: bool) -> BookView:
+        """What a connection joining (or in) the room of `asset` at `depth` and `rate` holds: the room's last
+        view. Called after the join (an empty cadence is forgotten).
 
         `fresh`: nobody on this pod is in that room, so it starts from the book as it is now.
         """
         market = self.markets[asset]
-        room = market.views.get(depth)
+        self._cadence(market, rate)
+        room = market.views.get((depth, rate))
         if room is None or fresh:
-            room = market.views[depth] = Room(depth)
+            room = market.views[depth, rate] = Room(depth)
             room.reset(market.book)
+        return self._view(market, room)
+
+    def move(self, asset: str, depth: int, was: Rate, rate: Rate, *, fresh: bool) -> BookView | None:
+        """A connection holding the view of the `was` room moved (joined first) to the `rate` room: None when
+        that room's next update follows what it holds, else the `book:snapshot` it needs first.
+
+        A room nobody was in starts from the held view itself, so the connection's `prevSeq` chain goes on
+        unbroken; a room with members sends its own view unless it is the same (same `seq`, same book).
+        """
+        market = self.markets[asset]
+        self._cadence(market, rate)
+        held = market.views.get((depth, was))
+        room = market.views.get((depth, rate))
+        if held is not None and (fresh or room is None):
+            market.views[depth, rate] = held.copy()
+            return None
+        if room is None or fresh:
+            return self.view(asset, depth, rate, fresh=True)
+        if held is not None and held.seq == room.seq:
+            return None
+        return self._view(market, room)
+
+    def _cadence(self, market: Market, rate: Rate) -> None:
+        if rate not in market.rooms:
+            market.rooms[rate] = {depth: self.room(market.asset, depth, rate) for depth in self.depths}
+
+    def _view(self, market: Market, room: Room) -> BookView:
         bids, asks = room.view(market.book.decimals)
-        return {"ok": True, "asset": asset, "depth": depth, "seq": room.seq, "bids": bids, "asks": asks,
+        return {"ok": True, "asset": market.asset, "depth": room.depth, "seq": room.seq, "bids": bids, "asks": asks,
                 "ts": room.ts, "status": LIVE if market.live else RESYNCING}
 
     def status(self, asset: str) -> str:
@@ -184,31 +232,45 @@ class Books:
 
     def _watched(self, market: Market) -> bool:
         room_size = self.room_size
-        return any(room_size(room) for room in market.rooms.values())
+        return any(room_size(room) for rooms in market.rooms.values() for room in rooms.values())
+
+    def _interval(self, rate: Rate) -> float:
+        return self.interval if rate is None else 1 / rate
 
     async def _changed(self, market: Market) -> None:
-        """The book moved: send now if the last send is an interval old, else when it is."""
-        if market.asset in self._due:
-            return
-        if not self._watched(market):
-            market.touched.clear()
-            return
+        """The book moved: each cadence with members sends now if its last send is an interval old, else when
+        it is; a rate cadence nobody is in any more is forgotten."""
         loop = asyncio.get_running_loop()
-        due = market.sent_at + self.interval
-        if loop.time() >= due:
-            await self._send(market)
-        else:
-            self._due[market.asset] = due
-            self._wake.set()
+        watched = False
+        for rate, rooms in list(market.rooms.items()):
+            if (market.asset, rate) in self._due:
+                watched = True
+                continue
+            if not any(self.room_size(room) for room in rooms.values()):
+                if rate is not None:
+                    del market.rooms[rate]
+                    market.sent_at.pop(rate, None)
+                    for depth in rooms:
+                        market.views.pop((depth, rate), None)
+                continue
+            watched = True
+            due = market.sent_at.get(rate, float("-inf")) + self._interval(rate)
+            if loop.time() >= due:
+                await self._send(market, rate)
+            else:
+                self._due[market.asset, rate] = due
+                self._wake.set()
+        if not watched:
+            market.touched.clear()
 
-    async def _send(self, market: Market) -> None:
-        market.sent_at = asyncio.get_running_loop().time()
+    async def _send(self, market: Market, rate: Rate) -> None:
+        market.sent_at[rate] = asyncio.get_running_loop().time()
         market.touched.clear()
         if not market.live:
             return
         book = market.book
-        for depth, name in market.rooms.items():
-            room = market.views.get(depth)
+        for depth, name in market.rooms.get(rate, {}).items():
+            room = market.views.get((depth, rate))
             if room is None or not self.room_size(name):
                 continue
             prev_seq = room.seq
@@ -222,9 +284,10 @@ class Books:
 
     async def _status(self, market: Market) -> None:
         status: BookStatus = {"asset": market.asset, "status": LIVE if market.live else RESYNCING}
-        for name in market.rooms.values():
-            if self.room_size(name):
-                await self._deliver(name, BOOK_STATUS, status)
+        for rooms in list(market.rooms.values()):
+            for name in rooms.values():
+                if self.room_size(name):
+                    await self._deliver(name, BOOK_STATUS, status)
 
     async def _deliver(self, room: str, event: str, data: object) -> None:
         await deliver(self.fanout, room, event, data, logger, "books")
@@ -243,6 +306,6 @@ class Books:
                 await wait_set(self._wake, soonest - now)
                 self._wake.clear()
                 continue
-            for asset in [asset for asset, due in self._due.items() if due <= now]:
-                del self._due[asset]
-                await self._send(self.markets[asset])
+            for key in [key for key, due in self._due.items() if due <= now]:
+                del self._due[key]
+                await self._send(self.markets[key[0]], key[1])

@@ -348,6 +348,7 @@ class Gateway:
             capped = self.rates.grant(principal, granted)
             if capped != granted:
                 await self.rates.change(conn, asset, capped)
+        await self.rates.rerate(conn)
         self.follow(conn)
 
     async def invalid_event(self, conn: Connection, *_: Any) -> ErrorAck:

@@ -62,6 +62,7 @@ class PriceHandlers:
                 await self.rates.change(conn, asset.name, rate)
             if asset.name not in subscribed:
                 subscribed.append(asset.name)
+        await self.rates.rerate(conn)  # the books of these assets follow their new grants
         # Read the snapshot after the last await: a tick that arrived while we
         # joined rooms is then never newer than the ack's baseline.
         delay = conn.principal.delay
@@ -83,5 +84,6 @@ class PriceHandlers:
                 await self.sio.leave_room(conn.sid, self.rates.room(conn, asset.name))
                 conn.rates.pop(asset.name, None)
             unsubscribed.append(asset.name)
+        await self.rates.rerate(conn)  # their books fall back to the token's rate
         self.gateway.follow(conn)
         return {"ok": True, "unsubscribed": unsubscribed}

@@ -10,11 +10,15 @@ each subscription with its rate (`events.sessions.subscription`).
 Under overload the pod caps every asset's rate (`realtime.send.overload`);
 the connections that cap lowers are told with a `price:rate` notice, one
 frame for all of them, and told again when it no longer does.
+
+Book updates follow the grants too: `rerate` tells `clients.books` after
+each change, and it moves the connection's books to the rooms of their new
+rate.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from realtime.clients.connection import Connection
@@ -41,6 +45,8 @@ class Rates:
         self.recovery = recovery
         self.connections = connections
         self._noticed: set[str] = set()  # sids told that the overload cap limits them
+        # What follows a connection's grants (its books' rate rooms, `clients.books`): run after each change.
+        self.rerates: list[Callable[[Connection], Awaitable[None]]] = []
 
     def grant(self, principal: Principal, requested: float | None) -> float | None:
         """The rate a request gets: the least of it, the token's claim and REALTIME_MAX_RATE (None: every tick)."""
@@ -91,8 +97,14 @@ class Rates:
             assets = sorted(conn.subscriptions)
         for asset in assets:
             await self.change(conn, asset, rate)
+        await self.rerate(conn)
         self.follow(conn)
         return {"ok": True, "maxRate": rate, "assets": assets}
+
+    async def rerate(self, conn: Connection) -> None:
+        """The connection's grants (or its token) may have changed: what follows them moves now."""
+        for rerate in self.rerates:
+            await rerate(conn)
 
     def overload(self, ceiling: float | None) -> None:
         """The pod's overload cap changed: tell the connections it lowers now, and those it no longer does."""

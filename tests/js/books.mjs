@@ -6,13 +6,14 @@
 //   {"type": "book", "asset", "depth", "seq", "prevSeq", "bids", "asks", "changed": [...]} after each update
 //   (bids and asks of the whole kept view, best first; "changed": the update's levels, with what they replaced),
 //   {"type": "gap", ...} when an update does not follow (the client then asks book:snapshot),
-//   {"type": "status", "asset", "status"}, {"type": "disconnect"}.
-// stdin: {"cmd": "drop"} cuts the TCP connection (socket.io-client reconnects and recovers), {"cmd": "quit"}.
+//   {"type": "status", "asset", "status"}, {"type": "disconnect"}. Every line has "t", its arrival time in ms.
+// stdin: {"cmd": "drop"} cuts the TCP connection (socket.io-client reconnects and recovers), {"cmd": "quit"},
+//   {"cmd": "emit", "event", "payload"} emits an event and prints its ack ({"type": "ack", "event", "payload", "ack"}).
 import { createInterface } from "node:readline";
 import { io } from "socket.io-client";
 
 const plan = JSON.parse(process.argv[2]);
-const out = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
+const out = (obj) => process.stdout.write(JSON.stringify({ ...obj, t: Date.now() }) + "\n");
 const socket = io(plan.url, {
   auth: (cb) => cb({ token: plan.token }),
   transports: plan.transports ?? ["websocket"],
@@ -87,6 +88,9 @@ createInterface({ input: process.stdin }).on("line", (line) => {
   if (command.cmd === "drop") {
     const transport = socket.io.engine.transport;
     if (transport.ws && transport.ws._socket) transport.ws._socket.destroy(); else socket.io.engine.close();
+  } else if (command.cmd === "emit") {
+    socket.timeout(5000).emit(command.event, command.payload, (err, ack) =>
+      out({ type: "ack", event: command.event, payload: command.payload, ack: err ? { error: String(err) } : ack }));
   } else if (command.cmd === "quit") {
     socket.close();
     setTimeout(() => process.exit(0), 10);

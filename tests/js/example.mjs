@@ -7,6 +7,7 @@ const GATEWAY_URL = plan.url;
 // The app's back end mints tokens; here the gateway's dev-mode route stands in for it (or the test's token).
 const getToken = async () => plan.token ?? (await (await fetch(`${GATEWAY_URL}/board/token`)).json()).token;
 const render = (update) => process.stdout.write(JSON.stringify({ type: "render", update }) + "\n");
+const showSlowed = (slowed) => process.stdout.write(JSON.stringify({ type: "slowed", slowed }) + "\n");
 const renderPositions = (items) => process.stdout.write(JSON.stringify({ type: "positions", items }) + "\n");
 const sorted = (side, best) => [...side].sort((a, b) => (Number(a[0]) - Number(b[0])) * best);
 const renderBook = (book) => process.stdout.write(JSON.stringify(
@@ -35,16 +36,23 @@ socket.on("connect", async () => {
   // Recovered (same session, maybe on another pod): the private events missed, the subscriptions
   // and the latest price of each have been delivered already, before this handler runs.
   if (socket.recovered) return;
-  // Subscriptions belong to a session: subscribe again after every new one. A watchlist that needs
-  // fewer ticks asks {assets: [...], maxRate: 2}: at most 2 per second per asset, each the newest.
-  const ack = await socket.timeout(5000).emitWithAck("price:subscribe", ["BTC_USDC_PERP", "ETH_USDC_PERP"]);
+  // Subscriptions belong to a session: subscribe again after every new one. A watchlist needs fewer
+  // ticks: at most 2 per second per asset, each the newest (the list form, [...], gets every tick).
+  const ack = await socket.timeout(5000).emitWithAck("price:subscribe", WATCHLIST);
   if (!ack.ok) return console.error(ack.error.code, ack.error.message);
   ack.prices.forEach(onPrice); // a tick may have overtaken its snapshot: onPrice keeps the newest
   for (const { asset, code } of ack.rejected) console.warn(asset, code); // e.g. FORBIDDEN
-  askBook("book:subscribe");
+  askBook("book:subscribe"); // its updates follow the asset's rate too, still exact
   subscribePositions();
 });
 socket.on("price:update", onPrice);
+
+// The rate is per subscription; the ack's maxRate is the grant (the token or the server may cap it lower).
+const WATCHLIST = { assets: ["BTC_USDC_PERP", "ETH_USDC_PERP"], maxRate: 2 };
+// Live, e.g. every tick while the user trades and 2 a second again after: price:rate {maxRate: null | N}.
+const setRate = (maxRate) => socket.timeout(5000).emitWithAck("price:rate", { maxRate }).catch(() => {});
+// An overloaded gateway slows every connection evenly and says so (maxRate null: full rate again).
+socket.on("price:rate", ({ maxRate }) => showSlowed(maxRate !== null));
 
 // An order book: the ack is the top-10 view; each update holds only the levels that changed ("0": gone).
 const BOOK = { asset: "BTC_USDC_PERP", depth: 10 };
