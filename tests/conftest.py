@@ -10,9 +10,7 @@ GatewayFactory, Cluster, ClusterFactory) live in tests.support.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
-import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -38,24 +36,12 @@ from tests.support import (
 
 @pytest.fixture(autouse=True)
 def _timing_first(request: pytest.FixtureRequest) -> Iterator[None]:
-    """A test marked `timing` asserts how soon something happens. Timing tests run one at a time across the
-    parallel workers (a lock file named after the run, which pytest-xdist names for its workers), so two
-    never compete; and each (with every process or thread it starts, which inherit the priority) runs at a
-    raised CPU priority, so the other workers cannot starve what it times. The priority needs root (CI
-    runs as root); elsewhere the test runs as it is."""
+    """A test marked `timing` asserts how soon something happens: it (and every process or thread it starts,
+    which inherit the priority) runs at a raised CPU priority, so the suite's parallel workers cannot starve
+    what it times. Root only (CI runs as root); elsewhere the test runs as it is."""
     if request.node.get_closest_marker("timing") is None:
         yield
         return
-    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
-    if run is None:  # one process: nothing runs beside it
-        yield from _raised_priority()
-        return
-    with (Path(tempfile.gettempdir()) / f"realtime-timing-{run}.lock").open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        yield from _raised_priority()
-
-
-def _raised_priority() -> Iterator[None]:
     before = os.getpriority(os.PRIO_PROCESS, 0)  # on Linux, this thread's: the loop's, which spawns the rest
     try:
         os.setpriority(os.PRIO_PROCESS, 0, -10)

@@ -1,7 +1,10 @@
 """Overload: when the event loop falls behind, send fewer price ticks, evenly, instead of queueing.
 
 The lag is how late a short sleep wakes up: every callback the loop has in
-hand runs before it. Past `REALTIME_OVERLOAD_LAG` ms in a window the pod caps
+hand runs before it. A window's verdict goes by its median sample, so a lone
+spike (a garbage collection, one slow callback) neither starts an overload
+nor holds one open; a loop that keeps falling behind is late on most samples.
+Past `REALTIME_OVERLOAD_LAG` ms in a window the pod caps
 every asset's price updates at a rate of `LEVELS` (the first one, then one
 step lower per window that still lags), through the rate tiers
 (`realtime.send.rates`): every connection of an asset gets the same ticks,
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import statistics
 import time
 from collections.abc import Callable, Iterator
 
@@ -41,7 +45,8 @@ class Overload:
         self.rates = rates
         self.threshold = threshold_ms / 1000
         self.on_change = on_change
-        self.lag = 0.0  # the worst lag of the last window, seconds
+        self.lag = 0.0  # the median lag of the last window, seconds: what the verdict goes by
+        self.worst = 0.0  # the worst lag of the last window, seconds
         self.level = -1  # index in LEVELS; -1: no overload
         self.episodes = 0
         self.seconds = 0.0  # time spent overloaded, ended episodes
@@ -57,7 +62,7 @@ class Overload:
         return None if self.level < 0 else LEVELS[self.level]
 
     def decide(self, lag: float) -> None:
-        """One window's verdict from its worst lag (the calm count lives in `run`)."""
+        """One window's verdict from its median lag (the calm count lives in `run`)."""
         self.lag = lag
         if lag > self.threshold and self.level < len(LEVELS) - 1:
             self._set(self.level + 1)
@@ -94,13 +99,15 @@ class Overload:
         loop = asyncio.get_running_loop()
         calm = 0
         while True:
-            worst = 0.0
+            lags = []
             for _ in range(WINDOW):
                 started = loop.time()
                 await asyncio.sleep(SAMPLE)
-                worst = max(worst, loop.time() - started - SAMPLE)
-            self.decide(worst)
-            if self.level >= 0 and worst < self.threshold / 2:
+                lags.append(loop.time() - started - SAMPLE)
+            self.worst = max(lags)
+            typical = statistics.median(lags)
+            self.decide(typical)
+            if self.level >= 0 and typical < self.threshold / 2:
                 calm += 1
                 if calm >= CALM_WINDOWS:
                     calm = 0
@@ -119,7 +126,7 @@ class RateGauges(Collector):
     def collect(self) -> Iterator[Metric]:
         overload = self.overload
         yield GaugeMetricFamily("realtime_event_loop_lag_seconds", "worst event-loop lag of the last half second",
-                                value=overload.lag)
+                                value=overload.worst)
         yield GaugeMetricFamily("realtime_overload", "1 while the pod caps price updates for overload",
                                 value=1 if overload.level >= 0 else 0)
         yield GaugeMetricFamily("realtime_overload_max_rate", "price updates per second per asset under the "
