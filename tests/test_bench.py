@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from realtime.bench import report
+from realtime.bench.sampling import CpuWindow
 from tests.support import ROOT
 
 
@@ -110,6 +114,48 @@ def test_a_starved_reference_gives_no_ratio() -> None:
         assert ("2.00× node" in table) == valid
         assert ("node (starved: invalid)" in table) == (not valid)
         assert any("comparison is invalid" in line for line in report.contention(results)) == (not valid)
+
+
+def test_a_reference_that_waited_only_behind_its_own_threads_is_not_starved() -> None:
+    # Node's helper threads share its one core with its event loop: its run-queue wait is high on an idle
+    # machine. What judges it is the other processes' CPU on that core.
+    def connections(wait: float, others: float | None) -> dict[str, Any]:
+        connect = {"connected": 100, "seconds": 0.1, "connects_per_s": 1000.0, "errors": {},
+                   "server_wait_pct": wait, "server_others_pct": others, "server_us_per_connect": 500.0}
+        return {"baseline_rss_mb": 50.0, "storm": None, "recovering_storm": None,
+                "levels": [{"connections": 100, "connect": connect, "server_rss_mb": 51.0,
+                            "rss_per_connection_kb": 10.0}]}
+
+    for others, valid in ((2.0, True), (30.0, False)):
+        results = {"gateway": {"connections": connections(1.0, 1.0)},
+                   "node": {"connections": connections(40.0, others)}}
+        assert report.judge_reference(results) == {"target": "node", "max_wait_pct": others, "valid": valid}
+
+
+def test_a_window_sees_other_processes_on_the_servers_core() -> None:
+    # A sleeping "server" pinned to one core, and a busy loop pinned to the same core or not.
+    core = min(os.sched_getaffinity(0))
+    server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        os.sched_setaffinity(server.pid, {core})
+        os.sched_setaffinity(busy.pid, {core})
+        window = CpuWindow(server.pid)
+        window.start()
+        time.sleep(1.0)
+        crowded = window.stop()
+        os.sched_setaffinity(busy.pid, os.sched_getaffinity(0) - {core} or {core})
+        window.start()
+        time.sleep(1.0)
+        alone = window.stop()
+    finally:
+        busy.kill()
+        server.kill()
+        busy.wait()
+        server.wait()
+    assert crowded.others_pct is not None and crowded.others_pct > 60, crowded
+    if len(os.sched_getaffinity(0)) > 1:
+        assert alone.others_pct is not None and alone.others_pct < crowded.others_pct - 40, (alone, crowded)
 
 
 @pytest.mark.slow

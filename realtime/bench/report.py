@@ -54,31 +54,43 @@ def machine(node_dir: Path) -> dict[str, Any]:
     }
 
 
-# A server that waited for a CPU longer than this share of a measurement window was starved.
+# A server whose cores gave more than this share of a measurement window to other processes was starved.
 STARVED_WAIT_PCT = 10.0
 # The target every ratio is taken against.
 REFERENCE = "node"
 
 
-def _waits(scenarios: dict[str, Any]) -> list[float]:
-    """Every run-queue wait (% of a window) measured for one target's server."""
-    waits = [s["server_wait_pct"] for r in scenarios.values() if isinstance(r, dict) for s in r.get("steps", [])
-             if s.get("server_wait_pct") is not None]
+def _windows(scenarios: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every measurement window of one target's server (steps, connect levels, storms)."""
+    windows = [s for r in scenarios.values() if isinstance(r, dict) for s in r.get("steps", [])]
     connections = scenarios.get("connections", {})
-    waits += [lv["connect"]["server_wait_pct"] for lv in connections.get("levels", [])
-              if lv["connect"].get("server_wait_pct") is not None]
-    for key in ("storm", "recovering_storm"):
-        storm = connections.get(key) or {}
-        if storm.get("server_wait_pct") is not None:
-            waits.append(storm["server_wait_pct"])
+    windows += [lv["connect"] for lv in connections.get("levels", [])]
+    windows += [connections[key] for key in ("storm", "recovering_storm") if connections.get(key)]
+    return windows
+
+
+def _waits(scenarios: dict[str, Any]) -> list[float]:
+    """How much each window of one target's server was taken by other work (% of the window).
+
+    Other processes' CPU on the server's cores where it was measured; else the
+    server's run-queue wait, which also counts its threads waiting behind each
+    other (Node's helper threads share its one core) and so overstates.
+    """
+    waits = []
+    for window in _windows(scenarios):
+        taken = window.get("server_others_pct")
+        if taken is None:
+            taken = window.get("server_wait_pct")
+        if taken is not None:
+            waits.append(taken)
     return waits
 
 
 def judge_reference(results: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
     """Whether the reference target's figures can be compared with: None when it did not run.
 
-    A reference that waited for its CPU (other work on its core) measured
-    the machine, not itself: no ratio is taken against it.
+    A reference whose core was busy with other work measured the machine, not
+    itself: no ratio is taken against it.
     """
     if REFERENCE not in results:
         return None
@@ -348,11 +360,12 @@ def contention(results: dict[str, dict[str, Any]]) -> list[str]:
     for target, scenarios in results.items():
         waits = _waits(scenarios)
         if waits and max(waits) > STARVED_WAIT_PCT:
-            warnings.append(f"{target}: the server waited for a CPU up to {max(waits):.0f} % of a window "
-                            "(other processes on its core): its figures are pessimistic")
+            warnings.append(f"{target}: other work took up to {max(waits):.0f} % of a window on the server's "
+                            "core: its figures are pessimistic")
     judged = judge_reference(results)
     if judged is not None and not judged["valid"] and len(results) > 1:
-        warnings.append(f"{REFERENCE} was starved of CPU (waited up to {judged['max_wait_pct']} % of a window): "
+        warnings.append(f"{REFERENCE} was starved of CPU (other work took up to {judged['max_wait_pct']} % of a "
+                        "window on its core): "
                         "the comparison is invalid and no ratio is given; run it again on a quieter machine")
     return warnings
 

@@ -1,12 +1,16 @@
 """CPU, run-queue wait and memory of a process, sampled over a measurement window.
 
-The run-queue wait says how long the process was ready to run but had no
-CPU: on a machine shared with other work it tells a slow server from a
-starved one.
+The run-queue wait says how long the process's threads were ready to run
+but had no CPU. It counts a thread waiting behind another thread of the
+same process: Node's garbage-collector threads, pinned to the server's one
+core with its event loop, make Node "wait" on an idle machine. What tells a
+slow server from a starved one is the other processes' CPU on the server's
+cores (`others_pct`): the cores' busy time, less the server's own CPU.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +26,7 @@ class Usage:
     wait_pct: float | None
     rss_bytes: int
     cpu_s: float = 0.0  # CPU seconds in the window
+    others_pct: float | None = None  # other processes' CPU on the cores this process may run on
 
 
 def run_queue_wait(pid: int) -> float | None:
@@ -38,6 +43,21 @@ def run_queue_wait(pid: int) -> float | None:
     return total / 1e9
 
 
+def busy_seconds(cpus: set[int]) -> float | None:
+    """CPU seconds the cores `cpus` have spent busy since boot (/proc/stat), if known."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    try:
+        for line in Path("/proc/stat").read_text().splitlines():
+            name, *fields = line.split()
+            if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+                values = [int(v) for v in fields]
+                total += sum(values[:8]) - values[3] - values[4]  # all but idle and iowait (guest is in user)
+    except (OSError, ValueError, IndexError):
+        return None
+    return total / ticks
+
+
 class CpuWindow:
     """CPU time of one process (all its threads) between `start()` and `stop()` (which may be called again
     later: each call measures from the same start)."""
@@ -46,6 +66,8 @@ class CpuWindow:
         self.process = psutil.Process(pid)
         self._cpu = 0.0
         self._wait: float | None = None
+        self._cpus: set[int] = set()
+        self._busy: float | None = None
         self._wall = 0.0
 
     def _cpu_seconds(self) -> float:
@@ -53,8 +75,10 @@ class CpuWindow:
         return float(times.user + times.system)
 
     def start(self) -> None:
+        self._cpus = set(self.process.cpu_affinity() or [])
         self._cpu = self._cpu_seconds()
         self._wait = run_queue_wait(self.process.pid)
+        self._busy = busy_seconds(self._cpus)
         self._wall = time.monotonic()
 
     def stop(self) -> Usage:
@@ -62,7 +86,10 @@ class CpuWindow:
         wall = max(1e-9, time.monotonic() - self._wall)
         wait = run_queue_wait(self.process.pid)
         waited = None if wait is None or self._wait is None else 100.0 * (wait - self._wait) / wall
-        return Usage(cpu_pct=100.0 * cpu / wall, wait_pct=waited, rss_bytes=self.rss(), cpu_s=cpu)
+        busy = busy_seconds(self._cpus)
+        others = None if busy is None or self._busy is None else max(0.0, 100.0 * (busy - self._busy - cpu) / wall)
+        return Usage(cpu_pct=100.0 * cpu / wall, wait_pct=waited, rss_bytes=self.rss(), cpu_s=cpu,
+                     others_pct=others)
 
     def rss(self) -> int:
         return int(self.process.memory_info().rss)

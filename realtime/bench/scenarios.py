@@ -69,6 +69,7 @@ class Run:
                 "connects_per_s": round(outcome.connected / outcome.elapsed, 1) if outcome.elapsed else None,
                 "server_cpu_pct": _pct(server.cpu_pct if server else None),
                 "server_wait_pct": _pct(server.wait_pct if server else None),
+                "server_others_pct": _pct(server.others_pct if server else None),
                 # CPU per connect holds up on a busy machine, where the rate does not.
                 "server_us_per_connect": _per(server.cpu_pct if server else None, outcome.elapsed,
                                               outcome.connected),
@@ -151,6 +152,7 @@ class Run:
             "server_rss_mb": round(server.rss_bytes / 2**20, 1) if server else None,
             # Time the server was ready to run but had no CPU (other work on the machine).
             "server_wait_pct": _pct(server.wait_pct if server else None),
+            "server_others_pct": _pct(server.others_pct if server else None),
             "generator_cpu_pct": round(generator_cpu, 1),
             "worker_cpu_pct": worker_cpu,
             "worker_wait_pct": [_pct(w.wait_pct) for w in workers],
@@ -289,6 +291,7 @@ async def reconnect_storm(run: Run, *, recover: bool) -> dict[str, Any]:
             "seconds_to_99_pct": until(0.99), "seconds_to_100_pct": until(1.0),
             "server_cpu_pct": _pct(usage.cpu_pct if usage else None),
             "server_wait_pct": _pct(usage.wait_pct if usage else None),
+            "server_others_pct": _pct(usage.others_pct if usage else None),
             # Of the whole storm (the old connections' disconnects too) per client back.
             "server_us_per_client": _per(usage.cpu_pct if usage else None, usage_seconds, len(times)),
             "server_rss_mb_before": round(before / 2**20, 1) if server is not None else None,
