@@ -1,9 +1,10 @@
 """Overload: when the event loop falls behind, send fewer price ticks, evenly, instead of queueing.
 
 The lag is how late a short sleep wakes up: every callback the loop has in
-hand runs before it. A window's verdict goes by its median sample, so a lone
-spike (a garbage collection, one slow callback) neither starts an overload
-nor holds one open; a loop that keeps falling behind is late on most samples.
+hand runs before it. A window's verdict goes by its second-worst sample, so
+a lone spike (a garbage collection, one slow callback) neither starts an
+overload nor holds one open, while a loop that keeps falling behind (even in
+bursts: a batch of ticks fanned out at once) is late more than once a window.
 Past `REALTIME_OVERLOAD_LAG` ms in a window the pod caps
 every asset's price updates at a rate of `LEVELS` (the first one, then one
 step lower per window that still lags), through the rate tiers
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import statistics
 import time
 from collections.abc import Callable, Iterator
 
@@ -45,7 +45,7 @@ class Overload:
         self.rates = rates
         self.threshold = threshold_ms / 1000
         self.on_change = on_change
-        self.lag = 0.0  # the median lag of the last window, seconds: what the verdict goes by
+        self.lag = 0.0  # the second-worst lag of the last window, seconds: what the verdict goes by
         self.worst = 0.0  # the worst lag of the last window, seconds
         self.level = -1  # index in LEVELS; -1: no overload
         self.episodes = 0
@@ -62,7 +62,7 @@ class Overload:
         return None if self.level < 0 else LEVELS[self.level]
 
     def decide(self, lag: float) -> None:
-        """One window's verdict from its median lag (the calm count lives in `run`)."""
+        """One window's verdict from its second-worst lag (the calm count lives in `run`)."""
         self.lag = lag
         if lag > self.threshold and self.level < len(LEVELS) - 1:
             self._set(self.level + 1)
@@ -105,7 +105,8 @@ class Overload:
                 await asyncio.sleep(SAMPLE)
                 lags.append(loop.time() - started - SAMPLE)
             self.worst = max(lags)
-            typical = statistics.median(lags)
+            lags.sort()
+            typical = lags[-2]  # one late wake-up alone is a spike, not a loop falling behind
             self.decide(typical)
             if self.level >= 0 and typical < self.threshold / 2:
                 calm += 1
