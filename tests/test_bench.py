@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from realtime.bench import report
-from realtime.bench.sampling import CpuWindow
+from realtime.bench.sampling import CpuWindow, Usage
 from tests.support import ROOT
 
 
@@ -50,7 +50,7 @@ async def test_tiny_run_reports_every_scenario_for_gateway_and_node(tmp_path: Pa
     code, stdout, stderr = await bench(
         "--target", "gateway,node", "--clients", "20", "--rates", "400", "--step-seconds", "1",
         "--latency-clients", "20", "--latency-rates", "2", "--latency-seconds", "1",
-        "--connections", "10,30", "--storm-clients", "30", "--drain-seconds", "5", "--json", str(out))
+        "--connections", "10,100", "--storm-clients", "100", "--drain-seconds", "5", "--json", str(out))
     assert code == 0, stderr[-3000:]
     document = json.loads(out.read_text())
     assert document["machine"]["nproc"] >= 1 and document["machine"]["cpu_model"]
@@ -69,14 +69,14 @@ async def test_tiny_run_reports_every_scenario_for_gateway_and_node(tmp_path: Pa
         # 20 clients × 3 of 10 assets: 6 subscribers per asset, 2 ticks/s on each of 10 assets.
         assert latency["steps"][0]["offered_per_s"] == 120
         levels = results["connections"]["levels"]
-        assert [lv["connections"] for lv in levels] == [10, 30]
+        assert [lv["connections"] for lv in levels] == [10, 100]
         assert all(lv["connect"]["errors"] == {} and lv["rss_per_connection_kb"] is not None for lv in levels)
         storm = results["connections"]["storm"]
-        assert storm["clients"] == storm["resubscribed"] == 30 and storm["errors"] == {}, storm
+        assert storm["clients"] == storm["resubscribed"] == 100 and storm["errors"] == {}, storm
         assert 0 < storm["seconds_to_99_pct"] <= storm["seconds_to_100_pct"], storm
         assert storm["server_peak_rss_mb"] >= storm["server_rss_mb_before"] > 0, storm
         assert storm["server_us_per_client"] > 0 and storm["server_wait_pct"] is not None, storm
-        # CPU time is counted in 10 ms clock ticks: 10 connects may cost less than one, 30 do not.
+        # CPU time is counted in 10 ms clock ticks: 10 connects may cost less than one, 100 do not.
         assert all(lv["connect"]["server_us_per_connect"] >= 0 for lv in levels)
         assert levels[-1]["connect"]["server_us_per_connect"] > 0
         recovering = results["connections"]["recovering_storm"]
@@ -84,13 +84,13 @@ async def test_tiny_run_reports_every_scenario_for_gateway_and_node(tmp_path: Pa
             assert "skipped" in recovering  # no connection state recovery there
         else:
             # Each client sent the pid of its last connection and was answered with it.
-            assert recovering["clients"] == recovering["recovered"] == recovering["resubscribed"] == 30, recovering
+            assert recovering["clients"] == recovering["recovered"] == recovering["resubscribed"] == 100, recovering
             assert recovering["errors"] == {} and 0 < recovering["seconds_to_100_pct"], recovering
     # The table names every target and headline row.
     assert ("| one core for the server, same load | gateway | node |" in stdout
             or "| one core for the server, same load | gateway | node (starved: invalid) |" in stdout)
     for row in ("fan-out ceiling", "p50 / p99 publish→receive", "RSS per idle subscribed connection",
-                "connects/s", "server CPU per connect", "reconnect storm of 30", "recovering storm of 30"):
+                "connects/s", "server CPU per connect", "reconnect storm of 100", "recovering storm of 100"):
         assert row in stdout
     # Ratios are taken against node only when it was not starved of CPU; otherwise the column says so.
     judged = document["reference"]
@@ -133,29 +133,30 @@ def test_a_reference_that_waited_only_behind_its_own_threads_is_not_starved() ->
 
 
 def test_a_window_sees_other_processes_on_the_servers_core() -> None:
-    # A sleeping "server" pinned to one core, and a busy loop pinned to the same core or not.
+    # A sleeping "server" pinned to a core beside a busy loop: the core's time went to others. Then the
+    # busy loop is the server, alone on its core: its own CPU is not counted as others' (on this
+    # machine the suite's other workers may still take a share of the core, hence a sum, not a zero).
     core = min(os.sched_getaffinity(0))
-    server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
-        os.sched_setaffinity(server.pid, {core})
+        os.sched_setaffinity(sleeper.pid, {core})
         os.sched_setaffinity(busy.pid, {core})
-        window = CpuWindow(server.pid)
-        window.start()
-        time.sleep(1.0)
-        crowded = window.stop()
-        os.sched_setaffinity(busy.pid, os.sched_getaffinity(0) - {core} or {core})
-        window.start()
-        time.sleep(1.0)
-        alone = window.stop()
+        crowded = measured(CpuWindow(sleeper.pid))
+        working = measured(CpuWindow(busy.pid))
     finally:
-        busy.kill()
-        server.kill()
-        busy.wait()
-        server.wait()
+        for process in (busy, sleeper):
+            process.kill()
+            process.wait()
     assert crowded.others_pct is not None and crowded.others_pct > 60, crowded
-    if len(os.sched_getaffinity(0)) > 1:
-        assert alone.others_pct is not None and alone.others_pct < crowded.others_pct - 40, (alone, crowded)
+    assert working.others_pct is not None and working.cpu_pct > 20, working
+    assert working.cpu_pct + working.others_pct < 115, working
+
+
+def measured(window: CpuWindow) -> Usage:
+    window.start()
+    time.sleep(1.0)
+    return window.stop()
 
 
 @pytest.mark.slow
