@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 
 from realtime.backplane.connections import REDIS_ERRORS
 from realtime.catalog import Catalog
@@ -22,6 +23,8 @@ from realtime.events.sessions import SessionStore
 from realtime.metrics import RedisLink
 from realtime.protocol import ErrorCode, GatewayError
 from realtime.waits import cancel
+
+logger = logging.getLogger(__name__)
 
 # Beyond the window, history is kept for a client whose drop the server noticed
 # late (ping interval + timeout), a session's last heartbeat period, and clock skew.
@@ -78,6 +81,11 @@ class Events:
                 offset = await self.log.append(room, event, data)
         except REDIS_ERRORS:
             raise GatewayError(ErrorCode.UNAVAILABLE, "Redis is unavailable; the event was not stored") from None
+        except Exception:
+            # redis-py can fail from inside a connection it is still closing (AttributeError on its writer)
+            # right after Redis comes back: the event is not stored, which is a 503, not a 500.
+            logger.exception("events: storing an event failed")
+            raise GatewayError(ErrorCode.UNAVAILABLE, "the event was not stored") from None
         assert offset is not None
         return offset
 
