@@ -106,9 +106,9 @@ class Overload:
                 lags.append(loop.time() - started - SAMPLE)
             self.worst = max(lags)
             lags.sort()
-            typical = lags[-2]  # one late wake-up alone is a spike, not a loop falling behind
-            self.decide(typical)
-            if self.level >= 0 and typical < self.threshold / 2:
+            judged = lags[-2]  # one late wake-up alone is a spike, not a loop falling behind
+            self.decide(judged)
+            if self.level >= 0 and judged < self.threshold / 2:
                 calm += 1
                 if calm >= CALM_WINDOWS:
                     calm = 0
