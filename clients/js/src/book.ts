@@ -37,7 +37,8 @@ interface Held {
 }
 
 /** Keeps a book: the ack's view, then each update applied in order; a `prevSeq` that does not follow asks
- * `book:snapshot`; after a recovery the gateway's `book:snapshot` event replaces the view. */
+ * `book:snapshot`; the gateway's `book:snapshot` event (after a recovery, or when a rate change moves the
+ * book to a room whose view is older) replaces the view. */
 export class Book extends Emitter<BookEvents> {
   private held: Held | null = null;
   private asking = 0; // the request whose ack is awaited (0: none)
