@@ -10,17 +10,15 @@ speaks Socket.IO's msgpack serializer, whose packets are binary messages.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
-import os
 import socket
 import struct
 from typing import Any, NamedTuple
 
 import msgpack as msgpack_
 
-from tests.support.wire import BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT, frame
+from tests.support.wire import BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT, frame, upgrade
 
 # The frame encoder and opcodes are wire's (the one encoder of the raw clients); a probe's tests take them from here.
 __all__ = ["BINARY", "CLOSE", "CONTINUATION", "PING", "PONG", "TEXT", "Probe", "Received", "close_payload", "frame"]
@@ -50,19 +48,7 @@ class Probe:
     async def open(cls, url: str, auth: Any = None, *, receive_buffer: int | None = None,
                    msgpack: bool = False) -> Probe:
         """Upgrade to a websocket and read the Engine.IO OPEN; send the Socket.IO CONNECT if `auth` is given."""
-        host, port = url.removeprefix("http://").split(":")
-        sock = socket.socket()
-        if receive_buffer is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-        sock.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
-        reader, writer = await asyncio.open_connection(sock=sock, limit=receive_buffer or 2**20)
-        key = base64.b64encode(os.urandom(16)).decode()
-        writer.write((f"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: {host}:{port}\r\n"
-                      f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                      "Sec-WebSocket-Version: 13\r\n\r\n").encode())
-        head = await reader.readuntil(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 101"), head
+        reader, writer, _ = await upgrade(url, receive_buffer=receive_buffer, limit=receive_buffer or 2**20)
         probe = cls(reader, writer, msgpack)
         opened = await probe.read()
         assert opened.opcode == TEXT and opened.payload.startswith(b"0"), opened

@@ -55,6 +55,28 @@ class Packet:
     id: int | None = None
 
 
+
+async def upgrade(url: str, *, receive_buffer: int | None = None, limit: int = 2**16,
+                  headers: str = "") -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
+    """A socket to `url` upgraded to a websocket (Engine.IO v4): its streams and the 101's head.
+
+    `receive_buffer` sets SO_RCVBUF before connecting; `headers` are more request lines, each ending in CRLF.
+    """
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.socket()
+    if receive_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=limit)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write((f"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                  f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                  f"Sec-WebSocket-Version: 13\r\n{headers}\r\n").encode())
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return reader, writer, head
+
 class RawClient:
     """An Engine.IO v4 / Socket.IO v5 websocket client on a plain TCP socket.
 
@@ -73,20 +95,9 @@ class RawClient:
 
     @classmethod
     async def connect(cls, url: str, auth: Any, *, receive_buffer: int | None = None) -> RawClient:
-        host, port = url.removeprefix("http://").split(":")
-        sock = socket.socket()
-        if receive_buffer is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-        sock.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
         # A small stream limit too, so asyncio stops reading soon after the test does.
-        reader, writer = await asyncio.open_connection(sock=sock, limit=receive_buffer or 2**16)
-        key = base64.b64encode(os.urandom(16)).decode()
-        writer.write((f"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: {host}:{port}\r\n"
-                      f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                      "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n").encode())
-        head = await reader.readuntil(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 101"), head
+        reader, writer, head = await upgrade(url, receive_buffer=receive_buffer, limit=receive_buffer or 2**16,
+                                             headers="Sec-WebSocket-Extensions: permessage-deflate\r\n")
         client = cls(reader, writer, head.decode())
         opened = await client._text()
         assert opened.startswith("0"), opened
