@@ -1,5 +1,6 @@
 // book(): one asset's top-`depth` order book from the ack and `book:update` (SPEC §9, docs/books.md).
-import type { BookRequest, ErrorCode, BookStatusValue, BookUpdate, BookView, ErrorBody, Level, RealtimeSocket } from "./protocol.js";
+import type { BookRequest, BookStatusValue, BookUpdate, BookView, ErrorBody, Level, RealtimeSocket } from "./protocol.js";
+import { ACK_TIMEOUT, RETRY_MS, TRANSIENT, ackError } from "./acks.js";
 import { Emitter, compareDecimal } from "./listeners.js";
 
 /** A consistent view: exactly the server's top-`depth` book at `seq`, best level first on each side. */
@@ -25,9 +26,6 @@ export interface BookEvents {
   error: (error: ErrorBody) => void;
 }
 
-const ACK_TIMEOUT = 10_000;
-const RETRY_MS = 1_000;
-const TRANSIENT: readonly ErrorCode[] = ["RATE_LIMITED", "UNAVAILABLE", "INTERNAL"];
 
 interface Held {
   seq: number;
@@ -112,7 +110,7 @@ export class Book extends Emitter<BookEvents> {
     // The ack by callback, never `await emitWithAck`: the room's first update may come in the same read.
     this.socket.timeout(ACK_TIMEOUT).emit(event, request, (err, ack) => {
       if (this.closed || id !== this.asking) return; // a newer request, or a recovery's snapshot, won
-      const error = err ? { code: "UNAVAILABLE" as const, message: `${event}: ${err.message}` } : ack.ok ? null : ack.error;
+      const error = ackError(event, err, ack);
       if (error) {
         this.asking = 0;
         this.emit("error", error);

@@ -1,5 +1,6 @@
 // candles(): one asset's candles of one interval from the `candles:subscribe` ack and `candle` events (SPEC §9).
-import type { Candle, CandleInterval, ErrorBody, ErrorCode, RealtimeSocket } from "./protocol.js";
+import type { Candle, CandleInterval, ErrorBody, RealtimeSocket } from "./protocol.js";
+import { ACK_TIMEOUT, RETRY_MS, TRANSIENT, ackError } from "./acks.js";
 import { Emitter } from "./listeners.js";
 
 export interface CandlesOptions {
@@ -19,10 +20,7 @@ export interface CandlesEvents {
   error: (error: ErrorBody) => void;
 }
 
-const ACK_TIMEOUT = 10_000;
-const RETRY_MS = 1_000;
 const DEFAULT_HISTORY = 300;
-const TRANSIENT: readonly ErrorCode[] = ["RATE_LIMITED", "UNAVAILABLE", "INTERNAL"];
 
 const same = (a: Candle, b: Candle) => a.o === b.o && a.h === b.h && a.l === b.l && a.c === b.c && a.v === b.v
   && a.n === b.n && a.closed === b.closed;
@@ -89,8 +87,7 @@ export class Candles extends Emitter<CandlesEvents> {
     const request = { asset: this.asset, interval: this.interval, history: this.history };
     this.socket.timeout(ACK_TIMEOUT).emit("candles:subscribe", request, (err, ack) => {
       if (this.closed || id !== this.asking) return;
-      const error = err ? { code: "UNAVAILABLE" as const, message: `candles:subscribe: ${err.message}` }
-        : ack.ok ? null : ack.error;
+      const error = ackError("candles:subscribe", err, ack);
       if (error) {
         this.asking = 0;
         this.emit("error", error);

@@ -1,5 +1,6 @@
 // prices(): the latest price of each asset from the subscribe ack and `price:update` (SPEC §2, §11).
 import type { ErrorBody, PriceStatus, PriceStatusValue, PriceSubscribeOk, PriceUpdate, Rejection, RealtimeSocket } from "./protocol.js";
+import { ACK_TIMEOUT } from "./acks.js";
 import { Emitter } from "./listeners.js";
 
 export interface PricesOptions {
@@ -20,7 +21,6 @@ export interface PricesEvents {
   error: (error: ErrorBody | Rejection) => void;
 }
 
-const ACK_TIMEOUT = 10_000;
 
 /** Latest price per asset. Takes the ack's `seq` as the baseline, drops ticks older than the newest seen,
  * and subscribes again (a new baseline) after every unrecovered reconnect. */

@@ -1,5 +1,6 @@
 // state(): a keyed state (positions, orders, balances) from its snapshot and `state:update` (SPEC §10).
 import type { ErrorBody, ErrorCode, Json, RealtimeSocket, StateOp, StateRequest, StateSnapshot, StateUpdate } from "./protocol.js";
+import { ACK_TIMEOUT, RETRY_MS, TRANSIENT, ackError } from "./acks.js";
 import { Emitter } from "./listeners.js";
 
 export interface StateOptions {
@@ -18,9 +19,6 @@ export interface StateEvents {
   error: (error: ErrorBody) => void;
 }
 
-const ACK_TIMEOUT = 10_000;
-const RETRY_MS = 1_000;
-const TRANSIENT: readonly ErrorCode[] = ["RATE_LIMITED", "UNAVAILABLE", "INTERNAL"];
 
 /** Keeps a keyed state: the snapshot, then each update in version order; a version gap subscribes again,
  * a recovery's `state:snapshot` replaces it. Emits a `change` per key that changed. */
@@ -103,8 +101,7 @@ export class State extends Emitter<StateEvents> {
     if (this.state !== "resyncing") this.setStatus("resyncing");
     this.socket.timeout(ACK_TIMEOUT).emit("state:subscribe", this.request(), (err, ack) => {
       if (this.closed || id !== this.asking) return;
-      const error = err ? { code: "UNAVAILABLE" as const, message: `state:subscribe: ${err.message}` }
-        : ack.ok ? null : ack.error;
+      const error = ackError("state:subscribe", err, ack);
       if (error) {
         this.asking = 0;
         this.emit("error", error);

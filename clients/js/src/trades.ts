@@ -1,5 +1,6 @@
 // trades(): one asset's last N trades from the `trades:subscribe` ack and `trade` events (SPEC §9).
-import type { ErrorBody, ErrorCode, RealtimeSocket, Trade } from "./protocol.js";
+import type { ErrorBody, RealtimeSocket, Trade } from "./protocol.js";
+import { ACK_TIMEOUT, RETRY_MS, TRANSIENT, ackError } from "./acks.js";
 import { Emitter } from "./listeners.js";
 
 export interface TradesOptions {
@@ -19,11 +20,8 @@ export interface TradesEvents {
   error: (error: ErrorBody) => void;
 }
 
-const ACK_TIMEOUT = 10_000;
-const RETRY_MS = 1_000;
 const DEFAULT_LAST = 50;
 const SEEN = 200; // at least the gateway's REALTIME_TRADES_HISTORY (100): an ack repeats no more than that
-const TRANSIENT: readonly ErrorCode[] = ["RATE_LIMITED", "UNAVAILABLE", "INTERNAL"];
 
 const key = (trade: Trade) => String(trade.id);
 
@@ -87,8 +85,7 @@ export class Trades extends Emitter<TradesEvents> {
     // The ack by callback: a trade may come in the same read and must wait for it (buffered).
     this.socket.timeout(ACK_TIMEOUT).emit("trades:subscribe", { asset: this.asset, history: this.last }, (err, ack) => {
       if (this.closed || id !== this.asking) return;
-      const error = err ? { code: "UNAVAILABLE" as const, message: `trades:subscribe: ${err.message}` }
-        : ack.ok ? null : ack.error;
+      const error = ackError("trades:subscribe", err, ack);
       if (error) {
         this.asking = 0;
         this.emit("error", error);
