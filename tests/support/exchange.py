@@ -63,8 +63,31 @@ async def collected(url: str, channel: str) -> AsyncIterator[list[dict[str, Any]
         await redis.aclose()
 
 
-class ReplayedExchange:
+class Served:
+    """An aiohttp server on a free local port for a replayed exchange: `routes` says what it answers."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self._runner: web.AppRunner | None = None
+
+    def routes(self, app: web.Application) -> None:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        app = web.Application()
+        self.routes(app)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+class ReplayedExchange(Served):
     def __init__(self, path: Path) -> None:
+        super().__init__()
         recorded = json.loads(path.read_text())
         self.symbol: str = recorded["symbol"]
         self.connections: list[list[dict[str, Any]]] = recorded["connections"]
@@ -73,8 +96,6 @@ class ReplayedExchange:
         self.opened = 0
         self.snapshots = 0
         self.streams: list[str] = []
-        self.port = free_port()
-        self._runner: web.AppRunner | None = None
 
     @property
     def url(self) -> str:
@@ -117,20 +138,12 @@ class ReplayedExchange:
         return web.json_response({"lastUpdateId": self.last_id, "E": 0, "T": 0,
                                   "bids": side(self.book["bids"], True), "asks": side(self.book["asks"], False)})
 
-    async def start(self) -> None:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_get("/stream", self.stream)
         app.router.add_get("/api/v3/depth", self.depth)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
 
-class ReplayedOkx:
+class ReplayedOkx(Served):
     """OKX's public websocket from recorded frames (`tests/data/okx/<inst>.json`).
 
     Each connection waits for the client's `subscribe`, then replays its
@@ -142,13 +155,12 @@ class ReplayedOkx:
     """
 
     def __init__(self, path: Path) -> None:
+        super().__init__()
         recorded = json.loads(path.read_text())
         self.connections: list[list[dict[str, Any]]] = recorded["connections"]
         self.final: dict[str, dict[str, str]] = recorded["final"]
         self.requests: list[dict[str, Any]] = []
         self.opened = 0
-        self.port = free_port()
-        self._runner: web.AppRunner | None = None
 
     @property
     def url(self) -> str:
@@ -186,13 +198,5 @@ class ReplayedOkx:
                 pass
         return ws
 
-    async def start(self) -> None:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_get("/ws/v5/public", self.stream)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
