@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-RECANCEL = 0.05  # seconds between two cancels of a task that ran on
+# Seconds a cancelled task has to end before it is cancelled again: room for the cleanup its cancel runs
+# (closing a Redis connection takes milliseconds), short enough that a lost cancel costs a stop little.
+RECANCEL = 0.5
 
 
 async def wait_set(event: asyncio.Event, timeout: float | None) -> bool:
