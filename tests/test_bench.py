@@ -132,6 +132,7 @@ def test_a_reference_that_waited_only_behind_its_own_threads_is_not_starved() ->
         assert report.judge_reference(results) == {"target": "node", "max_wait_pct": others, "valid": valid}
 
 
+@pytest.mark.timing  # the busy "server" must get most of its core (it inherits the raised priority)
 def test_a_window_sees_other_processes_on_the_servers_core() -> None:
     # A sleeping "server" pinned to a core beside a busy loop: the core's time went to others. Then the
     # busy loop is the server, alone on its core: its own CPU is not counted as others' (on this
