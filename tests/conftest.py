@@ -9,8 +9,6 @@ GatewayFactory, Cluster, ClusterFactory) live in tests.support.
 
 from __future__ import annotations
 
-import contextlib
-import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from tests.support import (
     free_port,
     gateways,
     launch,
+    raised_priority,
     redis_gateway,
     served_on_redis,
 )
@@ -36,23 +35,13 @@ from tests.support import (
 
 @pytest.fixture(autouse=True)
 def _timing_first(request: pytest.FixtureRequest) -> Iterator[None]:
-    """A test marked `timing` asserts how soon something happens: it (and every process or thread it starts,
-    which inherit the priority) runs at a raised CPU priority, so the suite's parallel workers cannot starve
-    what it times. Root only (CI runs as root); elsewhere the test runs as it is."""
+    """A test marked `timing` asserts how soon something happens: it (and every process or thread it starts)
+    runs at a raised CPU priority, so the suite's parallel workers cannot starve what it times."""
     if request.node.get_closest_marker("timing") is None:
         yield
         return
-    before = os.getpriority(os.PRIO_PROCESS, 0)  # on Linux, this thread's: the loop's, which spawns the rest
-    try:
-        os.setpriority(os.PRIO_PROCESS, 0, -10)
-    except PermissionError:
+    with raised_priority():
         yield
-        return
-    try:
-        yield
-    finally:
-        with contextlib.suppress(PermissionError):
-            os.setpriority(os.PRIO_PROCESS, 0, before)
 
 
 @pytest.fixture(scope="session")

@@ -30,7 +30,7 @@ from tests.support.inprocess import (
     settings_from,
 )
 from tests.support.node import JS_DIR, NodeClients, NodeSession, node_clients, node_session, of, run_node
-from tests.support.processes import ROOT, Nginx, RedisServer, free_port, rss_bytes, wait_port
+from tests.support.processes import ROOT, Nginx, RedisServer, free_port, raised_priority, rss_bytes, wait_port
 from tests.support.tokens import SECRET, token
 from tests.support.waiting import eventually
 from tests.support.web import Samples, http_json, sample, scrape
@@ -74,6 +74,7 @@ __all__ = [
     "of",
     "publish",
     "publish_ticks",
+    "raised_priority",
     "redis_gateway",
     "rss_bytes",
     "run_node",
