@@ -9,12 +9,17 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from realtime.send.overload import LEVELS, SAMPLE, WINDOW, Overload
 from realtime.send.rates import RateTiers
 from realtime.waits import cancel
 from tests.support import eventually
 
 WINDOW_SECONDS = SAMPLE * WINDOW
+
+# The verdicts go by how late the test's own loop wakes up: the suite's other workers must not make it late.
+pytestmark = pytest.mark.timing
 
 
 def overload(threshold_ms: float = 30) -> tuple[Overload, list[float | None]]:
