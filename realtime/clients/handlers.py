@@ -312,7 +312,7 @@ class Gateway:
             await self.rates.join(conn, name)
         for rejoin in self._rejoins:
             await rejoin(conn)
-        notices, conn.notices = conn.notices, []
+        notices = conn.take_notices()
         prices = [p for p in (self.book.latest(name, delay) for name in sorted(conn.subscriptions)) if p is not None]
         return [*notices, *([PRICE_UPDATE, price] for price in prices)]
 

@@ -82,8 +82,7 @@ class Rates:
         """Record the subscriptions, with their rates, and the books, trades, candles, channels and states in the
         connection's recoverable session."""
         self.recovery.follow(conn.sid, [*(subscription(a, conn.rates.get(a)) for a in sorted(conn.subscriptions)),
-                                        *sorted(conn.books), *sorted(conn.markets), *sorted(conn.channels),
-                                        *sorted(conn.states)])
+                                        *conn.rooms()])
 
     async def change_all(self, conn: Connection, payload: Any = None, *_: Any) -> RateAck:
         """`price:rate` `{"maxRate": N | null, "assets"?: [...]}`: a new grant for those subscriptions (or all)."""
