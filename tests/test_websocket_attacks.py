@@ -12,12 +12,14 @@ test's loop times `GET /health` over and over and samples the pod's RSS:
 - a flood of tiny whole messages.
 
 The loop may not stall and memory may not grow past the documented
-per-connection bounds (README, Security). `/health` is asked every 20 ms; the
-issue's target for the slowest answer is 100 ms. On a shared 2-core machine
-the test process, the gateway and the attacker thread compete for the same
-cores, so the bound asserted is `HEALTH_BOUND` (300 ms): the attacks of the
-issue stalled the pod for 3.7 s and 31 s, so a return of the defect fails by a
-factor of ten, while scheduling noise on a loaded machine does not.
+per-connection bounds (README, Security). The issue's bound is 100 ms of
+event-loop stall. The pod measures its own loop (`realtime_event_loop_lag_seconds`,
+the worst late wake-up of each half second, scraped every 200 ms): that is
+asserted under `LOOP_BOUND` (100 ms). `/health` is also asked every 20 ms, an
+answer seen from outside: there the test process, the gateway and the
+attacker thread compete for the same two cores, so its bound is
+`HEALTH_BOUND` (300 ms). The attacks of the issue stalled the pod for 3.7 s
+and 31 s.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from dataclasses import dataclass, field
 import aiohttp
 import pytest
 
-from tests.support import Gateway, GatewayFactory, token
+from realtime.waits import cancel
+from tests.support import Gateway, GatewayFactory, sample, scrape, token
 from tests.support.probe import CONTINUATION, PING, PONG, TEXT, Probe, frame
 from tests.support.processes import rss_bytes
 from tests.support.wire import tcp_send_buffer_max
@@ -44,7 +47,11 @@ from tests.support.wire import tcp_send_buffer_max
 pytestmark = pytest.mark.timing  # bounds on how soon the pod answers and delivers
 
 ENGINES = pytest.mark.parametrize("engine", ["lean", "stock"])
-HEALTH_BOUND = 0.3  # seconds; see the module's docstring
+LOOP_BOUND = 0.1  # seconds of event-loop stall, as the pod measures it; see the module's docstring
+HEALTH_BOUND = 0.3  # seconds for a /health answer, as the test sees it
+LAG_GAUGE = "realtime_event_loop_lag_seconds"
+# The tests' gateways turn overload mode off; its default is what measures the loop (and no tick flows here).
+DEFAULT_OVERLOAD = {"overload_lag": None}
 # The documented per-connection bound at default settings (docs/websocket.md): under 6 MiB, most of it
 # the writer's 1 MiB and 64 waiting messages of 64 KiB. The pod's RSS also moves with the allocator.
 RSS_BOUND = 8 * 1024 * 1024
@@ -130,45 +137,78 @@ def flood(sock: socket.socket, attack: Attack, chunk: bytes, limit: int, seconds
         attack.done.set()
 
 
-async def under_attack(gateway: Gateway, run: Callable[[Attack], None], seconds: float
-                       ) -> tuple[Attack, list[float], int]:
-    """Run the attack in a thread while timing /health (for `PROBE_SECONDS` at least): the attack, every
-    /health time, the RSS growth."""
+@dataclass
+class Probed:
+    """What the pod showed while attacked: every /health time, its own loop lags, its RSS growth."""
+
+    attack: Attack
+    health: list[float]
+    lags: list[float]
+    growth: int
+
+    def report(self, name: str) -> str:
+        attack = self.attack
+        return (f"{name}: {attack.sent} bytes sent in {attack.seconds:.1f}s, closed with {attack.close_code}, "
+                f"/health max {max(self.health) * 1000:.0f} ms over {len(self.health)}, loop lag max "
+                f"{max(self.lags) * 1000:.0f} ms over {len(self.lags)}, RSS +{self.growth / 2**20:.1f} MiB")
+
+    def assert_answering(self) -> None:
+        assert self.lags and max(self.lags) < LOOP_BOUND, self.lags
+        assert max(self.health) < HEALTH_BOUND, self.health
+        assert self.growth < RSS_BOUND, self.growth
+
+
+async def under_attack(gateway: Gateway, run: Callable[[Attack], None], seconds: float) -> Probed:
+    """Run the attack in a thread while timing /health and scraping the pod's loop lag (for `PROBE_SECONDS` at
+    least)."""
     assert gateway.process is not None
     pid = gateway.process.pid
     attack = Attack()
     baseline = rss_bytes(pid)
     peak = baseline
     times: list[float] = []
+    lags: list[float] = []
     thread = threading.Thread(target=run, args=(attack,), daemon=True)
+
+    def attacking(begun: float) -> bool:
+        now = time.monotonic()
+        return (not attack.done.is_set() or now < begun + PROBE_SECONDS) and now < begun + seconds
+
+    async def watch_lag(begun: float) -> None:
+        # Each scrape shows the worst of the last half second: every 200 ms misses none.
+        while attacking(begun):
+            lags.append(sample(await scrape(gateway.url), LAG_GAUGE))
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(0.5)  # the window the attack ended in
+        lags.append(sample(await scrape(gateway.url), LAG_GAUGE))
+
     async with aiohttp.ClientSession() as http:
         thread.start()
         begun = time.monotonic()
-        while (not attack.done.is_set() or time.monotonic() < begun + PROBE_SECONDS) \
-                and time.monotonic() < begun + seconds:
-            started = time.monotonic()
-            async with http.get(gateway.url + "/health") as response:
-                assert response.status == 200
-            times.append(time.monotonic() - started)
-            peak = max(peak, rss_bytes(pid))
-            # The interval between two probes of /health, not a wait for something.
-            await asyncio.sleep(0.02)
+        watching = asyncio.create_task(watch_lag(begun))
+        try:
+            while attacking(begun):
+                started = time.monotonic()
+                async with http.get(gateway.url + "/health") as response:
+                    assert response.status == 200
+                times.append(time.monotonic() - started)
+                peak = max(peak, rss_bytes(pid))
+                # The interval between two probes of /health, not a wait for something.
+                await asyncio.sleep(0.02)
+            await watching
+        finally:
+            await cancel(watching)
     await asyncio.to_thread(attack.done.wait, 15)
     thread.join(5)
     if attack.error is not None:
         raise attack.error
-    return attack, times, peak - baseline
-
-
-def report(name: str, attack: Attack, times: list[float], growth: int) -> str:
-    return (f"{name}: {attack.sent} bytes sent in {attack.seconds:.1f}s, closed with {attack.close_code}, "
-            f"/health max {max(times) * 1000:.0f} ms over {len(times)}, RSS +{growth / 2**20:.1f} MiB")
+    return Probed(attack, times, lags, peak - baseline)
 
 
 @ENGINES
 async def test_empty_continuation_frames_are_closed_with_1009_and_the_pod_answers(
         start_process: GatewayFactory, engine: str) -> None:
-    gateway = start_process(engine=engine)
+    gateway = start_process(engine=engine, **DEFAULT_OVERLOAD)
     sock = upgraded(gateway.port)
     # 150 KB on the wire: 25 000 empty continuation frames after an unfinished TEXT frame.
     chunk = frame(TEXT, b"4", fin=False) + frame(CONTINUATION, fin=False) * 25_000
@@ -178,21 +218,20 @@ async def test_empty_continuation_frames_are_closed_with_1009_and_the_pod_answer
         flood(sock, attack, chunk, len(chunk), 30, read=engine == "lean")
 
     try:
-        attack, times, growth = await under_attack(gateway, run, 40)
+        probed = await under_attack(gateway, run, 40)
     finally:
         sock.close()
-    print(report("continuation flood", attack, times, growth))
+    print(probed.report("continuation flood"))
     if engine == "lean":
-        assert attack.ended and attack.close_code == 1009
-    assert max(times) < HEALTH_BOUND, times
-    assert growth < RSS_BOUND
+        assert probed.attack.ended and probed.attack.close_code == 1009
+    probed.assert_answering()
 
 
 @ENGINES
 async def test_a_ping_flood_that_never_reads_is_bounded_and_cut(start_process: GatewayFactory, engine: str) -> None:
     # Pings every second, answered within one: a client that reads nothing is dropped after ~2 s, and its
     # socket cut CLOSE_TIMEOUT (5 s) later at most, whatever is still queued for it.
-    gateway = start_process(engine=engine, ping_interval=1, ping_timeout=1)
+    gateway = start_process(engine=engine, ping_interval=1, ping_timeout=1, **DEFAULT_OVERLOAD)
     sock = upgraded(gateway.port, receive_buffer=4096)
     chunk = frame(PING, b"p" * 125) * 500  # 65 KB a send, each ping asking for a 127-byte PONG
 
@@ -200,19 +239,18 @@ async def test_a_ping_flood_that_never_reads_is_bounded_and_cut(start_process: G
         flood(sock, attack, chunk, 256 * 2**20, 12, read=False)
 
     try:
-        attack, times, growth = await under_attack(gateway, run, 20)
+        probed = await under_attack(gateway, run, 20)
     finally:
         sock.close()
-    print(report("ping flood", attack, times, growth))
+    print(probed.report("ping flood"))
     if engine == "lean":  # python-engineio's websocket stays open (its memory is bounded all the same)
-        assert attack.ended, "the connection was never cut"
-    assert max(times) < HEALTH_BOUND, times
-    assert growth < RSS_BOUND
+        assert probed.attack.ended, "the connection was never cut"
+    probed.assert_answering()
 
 
 @ENGINES
 async def test_a_frame_over_the_bound_is_refused_from_its_header(start_process: GatewayFactory, engine: str) -> None:
-    gateway = start_process(engine=engine)
+    gateway = start_process(engine=engine, **DEFAULT_OVERLOAD)
     sock = upgraded(gateway.port)
     head = bytes((0x81, 0xFF)) + (16 << 20).to_bytes(8, "big") + os.urandom(4)
 
@@ -221,22 +259,21 @@ async def test_a_frame_over_the_bound_is_refused_from_its_header(start_process: 
         flood(sock, attack, os.urandom(65536), 16 << 20, 20)
 
     try:
-        attack, times, growth = await under_attack(gateway, run, 30)
+        probed = await under_attack(gateway, run, 30)
     finally:
         sock.close()
-    print(report("16 MiB frame", attack, times, growth))
-    assert attack.ended
+    print(probed.report("16 MiB frame"))
+    assert probed.attack.ended
     if engine == "lean":
-        assert attack.close_code == 1009
-    assert max(times) < HEALTH_BOUND, times
-    assert growth < RSS_BOUND
+        assert probed.attack.close_code == 1009
+    probed.assert_answering()
 
 
 @ENGINES
 async def test_a_flood_of_tiny_messages_leaves_the_pod_answering(start_process: GatewayFactory,
                                                                  engine: str) -> None:
     # Engine.IO NOOPs ("6"), which the server drops: as cheap a whole message as a client can send.
-    gateway = start_process(engine=engine)
+    gateway = start_process(engine=engine, **DEFAULT_OVERLOAD)
     sock = upgraded(gateway.port)
     chunk = frame(TEXT, b"6") * 10_000
 
@@ -246,19 +283,18 @@ async def test_a_flood_of_tiny_messages_leaves_the_pod_answering(start_process: 
             sock.shutdown(socket.SHUT_WR)
 
     try:
-        attack, times, growth = await under_attack(gateway, run, 30)
+        probed = await under_attack(gateway, run, 30)
     finally:
         sock.close()
-    print(report("tiny messages", attack, times, growth))
-    assert max(times) < HEALTH_BOUND, times
-    assert growth < RSS_BOUND
+    print(probed.report("tiny messages"))
+    probed.assert_answering()
 
 
 @ENGINES
 async def test_a_client_that_stops_reading_then_reads_gets_every_pong_in_order(
         start_process: GatewayFactory, engine: str) -> None:
     # Reading stops while the answers cannot be written, and starts again as they drain: nothing is lost.
-    gateway = start_process(engine=engine)
+    gateway = start_process(engine=engine, **DEFAULT_OVERLOAD)
     probe = await Probe.open(gateway.url, {"token": token("reader")}, receive_buffer=4096)
     try:
         count = 2 * tcp_send_buffer_max() // 100  # pongs: twice what the server's socket may buffer
