@@ -54,7 +54,7 @@ from realtime.http.middleware import handshake_limit, turn_away_while_draining
 from realtime.metrics import Metrics, State
 from realtime.rooms import ASSET, BOOK, CANDLES, TRADES, room_asset, room_book, room_market, tier_room
 from realtime.send.fanout import fanout
-from realtime.send.overload import Overload, RateGauges
+from realtime.send.overload import FeedLag, Overload, RateGauges
 from realtime.send.rates import RateTiers
 from realtime.trades.gauges import TradeGauges
 from realtime.trades.service import Market
@@ -97,8 +97,9 @@ class Server:
                              keep_trades=settings.trades_history, keep_candles=settings.candles_history,
                              delays=settings.delay_tiers, hears=self.source.hears)
         self.metrics.registry.register(TradeGauges(self.market))
+        self.feed_lag = FeedLag()
         self.ingest = Ingest(self.source, self.book, send, self.metrics, self.rates, self.restarts, self.books,
-                             self.market)
+                             self.market, self.feed_lag)
         # Private events: the log, live delivery with offsets, sessions and recovery, the stream router.
         self.events = Events(settings, self.sio, self.catalog, log=self.backends.log,
                              sessions=self.backends.sessions, router=self.backends.router)
@@ -110,7 +111,8 @@ class Server:
         PriceHandlers(self.gateway)
         BookHandlers(self.gateway, self.books)
         TradeHandlers(self.gateway, self.market)
-        self.overload = Overload(self.rates, settings.overload_lag, on_change=self.gateway.rates.overload)
+        self.overload = Overload(self.rates, settings.overload_lag, on_change=self.gateway.rates.overload,
+                                 feed=self.feed_lag)
         self.metrics.registry.register(RateGauges(self.rates, self.overload))
         # Channels and keyed state: their client events, and what a recovery restores of them.
         self.access = channel_access(settings, self.verifier.key if isinstance(self.verifier.key, str) else None,

@@ -1,6 +1,7 @@
 """realtime/send/overload.py on a real event loop: what starts an overload and what does not.
 
-The loop is held with blocking callbacks (as CPU-bound work holds it); the
+The loop is held with blocking callbacks (as CPU-bound work holds it), and a
+feed is read late by stamping ticks in the past (as a backlog ages them); the
 verdicts are the overload's own, read from its level and ceiling.
 """
 
@@ -11,7 +12,7 @@ import time
 
 import pytest
 
-from realtime.send.overload import LEVELS, SAMPLE, WINDOW, Overload
+from realtime.send.overload import FEED_TICKS, LEVELS, SAMPLE, WINDOW, FeedLag, Overload
 from realtime.send.rates import RateTiers
 from realtime.waits import cancel
 from tests.support import eventually
@@ -20,6 +21,61 @@ WINDOW_SECONDS = SAMPLE * WINDOW
 
 # The verdicts go by how late the test's own loop wakes up: the suite's other workers must not make it late.
 pytestmark = pytest.mark.timing
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def window(feed: FeedLag, behind_ms: int, ticks: int = FEED_TICKS) -> float:
+    """One window of `ticks` ticks, each read `behind_ms` after it was stamped; the window's feed lag."""
+    for _ in range(ticks):
+        feed.read(now_ms() - behind_ms)
+    return feed.window()
+
+
+def test_a_feed_read_later_and_later_lags_by_how_much_later() -> None:
+    feed = FeedLag()
+    assert window(feed, 5) < 0.005
+    assert 0.39 < window(feed, 400) < 0.41  # 395 ms later than the freshest of the minute
+    assert window(feed, 5) < 0.005  # caught up
+
+
+def test_a_feed_clock_ahead_or_behind_is_not_a_lag() -> None:
+    # Another host's clock, or a feed's own latency: every tick equally old (or from the future).
+    for offset_ms in (5_000, -3_000):
+        feed = FeedLag()
+        assert [round(window(feed, offset_ms), 2) for _ in range(5)] == [0.0] * 5
+
+
+def test_a_quiet_feed_says_nothing_about_the_pod() -> None:
+    # A few old ticks in a window (a slow asset, a replayed price) are not a backlog.
+    feed = FeedLag()
+    assert window(feed, 5) < 0.005
+    assert window(feed, 10_000, ticks=FEED_TICKS - 1) == 0.0
+
+
+async def test_a_pod_behind_its_feed_is_capped_though_its_loop_is_on_time() -> None:
+    # The backlog waits in the Redis connection, not in the loop: every tick read is older than the last.
+    watched, changes = overload()
+    running = asyncio.create_task(watched.run())
+    behind_ms = 0
+
+    async def feed() -> None:
+        nonlocal behind_ms
+        while True:
+            for _ in range(5):
+                watched.feed.read(now_ms() - behind_ms)
+            behind_ms += 10  # 10 ms more behind every 10 ms: reading at half the rate ticks arrive
+            await asyncio.sleep(0.01)
+
+    feeding = asyncio.create_task(feed())
+    try:
+        await eventually(lambda: watched.ceiling is not None, timeout=6 * WINDOW_SECONDS)
+        assert changes == [LEVELS[0]] and watched.loop_lag < watched.threshold
+        assert watched.feed.lag > watched.threshold
+    finally:
+        await cancel(feeding, running)
 
 
 def overload(threshold_ms: float = 30) -> tuple[Overload, list[float | None]]:

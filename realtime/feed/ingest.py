@@ -35,6 +35,7 @@ from realtime.metrics import Metrics
 from realtime.protocol import PRICE_STATUS, PriceStatus, PriceUpdate, TickOutcome
 from realtime.rooms import is_delayed, tier_room
 from realtime.send.fanout import Fanout, deliver
+from realtime.send.overload import FeedLag
 from realtime.send.rates import RateTiers
 
 logger = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ DROPPED = {outcome: f"feed: dropped {outcome.value} tick: %s" for outcome in Tic
 class Ingest:
     def __init__(self, source: PriceSource, book: PriceBook, fanout: Fanout, metrics: Metrics, rates: RateTiers,
                  restarts: Restarts | None = None, books: BookFeed | None = None,
-                 trades: TradeFeed | None = None) -> None:
+                 trades: TradeFeed | None = None, feed_lag: FeedLag | None = None) -> None:
         self.source = source
         self.book = book
         self.fanout = fanout
@@ -80,13 +81,14 @@ class Ingest:
         self.delays = [0, *book.tiers.tiers]  # the real-time room and every delayed tier's
         self.restarts = restarts or LocalRestarts()
         self.rates = rates
+        self.feed_lag = feed_lag or FeedLag()  # how far behind the feed ticks are read (overload's second signal)
         self.realtime_rooms = {name: tier_room(name, 0) for name in book.catalog.names}
         self.books = books
         self.trades = trades
 
     async def run(self) -> None:
         await self.restarts.load(self.book)
-        books, trades = self.books, self.trades
+        books, trades, feed_lag = self.books, self.trades, self.feed_lag
         # A cancel while a tick is sent must still close the source and its Redis connection.
         async with contextlib.aclosing(self.source.messages()) as messages:
             async for raw in messages:
@@ -109,6 +111,7 @@ class Ingest:
                     await self.send_statuses(self.book.statuses.drain())
                 for update in verdict.updates:
                     self.counts[TickOutcome.OK] += 1
+                    feed_lag.read(update["ts"])
                     self.book.tiers.add(update)
                     await self.send(update)
                     if trades is not None:

@@ -1,11 +1,19 @@
-"""Overload: when the event loop falls behind, send fewer price ticks, evenly, instead of queueing.
+"""Overload: when the pod falls behind, send fewer price ticks, evenly, instead of queueing.
 
-The lag is how late a short sleep wakes up: every callback the loop has in
-hand runs before it. A window's verdict goes by its second-worst sample, so
-a lone spike (a garbage collection, one slow callback) neither starts an
-overload nor holds one open, while a loop that keeps falling behind (even in
-bursts: a batch of ticks fanned out at once) is late more than once a window.
-Past `REALTIME_OVERLOAD_LAG` ms in a window the pod caps
+The pod can fall behind in two places, and either starts an overload:
+
+- its event loop: the lag is how late a short sleep wakes up, since every
+  callback the loop has in hand runs before it. A window's verdict goes by its
+  second-worst sample, so a lone spike (a garbage collection, one slow
+  callback) neither starts an overload nor holds one open, while a loop that
+  keeps falling behind (even in bursts: a batch of ticks fanned out at once)
+  is late more than once a window;
+- its feed (`FeedLag`): a pod that fans out slower than ticks arrive can keep
+  its loop turning on time while the backlog waits, unread, in its Redis
+  connection. Then even the freshest tick of a window is older than the
+  freshest ticks of the last minute.
+
+Past `REALTIME_OVERLOAD_LAG` ms in a window (loop lag, or feed lag) the pod caps
 every asset's price updates at a rate of `LEVELS` (the first one, then one
 step lower per window that still lags), through the rate tiers
 (`realtime.send.rates`): every connection of an asset gets the same ticks,
@@ -20,7 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -35,18 +45,57 @@ LEVELS = (10.0, 5.0, 2.0, 1.0, 0.5, 0.2)
 SAMPLE = 0.05  # seconds between two lag samples
 WINDOW = 10  # samples per decision (0.5 s)
 CALM_WINDOWS = 4  # windows under half the threshold before the cap rises a step (2 s)
+FLOOR_WINDOWS = 120  # the feed lag's floor: the freshest tick of the last minute
+FEED_TICKS = 20  # ticks a window needs before its feed lag counts (a quiet feed says nothing about the pod)
+
+
+class FeedLag:
+    """How far behind its feed the pod reads: the freshest tick of a window against the freshest of a minute.
+
+    A tick's age when read is the pod's clock less the feed's `ts`. The clocks of feed and pod differ and
+    the feed's own latency varies, so the age alone says little: the lag is how much older the window's
+    freshest tick is than the freshest of the last `FLOOR_WINDOWS` windows. A pod that keeps up reads
+    some tick of every window as fresh as ever; a backlog ages all of them.
+    """
+
+    def __init__(self) -> None:
+        self.freshest = math.inf  # seconds: the youngest tick read in this window
+        self.ticks = 0  # ticks read in this window
+        self.floor: deque[float] = deque(maxlen=FLOOR_WINDOWS)
+        self.lag = 0.0  # seconds, the last window's
+
+    def read(self, ts_ms: int) -> None:
+        """A tick published at `ts_ms` (the feed's clock) was read now."""
+        age = time.time() - ts_ms / 1000
+        if age < self.freshest:
+            self.freshest = age
+        self.ticks += 1
+
+    def window(self) -> float:
+        """End a window: how far behind the feed it was read, in seconds (0 with too few ticks to tell)."""
+        freshest, ticks = self.freshest, self.ticks
+        self.freshest, self.ticks = math.inf, 0
+        if ticks < FEED_TICKS:
+            self.lag = 0.0
+        else:
+            self.floor.append(freshest)
+            self.lag = freshest - min(self.floor)
+        return self.lag
 
 
 class Overload:
-    """Measures the loop's lag and sets the rate tiers' ceiling from it."""
+    """Measures the loop's lag and the feed's, and sets the rate tiers' ceiling from them."""
 
     def __init__(self, rates: RateTiers, threshold_ms: float,
-                 on_change: Callable[[float | None], None] = lambda ceiling: None) -> None:
+                 on_change: Callable[[float | None], None] = lambda ceiling: None, feed: FeedLag | None = None
+                 ) -> None:
         self.rates = rates
         self.threshold = threshold_ms / 1000
         self.on_change = on_change
-        self.lag = 0.0  # the second-worst lag of the last window, seconds: what the verdict goes by
-        self.worst = 0.0  # the worst lag of the last window, seconds
+        self.feed = feed or FeedLag()
+        self.lag = 0.0  # the worse of the last window's second-worst loop lag and its feed lag: the verdict's
+        self.worst = 0.0  # the worst loop lag of the last window, seconds
+        self.loop_lag = 0.0  # the second-worst loop lag of the last window, seconds
         self.level = -1  # index in LEVELS; -1: no overload
         self.episodes = 0
         self.seconds = 0.0  # time spent overloaded, ended episodes
@@ -62,7 +111,7 @@ class Overload:
         return None if self.level < 0 else LEVELS[self.level]
 
     def decide(self, lag: float) -> None:
-        """One window's verdict from its second-worst lag (the calm count lives in `run`)."""
+        """One window's verdict from its lag (the calm count lives in `run`)."""
         self.lag = lag
         if lag > self.threshold and self.level < len(LEVELS) - 1:
             self._set(self.level + 1)
@@ -79,18 +128,19 @@ class Overload:
         if was < 0:
             self.episodes += 1
             self._since = time.monotonic()
-            logger.warning("overload: event-loop lag %.0f ms is past REALTIME_OVERLOAD_LAG=%.0f ms; price updates "
-                           "capped at %g per second per asset", self.lag * 1000, self.threshold * 1000, self.ceiling)
+            logger.warning("overload: %s is past REALTIME_OVERLOAD_LAG=%.0f ms; price updates capped at %g per "
+                           "second per asset", self._lags(), self.threshold * 1000, self.ceiling)
         elif level < 0:
             lasted = time.monotonic() - (self._since or time.monotonic())
             self.seconds += lasted
             self._since = None
-            logger.warning("overload ended after %.1f s: event-loop lag %.0f ms; price updates at full rate",
-                           lasted, self.lag * 1000)
+            logger.warning("overload ended after %.1f s: %s; price updates at full rate", lasted, self._lags())
         else:
-            logger.info("overload: price updates capped at %g per second per asset (lag %.0f ms)",
-                        self.ceiling, self.lag * 1000)
+            logger.info("overload: price updates capped at %g per second per asset (%s)", self.ceiling, self._lags())
         self.on_change(self.ceiling)
+
+    def _lags(self) -> str:
+        return f"event-loop lag {self.loop_lag * 1000:.0f} ms, feed read {self.feed.lag * 1000:.0f} ms behind"
 
     async def run(self) -> None:
         """Sample the lag and decide, until cancelled; does nothing when the threshold is 0 (off)."""
@@ -106,7 +156,8 @@ class Overload:
                 lags.append(loop.time() - started - SAMPLE)
             self.worst = max(lags)
             lags.sort()
-            judged = lags[-2]  # one late wake-up alone is a spike, not a loop falling behind
+            self.loop_lag = lags[-2]  # one late wake-up alone is a spike, not a loop falling behind
+            judged = max(self.loop_lag, self.feed.window())
             self.decide(judged)
             if self.level >= 0 and judged < self.threshold / 2:
                 calm += 1
@@ -128,6 +179,8 @@ class RateGauges(Collector):
         overload = self.overload
         yield GaugeMetricFamily("realtime_event_loop_lag_seconds", "worst event-loop lag of the last half second",
                                 value=overload.worst)
+        yield GaugeMetricFamily("realtime_feed_lag_seconds", "how much older the freshest tick read in the last half "
+                                "second was than the freshest of the last minute", value=overload.feed.lag)
         yield GaugeMetricFamily("realtime_overload", "1 while the pod caps price updates for overload",
                                 value=1 if overload.level >= 0 else 0)
         yield GaugeMetricFamily("realtime_overload_max_rate", "price updates per second per asset under the "
