@@ -144,7 +144,7 @@ def _bench(args: argparse.Namespace) -> int:
         book_levels=args.book_levels, book_seconds=args.book_seconds, state_seconds=args.state_seconds,
         rates_clients=args.rates_clients, rates_per_client=args.rates_per_client,
         rates_tick_rate=args.rates_tick_rate, rates_max_rate=args.rates_max_rate,
-        overload_rates=[int(r) for r in args.overload_rates],
+        overload_rates=[int(r) for r in args.overload_rates], server_cpu_limit=args.server_cpu_limit,
         generator_cpus=len(args.generator_cpus or generator_cpus) or (os.cpu_count() or 1),
     )
     plan = runner.Plan(
@@ -295,6 +295,10 @@ def _add_bench(commands: Any) -> None:
                        help="load-generator processes (default: one per generator CPU)")
     bench.add_argument("--server-cpus", type=_cpus, default=None,
                        help="CPUs the server is pinned to (default: the first)")
+    bench.add_argument("--server-cpu-limit", type=float, default=None,
+                       help="hold each started server to this many CPUs with a cgroup quota, as Kubernetes' "
+                            "limits.cpu does (e.g. 0.4; root); the overload scenario needs it on a machine whose "
+                            "load generator has one core")
     bench.add_argument("--generator-cpus", type=_cpus, default=None,
                        help="CPUs for the load generator, ticker and Redis (default: the others)")
     bench.add_argument("--rates-clients", type=int, default=defaults.rates_clients,

@@ -38,6 +38,8 @@ class Options:
     drain_seconds: float = 3.0
     connect_concurrency: int = 200
     generator_cpus: int = 1
+    # CPUs a started server may use (a CFS quota, as Kubernetes' limits.cpu); None: its whole core.
+    server_cpu_limit: float | None = None
     # The `assets` scenario: this many assets over this many pods, ticks per second over all assets.
     spread_assets: int = 1000
     spread_pods: int = 4

@@ -95,7 +95,7 @@ async def overload(fleet: Fleet, options: Options, *, redis_url: str, redis_pid:
         secret = secrets.token_urlsafe(32)
         endpoint = await start_target("gateway", redis_url=redis_url, assets=bench_assets(assets), secret=secret,
                                       cpus=cpus, workdir=workdir, node_dir=node_dir,
-                                      settings={"REALTIME_OVERLOAD_LAG": lag})
+                                      settings={"REALTIME_OVERLOAD_LAG": lag}, cpu_limit=options.server_cpu_limit)
         run = Run(endpoint, fleet, options, redis_pid)
         try:
             connect = await run.connect(options.capacity_clients, len(endpoint.assets))

@@ -375,5 +375,8 @@ def render(document: dict[str, Any]) -> str:
     head = (f"realtime bench · {info['date']} · {info['nproc']} × {info['cpu_model']} · "
             f"load average {info['load_average_at_start']} at start · server CPUs {document['server_cpus']}, "
             f"generator CPUs {document['generator_cpus']}")
+    limit = document.get("options", {}).get("server_cpu_limit")
+    if limit is not None:
+        head += f" · each server held to {limit:g} CPU (cgroup quota)"
     notes = "\n".join(f"note: {n}" for n in [*document["notes"], *contention(document["results"])])
     return "\n\n".join(p for p in (head, summary(document["results"]), details(document["results"]), notes) if p)

@@ -151,7 +151,8 @@ async def run_bench(plan: Plan) -> dict[str, Any]:
                 else:
                     endpoint = await start_target(target, redis_url=redis_url, assets=bench_assets(plan.assets),
                                                   secret=secrets.token_urlsafe(32), cpus=plan.server_cpus,
-                                                  workdir=tmp, node_dir=plan.node_dir, settings=RAW_FANOUT)
+                                                  workdir=tmp, node_dir=plan.node_dir, settings=RAW_FANOUT,
+                                                  cpu_limit=plan.options.server_cpu_limit)
                 run = Run(endpoint, fleet, plan.options, redis.pid if redis else None)
                 try:
                     result = await SCENARIO_FUNCTIONS[scenario](run)

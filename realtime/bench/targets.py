@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from realtime.bench.cpulimit import limit_cpu, remove
 from realtime.bench.fleet import pinned
 from realtime.bench.options import TARGETS
 from realtime.config import Settings
@@ -67,11 +68,18 @@ class Process:
     """A child process pinned to some CPUs, logging to a file, stopped with SIGTERM."""
 
     def __init__(self, command: Sequence[str], *, env: dict[str, str] | None, cpus: Sequence[int],
-                 log_path: Path, cwd: Path | None = None) -> None:
+                 log_path: Path, cwd: Path | None = None, cpu_limit: float | None = None) -> None:
         with log_path.open("ab") as log:
             self.popen = subprocess.Popen(list(command), env=env, stdout=log, stderr=subprocess.STDOUT,
                                           cwd=cwd, preexec_fn=pinned(cpus))
         self.log_path = log_path
+        self.cgroup: Path | None = None
+        if cpu_limit is not None:
+            try:
+                self.cgroup = limit_cpu(self.popen.pid, cpu_limit)
+            except OSError as exc:
+                self.stop()
+                raise BenchError(f"--server-cpu-limit needs a writable cgroup CPU controller (root): {exc}") from None
 
     @property
     def pid(self) -> int:
@@ -85,6 +93,8 @@ class Process:
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait()
+        if self.cgroup is not None:
+            remove(self.cgroup)
 
     def tail(self, chars: int = 2000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
@@ -178,10 +188,12 @@ def ensure_node_server(node_dir: Path) -> Path:
 
 
 async def start_target(kind: str, *, redis_url: str, assets: list[str], secret: str, cpus: Sequence[int],
-                       workdir: Path, node_dir: Path, settings: Mapping[str, str] | None = None) -> Endpoint:
+                       workdir: Path, node_dir: Path, settings: Mapping[str, str] | None = None,
+                       cpu_limit: float | None = None) -> Endpoint:
     """Start a fresh server of `kind` (gateway, stock or node) and wait until it is ready.
 
-    `settings` (REALTIME_* variables) override the defaults, e.g. for pods that share channels.
+    `settings` (REALTIME_* variables) override the defaults, e.g. for pods that share channels; `cpu_limit`
+    holds it to that many CPUs (`realtime.bench.cpulimit`).
     """
     port = free_port()
     suffix = f"{kind}-{port}"
@@ -205,7 +217,7 @@ async def start_target(kind: str, *, redis_url: str, assets: list[str], secret: 
         command = [sys.executable, "-m", "realtime", "serve"]
     else:
         raise BenchError(f"unknown target {kind!r}; choose from {', '.join(TARGETS)}")
-    process = Process(command, env=env, cpus=cpus, log_path=workdir / f"{suffix}.log")
+    process = Process(command, env=env, cpus=cpus, log_path=workdir / f"{suffix}.log", cpu_limit=cpu_limit)
     try:
         await _wait_ready(f"http://127.0.0.1:{port}/ready", 60, process.popen, f"{kind} server")
     except BaseException:

@@ -66,6 +66,10 @@ class TradeFeed(BookFeed, Protocol):
         ...
 
 
+# Seconds of ticks handled before the loop gets a turn: a backlog read in one go would otherwise hold the
+# loop (private events, acks, HTTP wait behind it) and hide from the overload's lag (realtime.send.overload).
+TURN = 0.02
+
 DROPPED = {outcome: f"feed: dropped {outcome.value} tick: %s" for outcome in TickOutcome}
 
 
@@ -91,7 +95,11 @@ class Ingest:
         books, trades, feed_lag = self.books, self.trades, self.feed_lag
         # A cancel while a tick is sent must still close the source and its Redis connection.
         async with contextlib.aclosing(self.source.messages()) as messages:
+            turn = time.perf_counter()
             async for raw in messages:
+                if time.perf_counter() - turn > TURN:
+                    await asyncio.sleep(0)
+                    turn = time.perf_counter()
                 if trades is not None and (TRADE_MARK in raw if isinstance(raw, bytes) else TRADE_MARK.decode() in raw):
                     if await trades.accept(raw):
                         continue

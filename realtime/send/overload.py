@@ -149,8 +149,11 @@ class Overload:
         loop = asyncio.get_running_loop()
         calm = 0
         while True:
-            lags = []
-            for _ in range(WINDOW):
+            # A window is WINDOW samples, or half a second with two at least: a loop late by a second each
+            # wake-up must not take ten seconds to judge.
+            lags: list[float] = []
+            began = loop.time()
+            while len(lags) < WINDOW and (len(lags) < 2 or loop.time() - began < WINDOW * SAMPLE):
                 started = loop.time()
                 await asyncio.sleep(SAMPLE)
                 lags.append(loop.time() - started - SAMPLE)
