@@ -229,8 +229,8 @@ class Settings(BaseSettings):
                                            "(unset: no cap; a token's maxRate claim and the request may lower it)",
     )
     overload_lag: float = Field(
-        100.0, ge=0, le=60_000, description="event-loop lag (ms) past which the pod lowers every connection's "
-                                            "price rate evenly until the lag recovers (0 = off)",
+        100.0, ge=0, le=60_000, description="event-loop lag, or lag behind the feed, (ms) past which the pod "
+                                            "lowers every connection's price rate evenly until it recovers (0 = off)",
     )
 
     # Order books (realtime.books).

@@ -245,3 +245,21 @@ async def test_tiny_rates_and_overload_scenarios(tmp_path: Path) -> None:
         assert [step["offered_per_s"] for step in steps] == pytest.approx(ladder, rel=0.25), (mode, steps)
         assert all(step["disconnects"] == 0 for step in steps), (mode, steps)
     assert "gateway · rates (20 clients" in stdout and "ceiling" in stdout
+
+
+def test_a_server_cpu_limit_holds_the_process_in_a_quota_of_its_own(tmp_path: Path) -> None:
+    # --server-cpu-limit: a cgroup with a CFS quota (as Kubernetes' limits.cpu), removed with the process.
+    if os.geteuid() != 0:
+        pytest.skip("cgroups are root's (CI runs as root)")
+    from realtime.bench.targets import Process
+
+    process = Process(["sleep", "30"], env=None, cpus=[], log_path=tmp_path / "sleep.log", cpu_limit=0.25)
+    group = process.cgroup
+    try:
+        assert group is not None and f"realtime-bench-{process.pid}" in Path(f"/proc/{process.pid}/cgroup").read_text()
+        quota = (group / "cpu.max").read_text().split()[0] if (group / "cpu.max").exists() else (
+            group / "cpu.cfs_quota_us").read_text().strip()
+        assert quota == "25000"
+    finally:
+        process.stop()
+    assert not group.exists()
