@@ -67,6 +67,15 @@ def client(url: str, timeout: float, *, bounded_reads: bool = True) -> Client:
     return redis
 
 
+async def _close(pubsub: PubSub | ShardedPubSub, redis: aioredis.Redis | None) -> None:
+    """Close a subscription and its client, whatever either raises."""
+    with contextlib.suppress(*REDIS_ERRORS):
+        await pubsub.aclose()
+    if redis is not None:
+        with contextlib.suppress(*REDIS_ERRORS):
+            await redis.aclose()
+
+
 class HiredisPacking:
     """Commands packed by hiredis, as redis-py's own synchronous client does.
 
@@ -248,11 +257,9 @@ class Subscription:
                 try:
                     await cancel(syncer)
                 finally:
-                    with contextlib.suppress(*REDIS_ERRORS):
-                        await pubsub.aclose()
-                    if redis is not None:
-                        with contextlib.suppress(*REDIS_ERRORS):
-                            await redis.aclose()
+                    # Shielded: a second cancel (`realtime.waits.cancel` repeats one) must not leave a connection
+                    # open, its socket leaked until the collector finds it.
+                    await asyncio.shield(_close(pubsub, redis))
             # A cancel lost while the connection closed (3.11's wait_for in redis-py, see realtime.waits):
             # this task is still being cancelled (the manager stopping while Redis is away), so end.
             current = asyncio.current_task()

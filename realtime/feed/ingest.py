@@ -68,7 +68,7 @@ class TradeFeed(BookFeed, Protocol):
 
 # Seconds of ticks handled before the loop gets a turn: a backlog read in one go would otherwise hold the
 # loop (private events, acks, HTTP wait behind it) and hide from the overload's lag (realtime.send.overload).
-TURN = 0.02
+TURN = 0.01
 
 DROPPED = {outcome: f"feed: dropped {outcome.value} tick: %s" for outcome in TickOutcome}
 
