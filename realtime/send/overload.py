@@ -10,8 +10,11 @@ The pod can fall behind in two places, and either starts an overload:
   is late more than once a window;
 - its feed (`FeedLag`): a pod that fans out slower than ticks arrive can keep
   its loop turning on time while the backlog waits, unread, in its Redis
-  connection. Then even the freshest tick of a window is older than the
+  connection. Then even the freshest tick of each sample is older than the
   freshest ticks of the last minute.
+
+Both are judged by a window's second-worst sample; out of overload a window
+ends as soon as two samples are past the threshold.
 
 Past `REALTIME_OVERLOAD_LAG` ms in a window (loop lag, or feed lag) the pod caps
 every asset's price updates at a rate of `LEVELS` (the first one, then one
@@ -46,23 +49,29 @@ SAMPLE = 0.05  # seconds between two lag samples
 WINDOW = 10  # samples per decision (0.5 s)
 CALM_WINDOWS = 4  # windows under half the threshold before the cap rises a step (2 s)
 FLOOR_WINDOWS = 120  # the feed lag's floor: the freshest tick of the last minute
-FEED_TICKS = 20  # ticks a window needs before its feed lag counts (a quiet feed says nothing about the pod)
+SAMPLE_TICKS = 2  # ticks a sample needs before its feed lag counts (a quiet feed says nothing about the pod)
+
+
+def second_worst(samples: list[float]) -> float:
+    """One late sample alone is a spike, not a pod falling behind: the second-worst (0 below two)."""
+    return sorted(samples)[-2] if len(samples) >= 2 else 0.0
 
 
 class FeedLag:
-    """How far behind its feed the pod reads: the freshest tick of a window against the freshest of a minute.
+    """How far behind its feed the pod reads: the freshest tick of a sample against the freshest of a minute.
 
     A tick's age when read is the pod's clock less the feed's `ts`. The clocks of feed and pod differ and
-    the feed's own latency varies, so the age alone says little: the lag is how much older the window's
+    the feed's own latency varies, so the age alone says little: the lag is how much older a sample's
     freshest tick is than the freshest of the last `FLOOR_WINDOWS` windows. A pod that keeps up reads
-    some tick of every window as fresh as ever; a backlog ages all of them.
+    some tick of every sample as fresh as ever; a backlog ages all of them.
     """
 
     def __init__(self) -> None:
-        self.freshest = math.inf  # seconds: the youngest tick read in this window
-        self.ticks = 0  # ticks read in this window
-        self.floor: deque[float] = deque(maxlen=FLOOR_WINDOWS)
-        self.lag = 0.0  # seconds, the last window's
+        self.freshest = math.inf  # seconds: the youngest tick read in this sample
+        self.ticks = 0  # ticks read in this sample
+        self.window_freshest = math.inf  # the youngest of this window's samples
+        self.floor: deque[float] = deque(maxlen=FLOOR_WINDOWS)  # each past window's youngest
+        self.lag = 0.0  # seconds: the last window's verdict (its second-worst sample)
 
     def read(self, ts_ms: int) -> None:
         """A tick published at `ts_ms` (the feed's clock) was read now."""
@@ -71,15 +80,21 @@ class FeedLag:
             self.freshest = age
         self.ticks += 1
 
-    def window(self) -> float:
-        """End a window: how far behind the feed it was read, in seconds (0 with too few ticks to tell)."""
+    def sample(self) -> float | None:
+        """End a sample: how far behind the feed it was read, in seconds (None: too few ticks to tell)."""
         freshest, ticks = self.freshest, self.ticks
         self.freshest, self.ticks = math.inf, 0
-        if ticks < FEED_TICKS:
-            self.lag = 0.0
-        else:
-            self.floor.append(freshest)
-            self.lag = freshest - min(self.floor)
+        if ticks < SAMPLE_TICKS:
+            return None
+        self.window_freshest = min(self.window_freshest, freshest)
+        return freshest - min(self.window_freshest, min(self.floor, default=math.inf))
+
+    def end_window(self, samples: list[float]) -> float:
+        """End a window of `samples` (`sample()`'s): its lag, which goes into the floor."""
+        if self.window_freshest < math.inf:
+            self.floor.append(self.window_freshest)
+        self.window_freshest = math.inf
+        self.lag = second_worst(samples)
         return self.lag
 
 
@@ -149,18 +164,25 @@ class Overload:
         loop = asyncio.get_running_loop()
         calm = 0
         while True:
-            # A window is WINDOW samples, or half a second with two at least: a loop late by a second each
-            # wake-up must not take ten seconds to judge.
+            # A window is WINDOW samples, or half a second with two at least (a loop late by a second each
+            # wake-up must not take ten seconds to judge). Out of overload it ends as soon as two samples of
+            # either lag are past the threshold: a pod that falls behind is capped within a few samples
+            # (once capped, each lower step takes a whole window: a backlog being read still looks late).
             lags: list[float] = []
+            behind: list[float] = []
             began = loop.time()
             while len(lags) < WINDOW and (len(lags) < 2 or loop.time() - began < WINDOW * SAMPLE):
                 started = loop.time()
                 await asyncio.sleep(SAMPLE)
                 lags.append(loop.time() - started - SAMPLE)
+                feed = self.feed.sample()
+                if feed is not None:
+                    behind.append(feed)
+                if self.level < 0 and max(second_worst(lags), second_worst(behind)) > self.threshold:
+                    break
             self.worst = max(lags)
-            lags.sort()
-            self.loop_lag = lags[-2]  # one late wake-up alone is a spike, not a loop falling behind
-            judged = max(self.loop_lag, self.feed.window())
+            self.loop_lag = second_worst(lags)
+            judged = max(self.loop_lag, self.feed.end_window(behind))
             self.decide(judged)
             if self.level >= 0 and judged < self.threshold / 2:
                 calm += 1
@@ -182,8 +204,9 @@ class RateGauges(Collector):
         overload = self.overload
         yield GaugeMetricFamily("realtime_event_loop_lag_seconds", "worst event-loop lag of the last half second",
                                 value=overload.worst)
-        yield GaugeMetricFamily("realtime_feed_lag_seconds", "how much older the freshest tick read in the last half "
-                                "second was than the freshest of the last minute", value=overload.feed.lag)
+        yield GaugeMetricFamily("realtime_feed_lag_seconds", "how much older the freshest tick read was than the "
+                                "freshest of the last minute (the last window's second-worst sample)",
+                                value=overload.feed.lag)
         yield GaugeMetricFamily("realtime_overload", "1 while the pod caps price updates for overload",
                                 value=1 if overload.level >= 0 else 0)
         yield GaugeMetricFamily("realtime_overload_max_rate", "price updates per second per asset under the "
