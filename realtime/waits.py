@@ -6,12 +6,15 @@ is gone (gh-86296, fixed in 3.12). redis-py awaits its writes that way, so
 any task that talks to Redis can outlive one cancel: a stop that cancels it
 once and awaits it then waits forever (a pod killed at the end of its
 grace, a test hung in its teardown). `wait_set` waits without the race;
-`cancel` cancels again until the tasks have ended.
+`cancel` cancels again until the tasks have ended; `together` runs tasks as
+`asyncio.TaskGroup` does, but stops them with `cancel` (a TaskGroup cancels
+its tasks once, and waits for them for good).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from typing import Any
 
 # Seconds a cancelled task has to end before it is cancelled again: room for the cleanup its cancel runs
@@ -39,3 +42,13 @@ async def cancel(*tasks: asyncio.Task[Any] | None) -> None:
     for ended in tasks:
         if ended is not None and not ended.cancelled():
             ended.result()
+
+
+async def together(*coroutines: Coroutine[Any, Any, None]) -> None:
+    """Run `coroutines` as tasks until all end, one fails (its exception is raised here) or this is cancelled;
+    the others are then stopped with `cancel`, shielded so that a second cancel cannot leave them running."""
+    tasks = [asyncio.ensure_future(coroutine) for coroutine in coroutines]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        await asyncio.shield(cancel(*tasks))

@@ -1,4 +1,4 @@
-"""realtime/waits.py: a background loop that waits on an event with a deadline still ends when cancelled."""
+"""realtime/waits.py: loops that wait on an event with a deadline, and tasks run together, still end when cancelled."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from realtime.waits import cancel, wait_set
+from realtime.waits import cancel, together, wait_set
 
 
 async def test_a_cancel_that_arrives_as_the_event_is_set_ends_the_loop() -> None:
@@ -62,3 +62,35 @@ async def test_cancel_raises_what_a_task_raised() -> None:
     await asyncio.sleep(0)
     with pytest.raises(ValueError, match="broken"):
         await cancel(task)
+
+
+async def stubborn(started: asyncio.Event) -> None:
+    """A task that loses its first cancel, as one in redis-py can (3.11's wait_for, gh-86296)."""
+    started.set()
+    try:
+        await asyncio.sleep(30)
+    except asyncio.CancelledError:
+        pass
+    await asyncio.sleep(30)
+
+
+async def test_together_stops_a_task_that_lost_its_first_cancel() -> None:
+    # asyncio.TaskGroup cancels its tasks once: this group would wait for the stubborn one for good.
+    started = asyncio.Event()
+    running = asyncio.create_task(together(stubborn(started), asyncio.sleep(30)))
+    await started.wait()
+    async with asyncio.timeout(5):
+        await cancel(running)
+    assert running.cancelled()
+
+
+async def test_together_raises_what_a_task_raised_and_stops_the_others() -> None:
+    started = asyncio.Event()
+
+    async def fails() -> None:
+        await started.wait()
+        raise ValueError("broken")
+
+    with pytest.raises(ValueError, match="broken"):
+        async with asyncio.timeout(5):
+            await together(stubborn(started), fails())

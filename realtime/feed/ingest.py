@@ -37,6 +37,7 @@ from realtime.rooms import is_delayed, tier_room
 from realtime.send.fanout import Fanout, deliver
 from realtime.send.overload import FeedLag
 from realtime.send.rates import RateTiers
+from realtime.waits import together
 
 logger = logging.getLogger(__name__)
 
@@ -162,10 +163,8 @@ class Ingest:
 
     async def watch(self) -> None:
         """The background work besides the feed: staleness sweeps and the delayed tiers' timer."""
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self.book.statuses.watch(self.send_statuses))
-            group.create_task(self.book.tiers.run(self.send))
-            group.create_task(self.rates.run(self.send_room))
+        await together(self.book.statuses.watch(self.send_statuses), self.book.tiers.run(self.send),
+                       self.rates.run(self.send_room))
 
     def _drop(self, rejected: TickRejected) -> None:
         self.counts[rejected.outcome] += 1

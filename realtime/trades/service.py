@@ -34,6 +34,7 @@ from realtime.send.fanout import Fanout, deliver
 from realtime.trades.candles import INTERVALS, Candle, Series
 from realtime.trades.messages import TradeOutcome, TradeRefused, parse
 from realtime.trades.store import MarketStore
+from realtime.waits import together
 
 logger = logging.getLogger(__name__)
 
@@ -181,9 +182,7 @@ class Market:
 
     async def run(self) -> None:
         """Close bars through the store, and send open bars and the delayed tiers' bars, until cancelled."""
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self._close_all())
-            group.create_task(self._tick())
+        await together(self._close_all(), self._tick())
 
     async def _close_all(self) -> None:
         while True:
