@@ -12,11 +12,13 @@ microseconds of client CPU besides its commands).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from realtime.backplane.connections import Client, pipeline
+from realtime.waits import cancel
 
 # Pipelines in flight at once, well below redis-py's pool of 100 connections.
 IN_FLIGHT = 16
@@ -51,9 +53,8 @@ class Pipelined:
 
     async def aclose(self) -> None:
         """End the pipelines still in flight (a stop while Redis hangs), so none outlives its client."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):  # each has ended when `cancel` returns or raises what one raised
+            await cancel(*self._tasks)
 
     def _start(self) -> None:
         self._scheduled = False

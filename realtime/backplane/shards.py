@@ -33,6 +33,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from realtime.backplane.liveness import Liveness
+from realtime.waits import cancel
 
 SCHEME = "redis+cluster"
 # Messages read from the shards but not yet taken by the consumer; beyond it the shard readers wait.
@@ -147,11 +148,8 @@ class ShardedPubSub:
         self._queue.put_nowait({"type": "pong", "channel": None, "data": b""})
 
     async def aclose(self) -> None:
-        for task in self._readers:
-            task.cancel()
-        for task in self._readers:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        with contextlib.suppress(Exception):  # each has ended when `cancel` returns or raises what one raised
+            await cancel(*self._readers)
         for link in self._links.values():
             with contextlib.suppress(Exception):
                 await link.aclose()  # type: ignore[no-untyped-call]
