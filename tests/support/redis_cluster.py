@@ -120,14 +120,19 @@ class RedisClusterNodes:
         return [int(line.split()[1].split(":")[1].split("@")[0]) for line in lines
                 if "slave" in line.split()[2].split(",") and "fail" not in line.split()[2]]
 
-    def replica_of(self, master: int) -> int:
-        """The port of a live replica of the master on `master`."""
+    def replica_of(self, master: int, timeout: float = 10.0) -> int:
+        """The port of a live replica of the master on `master`; a new cluster's master may hear of its replica
+        a moment after the cluster is up (CI once asked too soon)."""
         master_id = self.command(master, "cluster", "myid").strip()
-        for line in self.command(master, "cluster", "nodes").splitlines():
-            fields = line.split()
-            if fields[3] == master_id and "fail" not in fields[2]:
-                return int(fields[1].split(":")[1].split("@")[0])
-        raise LookupError(f"no live replica of {master}")
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in self.command(master, "cluster", "nodes").splitlines():
+                fields = line.split()
+                if fields[3] == master_id and "fail" not in fields[2]:
+                    return int(fields[1].split(":")[1].split("@")[0])
+            if time.monotonic() > deadline:
+                raise LookupError(f"no live replica of {master} after {timeout:.0f}s")
+            time.sleep(0.1)  # the interval between two looks at the cluster's view, not a wait for something
 
     def master_of(self, key: str) -> int:
         """The port of the live master that owns `key`'s slot."""
