@@ -16,6 +16,22 @@ export function random(seed) {
   return { next, int: (n) => Math.floor(next() * n), chance: (p) => next() < p };
 }
 
+/** socket.io-client's surface for a recorded stream: handlers, and every request (event, payload, cb) kept in
+ * `pending` until the replay answers it from the recording. */
+export class RecordedSocket {
+  constructor() {
+    this.handlers = new Map();
+    this.connected = false;
+    this.recovered = false;
+    this.pending = []; // [event, request, cb]
+  }
+  on(event, fn) { (this.handlers.get(event) ?? this.handlers.set(event, new Set()).get(event)).add(fn); return this; }
+  off(event, fn) { this.handlers.get(event)?.delete(fn); return this; }
+  timeout() { return { emit: (event, request, cb) => this.pending.push([event, request, (ack) => cb(null, ack)]) }; }
+  emit(event, request, cb) { this.pending.push([event, request, cb]); }
+  fire(event, ...args) { for (const fn of [...(this.handlers.get(event) ?? [])]) fn(...args); }
+}
+
 export class ScriptedSocket {
   constructor(answer) {
     this.answer = answer; // (event, payload) -> ack, read when the request reaches the "gateway"

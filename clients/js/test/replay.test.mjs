@@ -7,26 +7,18 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { book, prices, state } from "@realtime/client";
-import { random } from "./harness.mjs";
+import { RecordedSocket, random } from "./harness.mjs";
 
 const FILE = process.env.RECORDED ?? new URL("./recorded.json", import.meta.url);
 const recording = JSON.parse(readFileSync(FILE, "utf8"));
 
 /** A socket.io-client stand-in fed from the recording; requests the recording has no answer for (the helper's
  * own repairs after a lost update) are answered as the gateway would, from the reference at the newest seq. */
-class ReplaySocket {
+class ReplaySocket extends RecordedSocket {
   constructor() {
-    this.handlers = new Map();
-    this.connected = false;
-    this.recovered = false;
-    this.pending = []; // [event, request, cb]
+    super();
     this.repairs = [];
   }
-  on(event, fn) { (this.handlers.get(event) ?? this.handlers.set(event, new Set()).get(event)).add(fn); return this; }
-  off(event, fn) { this.handlers.get(event)?.delete(fn); return this; }
-  timeout() { return { emit: (event, request, cb) => this.pending.push([event, request, (ack) => cb(null, ack)]) }; }
-  emit(event, request, cb) { this.pending.push([event, request, cb]); }
-  fire(event, ...args) { for (const fn of [...(this.handlers.get(event) ?? [])]) fn(...args); }
   take(event, match) {
     const found = this.pending.findIndex(([e, request]) => e === event && match(request));
     return found < 0 ? null : this.pending.splice(found, 1)[0];

@@ -8,25 +8,10 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { candles, compareDecimal, trades } from "@realtime/client";
+import { RecordedSocket } from "./harness.mjs";
 
 const FILE = process.env.RECORDED_TRADES ?? new URL("./recorded-trades.json", import.meta.url);
 const recording = JSON.parse(readFileSync(FILE, "utf8"));
-
-/** socket.io-client's surface, fed from the recording: a helper's request is answered by the recorded ack of the
- * same event when the stream reaches it (the recorder asked what the helpers ask, when they ask it). */
-class ReplaySocket {
-  constructor() {
-    this.handlers = new Map();
-    this.connected = false;
-    this.recovered = false;
-    this.pending = []; // [event, request, cb]
-  }
-  on(event, fn) { (this.handlers.get(event) ?? this.handlers.set(event, new Set()).get(event)).add(fn); return this; }
-  off(event, fn) { this.handlers.get(event)?.delete(fn); return this; }
-  timeout() { return { emit: (event, request, cb) => this.pending.push([event, request, (ack) => cb(null, ack)]) }; }
-  emit(event, request, cb) { this.pending.push([event, request, cb]); }
-  fire(event, ...args) { for (const fn of [...(this.handlers.get(event) ?? [])]) fn(...args); }
-}
 
 /** The feed's first `n` trades in the `1s` interval that starts at `t`. */
 function tradesOf(feed, t, n) {
@@ -37,7 +22,9 @@ test("trades and candles: a recorded stream replayed through the helpers keeps t
   const { plan, feed, bars, stream } = recording;
   const where = new Map(feed.map((trade, n) => [String(trade.id), n]));
   const closedBars = new Map(bars.map((b) => [b.t, b]));
-  const socket = new ReplaySocket();
+  // A helper's request is answered by the recorded ack of the same event when the stream reaches it (the
+  // recorder asked what the helpers ask, when they ask it).
+  const socket = new RecordedSocket();
   const [{ asset, history: last }] = plan.trades;
   const [{ interval, history }] = plan.candles;
   const tape = trades(socket, asset, { last });
